@@ -1,0 +1,29 @@
+"""Merge Studio's engine: sources -> recipe -> plan -> methods -> execute.
+
+Usable from Python without Qt::
+
+    import mergestudio
+    mergestudio.merge("recipe.yml", "out/", device="auto")
+
+Heavy modules (torch) load on first use, so importing this package is cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from mergestudio.engine.merge import MergeResult
+
+
+def merge(recipe: Any, out_dir: Any, **options: Any) -> MergeResult:
+    """Merge a recipe (path, YAML text, dict or Recipe) into a model folder. See
+    ``mergestudio.engine.merge`` for the options (device, events, cancel, ...)."""
+    from mergestudio.engine.merge import merge as _merge
+
+    return _merge(recipe, out_dir, **options)
+
+
+__all__ = ["__version__", "merge"]

@@ -1,0 +1,1 @@
+"""The ``mergestudio`` command line."""

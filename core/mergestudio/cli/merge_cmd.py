@@ -1,0 +1,155 @@
+"""``mergestudio merge RECIPE OUT [--dry-run]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from mergestudio.cli.progress import TerminalProgress, format_bytes, format_seconds
+from mergestudio.events import CancelToken
+
+
+def parse_size(text: str) -> int:
+    """'5GB' -> 5e9, '500MB', '2GiB', or plain bytes."""
+    units = {
+        "KIB": 1024,
+        "MIB": 1024**2,
+        "GIB": 1024**3,
+        "KB": 1000,
+        "MB": 1000**2,
+        "GB": 1000**3,
+        "K": 1000,
+        "M": 1000**2,
+        "G": 1000**3,
+        "B": 1,
+    }
+    upper = text.strip().upper()
+    for unit, factor in units.items():
+        if upper.endswith(unit):
+            number = upper.removesuffix(unit).strip()
+            try:
+                return int(float(number) * factor)
+            except ValueError:
+                break
+    try:
+        return int(upper)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 5GB or 500MB)") from None
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "merge",
+        help="merge models as a recipe says",
+        description="Merge models from a mergekit-style YAML recipe.",
+    )
+    parser.add_argument("recipe", type=Path, help="recipe YAML (mergekit format)")
+    parser.add_argument("out", type=Path, help="output folder (Hugging Face layout)")
+    parser.add_argument("--dry-run", action="store_true", help="plan and estimate only; read no tensor data")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument("--compute-dtype", default="float32", help="dtype to compute in (default: float32)")
+    parser.add_argument("--shard-size", type=parse_size, default="5GB", help="max shard size (default: 5GB)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load .bin/.pt checkpoints (with torch.load weights_only=True)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the dry run or result as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mergestudio.engine.merge import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    if args.dry_run:
+        return _dry_run(args, recipe)
+    from mergestudio.engine.merge import merge
+
+    cancel = CancelToken()
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
+    try:
+        result = merge(
+            recipe,
+            args.out,
+            device=args.device,
+            compute_dtype=args.compute_dtype,
+            shard_size=args.shard_size,
+            overwrite=args.overwrite,
+            allow_pickle=args.allow_pickle,
+            events=TerminalProgress(quiet=args.quiet),
+            cancel=cancel,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    stats = result.stats
+    summary = {
+        "output": str(result.output),
+        "tensors": stats.tensors,
+        "shards": result.shards,
+        "bytes_read": stats.bytes_read,
+        "bytes_written": stats.bytes_written,
+        "seconds": round(stats.seconds, 3),
+        "device": stats.device,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(
+            f"merged {stats.tensors} tensors into {result.output} in {format_seconds(stats.seconds)} "
+            f"({format_bytes(stats.bytes_read / max(stats.seconds, 1e-9))}/s read)"
+        )
+    return 0
+
+
+def _dry_run(args: argparse.Namespace, recipe: Any) -> int:
+    from mergestudio.engine.plan import build_plan, describe_sources
+
+    plan = build_plan(recipe, allow_pickle=args.allow_pickle)
+    try:
+        estimate = plan.estimate()
+        report = {
+            "method": plan.method.name,
+            "inputs": describe_sources(plan),
+            "tensors": estimate.tensor_count,
+            "output_layers": plan.output_layers,
+            "bytes_to_read": estimate.bytes_to_read,
+            "output_bytes": estimate.output_bytes,
+            "estimated_peak_memory_bytes": estimate.peak_memory_bytes,
+            "largest_tensor": estimate.largest_tensor,
+            "warnings": plan.warnings,
+        }
+    finally:
+        plan.close()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    _print_dry_run(report, args.out)
+    return 0
+
+
+def _print_dry_run(report: dict[str, Any], out: Path) -> None:
+    write = sys.stdout.write
+    write(f"dry run: {report['method']} -> {out} (nothing read, nothing written)\n\n")
+    write(f"{'model':40} {'role':6} {'arch':24} {'layers':>6} {'params':>10} {'size':>10}\n")
+    for row in report["inputs"]:
+        write(
+            f"{row['model'][-40:]:40} {row['role']:6} {str(row['architecture'])[:24]:24} "
+            f"{row['layers']:>6} {row['parameters'] / 1e6:>9.1f}M {format_bytes(row['bytes']):>10}\n"
+        )
+    write("\n")
+    write(f"tensors to write       {report['tensors']} ({report['output_layers']} layers)\n")
+    write(f"bytes to read          {format_bytes(report['bytes_to_read'])}\n")
+    write(f"output size            {format_bytes(report['output_bytes'])}\n")
+    write(
+        f"estimated peak memory  {format_bytes(report['estimated_peak_memory_bytes'])} "
+        f"(largest tensor: {report['largest_tensor']})\n"
+    )
+    for warning in report["warnings"]:
+        write(f"warning: {warning}\n")

@@ -1,0 +1,42 @@
+"""``mergestudio methods [NAME]``: the registered methods and their parameters."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("methods", help="list merge methods and their parameters")
+    parser.add_argument("name", nargs="?", help="show one method in detail")
+    parser.add_argument("--json", action="store_true", help="print the declarations as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mergestudio.methods import all_methods, get_method
+
+    methods = [get_method(args.name)] if args.name else all_methods()
+    if args.json:
+        print(json.dumps([_as_dict(m) for m in methods], indent=2))
+        return 0
+    for method in methods:
+        base = " (needs base_model)" if method.needs_base else ""
+        print(f"{method.name:18} {method.family:18} {method.summary}{base}")
+        if args.name or len(methods) == 1:
+            print(f"    math:  {method.math}")
+            if method.paper:
+                print(f"    paper: {method.paper}")
+        for param in method.params:
+            scope = "per model" if param.per_model else "global"
+            default = "required" if param.required else f"default {param.default}"
+            print(f"    {param.name:14} {param.kind:6} {scope:9} {default:16} {param.doc}")
+    return 0
+
+
+def _as_dict(method: object) -> dict[str, object]:
+    from dataclasses import asdict, fields
+
+    data = {f.name: getattr(method, f.name) for f in fields(method) if f.name != "function"}  # type: ignore[arg-type]
+    data["params"] = [asdict(p) for p in data["params"]]  # type: ignore[attr-defined]
+    return data

@@ -1,0 +1,158 @@
+"""Streaming execution of a plan: one output tensor at a time on the chosen device and
+compute dtype, reading ahead so I/O overlaps compute, handing each result to a target.
+
+Memory stays bounded by the largest tensor times the number of inputs (elementwise
+methods split big tensors into row chunks), independent of the model's size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mergestudio.engine.device import resolve_device
+from mergestudio.engine.plan import MergePlan, PlannedTensor
+from mergestudio.engine.targets import TensorTarget
+from mergestudio.errors import MergeError, MergeStudioError
+from mergestudio.events import CancelToken, EventSink, ProgressReporter, check_cancel, log
+from mergestudio.io.dtypes import dtype_code, to_torch
+from mergestudio.methods.registry import MergeInputs
+
+if TYPE_CHECKING:
+    import torch
+
+READ_AHEAD = 3  # tensors whose pages are requested before they are needed
+DEFAULT_CHUNK_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class ExecutionStats:
+    tensors: int
+    bytes_read: int
+    bytes_written: int
+    seconds: float
+    device: str
+
+
+def execute_plan(
+    plan: MergePlan,
+    target: TensorTarget,
+    *,
+    device: str = "auto",
+    compute_dtype: str = "float32",
+    events: EventSink | None = None,
+    cancel: CancelToken | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> ExecutionStats:
+    """Run every planned tensor and give each result to ``target``, in plan order."""
+    import torch
+
+    torch_device = resolve_device(device)
+    compute = to_torch(dtype_code(compute_dtype))
+    tensors = plan.tensors
+    bytes_total = sum(_read_bytes(plan, p) for p in tensors)
+    reporter = ProgressReporter(events, "merge", len(tensors), bytes_total)
+    reporter.start()
+    log(events, f"merging {len(tensors)} tensors with {plan.method.name} on {torch_device}")
+    start = time.perf_counter()
+    written = 0
+    merger = _TensorMerger(plan, torch_device, compute, chunk_bytes)
+    with torch.inference_mode():
+        for index, planned in enumerate(tensors):
+            check_cancel(cancel)
+            for ahead in tensors[index + 1 : index + 1 + READ_AHEAD]:
+                _prefetch(plan, ahead)
+            result = merger.merge(planned)
+            target.accept(planned.name, result)
+            written += planned.out_bytes
+            reporter.advance(1, _read_bytes(plan, planned), planned.name)
+    return ExecutionStats(len(tensors), bytes_total, written, time.perf_counter() - start, str(torch_device))
+
+
+def _read_bytes(plan: MergePlan, planned: PlannedTensor) -> int:
+    return sum(plan.tensor_info(i).nbytes for i in planned.all_inputs())
+
+
+def _prefetch(plan: MergePlan, planned: PlannedTensor) -> None:
+    for tensor_input in planned.all_inputs():
+        plan.sources[tensor_input.model].prefetch(tensor_input.tensor)
+
+
+class _TensorMerger:
+    def __init__(self, plan: MergePlan, device: torch.device, compute: torch.dtype, chunk_bytes: int) -> None:
+        self.plan = plan
+        self.device = device
+        self.compute = compute
+        self.chunk_bytes = chunk_bytes
+        self.method = plan.method
+        self.seed = plan.recipe.random_seed or 0
+
+    def merge(self, planned: PlannedTensor) -> torch.Tensor:
+        """The output tensor on the CPU in its output dtype, shape ``planned.shape``."""
+        out_dtype = to_torch(planned.out_dtype)
+        if planned.copy_from is not None:
+            return self._read(planned.copy_from.model, planned.copy_from.tensor)
+        inputs = [self._read(i.model, i.tensor) for i in planned.inputs]
+        base = self._read(planned.base.model, planned.base.tensor) if planned.base else None
+        try:
+            if self.method.elementwise and planned.shape:
+                return self._merge_in_chunks(planned, inputs, base, out_dtype)
+            result = self._call(planned, inputs, base)
+            return result.to("cpu", out_dtype)
+        except MergeStudioError:
+            raise
+        except (RuntimeError, ValueError, ZeroDivisionError) as error:
+            raise MergeError(f"{planned.name}: {self.method.name} failed: {error}") from error
+
+    def _read(self, model: str, tensor: str) -> torch.Tensor:
+        return self.plan.sources[model].read(tensor)
+
+    def _merge_in_chunks(
+        self,
+        planned: PlannedTensor,
+        inputs: list[torch.Tensor],
+        base: torch.Tensor | None,
+        out_dtype: torch.dtype,
+    ) -> torch.Tensor:
+        import torch
+
+        rows = planned.shape[0]
+        bytes_per_row = max(1, planned.numel // max(rows, 1)) * (len(inputs) + 3) * 4
+        rows_per_chunk = max(1, self.chunk_bytes // bytes_per_row)
+        if rows_per_chunk >= rows:
+            return self._call(planned, inputs, base).to("cpu", out_dtype)
+        output = torch.empty(planned.shape, dtype=out_dtype)
+        for start in range(0, rows, rows_per_chunk):
+            stop = min(rows, start + rows_per_chunk)
+            chunk = self._call(
+                planned, [x[start:stop] for x in inputs], base[start:stop] if base is not None else None
+            )
+            output[start:stop].copy_(chunk)
+        return output
+
+    def _call(
+        self, planned: PlannedTensor, inputs: list[torch.Tensor], base: torch.Tensor | None
+    ) -> torch.Tensor:
+        import torch
+
+        stacked = torch.empty((len(inputs), *inputs[0].shape), dtype=self.compute, device=self.device)
+        for slot, tensor in zip(stacked, inputs, strict=True):
+            slot.copy_(tensor)  # converts dtype and moves to the device in one copy
+        base_tensor = base.to(self.device, self.compute) if base is not None else None
+        generator = self._generator(planned) if self.method.stochastic else None
+        merge_inputs = MergeInputs(planned.name, stacked, base_tensor, generator)
+        params: dict[str, object] = dict(planned.global_params)
+        params.update(planned.model_params)
+        return self.method.function(merge_inputs, **params)
+
+    def _generator(self, planned: PlannedTensor) -> torch.Generator:
+        """A generator seeded from the recipe's seed and the tensor's name, so results do
+        not depend on the order tensors are processed in."""
+        import torch
+
+        digest = hashlib.sha256(f"{self.seed}:{planned.name}".encode()).digest()
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+        return generator

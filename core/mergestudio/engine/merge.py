@@ -1,0 +1,133 @@
+"""Merging to a model folder: plan, stream into shards in a staging folder, add config,
+tokenizer and model card, and move the finished folder into place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mergestudio.engine.card import model_card
+from mergestudio.engine.execute import ExecutionStats, execute_plan
+from mergestudio.engine.plan import MergePlan, build_plan
+from mergestudio.errors import RecipeError
+from mergestudio.events import CancelToken, EventSink, log
+from mergestudio.io.dtypes import torch_dtype_name
+from mergestudio.io.model_folder import (
+    GENERATION_FILES,
+    TOKENIZER_FILES,
+    copy_side_files,
+    staged_folder,
+    write_config,
+)
+from mergestudio.io.shards import ShardWriter, TensorSlot, layout_shards
+from mergestudio.recipe.model import Recipe
+
+DEFAULT_SHARD_BYTES = 5 * 1000**3
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    output: Path
+    stats: ExecutionStats
+    shards: int
+    warnings: tuple[str, ...]
+
+
+def load_recipe(recipe: Recipe | str | Path | dict[str, Any]) -> Recipe:
+    """A Recipe from a Recipe, a path to YAML, a YAML string, or a dict."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    if isinstance(recipe, dict):
+        return Recipe.from_dict(recipe)
+    text = str(recipe)
+    if "\n" not in text and (text.endswith((".yml", ".yaml")) or Path(text).is_file()):
+        return Recipe.load(text)
+    return Recipe.from_yaml(text)
+
+
+def merge(
+    recipe: Recipe | str | Path | dict[str, Any],
+    out_dir: str | Path,
+    *,
+    device: str = "auto",
+    compute_dtype: str = "float32",
+    shard_size: int = DEFAULT_SHARD_BYTES,
+    overwrite: bool = False,
+    allow_pickle: bool = False,
+    events: EventSink | None = None,
+    cancel: CancelToken | None = None,
+    card_extra: dict[str, Any] | None = None,
+) -> MergeResult:
+    """Merge ``recipe`` into a Hugging Face folder at ``out_dir``.
+
+    Nothing appears at ``out_dir`` unless the merge completes: work happens in a hidden
+    staging folder beside it. An existing non-empty ``out_dir`` is an error unless
+    ``overwrite``.
+    """
+    plan = build_plan(load_recipe(recipe), allow_pickle=allow_pickle)
+    try:
+        for warning in plan.warnings:
+            log(events, warning, "warning")
+        return _merge_plan(
+            plan, Path(out_dir), device, compute_dtype, shard_size, overwrite, events, cancel, card_extra
+        )
+    finally:
+        plan.close()
+
+
+def _merge_plan(
+    plan: MergePlan,
+    target: Path,
+    device: str,
+    compute_dtype: str,
+    shard_size: int,
+    overwrite: bool,
+    events: EventSink | None,
+    cancel: CancelToken | None,
+    card_extra: dict[str, Any] | None,
+) -> MergeResult:
+    slots = [TensorSlot(p.name, p.out_dtype, p.shape) for p in plan.tensors]
+    shards = layout_shards(slots, shard_size)
+    with staged_folder(target, overwrite) as staging:
+        writer = ShardWriter(staging, shards)
+        try:
+            stats = execute_plan(
+                plan, writer, device=device, compute_dtype=compute_dtype, events=events, cancel=cancel
+            )
+        except BaseException:
+            writer.abort()
+            raise
+        writer.finish()
+        _write_side_files(plan, staging, card_extra)
+    log(events, f"wrote {target} ({len(shards)} shard(s))")
+    return MergeResult(target, stats, len(shards), tuple(plan.warnings))
+
+
+def _write_side_files(plan: MergePlan, folder: Path, card_extra: dict[str, Any] | None) -> None:
+    config_source = plan.sources[plan.config_model]
+    out_dtype = _dominant_out_dtype(plan)
+    layers = plan.output_layers if plan.output_layers else None
+    write_config(folder, config_source.config, torch_dtype_name(out_dtype), layers)
+    tokenizer_root = _tokenizer_source(plan)
+    copy_side_files(tokenizer_root, folder, TOKENIZER_FILES)
+    copy_side_files(config_source.root, folder, GENERATION_FILES)
+    (folder / "README.md").write_text(model_card(plan, card_extra))
+
+
+def _dominant_out_dtype(plan: MergePlan) -> str:
+    counts: dict[str, int] = {}
+    for planned in plan.tensors:
+        counts[planned.out_dtype] = counts.get(planned.out_dtype, 0) + planned.numel
+    return max(counts, key=lambda code: counts[code])
+
+
+def _tokenizer_source(plan: MergePlan) -> Path:
+    choice = plan.recipe.tokenizer_source
+    if choice in (None, "base"):
+        return plan.sources[plan.config_model].root
+    if choice == "union":
+        raise RecipeError("tokenizer_source: 'union' (merging vocabularies) is not supported yet")
+    if choice not in plan.sources:
+        raise RecipeError(f"tokenizer_source: {choice!r} is not one of the recipe's models")
+    return plan.sources[choice].root

@@ -1,0 +1,416 @@
+"""The plan: for every output tensor, which input tensors and which method call, with
+parameters resolved for that tensor. Built from headers alone, so it can be estimated
+(the dry run) before a byte of tensor data is read."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mergestudio.architecture import is_pre_layer, parse_layer_name
+from mergestudio.errors import PlanError, RecipeError
+from mergestudio.io.dtypes import FLOAT_CODES, ITEM_SIZE, dtype_code
+from mergestudio.io.safetensors_file import TensorInfo
+from mergestudio.io.sources import ModelSource
+from mergestudio.methods.registry import MethodSpec, ScalarValue
+from mergestudio.recipe.model import InputSlice, OutputSlice, Parameters, Recipe
+from mergestudio.recipe.parameters import resolve
+from mergestudio.recipe.validate import validate_recipe
+
+
+@dataclass(frozen=True)
+class TensorInput:
+    model: str  # the model reference as the recipe writes it
+    tensor: str  # the tensor's name in that model
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    """One output tensor and how to make it.
+
+    ``inputs`` are the non-base inputs in recipe order (for methods without a base, every
+    input); ``model_params`` holds one value per input for each per-model parameter.
+    ``copy_from`` is set for tensors that are copied, not merged (integer buffers).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    out_dtype: str
+    inputs: tuple[TensorInput, ...]
+    base: TensorInput | None
+    global_params: Mapping[str, ScalarValue]
+    model_params: Mapping[str, tuple[ScalarValue, ...]]
+    layer: int | None
+    t: float
+    copy_from: TensorInput | None = None
+
+    @property
+    def numel(self) -> int:
+        count = 1
+        for dim in self.shape:
+            count *= dim
+        return count
+
+    @property
+    def out_bytes(self) -> int:
+        return self.numel * ITEM_SIZE[self.out_dtype]
+
+    def all_inputs(self) -> tuple[TensorInput, ...]:
+        if self.copy_from is not None:
+            return (self.copy_from,)
+        return self.inputs + ((self.base,) if self.base else ())
+
+
+@dataclass
+class PlanEstimate:
+    tensor_count: int
+    bytes_to_read: int
+    output_bytes: int
+    peak_memory_bytes: int
+    largest_tensor: str
+
+
+@dataclass
+class MergePlan:
+    recipe: Recipe
+    method: MethodSpec
+    sources: dict[str, ModelSource]
+    tensors: list[PlannedTensor]
+    base_model: str | None
+    config_model: str  # whose config.json and tokenizer the output starts from
+    output_layers: int
+    warnings: list[str] = field(default_factory=list)
+
+    def tensor_info(self, tensor_input: TensorInput) -> TensorInfo:
+        return self.sources[tensor_input.model].tensors[tensor_input.tensor]
+
+    def estimate(self, compute_bytes: int = 4, chunk_bytes: int = 64 << 20) -> PlanEstimate:
+        """Bytes to read and write, and the peak working memory of a streaming run.
+
+        Working memory per tensor: the stacked inputs and the result in the compute
+        dtype, plus two temporaries of the same size (elementwise methods are split into
+        row chunks of ``chunk_bytes``); the output queue holds up to two results.
+        """
+        bytes_to_read = 0
+        peak = 0
+        largest = ""
+        largest_out = 0
+        for planned in self.tensors:
+            inputs = planned.all_inputs()
+            bytes_to_read += sum(self.tensor_info(i).nbytes for i in inputs)
+            per_entry = (len(inputs) + 3) * compute_bytes
+            working = planned.numel * per_entry
+            if self.method.elementwise:
+                working = min(working, chunk_bytes + planned.out_bytes)
+            if working > peak:
+                peak, largest = working, planned.name
+            largest_out = max(largest_out, planned.out_bytes)
+        output_bytes = sum(p.out_bytes for p in self.tensors)
+        return PlanEstimate(len(self.tensors), bytes_to_read, output_bytes, peak + 2 * largest_out, largest)
+
+    def close(self) -> None:
+        for source in self.sources.values():
+            source.close()
+
+
+def build_plan(
+    recipe: Recipe,
+    *,
+    sources: Mapping[str, ModelSource] | None = None,
+    allow_pickle: bool = False,
+) -> MergePlan:
+    """Validate ``recipe``, open its models (metadata only) and plan every output tensor.
+
+    ``sources`` may hold models already open (by reference); the rest are opened here.
+    """
+    method = validate_recipe(recipe)
+    opened = dict(sources or {})
+    from mergestudio.io.sources import open_model
+
+    for reference in recipe.referenced_models():
+        if reference not in opened:
+            opened[reference] = open_model(reference, allow_pickle=allow_pickle)
+    planner = _Planner(recipe, method, opened)
+    return planner.plan()
+
+
+class _Planner:
+    def __init__(self, recipe: Recipe, method: MethodSpec, sources: dict[str, ModelSource]) -> None:
+        self.recipe = recipe
+        self.method = method
+        self.sources = sources
+        self.warnings: list[str] = []
+        self.slices = self._output_slices()
+        self.out_dtype_override = _optional_dtype(recipe.out_dtype or recipe.dtype, "out_dtype")
+
+    # ---- shape of the output ----------------------------------------------------------
+
+    def _output_slices(self) -> list[OutputSlice]:
+        """mergekit's normalisation: a ``models`` recipe is one slice over all layers;
+        the base joins the inputs when the method needs it."""
+        recipe = self.recipe
+        if recipe.slices:
+            return recipe.slices
+        assert recipe.models is not None
+        sources = [
+            InputSlice(
+                model=m.model,
+                layer_range=(0, max(1, self.sources[m.model].num_layers)),
+                parameters=m.parameters,
+            )
+            for m in recipe.models
+        ]
+        base = recipe.base_model
+        if base and self.method.needs_base and all(s.model != base for s in sources):
+            sources.append(InputSlice(model=base, layer_range=(0, max(1, self.sources[base].num_layers))))
+        return [OutputSlice(sources=sources)]
+
+    def plan(self) -> MergePlan:
+        self._check_architectures()
+        tensors: list[PlannedTensor] = []
+        first, last = self.slices[0], self.slices[-1]
+        tensors += self._plan_non_layer(first, pre=True)
+        output_layer = 0
+        for output_slice in self.slices:
+            length = self._slice_length(output_slice)
+            for offset in range(length):
+                t = offset / (length - 1) if length > 1 else 1.0
+                tensors += self._plan_layer(output_slice, offset, output_layer, t)
+                output_layer += 1
+        tensors += self._plan_non_layer(last, pre=False)
+        self._warn_unused_tensors(tensors)
+        config_model = self.recipe.base_model or first.sources[0].model
+        return MergePlan(
+            recipe=self.recipe,
+            method=self.method,
+            sources=self.sources,
+            tensors=tensors,
+            base_model=self.recipe.base_model,
+            config_model=config_model,
+            output_layers=output_layer,
+            warnings=self.warnings,
+        )
+
+    def _check_architectures(self) -> None:
+        seen: dict[str, str] = {}
+        for reference in self.recipe.referenced_models():
+            architecture = self.sources[reference].architecture
+            if architecture:
+                seen.setdefault(architecture, reference)
+        if len(seen) > 1:
+            listing = "; ".join(f"{ref} is {arch}" for arch, ref in seen.items())
+            raise PlanError(f"the models have different architectures: {listing}")
+
+    def _slice_length(self, output_slice: OutputSlice) -> int:
+        lengths = {src.layer_range[1] - src.layer_range[0] for src in output_slice.sources}
+        if len(lengths) != 1:
+            ranges = ", ".join(f"{s.model} {list(s.layer_range)}" for s in output_slice.sources)
+            raise RecipeError(f"slices: every source of a slice must span as many layers ({ranges})")
+        for src in output_slice.sources:
+            available = self.sources[src.model].num_layers
+            if src.layer_range[1] > available:
+                raise RecipeError(
+                    f"slices: layer_range {list(src.layer_range)} of {src.model} goes past its "
+                    f"{available} layers"
+                )
+        return lengths.pop()
+
+    # ---- tensors -----------------------------------------------------------------------
+
+    def _reference_model(self, output_slice: OutputSlice) -> str:
+        base = self._slice_base(output_slice)
+        models = [s.model for s in output_slice.sources]
+        return base if base in models else models[0]
+
+    def _slice_base(self, output_slice: OutputSlice) -> str | None:
+        return output_slice.base_model or self.recipe.base_model
+
+    def _plan_non_layer(self, output_slice: OutputSlice, *, pre: bool) -> list[PlannedTensor]:
+        reference = self.sources[self._reference_model(output_slice)]
+        names = [
+            name for name in reference.tensors if parse_layer_name(name) is None and is_pre_layer(name) == pre
+        ]
+        t = 0.0 if pre else 1.0
+        return [
+            self._plan_tensor(output_slice, name, {src.model: name for src in output_slice.sources}, None, t)
+            for name in names
+        ]
+
+    def _plan_layer(
+        self, output_slice: OutputSlice, offset: int, output_layer: int, t: float
+    ) -> list[PlannedTensor]:
+        reference_model = self._reference_model(output_slice)
+        reference_src = next(s for s in output_slice.sources if s.model == reference_model)
+        reference_index = reference_src.layer_range[0] + offset
+        planned = []
+        for name in self.sources[reference_model].tensors:
+            parsed = parse_layer_name(name)
+            if parsed is None or parsed.index != reference_index:
+                continue
+            input_names = {}
+            for src in output_slice.sources:
+                input_names[src.model] = parsed.with_index(src.layer_range[0] + offset)
+            planned.append(
+                self._plan_tensor(output_slice, parsed.with_index(output_layer), input_names, output_layer, t)
+            )
+        return planned
+
+    def _plan_tensor(
+        self,
+        output_slice: OutputSlice,
+        output_name: str,
+        input_names: dict[str, str],
+        layer: int | None,
+        t: float,
+    ) -> PlannedTensor:
+        reference_model = self._reference_model(output_slice)
+        reference = self._input_info(reference_model, input_names[reference_model])
+        for model, name in input_names.items():
+            info = self._input_info(model, name)
+            if info.shape != reference.shape:
+                raise PlanError(
+                    f"tensor {name!r} has shape {list(info.shape)} in {model} but "
+                    f"{list(reference.shape)} in {reference_model}: these models cannot be merged "
+                    "tensor by tensor (different sizes or vocabularies)"
+                )
+            if info.dtype != reference.dtype:
+                self._warn_once(
+                    f"dtype mismatch: {model} stores {info.dtype}, {reference_model} {reference.dtype}"
+                )
+        out_dtype = self.out_dtype_override or reference.dtype
+        if reference.dtype not in FLOAT_CODES:
+            source = TensorInput(reference_model, input_names[reference_model])
+            return PlannedTensor(
+                output_name, reference.shape, reference.dtype, (), None, {}, {}, layer, t, copy_from=source
+            )
+        base = self._slice_base(output_slice)
+        if self.method.needs_base:
+            if base not in input_names:
+                raise RecipeError(f"base_model: {base} is not among the inputs of this slice")
+            inputs = [m for m in input_names if m != base]
+        else:
+            inputs = list(input_names)
+        self._check_input_count(len(inputs), output_name)
+        global_params = self._global_params(output_slice, output_name, t)
+        model_params = self._model_params(output_slice, inputs, input_names, t)
+        return PlannedTensor(
+            name=output_name,
+            shape=reference.shape,
+            out_dtype=out_dtype,
+            inputs=tuple(TensorInput(m, input_names[m]) for m in inputs),
+            base=TensorInput(base, input_names[base]) if self.method.needs_base and base else None,
+            global_params=global_params,
+            model_params=model_params,
+            layer=layer,
+            t=t,
+        )
+
+    def _input_info(self, model: str, name: str) -> TensorInfo:
+        info = self.sources[model].tensors.get(name)
+        if info is None:
+            raise PlanError(f"tensor {name!r} is missing from model {model}")
+        return info
+
+    def _check_input_count(self, count: int, output_name: str) -> None:
+        method = self.method
+        if count < method.min_models or (method.max_models is not None and count > method.max_models):
+            wanted = (
+                f"exactly {method.min_models}"
+                if method.min_models == method.max_models
+                else f"at least {method.min_models}"
+                if method.max_models is None
+                else f"{method.min_models} to {method.max_models}"
+            )
+            besides = " besides the base" if method.needs_base else ""
+            raise RecipeError(
+                f"merge_method {method.name!r} takes {wanted} input model(s){besides} per tensor, "
+                f"got {count} for {output_name}"
+            )
+
+    # ---- parameters --------------------------------------------------------------------
+
+    def _global_params(self, output_slice: OutputSlice, tensor_name: str, t: float) -> dict[str, ScalarValue]:
+        blocks = [output_slice.parameters, self.recipe.parameters]
+        values: dict[str, ScalarValue] = {}
+        for param in self.method.global_params:
+            value = resolve(param.name, blocks, tensor_name, t)
+            if value is None:
+                if param.required:
+                    raise RecipeError(f"parameters.{param.name}: required by {self.method.name!r}, not set")
+                value = param.default
+            assert value is not None
+            values[param.name] = value
+        return values
+
+    def _model_params(
+        self, output_slice: OutputSlice, models: list[str], input_names: dict[str, str], t: float
+    ) -> dict[str, tuple[ScalarValue, ...]]:
+        values: dict[str, tuple[ScalarValue, ...]] = {}
+        for param in self.method.model_params:
+            per_model: list[ScalarValue] = []
+            for model in models:
+                blocks: list[Parameters | None] = [
+                    src.parameters for src in output_slice.sources if src.model == model
+                ]
+                blocks += [output_slice.parameters, self.recipe.parameters]
+                value = resolve(param.name, blocks, input_names[model], t)
+                if value is None:
+                    if param.required:
+                        raise RecipeError(
+                            f"models: {param.name!r} is required by {self.method.name!r} and not "
+                            f"set for {model} (tensor {input_names[model]})"
+                        )
+                    value = param.default
+                assert value is not None
+                per_model.append(value)
+            values[param.name] = tuple(per_model)
+        return values
+
+    # ---- warnings ----------------------------------------------------------------------
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+    def _warn_unused_tensors(self, planned: list[PlannedTensor]) -> None:
+        if self.recipe.slices:
+            return  # slices drop layers on purpose
+        used: dict[str, set[str]] = {}
+        for p in planned:
+            for tensor_input in p.all_inputs():
+                used.setdefault(tensor_input.model, set()).add(tensor_input.tensor)
+        for model, names in used.items():
+            extra = sorted(set(self.sources[model].tensors) - names)
+            if extra:
+                shown = ", ".join(extra[:3]) + (" …" if len(extra) > 3 else "")
+                self._warn_once(f"{model} has {len(extra)} tensor(s) the output does not use: {shown}")
+
+
+def _optional_dtype(name: str | None, key: str) -> str | None:
+    if name is None:
+        return None
+    try:
+        return dtype_code(name)
+    except ValueError as error:
+        raise RecipeError(f"{key}: {error}") from None
+
+
+def describe_sources(plan: MergePlan) -> list[dict[str, Any]]:
+    """Plain data about every input model, for dry runs and model cards."""
+    rows = []
+    for reference, source in plan.sources.items():
+        rows.append(
+            {
+                "model": reference,
+                "role": "base" if reference == plan.base_model else "input",
+                "architecture": source.architecture,
+                "layers": source.num_layers,
+                "parameters": source.parameter_count,
+                "bytes": source.total_bytes,
+                "dtypes": source.dtypes,
+                "revision": source.revision,
+                "fingerprint": source.fingerprint(),
+            }
+        )
+    return rows

@@ -1,0 +1,159 @@
+"""Reading safetensors files ourselves: the header is parsed and checked without touching
+tensor data, and tensors are handed out as read-only views of a memory map, so reading a
+tensor costs no copy and no anonymous memory.
+
+File layout: 8-byte little-endian header length N, N bytes of JSON
+``{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {...}}``, then data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import mmap
+import os
+import struct
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mergestudio.errors import SourceError
+from mergestudio.io.dtypes import ITEM_SIZE, to_torch
+
+if TYPE_CHECKING:
+    import torch
+
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives, without its data."""
+
+    name: str
+    dtype: str  # safetensors code, e.g. "BF16"
+    shape: tuple[int, ...]
+    file: Path
+    begin: int  # absolute byte offset of the data in ``file``
+    nbytes: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    path: Path
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, str]
+    header_bytes: bytes
+
+
+def read_header(path: Path) -> SafetensorsHeader:
+    """Parse and validate a safetensors header. Raises SourceError naming the file and,
+    where it applies, the tensor: truncated files, garbage headers, offsets out of range."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                raise SourceError(f"{path}: not a safetensors file (only {size} bytes)")
+            (length,) = struct.unpack("<Q", prefix)
+            if length > min(size - 8, _MAX_HEADER_BYTES):
+                raise SourceError(
+                    f"{path}: not a safetensors file or truncated (header says {length} "
+                    f"bytes, file has {size})"
+                )
+            raw = handle.read(length)
+    except OSError as error:
+        raise SourceError(f"{path}: cannot read ({error.strerror})") from error
+    try:
+        parsed = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SourceError(f"{path}: not a safetensors file (header is not JSON: {error})") from error
+    if not isinstance(parsed, dict):
+        raise SourceError(f"{path}: not a safetensors file (header is not a JSON object)")
+    metadata = parsed.pop("__metadata__", None) or {}
+    data_start = 8 + length
+    data_size = size - data_start
+    tensors = {name: _tensor_info(path, name, entry, data_start, data_size) for name, entry in parsed.items()}
+    return SafetensorsHeader(path, tensors, dict(metadata), raw)
+
+
+def _tensor_info(path: Path, name: str, entry: object, data_start: int, data_size: int) -> TensorInfo:
+    if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
+        raise SourceError(f"{path}: tensor {name!r} has a malformed header entry")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if dtype not in ITEM_SIZE:
+        raise SourceError(f"{path}: tensor {name!r} has unknown dtype {dtype!r}")
+    begin, end = int(offsets[0]), int(offsets[1])
+    expected = math.prod(int(d) for d in shape) * ITEM_SIZE[dtype]
+    if end - begin != expected or begin < 0:
+        raise SourceError(
+            f"{path}: tensor {name!r} spans {end - begin} bytes but shape {shape} of {dtype} needs {expected}"
+        )
+    if end > data_size:
+        raise SourceError(
+            f"{path}: truncated: tensor {name!r} ends at byte {end} of the data section, "
+            f"which holds only {data_size} bytes"
+        )
+    return TensorInfo(name, dtype, tuple(int(d) for d in shape), path, data_start + begin, expected)
+
+
+class MappedFiles:
+    """Memory maps of safetensors files, opened on first use and shared between readers.
+
+    Tensors returned by ``tensor`` are read-only views of the page cache: callers must
+    not write to them (methods are pure, so they never do).
+    """
+
+    def __init__(self) -> None:
+        self._maps: dict[Path, mmap.mmap] = {}
+        self._lock = threading.Lock()
+
+    def _map(self, path: Path) -> mmap.mmap:
+        with self._lock:
+            mapped = self._maps.get(path)
+            if mapped is None:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                finally:
+                    os.close(fd)
+                self._maps[path] = mapped
+            return mapped
+
+    def tensor(self, info: TensorInfo) -> torch.Tensor:
+        """The tensor's data as a zero-copy view, shape ``info.shape``, dtype ``info.dtype``."""
+        import torch
+
+        mapped = self._map(info.file)
+        if info.nbytes == 0:
+            return torch.empty(info.shape, dtype=to_torch(info.dtype))
+        with warnings.catch_warnings():
+            # The buffer is read-only on purpose; torch warns that it cannot write to it.
+            warnings.simplefilter("ignore", UserWarning)
+            flat = torch.frombuffer(mapped, dtype=torch.uint8, count=info.nbytes, offset=info.begin)
+        return flat.view(to_torch(info.dtype)).view(info.shape)
+
+    def prefetch(self, info: TensorInfo) -> None:
+        """Ask the kernel to start reading a tensor's pages, so the read overlaps compute."""
+        mapped = self._map(info.file)
+        page = mmap.PAGESIZE
+        start = info.begin - info.begin % page
+        length = info.begin + info.nbytes - start
+        if length > 0 and hasattr(mapped, "madvise"):
+            mapped.madvise(mmap.MADV_WILLNEED, start, length)
+
+    def close(self) -> None:
+        with self._lock:
+            for mapped in self._maps.values():
+                # A tensor view may still point into the map; the OS unmaps it when the
+                # last view is garbage-collected.
+                with contextlib.suppress(BufferError):
+                    mapped.close()
+            self._maps.clear()

@@ -1,0 +1,276 @@
+"""Model sources: resolve a reference (local folder, single file, Hub repo) to a
+``ModelSource`` that knows every tensor's name, shape and dtype without reading data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mergestudio.architecture import config_layer_count, layer_index
+from mergestudio.errors import SourceError
+from mergestudio.io.safetensors_file import MappedFiles, TensorInfo, read_header
+
+if TYPE_CHECKING:
+    import torch
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+_INDEX_FILE = "model.safetensors.index.json"
+_FINGERPRINT_BLOCKS = 64
+_HUB_REFERENCE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
+# Files a merge needs from a Hub repo: weights, configs and tokenizer files. Never pickles.
+HUB_ALLOW_PATTERNS = ("*.safetensors", "*.json", "tokenizer*", "*.model", "*.tiktoken", "*.txt", "*.jinja")
+
+
+@dataclass
+class ModelSource:
+    """A model's tensors (metadata only until read) and its config.
+
+    ``reference`` is what the user wrote; ``root`` the folder holding the files;
+    ``revision`` a Hub commit hash when the model came from the Hub.
+    """
+
+    reference: str
+    root: Path
+    tensors: dict[str, TensorInfo]
+    config: dict[str, Any] | None
+    files: tuple[Path, ...]
+    revision: str | None = None
+    _headers: tuple[bytes, ...] = ()
+    _mapped: MappedFiles = field(default_factory=MappedFiles, repr=False)
+    _loaded: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(info.nbytes for info in self.tensors.values())
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(info.numel for info in self.tensors.values())
+
+    @property
+    def architecture(self) -> str | None:
+        architectures = (self.config or {}).get("architectures")
+        if isinstance(architectures, list) and architectures:
+            return str(architectures[0])
+        model_type = (self.config or {}).get("model_type")
+        return str(model_type) if model_type else None
+
+    @property
+    def num_layers(self) -> int:
+        from_config = config_layer_count(self.config)
+        if from_config is not None:
+            return from_config
+        indices = [layer_index(name) for name in self.tensors]
+        return max((i for i in indices if i is not None), default=-1) + 1
+
+    @property
+    def dtypes(self) -> dict[str, int]:
+        """Parameter count per dtype code."""
+        counts: dict[str, int] = {}
+        for info in self.tensors.values():
+            counts[info.dtype] = counts.get(info.dtype, 0) + info.numel
+        return counts
+
+    def read(self, name: str) -> torch.Tensor:
+        """One tensor, as a read-only view (safetensors) or from the loaded pickle."""
+        if self._loaded is not None:
+            return self._loaded[name]
+        try:
+            info = self.tensors[name]
+        except KeyError:
+            raise SourceError(f"{self.reference}: has no tensor {name!r}") from None
+        return self._mapped.tensor(info)
+
+    def prefetch(self, name: str) -> None:
+        if self._loaded is None and name in self.tensors:
+            self._mapped.prefetch(self.tensors[name])
+
+    def fingerprint(self) -> str:
+        """sha256 over every file's header, size and 64 evenly spaced 4 KiB blocks of its
+        data: tells fine-tunes of one architecture apart (their headers are identical)
+        without hashing gigabytes."""
+        digest = hashlib.sha256()
+        for path, header in zip(self.files, self._headers, strict=False):
+            digest.update(header)
+            size = path.stat().st_size
+            digest.update(str(size).encode())
+            with path.open("rb") as handle:
+                for block in range(_FINGERPRINT_BLOCKS):
+                    handle.seek(size * block // _FINGERPRINT_BLOCKS)
+                    digest.update(handle.read(4096))
+        return digest.hexdigest()
+
+    def close(self) -> None:
+        self._mapped.close()
+
+
+def is_hub_reference(reference: str) -> bool:
+    return _HUB_REFERENCE.match(reference) is not None and not Path(reference).exists()
+
+
+def open_model(
+    reference: str | Path,
+    *,
+    allow_pickle: bool = False,
+    token: str | bool | None = None,
+) -> ModelSource:
+    """Resolve a local folder, a ``.safetensors`` file, or ``org/name[@revision]``."""
+    text = str(reference)
+    path = Path(text).expanduser()
+    if path.exists():
+        return _open_local(text, path, allow_pickle=allow_pickle, revision=None)
+    match = _HUB_REFERENCE.match(text)
+    if match is None:
+        raise SourceError(f"{text}: no such file or folder, and not a Hub id (org/name[@revision])")
+    folder, revision = _download_from_hub(match["repo"], match["revision"], token)
+    return _open_local(text, folder, allow_pickle=allow_pickle, revision=revision)
+
+
+def _download_from_hub(repo_id: str, revision: str | None, token: str | bool | None) -> tuple[Path, str]:
+    """Fetch (or find in the HF cache) a snapshot. Returns its folder and commit hash."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    kwargs: dict[str, Any] = {
+        "repo_id": repo_id,
+        "revision": revision,
+        "allow_patterns": list(HUB_ALLOW_PATTERNS),
+        "token": token,
+    }
+    try:
+        folder = Path(snapshot_download(**kwargs))
+    except LocalEntryNotFoundError as error:
+        raise SourceError(
+            f"{repo_id}: not in the Hugging Face cache and the Hub cannot be reached ({error})"
+        ) from error
+    except HfHubHTTPError as error:
+        raise SourceError(f"{repo_id}: the Hub refused the download ({error})") from error
+    except OSError as error:
+        raise SourceError(f"{repo_id}: cannot download ({error})") from error
+    return folder, folder.name
+
+
+def _open_local(reference: str, path: Path, *, allow_pickle: bool, revision: str | None) -> ModelSource:
+    if path.is_file():
+        files = [path]
+        root = path.parent
+    else:
+        root = path
+        files = _weight_files(path)
+    config = _read_config(root) if (root / "config.json").exists() else None
+    if files[0].suffix in PICKLE_SUFFIXES:
+        return _open_pickle(reference, root, files, config, allow_pickle, revision)
+    headers = [read_header(file) for file in files]
+    tensors: dict[str, TensorInfo] = {}
+    for header in headers:
+        for name, info in header.tensors.items():
+            if name in tensors:
+                raise SourceError(f"{header.path}: tensor {name!r} also stored in {tensors[name].file}")
+            tensors[name] = info
+    if not tensors:
+        raise SourceError(f"{reference}: holds no tensors")
+    return ModelSource(
+        reference=reference,
+        root=root,
+        tensors=tensors,
+        config=config,
+        files=tuple(files),
+        revision=revision,
+        _headers=tuple(h.header_bytes for h in headers),
+    )
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    index = folder / _INDEX_FILE
+    if index.exists():
+        return _files_from_index(index)
+    single = folder / "model.safetensors"
+    if single.exists():
+        return [single]
+    found = sorted(folder.glob("*.safetensors"))
+    if found:
+        return found
+    pickles = sorted(p for suffix in PICKLE_SUFFIXES for p in folder.glob(f"*{suffix}"))
+    if pickles:
+        return pickles
+    raise SourceError(f"{folder}: no .safetensors weights found in this folder")
+
+
+def _files_from_index(index: Path) -> list[Path]:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SourceError(f"{index}: not a valid safetensors index ({error})") from error
+    files = []
+    for name in dict.fromkeys(weight_map.values()):
+        file = index.parent / name
+        if not file.exists():
+            raise SourceError(f"{index}: lists shard {name!r}, which is missing")
+        files.append(file)
+    return files
+
+
+def _read_config(root: Path) -> dict[str, Any]:
+    path = root / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SourceError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(config, dict):
+        raise SourceError(f"{path}: expected a JSON object")
+    return config
+
+
+def _open_pickle(
+    reference: str,
+    root: Path,
+    files: Iterable[Path],
+    config: dict[str, Any] | None,
+    allow_pickle: bool,
+    revision: str | None,
+) -> ModelSource:
+    files = list(files)
+    if not allow_pickle:
+        raise SourceError(
+            f"{files[0]}: pickle checkpoints can run arbitrary code when loaded, so they are "
+            "refused; convert to safetensors, or pass --allow-pickle to load with "
+            "weights_only=True"
+        )
+    import torch
+
+    from mergestudio.io.dtypes import from_torch
+
+    loaded: dict[str, torch.Tensor] = {}
+    tensors: dict[str, TensorInfo] = {}
+    for file in files:
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as error:  # torch raises many types for bad pickles
+            raise SourceError(f"{file}: cannot load with weights_only=True ({error})") from error
+        if not isinstance(state, dict):
+            raise SourceError(f"{file}: expected a state dict of tensors")
+        for name, tensor in state.items():
+            if isinstance(tensor, torch.Tensor):
+                loaded[name] = tensor
+                tensors[name] = TensorInfo(
+                    name,
+                    from_torch(tensor.dtype),
+                    tuple(tensor.shape),
+                    file,
+                    0,
+                    tensor.numel() * tensor.element_size(),
+                )
+    return ModelSource(
+        reference=reference,
+        root=root,
+        tensors=tensors,
+        config=config,
+        files=tuple(files),
+        revision=revision,
+        _loaded=loaded,
+    )

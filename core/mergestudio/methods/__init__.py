@@ -1,0 +1,34 @@
+"""Merge methods, one module per family, found by name through the registry."""
+
+from __future__ import annotations
+
+import importlib
+
+from mergestudio.methods.registry import (
+    MergeInputs,
+    MethodSpec,
+    Param,
+    all_methods,
+    get_method,
+    register,
+)
+
+# Each module registers its methods when imported. Add a family here to make it known.
+FAMILY_MODULES: tuple[str, ...] = (
+    "mergestudio.methods.basic",
+    "mergestudio.methods.spherical",
+)
+
+_loaded = False
+
+
+def load_families() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in FAMILY_MODULES:
+        importlib.import_module(module)
+
+
+__all__ = ["MergeInputs", "MethodSpec", "Param", "all_methods", "get_method", "register"]

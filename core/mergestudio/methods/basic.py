@@ -1,0 +1,88 @@
+"""Weighted averages and task arithmetic, and passthrough for slices."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from mergestudio.methods.common import WEIGHT_DOC, per_model_column
+from mergestudio.methods.registry import MergeInputs, Param, register
+
+_WEIGHT = Param("weight", "float", WEIGHT_DOC, per_model=True, ui_low=-1.0, ui_high=2.0)
+
+
+@register(
+    "linear",
+    family="averaging",
+    summary="Weighted average of the models' weights (model soup).",
+    math="θ = Σᵢ wᵢ θᵢ / Σᵢ wᵢ (the division only when normalize is true).",
+    paper="arXiv:2203.05482",
+    params=(
+        _WEIGHT,
+        Param("normalize", "bool", "Divide by the sum of the weights.", default=True),
+    ),
+    elementwise=True,
+)
+def linear(inputs: MergeInputs, *, weight: Sequence[float], normalize: bool) -> torch.Tensor:
+    models = inputs.tensors  # (n, *shape)
+    weights = per_model_column(weight, models)
+    merged = (models * weights).sum(dim=0)
+    if normalize:
+        merged /= weights.sum()
+    return merged
+
+
+@register(
+    "task_arithmetic",
+    family="task arithmetic",
+    summary="Add the weighted task vectors (model minus base) to the base.",
+    math="θ = θ_base + λ Σᵢ wᵢ τᵢ, τᵢ = θᵢ − θ_base (divided by Σᵢ wᵢ when normalize).",
+    paper="arXiv:2212.04089",
+    params=(
+        _WEIGHT,
+        Param(
+            "normalize", "bool", "Divide the summed task vectors by the sum of the weights.", default=False
+        ),
+        Param("lambda", "float", "Scale of the summed task vector.", default=1.0, ui_low=0.0, ui_high=2.0),
+    ),
+    needs_base=True,
+    elementwise=True,
+)
+def task_arithmetic(
+    inputs: MergeInputs, *, weight: Sequence[float], normalize: bool, **scale: float
+) -> torch.Tensor:
+    task_vectors = inputs.task_vectors()  # (n, *shape)
+    weights = per_model_column(weight, task_vectors)
+    merged = (task_vectors * weights).sum(dim=0)
+    if normalize:
+        total = float(sum(weight))
+        # mergekit treats a weight sum of ~0 as 1 rather than dividing by zero.
+        merged /= total if abs(total) >= 1e-8 else 1.0
+    merged *= scale["lambda"]
+    assert inputs.base is not None
+    return inputs.base + merged
+
+
+@register(
+    "passthrough",
+    family="slicing",
+    summary="Copy one model's tensor unchanged (for slices and frankenmerges).",
+    math="θ = s · θ₁ with the optional per-model scale s.",
+    params=(
+        Param(
+            "scale",
+            "float",
+            "Multiply the tensor by this factor.",
+            default=1.0,
+            per_model=True,
+            ui_low=0.0,
+            ui_high=2.0,
+        ),
+    ),
+    elementwise=True,
+    max_models=1,
+)
+def passthrough(inputs: MergeInputs, *, scale: Sequence[float]) -> torch.Tensor:
+    tensor = inputs.tensors[0]
+    return tensor * scale[0] if scale[0] != 1.0 else tensor.clone()

@@ -1,0 +1,200 @@
+"""The method registry. A method is a pure function over tensors plus a declaration of
+its parameters; the declaration is the one source for recipe validation, the CLI's
+help, the methods table in the docs, and the sliders in the window."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias
+
+from mergestudio.errors import RecipeError
+
+if TYPE_CHECKING:
+    import torch
+
+ParamKind = Literal["float", "int", "bool", "choice"]
+ScalarValue: TypeAlias = float | int | bool | str
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a method.
+
+    ``per_model`` parameters take one value per input model (a weight, a density);
+    the others take one value for the whole merge. ``low``/``high`` are hard bounds,
+    checked when a recipe is validated; ``ui_low``/``ui_high`` the slider's range when it
+    differs (a weight may be any number, but its slider runs from -1 to 2).
+    """
+
+    name: str
+    kind: ParamKind
+    doc: str
+    default: ScalarValue | None = None  # None: required
+    per_model: bool = False
+    low: float | None = None
+    high: float | None = None
+    ui_low: float | None = None
+    ui_high: float | None = None
+    choices: tuple[str, ...] = ()
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+    @property
+    def slider_range(self) -> tuple[float, float]:
+        low = self.ui_low if self.ui_low is not None else self.low
+        high = self.ui_high if self.ui_high is not None else self.high
+        return (0.0 if low is None else low, 1.0 if high is None else high)
+
+    def check(self, value: ScalarValue, where: str) -> None:
+        """Raise RecipeError (naming ``where``) if ``value`` does not fit this parameter."""
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise RecipeError(f"{where}: {self.name} must be true or false, got {value!r}")
+            return
+        if self.kind == "choice":
+            if value not in self.choices:
+                raise RecipeError(
+                    f"{where}: {self.name} must be one of {', '.join(self.choices)}; got {value!r}"
+                )
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise RecipeError(f"{where}: {self.name} must be a number, got {value!r}")
+        if self.kind == "int" and float(value) != int(value):
+            raise RecipeError(f"{where}: {self.name} must be a whole number, got {value!r}")
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            raise RecipeError(f"{where}: {self.name}={value} is outside its range [{self.low}, {self.high}]")
+
+
+@dataclass(frozen=True)
+class MergeInputs:
+    """What a method sees for one output tensor (or one row-chunk of it).
+
+    ``tensors``: (n_models, *shape) in the compute dtype; the non-base inputs, in recipe
+    order. ``base``: (*shape,) or None. Both are read-only for the method.
+    ``generator``: seeded per output tensor for stochastic methods, else None.
+    """
+
+    name: str
+    tensors: torch.Tensor
+    base: torch.Tensor | None
+    generator: torch.Generator | None = None
+
+    @property
+    def n_models(self) -> int:
+        return int(self.tensors.shape[0])
+
+    def task_vectors(self) -> torch.Tensor:
+        """(n_models, *shape): each input minus the base."""
+        if self.base is None:
+            raise RecipeError(f"{self.name}: this method needs a base_model")
+        return self.tensors - self.base
+
+
+class MethodFunction(Protocol):
+    def __call__(self, inputs: MergeInputs, /, **params: object) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: its function and everything the rest of the studio needs to
+    know about it without calling it."""
+
+    name: str
+    function: MethodFunction
+    family: str
+    summary: str
+    params: tuple[Param, ...]
+    math: str = ""
+    paper: str | None = None
+    needs_base: bool = False
+    # The value at each entry depends only on the inputs at that entry, so the executor
+    # may split a large tensor into row chunks.
+    elementwise: bool = False
+    stochastic: bool = False
+    min_models: int = 1
+    max_models: int | None = None
+    notes: str = ""
+    aliases: tuple[str, ...] = field(default=())
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    @property
+    def global_params(self) -> tuple[Param, ...]:
+        return tuple(p for p in self.params if not p.per_model)
+
+    @property
+    def model_params(self) -> tuple[Param, ...]:
+        return tuple(p for p in self.params if p.per_model)
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(
+    name: str,
+    *,
+    family: str,
+    summary: str,
+    params: Sequence[Param] = (),
+    math: str = "",
+    paper: str | None = None,
+    needs_base: bool = False,
+    elementwise: bool = False,
+    stochastic: bool = False,
+    min_models: int = 1,
+    max_models: int | None = None,
+    notes: str = "",
+    aliases: Sequence[str] = (),
+) -> Callable[[MethodFunction], MethodFunction]:
+    """Declare a merge method. See ``MethodSpec`` for the meaning of each field."""
+
+    def decorate(function: MethodFunction) -> MethodFunction:
+        spec = MethodSpec(
+            name=name,
+            function=function,
+            family=family,
+            summary=summary,
+            params=tuple(params),
+            math=math,
+            paper=paper,
+            needs_base=needs_base,
+            elementwise=elementwise,
+            stochastic=stochastic,
+            min_models=min_models,
+            max_models=max_models,
+            notes=notes,
+            aliases=tuple(aliases),
+        )
+        for key in (name, *aliases):
+            if key in _REGISTRY:
+                raise ValueError(f"merge method {key!r} registered twice")
+            _REGISTRY[key] = spec
+        return function
+
+    return decorate
+
+
+def get_method(name: str) -> MethodSpec:
+    _load_all()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        valid = ", ".join(sorted(spec.name for spec in all_methods()))
+        raise RecipeError(f"merge_method: unknown method {name!r}; valid methods: {valid}") from None
+
+
+def all_methods() -> list[MethodSpec]:
+    """Every registered method once (aliases folded), in registration order."""
+    _load_all()
+    return list({id(spec): spec for spec in _REGISTRY.values()}.values())
+
+
+def _load_all() -> None:
+    # Importing the family modules runs their @register decorators.
+    from mergestudio.methods import load_families
+
+    load_families()
