@@ -18,6 +18,8 @@ COMMAND_MODULES = (
     "mergestudio.cli.methods_cmd",
     "mergestudio.cli.eval_cmd",
     "mergestudio.cli.demo_cmd",
+    "mergestudio.cli.analyze_cmd",
+    "mergestudio.cli.studio_cmd",
 )
 
 
