@@ -53,6 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--compute-dtype", default="float32", help="dtype to compute in (default: float32)")
     parser.add_argument("--shard-size", type=parse_size, default="5GB", help="max shard size (default: 5GB)")
+    parser.add_argument("--threads", type=int, help="CPU threads for tensor math (default: 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument(
         "--allow-pickle",
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             shard_size=args.shard_size,
             overwrite=args.overwrite,
             allow_pickle=args.allow_pickle,
+            threads=args.threads,
             events=TerminalProgress(quiet=args.quiet),
             cancel=cancel,
         )

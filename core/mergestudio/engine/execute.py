@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,7 +26,9 @@ if TYPE_CHECKING:
     import torch
 
 READ_AHEAD = 3  # tensors whose pages are requested before they are needed
-DEFAULT_CHUNK_BYTES = 64 << 20
+# Elementwise methods work on row chunks of about this many bytes (all inputs together),
+# small enough that a chunk is still in cache between its conversion and its use.
+DEFAULT_CHUNK_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,15 @@ def execute_plan(
     events: EventSink | None = None,
     cancel: CancelToken | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    threads: int | None = None,
 ) -> ExecutionStats:
-    """Run every planned tensor and give each result to ``target``, in plan order."""
+    """Run every planned tensor and give each result to ``target``, in plan order.
+
+    ``threads``: CPU threads for tensor math, one by default: merging is bound by memory
+    bandwidth, and a second thread that has to wait for a busy core (the writer's, or
+    another program's) made merges up to 50x slower in our measurements. Pass more for
+    compute-heavy methods (SVD) on an idle machine.
+    """
     import torch
 
     torch_device = resolve_device(device)
@@ -59,7 +70,9 @@ def execute_plan(
     start = time.perf_counter()
     written = 0
     merger = _TensorMerger(plan, torch_device, compute, chunk_bytes)
-    with torch.inference_mode():
+    if threads is None and torch_device.type == "cpu":
+        threads = 1
+    with torch.inference_mode(), _torch_threads(threads):
         for index, planned in enumerate(tensors):
             check_cancel(cancel)
             for ahead in tensors[index + 1 : index + 1 + READ_AHEAD]:
@@ -69,6 +82,21 @@ def execute_plan(
             written += planned.out_bytes
             reporter.advance(1, _read_bytes(plan, planned), planned.name)
     return ExecutionStats(len(tensors), bytes_total, written, time.perf_counter() - start, str(torch_device))
+
+
+@contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    import torch
+
+    if count is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _read_bytes(plan: MergePlan, planned: PlannedTensor) -> int:
@@ -88,6 +116,7 @@ class _TensorMerger:
         self.chunk_bytes = chunk_bytes
         self.method = plan.method
         self.seed = plan.recipe.random_seed or 0
+        self._buffer: torch.Tensor | None = None
 
     def merge(self, planned: PlannedTensor) -> torch.Tensor:
         """The output tensor on the CPU in its output dtype, shape ``planned.shape``."""
@@ -135,17 +164,28 @@ class _TensorMerger:
     def _call(
         self, planned: PlannedTensor, inputs: list[torch.Tensor], base: torch.Tensor | None
     ) -> torch.Tensor:
-        import torch
-
-        stacked = torch.empty((len(inputs), *inputs[0].shape), dtype=self.compute, device=self.device)
-        for slot, tensor in zip(stacked, inputs, strict=True):
-            slot.copy_(tensor)  # converts dtype and moves to the device in one copy
+        stacked = self._stack(inputs)
         base_tensor = base.to(self.device, self.compute) if base is not None else None
         generator = self._generator(planned) if self.method.stochastic else None
         merge_inputs = MergeInputs(planned.name, stacked, base_tensor, generator)
         params: dict[str, object] = dict(planned.global_params)
         params.update(planned.model_params)
         return self.method.function(merge_inputs, **params)
+
+    def _stack(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """(n, *shape) in the compute dtype on the device, converted in one copy per input
+        into a buffer reused across calls (fresh large allocations cost page faults)."""
+        import torch
+
+        shape = (len(inputs), *inputs[0].shape)
+        numel = len(inputs) * inputs[0].numel()
+        buffer = self._buffer
+        if buffer is None or buffer.numel() < numel:
+            buffer = self._buffer = torch.empty(numel, dtype=self.compute, device=self.device)
+        stacked = buffer[:numel].view(shape)
+        for slot, tensor in zip(stacked, inputs, strict=True):
+            slot.copy_(tensor)  # converts dtype and moves to the device in one copy
+        return stacked
 
     def _generator(self, planned: PlannedTensor) -> torch.Generator:
         """A generator seeded from the recipe's seed and the tensor's name, so results do

@@ -58,6 +58,7 @@ def merge(
     events: EventSink | None = None,
     cancel: CancelToken | None = None,
     card_extra: dict[str, Any] | None = None,
+    threads: int | None = None,
 ) -> MergeResult:
     """Merge ``recipe`` into a Hugging Face folder at ``out_dir``.
 
@@ -70,7 +71,16 @@ def merge(
         for warning in plan.warnings:
             log(events, warning, "warning")
         return _merge_plan(
-            plan, Path(out_dir), device, compute_dtype, shard_size, overwrite, events, cancel, card_extra
+            plan,
+            Path(out_dir),
+            device,
+            compute_dtype,
+            shard_size,
+            overwrite,
+            events,
+            cancel,
+            card_extra,
+            threads,
         )
     finally:
         plan.close()
@@ -86,6 +96,7 @@ def _merge_plan(
     events: EventSink | None,
     cancel: CancelToken | None,
     card_extra: dict[str, Any] | None,
+    threads: int | None,
 ) -> MergeResult:
     slots = [TensorSlot(p.name, p.out_dtype, p.shape) for p in plan.tensors]
     shards = layout_shards(slots, shard_size)
@@ -93,7 +104,13 @@ def _merge_plan(
         writer = ShardWriter(staging, shards)
         try:
             stats = execute_plan(
-                plan, writer, device=device, compute_dtype=compute_dtype, events=events, cancel=cancel
+                plan,
+                writer,
+                device=device,
+                compute_dtype=compute_dtype,
+                events=events,
+                cancel=cancel,
+                threads=threads,
             )
         except BaseException:
             writer.abort()

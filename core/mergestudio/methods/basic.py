@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mergestudio.methods.common import WEIGHT_DOC, per_model_column
+from mergestudio.methods.common import WEIGHT_DOC, weighted_sum
 from mergestudio.methods.registry import MergeInputs, Param, register
 
 _WEIGHT = Param("weight", "float", WEIGHT_DOC, per_model=True, ui_low=-1.0, ui_high=2.0)
@@ -25,11 +25,9 @@ _WEIGHT = Param("weight", "float", WEIGHT_DOC, per_model=True, ui_low=-1.0, ui_h
     elementwise=True,
 )
 def linear(inputs: MergeInputs, *, weight: Sequence[float], normalize: bool) -> torch.Tensor:
-    models = inputs.tensors  # (n, *shape)
-    weights = per_model_column(weight, models)
-    merged = (models * weights).sum(dim=0)
+    merged = weighted_sum(inputs.tensors, weight)
     if normalize:
-        merged /= weights.sum()
+        merged /= float(sum(weight))
     return merged
 
 
@@ -52,16 +50,16 @@ def linear(inputs: MergeInputs, *, weight: Sequence[float], normalize: bool) -> 
 def task_arithmetic(
     inputs: MergeInputs, *, weight: Sequence[float], normalize: bool, **scale: float
 ) -> torch.Tensor:
-    task_vectors = inputs.task_vectors()  # (n, *shape)
-    weights = per_model_column(weight, task_vectors)
-    merged = (task_vectors * weights).sum(dim=0)
+    assert inputs.base is not None
+    # Σ wᵢ(θᵢ − θ_base) = Σ wᵢθᵢ − (Σ wᵢ)θ_base: no (n, *shape) temporary.
+    merged = weighted_sum(inputs.tensors, weight)
+    merged.sub_(inputs.base, alpha=float(sum(weight)))
     if normalize:
         total = float(sum(weight))
         # mergekit treats a weight sum of ~0 as 1 rather than dividing by zero.
         merged /= total if abs(total) >= 1e-8 else 1.0
     merged *= scale["lambda"]
-    assert inputs.base is not None
-    return inputs.base + merged
+    return merged.add_(inputs.base)
 
 
 @register(

@@ -15,19 +15,20 @@ COLINEAR_THRESHOLD = 0.9995
 
 def slerp_pair(t: float, start: torch.Tensor, end: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Spherical interpolation from ``start`` (t=0) to ``end`` (t=1), both (*shape,)
-    float; the angle is measured between the flattened, normalised tensors."""
-    start_norm = float(torch.linalg.vector_norm(start, dtype=torch.float64))
-    end_norm = float(torch.linalg.vector_norm(end, dtype=torch.float64))
-    start_unit = start / start_norm if start_norm > eps else start
-    end_unit = end / end_norm if end_norm > eps else end
-    cos = float((start_unit.double() * end_unit.double()).sum())
+    float; the angle is measured between the flattened tensors. A tensor with norm below
+    ``eps`` is used unnormalised, as mergekit does."""
+    flat_start, flat_end = start.reshape(-1), end.reshape(-1)
+    start_norm = float(torch.linalg.vector_norm(flat_start))
+    end_norm = float(torch.linalg.vector_norm(flat_end))
+    scale = (start_norm if start_norm > eps else 1.0) * (end_norm if end_norm > eps else 1.0)
+    cos = float(torch.dot(flat_start, flat_end)) / scale
     if abs(cos) > COLINEAR_THRESHOLD:
         return torch.lerp(start, end, t)
     theta = math.acos(cos)
     sin_theta = math.sin(theta)
     start_scale = math.sin((1 - t) * theta) / sin_theta
     end_scale = math.sin(t * theta) / sin_theta
-    return start * start_scale + end * end_scale
+    return (start * start_scale).add_(end, alpha=end_scale)
 
 
 @register(

@@ -1,0 +1,158 @@
+"""Time ``mergestudio merge`` per method on a synthetic Llama family, with wall time,
+start-up to first tensor, and peak anonymous memory; optionally the same recipe through
+mergekit (given by path; never a dependency of ours) and the ratio.
+
+    python benchmarks/merge_speed.py --shape 134m --methods linear,task_arithmetic,slerp
+    python benchmarks/merge_speed.py --shape 1.1b --mergekit /path/to/venv/bin/mergekit-yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.llama_family import SHAPES, write_family  # noqa: E402
+
+WORK = Path(__file__).resolve().parent / "_work"
+
+# One recipe per method: three fine-tunes on a base, the parameters users typically pick.
+_PER_MODEL = {
+    "linear": {"weight": 1.0},
+    "task_arithmetic": {"weight": 0.33},
+    "ties": {"weight": 1.0, "density": 0.5},
+    "dare_ties": {"weight": 1.0, "density": 0.5},
+    "dare_linear": {"weight": 0.33, "density": 0.5},
+    "breadcrumbs": {"weight": 0.33, "density": 0.9, "gamma": 0.01},
+    "breadcrumbs_ties": {"weight": 1.0, "density": 0.9, "gamma": 0.01},
+    "della": {"weight": 1.0, "density": 0.5, "epsilon": 0.1},
+    "della_linear": {"weight": 0.33, "density": 0.5, "epsilon": 0.1},
+}
+_TWO_MODEL = {"slerp": {"t": 0.5}, "nuslerp": {}}
+
+
+@dataclass
+class Timing:
+    tool: str
+    method: str
+    seconds: float
+    startup_s: float | None
+    peak_anon_mb: float
+    returncode: int
+
+
+def recipe_for(method: str, folders: list[Path]) -> dict[str, object]:
+    base, tunes = str(folders[0]), [str(f) for f in folders[1:]]
+    if method in _TWO_MODEL:
+        recipe: dict[str, object] = {
+            "merge_method": method, "base_model": base,
+            "models": [{"model": base}, {"model": tunes[0]}],
+            "parameters": _TWO_MODEL[method] or {},
+        }
+    else:
+        per_model = _PER_MODEL.get(method, {"weight": 1.0})
+        recipe = {"merge_method": method, "models": [{"model": t, "parameters": per_model} for t in tunes]}
+        if method != "linear":
+            recipe["base_model"] = base
+    recipe["dtype"] = "bfloat16"
+    return recipe
+
+
+def _anon_kb(pid: int) -> int:
+    total = 0
+    try:
+        import psutil
+
+        for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+            with open(f"/proc/{proc.pid}/status") as status:
+                for line in status:
+                    if line.startswith("RssAnon:"):
+                        total += int(line.split()[1])
+    except (OSError, ImportError, Exception):  # the process may have just ended
+        pass
+    return total
+
+
+def run_timed(command: list[str], tool: str, method: str, startup_marker: str | None) -> Timing:
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = 0
+    startup: list[float] = []
+    output: list[str] = []
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            if startup_marker and not startup and startup_marker in line:
+                startup.append(time.perf_counter() - started)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    while process.poll() is None:
+        peak = max(peak, _anon_kb(process.pid))
+        time.sleep(0.02)
+    reader.join()
+    seconds = time.perf_counter() - started
+    if process.returncode:
+        print("".join(output[-20:]), file=sys.stderr)
+    return Timing(tool, method, seconds, startup[0] if startup else None, peak / 1024, process.returncode)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="134m")
+    parser.add_argument("--methods", default="linear,task_arithmetic,slerp")
+    parser.add_argument("--mergekit", help="path to a mergekit-yaml executable to compare against")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--json", type=Path, help="also write the timings here")
+    args = parser.parse_args()
+
+    shape = SHAPES[args.shape]
+    family = write_family(args.work / args.shape, shape)
+    mergestudio = str(Path(sys.executable).with_name("mergestudio"))
+    results: list[Timing] = []
+    print(f"{shape.name}: {shape.parameters / 1e9:.2f}B parameters, base + {len(family) - 1} fine-tunes, bf16")
+    for method in args.methods.split(","):
+        recipe_path = args.work / f"recipe-{method}.yml"
+        import yaml
+
+        recipe_path.write_text(yaml.safe_dump(recipe_for(method, family), sort_keys=False))
+        out = args.work / f"out-{method}"
+        shutil.rmtree(out, ignore_errors=True)
+        ours = run_timed([mergestudio, "merge", str(recipe_path), str(out), "--device", args.device],
+                         "mergestudio", method, "merging ")
+        results.append(ours)
+        _print(ours)
+        shutil.rmtree(out, ignore_errors=True)
+        if args.mergekit:
+            theirs = run_timed([args.mergekit, str(recipe_path), str(out), "--lazy-unpickle",
+                                "--out-shard-size", "5B"], "mergekit", method, None)
+            results.append(theirs)
+            _print(theirs)
+            if theirs.returncode == 0 and ours.returncode == 0:
+                print(f"    ratio mergestudio/mergekit: {ours.seconds / theirs.seconds:.2f}")
+            shutil.rmtree(out, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+    return 0 if all(r.returncode == 0 for r in results) else 1
+
+
+def _print(timing: Timing) -> None:
+    startup = f"{timing.startup_s:.2f} s" if timing.startup_s is not None else "n/a"
+    status = "" if timing.returncode == 0 else f"  FAILED (exit {timing.returncode})"
+    print(f"  {timing.tool:12} {timing.method:18} {timing.seconds:7.2f} s  start-up {startup:>7}  "
+          f"peak anon {timing.peak_anon_mb:7.0f} MB{status}", flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
