@@ -1,17 +1,17 @@
 from __future__ import annotations
 
 import json
-from functools import partial
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-
 from mergestudio.engine import DictTarget, build_plan, execute_plan, load_recipe, merge
 from mergestudio.errors import Cancelled, MergeError, PlanError, RecipeError, SourceError
 from mergestudio.events import CancelToken, LogLine, Progress, ProgressReporter
+from safetensors.torch import load_file, save_file
+
 from tests.checkpoints import TinyLlama, tiny_tensors, write_checkpoint
 
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from mergestudio.errors import RecipeError
 from mergestudio.recipe import Recipe, evaluate_setting, interpolate_gradient, resolve, validate_recipe
 
@@ -106,7 +105,8 @@ def test_structural_errors_name_the_key(text: str, message: str) -> None:
         ("merge_method: lienar\nmodels: [{model: a}]", "unknown method 'lienar'; valid methods: .*linear"),
         (
             "merge_method: linear\nmodels: [{model: a, parameters: {density: 0.5}}]",
-            r"models\[0\]\.parameters\.density: unknown parameter for method 'linear'; valid: weight, normalize",
+            r"models\[0\]\.parameters\.density: unknown parameter for method 'linear'; "
+            "valid: weight, normalize",
         ),
         (
             "merge_method: linear\nmodels: [{model: a, parameters: {normalize: false}}]",

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
 from mergestudio.errors import SourceError
 from mergestudio.io import is_hub_reference, open_model
+from safetensors.torch import save_file
+
 from tests.checkpoints import TinyLlama, tiny_tensors
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from mergestudio.cli.main import main
 from mergestudio.events import Progress
 
