@@ -1,0 +1,184 @@
+"""Compatibility preflight: can these models be merged tensor by tensor with this base?
+
+Compares headers and configs only (no tensor data), so it runs in milliseconds and can
+be shown before any merge: architecture, layer count, tensor names, shapes, dtypes and
+vocabulary size. Each finding is a ``Check`` a person can read; errors are what would
+make a merge fail, warnings what would make it surprising.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from mergestudio.io.safetensors_file import TensorInfo
+
+Status = Literal["ok", "warning", "error"]
+TOPICS = ("architecture", "layers", "tensor names", "shapes", "dtypes", "vocabulary")
+_SHOWN = 3  # names listed in a message before "…"
+_VOCAB_KEYS = ("vocab_size", "n_vocab", "padded_vocab_size")
+
+
+class ModelHeaders(Protocol):
+    """What the preflight needs from a model: ``ModelSource`` satisfies it."""
+
+    reference: str
+    tensors: dict[str, TensorInfo]
+    config: dict[str, Any] | None
+
+    @property
+    def architecture(self) -> str | None: ...
+
+    @property
+    def num_layers(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Check:
+    model: str
+    topic: str
+    status: Status
+    message: str
+
+
+@dataclass(frozen=True)
+class PreflightReport:
+    base: str
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        """No errors (warnings allowed)."""
+        return all(c.status != "error" for c in self.checks)
+
+    @property
+    def errors(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "error"]
+
+    @property
+    def warnings(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "warning"]
+
+    def for_model(self, model: str) -> list[Check]:
+        return [c for c in self.checks if c.model == model]
+
+    def status_of(self, model: str) -> Status:
+        statuses = {c.status for c in self.for_model(model)}
+        return "error" if "error" in statuses else "warning" if "warning" in statuses else "ok"
+
+    def to_text(self) -> str:
+        """A plain-text report, one block per model."""
+        marks = {"ok": "ok  ", "warning": "warn", "error": "FAIL"}
+        lines = [f"Compatibility with base {self.base}"]
+        for model in dict.fromkeys(c.model for c in self.checks):
+            lines.append("")
+            lines.append(f"{model}: {self.status_of(model)}")
+            lines += [f"  [{marks[c.status]}] {c.topic}: {c.message}" for c in self.for_model(model)]
+        return "\n".join(lines)
+
+
+def preflight(base: ModelHeaders, others: Sequence[ModelHeaders]) -> PreflightReport:
+    """Compare every model in ``others`` with ``base``."""
+    checks: list[Check] = []
+    for other in others:
+        if other.reference != base.reference:
+            checks += compare(base, other)
+    return PreflightReport(base.reference, tuple(checks))
+
+
+def compare(base: ModelHeaders, other: ModelHeaders) -> list[Check]:
+    """Every topic's finding for one model against the base, in ``TOPICS`` order."""
+    model = other.reference
+    return [
+        Check(model, "architecture", *_architecture(base, other)),
+        Check(model, "layers", *_layers(base, other)),
+        Check(model, "tensor names", *_names(base.tensors, other.tensors)),
+        Check(model, "shapes", *_shapes(base.tensors, other.tensors)),
+        Check(model, "dtypes", *_dtypes(base.tensors, other.tensors)),
+        Check(model, "vocabulary", *_vocabulary(base, other)),
+    ]
+
+
+def _architecture(base: ModelHeaders, other: ModelHeaders) -> tuple[Status, str]:
+    ours, theirs = base.architecture, other.architecture
+    if ours is None or theirs is None:
+        return "warning", "unknown (no config.json); judged from tensor names only"
+    if ours != theirs:
+        return "error", f"{theirs}, but the base is {ours}"
+    return "ok", ours
+
+
+def _layers(base: ModelHeaders, other: ModelHeaders) -> tuple[Status, str]:
+    if base.num_layers != other.num_layers:
+        return "error", (
+            f"{other.num_layers} layers, the base has {base.num_layers}: a whole-model merge needs "
+            "the same depth (use slices to stack layers)"
+        )
+    return "ok", f"{other.num_layers} layers"
+
+
+def _names(base: Mapping[str, TensorInfo], other: Mapping[str, TensorInfo]) -> tuple[Status, str]:
+    missing = [name for name in base if name not in other]
+    extra = [name for name in other if name not in base]
+    if missing:
+        return "error", f"{len(missing)} tensor(s) of the base are missing: {_listing(missing)}"
+    if extra:
+        return "warning", f"{len(extra)} extra tensor(s) the merge will ignore: {_listing(extra)}"
+    return "ok", f"all {len(base)} tensor names match"
+
+
+def _shapes(base: Mapping[str, TensorInfo], other: Mapping[str, TensorInfo]) -> tuple[Status, str]:
+    differing = [
+        f"{name} {list(other[name].shape)} vs {list(info.shape)}"
+        for name, info in base.items()
+        if name in other and other[name].shape != info.shape
+    ]
+    if differing:
+        return "error", f"{len(differing)} tensor(s) differ in shape: {_listing(differing)}"
+    return "ok", "every shared tensor has the base's shape"
+
+
+def _dtypes(base: Mapping[str, TensorInfo], other: Mapping[str, TensorInfo]) -> tuple[Status, str]:
+    ours, theirs = _dtype_set(base), _dtype_set(other)
+    if ours != theirs:
+        return "warning", (
+            f"stored as {', '.join(theirs)}, the base as {', '.join(ours)}: values are converted "
+            "to the compute dtype, so this works but may round"
+        )
+    return "ok", ", ".join(theirs)
+
+
+def _vocabulary(base: ModelHeaders, other: ModelHeaders) -> tuple[Status, str]:
+    ours, theirs = vocabulary_size(base), vocabulary_size(other)
+    if ours is None or theirs is None:
+        return "warning", "vocabulary size unknown (no config and no embedding tensor)"
+    if ours != theirs:
+        return "error", (
+            f"{theirs} tokens, the base has {ours}: embeddings cannot be merged row by row "
+            "(a different tokenizer or added tokens)"
+        )
+    return "ok", f"{theirs} tokens"
+
+
+def vocabulary_size(model: ModelHeaders) -> int | None:
+    """From the config when it says, else from the input embedding's first dimension."""
+    config = model.config or {}
+    for scope in (config, config.get("text_config") or {}):
+        for key in _VOCAB_KEYS:
+            value = scope.get(key)
+            if isinstance(value, int):
+                return value
+    for name, info in model.tensors.items():
+        if "embed_tokens" in name or name.endswith(("wte.weight", "word_embeddings.weight")):
+            return info.shape[0] if info.shape else None
+    return None
+
+
+def _dtype_set(tensors: Mapping[str, TensorInfo]) -> list[str]:
+    return sorted({info.dtype for info in tensors.values()})
+
+
+def _listing(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:_SHOWN])
+    return shown + (" …" if len(items) > _SHOWN else "")
