@@ -38,5 +38,5 @@ def _as_dict(method: object) -> dict[str, object]:
     from dataclasses import asdict, fields
 
     data = {f.name: getattr(method, f.name) for f in fields(method) if f.name != "function"}  # type: ignore[arg-type]
-    data["params"] = [asdict(p) for p in data["params"]]  # type: ignore[attr-defined]
+    data["params"] = [asdict(p) for p in data["params"]]  # type: ignore[attr-defined,unused-ignore]
     return data

@@ -162,7 +162,7 @@ class ShardWriter:
                     return False
                 _, tensor = item
                 if tensor.numel():
-                    handle.write(tensor.reshape(-1).view(_byte_dtype()).numpy())
+                    handle.write(tensor.reshape(-1).view(_byte_dtype()).numpy().data)
         return True
 
     def _drain(self) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from mergestudio.errors import RecipeError
 
@@ -93,8 +93,8 @@ class MergeInputs:
         return self.tensors - self.base
 
 
-class MethodFunction(Protocol):
-    def __call__(self, inputs: MergeInputs, /, **params: object) -> torch.Tensor: ...
+# ``fn(inputs: MergeInputs, **params) -> Tensor``: keyword parameters as declared.
+MethodFunction: TypeAlias = Callable[..., "torch.Tensor"]
 
 
 @dataclass(frozen=True)
