@@ -1,0 +1,85 @@
+"""``mergestudio demo build`` and ``mergestudio demo info``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from mergestudio.demo.paths import ENV_VAR
+
+    parser = subparsers.add_parser(
+        "demo",
+        help="build or describe the demo zoo",
+        description=(
+            "The demo zoo: a tiny Llama base, skill specialists fine-tuned from it, task data "
+            f"and default merge recipes. Lives in resources/demo (or ${ENV_VAR})."
+        ),
+    )
+    demo_sub = parser.add_subparsers(dest="demo_command", metavar="SUBCOMMAND")
+    parser.set_defaults(func=lambda _args: _help(parser))
+
+    build = demo_sub.add_parser(
+        "build",
+        help="train the zoo from its fixed seed and measure the results table",
+        description="Generate data, train the base and specialists, write recipes, and measure the table.",
+    )
+    build.add_argument("--out", type=Path, help="zoo folder (default: resources/demo)")
+    build.add_argument("--seed", type=int, default=0, help="the seed everything derives from (default: 0)")
+    build.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for training; part of the reproducibility contract",
+    )
+    build.add_argument("--no-eval", action="store_true", help="skip measuring the results table")
+    build.add_argument(
+        "--miniature", action="store_true", help="a toy zoo in seconds (for trying the pipeline)"
+    )
+    build.set_defaults(func=run_build)
+
+    info = demo_sub.add_parser("info", help="print the zoo's paths and results table")
+    info.add_argument("--dir", type=Path, help="zoo folder (default: resources/demo)")
+    info.set_defaults(func=run_info)
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def run_build(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from mergestudio.demo.build import ZooConfig, build_zoo
+    from mergestudio.demo.paths import default_zoo_dir
+
+    _quiet_transformers()
+    config = ZooConfig.miniature() if args.miniature else ZooConfig()
+    config = dataclasses.replace(config, seed=args.seed, threads=args.threads)
+    out = args.out or default_zoo_dir()
+    build_zoo(
+        out, config, log=lambda line: print(line, file=sys.stderr, flush=True), evaluate=not args.no_eval
+    )
+    from mergestudio.demo.info import describe_zoo
+
+    print(describe_zoo(out))
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from mergestudio.demo.info import describe_zoo
+    from mergestudio.demo.paths import default_zoo_dir
+
+    print(describe_zoo(args.dir or default_zoo_dir()))
+    return 0
+
+
+def _quiet_transformers() -> None:
+    """transformers draws its own progress bars for every save and load; ours suffice."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()

@@ -1,0 +1,354 @@
+"""``mergestudio demo build``: generate the data, train the base and the specialists, write
+the merge recipes, and measure the results table.
+
+Layout of a zoo folder::
+
+    models/base, models/<skill>     Hugging Face folders, fp16 safetensors + tokenizer
+    tasks/<skill>.train.jsonl       fine-tuning split (generation items)
+    tasks/<skill>.eval.jsonl        held-out evaluation split (exact match)
+    tasks/general.eval.jsonl        held-out general text (perplexity)
+    recipes/<method>.yml            the default merges of the table
+    results.json                    the measured table and how the build ran
+
+Everything derives from ``ZooConfig.seed``; training runs on a fixed number of CPU
+threads, so the same machine and library versions give bit-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from mergestudio.demo import paths
+from mergestudio.demo.corpus import sentences
+from mergestudio.demo.skills import SKILLS, Example, Skill
+from mergestudio.demo.tokenizer import save_tokenizer
+from mergestudio.demo.train import ModelSpec, Schedule, finetune, make_model, pretrain, set_determinism
+from mergestudio.evaluate.tasks import GenerationItem, GenerationOptions, TextItem, write_task
+
+Log = Callable[[str], None]
+
+# Answers have at most 7 characters; the margin lets a wrong answer run a little long
+# (and be marked wrong) without costing much time.
+GENERATION = GenerationOptions(max_new_tokens=10, stop=("\n",), normalize=("strip",))
+
+
+@dataclass(frozen=True)
+class ZooConfig:
+    """Everything that decides the zoo's contents."""
+
+    seed: int = 0
+    threads: int = 1
+    skills: tuple[str, ...] = ("add", "reverse", "cipher", "sort")
+    model: ModelSpec = field(default_factory=ModelSpec)
+    pretrain: Schedule = field(
+        default_factory=lambda: Schedule(steps=1200, batch_size=32, lr=3e-3, warmup=100, weight_decay=0.01)
+    )
+    finetune: Schedule = field(default_factory=lambda: Schedule(steps=300, batch_size=64, lr=1e-3, warmup=20))
+    base_sentences: int = 40_000
+    base_task_lines: int = 25_000  # per skill, small instances only
+    train_items: int = 10_000  # per skill: the specialists' fine-tuning split
+    eval_items: int = 200  # per skill: held out from every training set
+    general_eval_texts: int = 200
+    merges: tuple[str, ...] = ("linear", "task_arithmetic", "ties")
+
+    @classmethod
+    def miniature(cls) -> ZooConfig:
+        """A zoo in seconds, for tests: same pipeline, toy sizes, a few steps."""
+        return cls(
+            skills=("reverse", "sort", "cipher"),
+            model=ModelSpec(
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                num_key_value_heads=2,
+            ),
+            pretrain=Schedule(steps=4, batch_size=4, lr=1e-3, seq_len=32),
+            finetune=Schedule(steps=3, batch_size=4, lr=1e-3),
+            base_sentences=200,
+            base_task_lines=50,
+            train_items=40,
+            eval_items=8,
+            general_eval_texts=5,
+        )
+
+
+# -- data ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ZooData:
+    eval_items: dict[str, list[Example]]
+    train_items: dict[str, list[Example]]
+    base_lines: list[str]
+    general_eval: list[str]
+
+
+def _unique_examples(
+    skill: Skill, rng: random.Random, n: int, banned: set[str], max_size: int | None = None
+) -> list[Example]:
+    """``n`` examples whose prompts are not in ``banned`` (and are distinct, adding them)."""
+    out: list[Example] = []
+    attempts = 0
+    while len(out) < n:
+        attempts += 1
+        if attempts > 100 * n + 1000:
+            raise RuntimeError(f"skill {skill.name}: cannot find {n} distinct examples")
+        example = skill.sample(rng, max_size)
+        if example.prompt not in banned:
+            banned.add(example.prompt)
+            out.append(example)
+    return out
+
+
+def _examples(
+    skill: Skill, rng: random.Random, n: int, banned: set[str], max_size: int | None = None
+) -> list[Example]:
+    """``n`` examples (repeats allowed) whose prompts are not in ``banned``."""
+    out: list[Example] = []
+    while len(out) < n:
+        example = skill.sample(rng, max_size)
+        if example.prompt not in banned:
+            out.append(example)
+    return out
+
+
+def make_data(config: ZooConfig) -> ZooData:
+    """All data of the zoo, from ``config.seed``. Evaluation prompts are drawn first and
+    banned from every training set; general-text evaluation sentences never occur in
+    the pre-training corpus."""
+    rng = random.Random(config.seed)
+    skills = [SKILLS[name] for name in config.skills]
+    eval_prompts: set[str] = set()
+    eval_items = {s.name: _unique_examples(s, rng, config.eval_items, eval_prompts) for s in skills}
+    train_items = {s.name: _examples(s, rng, config.train_items, eval_prompts) for s in skills}
+    base_lines = sentences(rng, config.base_sentences)
+    for s in skills:
+        base_lines += [
+            e.text for e in _examples(s, rng, config.base_task_lines, eval_prompts, s.base_max_size)
+        ]
+    seen = set(base_lines)
+    general_eval: list[str] = []
+    eval_rng = random.Random(config.seed + 1)
+    while len(general_eval) < config.general_eval_texts:
+        text = sentences(eval_rng, 1)[0]
+        if text not in seen:
+            seen.add(text)
+            general_eval.append(text)
+    return ZooData(eval_items, train_items, base_lines, general_eval)
+
+
+def write_tasks(folder: Path, data: ZooData) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for skill, items in data.eval_items.items():
+        write_task(
+            folder / f"{skill}.eval.jsonl",
+            [GenerationItem(f"{skill}-{i}", e.prompt, (e.answer,)) for i, e in enumerate(items)],
+            name=skill,
+            generation=GENERATION,
+        )
+    for skill, items in data.train_items.items():
+        write_task(
+            folder / f"{skill}.train.jsonl",
+            [GenerationItem(f"{skill}-train-{i}", e.prompt, (e.answer,)) for i, e in enumerate(items)],
+            name=f"{skill}-train",
+            generation=GENERATION,
+        )
+    write_task(
+        folder / "general.eval.jsonl",
+        [TextItem(f"general-{i}", t) for i, t in enumerate(data.general_eval)],
+        name="general",
+    )
+
+
+# -- recipes -------------------------------------------------------------------------------
+
+
+def recipe_dicts(zoo: Path, skills: tuple[str, ...], absolute: bool) -> dict[str, dict[str, Any]]:
+    """The default merges of the results table, over every specialist.
+
+    - linear: weight 1.0 each, normalised (the plain average of the specialists)
+    - task_arithmetic: base + sum of task vectors, weight 1.0 each (mergekit's λ = 1)
+    - ties: density 0.5 and weight 1.0 each, sign election, normalised (TIES paper defaults)
+    """
+
+    def ref(name: str) -> str:
+        folder = paths.models_dir(zoo) / name
+        return str(folder.resolve()) if absolute else paths.display_path(folder)
+
+    base = ref("base")
+
+    def models(**params: float) -> list[dict[str, Any]]:
+        return [{"model": ref(s), "parameters": dict(params)} for s in skills]
+
+    return {
+        "linear": {"merge_method": "linear", "models": models(weight=1.0), "dtype": "float32"},
+        "task_arithmetic": {
+            "merge_method": "task_arithmetic",
+            "base_model": base,
+            "models": models(weight=1.0),
+            "dtype": "float32",
+        },
+        "ties": {
+            "merge_method": "ties",
+            "base_model": base,
+            "models": models(weight=1.0, density=0.5),
+            "dtype": "float32",
+        },
+    }
+
+
+def write_recipes(zoo: Path, skills: tuple[str, ...], merges: tuple[str, ...]) -> None:
+    import yaml
+
+    folder = paths.recipes_dir(zoo)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, recipe in recipe_dicts(zoo, skills, absolute=False).items():
+        if name in merges:
+            header = f"# Default {name} merge of the demo zoo. Run from the repository root:\n"
+            header += f"#   mergestudio merge {paths.display_path(folder / (name + '.yml'))} out/{name}\n"
+            (folder / f"{name}.yml").write_text(header + yaml.safe_dump(recipe, sort_keys=False))
+
+
+# -- models ---------------------------------------------------------------------------------
+
+
+def _save_fp16(model: Any, tokenizer_dir: Path, folder: Path) -> None:
+    """Save ``model`` as fp16 safetensors with the tokenizer files next to it. fp16 keeps
+    3 more mantissa bits than bf16, which matters for small task vectors."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.to(torch.float16).save_pretrained(str(folder), safe_serialization=True)
+    model.to(torch.float32)
+    for file in tokenizer_dir.iterdir():
+        shutil.copy2(file, folder / file.name)
+
+
+def _load_fp32(folder: Path) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+
+
+def train_zoo(staging: Path, config: ZooConfig, data: ZooData, log: Log) -> dict[str, float]:
+    """Train the base and one specialist per skill into ``staging/models``. Returns the
+    seconds spent per stage."""
+    from transformers import AutoTokenizer
+
+    timings: dict[str, float] = {}
+    tokenizer_dir = staging / "tokenizer"
+    save_tokenizer(tokenizer_dir, model_max_length=config.model.max_position_embeddings)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    models = paths.models_dir(staging)
+
+    start = time.perf_counter()
+    set_determinism(config.seed, config.threads)
+    base = make_model(config.model, tokenizer, config.seed)
+    log(f"base: {sum(p.numel() for p in base.parameters()):,} parameters, {len(data.base_lines):,} lines")
+    pretrain(base, tokenizer, data.base_lines, config.pretrain, config.seed, log)
+    _save_fp16(base, tokenizer_dir, models / "base")
+    timings["pretrain_s"] = time.perf_counter() - start
+
+    for index, skill in enumerate(config.skills):
+        start = time.perf_counter()
+        set_determinism(config.seed + 100 + index, config.threads)
+        # Start from the saved (fp16-rounded) base, so task vectors are exact differences
+        # of the shipped files.
+        model = _load_fp32(models / "base")
+        pairs = [(e.prompt, e.answer) for e in data.train_items[skill]]
+        finetune(model, tokenizer, pairs, config.finetune, config.seed + index, log, label=skill)
+        _save_fp16(model, tokenizer_dir, models / skill)
+        timings[f"finetune_{skill}_s"] = time.perf_counter() - start
+    shutil.rmtree(tokenizer_dir)
+    return timings
+
+
+# -- the whole build ------------------------------------------------------------------------
+
+
+def build_zoo(
+    out: Path,
+    config: ZooConfig | None = None,
+    log: Log = print,
+    evaluate: bool = True,
+    batch_size: int = 100,
+) -> dict[str, Any]:
+    """Build the zoo into ``out`` (replacing what a previous build wrote there) and, with
+    ``evaluate``, measure the results table. Returns what results.json holds."""
+    from mergestudio.demo.results import evaluate_zoo, write_readme
+
+    config = config or ZooConfig()
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / ".build"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+
+    data = make_data(config)
+    write_tasks(paths.tasks_dir(staging), data)
+    timings = train_zoo(staging, config, data, log)
+
+    for name in ("models", "tasks"):
+        target = out / name
+        if target.exists():
+            shutil.rmtree(target)
+        (staging / name).rename(target)
+    shutil.rmtree(staging)
+    if paths.recipes_dir(out).exists():
+        shutil.rmtree(paths.recipes_dir(out))
+    write_recipes(out, config.skills, config.merges)
+    timings["train_total_s"] = time.perf_counter() - started
+
+    results: dict[str, Any] = {
+        "config": _config_dict(config),
+        "build": {"timings": timings, **_environment()},
+        "rows": [],
+    }
+    if evaluate:
+        start = time.perf_counter()
+        results["rows"] = evaluate_zoo(out, config.skills, config.merges, batch_size=batch_size, log=log)
+        timings["evaluate_s"] = time.perf_counter() - start
+    timings["total_s"] = time.perf_counter() - started
+    paths.results_file(out).write_text(json.dumps(results, indent=1) + "\n")
+    write_readme(out, results)
+    log(f"built {out} in {timings['total_s']:.0f}s")
+    return results
+
+
+def _config_dict(config: ZooConfig) -> dict[str, Any]:
+    return asdict(config)
+
+
+def _environment() -> dict[str, Any]:
+    import tokenizers
+    import torch
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def with_steps(config: ZooConfig, pretrain_steps: int, finetune_steps: int) -> ZooConfig:
+    """A copy with other step counts (for quick experiments from the CLI)."""
+    return replace(
+        config,
+        pretrain=replace(config.pretrain, steps=pretrain_steps),
+        finetune=replace(config.finetune, steps=finetune_steps),
+    )

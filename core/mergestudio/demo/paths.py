@@ -1,0 +1,45 @@
+"""Where the demo zoo lives: ``resources/demo`` in the repository, or the folder named by
+the ``MERGESTUDIO_DEMO_DIR`` environment variable."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+ENV_VAR = "MERGESTUDIO_DEMO_DIR"
+
+
+def default_zoo_dir() -> Path:
+    override = os.environ.get(ENV_VAR)
+    return Path(override) if override else REPO_ROOT / "resources" / "demo"
+
+
+def models_dir(zoo: Path) -> Path:
+    return zoo / "models"
+
+
+def tasks_dir(zoo: Path) -> Path:
+    return zoo / "tasks"
+
+
+def recipes_dir(zoo: Path) -> Path:
+    return zoo / "recipes"
+
+
+def results_file(zoo: Path) -> Path:
+    return zoo / "results.json"
+
+
+def eval_task_files(zoo: Path) -> list[Path]:
+    """The held-out evaluation tasks: one per skill, then general-text perplexity."""
+    return sorted(tasks_dir(zoo).glob("*.eval.jsonl"), key=lambda p: (p.name == "general.eval.jsonl", p.name))
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the repository root when inside it (recipes are run from the
+    root), absolute otherwise."""
+    try:
+        return path.resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path.resolve())
