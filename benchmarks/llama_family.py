@@ -56,11 +56,20 @@ class LlamaShape:
 
     def config(self) -> dict[str, object]:
         return {
-            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": self.hidden,
-            "intermediate_size": self.intermediate, "num_hidden_layers": self.layers,
-            "num_attention_heads": self.heads, "num_key_value_heads": self.kv_heads,
-            "vocab_size": self.vocab, "max_position_embeddings": 2048, "rms_norm_eps": 1e-5,
-            "tie_word_embeddings": False, "torch_dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 2,
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "hidden_size": self.hidden,
+            "intermediate_size": self.intermediate,
+            "num_hidden_layers": self.layers,
+            "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads,
+            "vocab_size": self.vocab,
+            "max_position_embeddings": 2048,
+            "rms_norm_eps": 1e-5,
+            "tie_word_embeddings": False,
+            "torch_dtype": "bfloat16",
+            "bos_token_id": 1,
+            "eos_token_id": 2,
         }
 
 
@@ -71,7 +80,9 @@ SHAPES = {
 }
 
 
-def write_family(root: Path, shape: LlamaShape, fine_tunes: int = 3, shard_bytes: int = 2 * 1000**3) -> list[Path]:
+def write_family(
+    root: Path, shape: LlamaShape, fine_tunes: int = 3, shard_bytes: int = 2 * 1000**3
+) -> list[Path]:
     """Write (or reuse) ``root/base`` and ``root/ft1..N``; returns their folders."""
     folders = [root / "base"] + [root / f"ft{i}" for i in range(1, fine_tunes + 1)]
     if all((f / "config.json").exists() for f in folders):
@@ -80,13 +91,16 @@ def write_family(root: Path, shape: LlamaShape, fine_tunes: int = 3, shard_bytes
     shapes = shape.tensor_shapes()
     for seed, folder in enumerate(folders):
         _write_model(folder, shape, shapes, seed, shard_bytes)
-    print(f"wrote {shape.name} family ({shape.parameters / 1e6:.0f}M params x {len(folders)}) "
-          f"in {time.perf_counter() - started:.0f} s")
+    print(
+        f"wrote {shape.name} family ({shape.parameters / 1e6:.0f}M params x {len(folders)}) "
+        f"in {time.perf_counter() - started:.0f} s"
+    )
     return folders
 
 
-def _write_model(folder: Path, shape: LlamaShape, shapes: dict[str, tuple[int, ...]], seed: int,
-                 shard_bytes: int) -> None:
+def _write_model(
+    folder: Path, shape: LlamaShape, shapes: dict[str, tuple[int, ...]], seed: int, shard_bytes: int
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
@@ -102,8 +116,10 @@ def _write_model(folder: Path, shape: LlamaShape, shapes: dict[str, tuple[int, .
         filename = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
         save_file(shard, str(folder / filename), metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(shard, filename))
-    index = {"metadata": {"total_size": sum(t.numel() * 2 for s in shards for t in s.values())},
-             "weight_map": weight_map}
+    index = {
+        "metadata": {"total_size": sum(t.numel() * 2 for s in shards for t in s.values())},
+        "weight_map": weight_map,
+    }
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     (folder / "config.json").write_text(json.dumps(shape.config(), indent=2))
 

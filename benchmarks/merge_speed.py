@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.llama_family import SHAPES, write_family  # noqa: E402
+from benchmarks.llama_family import SHAPES, write_family
 
 WORK = Path(__file__).resolve().parent / "_work"
 
@@ -53,7 +53,8 @@ def recipe_for(method: str, folders: list[Path]) -> dict[str, object]:
     base, tunes = str(folders[0]), [str(f) for f in folders[1:]]
     if method in _TWO_MODEL:
         recipe: dict[str, object] = {
-            "merge_method": method, "base_model": base,
+            "merge_method": method,
+            "base_model": base,
             "models": [{"model": base}, {"model": tunes[0]}],
             "parameters": _TWO_MODEL[method] or {},
         }
@@ -108,7 +109,9 @@ def run_timed(command: list[str], tool: str, method: str, startup_marker: str | 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--shape", choices=sorted(SHAPES), default="134m")
     parser.add_argument("--methods", default="linear,task_arithmetic,slerp")
     parser.add_argument("--mergekit", help="path to a mergekit-yaml executable to compare against")
@@ -121,7 +124,9 @@ def main() -> int:
     family = write_family(args.work / args.shape, shape)
     mergestudio = str(Path(sys.executable).with_name("mergestudio"))
     results: list[Timing] = []
-    print(f"{shape.name}: {shape.parameters / 1e9:.2f}B parameters, base + {len(family) - 1} fine-tunes, bf16")
+    print(
+        f"{shape.name}: {shape.parameters / 1e9:.2f}B parameters, base + {len(family) - 1} fine-tunes, bf16"
+    )
     for method in args.methods.split(","):
         recipe_path = args.work / f"recipe-{method}.yml"
         import yaml
@@ -129,14 +134,22 @@ def main() -> int:
         recipe_path.write_text(yaml.safe_dump(recipe_for(method, family), sort_keys=False))
         out = args.work / f"out-{method}"
         shutil.rmtree(out, ignore_errors=True)
-        ours = run_timed([mergestudio, "merge", str(recipe_path), str(out), "--device", args.device],
-                         "mergestudio", method, "merging ")
+        ours = run_timed(
+            [mergestudio, "merge", str(recipe_path), str(out), "--device", args.device],
+            "mergestudio",
+            method,
+            "merging ",
+        )
         results.append(ours)
         _print(ours)
         shutil.rmtree(out, ignore_errors=True)
         if args.mergekit:
-            theirs = run_timed([args.mergekit, str(recipe_path), str(out), "--lazy-unpickle",
-                                "--out-shard-size", "5B"], "mergekit", method, None)
+            theirs = run_timed(
+                [args.mergekit, str(recipe_path), str(out), "--lazy-unpickle", "--out-shard-size", "5B"],
+                "mergekit",
+                method,
+                None,
+            )
             results.append(theirs)
             _print(theirs)
             if theirs.returncode == 0 and ours.returncode == 0:
@@ -150,8 +163,11 @@ def main() -> int:
 def _print(timing: Timing) -> None:
     startup = f"{timing.startup_s:.2f} s" if timing.startup_s is not None else "n/a"
     status = "" if timing.returncode == 0 else f"  FAILED (exit {timing.returncode})"
-    print(f"  {timing.tool:12} {timing.method:18} {timing.seconds:7.2f} s  start-up {startup:>7}  "
-          f"peak anon {timing.peak_anon_mb:7.0f} MB{status}", flush=True)
+    print(
+        f"  {timing.tool:12} {timing.method:18} {timing.seconds:7.2f} s  start-up {startup:>7}  "
+        f"peak anon {timing.peak_anon_mb:7.0f} MB{status}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

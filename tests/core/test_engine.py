@@ -43,9 +43,9 @@ def test_task_arithmetic_with_layer_gradient(model_family: dict[str, Path]) -> N
     assert set(merged) == set(spec.shapes())
     for name, value in merged.items():
         layer = int(name.split(".")[2]) if ".layers." in name else None
-        # A models recipe is one slice over both layers: t = 0 for layer 0 and the
-        # embeddings, t = 1 for layer 1 and the tensors after the layers.
-        t = 0.0 if name.startswith("model.embed") else 1.0 if layer is None else float(layer)
+        # A models recipe is one slice over both layers: t = 0 for layer 0, t = 1 for
+        # layer 1, and (as in mergekit) t = 0 for the tensors outside the layers.
+        t = 0.0 if layer is None else float(layer)
         expected = base[name] + 0.6 * (ft1[name] - base[name]) + t * (ft2[name] - base[name])
         assert torch.allclose(value, expected, atol=1e-6), name
 

@@ -231,7 +231,9 @@ class _Planner:
         names = [
             name for name in reference.tensors if parse_layer_name(name) is None and is_pre_layer(name) == pre
         ]
-        t = 0.0 if pre else 1.0
+        # mergekit (0.1.x) evaluates gradients at t = 0 for every non-layer tensor,
+        # before and after the layers alike.
+        t = 0.0
         return [
             self._plan_tensor(output_slice, name, {src.model: name for src in output_slice.sources}, None, t)
             for name in names
