@@ -1,0 +1,134 @@
+"""Objectives: which numbers of an evaluation report a search optimises.
+
+Each objective is a metric of one task. The study optimises either every objective (a
+multi-objective search) or one weighted score of them. The fitness estimator may keep a
+fixed random subset of each task's items: the same items for every candidate, so
+candidates stay comparable.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from mergestudio.search.spec import HIGHER_IS_BETTER, Direction, FitnessSpec, SearchSpec, SpecError
+
+if TYPE_CHECKING:
+    from mergestudio.evaluate.results import EvalReport
+    from mergestudio.evaluate.tasks import Task
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    task: str  # the task's name in evaluation reports
+    metric: str
+    direction: Direction
+    weight: float
+    reference: float | None
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction == "maximize"
+
+
+@dataclass(frozen=True)
+class Objectives:
+    """The objectives, the tasks they are measured on, and what the study optimises."""
+
+    items: tuple[Objective, ...]
+    tasks: tuple[Task, ...]  # after the fitness estimator's subsetting
+    score_name: str | None  # set when the objectives are combined into one score
+    score_direction: Direction
+    score_reference: float | None
+
+    @classmethod
+    def build(cls, spec: SearchSpec, source: str = "search spec") -> Objectives:
+        from mergestudio.evaluate.results import PRIMARY_METRIC
+        from mergestudio.evaluate.tasks import TaskFormatError, load_task
+
+        tasks: dict[str, Task] = {}
+        objectives = []
+        for i, entry in enumerate(spec.objectives):
+            try:
+                task = load_task(entry.task)
+            except TaskFormatError as error:
+                raise SpecError(f"{source}: objectives[{i}].task: {error}") from None
+            tasks.setdefault(task.name, task)
+            metric = entry.metric or PRIMARY_METRIC[task.kind][0]
+            if metric not in _metrics_of(task.kind):
+                raise SpecError(
+                    f"{source}: objectives[{i}].metric: a {task.kind} task has no metric {metric!r}; "
+                    f"it has {', '.join(_metrics_of(task.kind))}"
+                )
+            direction = entry.direction or ("maximize" if metric in HIGHER_IS_BETTER else "minimize")
+            name = entry.name or (task.name if entry.metric is None else f"{task.name}.{metric}")
+            objectives.append(Objective(name, task.name, metric, direction, entry.weight, entry.reference))
+        names = [o.name for o in objectives]
+        duplicate = next((n for n in names if names.count(n) > 1), None)
+        if duplicate:
+            raise SpecError(
+                f"{source}: objectives: two objectives are named {duplicate!r}; give each a 'name'"
+            )
+        chosen = tuple(_estimator_subset(t, spec.fitness) for t in tasks.values())
+        score = spec.score
+        return cls(
+            tuple(objectives),
+            chosen,
+            score.name if score else None,
+            score.direction if score else "maximize",
+            score.reference if score else None,
+        )
+
+    # ---- what the study sees ---------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        return [o.name for o in self.items]
+
+    @property
+    def study_names(self) -> list[str]:
+        return [self.score_name] if self.score_name else self.names
+
+    @property
+    def directions(self) -> list[Direction]:
+        return [self.score_direction] if self.score_name else [o.direction for o in self.items]
+
+    @property
+    def references(self) -> list[float | None]:
+        return [self.score_reference] if self.score_name else [o.reference for o in self.items]
+
+    def values(self, report: EvalReport) -> dict[str, float]:
+        """Every objective's value in ``report``, by objective name."""
+        return {o.name: float(report.task(o.task).metrics[o.metric]) for o in self.items}
+
+    def study_values(self, values: dict[str, float]) -> list[float]:
+        """What the study is told: each objective, or the weighted score."""
+        if self.score_name is None:
+            return [values[o.name] for o in self.items]
+        score = 0.0
+        for o in self.items:
+            sign = 1.0 if o.direction == self.score_direction else -1.0
+            score += sign * o.weight * values[o.name]
+        return [score]
+
+
+def _metrics_of(kind: str) -> tuple[str, ...]:
+    return {
+        "multiple_choice": ("acc", "acc_norm"),
+        "generation": ("exact_match",),
+        "perplexity": ("perplexity", "nll_per_token", "bits_per_byte"),
+    }[kind]
+
+
+def _estimator_subset(task: Task, fitness: FitnessSpec) -> Task:
+    """The task's items the fitness estimator uses: all, or a fixed random subset (kept
+    in file order) drawn from a generator seeded by the spec and the task name."""
+    if fitness.estimator == "full" or fitness.items_per_task is None:
+        return task
+    if fitness.items_per_task >= len(task.items):
+        return task
+    rng = random.Random(f"{fitness.seed}:{task.name}")
+    keep = sorted(rng.sample(range(len(task.items)), fitness.items_per_task))
+    return replace(task, items=tuple(task.items[i] for i in keep))

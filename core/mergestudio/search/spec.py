@@ -1,0 +1,286 @@
+"""The search spec: what a search merges, which recipe parameters evolve, what it
+optimises, with which algorithm and budget. Read from YAML and validated with messages
+that name the key (``genome[1].high``, ``objectives[0].task``).
+
+Relative paths (models, task files, a recipe file) are resolved against the spec file's
+folder, so a spec can be run from anywhere; the run folder keeps the resolved copy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mergestudio.errors import MergeStudioError
+
+Lane = Literal["attention", "mlp", "other"]
+Direction = Literal["maximize", "minimize"]
+Algorithm = Literal["cmaes", "nsga2", "tpe", "random"]
+
+# Metrics whose larger value is better; every other metric of mergestudio.evaluate
+# (perplexity, nll_per_token, bits_per_byte) is minimised by default.
+HIGHER_IS_BETTER = {"acc", "acc_norm", "exact_match"}
+KNOWN_METRICS = HIGHER_IS_BETTER | {"perplexity", "nll_per_token", "bits_per_byte"}
+
+
+class SpecError(MergeStudioError):
+    """A search spec is malformed; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GeneSpec(_Strict):
+    """One evolving recipe parameter.
+
+    ``models``: the models it is evolved for (per-model parameters; default: every
+    non-base model). ``layer_groups``: N values spread over the depth, interpolated
+    between them (mergekit's gradient). ``lanes``: separate values for attention, MLP and
+    other tensors; lanes left out keep the base recipe's value.
+    """
+
+    param: str
+    low: float
+    high: float
+    models: list[str] | None = None
+    layer_groups: int = Field(default=1, ge=1, le=64)
+    lanes: list[Lane] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> GeneSpec:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.lanes is not None and (not self.lanes or len(set(self.lanes)) != len(self.lanes)):
+            raise ValueError("lanes must list attention, mlp or other, each at most once")
+        return self
+
+
+class ObjectiveSpec(_Strict):
+    """A metric of ``mergestudio.evaluate`` on one task file."""
+
+    task: str
+    name: str | None = None  # default: the task's name
+    metric: str | None = None  # default: the task kind's headline metric
+    direction: Direction | None = None  # default: from the metric
+    weight: float = 1.0  # in the weighted score, when there is one
+    reference: float | None = None  # hypervolume reference on this axis (default: worst seen)
+
+
+class ScoreSpec(_Strict):
+    """Optimise one weighted score instead of every objective: the sum of weight times
+    value, a value counted negatively when its direction is opposite to the score's."""
+
+    name: str = "score"
+    direction: Direction = "maximize"
+    reference: float | None = None
+
+
+class AlgorithmSpec(_Strict):
+    name: Algorithm
+    population_size: int = Field(default=8, ge=2, le=10_000)
+    seed: int = 0
+    sigma0: float | None = Field(default=None, gt=0)  # CMA-ES step size, in gene units
+
+
+class BudgetSpec(_Strict):
+    evaluations: int | None = Field(default=None, ge=1)
+    wall_time_s: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> BudgetSpec:
+        if self.evaluations is None and self.wall_time_s is None:
+            raise ValueError("give evaluations, wall_time_s, or both")
+        return self
+
+
+class FitnessSpec(_Strict):
+    """``full``: every item of every task; ``subset``: a fixed random ``items_per_task``
+    items of each task (the same items for every candidate)."""
+
+    estimator: Literal["full", "subset"] = "full"
+    items_per_task: int | None = Field(default=None, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> FitnessSpec:
+        if self.estimator == "subset" and self.items_per_task is None:
+            raise ValueError("estimator 'subset' needs items_per_task")
+        return self
+
+
+class EvaluationSpec(_Strict):
+    batch_size: int = Field(default=32, ge=1)
+    device: str = "cpu"
+    threads: int = Field(default=1, ge=1)  # torch threads: fixed, so scores repeat exactly
+
+
+class SearchSpec(_Strict):
+    name: str | None = None
+    recipe: dict[str, Any] | str
+    genome: list[GeneSpec] = Field(min_length=1)
+    objectives: list[ObjectiveSpec] = Field(min_length=1)
+    score: ScoreSpec | None = None
+    algorithm: AlgorithmSpec
+    budget: BudgetSpec
+    fitness: FitnessSpec = Field(default_factory=FitnessSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+# ---- loading -----------------------------------------------------------------------------
+
+
+def load_spec(path: str | Path) -> SearchSpec:
+    """Read, validate and resolve a spec file (paths relative to its folder)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise SpecError(f"{path}: cannot read search spec ({error.strerror})") from error
+    return parse_spec(text, source=str(path), root=path.resolve().parent)
+
+
+def parse_spec(text: str, source: str = "search spec", root: Path | None = None) -> SearchSpec:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SpecError(f"{source}: invalid YAML: {error}") from error
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a search spec must be a YAML mapping")
+    return spec_from_dict(data, source, root)
+
+
+def spec_from_dict(data: dict[str, Any], source: str = "search spec", root: Path | None = None) -> SearchSpec:
+    try:
+        spec = SearchSpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(_describe(error, source)) from None
+    if root is not None:
+        spec = _resolve_paths(spec, root, source)
+    check_spec(spec, source)
+    return spec
+
+
+def check_spec(spec: SearchSpec, source: str = "search spec") -> None:
+    """Cross-field checks that need the recipe and the method registry."""
+    from mergestudio.search.genome import Genome
+    from mergestudio.search.objectives import Objectives
+
+    recipe = base_recipe(spec, source)
+    for i, objective in enumerate(spec.objectives):
+        if objective.metric is not None and objective.metric not in KNOWN_METRICS:
+            known = ", ".join(sorted(KNOWN_METRICS))
+            raise SpecError(
+                f"{source}: objectives[{i}].metric: unknown metric {objective.metric!r}; known: {known}"
+            )
+        if not Path(objective.task).is_file():
+            raise SpecError(f"{source}: objectives[{i}].task: no such task file {objective.task!r}")
+    Objectives.build(spec, source)  # reads the tasks: raises SpecError naming objectives[i]
+    multi = len(spec.objectives) > 1 and spec.score is None
+    if spec.algorithm.name == "cmaes" and multi:
+        raise SpecError(
+            f"{source}: algorithm.name: cmaes optimises one objective; add a 'score' to combine "
+            "the objectives, or use nsga2, tpe or random"
+        )
+    Genome.build(spec.genome, recipe, source)  # raises SpecError naming genome[i]
+
+
+def base_recipe(spec: SearchSpec, source: str = "search spec"):  # noqa: ANN201 - Recipe, imported lazily
+    from mergestudio.engine.merge import load_recipe
+    from mergestudio.errors import RecipeError
+
+    try:
+        recipe = load_recipe(spec.recipe)
+    except RecipeError as error:
+        raise SpecError(f"{source}: recipe: {error}") from None
+    if not recipe.models:
+        raise SpecError(
+            f"{source}: recipe: a search needs a recipe with 'models' (slices are not searched yet)"
+        )
+    return recipe
+
+
+def _resolve_paths(spec: SearchSpec, root: Path, source: str) -> SearchSpec:
+    """Make model, task and recipe paths absolute when they exist relative to ``root``
+    (Hub ids such as ``org/repo`` are left as they are)."""
+
+    data = spec.model_dump(mode="json", exclude_none=True)
+    recipe = data["recipe"]
+    if isinstance(recipe, str) and "\n" not in recipe:
+        recipe_path = Path(_resolve_against(recipe, root))
+        if not recipe_path.is_file():
+            raise SpecError(f"{source}: recipe: no such recipe file {recipe!r}")
+        recipe = yaml.safe_load(recipe_path.read_text(encoding="utf-8"))
+        # A recipe file's own relative model paths are relative to the recipe file.
+        root_for_models = recipe_path.parent
+    else:
+        root_for_models = root
+    if isinstance(recipe, dict):
+        recipe = _resolve_recipe_models(recipe, lambda r: _resolve_against(r, root_for_models))
+    data["recipe"] = recipe
+    for objective in data["objectives"]:
+        objective["task"] = _resolve_against(objective["task"], root)
+    for gene in data["genome"]:
+        if gene.get("models"):
+            gene["models"] = [_resolve_against(m, root_for_models) for m in gene["models"]]
+    return SearchSpec.model_validate(data)
+
+
+def _resolve_against(ref: str, root: Path) -> str:
+    candidate = Path(ref).expanduser()
+    if not candidate.is_absolute() and (root / candidate).exists():
+        return str((root / candidate).resolve())
+    return ref
+
+
+def _resolve_recipe_models(recipe: dict[str, Any], resolve: Any) -> dict[str, Any]:
+    recipe = dict(recipe)
+    if isinstance(recipe.get("base_model"), str):
+        recipe["base_model"] = resolve(recipe["base_model"])
+    if isinstance(recipe.get("tokenizer_source"), str) and recipe["tokenizer_source"] not in (
+        "base",
+        "union",
+    ):
+        recipe["tokenizer_source"] = resolve(recipe["tokenizer_source"])
+    models = recipe.get("models")
+    if isinstance(models, list):
+        recipe["models"] = [
+            {**m, "model": resolve(m["model"])}
+            if isinstance(m, dict) and isinstance(m.get("model"), str)
+            else m
+            for m in models
+        ]
+    return recipe
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        location = _key_path(item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{location}'")
+        elif item["type"] == "missing":
+            lines.append(f"{source}: missing required key '{location}'")
+        else:
+            message = str(item["msg"]).removeprefix("Value error, ")
+            lines.append(f"{source}: {location}: {message} (got {item.get('input')!r})")
+    return "\n".join(dict.fromkeys(lines))
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    """('genome', 0, 'low') -> 'genome[0].low'; pydantic's union tags are dropped."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif "[" in part or part in {"str", "dict", "int", "float"}:
+            continue
+        else:
+            path += f".{part}" if path else part
+    return path
