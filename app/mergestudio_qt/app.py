@@ -1,0 +1,47 @@
+"""Starting the studio: the application object, its style, and the first project."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from PySide6.QtWidgets import QApplication
+
+from mergestudio_qt.main_window import MainWindow
+from mergestudio_qt.preferences import load_preferences
+from mergestudio_qt.style import apply_style
+
+
+def create_app(argv: Sequence[str] | None = None) -> QApplication:
+    existing = QApplication.instance()
+    if isinstance(existing, QApplication):
+        return existing
+    app = QApplication(list(argv if argv is not None else sys.argv))
+    # Folder names come from these: ~/.config/mergestudio, ~/.cache/mergestudio on Linux.
+    app.setApplicationName("mergestudio")
+    app.setOrganizationName("")
+    app.setApplicationDisplayName("Merge Studio")
+    apply_style(app)
+    return app
+
+
+def open_window(project: Path | None = None, demo: bool = False) -> MainWindow:
+    """The window with its first project: the given file, else the demo on ``demo`` or on
+    the very first run, else an empty project."""
+    preferences = load_preferences()
+    window = MainWindow(preferences)
+    window.show()
+    if project is not None:
+        window.open_project(project)
+    elif demo or not preferences.demo_opened:
+        window.open_demo()
+    return window
+
+
+def main(project: str | None = None, demo: bool = False, argv: Sequence[str] | None = None) -> int:
+    app = create_app(argv)
+    window = open_window(Path(project) if project else None, demo)
+    code = app.exec()
+    del window
+    return int(code)

@@ -1,0 +1,569 @@
+"""Merge: where the output goes and in what dtype, a dry run (bytes, size, peak memory),
+the merge itself in a worker thread with progress, log and Cancel, and a quick
+evaluation of the result next to its parents."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from mergestudio.engine.device import DEVICE_CHOICES
+from mergestudio.events import Progress
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from mergestudio_qt import jobs
+from mergestudio_qt.context import Studio
+from mergestudio_qt.format import format_bytes, format_duration
+from mergestudio_qt.pages import PageSpec, register_page
+from mergestudio_qt.state import MergeSettings
+from mergestudio_qt.workers import DryRun, DryRunJob, EvalJob, MergeJob, MergeOptions
+
+OUTPUT_DTYPES = (("bfloat16", "bfloat16"), ("float16", "float16"), ("float32", "float32"),
+                 ("same as inputs", ""))
+REDRAW_MS = 66  # progress widgets redraw at ~15 Hz, however fast events arrive
+LOG_LINES = 2000
+MERGED_LABEL = "merged"
+
+
+class MergePage(QWidget):
+    """Signals for tests and the window: ``merge_finished(status)`` with status one of
+    "succeeded", "failed", "cancelled"; ``dry_run_finished(ok)``; ``eval_finished(ok)``."""
+
+    merge_finished = Signal(str)
+    dry_run_finished = Signal(bool)
+    eval_finished = Signal(bool)
+
+    def __init__(self, studio: Studio) -> None:
+        super().__init__()
+        self.studio = studio
+        self.state = studio.state
+        self.merge_job: MergeJob | None = None
+        self.dry_job: DryRunJob | None = None
+        self.eval_job: EvalJob | None = None
+        self.last_output: Path | None = None
+        self.last_dry_run: DryRun | None = None
+        self.eval_reports: dict[str, Any] = {}
+        self._parent_cache: dict[tuple[str, tuple[str, ...], int], Any] = {}
+        self._pending: Progress | None = None
+        self._redraw = QTimer(self)
+        self._redraw.setInterval(REDRAW_MS)
+        self._redraw.timeout.connect(self._draw_progress)
+        self._loading = False
+        self._build()
+        self.state.merge_settings_changed.connect(self._load_settings)
+        self.state.project_changed.connect(lambda _p: self._load_tasks())
+        self._load_settings()
+        self._load_tasks()
+
+    # ---- building ----------------------------------------------------------------------
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(16, 16, 16, 16)
+        layout.setSpacing(10)
+        title = QLabel("Merge", self)
+        title.setObjectName("pageTitle")
+        layout.addWidget(title)
+        top = QHBoxLayout()
+        top.setSpacing(16)
+        top.addWidget(self._build_settings(), 3)
+        top.addWidget(self._build_dry_run(), 2)
+        layout.addLayout(top)
+        layout.addLayout(self._build_actions())
+        splitter = QSplitter(Qt.Orientation.Horizontal, self)
+        splitter.setObjectName("mergeSplitter")
+        self.log_view = QPlainTextEdit(splitter)
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(LOG_LINES)
+        self.log_view.setPlaceholderText("The merge log appears here.")
+        splitter.addWidget(self.log_view)
+        splitter.addWidget(self._build_eval())
+        splitter.setStretchFactor(0, 1)
+        splitter.setStretchFactor(1, 1)
+        layout.addWidget(splitter, 1)
+
+    def _build_settings(self) -> QWidget:
+        box = QGroupBox("Output", self)
+        form = QFormLayout(box)
+        form.setHorizontalSpacing(12)
+        form.setVerticalSpacing(8)
+        folder_row = QHBoxLayout()
+        self.out_edit = QLineEdit(box)
+        self.out_edit.setPlaceholderText("a new folder for the merged model")
+        self.out_edit.setToolTip("The merged model's folder. It appears only when the merge completes.")
+        self.out_edit.editingFinished.connect(self._save_settings)
+        browse = QPushButton("Browse…", box)
+        browse.clicked.connect(self._browse)
+        folder_row.addWidget(self.out_edit, 1)
+        folder_row.addWidget(browse)
+        form.addRow("Folder", folder_row)
+        self.dtype_combo = QComboBox(box)
+        for label, value in OUTPUT_DTYPES:
+            self.dtype_combo.addItem(label, value)
+        self.dtype_combo.setToolTip("The dtype the merged weights are written in")
+        self.device_combo = QComboBox(box)
+        self.device_combo.addItems(list(DEVICE_CHOICES))
+        self.device_combo.setToolTip("Where the tensor math runs; auto picks CUDA, then MPS, then the CPU")
+        self.shard_spin = QSpinBox(box)
+        self.shard_spin.setRange(50, 50_000)
+        self.shard_spin.setSingleStep(500)
+        self.shard_spin.setSuffix(" MB")
+        self.shard_spin.setToolTip("Largest size of one .safetensors shard")
+        self.overwrite_check = QCheckBox("Replace the folder if it exists", box)
+        for signal in (self.dtype_combo.currentIndexChanged, self.device_combo.currentIndexChanged,
+                       self.shard_spin.valueChanged, self.overwrite_check.toggled):
+            signal.connect(self._save_settings)
+        row = QHBoxLayout()
+        row.addWidget(self.dtype_combo)
+        row.addSpacing(12)
+        row.addWidget(QLabel("Device", box))
+        row.addWidget(self.device_combo)
+        row.addSpacing(12)
+        row.addWidget(QLabel("Shards", box))
+        row.addWidget(self.shard_spin)
+        row.addStretch(1)
+        form.addRow("Dtype", row)
+        form.addRow("", self.overwrite_check)
+        return box
+
+    def _build_dry_run(self) -> QWidget:
+        box = QGroupBox("Dry run", self)
+        grid = QGridLayout(box)
+        grid.setHorizontalSpacing(12)
+        grid.setVerticalSpacing(4)
+        self.dry_labels: dict[str, QLabel] = {}
+        rows = (("tensors", "Tensors"), ("read", "Bytes to read"), ("output", "Output size"),
+                ("peak", "Peak memory"))
+        for row, (key, text) in enumerate(rows):
+            grid.addWidget(QLabel(text, box), row, 0)
+            value = QLabel("—", box)
+            value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            value.setObjectName("number")
+            grid.addWidget(value, row, 1)
+            self.dry_labels[key] = value
+        self.dry_note = QLabel("Press Dry run to check the recipe and estimate the cost.", box)
+        self.dry_note.setWordWrap(True)
+        self.dry_note.setObjectName("hint")
+        grid.addWidget(self.dry_note, len(rows), 0, 1, 2)
+        grid.setColumnStretch(1, 1)
+        return box
+
+    def _build_actions(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        row.setSpacing(8)
+        self.dry_button = QPushButton("Dry run", self)
+        self.dry_button.setToolTip("Check the recipe against the models and estimate bytes and memory")
+        self.dry_button.clicked.connect(self.dry_run)
+        self.merge_button = QPushButton("Merge", self)
+        self.merge_button.setObjectName("primary")
+        self.merge_button.setToolTip("Run the merge in the background (Ctrl+M)")
+        self.merge_button.clicked.connect(self.start_merge)
+        self.cancel_button = QPushButton("Cancel", self)
+        self.cancel_button.setToolTip("Stop the merge; nothing is left at the output folder")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar(self)
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.progress.setFormat("idle")
+        self.stats_label = QLabel("", self)
+        self.stats_label.setObjectName("number")
+        self.stats_label.setMinimumWidth(260)
+        self.open_button = QPushButton("Open folder", self)
+        self.open_button.setEnabled(False)
+        self.open_button.clicked.connect(self.open_output)
+        for widget in (self.dry_button, self.merge_button, self.cancel_button):
+            row.addWidget(widget)
+        row.addWidget(self.progress, 1)
+        row.addWidget(self.stats_label)
+        row.addWidget(self.open_button)
+        return row
+
+    def _build_eval(self) -> QWidget:
+        box = QGroupBox("Quick eval", self)
+        layout = QVBoxLayout(box)
+        layout.setSpacing(6)
+        hint = QLabel("Score the merged model on task files, next to its parents.", box)
+        hint.setObjectName("hint")
+        hint.setWordWrap(True)
+        layout.addWidget(hint)
+        self.task_list = QListWidget(box)
+        self.task_list.setMaximumHeight(110)
+        self.task_list.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.task_list.itemChanged.connect(self._tasks_edited)
+        layout.addWidget(self.task_list)
+        row = QHBoxLayout()
+        add = QPushButton("Add task file…", box)
+        add.clicked.connect(self._add_task_file)
+        self.limit_spin = QSpinBox(box)
+        self.limit_spin.setRange(0, 100_000)
+        self.limit_spin.setValue(100)
+        self.limit_spin.setSpecialValueText("all items")
+        self.limit_spin.setSuffix(" items")
+        self.limit_spin.setToolTip("Items per task (0: all). Fewer items answer faster and noisier.")
+        self.eval_button = QPushButton("Run quick eval", box)
+        self.eval_button.setEnabled(False)
+        self.eval_button.setToolTip("Evaluate the merged model and its parents on the ticked tasks")
+        self.eval_button.clicked.connect(self.start_eval)
+        row.addWidget(add)
+        row.addWidget(self.limit_spin)
+        row.addStretch(1)
+        row.addWidget(self.eval_button)
+        layout.addLayout(row)
+        self.eval_table = QTableWidget(0, 0, box)
+        self.eval_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.eval_table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.eval_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        layout.addWidget(self.eval_table, 1)
+        return box
+
+    # ---- settings ------------------------------------------------------------------------
+
+    def _load_settings(self) -> None:
+        self._loading = True
+        settings = self.state.merge
+        self.out_edit.setText(settings.out_dir or str(self.default_output()))
+        self.dtype_combo.setCurrentIndex(max(0, self.dtype_combo.findData(settings.out_dtype)))
+        self.device_combo.setCurrentText(settings.device)
+        self.shard_spin.setValue(settings.shard_mb)
+        self.overwrite_check.setChecked(settings.overwrite)
+        self._loading = False
+
+    def _save_settings(self) -> None:
+        if self._loading:
+            return
+        self.state.set_merge_settings(MergeSettings(
+            out_dir=self.out_edit.text().strip(),
+            out_dtype=str(self.dtype_combo.currentData()),
+            device=self.device_combo.currentText(),
+            shard_mb=self.shard_spin.value(),
+            overwrite=self.overwrite_check.isChecked(),
+        ))
+
+    def default_output(self) -> Path:
+        name = self.state.recipe.get("name") or "merged"
+        if self.state.project_path is not None:
+            return self.state.project_path.parent / f"{self.state.project_path.stem}-{name}"
+        return self.studio.preferences.effective_cache_dir() / "merges" / str(name)
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Output folder's parent")
+        if folder:
+            self.out_edit.setText(str(Path(folder) / "merged"))
+            self._save_settings()
+
+    def merge_recipe(self) -> dict[str, Any]:
+        """The recipe as merged: the project's, with the output dtype chosen here."""
+        recipe = copy.deepcopy(self.state.recipe)
+        if self.state.merge.out_dtype:
+            recipe["out_dtype"] = self.state.merge.out_dtype
+        return recipe
+
+    # ---- dry run -------------------------------------------------------------------------
+
+    def dry_run(self) -> None:
+        if self.dry_job is not None:
+            return
+        job = DryRunJob(self.merge_recipe())
+        job.succeeded.connect(self._dry_done)
+        job.failed.connect(self._dry_failed)
+        job.finished.connect(self._dry_finished)
+        self.dry_job = job
+        self.dry_button.setEnabled(False)
+        self.dry_note.setText("Planning…")
+        jobs.start(job)
+
+    def _dry_done(self, result: DryRun) -> None:
+        self.last_dry_run = result
+        self.dry_labels["tensors"].setText(f"{result.tensors:,}")
+        self.dry_labels["read"].setText(format_bytes(result.bytes_to_read))
+        self.dry_labels["output"].setText(format_bytes(result.output_bytes))
+        self.dry_labels["peak"].setText(format_bytes(result.peak_memory_bytes))
+        warnings = "; ".join(result.warnings)
+        self.dry_note.setText(f"The plan is valid. {warnings}" if warnings else "The plan is valid.")
+        self.dry_run_finished.emit(True)
+
+    def _dry_failed(self, message: str) -> None:
+        for label in self.dry_labels.values():
+            label.setText("—")
+        self.dry_note.setText(f"✗ {message}")
+        self.dry_run_finished.emit(False)
+
+    def _dry_finished(self) -> None:
+        self.dry_job = None
+        self.dry_button.setEnabled(True)
+
+    # ---- merge ---------------------------------------------------------------------------
+
+    def start_merge(self) -> None:
+        if self.merge_job is not None:
+            return
+        self._save_settings()
+        settings = self.state.merge
+        out_dir = Path(settings.out_dir or self.default_output())
+        overwrite = settings.overwrite
+        if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+            if not self._confirm_replace(out_dir):
+                return
+            overwrite = True
+        preferences = self.studio.preferences
+        options = MergeOptions(
+            out_dir=str(out_dir),
+            device=settings.device,
+            compute_dtype=preferences.compute_dtype,
+            shard_bytes=settings.shard_mb * 1_000_000,
+            overwrite=overwrite,
+            threads=preferences.threads or None,
+        )
+        job = MergeJob(self.merge_recipe(), options)
+        job.progress.connect(self._merge_progress)
+        job.log.connect(self._log)
+        job.succeeded.connect(self._merge_done)
+        job.failed.connect(self._merge_failed)
+        job.cancelled.connect(self._merge_cancelled)
+        job.finished.connect(self._merge_finished)
+        self.merge_job = job
+        self._set_running(True)
+        self.log_view.clear()
+        self._log(f"merging into {out_dir}", "info")
+        self.progress.setValue(0)
+        self.progress.setFormat("starting…")
+        self.stats_label.setText("")
+        self._redraw.start()
+        jobs.start(job)
+
+    def _confirm_replace(self, folder: Path) -> bool:
+        answer = QMessageBox.question(
+            self, "Replace folder?", f"{folder} already exists. Replace it with the merged model?"
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def cancel(self) -> None:
+        if self.merge_job is not None:
+            self.merge_job.cancel()
+            self.cancel_button.setEnabled(False)
+            self.progress.setFormat("cancelling…")
+
+    def _merge_progress(self, progress: Progress) -> None:
+        self._pending = progress  # drawn by the timer: bursts cost one redraw
+
+    def _draw_progress(self) -> None:
+        progress, self._pending = self._pending, None
+        if progress is None:
+            return
+        self.progress.setValue(int(1000 * progress.fraction))
+        self.progress.setFormat(f"{progress.fraction:.0%}")
+        speed = progress.bytes_per_s / 1e6
+        self.stats_label.setText(
+            f"{progress.done:,}/{progress.total:,} tensors · {speed:,.0f} MB/s · "
+            f"ETA {format_duration(progress.eta_s)}"
+        )
+
+    def _log(self, message: str, level: str) -> None:
+        if level == "debug":
+            return
+        prefix = "" if level == "info" else f"{level}: "
+        self.log_view.appendPlainText(prefix + message)
+
+    def _merge_done(self, result: Any) -> None:
+        self._draw_progress()
+        self.last_output = Path(result.output)
+        stats = result.stats
+        speed = stats.bytes_read / max(stats.seconds, 1e-9) / 1e6
+        self.progress.setValue(1000)
+        self.progress.setFormat("done")
+        self.stats_label.setText(f"{stats.tensors:,} tensors in {stats.seconds:.1f} s · {speed:,.0f} MB/s")
+        self._log(f"done in {stats.seconds:.1f} s: {result.output}", "info")
+        self.open_button.setEnabled(True)
+        self.eval_button.setEnabled(True)
+        self.studio.show_message(f"merged into {result.output}")
+        self.merge_finished.emit("succeeded")
+
+    def _merge_failed(self, message: str) -> None:
+        self.progress.setFormat("failed")
+        self._log(message, "error")
+        self.studio.show_message("merge failed")
+        self.merge_finished.emit("failed")
+
+    def _merge_cancelled(self) -> None:
+        self.progress.setValue(0)
+        self.progress.setFormat("cancelled")
+        self.stats_label.setText("")
+        self._log("cancelled: nothing was written", "warning")
+        self.merge_finished.emit("cancelled")
+
+    def _merge_finished(self) -> None:
+        self._redraw.stop()
+        self._pending = None
+        self.merge_job = None
+        self._set_running(False)
+
+    def _set_running(self, running: bool) -> None:
+        self.merge_button.setEnabled(not running)
+        self.dry_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        if running:
+            self.open_button.setEnabled(False)
+            self.eval_button.setEnabled(False)
+
+    def open_output(self) -> None:
+        if self.last_output is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.last_output)))
+
+    def is_busy(self) -> bool:
+        return any(job is not None for job in (self.merge_job, self.dry_job, self.eval_job))
+
+    def cancel_all(self) -> None:
+        for job in (self.merge_job, self.dry_job, self.eval_job):
+            if job is not None:
+                job.cancel()
+
+    # ---- quick eval ------------------------------------------------------------------------
+
+    def _load_tasks(self) -> None:
+        self.task_list.blockSignals(True)
+        self.task_list.clear()
+        for task in self.state.eval_tasks:
+            self._add_task_item(task, checked=True)
+        self.task_list.blockSignals(False)
+
+    def _add_task_item(self, path: str, checked: bool) -> None:
+        item = QListWidgetItem(Path(path).name)
+        item.setData(Qt.ItemDataRole.UserRole, path)
+        item.setToolTip(path)
+        item.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
+        item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+        self.task_list.addItem(item)
+
+    def _add_task_file(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Task files", "", "Tasks (*.jsonl)")
+        for path in paths:
+            self._add_task_item(path, checked=True)
+        self._tasks_edited()
+
+    def _tasks_edited(self, _item: object = None) -> None:
+        self.state.set_eval_tasks(self.all_tasks())
+
+    def all_tasks(self) -> list[str]:
+        return [str(self.task_list.item(i).data(Qt.ItemDataRole.UserRole)) for i in range(self.task_list.count())]
+
+    def chosen_tasks(self) -> list[str]:
+        items = (self.task_list.item(i) for i in range(self.task_list.count()))
+        return [str(i.data(Qt.ItemDataRole.UserRole)) for i in items if i.checkState() == Qt.CheckState.Checked]
+
+    def parents(self) -> dict[str, str]:
+        """Display name -> folder of the base and every merged model known locally."""
+        folders: dict[str, str] = {}
+        references = [self.state.recipe.get("base_model")] + [
+            m.get("model") for m in self.state.recipe.get("models") or []
+        ]
+        for reference in references:
+            if not reference:
+                continue
+            entry = self.state.model(str(reference))
+            if entry is not None and entry.source is not None:
+                folders[entry.name] = str(entry.source.root)
+            elif Path(str(reference)).is_dir():
+                folders[Path(str(reference)).name] = str(reference)
+        return folders
+
+    def start_eval(self) -> None:
+        tasks = self.chosen_tasks()
+        if self.eval_job is not None or self.last_output is None or not tasks:
+            if not tasks:
+                self.studio.show_message("tick at least one task file")
+            return
+        limit = self.limit_spin.value() or None
+        models = {MERGED_LABEL: str(self.last_output)}
+        for name, folder in self.parents().items():
+            if self._cache_key(folder, tasks, limit) not in self._parent_cache:
+                models[name] = folder
+        job = EvalJob(models, tasks, limit)
+        job.log.connect(self._log)
+        job.progress.connect(self._merge_progress)
+        job.succeeded.connect(lambda reports: self._eval_done(reports, tasks, limit))
+        job.failed.connect(self._eval_failed)
+        job.cancelled.connect(lambda: self.eval_finished.emit(False))
+        job.finished.connect(self._eval_job_finished)
+        self.eval_job = job
+        self.eval_button.setEnabled(False)
+        self.progress.setFormat("evaluating…")
+        self._redraw.start()
+        jobs.start(job)
+
+    @staticmethod
+    def _cache_key(folder: str, tasks: list[str], limit: int | None) -> tuple[str, tuple[str, ...], int]:
+        return (folder, tuple(tasks), limit or 0)
+
+    def _eval_done(self, reports: dict[str, Any], tasks: list[str], limit: int | None) -> None:
+        parents = self.parents()
+        for name, folder in parents.items():
+            key = self._cache_key(folder, tasks, limit)
+            if name in reports:
+                self._parent_cache[key] = reports[name]
+        self.eval_reports = {MERGED_LABEL: reports[MERGED_LABEL]}
+        for name, folder in parents.items():
+            self.eval_reports[name] = self._parent_cache[self._cache_key(folder, tasks, limit)]
+        self._show_eval(self.eval_reports)
+        self.progress.setFormat("evaluated")
+        self.eval_finished.emit(True)
+
+    def _eval_failed(self, message: str) -> None:
+        self._log(f"quick eval failed: {message}", "error")
+        self.eval_finished.emit(False)
+
+    def _eval_job_finished(self) -> None:
+        self._redraw.stop()
+        self.eval_job = None
+        self.eval_button.setEnabled(self.last_output is not None)
+
+    def _show_eval(self, reports: dict[str, Any]) -> None:
+        """Rows are tasks, columns models; the best score of each row is bold."""
+        labels = list(reports)
+        first = reports[labels[0]]
+        self.eval_table.clear()
+        self.eval_table.setColumnCount(len(labels))
+        self.eval_table.setRowCount(len(first.tasks))
+        self.eval_table.setHorizontalHeaderLabels(labels)
+        self.eval_table.setVerticalHeaderLabels([f"{t.task} ({t.primary_metric})" for t in first.tasks])
+        for row, task in enumerate(first.tasks):
+            values = [reports[label].task(task.task).value for label in labels]
+            best = max(values) if task.higher_is_better else min(values)
+            for column, value in enumerate(values):
+                item = QTableWidgetItem(f"{value:.3f}")
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if value == best:
+                    font = item.font()
+                    font.setBold(True)
+                    item.setFont(font)
+                self.eval_table.setItem(row, column, item)
+
+
+register_page(PageSpec("merge", "Merge", "Dry run, merge in the background, quick eval", MergePage))

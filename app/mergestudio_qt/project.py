@@ -1,0 +1,106 @@
+"""The project file: the model list, the base, the recipe, merge and evaluation settings.
+
+JSON with a ``version`` key. Local paths inside the project's folder are stored relative
+to it, so a project folder can be moved or shared; they are made absolute again on load.
+Nothing secret is ever written (no tokens).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+VERSION = 1
+KIND = "mergestudio-project"
+SUFFIX = ".msproj"
+
+
+class ProjectError(Exception):
+    """The file is not a project this version can read; the message says why."""
+
+
+@dataclass
+class ProjectData:
+    models: list[dict[str, Any]] = field(default_factory=list)  # {"reference", "include"}
+    base: str | None = None
+    recipe: dict[str, Any] = field(default_factory=lambda: {"merge_method": "task_arithmetic"})
+    merge: dict[str, Any] = field(default_factory=dict)
+    eval_tasks: list[str] = field(default_factory=list)
+
+    @property
+    def references(self) -> list[str]:
+        return [m["reference"] for m in self.models]
+
+
+def save_project(data: ProjectData, path: Path) -> None:
+    folder = path.resolve().parent
+    body = _map_paths(data, lambda ref: _relative(ref, folder))
+    document = {"version": VERSION, "kind": KIND, **asdict(body)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(document, indent=2))
+    temporary.replace(path)
+
+
+def load_project(path: Path) -> ProjectData:
+    try:
+        document = json.loads(path.read_text())
+    except OSError as error:
+        raise ProjectError(f"{path}: cannot read ({error.strerror})") from error
+    except ValueError as error:
+        raise ProjectError(f"{path}: not a project file (invalid JSON: {error})") from error
+    if not isinstance(document, dict) or document.get("kind") != KIND:
+        raise ProjectError(f"{path}: not a Merge Studio project")
+    if document.get("version") != VERSION:
+        raise ProjectError(f"{path}: project version {document.get('version')} is not supported")
+    known = {f.name for f in fields(ProjectData)}
+    try:
+        data = ProjectData(**{k: v for k, v in document.items() if k in known})
+    except TypeError as error:
+        raise ProjectError(f"{path}: malformed project ({error})") from error
+    folder = path.resolve().parent
+    return _map_paths(data, lambda ref: _absolute(ref, folder))
+
+
+def _relative(reference: str, folder: Path) -> str:
+    path = Path(reference)
+    if not path.is_absolute():
+        return reference
+    try:
+        return "./" + path.relative_to(folder).as_posix()
+    except ValueError:
+        return reference
+
+
+def _absolute(reference: str, folder: Path) -> str:
+    if reference.startswith("./") or reference.startswith("../"):
+        return str((folder / reference).resolve())
+    return reference
+
+
+def _map_paths(data: ProjectData, convert: Callable[[str], str]) -> ProjectData:
+    """A copy with every model reference and task file passed through ``convert``."""
+    mapped = copy.deepcopy(data)
+    for model in mapped.models:
+        model["reference"] = convert(model["reference"])
+    mapped.base = convert(mapped.base) if mapped.base else None
+    mapped.eval_tasks = [convert(task) for task in mapped.eval_tasks]
+    if mapped.merge.get("out_dir"):
+        mapped.merge["out_dir"] = convert(mapped.merge["out_dir"])
+    recipe = mapped.recipe
+    if recipe.get("base_model"):
+        recipe["base_model"] = convert(recipe["base_model"])
+    for model in recipe.get("models") or []:
+        model["model"] = convert(model["model"])
+    for output_slice in recipe.get("slices") or []:
+        if output_slice.get("base_model"):
+            output_slice["base_model"] = convert(output_slice["base_model"])
+        for source in output_slice.get("sources") or []:
+            source["model"] = convert(source["model"])
+    if recipe.get("tokenizer_source") not in (None, "base", "union"):
+        recipe["tokenizer_source"] = convert(recipe["tokenizer_source"])
+    return mapped

@@ -1,0 +1,274 @@
+"""The studio's jobs: open or download a model, dry-run and run a merge, evaluate,
+probe the device, sign in to the Hub. Each calls the engine and returns plain data."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mergestudio.errors import Cancelled, SourceError
+from mergestudio.events import CancelToken, Progress
+
+from mergestudio_qt.jobs import Job
+from mergestudio_qt.state import ModelEntry, describe_source
+
+if TYPE_CHECKING:
+    from mergestudio.evaluate import EvalReport
+
+
+# ---- models -------------------------------------------------------------------------------
+
+
+def open_entry(reference: str, cache_dir: str | None = None, bar_class: type | None = None) -> ModelEntry:
+    """Open a local model or download a Hub one, and describe it (headers only)."""
+    from mergestudio.io.sources import is_hub_reference, open_model
+
+    path = Path(reference).expanduser()
+    if path.exists():
+        kind = "file" if path.is_file() else "folder"
+        return describe_source(open_model(path), str(path), kind)
+    if not is_hub_reference(reference):
+        raise SourceError(f"{reference}: no such file or folder, and not a Hub id (org/name[@revision])")
+    folder, revision = download_snapshot(reference, cache_dir, bar_class)
+    source = open_model(folder)
+    source.revision = revision
+    return describe_source(source, reference, "hub")
+
+
+def download_snapshot(reference: str, cache_dir: str | None, bar_class: type | None) -> tuple[Path, str]:
+    """Fetch weights, configs and tokenizer files of ``org/name[@revision]`` (never pickles).
+    The token comes from huggingface_hub's own store."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from mergestudio.io.sources import HUB_ALLOW_PATTERNS
+
+    repo_id, _, revision = reference.partition("@")
+    try:
+        folder = Path(
+            snapshot_download(
+                repo_id,
+                revision=revision or None,
+                cache_dir=cache_dir or None,
+                allow_patterns=list(HUB_ALLOW_PATTERNS),
+                tqdm_class=bar_class,
+            )
+        )
+    except Cancelled:
+        raise
+    except LocalEntryNotFoundError as error:
+        raise SourceError(f"{repo_id}: not cached and the Hub cannot be reached ({error})") from error
+    except HfHubHTTPError as error:
+        raise SourceError(f"{repo_id}: the Hub refused the download ({error})") from error
+    except (OSError, ValueError) as error:
+        raise SourceError(f"{repo_id}: cannot download ({error})") from error
+    return folder, folder.name
+
+
+def progress_bar_class(job: Job, cancel: CancelToken) -> type:
+    """A tqdm class for huggingface_hub that reports byte progress as ``Progress`` events
+    and stops the download when ``cancel`` is set (raising inside ``update``)."""
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+
+    class _Bar(tqdm):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.pop("name", None)
+            kwargs["file"] = io.StringIO()  # no console output from a window
+            kwargs["disable"] = False
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            cancel.raise_if_cancelled()
+            result = super().update(n)
+            if self.unit == "B":
+                done, total = int(self.n), int(self.total or 0)
+                job.progress.emit(
+                    Progress("download", done, total, time.perf_counter() - started, done, total)
+                )
+            return result
+
+    return _Bar
+
+
+class OpenModelJob(Job):
+    """Open (or download, then open) one model."""
+
+    def __init__(self, reference: str, cache_dir: str | None = None) -> None:
+        super().__init__()
+        self.reference = reference
+        self.cache_dir = cache_dir
+
+    def work(self) -> ModelEntry:
+        bar = progress_bar_class(self, self.cancel_token)
+        return open_entry(self.reference, self.cache_dir, bar)
+
+
+@dataclass(frozen=True)
+class OpenedModels:
+    entries: list[ModelEntry]
+    errors: list[str]
+
+
+class OpenModelsJob(Job):
+    """Open several models (a project's); failures are collected, not fatal."""
+
+    def __init__(self, references: Sequence[str], cache_dir: str | None = None) -> None:
+        super().__init__()
+        self.references = list(references)
+        self.cache_dir = cache_dir
+
+    def work(self) -> OpenedModels:
+        entries, errors = [], []
+        bar = progress_bar_class(self, self.cancel_token)
+        for reference in self.references:
+            self.cancel_token.raise_if_cancelled()
+            try:
+                entries.append(open_entry(reference, self.cache_dir, bar))
+            except SourceError as error:
+                errors.append(str(error))
+        return OpenedModels(entries, errors)
+
+
+# ---- merging ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DryRun:
+    tensors: int
+    bytes_to_read: int
+    output_bytes: int
+    peak_memory_bytes: int
+    largest_tensor: str
+    warnings: list[str]
+    sources: list[dict[str, Any]]
+
+
+class DryRunJob(Job):
+    def __init__(self, recipe: dict[str, Any]) -> None:
+        super().__init__()
+        self.recipe = recipe
+
+    def work(self) -> DryRun:
+        from mergestudio.engine import build_plan
+        from mergestudio.engine.plan import describe_sources
+        from mergestudio.recipe import Recipe
+
+        plan = build_plan(Recipe.from_dict(self.recipe))
+        try:
+            estimate = plan.estimate()
+            return DryRun(
+                estimate.tensor_count,
+                estimate.bytes_to_read,
+                estimate.output_bytes,
+                estimate.peak_memory_bytes,
+                estimate.largest_tensor,
+                list(plan.warnings),
+                describe_sources(plan),
+            )
+        finally:
+            plan.close()
+
+
+@dataclass(frozen=True)
+class MergeOptions:
+    out_dir: str
+    device: str = "auto"
+    compute_dtype: str = "float32"
+    shard_bytes: int = 2_000_000_000
+    overwrite: bool = False
+    threads: int | None = None
+
+
+class MergeJob(Job):
+    """Run a merge. A cancelled merge leaves nothing at ``out_dir`` (the engine stages
+    into a hidden folder and renames only when complete)."""
+
+    def __init__(self, recipe: dict[str, Any], options: MergeOptions) -> None:
+        super().__init__()
+        self.recipe = recipe
+        self.options = options
+
+    def work(self) -> Any:
+        from mergestudio.engine import merge
+
+        options = self.options
+        return merge(
+            self.recipe,
+            options.out_dir,
+            device=options.device,
+            compute_dtype=options.compute_dtype,
+            shard_size=options.shard_bytes,
+            overwrite=options.overwrite,
+            events=self.events,
+            cancel=self.cancel_token,
+            threads=options.threads,
+        )
+
+
+# ---- evaluation ---------------------------------------------------------------------------
+
+
+class EvalJob(Job):
+    """Evaluate several models (label -> folder) on the same task files."""
+
+    def __init__(self, models: dict[str, str], task_files: Sequence[str], limit: int | None = None) -> None:
+        super().__init__()
+        self.models = models
+        self.task_files = list(task_files)
+        self.limit = limit
+
+    def work(self) -> dict[str, EvalReport]:
+        reports = {}
+        for label, folder in self.models.items():
+            self.cancel_token.raise_if_cancelled()
+            self.log.emit(f"evaluating {label}", "info")
+            reports[label] = evaluate_model(folder, self.task_files, self.limit, self.events, self.cancel_token)
+        return reports
+
+
+def evaluate_model(folder: str, task_files: Sequence[str], limit: int | None, events: Any,
+                   cancel: CancelToken) -> EvalReport:
+    """The evaluation package's entry point, on the CPU (demo models are tiny)."""
+    from mergestudio.evaluate import evaluate_path
+
+    return evaluate_path(folder, task_files, limit=limit, device="cpu", events=events, cancel=cancel)
+
+
+# ---- environment --------------------------------------------------------------------------
+
+
+class DeviceProbeJob(Job):
+    """What 'auto' resolves to, in words (importing torch takes a second or two)."""
+
+    def work(self) -> str:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"CUDA · {torch.cuda.get_device_name(0)}"
+        if torch.backends.mps.is_available():
+            return "Apple MPS"
+        return f"CPU · {torch.get_num_threads()} threads"
+
+
+class HubLoginJob(Job):
+    """Sign in with a token: huggingface_hub checks it and keeps it in its own store."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self._token = token
+
+    def work(self) -> str:
+        from huggingface_hub import login, whoami
+
+        token, self._token = self._token, ""
+        try:
+            login(token=token, add_to_git_credential=False, skip_if_logged_in=False)
+            return str(whoami().get("name", "signed in"))
+        except Exception as error:  # network and auth errors come in many types
+            # Never echo the token: the message names only what failed.
+            raise SourceError(f"Hub sign-in failed: {type(error).__name__}") from None
