@@ -20,6 +20,9 @@ COMMAND_MODULES = (
     "mergestudio.cli.demo_cmd",
     "mergestudio.cli.analyze_cmd",
     "mergestudio.cli.studio_cmd",
+    "mergestudio.cli.evolve_cmd",
+    "mergestudio.cli.runs_cmd",
+    "mergestudio.cli.export_cmd",
 )
 
 
@@ -29,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Merge Studio: merge fine-tuned models from the command line or the studio window.",
     )
     parser.add_argument("--version", action="version", version=f"mergestudio {__version__}")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check this installation end to end (window, merge, evaluation) in seconds, print one line",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -44,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.smoke:
+        from mergestudio.smoke import run_smoke
+
+        return run_smoke()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

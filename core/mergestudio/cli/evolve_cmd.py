@@ -1,0 +1,147 @@
+"""``mergestudio evolve SPEC RUN`` and ``mergestudio evolve --resume RUN``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from mergestudio.cli.progress import TerminalProgress, format_seconds
+from mergestudio.events import LogLine, Progress
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "evolve",
+        help="search merge recipes (CMA-ES, NSGA-II, TPE, random)",
+        description=(
+            "Run an evolutionary search over merge recipes as a search spec says, into a run folder "
+            "(an Optuna study that optuna-dashboard can open). Ctrl-C stops after the current trial "
+            "(twice: at once); --resume continues a stopped or killed run."
+        ),
+        usage="mergestudio evolve SPEC RUN | mergestudio evolve --resume RUN",
+    )
+    parser.add_argument(
+        "paths", nargs="+", type=Path, metavar="SPEC RUN", help="search spec YAML and run folder"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue the run in RUN")
+    parser.add_argument("--evaluations", type=int, help="evaluation budget (replaces the spec's)")
+    parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no per-trial lines")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mergestudio.search import SearchControl, resume_search, start_search
+    from mergestudio.search.report import format_summary, summarize
+    from mergestudio.search.runner import describe_outcome
+
+    if args.resume != (len(args.paths) == 1) or len(args.paths) > 2:
+        print("usage: mergestudio evolve SPEC RUN | mergestudio evolve --resume RUN", file=sys.stderr)
+        return 2
+    control = SearchControl()
+    previous = signal.signal(signal.SIGINT, lambda *_: _interrupt(control))
+    sink = SearchPrinter(quiet=args.quiet or args.json)
+    try:
+        if args.resume:
+            outcome = resume_search(args.paths[0], events=sink, control=control, evaluations=args.evaluations)
+        else:
+            spec = _spec_with_budget(args.paths[0], args.evaluations)
+            outcome = start_search(spec, args.paths[1], events=sink, control=control)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if args.json:
+        print(json.dumps(describe_outcome(outcome), indent=2))
+    else:
+        print(format_summary(summarize(outcome.run), limit=0))
+    return 0 if outcome.state != "failed" else 1
+
+
+def _spec_with_budget(path: Path, evaluations: int | None):  # noqa: ANN202 - SearchSpec, imported lazily
+    from mergestudio.search.spec import load_spec
+
+    spec = load_spec(path)
+    if evaluations is None:
+        return spec
+    return spec.model_copy(update={"budget": spec.budget.model_copy(update={"evaluations": evaluations})})
+
+
+def _interrupt(control: object) -> None:
+    from mergestudio.search.control import SearchControl
+
+    assert isinstance(control, SearchControl)
+    if control.stop_requested:
+        control.cancel()
+        print("\nstopping now; the current trial will run again on --resume", file=sys.stderr, flush=True)
+    else:
+        control.stop()
+        print("\nstopping after this trial (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+
+class SearchPrinter:
+    """The live summary: one line per finished trial, the front when it changes, one
+    line per generation. Evaluation progress bars are left out: a trial takes seconds."""
+
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self._log = TerminalProgress(self.stream, quiet=quiet)
+        self._budget = ""
+
+    def __call__(self, event: object) -> None:
+        from mergestudio.search import events as ev
+
+        if isinstance(event, LogLine):
+            self._log(event)
+        elif isinstance(event, Progress):
+            return
+        elif isinstance(event, ev.SearchStarted):
+            self._started(event)
+        elif self.quiet:
+            return
+        elif isinstance(event, ev.TrialFinished) and not event.replayed:
+            self._trial(event)
+        elif isinstance(event, ev.ParetoFrontChanged):
+            self._write(f"      front: {len(event.trials)} trial(s), hypervolume {event.hypervolume:.4g}")
+        elif isinstance(event, ev.GenerationFinished):
+            best = "  ".join(f"{k} {v:.4g}" for k, v in event.best_so_far.items())
+            self._write(f"--- generation {event.generation} done; best so far: {best}")
+        elif isinstance(event, ev.SearchStateChanged) and event.state not in ("running",):
+            reason = f": {event.reason}" if event.reason else ""
+            self._write(
+                f"search {event.state}{reason} ({event.finished_trials} trials, {format_seconds(event.elapsed_s)})"
+            )
+
+    def _started(self, event: object) -> None:
+        from mergestudio.search.events import SearchStarted
+
+        assert isinstance(event, SearchStarted)
+        budget = []
+        if event.budget_evaluations:
+            budget.append(f"{event.budget_evaluations} evaluations")
+        if event.budget_wall_time_s:
+            budget.append(f"{format_seconds(event.budget_wall_time_s)} wall time")
+        verb = f"resuming ({event.finished_before} trials done)" if event.resumed else "starting"
+        self._write(
+            f"{verb} {event.algorithm} search in {event.run}: {len(event.genes)} genes, "
+            f"objectives {', '.join(event.study_objectives)}; budget {' / '.join(budget)}"
+        )
+
+    def _trial(self, event: object) -> None:
+        from mergestudio.search.events import TrialFinished
+
+        assert isinstance(event, TrialFinished)
+        if event.state == "failed":
+            self._write(f"trial {event.number:>4} failed: {event.error}")
+            return
+        values = "  ".join(f"{k} {v:.4g}" for k, v in event.objectives.items())
+        mark = "  *front" if event.is_on_front else ""
+        self._write(
+            f"trial {event.number:>4} [gen {event.generation}] {values}  ({event.duration_s:.1f}s){mark}"
+        )
+
+    def _write(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)

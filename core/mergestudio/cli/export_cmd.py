@@ -1,0 +1,49 @@
+"""``mergestudio export RUN --trial N OUT``: a search trial as a merged model folder."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from pathlib import Path
+
+from mergestudio.cli.progress import TerminalProgress
+from mergestudio.events import CancelToken
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "export",
+        help="merge a trial of a search run into a model folder",
+        description=(
+            "Merge one trial of a search run into a Hugging Face folder. The model card names the run, "
+            "the trial and its objective values; recipe.yml and search_trial.json keep its lineage."
+        ),
+    )
+    parser.add_argument("run", type=Path, help="run folder")
+    parser.add_argument("out", type=Path, help="output folder")
+    parser.add_argument("--trial", type=int, required=True, help="trial number (see `mergestudio runs show`)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mergestudio.search.export import export_trial
+
+    cancel = CancelToken()
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
+    try:
+        result = export_trial(
+            args.run,
+            args.trial,
+            args.out,
+            overwrite=args.overwrite,
+            device=args.device,
+            events=TerminalProgress(quiet=args.quiet),
+            cancel=cancel,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print(f"exported trial {args.trial} of {args.run} to {result.output}")
+    return 0

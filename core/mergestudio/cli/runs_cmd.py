@@ -1,0 +1,38 @@
+"""``mergestudio runs show RUN``: the trials of a search run, its Pareto front and best trials."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("runs", help="look at search runs", description="Look at search runs.")
+    commands = parser.add_subparsers(dest="runs_command", metavar="COMMAND")
+    show = commands.add_parser(
+        "show",
+        help="table of trials, the Pareto front, the best trial per objective",
+        description="Show a search run: every trial, the Pareto front and the best trials.",
+    )
+    show.add_argument("run", type=Path, help="run folder")
+    show.add_argument("--last", type=int, help="show only the last N trials of the table")
+    show.add_argument("--json", action="store_true", help="print the summary as JSON")
+    show.set_defaults(func=run_show)
+    parser.set_defaults(func=lambda _args: _help(parser))
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from mergestudio.search.report import format_summary, summarize
+
+    summary = summarize(args.run)
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=1))
+    else:
+        print(format_summary(summary, limit=args.last))
+    return 0

@@ -1,0 +1,147 @@
+"""A run's summary, read back from its folder: every trial, the Pareto front, the best
+trial per objective and on the mean of the accuracy-like objectives."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mergestudio.search.front import FrontTracker
+from mergestudio.search.objectives import Objectives
+from mergestudio.search.store import RunFolder, TrialRecord
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run: Path
+    algorithm: str
+    objectives: Objectives
+    trials: tuple[TrialRecord, ...]
+    front: tuple[int, ...]
+    hypervolume: float
+    reference: tuple[float, ...]
+    elapsed_s: float
+
+    @property
+    def complete(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.state == "complete"]
+
+    def mean(self, record: TrialRecord) -> float:
+        """Mean of the objectives that are maximised (accuracies): the 'average over
+        tasks' the demo table reports. NaN when no objective is maximised."""
+        values = [record.objectives[o.name] for o in self.objectives.items if o.maximize]
+        return sum(values) / len(values) if values else math.nan
+
+    def best_per_objective(self) -> dict[str, TrialRecord]:
+        best = {}
+        for objective in self.objectives.items:
+            sign = 1.0 if objective.maximize else -1.0
+            # Ties go to the earliest trial.
+            best[objective.name] = max(
+                self.complete, key=lambda r: (sign * r.objectives[objective.name], -r.number)
+            )
+        return best
+
+    def best_mean(self) -> TrialRecord | None:
+        candidates = [r for r in self.complete if not math.isnan(self.mean(r))]
+        return max(candidates, key=lambda r: (self.mean(r), -r.number)) if candidates else None
+
+    def to_dict(self) -> dict[str, Any]:
+        best_mean = self.best_mean()
+        return {
+            "run": str(self.run),
+            "algorithm": self.algorithm,
+            "objectives": [{"name": o.name, "direction": o.direction} for o in self.objectives.items],
+            "study_objectives": self.objectives.study_names,
+            "trials": [
+                {
+                    "number": t.number,
+                    "state": t.state,
+                    "generation": t.generation,
+                    "objectives": t.objectives,
+                    "mean": None if t.state != "complete" else _finite(self.mean(t)),
+                    "duration_s": t.duration_s,
+                    "on_front": t.number in self.front,
+                    "genome": t.genome,
+                    "error": t.error,
+                }
+                for t in self.trials
+            ],
+            "front": list(self.front),
+            "distinct_front_points": len({t.study_values for t in self.complete if t.number in self.front}),
+            "hypervolume": self.hypervolume,
+            "reference": list(self.reference),
+            "best_per_objective": {k: r.number for k, r in self.best_per_objective().items()}
+            if self.complete
+            else {},
+            "best_mean": None
+            if best_mean is None
+            else {"trial": best_mean.number, "mean": self.mean(best_mean)},
+            "elapsed_s": self.elapsed_s,
+        }
+
+
+def summarize(run_dir: str | Path) -> RunSummary:
+    run = RunFolder(run_dir)
+    spec = run.load_spec()
+    objectives = Objectives.build(spec)
+    study = run.open_study()
+    records = run.records(study)
+    tracker = FrontTracker(objectives, None)
+    for record in records:
+        if record.state == "complete":
+            tracker.add(record)
+    return RunSummary(
+        run=run.path,
+        algorithm=spec.algorithm.name,
+        objectives=objectives,
+        trials=tuple(records),
+        front=tracker.trials,
+        hypervolume=tracker.hypervolume,
+        reference=tracker.reference,
+        elapsed_s=float(study.user_attrs.get("elapsed_s", 0.0)),
+    )
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def format_summary(summary: RunSummary, limit: int | None = None) -> str:
+    """The ``mergestudio runs show`` text: a trial table, the front, the best trials."""
+    names = summary.objectives.names
+    width = max(8, *(len(n) for n in names))
+    head = f"{'trial':>5} {'state':8} {'gen':>3} " + " ".join(f"{n:>{width}}" for n in names)
+    lines = [
+        f"run {summary.run} ({summary.algorithm}, {len(summary.complete)} complete trials, {summary.elapsed_s:.0f} s)"
+    ]
+    if limit != 0:
+        lines += ["", head + f" {'mean':>8} {'time':>7}  front"]
+        shown = summary.trials if limit is None else summary.trials[-limit:]
+        for t in shown:
+            lines.append(_trial_row(summary, t, names, width))
+    if not summary.complete:
+        return "\n".join([*lines, "", "no complete trials yet"])
+    lines += [
+        "",
+        f"Pareto front ({', '.join(summary.objectives.study_names)}): {len(summary.front)} trial(s) "
+        f"{list(summary.front)}; hypervolume {summary.hypervolume:.6g} "
+        f"(reference {', '.join(f'{r:.4g}' for r in summary.reference)})",
+        "",
+        "best per objective:",
+    ]
+    for name, record in summary.best_per_objective().items():
+        lines.append(f"  {name:{width}}  trial {record.number:>4}  {record.objectives[name]:.4g}")
+    best_mean = summary.best_mean()
+    if best_mean is not None:
+        lines.append(f"  {'mean':{width}}  trial {best_mean.number:>4}  {summary.mean(best_mean):.4g}")
+    return "\n".join(lines)
+
+
+def _trial_row(summary: RunSummary, t: TrialRecord, names: list[str], width: int) -> str:
+    values = " ".join(f"{t.objectives.get(n, math.nan):>{width}.4g}" for n in names)
+    mean = summary.mean(t) if t.state == "complete" else math.nan
+    mark = "*" if t.number in summary.front else ""
+    return f"{t.number:>5} {t.state:8} {t.generation:>3} {values} {mean:>8.4g} {t.duration_s:>6.2f}s  {mark}"
