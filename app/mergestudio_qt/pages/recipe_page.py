@@ -12,7 +12,6 @@ from mergestudio.methods.registry import MethodSpec, Param
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
-    QFormLayout,
     QFrame,
     QGridLayout,
     QHBoxLayout,
@@ -31,6 +30,7 @@ from mergestudio_qt.widgets.curve_editor import CurveTarget, LayerCurveEditor
 from mergestudio_qt.widgets.params import ParamEditor, param_tooltip
 from mergestudio_qt.widgets.yaml_pane import YamlPane
 
+LABEL_WIDTH = 130  # px; long model names are elided in the middle, full name in the tooltip
 EditorKey = tuple[str, int | None]  # (parameter name, model index or None for global)
 
 
@@ -136,15 +136,8 @@ class RecipePage(QWidget):
         recipe = self.state.recipe
         if method.global_params:
             self.params_layout.addWidget(self._section("Parameters", "One value for the whole merge."))
-            form = QFormLayout()
-            form.setHorizontalSpacing(12)
-            form.setVerticalSpacing(8)
-            form.setLabelAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-            for param in method.global_params:
-                label = QLabel(param.name, self.params_box)
-                label.setToolTip(param_tooltip(param))
-                form.addRow(label, self._editor(param, None))
-            self.params_layout.addLayout(form)
+            rows = [(p.name, param_tooltip(p), self._editor(p, None)) for p in method.global_params]
+            self.params_layout.addLayout(self._grid(rows))
         models = recipe.get("models") or []
         if recipe.get("slices"):
             self.params_layout.addWidget(
@@ -153,20 +146,32 @@ class RecipePage(QWidget):
             return
         for param in method.model_params:
             self.params_layout.addWidget(self._section(f"{param.name} per model", param.doc))
-            grid = QGridLayout()
-            grid.setHorizontalSpacing(12)
-            grid.setVerticalSpacing(6)
-            grid.setColumnStretch(1, 1)
-            for index, model in enumerate(models):
-                name = self._model_name(model.get("model", ""))
-                label = QLabel(name, self.params_box)
-                label.setToolTip(f"{model.get('model')}\n\n{param.doc}")
-                label.setMinimumWidth(110)
-                grid.addWidget(label, index, 0)
-                grid.addWidget(self._editor(param, index), index, 1)
-            if not models:
-                grid.addWidget(QLabel("Add models on the Models page.", self.params_box), 0, 0)
-            self.params_layout.addLayout(grid)
+            rows = [
+                (self._model_name(m.get("model", "")), f"{m.get('model')}\n\n{param.doc}", self._editor(param, i))
+                for i, m in enumerate(models)
+            ]
+            if rows:
+                self.params_layout.addLayout(self._grid(rows))
+            else:
+                self.params_layout.addWidget(QLabel("Add models on the Models page.", self.params_box))
+
+    def _grid(self, rows: list[tuple[str, str, QWidget]]) -> QGridLayout:
+        """Label and editor rows; every section uses the same label width so the sliders
+        of all sections line up."""
+        grid = QGridLayout()
+        grid.setHorizontalSpacing(12)
+        grid.setVerticalSpacing(6)
+        grid.setColumnStretch(1, 1)
+        for row, (text, tooltip, editor) in enumerate(rows):
+            label = QLabel(text, self.params_box)
+            label.setToolTip(tooltip)
+            label.setFixedWidth(LABEL_WIDTH)
+            label.setTextFormat(Qt.TextFormat.PlainText)
+            metrics = label.fontMetrics()
+            label.setText(metrics.elidedText(text, Qt.TextElideMode.ElideMiddle, LABEL_WIDTH))
+            grid.addWidget(label, row, 0)
+            grid.addWidget(editor, row, 1)
+        return grid
 
     def _section(self, title: str, text: str) -> QWidget:
         box = QWidget(self.params_box)

@@ -170,6 +170,9 @@ class LayerCurveEditor(QWidget):
         values = [v for lane in curve.lanes.values() for v in lane]
         self.plot.setYRange(min(low, *values), max(high, *values), padding=0.08)
         self.plot.setXRange(0, max(1, self.layers - 1), padding=0.04)
+        # Whole layers only: about ten ticks whatever the depth.
+        step = max(1, -(-self.layers // 10))
+        self.plot.getAxis("bottom").setTickSpacing(major=step, minor=step)
         self._redraw()
 
     def _default_points(self) -> int:
