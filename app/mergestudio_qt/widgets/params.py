@@ -25,7 +25,6 @@ from PySide6.QtWidgets import (
 
 from mergestudio_qt import recipe_edit
 
-_SLIDER_STEPS = 1000
 _UNBOUNDED = 1e6  # spin boxes need finite limits; an unbounded parameter gets these
 
 
@@ -84,9 +83,8 @@ class ParamEditor(QWidget):
 
     def _build_number(self, layout: QHBoxLayout) -> None:
         param = self.param
-        low, high = param.slider_range
         self.slider = QSlider(Qt.Orientation.Horizontal, self)
-        self.slider.setRange(0, _SLIDER_STEPS)
+        self.slider.setRange(0, self._slider_steps())
         self.slider.setMinimumWidth(120)
         self.slider.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.slider.valueChanged.connect(self._slider_moved)
@@ -99,7 +97,7 @@ class ParamEditor(QWidget):
         else:
             spin = QDoubleSpinBox(self)
             spin.setDecimals(3)
-            spin.setSingleStep(_step(low, high))
+            spin.setSingleStep(_resolution(param))
             spin.setRange(_bound(param.low, -_UNBOUNDED), _bound(param.high, _UNBOUNDED))
         spin.setKeyboardTracking(False)  # typing "0.25" must not write 0, 0.2 and 0.25
         spin.setButtonSymbols(QAbstractSpinBox.ButtonSymbols.UpDownArrows)
@@ -156,16 +154,19 @@ class ParamEditor(QWidget):
         assert self.spin is not None
         return recipe_edit.clean_number(self.param, self.spin.value())
 
+    def _slider_steps(self) -> int:
+        low, high = self.param.slider_range
+        return max(1, round((high - low) / _resolution(self.param)))
+
     def _to_slider(self, value: float) -> int:
         low, high = self.param.slider_range
-        if high <= low:
-            return 0
-        fraction = (min(max(value, low), high) - low) / (high - low)
-        return round(fraction * _SLIDER_STEPS)
+        clamped = min(max(value, low), high)
+        return round((clamped - low) / _resolution(self.param))
 
     def _from_slider(self, position: int) -> float:
-        low, high = self.param.slider_range
-        return low + (high - low) * position / _SLIDER_STEPS
+        # Positions are whole multiples of a round step, so a slider writes 0.25, not 0.251.
+        low, _high = self.param.slider_range
+        return low + position * _resolution(self.param)
 
     def _slider_moved(self, position: int) -> None:
         if self._updating or self.spin is None:
@@ -199,6 +200,13 @@ def _bound(value: float | None, fallback: float) -> float:
     return fallback if value is None else value
 
 
-def _step(low: float, high: float) -> float:
+def _resolution(param: Param) -> float:
+    """The slider's step: a round number giving a few hundred positions over the range."""
+    if param.kind == "int":
+        return 1.0
+    low, high = param.slider_range
     span = high - low
-    return 0.01 if span <= 2 else 0.05 if span <= 10 else 1.0
+    for step in (0.001, 0.01, 0.05, 0.1, 1.0, 10.0):
+        if span / step <= 1000:
+            return step
+    return span / 1000

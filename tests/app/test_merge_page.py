@@ -1,0 +1,131 @@
+"""The Merge page: dry run, a merge in the background with progress, Cancel that leaves
+nothing behind, and quick eval next to the parents."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from mergestudio.io import open_model
+from mergestudio_qt import workers
+
+
+@pytest.fixture
+def merge_page(window, family, add_models, tmp_path):
+    add_models(window, family["base"], family["ft1"], family["ft2"])
+    window.go_to("merge")
+    page = window.page("merge")
+    page.out_edit.setText(str(tmp_path / "out" / "merged"))
+    page.out_edit.editingFinished.emit()
+    return page
+
+
+def test_dry_run_estimates_bytes_and_memory(qtbot, merge_page) -> None:
+    with qtbot.waitSignal(merge_page.dry_run_finished, timeout=10_000) as blocker:
+        merge_page.dry_button.click()
+    assert blocker.args == [True]
+    assert merge_page.dry_labels["tensors"].text() == "39"
+    assert merge_page.dry_labels["read"].text().endswith("KB")
+    assert merge_page.last_dry_run.bytes_to_read == 3 * merge_page.last_dry_run.output_bytes * 2
+    assert "valid" in merge_page.dry_note.text()
+
+
+def test_dry_run_reports_an_invalid_recipe(qtbot, window, merge_page) -> None:
+    window.state.set_recipe({**window.state.recipe, "merge_method": "slerp"}, "widgets")
+    with qtbot.waitSignal(merge_page.dry_run_finished, timeout=10_000) as blocker:
+        merge_page.dry_button.click()
+    assert blocker.args == [False]
+    assert "slerp" in merge_page.dry_note.text()
+
+
+def test_merge_runs_in_the_background_and_writes_a_model(qtbot, window, merge_page, tmp_path) -> None:
+    with qtbot.waitSignal(merge_page.merge_finished, timeout=30_000) as blocker:
+        merge_page.merge_button.click()
+        assert merge_page.cancel_button.isEnabled()
+        assert not merge_page.merge_button.isEnabled()
+    assert blocker.args == ["succeeded"]
+    out = tmp_path / "out" / "merged"
+    assert (out / "model.safetensors").exists() and (out / "config.json").exists()
+    assert open_model(out).dtypes == {"BF16": open_model(out).parameter_count}  # the chosen dtype
+    assert merge_page.progress.value() == merge_page.progress.maximum()
+    assert "tensors in" in merge_page.stats_label.text()
+    assert "done in" in merge_page.log_view.toPlainText()
+    assert merge_page.open_button.isEnabled() and merge_page.merge_button.isEnabled()
+
+
+def test_cancel_leaves_no_partial_output(qtbot, window, merge_page, tmp_path, monkeypatch) -> None:
+    # Hold the worker at its first progress event until Cancel has been pressed, so the
+    # tiny merge cannot finish first.
+    gate = threading.Event()
+    original = workers.MergeJob.events
+
+    def held_events(self, event):
+        original(self, event)
+        gate.wait(10)
+
+    monkeypatch.setattr(workers.MergeJob, "events", held_events)
+    merge_page.merge_button.click()
+    job = merge_page.merge_job
+    with qtbot.waitSignal(merge_page.merge_finished, timeout=30_000) as blocker:
+        merge_page.cancel_button.click()
+        gate.set()
+    assert job is not None
+    assert blocker.args == ["cancelled"]
+    out_parent = tmp_path / "out"
+    assert not (out_parent / "merged").exists()
+    assert not out_parent.exists() or not any(out_parent.iterdir())  # no staging folder left
+    assert "cancelled" in merge_page.log_view.toPlainText()
+    assert merge_page.progress.format() == "cancelled"
+
+
+def test_existing_output_is_replaced_when_ticked(qtbot, merge_page, tmp_path) -> None:
+    out = tmp_path / "out" / "merged"
+    out.mkdir(parents=True)
+    (out / "old.txt").write_text("old")
+    merge_page.overwrite_check.setChecked(True)
+    with qtbot.waitSignal(merge_page.merge_finished, timeout=30_000) as blocker:
+        merge_page.merge_button.click()
+    assert blocker.args == ["succeeded"]
+    assert not (out / "old.txt").exists()
+
+
+def test_merge_failure_is_logged(qtbot, window, merge_page) -> None:
+    window.state.set_recipe({**window.state.recipe, "merge_method": "slerp"}, "widgets")
+    with qtbot.waitSignal(merge_page.merge_finished, timeout=30_000) as blocker:
+        merge_page.merge_button.click()
+    assert blocker.args == ["failed"]
+    assert "slerp" in merge_page.log_view.toPlainText()
+
+
+def test_quick_eval_scores_merged_model_next_to_parents(qtbot, window, add_models, tmp_path) -> None:
+    pytest.importorskip("transformers")
+    from mergestudio.evaluate import ChoiceItem, write_task
+
+    from tests.core.evalfixtures import write_bigram_model
+
+    folders = {"base": tmp_path / "zoo" / "base", "ft1": tmp_path / "zoo" / "ft1"}
+    write_bigram_model(folders["base"], {"a": "b"})  # the base continues "a" with "b"
+    write_bigram_model(folders["ft1"], {"a": "c"})  # the fine-tune with "c"
+    task = tmp_path / "tasks" / "next.eval.jsonl"
+    task.parent.mkdir()
+    write_task(task, [ChoiceItem("1", "a", ("b", "c"), 1), ChoiceItem("2", "a", ("c", "b"), 0)], name="next")
+    add_models(window, folders["base"], folders["ft1"])
+    window.state.set_eval_tasks([str(task)])
+    page = window.page("merge")
+    page._load_tasks()
+    page.out_edit.setText(str(tmp_path / "merged"))
+    page.out_edit.editingFinished.emit()
+    with qtbot.waitSignal(page.merge_finished, timeout=60_000):
+        page.merge_button.click()
+    assert page.eval_button.isEnabled()
+    assert page.chosen_tasks() == [str(task)]
+    with qtbot.waitSignal(page.eval_finished, timeout=120_000) as blocker:
+        page.eval_button.click()
+    assert blocker.args == [True]
+    headers = [page.eval_table.horizontalHeaderItem(i).text() for i in range(page.eval_table.columnCount())]
+    assert headers == ["merged", "base", "ft1"]
+    assert page.eval_table.verticalHeaderItem(0).text() == "next (acc)"
+    scores = [float(page.eval_table.item(0, i).text()) for i in range(3)]
+    assert scores[1] == 0.0 and scores[2] == 1.0  # the base prefers b, ft1 prefers c
+    assert Path(page.last_output).exists()
