@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Signal, Slot
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
 from mergestudio_qt import recipe_edit
@@ -144,7 +144,12 @@ class StudioState(QObject):
         self.preflight: PreflightReport | None = None
         self.undo_stack = QUndoStack(self)
         self._dirty = False
-        self.undo_stack.indexChanged.connect(lambda _i: self.set_dirty(True))
+        self.undo_stack.indexChanged.connect(self._undo_index_changed)
+
+    @Slot(int)
+    def _undo_index_changed(self, _index: int) -> None:
+        # A bound slot, not a lambda: Qt disconnects it when the state is destroyed.
+        self.set_dirty(True)
 
     # ---- models ------------------------------------------------------------------------
 
