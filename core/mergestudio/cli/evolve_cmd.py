@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume != (len(args.paths) == 1) or len(args.paths) > 2:
         print("usage: mergestudio evolve SPEC RUN | mergestudio evolve --resume RUN", file=sys.stderr)
         return 2
+    _quiet_transformers()
     control = SearchControl()
     previous = signal.signal(signal.SIGINT, lambda *_: _interrupt(control))
     sink = SearchPrinter(quiet=args.quiet or args.json)
@@ -67,6 +68,14 @@ def _spec_with_budget(path: Path, evaluations: int | None):  # noqa: ANN202 - Se
     if evaluations is None:
         return spec
     return spec.model_copy(update={"budget": spec.budget.model_copy(update={"evaluations": evaluations})})
+
+
+def _quiet_transformers() -> None:
+    """transformers draws a progress bar for every load; the trial lines suffice."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
 
 
 def _interrupt(control: object) -> None:

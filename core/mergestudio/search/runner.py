@@ -159,7 +159,7 @@ class _Search:
         from optuna.trial import TrialState
 
         started = time.perf_counter()
-        study.sampler = make_sampler(self.spec.algorithm, len(study.get_trials(deepcopy=False)))
+        study.sampler = make_sampler(self.spec.algorithm, self._draw_index(study))
         trial = study.ask()
         genome = {g.name: float(trial.suggest_float(g.name, g.low, g.high)) for g in self.genome.genes}
         generation = self._complete_count(study) // self.spec.algorithm.population_size
@@ -249,6 +249,16 @@ class _Search:
 
     def _save_elapsed(self, study: optuna.Study) -> None:
         study.set_user_attr(ELAPSED_ATTR, round(self._elapsed(), 3))
+
+    @staticmethod
+    def _draw_index(study: optuna.Study) -> int:
+        """Which draw of the sampler this is: trials that completed or failed on their
+        own. Trials cut short by a crash do not count (they run again, re-queued), so a
+        resumed run draws the same candidates as one that never crashed."""
+        from optuna.trial import TrialState
+
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+        return sum(1 for t in trials if t.state == TrialState.COMPLETE or "error" in t.user_attrs)
 
     @staticmethod
     def _complete_count(study: optuna.Study) -> int:

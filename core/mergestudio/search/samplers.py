@@ -1,6 +1,6 @@
 """Optuna samplers for the spec's algorithm.
 
-A fresh sampler, seeded with ``seed + trial number``, is made for every trial. Optuna's
+A fresh sampler, seeded from the spec's seed and the draw's index, is made for every trial. Optuna's
 samplers keep their real state in the study (NSGA-II's generations, CMA-ES's pickled
 optimiser, TPE's history), so nothing is lost; what this buys is that a resumed run
 draws the same candidates as an uninterrupted one would, instead of restarting each
@@ -19,10 +19,10 @@ if TYPE_CHECKING:
     import optuna
 
 
-def make_sampler(algorithm: AlgorithmSpec, trial_number: int) -> optuna.samplers.BaseSampler:
+def make_sampler(algorithm: AlgorithmSpec, draw: int) -> optuna.samplers.BaseSampler:
     import optuna
 
-    seed = trial_seed(algorithm.seed, trial_number)
+    seed = trial_seed(algorithm.seed, draw)
     with warnings.catch_warnings():
         # Multivariate TPE is marked experimental; we accept that.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -43,8 +43,8 @@ def make_sampler(algorithm: AlgorithmSpec, trial_number: int) -> optuna.samplers
         )
 
 
-def trial_seed(seed: int, trial_number: int) -> int:
-    """A 32-bit seed for one trial. Hashed, because numpy generators seeded with
+def trial_seed(seed: int, draw: int) -> int:
+    """A 32-bit seed for one draw. Hashed, because numpy generators seeded with
     consecutive integers draw visibly correlated first numbers."""
-    digest = hashlib.sha256(f"{seed}:{trial_number}".encode()).digest()
+    digest = hashlib.sha256(f"{seed}:{draw}".encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF

@@ -188,6 +188,8 @@ def check_spec(spec: SearchSpec, source: str = "search spec") -> None:
             f"{source}: algorithm.name: cmaes optimises one objective; add a 'score' to combine "
             "the objectives, or use nsga2, tpe or random"
         )
+    if spec.algorithm.name == "cmaes" and spec.algorithm.population_size < 4:
+        raise SpecError(f"{source}: algorithm.population_size: CMA-ES needs a population of at least 4")
     Genome.build(spec.genome, recipe, source)  # raises SpecError naming genome[i]
 
 

@@ -108,6 +108,7 @@ class RunFolder:
             # Waiting beats failing when optuna-dashboard reads the file at the same time.
             engine_kwargs={"connect_args": {"timeout": 60}},
         )
+        _journal_in_wal(storage)
         if directions is None:
             return optuna.load_study(study_name=STUDY_NAME, storage=storage)
         return optuna.create_study(
@@ -135,6 +136,23 @@ class RunFolder:
         except OSError as error:
             raise RunError(f"{path}: cannot read trial results ({error.strerror})") from error
         return data
+
+
+def _journal_in_wal(storage: optuna.storages.RDBStorage) -> None:
+    """Write-ahead logging without an fsync per commit: a trial then costs a few
+    milliseconds of bookkeeping instead of a few hundred. A killed process loses
+    nothing (committed pages are in the OS's cache); a power cut may lose the last
+    trials but never corrupts the file. Readers (optuna-dashboard) do not block us."""
+    from sqlalchemy import event
+
+    def on_connect(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(storage.engine, "connect", on_connect)
+    storage.engine.dispose()  # connections opened before the listener reconnect with it
 
 
 def recover_interrupted(study: optuna.Study) -> list[int]:
