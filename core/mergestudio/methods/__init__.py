@@ -17,6 +17,7 @@ from mergestudio.methods.registry import (
 FAMILY_MODULES: tuple[str, ...] = (
     "mergestudio.methods.basic",
     "mergestudio.methods.spherical",
+    "mergestudio.methods.consensus",
 )
 
 _loaded = False

@@ -1,0 +1,575 @@
+"""Generalised task arithmetic: TIES, DARE, DELLA, Model Breadcrumbs and their linear
+variants are one computation with two switches, how each task vector is sparsified and
+whether a sign is elected per entry (mergekit's semantics, our code):
+
+1. τᵢ = θᵢ − θ_base; τᵢ ← sparsify(τᵢ) (optionally rescaled to keep its norm);
+2. τᵢ ← wᵢ τᵢ;
+3. with consensus: s = sign(Σᵢ τᵢ) (+ where the sum is 0); keep τᵢ where sign(τᵢ) = s;
+   δ = Σ kept τᵢ, divided (normalize) by Σ wᵢ over the kept entries (1 where none);
+   without: δ = Σᵢ τᵢ, divided (normalize) by Σᵢ wᵢ (1 when |Σ wᵢ| < 1e-8);
+4. θ = θ_base + λ δ.
+
+The work is streamed over chunks of every task vector (see ``sparse``): a statistics pass
+per sparsifier where it needs one (thresholds, norms, random masks), then one combining
+pass that recomputes τ per chunk and writes the merged values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Literal
+
+import torch
+
+from mergestudio.errors import RecipeError
+from mergestudio.methods.common import WEIGHT_DOC
+from mergestudio.methods.registry import MergeInputs, Param, register
+from mergestudio.methods.sparse import (
+    CHUNK,
+    TopKMask,
+    bernoulli_mask,
+    chunk_bounds,
+    della_keep_probabilities,
+    della_row_mask,
+    probability_threshold,
+    top_k_rules,
+)
+
+Sparsification = Literal["none", "magnitude", "random", "outliers", "della"]
+RescaleNorm = Literal["l1", "l2", "linf", "inverse_density"]
+# A keep-mask source for the combining pass: (start, stop, τ chunk (n, L)) -> (n, L) bool,
+# or None when every entry is kept.
+ChunkMask = Callable[[int, int, torch.Tensor], torch.Tensor] | None
+
+# ---- parameter declarations ------------------------------------------------------------
+
+WEIGHT = Param("weight", "float", WEIGHT_DOC, per_model=True, ui_low=-1.0, ui_high=2.0)
+DENSITY = Param(
+    "density",
+    "float",
+    "Fraction of the task vector's entries to keep (1 keeps all).",
+    default=1.0,
+    per_model=True,
+    low=0.0,
+    high=1.0,
+)
+LAMBDA = Param("lambda", "float", "Scale of the merged task vector.", default=1.0, ui_low=0.0, ui_high=2.0)
+INT8_MASK = Param(
+    "int8_mask",
+    "bool",
+    "Accepted for mergekit recipes; masks are always stored as booleans here, so it changes nothing.",
+    default=False,
+)
+GAMMA = Param(
+    "gamma",
+    "float",
+    "Fraction of the largest-magnitude entries to drop as outliers.",
+    default=0.01,
+    per_model=True,
+    low=0.0,
+    high=1.0,
+    ui_high=0.1,
+)
+EPSILON = Param(
+    "epsilon",
+    "float",
+    "Half-width of the keep-probability range: ranks run from density−ε to density+ε.",
+    default=0.15,
+    per_model=True,
+    low=0.0,
+    high=0.5,
+)
+RESCALE_NORM = Param(
+    "rescale_norm",
+    "choice",
+    "What rescaling preserves: the task vector's l1 (mergekit), l2 or max norm, or "
+    "inverse_density: divide survivors by their keep probability (the DARE/DELLA papers).",
+    default="l1",
+    choices=("l1", "l2", "linf", "inverse_density"),
+)
+
+
+def _normalize_param(default: bool) -> Param:
+    return Param(
+        "normalize", "bool", "Divide by the sum of the weights that contributed to each entry.", default=default
+    )
+
+
+def _rescale_param(default: bool) -> Param:
+    return Param("rescale", "bool", "Rescale each sparsified task vector (see rescale_norm).", default=default)
+
+
+# ---- the computation -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SparsifySettings:
+    kind: Sparsification
+    densities: tuple[float, ...]
+    rescale: RescaleNorm | None
+    gammas: tuple[float, ...] = ()
+    epsilons: tuple[float, ...] = ()
+
+
+@dataclass
+class _Kept:
+    """How the combining pass keeps entries: a chunk mask, per-model rescale factors and,
+    for inverse-density DELLA, a per-entry factor (n, numel)."""
+
+    mask: ChunkMask
+    scales: list[float]
+    entry_scale: torch.Tensor | None = None
+
+
+def merge_task_vectors(
+    inputs: MergeInputs,
+    *,
+    weights: Sequence[float],
+    sparsify: SparsifySettings,
+    consensus: bool,
+    normalize: bool,
+    scale: float,
+) -> torch.Tensor:
+    """The merged tensor (*shape,) in the compute dtype; see the module docstring."""
+    if inputs.base is None:
+        raise RecipeError(f"{inputs.name}: this method needs a base_model")
+    shape = inputs.base.shape
+    flat_inputs = inputs.tensors.reshape(inputs.n_models, -1)
+    flat_base = inputs.base.reshape(-1)
+    kept = _prepare(flat_inputs, flat_base, sparsify, inputs.generator, tuple(shape))
+    coefficients = [float(w) * s for w, s in zip(weights, kept.scales, strict=True)]
+    return _combine(
+        flat_inputs, flat_base, kept, coefficients, [float(w) for w in weights], consensus, normalize, scale
+    ).view(shape)
+
+
+def _combine(
+    inputs: torch.Tensor,
+    base: torch.Tensor,
+    kept: _Kept,
+    coefficients: list[float],
+    weights: list[float],
+    consensus: bool,
+    normalize: bool,
+    scale: float,
+) -> torch.Tensor:
+    """The streaming pass: per chunk, τ = x − base, mask, weight, elect, add to base."""
+    device, dtype = inputs.device, inputs.dtype
+    numel = base.numel()
+    out = torch.empty(numel, dtype=dtype, device=device)
+    coefficient_col = torch.tensor(coefficients, dtype=dtype, device=device).unsqueeze(1)
+    weight_col = torch.tensor(weights, dtype=dtype, device=device).unsqueeze(1)
+    total_weight = sum(weights)
+    linear_divisor = total_weight if abs(total_weight) >= 1e-8 else 1.0
+    for start, stop in chunk_bounds(numel):
+        tau = inputs[:, start:stop] - base[start:stop]
+        if kept.mask is not None:
+            tau.mul_(kept.mask(start, stop, tau))
+        if kept.entry_scale is not None:
+            tau.mul_(kept.entry_scale[:, start:stop])
+        tau.mul_(coefficient_col)
+        merged = tau.sum(0)
+        if consensus:
+            # Elected sign: + where the sum is ≥ 0. Entries agreeing with it are those with
+            # τ·s > 0 (a zero entry has no sign and never counts, as in mergekit), so the
+            # agreeing sum is s·Σ max(τ·s, 0): no boolean select over the models.
+            sign = torch.where(merged >= 0, 1.0, -1.0).to(dtype)
+            aligned = tau.mul_(sign)
+            if normalize:
+                divisor = ((aligned > 0) * weight_col).sum(0)
+            merged = aligned.clamp_min_(0).sum(0).mul_(sign)
+            if normalize:
+                merged.div_(divisor.masked_fill_(divisor == 0, 1.0))
+        elif normalize:
+            merged.div_(linear_divisor)
+        if scale != 1.0:
+            merged.mul_(scale)
+        torch.add(base[start:stop], merged, out=out[start:stop])
+    return out
+
+
+def _prepare(
+    inputs: torch.Tensor,
+    base: torch.Tensor,
+    settings: SparsifySettings,
+    generator: torch.Generator | None,
+    shape: tuple[int, ...],
+) -> _Kept:
+    n, numel = inputs.shape
+    ones = [1.0] * n
+    densities = settings.densities
+    if settings.kind == "none" or all(d >= 1.0 for d in densities):
+        # mergekit leaves a task vector untouched at density ≥ 1, rescale or not.
+        return _Kept(None, ones)
+    if settings.kind == "magnitude":
+        ks = [numel if d >= 1.0 else int(d * numel) for d in densities]
+        mask: ChunkMask = _threshold_mask(TopKMask(top_k_rules(inputs, base, ks)))
+        return _Kept(mask, _norm_scales(inputs, base, mask, settings.rescale, ones))
+    if settings.kind == "outliers":
+        return _outliers(inputs, base, settings)
+    if generator is None:
+        raise RecipeError("this method is stochastic and needs a random generator")
+    if settings.kind == "random":
+        return _random(inputs, base, settings, generator)
+    return _della(inputs, base, settings, generator, shape)
+
+
+def _threshold_mask(rule: TopKMask) -> ChunkMask:
+    def mask(start: int, stop: int, tau: torch.Tensor) -> torch.Tensor:
+        return rule(tau.abs(), start)
+
+    return mask
+
+
+def _outliers(inputs: torch.Tensor, base: torch.Tensor, settings: SparsifySettings) -> _Kept:
+    """Model Breadcrumbs: drop the top ``gamma`` fraction and enough of the smallest
+    entries to keep ``density``; i.e. keep descending ranks [n_top, n_top + n_keep)."""
+    n, numel = inputs.shape
+    outer, inner = [], []
+    for density, gamma in zip(settings.densities, settings.gammas, strict=True):
+        if density >= 1.0:
+            outer.append(numel)
+            inner.append(0)
+            continue
+        keep = int(density * numel)
+        top = int(gamma * numel)
+        bottom = numel - keep - top
+        if bottom < 0:  # gamma too large for the density: drop fewer outliers
+            top += bottom
+        outer.append(top + keep)
+        inner.append(top)
+    outer_mask = TopKMask(top_k_rules(inputs, base, outer))
+    inner_mask = TopKMask(top_k_rules(inputs, base, inner))
+
+    def mask(start: int, stop: int, tau: torch.Tensor) -> torch.Tensor:
+        magnitudes = tau.abs()
+        return outer_mask(magnitudes, start) & ~inner_mask(magnitudes, start)
+
+    return _Kept(mask, _norm_scales(inputs, base, mask, settings.rescale, [1.0] * n))
+
+
+def _norm_scales(
+    inputs: torch.Tensor,
+    base: torch.Tensor,
+    mask: ChunkMask,
+    rescale: RescaleNorm | None,
+    default: list[float],
+) -> list[float]:
+    """Per-model factors that give each masked task vector its unmasked norm, from a
+    pass that recomputes the (deterministic) masks. Needed only when rescale is asked
+    for a magnitude-based method."""
+    if rescale is None or mask is None:
+        return default
+    if rescale == "inverse_density":
+        raise RecipeError("rescale_norm: inverse_density applies to the random methods (DARE, DELLA)")
+    before = torch.zeros(inputs.shape[0], dtype=torch.float64)
+    after = torch.zeros(inputs.shape[0], dtype=torch.float64)
+    for start, stop in chunk_bounds(base.numel()):
+        tau = inputs[:, start:stop] - base[start:stop]
+        _accumulate_norms(before, after, tau, mask(start, stop, tau), rescale)
+    return _scales_from_norms(before, after, rescale)
+
+
+def _accumulate_norms(
+    before: torch.Tensor, after: torch.Tensor, tau: torch.Tensor, keep: torch.Tensor, rescale: RescaleNorm
+) -> None:
+    magnitudes = tau.abs()
+    kept = magnitudes * keep
+    if rescale == "l1":
+        before += magnitudes.sum(1, dtype=torch.float64).cpu()
+        after += kept.sum(1, dtype=torch.float64).cpu()
+    elif rescale == "l2":
+        before += magnitudes.square().sum(1, dtype=torch.float64).cpu()
+        after += kept.square().sum(1, dtype=torch.float64).cpu()
+    else:
+        torch.maximum(before, magnitudes.amax(1).double().cpu(), out=before)
+        torch.maximum(after, kept.amax(1).double().cpu(), out=after)
+
+
+def _scales_from_norms(before: torch.Tensor, after: torch.Tensor, rescale: RescaleNorm) -> list[float]:
+    if rescale == "l2":
+        before, after = before.sqrt(), after.sqrt()
+    scales = []
+    for b, a in zip(before.tolist(), after.tolist(), strict=True):
+        # mergekit leaves a vector unscaled when either norm is (nearly) zero.
+        scales.append(1.0 if b < 1e-7 or a < 1e-7 else b / a)
+    return scales
+
+
+def _random(
+    inputs: torch.Tensor, base: torch.Tensor, settings: SparsifySettings, generator: torch.Generator
+) -> _Kept:
+    """DARE: keep each entry with probability density, then rescale."""
+    n, numel = inputs.shape
+    probabilities = [min(1.0, max(0.0, d)) for d in settings.densities]
+    if settings.rescale in (None, "inverse_density"):
+        # No statistics needed: masks are drawn in the combining pass itself.
+        scales = [1.0] * n
+        if settings.rescale == "inverse_density":
+            scales = [_inverse(probability_threshold(p)) for p in probabilities]
+
+        def draw(start: int, stop: int, tau: torch.Tensor) -> torch.Tensor:
+            return bernoulli_mask((n, stop - start), probabilities, generator, inputs.device)
+
+        return _Kept(draw, scales)
+    masks = torch.empty((n, numel), dtype=torch.bool, device=inputs.device)
+    before = torch.zeros(n, dtype=torch.float64)
+    after = torch.zeros(n, dtype=torch.float64)
+    for start, stop in chunk_bounds(numel):
+        keep = bernoulli_mask((n, stop - start), probabilities, generator, inputs.device)
+        masks[:, start:stop] = keep
+        _accumulate_norms(before, after, inputs[:, start:stop] - base[start:stop], keep, settings.rescale)
+    return _Kept(_stored(masks), _scales_from_norms(before, after, settings.rescale))
+
+
+def _inverse(threshold: int) -> float:
+    """1/p for the keep probability a 15-bit threshold realises (1 for p = 0)."""
+    return 32768.0 / threshold if threshold > 0 else 1.0
+
+
+def _stored(masks: torch.Tensor) -> ChunkMask:
+    def mask(start: int, stop: int, tau: torch.Tensor) -> torch.Tensor:
+        return masks[:, start:stop]
+
+    return mask
+
+
+def _della(
+    inputs: torch.Tensor,
+    base: torch.Tensor,
+    settings: SparsifySettings,
+    generator: torch.Generator,
+    shape: tuple[int, ...],
+) -> _Kept:
+    """DELLA (MagPrune): per row, keep probability rises linearly with magnitude rank
+    from density−ε to density+ε; rescale as asked. 1-D tensors are one row; tensors of
+    more dimensions are (shape[0], rest) rows."""
+    n, numel = inputs.shape
+    for density, epsilon in zip(settings.densities, settings.epsilons, strict=True):
+        if 0 < density < 1 and (density - epsilon <= 0 or density + epsilon >= 1):
+            raise RecipeError(
+                f"epsilon: density ± epsilon must lie in (0, 1); got density={density}, epsilon={epsilon}"
+            )
+    columns = numel // shape[0] if len(shape) >= 2 and shape[0] else numel
+    rows = numel // columns if columns else 0
+    rows_per_chunk = max(1, CHUNK // max(columns, 1))
+    masks = torch.empty((n, numel), dtype=torch.bool, device=inputs.device)
+    inverse = settings.rescale == "inverse_density"
+    entry_scale = torch.empty((n, numel), dtype=inputs.dtype, device=inputs.device) if inverse else None
+    before = torch.zeros(n, dtype=torch.float64)
+    after = torch.zeros(n, dtype=torch.float64)
+    for row_start in range(0, rows, rows_per_chunk):
+        row_stop = min(rows, row_start + rows_per_chunk)
+        start, stop = row_start * columns, row_stop * columns
+        tau = inputs[:, start:stop] - base[start:stop]
+        magnitudes = tau.abs().view(n, row_stop - row_start, columns)
+        for i, (density, epsilon) in enumerate(zip(settings.densities, settings.epsilons, strict=True)):
+            keep = _della_model_mask(magnitudes[i], density, epsilon, generator)
+            masks[i, start:stop] = keep.view(-1)
+            if entry_scale is not None:
+                entry_scale[i, start:stop] = _della_inverse(magnitudes[i], density, epsilon).view(-1)
+        if settings.rescale not in (None, "inverse_density"):
+            _accumulate_norms(before, after, tau, masks[:, start:stop], settings.rescale)
+    scales = [1.0] * n
+    if settings.rescale not in (None, "inverse_density"):
+        scales = _scales_from_norms(before, after, settings.rescale)
+    return _Kept(_stored(masks), scales, entry_scale)
+
+
+def _della_model_mask(
+    magnitudes: torch.Tensor, density: float, epsilon: float, generator: torch.Generator
+) -> torch.Tensor:
+    if density >= 1.0:
+        return torch.ones(magnitudes.shape, dtype=torch.bool, device=magnitudes.device)
+    if density <= 0.0:
+        return torch.zeros(magnitudes.shape, dtype=torch.bool, device=magnitudes.device)
+    return della_row_mask(magnitudes, density, epsilon, generator)
+
+
+def _della_inverse(magnitudes: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
+    """(rows, C): 1/p of each entry's keep probability, from its rank in its row (the
+    highest rank of its tie group, matching ``della_row_mask``)."""
+    if density >= 1.0 or density <= 0.0:
+        return torch.ones_like(magnitudes)
+    columns = magnitudes.shape[1]
+    probabilities = della_keep_probabilities(columns, density, epsilon).to(magnitudes)
+    ordered = magnitudes.sort(dim=1).values
+    ranks = torch.searchsorted(ordered, magnitudes, right=True).sub_(1).clamp_(0, columns - 1)
+    return probabilities[ranks].reciprocal_()
+
+
+# ---- registration ----------------------------------------------------------------------
+
+
+def _gta(
+    inputs: MergeInputs,
+    *,
+    sparsification: Sparsification,
+    consensus: bool,
+    weight: Sequence[float],
+    normalize: bool,
+    density: Sequence[float] | None = None,
+    rescale: bool = False,
+    rescale_norm: str = "l1",
+    gamma: Sequence[float] | None = None,
+    epsilon: Sequence[float] | None = None,
+    int8_mask: bool = False,
+    **keywords: float,
+) -> torch.Tensor:
+    """Adapter from declared parameters to ``merge_task_vectors``."""
+    n = inputs.n_models
+    settings = SparsifySettings(
+        kind=sparsification,
+        densities=tuple(float(d) for d in (density or (1.0,) * n)),
+        rescale=rescale_norm if rescale else None,  # type: ignore[arg-type]
+        gammas=tuple(float(g) for g in (gamma or (0.0,) * n)),
+        epsilons=tuple(float(e) for e in (epsilon or (0.0,) * n)),
+    )
+    return merge_task_vectors(
+        inputs,
+        weights=weight,
+        sparsify=settings,
+        consensus=consensus,
+        normalize=normalize,
+        scale=float(keywords.get("lambda", 1.0)),
+    )
+
+
+def _register_variant(
+    name: str,
+    *,
+    sparsification: Sparsification,
+    consensus: bool,
+    normalize: bool,
+    rescale: bool,
+    summary: str,
+    math: str,
+    paper: str,
+    extra: tuple[Param, ...] = (),
+    stochastic: bool = False,
+    notes: str = "",
+) -> None:
+    params: list[Param] = [WEIGHT, DENSITY, *extra, _normalize_param(normalize), LAMBDA, INT8_MASK]
+    if sparsification != "none":
+        params += [_rescale_param(rescale), RESCALE_NORM]
+    function = partial(_gta, sparsification=sparsification, consensus=consensus)
+    register(
+        name,
+        family="task arithmetic",
+        summary=summary,
+        math=math,
+        paper=paper,
+        params=params,
+        needs_base=True,
+        stochastic=stochastic,
+        notes=notes,
+    )(function)
+
+
+_CONSENSUS_MATH = "sign s = sgn Σᵢ wᵢτ̃ᵢ; θ = θ_base + λ Σᵢ wᵢτ̃ᵢ[sgn τ̃ᵢ = s] / Σᵢ wᵢ[sgn τ̃ᵢ = s]"
+_LINEAR_MATH = "θ = θ_base + λ Σᵢ wᵢτ̃ᵢ (÷ Σᵢ wᵢ when normalize)"
+
+_register_variant(
+    "ties",
+    sparsification="magnitude",
+    consensus=True,
+    normalize=True,
+    rescale=False,
+    summary="Trim each task vector to its largest-magnitude entries, elect a sign per entry, "
+    "average the entries that agree.",
+    math="τ̃ᵢ = top-density magnitudes of τᵢ; " + _CONSENSUS_MATH,
+    paper="Yadav et al., TIES-Merging, NeurIPS 2023, arXiv:2306.01708",
+    notes="Exactly int(density·numel) entries are kept per task vector (ties broken by position), "
+    "found by selection rather than a full sort.",
+)
+_register_variant(
+    "dare_ties",
+    sparsification="random",
+    consensus=True,
+    normalize=False,
+    rescale=True,
+    stochastic=True,
+    summary="Drop task-vector entries at random (keep probability density), rescale, then TIES sign "
+    "election.",
+    math="τ̃ᵢ = mᵢ ⊙ τᵢ · ‖τᵢ‖₁/‖mᵢ⊙τᵢ‖₁, mᵢ ~ Bernoulli(density); " + _CONSENSUS_MATH,
+    paper="Yu et al., Language Models are Super Mario (DARE), ICML 2024, arXiv:2311.03099",
+    notes="Keep probabilities are resolved to 1/32768. rescale_norm=inverse_density gives the paper's 1/p.",
+)
+_register_variant(
+    "dare_linear",
+    sparsification="random",
+    consensus=False,
+    normalize=False,
+    rescale=True,
+    stochastic=True,
+    summary="Drop task-vector entries at random (keep probability density), rescale, add.",
+    math="τ̃ᵢ = mᵢ ⊙ τᵢ · ‖τᵢ‖₁/‖mᵢ⊙τᵢ‖₁, mᵢ ~ Bernoulli(density); " + _LINEAR_MATH,
+    paper="Yu et al., Language Models are Super Mario (DARE), ICML 2024, arXiv:2311.03099",
+    notes="Keep probabilities are resolved to 1/32768. rescale_norm=inverse_density gives the paper's 1/p.",
+)
+_BREADCRUMBS_NOTE = (
+    "Keeps magnitude ranks [n_top, n_top + int(density·n)) from the top, n_top = int(gamma·n) "
+    "(reduced so density is met). Unlike mergekit 0.1, a tensor too small for one outlier "
+    "(n_top = 0) keeps its top entries instead of nothing."
+)
+_register_variant(
+    "breadcrumbs",
+    sparsification="outliers",
+    consensus=False,
+    normalize=False,
+    rescale=False,
+    extra=(GAMMA,),
+    summary="Drop the largest (outlier) and smallest task-vector entries, add the rest.",
+    math="τ̃ᵢ = τᵢ on magnitude ranks between the top gamma and the bottom 1−density−gamma; "
+    + _LINEAR_MATH,
+    paper="Davari & Belilovsky, Model Breadcrumbs, ECCV 2024, arXiv:2312.06795",
+    notes=_BREADCRUMBS_NOTE,
+)
+_register_variant(
+    "breadcrumbs_ties",
+    sparsification="outliers",
+    consensus=True,
+    normalize=False,
+    rescale=False,
+    extra=(GAMMA,),
+    summary="Model Breadcrumbs sparsification followed by TIES sign election.",
+    math="τ̃ᵢ = τᵢ on magnitude ranks between the top gamma and the bottom 1−density−gamma; "
+    + _CONSENSUS_MATH,
+    paper="Davari & Belilovsky, Model Breadcrumbs, ECCV 2024, arXiv:2312.06795",
+    notes=_BREADCRUMBS_NOTE,
+)
+_DELLA_NOTE = (
+    "Rows are the first dimension (1-D tensors are one row). Keep probabilities are resolved to "
+    "1/32768; tied magnitudes share their group's highest rank. density ± epsilon must lie in (0, 1)."
+)
+_register_variant(
+    "della",
+    sparsification="della",
+    consensus=True,
+    normalize=True,
+    rescale=True,
+    extra=(EPSILON,),
+    stochastic=True,
+    summary="Drop entries at random with keep probability rising with magnitude rank in the row "
+    "(MagPrune), rescale, TIES sign election.",
+    math="pᵢⱼ = density − ε + 2ε·rankⱼ/(C−1) within each row; τ̃ᵢ = mᵢ⊙τᵢ rescaled; " + _CONSENSUS_MATH,
+    paper="Deep et al., DELLA-Merging, arXiv:2406.11617",
+    notes=_DELLA_NOTE,
+)
+_register_variant(
+    "della_linear",
+    sparsification="della",
+    consensus=False,
+    normalize=False,
+    rescale=True,
+    extra=(EPSILON,),
+    stochastic=True,
+    summary="DELLA's magnitude-ranked random drop and rescale, then add (no sign election).",
+    math="pᵢⱼ = density − ε + 2ε·rankⱼ/(C−1) within each row; τ̃ᵢ = mᵢ⊙τᵢ rescaled; " + _LINEAR_MATH,
+    paper="Deep et al., DELLA-Merging, arXiv:2406.11617",
+    notes=_DELLA_NOTE,
+)
+
+__all__ = ["SparsifySettings", "merge_task_vectors"]
