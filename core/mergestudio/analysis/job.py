@@ -146,7 +146,9 @@ def _torch_threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def shared_tensors(base: ModelSource, models: Sequence[ModelSource]) -> tuple[list[str], list[dict[str, str]]]:
+def shared_tensors(
+    base: ModelSource, models: Sequence[ModelSource]
+) -> tuple[list[str], list[dict[str, str]]]:
     """Tensors every model has with the base's shape, in stream order (embeddings, layers
     in index order, the rest), and the others with the reason each was skipped."""
     chosen: list[str] = []
@@ -199,7 +201,9 @@ class _AnalysisJob:
     ) -> None:
         self.base, self.models, self.density, self.options = base, models, density, options
         self.events, self.cancel = events, cancel
-        self.analyzer = TensorAnalyzer(len(models), tall_lambda=options["tall_lambda"], chunk_elements=chunk_elements)
+        self.analyzer = TensorAnalyzer(
+            len(models), tall_lambda=options["tall_lambda"], chunk_elements=chunk_elements
+        )
 
     def run(self) -> AnalysisReport:
         import torch
@@ -207,10 +211,17 @@ class _AnalysisJob:
         started = time.perf_counter()
         names, skipped = shared_tensors(self.base, self.models)
         if not names:
-            raise AnalysisError(f"{self.base.reference}: shares no float tensor of equal shape with the models")
+            raise AnalysisError(
+                f"{self.base.reference}: shares no float tensor of equal shape with the models"
+            )
         shapes = {name: self.base.tensors[name].shape for name in names}
-        plan = plan_spectra(shapes, self.options["spectra"], self.options["spectrum_budget"], len(self.models))
-        log(self.events, f"analyzing {len(names)} tensors of {len(self.models)} models at density {self.density:g}")
+        plan = plan_spectra(
+            shapes, self.options["spectra"], self.options["spectrum_budget"], len(self.models)
+        )
+        log(
+            self.events,
+            f"analyzing {len(names)} tensors of {len(self.models)} models at density {self.density:g}",
+        )
         if plan.mode == "sample":
             log(self.events, f"spectra: {len(plan.matrices)} matrices, {plan.rule}")
         reporter = ProgressReporter(self.events, "analyze", len(names), sum(self._bytes(n) for n in names))

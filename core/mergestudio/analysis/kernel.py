@@ -58,7 +58,8 @@ class Threshold:
 
     def limit(self, chunk: int) -> int:
         """The smallest kept bits in ``chunk`` (before the tie fix-up in ``cut_chunk``)."""
-        return self.bits if chunk <= self.cut_chunk else self.bits + 1
+        # Clamped to int32: "keep nothing" sits at the top of the range already.
+        return self.bits if chunk <= self.cut_chunk else min(self.bits + 1, _KEEP_NONE)
 
 
 @dataclass
@@ -179,7 +180,9 @@ class TensorAnalyzer:
         row_conflicts = torch.zeros(base2d.shape[0], dtype=torch.int64) if rows else None
         row_contested = torch.zeros(base2d.shape[0], dtype=torch.int64) if rows else None
         for chunk, (start, deltas, _) in enumerate(self._chunks(base2d, tensors2d)):
-            self._trim_pass(acc, deltas, thresholds, chunk, start, base2d.shape[1], row_conflicts, row_contested)
+            self._trim_pass(
+                acc, deltas, thresholds, chunk, start, base2d.shape[1], row_conflicts, row_contested
+            )
         return TensorResult(
             sums=acc.to_sums(numel, k),
             thresholds=values,

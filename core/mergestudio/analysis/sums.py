@@ -191,7 +191,10 @@ def summarize(sums: StatSums, density: float) -> dict[str, Any]:
         "unchanged_fraction": [_ratio(float(z), sums.numel) for z in sums.zeros],
         "histogram": {"counts": sums.histogram.tolist(), "zeros": sums.zeros.tolist()},
         "cosine": {"matrix": _matrix(cosine), "overall": _mean_off_diagonal(cosine)},
-        "pearson": {"matrix": _matrix(pearson_matrix(sums)), "overall": _mean_off_diagonal(pearson_matrix(sums))},
+        "pearson": {
+            "matrix": _matrix(pearson_matrix(sums)),
+            "overall": _mean_off_diagonal(pearson_matrix(sums)),
+        },
         "euclidean": {"matrix": _matrix(distance_matrix(sums))},
         "sign_conflict_rate": {
             "overall": _ratio(sums.conflicts, sums.contested),
@@ -201,7 +204,9 @@ def summarize(sums: StatSums, density: float) -> dict[str, Any]:
         },
         "trim": {
             "kept_fraction": [_ratio(float(k), sums.numel) for k in sums.kept],
-            "kept_l1_fraction": [_ratio(float(k), float(t)) for k, t in zip(sums.kept_l1, sums.l1, strict=True)],
+            "kept_l1_fraction": [
+                _ratio(float(k), float(t)) for k, t in zip(sums.kept_l1, sums.l1, strict=True)
+            ],
             "kept_energy_fraction": [
                 _ratio(float(k), float(t)) for k, t in zip(sums.kept_sq, squares, strict=True)
             ],
