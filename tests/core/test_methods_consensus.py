@@ -23,8 +23,10 @@ def call(method: str, tensors, base, seed: int = 0, **params):
     for key, value in params.items():
         param = spec.param(key)
         assert param is not None, key
-        full[key] = tuple(value) if param.per_model and isinstance(value, list | tuple) else (
-            (value,) * n if param.per_model else value
+        full[key] = (
+            tuple(value)
+            if param.per_model and isinstance(value, list | tuple)
+            else ((value,) * n if param.per_model else value)
         )
     generator = torch.Generator().manual_seed(seed) if spec.stochastic else None
     stacked = torch.stack([torch.as_tensor(t, dtype=torch.float32) for t in tensors])
@@ -140,14 +142,20 @@ def test_della_rejects_epsilon_outside_range() -> None:
 def test_stochastic_methods_are_reproducible(method: str) -> None:
     base = torch.randn(64, 48)
     tensors = [base + torch.randn(64, 48) for _ in range(3)]
-    first = call(method, tensors, base, seed=7, density=0.5, epsilon=0.1) if method == "della" else call(
-        method, tensors, base, seed=7, density=0.5
+    first = (
+        call(method, tensors, base, seed=7, density=0.5, epsilon=0.1)
+        if method == "della"
+        else call(method, tensors, base, seed=7, density=0.5)
     )
-    again = call(method, tensors, base, seed=7, density=0.5, epsilon=0.1) if method == "della" else call(
-        method, tensors, base, seed=7, density=0.5
+    again = (
+        call(method, tensors, base, seed=7, density=0.5, epsilon=0.1)
+        if method == "della"
+        else call(method, tensors, base, seed=7, density=0.5)
     )
-    other = call(method, tensors, base, seed=8, density=0.5, epsilon=0.1) if method == "della" else call(
-        method, tensors, base, seed=8, density=0.5
+    other = (
+        call(method, tensors, base, seed=8, density=0.5, epsilon=0.1)
+        if method == "della"
+        else call(method, tensors, base, seed=8, density=0.5)
     )
     assert torch.equal(first, again)
     assert not torch.equal(first, other)

@@ -18,6 +18,8 @@ FAMILY_MODULES: tuple[str, ...] = (
     "mergestudio.methods.basic",
     "mergestudio.methods.spherical",
     "mergestudio.methods.consensus",
+    "mergestudio.methods.geometric",
+    "mergestudio.methods.selection",
 )
 
 _loaded = False

@@ -93,12 +93,17 @@ RESCALE_NORM = Param(
 
 def _normalize_param(default: bool) -> Param:
     return Param(
-        "normalize", "bool", "Divide by the sum of the weights that contributed to each entry.", default=default
+        "normalize",
+        "bool",
+        "Divide by the sum of the weights that contributed to each entry.",
+        default=default,
     )
 
 
 def _rescale_param(default: bool) -> Param:
-    return Param("rescale", "bool", "Rescale each sparsified task vector (see rescale_norm).", default=default)
+    return Param(
+        "rescale", "bool", "Rescale each sparsified task vector (see rescale_norm).", default=default
+    )
 
 
 # ---- the computation -------------------------------------------------------------------
@@ -522,8 +527,7 @@ _register_variant(
     rescale=False,
     extra=(GAMMA,),
     summary="Drop the largest (outlier) and smallest task-vector entries, add the rest.",
-    math="τ̃ᵢ = τᵢ on magnitude ranks between the top gamma and the bottom 1−density−gamma; "
-    + _LINEAR_MATH,
+    math="τ̃ᵢ = τᵢ on magnitude ranks between the top gamma and the bottom 1−density−gamma; " + _LINEAR_MATH,
     paper="Davari & Belilovsky, Model Breadcrumbs, ECCV 2024, arXiv:2312.06795",
     notes=_BREADCRUMBS_NOTE,
 )
