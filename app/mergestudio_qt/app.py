@@ -6,11 +6,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import QApplication, QSplashScreen
 
 from mergestudio_qt.main_window import MainWindow
 from mergestudio_qt.preferences import load_preferences
-from mergestudio_qt.style import apply_style
+from mergestudio_qt.style import APP_ICON, apply_style
 
 
 def create_app(argv: Sequence[str] | None = None) -> QApplication:
@@ -26,17 +28,41 @@ def create_app(argv: Sequence[str] | None = None) -> QApplication:
     return app
 
 
+def preload_engine() -> None:
+    """Import torch and the engine before the window shows. Importing torch holds the GIL
+    for most of a second (loading its shared libraries); done in a worker thread later, it
+    would freeze a window that is already on screen."""
+    import mergestudio.engine.merge  # noqa: F401
+    import torch  # noqa: F401
+
+
 def open_window(project: Path | None = None, demo: bool = False) -> MainWindow:
     """The window with its first project: the given file, else the demo on ``demo`` or on
     the very first run, else an empty project."""
+    splash = _splash()
+    preload_engine()
     preferences = load_preferences()
     window = MainWindow(preferences)
     window.show()
+    if splash is not None:
+        splash.finish(window)
     if project is not None:
         window.open_project(project)
     elif demo or not preferences.demo_opened:
         window.open_demo()
     return window
+
+
+def _splash() -> QSplashScreen | None:
+    """A small 'starting' card while the engine loads (painted once, before the import)."""
+    if not APP_ICON.exists():
+        return None
+    pixmap = QIcon(str(APP_ICON)).pixmap(QSize(96, 96))
+    splash = QSplashScreen(pixmap)
+    splash.showMessage("Loading the engine…", Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignHCenter)
+    splash.show()
+    QApplication.processEvents()
+    return splash
 
 
 def main(project: str | None = None, demo: bool = False, argv: Sequence[str] | None = None) -> int:
