@@ -71,12 +71,13 @@ def _eval_tasks(zoo: Path) -> list[Path]:
 
 def _zoo_recipe(zoo: Path, base: Path, specialists: list[Path]) -> dict[str, Any] | None:
     """A recipe shipped with the zoo that merges exactly these models, with its model
-    paths made absolute; task arithmetic or TIES preferred."""
+    paths made absolute: the one with the best mean score in the zoo's results table."""
     from mergestudio.errors import MergeStudioError
     from mergestudio.recipe import Recipe
 
     wanted = {str(p.resolve()) for p in [base, *specialists]}
-    candidates = sorted((zoo / "recipes").glob("*.y*ml"), key=_recipe_preference)
+    scores = _merge_scores(zoo)
+    candidates = sorted((zoo / "recipes").glob("*.y*ml"), key=lambda p: (-scores.get(p.stem, -1.0), p.name))
     for path in candidates:
         try:
             recipe = Recipe.load(path).to_dict()
@@ -91,10 +92,15 @@ def _zoo_recipe(zoo: Path, base: Path, specialists: list[Path]) -> dict[str, Any
     return None
 
 
-def _recipe_preference(path: Path) -> tuple[int, str]:
-    order = ("task_arithmetic", "ties", "linear")
-    rank = next((i for i, word in enumerate(order) if word in path.name), len(order))
-    return (rank, path.name)
+def _merge_scores(zoo: Path) -> dict[str, float]:
+    """Mean accuracy of each merge recipe in the zoo's results table (empty if absent)."""
+    import json
+
+    try:
+        rows = json.loads((zoo / "results.json").read_text())["rows"]
+        return {str(r["model"]): float(r["mean"]) for r in rows if r.get("kind") == "merge"}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def _absolute_models(recipe: dict[str, Any], folder: Path) -> dict[str, Any]:
