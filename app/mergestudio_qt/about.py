@@ -31,7 +31,6 @@ from PySide6.QtWidgets import (
 )
 
 ICON_SIZES = (16, 24, 32, 48, 64, 128, 256, 512)
-HOMEPAGE = "https://github.com/merge-studio/mergestudio"
 
 
 @dataclass(frozen=True)
@@ -125,11 +124,9 @@ class AboutDialog(QDialog):
             f"<p>Licensed under the Apache License 2.0. {build.capitalize()}, "
             f"Python {platform.python_version()}, Qt {qt_version()}, "
             f"{platform.system()} {platform.machine()}.</p>"
-            f'<p><a href="{HOMEPAGE}">{HOMEPAGE}</a></p>'
         )
         text.setWordWrap(True)
-        text.setOpenExternalLinks(True)
-        text.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         row.addWidget(text, 1)
         return row
 

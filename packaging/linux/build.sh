@@ -21,8 +21,8 @@ MACHINE=$(uname -m)
 
 [ -x "$BUNDLE/mergestudio" ] || { echo "no frozen bundle at $BUNDLE: run pyinstaller first (make package)" >&2; exit 1; }
 
-# Until mergestudio_qt.style looks under sys._MEIPASS, it finds its style sheet and icon at
-# <bundle>/resources (two folders above its module); a relative link serves both layouts.
+# The spec links <bundle>/resources -> _internal/resources (code that finds its data from
+# __file__ looks there); an older bundle without it gets it here.
 [ -e "$BUNDLE/resources" ] || ln -s _internal/resources "$BUNDLE/resources"
 
 seconds() { date +%s%N; }
@@ -51,7 +51,6 @@ write_copyright() {
     cat > "$1" <<EOF
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: mergestudio
-Source: https://github.com/merge-studio/mergestudio
 
 Files: *
 License: Apache-2.0
