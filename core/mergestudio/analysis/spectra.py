@@ -19,8 +19,8 @@ from mergestudio.architecture import layer_index
 
 SpectraMode = Literal["auto", "all", "sample", "none"]
 SPECTRA_MODES: tuple[SpectraMode, ...] = ("auto", "all", "sample", "none")
-# About 30-60 s of single-threaded float32 SVD on a 2020s laptop core, per model.
-DEFAULT_SPECTRUM_BUDGET = 1.0e11
+# About 10-20 s of single-threaded float32 SVD on a laptop core, all models together.
+DEFAULT_SPECTRUM_BUDGET = 3.0e10
 ENERGY_FRACTION = 0.95
 KEEP_SINGULAR_VALUES = 256  # leading values stored per spectrum (the plot's range)
 

@@ -56,7 +56,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         help="which matrices get singular spectra (default: auto = all when cheap, else a sample)",
     )
     parser.add_argument(
-        "--spectrum-budget", type=float, default=1.0e11, help="cost budget for spectra, Σ m·n·min(m,n)"
+        "--spectrum-budget",
+        type=float,
+        help="cost budget for spectra, Σ m·n·min(m,n) over models (default: 3e10, ~10-20 s on one core)",
     )
     parser.add_argument(
         "--cache-dir", type=Path, help="cache folder (default: $MERGESTUDIO_CACHE_DIR or user cache)"
@@ -72,6 +74,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 def run(args: argparse.Namespace) -> int:
     from mergestudio.analysis import analyze
+    from mergestudio.analysis.spectra import DEFAULT_SPECTRUM_BUDGET
 
     cancel = CancelToken()
     previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             args.density,
             tall_lambda=args.tall_lambda,
             spectra=args.spectra,
-            spectrum_budget=args.spectrum_budget,
+            spectrum_budget=args.spectrum_budget or DEFAULT_SPECTRUM_BUDGET,
             events=TerminalProgress(quiet=args.quiet),
             cancel=cancel,
             cache_dir=args.cache_dir,
