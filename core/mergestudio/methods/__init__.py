@@ -20,6 +20,8 @@ FAMILY_MODULES: tuple[str, ...] = (
     "mergestudio.methods.consensus",
     "mergestudio.methods.geometric",
     "mergestudio.methods.selection",
+    "mergestudio.methods.spectral",
+    "mergestudio.methods.masks",
 )
 
 _loaded = False
