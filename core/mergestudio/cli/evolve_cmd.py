@@ -133,10 +133,10 @@ class SearchPrinter:
             budget.append(f"{event.budget_evaluations} evaluations")
         if event.budget_wall_time_s:
             budget.append(f"{format_seconds(event.budget_wall_time_s)} wall time")
-        verb = f"resuming ({event.finished_before} trials done)" if event.resumed else "starting"
+        done = f" ({event.finished_before} trials done)" if event.resumed else ""
         self._write(
-            f"{verb} {event.algorithm} search in {event.run}: {len(event.genes)} genes, "
-            f"objectives {', '.join(event.study_objectives)}; budget {' / '.join(budget)}"
+            f"{'resuming' if event.resumed else 'starting'} {event.algorithm} search in {event.run}{done}: "
+            f"{len(event.genes)} genes, objectives {', '.join(event.study_objectives)}; budget {' / '.join(budget)}"
         )
 
     def _trial(self, event: object) -> None:

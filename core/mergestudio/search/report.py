@@ -113,7 +113,7 @@ def format_summary(summary: RunSummary, limit: int | None = None) -> str:
     """The ``mergestudio runs show`` text: a trial table, the front, the best trials."""
     names = summary.objectives.names
     width = max(8, *(len(n) for n in names))
-    head = f"{'trial':>5} {'state':8} {'gen':>3} " + " ".join(f"{n:>{width}}" for n in names)
+    head = f"{'trial':>5} {'state':11} {'gen':>3} " + " ".join(f"{n:>{width}}" for n in names)
     lines = [
         f"run {summary.run} ({summary.algorithm}, {len(summary.complete)} complete trials, {summary.elapsed_s:.0f} s)"
     ]
@@ -144,4 +144,4 @@ def _trial_row(summary: RunSummary, t: TrialRecord, names: list[str], width: int
     values = " ".join(f"{t.objectives.get(n, math.nan):>{width}.4g}" for n in names)
     mean = summary.mean(t) if t.state == "complete" else math.nan
     mark = "*" if t.number in summary.front else ""
-    return f"{t.number:>5} {t.state:8} {t.generation:>3} {values} {mean:>8.4g} {t.duration_s:>6.2f}s  {mark}"
+    return f"{t.number:>5} {t.state:11} {t.generation:>3} {values} {mean:>8.4g} {t.duration_s:>6.2f}s  {mark}"

@@ -32,7 +32,7 @@ from mergestudio.search.genome import Genome
 from mergestudio.search.objectives import Objectives
 from mergestudio.search.samplers import make_sampler
 from mergestudio.search.spec import SearchSpec, base_recipe, load_spec
-from mergestudio.search.store import RunFolder, record_of, recover_interrupted
+from mergestudio.search.store import INTERRUPTED_ATTR, RunFolder, record_of, recover_interrupted
 
 if TYPE_CHECKING:
     import optuna
@@ -171,7 +171,8 @@ class _Search:
         try:
             result = resident.evaluate(recipe, cancel=self.control.cancel_token)
         except Cancelled:
-            study.enqueue_trial(dict(trial.params), user_attrs={"requeued_from": trial.number})
+            # Like a crash: the same draw proposes this candidate again on resume.
+            trial.set_user_attr(INTERRUPTED_ATTR, True)
             study.tell(trial, state=TrialState.FAIL)
             raise
         except MergeStudioError as error:
@@ -253,8 +254,8 @@ class _Search:
     @staticmethod
     def _draw_index(study: optuna.Study) -> int:
         """Which draw of the sampler this is: trials that completed or failed on their
-        own. Trials cut short by a crash do not count (they run again, re-queued), so a
-        resumed run draws the same candidates as one that never crashed."""
+        own. Trials cut short by a crash or a cancel do not count: their draw is made
+        again, so a resumed run proposes the same candidates as one that never crashed."""
         from optuna.trial import TrialState
 
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))

@@ -32,6 +32,7 @@ STUDY_NAME = "mergestudio-search"
 SPEC_FILE = "spec.yml"
 DB_FILE = "study.db"
 TRIALS_DIR = "trials"
+INTERRUPTED_ATTR = "interrupted"  # a failed trial that a crash or a cancel cut short
 
 
 class RunError(MergeStudioError):
@@ -43,7 +44,7 @@ class TrialRecord:
     """One trial as the run folder holds it."""
 
     number: int
-    state: str  # "complete", "failed", "running", "waiting"
+    state: str  # "complete", "failed", "interrupted" (runs again on resume), "running", "waiting"
     genome: dict[str, float]
     objectives: dict[str, float]
     study_values: tuple[float, ...]
@@ -156,27 +157,32 @@ def _journal_in_wal(storage: optuna.storages.RDBStorage) -> None:
 
 
 def recover_interrupted(study: optuna.Study) -> list[int]:
-    """Trials a killed process left RUNNING: queue their parameters again (so the same
-    candidate runs once more, under a new number) and mark them failed. Returns their
-    numbers. Finished trials are never touched, so none is repeated."""
+    """Trials a killed process left RUNNING: mark them failed (and interrupted), and
+    return their numbers. Finished trials are never touched, so none is repeated.
+
+    The candidate runs again without being queued: samplers are reseeded per draw and
+    ignore failed trials, so the next draw proposes exactly the candidate that was cut
+    short. (Queuing its parameters instead would bypass the sampler, and NSGA-II would
+    not count the re-run in its generation.)"""
+    import optuna
     from optuna.trial import TrialState
 
     interrupted = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for trial in interrupted:
-        if trial.params:
-            study.enqueue_trial(dict(trial.params), user_attrs={"requeued_from": trial.number})
-        study.tell(trial.number, state=TrialState.FAIL)
+    for frozen in interrupted:
+        optuna.Trial(study, frozen._trial_id).set_user_attr(INTERRUPTED_ATTR, True)
+        study.tell(frozen.number, state=TrialState.FAIL)
     return [t.number for t in interrupted]
 
 
 def record_of(trial: optuna.trial.FrozenTrial) -> TrialRecord:
     attrs = trial.user_attrs
     timings = attrs.get("timings", {})
+    state = trial.state.name.lower().replace("fail", "failed")
+    if state == "failed" and attrs.get(INTERRUPTED_ATTR):
+        state = "interrupted"
     return TrialRecord(
         number=trial.number,
-        state={"COMPLETE": "complete", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}.get(
-            trial.state.name, trial.state.name.lower()
-        ),
+        state=state,
         genome=dict(attrs.get("genome", trial.params)),
         objectives=dict(attrs.get("objectives", {})),
         study_values=tuple(trial.values or ()),
