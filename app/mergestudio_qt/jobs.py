@@ -32,6 +32,8 @@ class Job(QObject):
     sink and must pass ``self.cancel_token`` to the engine.
 
     Exactly one of ``succeeded``/``failed``/``cancelled`` is emitted, then ``finished``.
+    Connect them to methods of QObjects on the GUI thread (pages, windows): Qt then queues
+    the call to that thread. A lambda has no thread, so it would run on the job's thread.
     """
 
     progress = Signal(object)  # mergestudio.events.Progress

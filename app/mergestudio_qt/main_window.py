@@ -50,6 +50,7 @@ class MainWindow(QMainWindow):
         self.page_specs: list[PageSpec] = []
         self.page_widgets: dict[str, QWidget] = {}
         self._open_job: OpenModelsJob | None = None
+        self._opening: tuple[ProjectData, Path | None] = (ProjectData(), None)
         self._device_job: DeviceProbeJob | None = None
         self.setWindowTitle(APP_NAME)
         self.setMinimumSize(QSize(1100, 680))
@@ -179,11 +180,18 @@ class MainWindow(QMainWindow):
         self._memory_timer.start()
         self._update_memory()
         job = DeviceProbeJob()
-        job.succeeded.connect(lambda text: self.device_label.setText(f"device: {text}"))
-        job.failed.connect(lambda _m: self.device_label.setText("device: cpu"))
+        job.succeeded.connect(self._device_known)
+        job.failed.connect(self._device_unknown)
         job.finished.connect(self._device_probed)
         self._device_job = job
         jobs.start(job)
+
+    # Job signals go to bound methods only: a lambda would run on the job's own thread.
+    def _device_known(self, text: str) -> None:
+        self.device_label.setText(f"device: {text}")
+
+    def _device_unknown(self, _message: str) -> None:
+        self.device_label.setText("device: cpu")
 
     def _device_probed(self) -> None:
         self._device_job = None
@@ -248,15 +256,17 @@ class MainWindow(QMainWindow):
         if self._open_job is not None:
             self._open_job.cancel()
         job = OpenModelsJob(data.references, str(self.preferences.effective_cache_dir() / "hub"))
-        job.succeeded.connect(lambda opened: self._loaded(data, path, opened))
-        job.failed.connect(lambda message: self._load_failed(message))
-        job.cancelled.connect(lambda: self.project_loaded.emit(False))
+        job.succeeded.connect(self._loaded)
+        job.failed.connect(self._load_failed)
+        job.cancelled.connect(self._load_cancelled)
         job.finished.connect(self._open_finished)
         self._open_job = job
+        self._opening = (data, path)
         self.show_message(f"opening {len(data.references)} model(s)…")
         jobs.start(job)
 
-    def _loaded(self, data: ProjectData, path: Path | None, opened: OpenedModels) -> None:
+    def _loaded(self, opened: OpenedModels) -> None:
+        data, path = self._opening
         includes = {m["reference"]: bool(m.get("include", True)) for m in data.models}
         for entry in opened.entries:
             entry.include = includes.get(entry.reference, True)
@@ -271,6 +281,9 @@ class MainWindow(QMainWindow):
             QMessageBox.warning(self, "Some models could not be opened", "\n".join(opened.errors))
         self.show_message("project opened" if path else "demo project opened: press Merge (Ctrl+M)")
         self.project_loaded.emit(True)
+
+    def _load_cancelled(self) -> None:
+        self.project_loaded.emit(False)
 
     def _load_failed(self, message: str) -> None:
         self.show_message(message)

@@ -113,13 +113,16 @@ class SettingsDialog(QDialog):
         if not token or self._login_job is not None:
             return
         job = HubLoginJob(token)
-        job.succeeded.connect(lambda name: self.hub_label.setText(f"Signed in as {name}"))
+        job.succeeded.connect(self._signed_in)
         job.failed.connect(self.hub_label.setText)
         job.finished.connect(self._login_finished)
         self._login_job = job
         self.sign_in_button.setEnabled(False)
         self.hub_label.setText("Checking the token…")
         jobs.start(job)
+
+    def _signed_in(self, name: str) -> None:
+        self.hub_label.setText(f"Signed in as {name}")
 
     def _login_finished(self) -> None:
         self._login_job = None

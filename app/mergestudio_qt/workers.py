@@ -4,6 +4,7 @@ probe the device, sign in to the Hub. Each calls the engine and returns plain da
 from __future__ import annotations
 
 import io
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -236,7 +237,18 @@ def evaluate_model(folder: str, task_files: Sequence[str], limit: int | None, ev
     """The evaluation package's entry point, on the CPU (demo models are tiny)."""
     from mergestudio.evaluate import evaluate_path
 
+    _quiet_transformers()
     return evaluate_path(folder, task_files, limit=limit, device="cpu", events=events, cancel=cancel)
+
+
+def _quiet_transformers() -> None:
+    """transformers prints a progress bar per model load; the window has its own."""
+    try:
+        from transformers.utils import logging
+    except ImportError:
+        return
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
 
 
 # ---- environment --------------------------------------------------------------------------
@@ -249,10 +261,10 @@ class DeviceProbeJob(Job):
         import torch
 
         if torch.cuda.is_available():
-            return f"CUDA · {torch.cuda.get_device_name(0)}"
+            return f"CUDA ({torch.cuda.get_device_name(0)})"
         if torch.backends.mps.is_available():
             return "Apple MPS"
-        return f"CPU · {torch.get_num_threads()} threads"
+        return f"CPU ({os.cpu_count() or 1} cores)"
 
 
 class HubLoginJob(Job):

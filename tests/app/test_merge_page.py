@@ -54,6 +54,24 @@ def test_merge_runs_in_the_background_and_writes_a_model(qtbot, window, merge_pa
     assert merge_page.open_button.isEnabled() and merge_page.merge_button.isEnabled()
 
 
+def test_job_results_arrive_on_the_gui_thread(qtbot, merge_page, monkeypatch) -> None:
+    from PySide6.QtCore import QThread
+    from PySide6.QtWidgets import QApplication
+
+    on_gui_thread = []
+    original = type(merge_page)._merge_done
+
+    # Named like the method it replaces: PySide finds a slot's receiver by that name.
+    def _merge_done(self, result):
+        on_gui_thread.append(QThread.currentThread() is QApplication.instance().thread())
+        original(self, result)
+
+    monkeypatch.setattr(type(merge_page), "_merge_done", _merge_done)
+    with qtbot.waitSignal(merge_page.merge_finished, timeout=30_000):
+        merge_page.merge_button.click()
+    assert on_gui_thread == [True]
+
+
 def test_cancel_leaves_no_partial_output(qtbot, window, merge_page, tmp_path, monkeypatch) -> None:
     # Hold the worker at its first progress event until Cancel has been pressed, so the
     # tiny merge cannot finish first.

@@ -384,11 +384,13 @@ class MergePage(QWidget):
             return
         self.progress.setValue(int(1000 * progress.fraction))
         self.progress.setFormat(f"{progress.fraction:.0%}")
-        speed = progress.bytes_per_s / 1e6
-        self.stats_label.setText(
-            f"{progress.done:,}/{progress.total:,} tensors · {speed:,.0f} MB/s · "
-            f"ETA {format_duration(progress.eta_s)}"
-        )
+        eta = f"ETA {format_duration(progress.eta_s)}"
+        if progress.job == "merge":
+            speed = progress.bytes_per_s / 1e6
+            text = f"{progress.done:,}/{progress.total:,} tensors · {speed:,.0f} MB/s · {eta}"
+        else:
+            text = f"{progress.job}: {progress.done:,}/{progress.total:,} items · {eta}"
+        self.stats_label.setText(text)
 
     def _log(self, message: str, level: str) -> None:
         if level == "debug":
@@ -396,8 +398,14 @@ class MergePage(QWidget):
         prefix = "" if level == "info" else f"{level}: "
         self.log_view.appendPlainText(prefix + message)
 
-    def _merge_done(self, result: Any) -> None:
+    def _stop_redraw(self) -> None:
+        """Draw what is pending and stop the timer, so no late redraw overwrites the
+        final state shown next."""
         self._draw_progress()
+        self._redraw.stop()
+
+    def _merge_done(self, result: Any) -> None:
+        self._stop_redraw()
         self.last_output = Path(result.output)
         stats = result.stats
         speed = stats.bytes_read / max(stats.seconds, 1e-9) / 1e6
@@ -411,12 +419,14 @@ class MergePage(QWidget):
         self.merge_finished.emit("succeeded")
 
     def _merge_failed(self, message: str) -> None:
+        self._stop_redraw()
         self.progress.setFormat("failed")
         self._log(message, "error")
         self.studio.show_message("merge failed")
         self.merge_finished.emit("failed")
 
     def _merge_cancelled(self) -> None:
+        self._stop_redraw()
         self.progress.setValue(0)
         self.progress.setFormat("cancelled")
         self.stats_label.setText("")
@@ -512,9 +522,9 @@ class MergePage(QWidget):
         job = EvalJob(models, tasks, limit)
         job.log.connect(self._log)
         job.progress.connect(self._merge_progress)
-        job.succeeded.connect(lambda reports: self._eval_done(reports, tasks, limit))
+        job.succeeded.connect(self._eval_done)
         job.failed.connect(self._eval_failed)
-        job.cancelled.connect(lambda: self.eval_finished.emit(False))
+        job.cancelled.connect(self._eval_cancelled)
         job.finished.connect(self._eval_job_finished)
         self.eval_job = job
         self.eval_button.setEnabled(False)
@@ -526,7 +536,9 @@ class MergePage(QWidget):
     def _cache_key(folder: str, tasks: list[str], limit: int | None) -> tuple[str, tuple[str, ...], int]:
         return (folder, tuple(tasks), limit or 0)
 
-    def _eval_done(self, reports: dict[str, Any], tasks: list[str], limit: int | None) -> None:
+    def _eval_done(self, reports: dict[str, Any]) -> None:
+        assert self.eval_job is not None
+        tasks, limit = self.eval_job.task_files, self.eval_job.limit
         parents = self.parents()
         for name, folder in parents.items():
             key = self._cache_key(folder, tasks, limit)
@@ -535,11 +547,17 @@ class MergePage(QWidget):
         self.eval_reports = {MERGED_LABEL: reports[MERGED_LABEL]}
         for name, folder in parents.items():
             self.eval_reports[name] = self._parent_cache[self._cache_key(folder, tasks, limit)]
+        self._stop_redraw()
         self._show_eval(self.eval_reports)
+        self.progress.setValue(self.progress.maximum())
         self.progress.setFormat("evaluated")
         self.eval_finished.emit(True)
 
+    def _eval_cancelled(self) -> None:
+        self.eval_finished.emit(False)
+
     def _eval_failed(self, message: str) -> None:
+        self._stop_redraw()
         self._log(f"quick eval failed: {message}", "error")
         self.eval_finished.emit(False)
 

@@ -256,7 +256,7 @@ class ModelsPage(QWidget):
         job.progress.connect(self._job_progress)
         job.succeeded.connect(self._job_done)
         job.failed.connect(self._job_failed)
-        job.cancelled.connect(lambda: self.studio.show_message("download cancelled"))
+        job.cancelled.connect(self._job_cancelled)
         job.finished.connect(self._job_finished)
         self._job = job
         hub = is_hub_reference(reference)
@@ -275,6 +275,9 @@ class ModelsPage(QWidget):
         self.state.add_model(entry)
         self.studio.show_message(f"added {entry.name}")
         self.model_added.emit(entry.reference)
+
+    def _job_cancelled(self) -> None:
+        self.studio.show_message("download cancelled")
 
     def _job_failed(self, message: str) -> None:
         self.studio.show_message(message)

@@ -107,6 +107,8 @@ class ParamEditor(QWidget):
         self.spin = spin
         self.curve_label = QLabel("varies by layer", self)
         self.curve_label.setObjectName("curveNote")
+        # Ignored width: the note must never widen the form (its full text is the tooltip).
+        self.curve_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.curve_label.hide()
         self.curve_button = QToolButton(self)
         self.curve_button.setText("Curve")
@@ -141,6 +143,7 @@ class ParamEditor(QWidget):
         self.curve_label.setVisible(is_curve)
         if is_curve:
             self.curve_label.setText(curve_summary(setting))
+            self.curve_label.setToolTip(f"{curve_summary(setting)}; edit it in the curve editor")
             return
         if not self.slider.isSliderDown():
             self.slider.setValue(self._to_slider(float(value)))
@@ -192,8 +195,8 @@ def curve_summary(setting: Any) -> str:
     if curve is None:
         return "custom (see YAML)"
     values = [v for lane in curve.lanes.values() for v in lane]
-    lanes = "per module group, " if len({tuple(v) for v in curve.lanes.values()}) > 1 else ""
-    return f"by layer, {lanes}{min(values):.3g} … {max(values):.3g}"
+    lanes = " per module" if len({tuple(v) for v in curve.lanes.values()}) > 1 else ""
+    return f"curve{lanes}: {min(values):.3g} to {max(values):.3g}"
 
 
 def _bound(value: float | None, fallback: float) -> float:

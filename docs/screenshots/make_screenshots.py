@@ -1,0 +1,137 @@
+"""Regenerate the studio screenshots in this folder (offscreen, no display needed).
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screenshots/make_screenshots.py
+
+Uses the demo zoo (resources/demo, or a miniature one built into a temp folder when it is
+missing), merges it, runs the quick eval, and grabs every page in the light palette at
+1280x800 and the Recipe and Merge pages in the dark palette at 1920x1080. Images are
+PNGs at the highest compression.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+OUT = Path(__file__).resolve().parent
+
+
+def _zoo(scratch: Path) -> Path:
+    from mergestudio.demo.paths import default_zoo_dir
+
+    real = default_zoo_dir()
+    if (real / "models" / "base" / "config.json").exists():
+        return real
+    from mergestudio.demo.build import ZooConfig, build_zoo
+
+    build_zoo(scratch / "zoo", ZooConfig.miniature(), log=lambda _line: None, evaluate=False)
+    return scratch / "zoo"
+
+
+def _wait(condition: Callable[[], bool], timeout_s: float = 120.0) -> None:
+    import time
+
+    from PySide6.QtCore import QCoreApplication, QEventLoop, QTimer
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the studio did not get there in time")
+        loop = QEventLoop()
+        QTimer.singleShot(20, loop.quit)
+        loop.exec()
+        QCoreApplication.processEvents()
+
+
+def _settle(ms: int = 400) -> None:
+    """Let layouts and plots finish (a page shown for the first time lays out lazily)."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec()
+
+
+def _save(widget: object, name: str) -> None:
+    widget.grab().save(str(OUT / f"{name}.png"), "PNG", 9)  # type: ignore[attr-defined]
+    print(f"{name}.png {(OUT / f'{name}.png').stat().st_size // 1024} KB")
+
+
+def _shape_curve(window: object) -> None:
+    """Give the first specialist's weight a ramp in the attention lane, so the curve
+    editor and the YAML show what per-layer conditions look like."""
+    page = window.page("recipe")  # type: ignore[attr-defined]
+    key = next(k for k in page.editors if k[1] == 0 and k[0] == "weight")
+    page.show_curve(key)
+    curve = page.curve_editor
+    curve.lane_combo.setCurrentIndex(curve.lane_combo.findData("attention"))
+    curve.apply_preset("ramp up")
+
+
+def _prepare(window: object, scratch: Path) -> None:
+    window.state.set_method("task_arithmetic")  # type: ignore[attr-defined]
+    _shape_curve(window)
+    merge = window.page("merge")  # type: ignore[attr-defined]
+    merge.out_edit.setText(str(scratch / "merged"))
+    merge.out_edit.editingFinished.emit()
+    merge.overwrite_check.setChecked(True)
+    merge.dry_run()
+    _wait(lambda: merge.dry_job is None)
+    merge.start_merge()
+    _wait(lambda: merge.merge_job is None)
+    merge.start_eval()
+    _wait(lambda: merge.eval_job is None)
+
+
+def _open_demo(window: object) -> None:
+    loaded: list[bool] = []
+    window.project_loaded.connect(loaded.append)  # type: ignore[attr-defined]
+    window.open_demo()  # type: ignore[attr-defined]
+    _wait(lambda: bool(loaded))
+    _wait(lambda: "checking" not in window.device_label.text())  # type: ignore[attr-defined]
+
+
+def main() -> int:
+    scratch = Path(tempfile.mkdtemp(prefix="screens_"))
+    os.environ["MERGESTUDIO_CONFIG_DIR"] = str(scratch / "config")
+    os.environ["MERGESTUDIO_DEMO_DIR"] = str(_zoo(scratch))
+    from mergestudio_qt.app import create_app, preload_engine
+    from mergestudio_qt.main_window import MainWindow
+    from mergestudio_qt.preferences import Preferences
+    from mergestudio_qt.settings_dialog import SettingsDialog
+    from mergestudio_qt.style import apply_style
+
+    app = create_app(["screenshots"])
+    preload_engine()
+    for dark, size, pages in ((False, (1280, 800), ("models", "recipe", "merge", "inspect")),
+                              (True, (1920, 1080), ("models", "recipe", "merge"))):
+        apply_style(app, dark=dark)
+        window = MainWindow(Preferences(demo_opened=True, cache_dir=str(scratch / "cache")))
+        window.prompt_on_close = False
+        window.resize(*size)
+        window.show()
+        _open_demo(window)
+        _prepare(window, scratch)
+        suffix = "dark-1920" if dark else "1280"
+        for key in pages:
+            window.go_to(key)
+            _settle()
+            _save(window, f"{key}-{suffix}")
+        if not dark:
+            dialog = SettingsDialog(window.preferences, window)
+            dialog.show()
+            _settle()
+            _save(dialog, "settings-1280")
+            dialog.close()
+        window.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The Inspect page: an analysis in the background fills the heatmaps layer by layer, the
+pair matrix, histograms and spectra; Cancel stops it; a second run comes from the cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mergestudio.io import open_model
+from mergestudio_qt.context import Studio
+from mergestudio_qt.pages.inspect import HEATMAP_GROUPS, InspectPage
+from mergestudio_qt.preferences import Preferences
+from mergestudio_qt.state import StudioState, describe_source
+
+DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
+
+
+def _demo_family() -> list[Path] | None:
+    """The demo zoo's base and fine-tunes when it has been built (folders with weights)."""
+    if not DEMO.is_dir():
+        return None
+    folders = sorted(p.parent for p in DEMO.glob("**/model.safetensors"))
+    base = [f for f in folders if "base" in f.name]
+    tunes = [f for f in folders if f not in base]
+    return [base[0], *tunes[:3]] if base and tunes else None
+
+
+@pytest.fixture
+def page(qtbot, family, tmp_path: Path) -> InspectPage:
+    folders = _demo_family() or [family[name] for name in ("base", "ft1", "ft2", "ft3")]
+    state = StudioState()
+    for folder in folders:
+        state.add_model(describe_source(open_model(folder), str(folder), "folder"))
+    studio = Studio(state, Preferences(demo_opened=True, cache_dir=str(tmp_path / "cache")))
+    widget = InspectPage(studio)
+    qtbot.addWidget(widget)
+    widget.resize(1200, 700)
+    widget.show()
+    return widget
+
+
+def test_analysis_fills_every_view(qtbot, page: InspectPage) -> None:
+    layers: list[int] = []
+    assert page.analyze_button.isEnabled()
+    with qtbot.waitSignal(page.analysis_finished, timeout=60_000) as blocker:
+        page.start_analysis()
+        assert page.job is not None and page.cancel_button.isEnabled()
+        page.job.layer_done.connect(lambda event: layers.append(event.layer))
+    assert blocker.args == ["succeeded"]
+    report = page.report
+    assert layers and layers == sorted(layers)
+    grid = page.heatmap.grid()
+    assert grid.shape[1] == len(report.layer_sums())
+    conflict_row = grid[HEATMAP_GROUPS.index("attention")]
+    assert np.all((conflict_row >= 0) & (conflict_row <= 1))
+    assert page.progress.value() == 1000 and "Analysed" in page.status.text()
+    assert len(page.pairs.labels) == len(report.models) ** 2
+    assert page.histograms.curves and page.spectra.choice.count() == len(report.spectra)
+    page.metric.setCurrentIndex(1)  # cosine
+    assert page.heatmap.metric == "cosine"
+    # Dragging the density line reports the density it stands for back to the spin box.
+    page.histograms.line.setValue(page.histograms.threshold_for(0.5))
+    page.histograms.line.sigPositionChangeFinished.emit(page.histograms.line)
+    assert page.density.value() == pytest.approx(0.5, abs=0.05)
+    assert "press Analyze" in page.status.text()
+    page.density.setValue(report.density)
+    with qtbot.waitSignal(page.analysis_finished, timeout=30_000):
+        page.start_analysis()
+    assert page.report.from_cache and "from the cache" in page.status.text()
+
+
+def test_cancel_stops_the_analysis(qtbot, page: InspectPage, monkeypatch) -> None:
+    from mergestudio_qt.pages import inspect
+
+    def cancel_at_first_layer(self, event) -> None:
+        self.cancel_token.cancel()
+        self.layer_done.emit(event)
+
+    monkeypatch.setattr(inspect.AnalysisJob, "events", _cancelling_events)
+    with qtbot.waitSignal(page.analysis_finished, timeout=30_000) as blocker:
+        page.start_analysis()
+    assert blocker.args == ["cancelled"]
+    assert page.report is None and "cancelled" in page.status.text()
+    assert page.analyze_button.isEnabled() and not page.cancel_button.isEnabled()
+
+
+def _cancelling_events(self, event: object) -> None:
+    """The job's event sink, cancelling as soon as the first layer is done."""
+    from mergestudio.analysis import LayerAnalyzed
+    from mergestudio.events import Progress
+
+    if isinstance(event, LayerAnalyzed):
+        self.cancel_token.cancel()
+        self.layer_done.emit(event)
+    elif isinstance(event, Progress):
+        self.progress.emit(event)
