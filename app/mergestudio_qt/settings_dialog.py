@@ -38,7 +38,7 @@ class SettingsDialog(QDialog):
     def __init__(self, preferences: Preferences, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
-        self.setMinimumWidth(520)
+        self.setMinimumWidth(560)
         self.preferences = preferences
         self._login_job: HubLoginJob | None = None
         layout = QVBoxLayout(self)
@@ -89,7 +89,8 @@ class SettingsDialog(QDialog):
         self.hub_label = QLabel(hub_status(), box)
         self.token_edit = QLineEdit(box)
         self.token_edit.setEchoMode(QLineEdit.EchoMode.Password)
-        self.token_edit.setPlaceholderText("hf_… (stored by huggingface_hub, not by Merge Studio)")
+        self.token_edit.setPlaceholderText("hf_…")
+        self.token_edit.setToolTip("A Hugging Face access token, for gated or private models")
         row = QHBoxLayout()
         self.sign_in_button = QPushButton("Sign in", box)
         self.sign_in_button.clicked.connect(self._sign_in)
@@ -98,8 +99,13 @@ class SettingsDialog(QDialog):
         row.addWidget(self.token_edit, 1)
         row.addWidget(self.sign_in_button)
         row.addWidget(self.sign_out_button)
+        note = QLabel("The token goes to huggingface_hub's own store; Merge Studio never saves or "
+                      "logs it.", box)
+        note.setObjectName("hint")
+        note.setWordWrap(True)
         form.addRow("Status", self.hub_label)
         form.addRow("Token", row)
+        form.addRow("", note)
         return box
 
     def _browse_cache(self) -> None:

@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from mergestudio.preflight import PreflightReport
 
 DEFAULT_METHOD = "task_arithmetic"
-_DTYPE_NAMES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64",
-                "F8_E4M3": "float8_e4m3", "F8_E5M2": "float8_e5m2", "I64": "int64", "I32": "int32"}
 
 
 @dataclass
@@ -46,8 +44,10 @@ class ModelEntry:
 
     @property
     def dtype_text(self) -> str:
+        from mergestudio.io.dtypes import torch_dtype_name
+
         codes = sorted(self.dtypes, key=lambda c: -self.dtypes[c])
-        return ", ".join(_DTYPE_NAMES.get(code, code.lower()) for code in codes)
+        return ", ".join(torch_dtype_name(code) for code in codes)
 
     @property
     def source_text(self) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from mergestudio.io.dtypes import torch_dtype_name
 from mergestudio.io.safetensors_file import TensorInfo
 
 Status = Literal["ok", "warning", "error"]
@@ -176,7 +177,15 @@ def vocabulary_size(model: ModelHeaders) -> int | None:
 
 
 def _dtype_set(tensors: Mapping[str, TensorInfo]) -> list[str]:
-    return sorted({info.dtype for info in tensors.values()})
+    """Readable names ('bfloat16'), as users write them in recipes."""
+    return sorted({_dtype_name(info.dtype) for info in tensors.values()})
+
+
+def _dtype_name(code: str) -> str:
+    try:
+        return torch_dtype_name(code)
+    except KeyError:  # a code newer than our table: show it as stored
+        return code
 
 
 def _listing(items: Sequence[str]) -> str:

@@ -95,7 +95,7 @@ class Heatmap(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.metric = "conflict"
+        self.metric_key = "conflict"
         self.cells: dict[tuple[int, str], dict[str, Any]] = {}
         self.layer_count = 0
         layout = QVBoxLayout(self)
@@ -123,7 +123,7 @@ class Heatmap(QWidget):
         self.layer_count = max(self.layer_count, layer + 1)
 
     def set_metric(self, metric: str) -> None:
-        self.metric = metric
+        self.metric_key = metric
         self.redraw()
 
     def grid(self) -> np.ndarray:
@@ -131,12 +131,12 @@ class Heatmap(QWidget):
         values = np.full((len(HEATMAP_GROUPS), max(self.layer_count, 1)), np.nan)
         for (layer, group), summary in self.cells.items():
             if group in HEATMAP_GROUPS:
-                values[HEATMAP_GROUPS.index(group), layer] = metric_value(summary, self.metric)
+                values[HEATMAP_GROUPS.index(group), layer] = metric_value(summary, self.metric_key)
         return values
 
     def redraw(self) -> None:
         values = self.grid()
-        title, fixed, centre = METRICS[self.metric]
+        title, fixed, centre = METRICS[self.metric_key]
         self.plot.getPlotItem().setTitle(title)
         known = values[~np.isnan(values)]
         if fixed is not None:
@@ -386,14 +386,14 @@ class InspectPage(QWidget):
         left = QWidget(splitter)
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
-        self.metric = QComboBox(left)
+        self.metric_choice = QComboBox(left)
         for key, (title, _, _) in METRICS.items():
-            self.metric.addItem(title, key)
+            self.metric_choice.addItem(title, key)
         self.heatmap = Heatmap(left)
-        self.metric.currentIndexChanged.connect(lambda _i: self.heatmap.set_metric(self.metric.currentData()))
+        self.metric_choice.currentIndexChanged.connect(self._metric_chosen)
         self.summary = QLabel("", left)
         self.summary.setWordWrap(True)
-        left_layout.addWidget(self.metric)
+        left_layout.addWidget(self.metric_choice)
         left_layout.addWidget(self.heatmap, 1)
         left_layout.addWidget(self.summary)
         self.tabs = QTabWidget(splitter)
@@ -421,6 +421,9 @@ class InspectPage(QWidget):
         else:
             self.inputs_label.setText(f"{len(models)} task vector(s) against {_short(base)}")
         self.analyze_button.setEnabled(self.job is None and base is not None and bool(models))
+
+    def _metric_chosen(self, _index: int) -> None:
+        self.heatmap.set_metric(self.metric_choice.currentData())
 
     def _density_changed(self, value: float) -> None:
         if self.report is not None:
