@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QSplashScreen
 
+from mergestudio_qt.about import app_icon
 from mergestudio_qt.main_window import MainWindow
 from mergestudio_qt.preferences import load_preferences
-from mergestudio_qt.style import APP_ICON, apply_style
+from mergestudio_qt.style import apply_style
 
 
 def create_app(argv: Sequence[str] | None = None) -> QApplication:
@@ -55,9 +55,10 @@ def open_window(project: Path | None = None, demo: bool = False) -> MainWindow:
 
 def _splash() -> QSplashScreen | None:
     """A small 'starting' card while the engine loads (painted once, before the import)."""
-    if not APP_ICON.exists():
+    icon = app_icon()
+    if icon.isNull():
         return None
-    pixmap = QIcon(str(APP_ICON)).pixmap(QSize(96, 96))
+    pixmap = icon.pixmap(QSize(96, 96))
     splash = QSplashScreen(pixmap)
     splash.showMessage("Loading the engine…", Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignHCenter)
     splash.show()

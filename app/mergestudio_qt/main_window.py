@@ -159,10 +159,9 @@ class MainWindow(QMainWindow):
         self.recent_menu.setEnabled(bool(self.preferences.recent_projects))
 
     def _about(self) -> None:
-        from mergestudio import __version__
+        from mergestudio_qt.about import show_about
 
-        QMessageBox.about(self, APP_NAME, f"<b>{APP_NAME}</b> {__version__}<br>"
-                          "Merge fine-tuned checkpoints: pick models, set a recipe, merge, evaluate.")
+        show_about(self)
 
     # ---- status bar ------------------------------------------------------------------------
 
@@ -245,7 +244,8 @@ class MainWindow(QMainWindow):
         try:
             data = demo_project(merge_dir)
         except DemoUnavailable as error:
-            self.show_message(f"Demo unavailable: {error}")
+            # Kept in the status bar until replaced: it says how to get the demo.
+            self.statusBar().showMessage(f"Demo unavailable: {error}")
             self.project_loaded.emit(False)
             return
         self.preferences.demo_opened = True

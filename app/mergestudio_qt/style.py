@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QGuiApplication, QIcon, QPalette
+from PySide6.QtGui import QColor, QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication
 
-_REPO_RESOURCES = Path(__file__).resolve().parents[2] / "resources"
-STYLE_SHEET = _REPO_RESOURCES / "styles" / "studio.qss"
-APP_ICON = _REPO_RESOURCES / "icons" / "mergestudio.svg"
+from mergestudio_qt.about import app_icon, resources_dir
+
+STYLE_SHEET: Path = resources_dir() / "styles" / "studio.qss"
 ACCENT = QColor("#2563eb")
 
 
@@ -32,8 +32,9 @@ def apply_style(app: QApplication, dark: bool | None = None) -> None:
     app.setPalette(dark_palette() if use_dark else light_palette())
     if STYLE_SHEET.exists():
         app.setStyleSheet(STYLE_SHEET.read_text())
-    if APP_ICON.exists():
-        app.setWindowIcon(QIcon(str(APP_ICON)))
+    icon = app_icon()
+    if not icon.isNull():
+        app.setWindowIcon(icon)
     _style_plots(app.palette())
     if dark is None:
         hints = app.styleHints()
