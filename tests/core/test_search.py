@@ -326,3 +326,25 @@ def test_runs_show_summary(fixture_dir: Path, tmp_path: Path) -> None:
     assert data["best_mean"]["mean"] == max(t["mean"] for t in data["trials"])  # mean of accuracies only
     text = format_summary(summary)
     assert "Pareto front" in text and "best per objective" in text
+
+
+def test_subset_estimator_keeps_the_same_items_and_the_score_weighs_objectives(fixture_dir: Path) -> None:
+    from mergestudio.search.objectives import Objectives
+
+    spec = load_spec(
+        write_spec(
+            fixture_dir,
+            "subset.yml",
+            objectives=[{"task": "ta.jsonl", "weight": 2.0}, {"task": "ga.jsonl"}],
+            score={"name": "s", "direction": "maximize"},
+            algorithm={"name": "cmaes", "population_size": 4},
+            fitness={"estimator": "subset", "items_per_task": 2, "seed": 5},
+        )
+    )
+    first, again = Objectives.build(spec), Objectives.build(spec)
+    ta = next(t for t in first.tasks if t.name == "ta")
+    assert len(ta.items) == 2 and ta.items == next(t for t in again.tasks if t.name == "ta").items
+    assert [o.direction for o in first.items] == ["minimize", "maximize"]
+    assert first.study_names == ["s"] and first.directions == ["maximize"]
+    # Perplexity (minimised) counts against a maximised score, times its weight.
+    assert first.study_values({"ta": 3.0, "ga": 1.0}) == [pytest.approx(-2.0 * 3.0 + 1.0)]

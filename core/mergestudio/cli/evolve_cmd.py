@@ -7,10 +7,13 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from mergestudio.cli.progress import TerminalProgress, format_seconds
 from mergestudio.events import LogLine, Progress
+
+if TYPE_CHECKING:
+    from mergestudio.search.spec import SearchSpec
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if outcome.state != "failed" else 1
 
 
-def _spec_with_budget(path: Path, evaluations: int | None):  # noqa: ANN202 - SearchSpec, imported lazily
+def _spec_with_budget(path: Path, evaluations: int | None) -> SearchSpec:
     from mergestudio.search.spec import load_spec
 
     spec = load_spec(path)
@@ -74,8 +77,8 @@ def _quiet_transformers() -> None:
     """transformers draws a progress bar for every load; the trial lines suffice."""
     from transformers.utils import logging
 
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()
+    logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    logging.set_verbosity_error()  # type: ignore[no-untyped-call]
 
 
 def _interrupt(control: object) -> None:

@@ -104,8 +104,8 @@ class Genome:
         fixed = self._fixed_value(target)
         conditions = []
         for lane in ("attention", "mlp"):
-            value = evolved.get(lane, fixed)  # type: ignore[call-overload]
-            conditions.append({"filter": LANE_FILTERS[lane], "value": value})  # type: ignore[index]
+            value = evolved.get(lane, fixed)
+            conditions.append({"filter": LANE_FILTERS[lane], "value": value})
         conditions.append({"value": evolved.get("other", fixed)})
         return conditions
 

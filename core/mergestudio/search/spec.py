@@ -9,12 +9,15 @@ folder, so a spec can be run from anywhere; the run folder keeps the resolved co
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mergestudio.errors import MergeStudioError
+
+if TYPE_CHECKING:
+    from mergestudio.recipe.model import Recipe
 
 Lane = Literal["attention", "mlp", "other"]
 Direction = Literal["maximize", "minimize"]
@@ -193,7 +196,7 @@ def check_spec(spec: SearchSpec, source: str = "search spec") -> None:
     Genome.build(spec.genome, recipe, source)  # raises SpecError naming genome[i]
 
 
-def base_recipe(spec: SearchSpec, source: str = "search spec"):  # noqa: ANN201 - Recipe, imported lazily
+def base_recipe(spec: SearchSpec, source: str = "search spec") -> Recipe:
     from mergestudio.engine.merge import load_recipe
     from mergestudio.errors import RecipeError
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mergestudio.errors import MergeStudioError
-from mergestudio.search.spec import SearchSpec, SpecError, load_spec
+from mergestudio.search.spec import Direction, SearchSpec, SpecError, load_spec
 
 if TYPE_CHECKING:
     import optuna
@@ -99,7 +99,7 @@ class RunFolder:
 
     # ---- the study ---------------------------------------------------------------------
 
-    def open_study(self, directions: list[str] | None = None) -> optuna.Study:
+    def open_study(self, directions: list[Direction] | None = None) -> optuna.Study:
         """The run's study; created when ``directions`` is given and it does not exist."""
         import optuna
 
