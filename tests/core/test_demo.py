@@ -41,6 +41,8 @@ def test_skills_compute_their_answers() -> None:
         assert 3 <= len(word) <= 7
         ex = SKILLS["sort"].sample(rng)
         assert ex.answer == "".join(sorted(ex.prompt[5:-1]))
+        ex = SKILLS["double"].sample(rng)
+        assert ex.answer == "".join(c * 2 for c in ex.prompt[4:-1])
         ex = SKILLS["cipher"].sample(rng)
         assert ex.answer == "".join(CIPHER_KEY[c] for c in ex.prompt[4:-1])
     assert sorted(CIPHER_KEY.values()) == sorted(CIPHER_KEY)  # a permutation

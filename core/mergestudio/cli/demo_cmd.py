@@ -81,5 +81,5 @@ def _quiet_transformers() -> None:
     """transformers draws its own progress bars for every save and load; ours suffice."""
     from transformers.utils import logging
 
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()
+    logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    logging.set_verbosity_error()  # type: ignore[no-untyped-call]

@@ -35,9 +35,9 @@ from mergestudio.evaluate.tasks import GenerationItem, GenerationOptions, TextIt
 
 Log = Callable[[str], None]
 
-# Answers have at most 7 characters; the margin lets a wrong answer run a little long
+# Answers have at most 14 characters (a doubled 7-letter word); the margin lets a wrong answer run a little long
 # (and be marked wrong) without costing much time.
-GENERATION = GenerationOptions(max_new_tokens=10, stop=("\n",), normalize=("strip",))
+GENERATION = GenerationOptions(max_new_tokens=16, stop=("\n",), normalize=("strip",))
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,12 @@ class ZooConfig:
 
     seed: int = 0
     threads: int = 1
-    skills: tuple[str, ...] = ("add", "reverse", "cipher", "sort")
+    skills: tuple[str, ...] = ("reverse", "cipher", "sort", "double")
     model: ModelSpec = field(default_factory=ModelSpec)
     pretrain: Schedule = field(
         default_factory=lambda: Schedule(steps=1200, batch_size=32, lr=3e-3, warmup=100, weight_decay=0.01)
     )
-    finetune: Schedule = field(default_factory=lambda: Schedule(steps=300, batch_size=64, lr=1e-3, warmup=20))
+    finetune: Schedule = field(default_factory=lambda: Schedule(steps=300, batch_size=64, lr=3e-4, warmup=20))
     base_sentences: int = 40_000
     base_task_lines: int = 25_000  # per skill, small instances only
     train_items: int = 10_000  # per skill: the specialists' fine-tuning split

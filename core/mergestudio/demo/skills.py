@@ -58,7 +58,8 @@ def _number(rng: random.Random, digits: int) -> int:
 
 def _add(rng: random.Random, size: int) -> Example:
     # Operands have `size` and 1..size digits, in random order, so carries of every
-    # length appear.
+    # length appear. (Not in the default zoo: at ~1M parameters the base learns too
+    # little addition in the build's time budget for the specialist ordering to hold.)
     a = _number(rng, size)
     b = _number(rng, rng.randint(1, size))
     if rng.random() < 0.5:
@@ -76,6 +77,11 @@ def _cipher(rng: random.Random, size: int) -> Example:
     return Example(f"enc {w}=", "".join(CIPHER_KEY[c] for c in w))
 
 
+def _double(rng: random.Random, size: int) -> Example:
+    w = _word(rng, size)
+    return Example(f"dup {w}=", "".join(c + c for c in w))
+
+
 def _sort(rng: random.Random, size: int) -> Example:
     w = _word(rng, size)
     return Example(f"sort {w}=", "".join(sorted(w)))
@@ -84,9 +90,10 @@ def _sort(rng: random.Random, size: int) -> Example:
 SKILLS: dict[str, Skill] = {
     s.name: s
     for s in (
-        Skill("add", "add two numbers of up to 3 digits", _add, 1, 3, 2),
+        Skill("add", "add two numbers of up to 3 digits", _add, 2, 3, 2),
         Skill("reverse", "reverse a word of 3-7 letters", _reverse, 3, 7, 4),
         Skill("cipher", "apply a fixed letter substitution to a word", _cipher, 3, 7, 4),
         Skill("sort", "sort the letters of a word", _sort, 3, 7, 4),
+        Skill("double", "write every letter of a word twice", _double, 3, 7, 4),
     )
 }

@@ -38,7 +38,7 @@ def save_tokenizer(folder: Path, model_max_length: int) -> None:
     """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json."""
     from transformers import PreTrainedTokenizerFast
 
-    fast = PreTrainedTokenizerFast(
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=build_tokenizer(),
         bos_token=BOS,
         eos_token=EOS,

@@ -48,8 +48,12 @@ class Schedule:
 def set_determinism(seed: int, threads: int) -> None:
     """Seed every generator and pin the thread count: CPU kernels split work by thread,
     so a different count can change floating-point summation order."""
+    import os
+
     import torch
 
+    # The tokenizer's own thread pool would compete with torch's for the same cores.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     random.seed(seed)
     torch.manual_seed(seed)
     torch.set_num_threads(threads)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mergestudio.evaluate import metrics
-from mergestudio.evaluate.lm import CausalLM
+from mergestudio.evaluate.lm import BatchDone, CausalLM
 from mergestudio.evaluate.results import EvalReport, ItemResult, TaskResult
 from mergestudio.evaluate.tasks import ChoiceItem, GenerationItem, Task, TextItem, load_task
 from mergestudio.events import CancelToken, EventSink, ProgressReporter, check_cancel
@@ -78,7 +78,7 @@ def _evaluate_task(
     )
 
 
-def _advance(progress: ProgressReporter, cancel: CancelToken | None, task: str):  # noqa: ANN202
+def _advance(progress: ProgressReporter, cancel: CancelToken | None, task: str) -> BatchDone:
     def on_batch(n: int) -> None:
         progress.advance(n, current=task)
         check_cancel(cancel)

@@ -91,7 +91,7 @@ class CausalLM:
         torch_dtype = resolve_dtype(dtype, dev)
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(path))
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
+            model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
         except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(f"{path}: cannot load as a causal language model: {exc}") from exc
         model.to(dev)
@@ -276,7 +276,7 @@ def _stop_criteria(tokenizer: Any, prompt_width: int, stop: Sequence[str]) -> An
     (eos is handled by `generate` itself.)"""
     from transformers import StoppingCriteria, StoppingCriteriaList
 
-    class _StopStrings(StoppingCriteria):  # type: ignore[misc]
+    class _StopStrings(StoppingCriteria):
         def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
             import torch
 
