@@ -170,3 +170,28 @@ def test_yaml_gradient_shows_in_curve_editor(qtbot, window, recipe_page) -> None
     lanes = recipe_page.curve_editor.curve.lanes
     assert lanes["mlp"] == [0.0, 1.0]
     assert set(lanes["attention"]) == {0.5}
+
+
+def test_drag_a_control_point_with_the_mouse(qtbot, window, recipe_page) -> None:
+    from PySide6.QtCore import QPoint, QPointF, Qt
+    from PySide6.QtTest import QTest
+
+    recipe_page.show_curve(("lambda", None))
+    curve = recipe_page.curve_editor
+    qtbot.waitExposed(curve.plot)
+    view = curve.plot.getPlotItem().getViewBox()
+
+    def on_screen(layer: float, value: float) -> QPoint:
+        return curve.plot.mapFromScene(view.mapViewToScene(QPointF(layer, value)))
+
+    start, end = on_screen(0, 1.0), on_screen(0, 0.5)
+    viewport = curve.plot.viewport()
+    QTest.mousePress(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, start)
+    for step in range(1, 11):
+        QTest.mouseMove(viewport, QPoint(start.x(), start.y() + (end.y() - start.y()) * step // 10))
+    QTest.mouseRelease(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, end)
+    values = window.state.recipe["parameters"]["lambda"]
+    assert values[0] == pytest.approx(0.5, abs=0.05)  # all lanes moved together: one gradient
+    assert values[1:] == [1.0, 1.0, 1.0]
+    window.undo_action.trigger()  # the whole drag is one step
+    assert "lambda" not in (window.state.recipe.get("parameters") or {})
