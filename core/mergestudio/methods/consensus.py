@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from mergestudio.errors import RecipeError
@@ -40,8 +41,9 @@ from mergestudio.methods.sparse import (
 Sparsification = Literal["none", "magnitude", "random", "outliers", "della"]
 RescaleNorm = Literal["l1", "l2", "linf", "inverse_density"]
 # A keep-mask source for the combining pass: (start, stop, τ chunk (n, L)) -> (n, L) bool,
-# or None when every entry is kept.
-ChunkMask = Callable[[int, int, torch.Tensor], torch.Tensor] | None
+# or None when every entry is kept. τ and the mask are torch tensors, or numpy arrays on
+# the CPU fast path (a stored torch mask is converted there).
+ChunkMask = Callable[[int, int, Any], Any] | None
 
 # ---- parameter declarations ------------------------------------------------------------
 
@@ -161,6 +163,8 @@ def _combine(
     scale: float,
 ) -> torch.Tensor:
     """The streaming pass: per chunk, τ = x − base, mask, weight, elect, add to base."""
+    if inputs.device.type == "cpu" and inputs.dtype == torch.float32:
+        return _combine_numpy(inputs, base, kept, coefficients, weights, consensus, normalize, scale)
     device, dtype = inputs.device, inputs.dtype
     numel = base.numel()
     out = torch.empty(numel, dtype=dtype, device=device)
@@ -195,6 +199,62 @@ def _combine(
     return out
 
 
+def _combine_numpy(
+    inputs: torch.Tensor,
+    base: torch.Tensor,
+    kept: _Kept,
+    coefficients: list[float],
+    weights: list[float],
+    consensus: bool,
+    normalize: bool,
+    scale: float,
+) -> torch.Tensor:
+    """``_combine`` on the CPU through numpy: the same arithmetic, into buffers reused
+    across chunks; numpy's elementwise kernels on cache-sized arrays are several times
+    faster than torch's single-threaded ones there."""
+    x, b = inputs.numpy(), base.numpy()
+    n, numel = x.shape
+    out = np.empty(numel, dtype=x.dtype)
+    coefficient_col = np.array(coefficients, dtype=x.dtype)[:, None]
+    weight_row = np.array(weights, dtype=x.dtype)
+    total_weight = sum(weights)
+    linear_divisor = total_weight if abs(total_weight) >= 1e-8 else 1.0
+    entry_scale = kept.entry_scale.numpy() if kept.entry_scale is not None else None
+    tau_buffer = np.empty((n, min(CHUNK, numel)), dtype=x.dtype)
+    for start, stop in chunk_bounds(numel):
+        tau = tau_buffer[:, : stop - start]
+        np.subtract(x[:, start:stop], b[start:stop], out=tau)
+        if kept.mask is not None:
+            np.multiply(tau, _as_numpy(kept.mask(start, stop, tau)), out=tau)
+        if entry_scale is not None:
+            np.multiply(tau, entry_scale[:, start:stop], out=tau)
+        np.multiply(tau, coefficient_col, out=tau)
+        merged = tau.sum(0)
+        if consensus:
+            # See _combine. copysign differs from "+ where ≥ 0" only at −0.0, where every
+            # τ is zero and nothing agrees either way.
+            sign = np.copysign(np.ones_like(merged), merged)
+            np.multiply(tau, sign, out=tau)
+            if normalize:
+                divisor = weight_row @ (tau > 0)
+            np.maximum(tau, 0, out=tau)
+            merged = tau.sum(0)
+            merged *= sign
+            if normalize:
+                divisor[divisor == 0] = 1.0
+                merged /= divisor
+        elif normalize:
+            merged /= linear_divisor
+        if scale != 1.0:
+            merged *= scale
+        np.add(b[start:stop], merged, out=out[start:stop])
+    return torch.from_numpy(out)
+
+
+def _as_numpy(mask: torch.Tensor | np.ndarray) -> np.ndarray:
+    return mask.numpy() if isinstance(mask, torch.Tensor) else mask
+
+
 def _prepare(
     inputs: torch.Tensor,
     base: torch.Tensor,
@@ -223,7 +283,7 @@ def _prepare(
 
 def _threshold_mask(rule: TopKMask) -> ChunkMask:
     def mask(start: int, stop: int, tau: torch.Tensor) -> torch.Tensor:
-        return rule(tau.abs(), start)
+        return rule(abs(tau), start)
 
     return mask
 
@@ -249,7 +309,7 @@ def _outliers(inputs: torch.Tensor, base: torch.Tensor, settings: SparsifySettin
     inner_mask = TopKMask(top_k_rules(inputs, base, inner))
 
     def mask(start: int, stop: int, tau: torch.Tensor) -> torch.Tensor:
-        magnitudes = tau.abs()
+        magnitudes = abs(tau)
         return outer_mask(magnitudes, start) & ~inner_mask(magnitudes, start)
 
     return _Kept(mask, _norm_scales(inputs, base, mask, settings.rescale, [1.0] * n))

@@ -18,9 +18,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
+
+# A torch tensor, or on the CPU fast path the numpy view of one.
+ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
 
 # Entries per model per chunk: three models' float32 task vectors plus two temporaries of
 # this size fit in a 2-4 MB cache.
@@ -72,36 +76,38 @@ class TopK:
 class TopKMask:
     """Applies a list of TopK rules (one per model) to consecutive chunks, tracking how
     many tied entries each model may still keep. Chunks must come in flat order; a
-    chunk starting at 0 begins a new pass."""
+    chunk starting at 0 begins a new pass. Works on torch tensors and, for the CPU
+    fast path, on numpy arrays (it uses only operators both share)."""
 
     def __init__(self, rules: list[TopK]) -> None:
         self.rules = rules
         self.budget = [rule.ties for rule in rules]
 
-    def __call__(self, magnitudes: torch.Tensor, start: int) -> torch.Tensor:
+    def __call__(self, magnitudes: ArrayT, start: int) -> ArrayT:
         """(n, L) magnitudes of the chunk at flat offset ``start`` -> (n, L) bool keep mask."""
         if start == 0:
             self.budget = [rule.ties for rule in self.rules]
-        mask = torch.empty(magnitudes.shape, dtype=torch.bool, device=magnitudes.device)
+        rows = []
         for i, rule in enumerate(self.rules):
             row = magnitudes[i]
             if rule.all_ties:
-                torch.ge(row, rule.threshold, out=mask[i])
+                rows.append(row >= rule.threshold)
                 continue
-            torch.gt(row, rule.threshold, out=mask[i])
-            if self.budget[i] <= 0:
-                continue
-            equal = row == rule.threshold
-            count = int(torch.count_nonzero(equal))
-            if count <= self.budget[i]:
-                mask[i] |= equal
-                self.budget[i] -= count
-            elif count:
-                # Only the first ``budget`` tied entries (in flat order) are kept.
-                first = equal & (torch.cumsum(equal, 0, dtype=torch.int64) <= self.budget[i])
-                mask[i] |= first
-                self.budget[i] = 0
-        return mask
+            keep = row > rule.threshold
+            if self.budget[i] > 0:
+                equal = row == rule.threshold
+                count = int(equal.sum())
+                if count <= self.budget[i]:
+                    keep |= equal
+                    self.budget[i] -= count
+                elif count:
+                    # Only the first ``budget`` tied entries (in flat order) are kept.
+                    keep |= equal & (equal.cumsum(0) <= self.budget[i])
+                    self.budget[i] = 0
+            rows.append(keep)
+        if isinstance(magnitudes, np.ndarray):
+            return np.stack(rows)  # type: ignore[return-value]
+        return torch.stack(rows)  # type: ignore[return-value,arg-type]
 
 
 def top_k_rules(inputs: torch.Tensor, base: torch.Tensor | None, ks: list[int]) -> list[TopK]:
@@ -157,14 +163,15 @@ def _bracketed_rules(
 ) -> list[TopK]:
     """Exact rules through a sampled bracket [low, high] around each k-th largest value."""
     numel = inputs.shape[1]
-    sample_magnitudes = _sample_magnitudes(inputs[models], base)
+    # Index the (small) sample by model, never the whole stacked tensor (a copy).
+    sample_magnitudes = _sample_magnitudes(inputs, base)[models]
     lows, highs = [], []
     for row, k in zip(sample_magnitudes, ks, strict=True):
         low, high = _bracket(row, k / numel)
         lows.append(low)
         highs.append(high)
     high_col = torch.tensor(highs, dtype=inputs.dtype, device=inputs.device).unsqueeze(1)
-    # low <= m <= high  as  |m - centre| <= half-width: two operations instead of three.
+    #  low <= m <= high  as  |m - centre| <= half-width: two operations instead of three.
     # Magnitudes are ≥ 0 and finite, so the open ends become 0 and the dtype's maximum.
     largest = torch.finfo(inputs.dtype).max
     bounds = [(max(lo, 0.0), min(hi, largest)) for lo, hi in zip(lows, highs, strict=True)]
@@ -172,25 +179,15 @@ def _bracketed_rules(
     half = [hi / 2 - lo / 2 for lo, hi in bounds]
     centre_col = torch.tensor(centre, dtype=inputs.dtype, device=inputs.device).unsqueeze(1)
     half_col = torch.tensor(half, dtype=inputs.dtype, device=inputs.device).unsqueeze(1)
-    above = torch.zeros(len(models), dtype=torch.int64, device=inputs.device)
-    bands: list[list[torch.Tensor]] = [[] for _ in models]
-    selected = inputs[models] if len(models) != inputs.shape[0] else inputs
     # Where the bracket is a single value (heavily tied magnitudes, common for task
     # vectors of bf16 checkpoints) its entries need only be counted, not collected.
     point = [lo == hi for lo, hi in zip(lows, highs, strict=True)]
-    equal = torch.zeros(len(models), dtype=torch.int64, device=inputs.device)
-    for start, stop in chunk_bounds(numel):
-        magnitudes = _magnitudes(selected, base, start, stop)
-        above += torch.count_nonzero(magnitudes > high_col, dim=1)
-        in_band = (magnitudes - centre_col).abs_() <= half_col
-        equal += torch.count_nonzero(in_band, dim=1)
-        for j in range(len(models)):
-            if not point[j]:
-                bands[j].append(torch.masked_select(magnitudes[j], in_band[j]))
+    selected = inputs[models] if len(models) != inputs.shape[0] else inputs
+    above, equal, bands = _band_pass(selected, base, high_col, centre_col, half_col, point)
     rules = []
     for j, k in enumerate(ks):
-        count_above = int(above[j])
-        count_band = int(equal[j])
+        count_above = above[j]
+        count_band = equal[j]
         if not count_above < k <= count_above + count_band:
             # The sample missed (vanishingly rare): select over the whole vector.
             full = _magnitudes(selected[j : j + 1], base, 0, numel)[0]
@@ -199,8 +196,75 @@ def _bracketed_rules(
             ties = k - count_above
             rules.append(TopK(k, lows[j], ties, ties == count_band))
         else:
-            rules.append(_rule_from_candidates(torch.cat(bands[j]), k - count_above, count_above))
+            rules.append(_rule_from_candidates(bands[j], k - count_above, count_above))
     return rules
+
+
+def _band_pass(
+    inputs: torch.Tensor,
+    base: torch.Tensor | None,
+    high_col: torch.Tensor,
+    centre_col: torch.Tensor,
+    half_col: torch.Tensor,
+    point: list[bool],
+) -> tuple[list[int], list[int], list[torch.Tensor]]:
+    """One streaming pass: per model, how many magnitudes exceed the bracket, how many
+    fall in it, and (unless the bracket is a point) the values in it."""
+    n, numel = inputs.shape
+    if inputs.device.type == "cpu" and inputs.dtype == torch.float32:
+        return _band_pass_numpy(inputs, base, high_col, centre_col, half_col, point)
+    above = torch.zeros(n, dtype=torch.int64, device=inputs.device)
+    equal = torch.zeros(n, dtype=torch.int64, device=inputs.device)
+    parts: list[list[torch.Tensor]] = [[] for _ in range(n)]
+    for start, stop in chunk_bounds(numel):
+        magnitudes = _magnitudes(inputs, base, start, stop)
+        above += torch.count_nonzero(magnitudes > high_col, dim=1)
+        in_band = (magnitudes - centre_col).abs_() <= half_col
+        equal += torch.count_nonzero(in_band, dim=1)
+        for j in range(n):
+            if not point[j]:
+                parts[j].append(torch.masked_select(magnitudes[j], in_band[j]))
+    bands = [torch.cat(p) if p else torch.empty(0, device=inputs.device) for p in parts]
+    return above.tolist(), equal.tolist(), bands
+
+
+def _band_pass_numpy(
+    inputs: torch.Tensor,
+    base: torch.Tensor | None,
+    high_col: torch.Tensor,
+    centre_col: torch.Tensor,
+    half_col: torch.Tensor,
+    point: list[bool],
+) -> tuple[list[int], list[int], list[torch.Tensor]]:
+    """``_band_pass`` on the CPU through numpy, whose comparisons and reductions on small
+    arrays run several times faster than torch's, into buffers reused across chunks."""
+    x = inputs.numpy()
+    b = base.numpy() if base is not None else None
+    high, centre, half = high_col.numpy(), centre_col.numpy(), half_col.numpy()
+    n, numel = x.shape
+    magnitudes_buffer = np.empty((n, min(CHUNK, numel)), dtype=x.dtype)
+    scratch_buffer = np.empty_like(magnitudes_buffer)
+    above = np.zeros(n, dtype=np.int64)
+    equal = np.zeros(n, dtype=np.int64)
+    parts: list[list[np.ndarray]] = [[] for _ in range(n)]
+    for start, stop in chunk_bounds(numel):
+        magnitudes = magnitudes_buffer[:, : stop - start]
+        scratch = scratch_buffer[:, : stop - start]
+        if b is not None:
+            np.subtract(x[:, start:stop], b[start:stop], out=magnitudes)
+            np.abs(magnitudes, out=magnitudes)
+        else:
+            np.abs(x[:, start:stop], out=magnitudes)
+        above += np.count_nonzero(magnitudes > high, axis=1)
+        np.subtract(magnitudes, centre, out=scratch)
+        np.abs(scratch, out=scratch)
+        in_band = scratch <= half
+        equal += np.count_nonzero(in_band, axis=1)
+        for j in range(n):
+            if not point[j]:
+                parts[j].append(magnitudes[j][in_band[j]])
+    bands = [torch.from_numpy(np.concatenate(p)) if p else torch.empty(0) for p in parts]
+    return above.tolist(), equal.tolist(), bands
 
 
 def _sample_magnitudes(inputs: torch.Tensor, base: torch.Tensor | None) -> torch.Tensor:
