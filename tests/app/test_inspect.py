@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mergestudio.io import open_model
 from mergestudio_qt.context import Studio
-from mergestudio_qt.pages.inspect import HEATMAP_GROUPS, InspectPage
+from mergestudio_qt.pages.inspect import InspectPage
 from mergestudio_qt.preferences import Preferences
 from mergestudio_qt.state import StudioState, describe_source
 
@@ -52,13 +52,13 @@ def test_analysis_fills_every_view(qtbot, page: InspectPage) -> None:
     assert layers and layers == sorted(layers)
     grid = page.heatmap.grid()
     assert grid.shape[1] == len(report.layer_sums())
-    conflict_row = grid[HEATMAP_GROUPS.index("attention")]
+    conflict_row = grid[page.heatmap.groups().index("attention")]
     assert np.all((conflict_row >= 0) & (conflict_row <= 1))
     assert page.progress.value() == 1000 and "Analysed" in page.status.text()
     assert len(page.pairs.labels) == len(report.models) ** 2
     assert page.histograms.curves and page.spectra.choice.count() == len(report.spectra)
-    page.metric.setCurrentIndex(1)  # cosine
-    assert page.heatmap.metric == "cosine"
+    page.metric_choice.setCurrentIndex(1)  # cosine
+    assert page.heatmap.metric_key == "cosine"
     # Dragging the density line reports the density it stands for back to the spin box.
     page.histograms.line.setValue(page.histograms.threshold_for(0.5))
     page.histograms.line.sigPositionChangeFinished.emit(page.histograms.line)
@@ -72,10 +72,6 @@ def test_analysis_fills_every_view(qtbot, page: InspectPage) -> None:
 
 def test_cancel_stops_the_analysis(qtbot, page: InspectPage, monkeypatch) -> None:
     from mergestudio_qt.pages import inspect
-
-    def cancel_at_first_layer(self, event) -> None:
-        self.cancel_token.cancel()
-        self.layer_done.emit(event)
 
     monkeypatch.setattr(inspect.AnalysisJob, "events", _cancelling_events)
     with qtbot.waitSignal(page.analysis_finished, timeout=30_000) as blocker:

@@ -104,7 +104,8 @@ class Heatmap(QWidget):
         self.plot.setMenuEnabled(False)
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.getPlotItem().setLabel("bottom", "layer")
-        self.plot.getPlotItem().getAxis("left").setTicks([list(enumerate(HEATMAP_GROUPS))])
+        self.plot.getPlotItem().getAxis("left").setWidth(72)  # room for "attention"
+        self.plot.invertY(True)  # first group on top, like a table
         self.image = pg.ImageItem(axisOrder="row-major")
         self.plot.addItem(self.image)
         self.colorbar = pg.ColorBarItem(
@@ -126,12 +127,19 @@ class Heatmap(QWidget):
         self.metric_key = metric
         self.redraw()
 
+    def groups(self) -> list[str]:
+        """Rows of the heatmap: the module groups that have per-layer tensors (attention,
+        MLP and norms before anything is known)."""
+        present = {group for _, group in self.cells}
+        return [g for g in HEATMAP_GROUPS if g in present] or list(HEATMAP_GROUPS[:3])
+
     def grid(self) -> np.ndarray:
         """(groups, layers) float64 values of the current metric, NaN where not yet known."""
-        values = np.full((len(HEATMAP_GROUPS), max(self.layer_count, 1)), np.nan)
+        groups = self.groups()
+        values = np.full((len(groups), max(self.layer_count, 1)), np.nan)
         for (layer, group), summary in self.cells.items():
-            if group in HEATMAP_GROUPS:
-                values[HEATMAP_GROUPS.index(group), layer] = metric_value(summary, self.metric_key)
+            if group in groups:
+                values[groups.index(group), layer] = metric_value(summary, self.metric_key)
         return values
 
     def redraw(self) -> None:
@@ -152,6 +160,7 @@ class Heatmap(QWidget):
         # NaN cells (not analysed yet) are drawn at the centre colour.
         middle = centre if centre is not None else (low + high) / 2
         self.image.setImage(np.where(np.isnan(values), middle, values), levels=(low, high))
+        self.plot.getPlotItem().getAxis("left").setTicks([list(enumerate(self.groups()))])
         self.image.setRect(-0.5, -0.5, values.shape[1], values.shape[0])
 
 
@@ -232,6 +241,9 @@ class HistogramView(QWidget):
             item.setData(x, np.asarray(row[1:-1], dtype=float))
         for item in self.items[len(names) :]:
             item.setData([], [])
+        populated = np.flatnonzero(np.asarray(counts)[:, 1:-1].sum(axis=0))
+        if populated.size:  # show the occupied octaves, not the whole fixed window
+            self.plot.setXRange(x[populated[0]] - 0.25, x[populated[-1] + 1] + 0.25, padding=0)
         self.set_density(density)
 
     def threshold_for(self, density: float) -> float:
@@ -286,6 +298,8 @@ class SpectrumView(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.results: list[Any] = []
+        self.names: list[str] = []
+        self.rule = ""
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.choice = QComboBox(self)
@@ -305,6 +319,7 @@ class SpectrumView(QWidget):
     def show_spectra(self, results: list[Any], rule: str, names: list[str]) -> None:
         self.results = results
         self.names = names
+        self.rule = rule
         self.note.setText(f"Spectra: {rule}" if results else f"No spectra ({rule}).")
         self.choice.blockSignals(True)
         self.choice.clear()
@@ -325,14 +340,17 @@ class SpectrumView(QWidget):
             values = np.asarray(record["singular_values"], dtype=float)
             top = values[0] if values.size and values[0] > 0 else 1.0
             item.setData(np.arange(1, values.size + 1), np.clip(values / top, 1e-12, None))
+        self.plot.enableAutoRange()
         ranks = ", ".join(
-            f"{n}: {m['effective_rank']}/{m['full_rank']}" for n, m in zip(self.names, models, strict=False)
+            f"{name}: {m['effective_rank']}/{m['full_rank']}"
+            for name, m in zip(self.names, models, strict=False)
         )
-        self.plot.setTitle(f"Singular spectra — effective rank (95 % energy) {ranks}")
+        self.note.setText(f"Effective rank (95 % energy): {ranks}. Spectra: {self.rule}")
 
 
 class InspectPage(QWidget):
-    """``analysis_finished(status)``: "succeeded", "failed" or "cancelled"."""
+    """``analysis_finished(status)``: "succeeded", "failed" or "cancelled", emitted when the
+    worker has finished and the page is ready for the next run."""
 
     analysis_finished = Signal(str)
 
@@ -344,6 +362,7 @@ class InspectPage(QWidget):
         self.report: Any = None
         self._pending_progress: Progress | None = None
         self._dirty_heatmap = False
+        self._outcome = ""
         self._redraw = QTimer(self)
         self._redraw.setInterval(REDRAW_MS)
         self._redraw.timeout.connect(self._draw)
@@ -486,15 +505,15 @@ class InspectPage(QWidget):
         self.show_report(report)
         origin = "from the cache" if report.from_cache else f"in {report.elapsed_s:.1f} s"
         self.status.setText(f"Analysed {len(report.tensors)} tensors {origin}.")
-        self.analysis_finished.emit("succeeded")
+        self._outcome = "succeeded"
 
     def _on_failed(self, message: str) -> None:
         self.status.setText(f"Analysis failed: {message}")
-        self.analysis_finished.emit("failed")
+        self._outcome = "failed"
 
     def _on_cancelled(self) -> None:
         self.status.setText("Analysis cancelled.")
-        self.analysis_finished.emit("cancelled")
+        self._outcome = "cancelled"
 
     def _on_finished(self) -> None:
         self._redraw.stop()
@@ -502,6 +521,8 @@ class InspectPage(QWidget):
         self.job = None
         self.cancel_button.setEnabled(False)
         self._inputs_changed()
+        # Emitted last, once the page can start another analysis.
+        self.analysis_finished.emit(self._outcome)
 
     # ---- results -----------------------------------------------------------------------
 

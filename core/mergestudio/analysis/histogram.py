@@ -52,3 +52,35 @@ def fold_fine_counts(fine: NDArray[np.int64], zeros: NDArray[np.int64]) -> NDArr
     out[:, 1:-1] = coarse[:, _FIRST_KEY:_LAST_KEY]
     out[:, -1] = coarse[:, _LAST_KEY:].sum(axis=1)
     return out
+
+
+def kept_curve(counts: NDArray[np.int64], zeros: int) -> dict[str, NDArray[np.float64]]:
+    """What magnitude trimming keeps at each threshold ``histogram_edges()[i]``, read off one
+    task vector's reported histogram ``counts`` (HISTOGRAM_LENGTH,) and its zero count:
+    the fraction of entries with |τ| ≥ the edge (the density that threshold means) and the
+    fractions of L1 mass and energy (Σ τ²) they carry. Mass uses each bin's geometric
+    midpoint, so it is an estimate within a quarter octave; the analysis's own trimming
+    figures are exact. Arrays have WINDOW_BINS + 1 entries, one per edge."""
+    edges = np.asarray(histogram_edges())
+    values = np.empty(HISTOGRAM_LENGTH)
+    values[0] = edges[0] / 2
+    values[1:-1] = np.sqrt(edges[:-1] * edges[1:])
+    values[-1] = edges[-1] * 2
+    counts = np.asarray(counts, dtype=np.float64)
+    numel = counts.sum() + zeros
+    # Entries at or above edge i are those in reported bins i + 1 onwards.
+    entries = np.cumsum(counts[::-1])[::-1][1:]
+    l1 = np.cumsum((counts * values)[::-1])[::-1][1:]
+    energy = np.cumsum((counts * values**2)[::-1])[::-1][1:]
+
+    def share(part: NDArray[np.float64], whole: float) -> NDArray[np.float64]:
+        return part / whole if whole > 0 else np.zeros_like(part)
+
+    total_l1 = float((counts * values).sum())
+    total_energy = float((counts * values**2).sum())
+    return {
+        "thresholds": edges,
+        "density": share(entries, float(numel)),
+        "l1": share(l1, total_l1),
+        "energy": share(energy, total_energy),
+    }
