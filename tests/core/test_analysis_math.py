@@ -236,3 +236,17 @@ def test_spectra_plan_samples_deterministically_within_budget() -> None:
     assert len(sample.matrices) == 6 and "layers 5, 0, 9" in sample.rule
     assert plan_spectra(shapes, "auto", budget=budget, n_models=2) == sample
     assert plan_spectra(shapes, "none").matrices == ()
+
+
+def test_kept_curve_estimates_trimming_from_the_histogram() -> None:
+    from mergestudio.analysis.histogram import kept_curve
+
+    values = torch.randn(20000, generator=torch.Generator().manual_seed(5))
+    result = _analyze(torch.zeros(20000), [values], 0.2)
+    curve = kept_curve(result.sums.histogram[0], int(result.sums.zeros[0]))
+    assert np.all(np.diff(curve["density"]) <= 0) and curve["density"][0] == pytest.approx(1.0)
+    threshold = np.interp(0.2, curve["density"][::-1], curve["thresholds"][::-1])
+    assert threshold == pytest.approx(result.thresholds[0], rel=0.1)
+    exact = summarize(result.sums, 0.2)["trim"]["kept_energy_fraction"][0]
+    estimated = np.interp(0.2, curve["density"][::-1], curve["energy"][::-1])
+    assert estimated == pytest.approx(exact, abs=0.05)

@@ -66,21 +66,21 @@ def kept_curve(counts: NDArray[np.int64], zeros: int) -> dict[str, NDArray[np.fl
     values[0] = edges[0] / 2
     values[1:-1] = np.sqrt(edges[:-1] * edges[1:])
     values[-1] = edges[-1] * 2
-    counts = np.asarray(counts, dtype=np.float64)
-    numel = counts.sum() + zeros
+    weights = np.asarray(counts, dtype=np.float64)
+    numel = float(weights.sum()) + zeros
     # Entries at or above edge i are those in reported bins i + 1 onwards.
-    entries = np.cumsum(counts[::-1])[::-1][1:]
-    l1 = np.cumsum((counts * values)[::-1])[::-1][1:]
-    energy = np.cumsum((counts * values**2)[::-1])[::-1][1:]
+    entries = np.cumsum(weights[::-1])[::-1][1:]
+    l1 = np.cumsum((weights * values)[::-1])[::-1][1:]
+    energy = np.cumsum((weights * values**2)[::-1])[::-1][1:]
 
     def share(part: NDArray[np.float64], whole: float) -> NDArray[np.float64]:
         return part / whole if whole > 0 else np.zeros_like(part)
 
-    total_l1 = float((counts * values).sum())
-    total_energy = float((counts * values**2).sum())
+    total_l1 = float((weights * values).sum())
+    total_energy = float((weights * values**2).sum())
     return {
         "thresholds": edges,
-        "density": share(entries, float(numel)),
+        "density": share(entries, numel),
         "l1": share(l1, total_l1),
         "energy": share(energy, total_energy),
     }
