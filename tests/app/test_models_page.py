@@ -106,7 +106,7 @@ def test_hub_model_downloads_with_progress(qtbot, window, family, monkeypatch) -
     entry = window.state.model("someorg/tiny-llama@main")
     assert entry is not None and entry.kind == "hub"
     assert entry.source_text.startswith("Hub @ 0123456789")
-    assert not page.cancel_button.isVisible()
+    assert not page.cancel_button.isVisibleTo(page)
 
 
 def test_hub_download_can_be_cancelled(qtbot, window, family, monkeypatch) -> None:
@@ -125,7 +125,7 @@ def test_hub_download_can_be_cancelled(qtbot, window, family, monkeypatch) -> No
     page.hub_edit.setText("someorg/huge-model")
     page.hub_button.click()
     qtbot.waitUntil(started.is_set, timeout=10_000)
-    assert page.cancel_button.isVisible()
+    assert page.cancel_button.isVisibleTo(page)
     with qtbot.waitSignal(page.queue_empty, timeout=10_000):
         page.cancel_button.click()
     assert not window.state.models

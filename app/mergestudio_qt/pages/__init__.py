@@ -33,6 +33,9 @@ class PageSpec:
 
 
 _PAGES: list[PageSpec] = []
+# The order of the sidebar, whatever order the page modules are imported in; pages not
+# listed come after these, in registration order.
+PAGE_ORDER = ("models", "recipe", "merge", "inspect", "evolve")
 # Modules that register pages when imported; a missing one (an issue not merged yet) is
 # skipped and its placeholder stays.
 PAGE_MODULES = (
@@ -63,7 +66,10 @@ def pages() -> list[PageSpec]:
         except ModuleNotFoundError as error:
             if error.name != name:
                 raise
-    return list(_PAGES)
+    def rank(spec: PageSpec) -> int:
+        return PAGE_ORDER.index(spec.key) if spec.key in PAGE_ORDER else len(PAGE_ORDER)
+
+    return sorted(_PAGES, key=rank)  # stable: unlisted pages keep their order
 
 
 __all__ = ["PageSpec", "pages", "register_page"]
