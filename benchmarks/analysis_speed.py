@@ -1,6 +1,8 @@
 """Time ``mergestudio analyze`` (base + 3 fine-tunes) on the synthetic Llama family of
 merge_speed.py: wall time, the analysis's own time, peak anonymous memory, and how many
-matrices got a spectrum. The cache is bypassed (--no-cache, a fresh cache folder).
+matrices got a spectrum. The cache is bypassed (--no-cache, a fresh cache folder). CPU seconds are reported too:
+on a machine shared with other work they are closer to what an idle machine's wall
+time would be.
 
     python benchmarks/analysis_speed.py --shape 134m
     python benchmarks/analysis_speed.py --shape 1.1b --spectra none --spectra auto
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import tempfile
 from pathlib import Path
@@ -47,12 +50,17 @@ def main() -> int:
                 "--density", str(args.density), "--spectra", spectra, "--threads", str(args.threads),
                 "--json", str(report_path), "--no-cache", "--cache-dir", scratch, "-q",
             ]
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             timing = run_timed(command, "mergestudio", f"analyze/{spectra}", None)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            # CPU seconds tell more than wall time on a machine shared with other work.
+            cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             report = json.loads(report_path.read_text()) if timing.returncode == 0 else {}
         row = {
             "shape": shape.name,
             "spectra": spectra,
             "wall_s": round(timing.seconds, 2),
+            "cpu_s": round(cpu_s, 2),
             "analysis_s": round(report.get("elapsed_s", float("nan")), 2),
             "peak_anon_mb": round(timing.peak_anon_mb),
             "spectra_matrices": len(report.get("spectra", {}).get("results", [])),
@@ -60,7 +68,8 @@ def main() -> int:
             "returncode": timing.returncode,
         }
         results.append(row)
-        print(f"  spectra={spectra:6} wall {row['wall_s']:7.2f} s  analysis {row['analysis_s']:7.2f} s  "
+        print(f"  spectra={spectra:6} wall {row['wall_s']:7.2f} s  cpu {row['cpu_s']:7.2f} s  "
+              f"analysis {row['analysis_s']:7.2f} s  "
               f"peak anon {row['peak_anon_mb']:6} MB  spectra of {row['spectra_matrices']} matrices", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

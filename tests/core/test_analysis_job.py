@@ -158,3 +158,18 @@ def test_tensor_details_find_the_conflicting_rows(tmp_path: Path) -> None:
     assert details.summary["sign_conflict_rate"]["overall"] == pytest.approx(25 / 240)
     assert details.histograms.shape == (2, len(details.histogram_edges) + 1)
     assert details.spectra is not None and details.spectra[0]["effective_rank"] == 1
+
+
+def test_analysis_is_qt_free_and_its_cli_imports_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import mergestudio.cli.analyze_cmd\n"
+        "print('torch' in sys.modules)\n"
+        "import mergestudio.analysis\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'PySide6', 'pyqtgraph', 'mergestudio_qt'}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split("\n")[:2] == ["False", "[]"]
