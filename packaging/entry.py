@@ -1,8 +1,8 @@
 """Entry point of the frozen Merge Studio: the ``mergestudio`` command.
 
-Started without arguments from a desktop (double-click, Start menu, Dock: no terminal),
-it opens the studio window; from a terminal it behaves exactly like the pip-installed
-command.
+On Windows and macOS, started without arguments from the desktop (double-click in
+Explorer or Finder: no terminal), it opens the studio window; everywhere else it behaves
+exactly like the pip-installed command (Linux menus start ``mergestudio studio``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import sys
 
 def _arguments() -> list[str]:
     args = [a for a in sys.argv[1:] if not a.startswith("-psn_")]  # macOS Finder adds -psn_…
-    if not args and not (sys.stdin and sys.stdin.isatty()):
+    from_desktop = sys.platform in ("win32", "darwin") and not (sys.stdin and sys.stdin.isatty())
+    if not args and from_desktop:
         return ["studio"]
     return args
 

@@ -33,13 +33,17 @@ install_tools() {
 }
 
 snapshot() {  # every path under the folders a package writes to, minus caches triggers rewrite
-    find $WATCHED -xdev 2>/dev/null | grep -v -e 'icon-theme.cache$' -e 'mimeinfo.cache$' | sort
+    { find $WATCHED -xdev 2>/dev/null || true; } | { grep -v -e 'icon-theme.cache$' -e 'mimeinfo.cache$' || true; } | sort
 }
 
 install_deb() {
     local start end
     start=$(now)
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "./$DEB" >/dev/null
+    # Depends: come from the archive; refresh the package lists only when they are stale.
+    if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "./$DEB" >/dev/null; then
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "./$DEB" >/dev/null
+    fi
     end=$(now)
     say "installed $(basename "$DEB") ($(du -h "$DEB" | cut -f1)) in $(secs "$start" "$end") s;" \
         "Installed-Size $(dpkg-query -W -f='${Installed-Size}' mergestudio) KiB, /opt/mergestudio $(du -sh /opt/mergestudio | cut -f1)"
@@ -123,6 +127,8 @@ remove_and_compare() {
 
 cleanup() {
     [ -z "${XVFB_PID:-}" ] || kill "$XVFB_PID" 2>/dev/null || true
+    # After a failure, do not leave the package installed on the machine.
+    if dpkg -s mergestudio >/dev/null 2>&1; then $SUDO apt-get purge -y -qq mergestudio >/dev/null || true; fi
     rm -rf "$SCRATCH"
 }
 
