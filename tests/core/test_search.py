@@ -348,3 +348,14 @@ def test_subset_estimator_keeps_the_same_items_and_the_score_weighs_objectives(f
     assert first.study_names == ["s"] and first.directions == ["maximize"]
     # Perplexity (minimised) counts against a maximised score, times its weight.
     assert first.study_values({"ta": 3.0, "ga": 1.0}) == [pytest.approx(-2.0 * 3.0 + 1.0)]
+
+
+def test_demo_search_spec_fits_the_demo_zoo() -> None:
+    """The shipped demo spec validates against the shipped zoo (when it is built)."""
+    from mergestudio.demo.paths import REPO_ROOT
+
+    spec_path = REPO_ROOT / "resources" / "demo" / "search.yml"
+    if not (spec_path.parent / "models" / "base" / "config.json").is_file():
+        pytest.skip("the demo zoo is not built")
+    spec = load_spec(spec_path)
+    assert spec.algorithm.name == "nsga2" and len(spec.objectives) >= 2
