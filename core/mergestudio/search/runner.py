@@ -107,6 +107,7 @@ class _Search:
         self.failures = 0
         self.elapsed_before = 0.0
         self.session_start = time.perf_counter()
+        self.paused_s = 0.0  # time spent paused does not count against the wall-time budget
 
     # ---- the loop ----------------------------------------------------------------------
 
@@ -115,7 +116,7 @@ class _Search:
         self._describe_study(study)
         interrupted = recover_interrupted(study)
         if interrupted:
-            log(self.events, f"re-queued {len(interrupted)} trial(s) left unfinished: {interrupted}")
+            log(self.events, f"{len(interrupted)} trial(s) left unfinished will run again: {interrupted}")
         self.elapsed_before = float(study.user_attrs.get(ELAPSED_ATTR, 0.0))
         self._announce(study)
         self._replay(study)
@@ -146,7 +147,9 @@ class _Search:
                 return "finished", spent
             if self.control.paused:
                 emit(self.events, self._state_event(study, "paused"))
+                paused_at = time.perf_counter()
                 self.control.wait_while_paused()
+                self.paused_s += time.perf_counter() - paused_at
                 if not self.control.stop_requested:
                     emit(self.events, self._state_event(study, "running"))
             if self.control.stop_requested:
@@ -246,7 +249,7 @@ class _Search:
         return ""
 
     def _elapsed(self) -> float:
-        return self.elapsed_before + time.perf_counter() - self.session_start
+        return self.elapsed_before + time.perf_counter() - self.session_start - self.paused_s
 
     def _save_elapsed(self, study: optuna.Study) -> None:
         study.set_user_attr(ELAPSED_ATTR, round(self._elapsed(), 3))
