@@ -162,7 +162,7 @@ class _Planner:
             for m in recipe.models
         ]
         base = recipe.base_model
-        if base and self.method.needs_base and all(s.model != base for s in sources):
+        if self.method.takes_base(base) and all(s.model != base for s in sources):
             sources.append(InputSlice(model=base, layer_range=(0, max(1, self.sources[base].num_layers))))
         return [OutputSlice(sources=sources)]
 
@@ -287,7 +287,8 @@ class _Planner:
                 output_name, reference.shape, reference.dtype, (), None, {}, {}, layer, t, copy_from=source
             )
         base = self._slice_base(output_slice)
-        if self.method.needs_base:
+        takes_base = self.method.takes_base(base)
+        if takes_base:
             if base not in input_names:
                 raise RecipeError(f"base_model: {base} is not among the inputs of this slice")
             inputs = [m for m in input_names if m != base]
@@ -301,7 +302,7 @@ class _Planner:
             shape=reference.shape,
             out_dtype=out_dtype,
             inputs=tuple(TensorInput(m, input_names[m]) for m in inputs),
-            base=TensorInput(base, input_names[base]) if self.method.needs_base and base else None,
+            base=TensorInput(base, input_names[base]) if takes_base and base else None,
             global_params=global_params,
             model_params=model_params,
             layer=layer,
@@ -324,7 +325,7 @@ class _Planner:
                 if method.max_models is None
                 else f"{method.min_models} to {method.max_models}"
             )
-            besides = " besides the base" if method.needs_base else ""
+            besides = " besides the base" if method.takes_base(self.recipe.base_model) else ""
             raise RecipeError(
                 f"merge_method {method.name!r} takes {wanted} input model(s){besides} per tensor, "
                 f"got {count} for {output_name}"

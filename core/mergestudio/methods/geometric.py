@@ -99,6 +99,7 @@ def _nuslerp_pair(t: float, v0: torch.Tensor, v1: torch.Tensor, eps: float = 1e-
     ),
     min_models=1,
     max_models=2,
+    optional_base=True,
     notes=_OPTIONAL_BASE + " With a weight sum of ~0, t = 0.5.",
 )
 def nuslerp(
@@ -135,6 +136,7 @@ def nuslerp(
         Param("eps", "float", "Small constant for numerical stability.", default=1e-8, low=0.0, high=1e-2),
     ),
     min_models=1,
+    optional_base=True,
     notes=_OPTIONAL_BASE + " When the weighted mean direction vanishes, two models fall back to a "
     "linear blend; more raise an error, as in mergekit.",
 )

@@ -110,6 +110,9 @@ class MethodSpec:
     math: str = ""
     paper: str | None = None
     needs_base: bool = False
+    # A base_model is used when the recipe names one (interpolating task vectors), and
+    # the method also works without.
+    optional_base: bool = False
     # The value at each entry depends only on the inputs at that entry, so the executor
     # may split a large tensor into row chunks.
     elementwise: bool = False
@@ -118,6 +121,10 @@ class MethodSpec:
     max_models: int | None = None
     notes: str = ""
     aliases: tuple[str, ...] = field(default=())
+
+    def takes_base(self, base_model: str | None) -> bool:
+        """Whether the base model is handed to the function (and kept out of the inputs)."""
+        return bool(base_model) and (self.needs_base or self.optional_base)
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -143,6 +150,7 @@ def register(
     math: str = "",
     paper: str | None = None,
     needs_base: bool = False,
+    optional_base: bool = False,
     elementwise: bool = False,
     stochastic: bool = False,
     min_models: int = 1,
@@ -162,6 +170,7 @@ def register(
             math=math,
             paper=paper,
             needs_base=needs_base,
+            optional_base=optional_base,
             elementwise=elementwise,
             stochastic=stochastic,
             min_models=min_models,

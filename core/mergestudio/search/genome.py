@@ -178,7 +178,7 @@ def _targets_of(
             raise SpecError(f"{where}.models: {spec.param!r} is one value for the whole merge, not per model")
         models = [None]
     else:
-        inputs = [m.model for m in base.models or [] if m.model != base.base_model or not method.needs_base]
+        inputs = [m.model for m in base.models or [] if not method.takes_base(base.base_model) or m.model != base.base_model]
         models = list(spec.models or inputs)
         for model in models:
             if model not in labels:

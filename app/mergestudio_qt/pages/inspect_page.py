@@ -1,0 +1,563 @@
+"""Inspect: where the task vectors of the chosen models agree and fight, before merging.
+
+Heatmaps (layer × module group) of the sign-conflict rate, cosine similarity and relative
+norm fill in as layers complete; beside them the model-pair cosine matrix, the magnitude
+histograms with a draggable density line showing what TIES trimming and DARE would keep,
+and singular spectra. The analysis runs in a worker thread with progress and Cancel, and
+is cached by the engine, so reopening the same models is instant.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from mergestudio.events import Progress
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from mergestudio_qt import jobs
+from mergestudio_qt.context import Studio
+from mergestudio_qt.pages import PageSpec, register_page
+
+REDRAW_MS = 50  # heatmaps and progress redraw at 20 Hz at most, however fast layers finish
+HEATMAP_GROUPS = ("attention", "mlp", "norm", "other")
+# metric key -> (title, colour-bar range, centre of the diverging map or None for "the mean")
+METRICS: dict[str, tuple[str, tuple[float, float] | None, float | None]] = {
+    "conflict": ("Sign-conflict rate (after trimming)", (0.0, 1.0), 0.5),
+    "cosine": ("Cosine similarity (mean over pairs)", (-1.0, 1.0), 0.0),
+    "relative_norm": ("Relative norm ‖τ‖/‖θ‖ (mean over models)", None, None),
+}
+MODEL_PENS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
+
+
+def metric_value(summary: dict[str, Any], metric: str) -> float:
+    """One heatmap cell from a scope summary (NaN when undefined)."""
+    if metric == "conflict":
+        value = summary["sign_conflict_rate"]["overall"]
+    elif metric == "cosine":
+        value = summary["cosine"]["overall"]
+    else:
+        norms = [v for v in summary["relative_norm"] if v is not None]
+        value = sum(norms) / len(norms) if norms else None
+    return math.nan if value is None else float(value)
+
+
+class AnalysisJob(jobs.Job):
+    """Runs ``mergestudio.analysis.analyze``; ``layer_done`` carries each ``LayerAnalyzed``."""
+
+    layer_done = Signal(object)
+
+    def __init__(
+        self, base: str, models: list[str], density: float, cache_dir: str | None, threads: int
+    ) -> None:
+        super().__init__()
+        self.base, self.models, self.density = base, models, density
+        self.cache_dir, self.threads = cache_dir, threads
+
+    def work(self) -> Any:
+        from mergestudio.analysis import analyze
+
+        return analyze(
+            self.base,
+            self.models,
+            self.density,
+            events=self.events,
+            cancel=self.cancel_token,
+            cache_dir=self.cache_dir,
+            threads=self.threads or 1,
+        )
+
+    def events(self, event: object) -> None:
+        from mergestudio.analysis import LayerAnalyzed
+
+        if isinstance(event, LayerAnalyzed):
+            self.layer_done.emit(event)
+        else:
+            super().events(event)
+
+
+class Heatmap(QWidget):
+    """Layers (x) × module groups (y) as one ImageItem with a diverging colour bar."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.metric_key = "conflict"
+        self.cells: dict[tuple[int, str], dict[str, Any]] = {}
+        self.layer_count = 0
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.plot = pg.PlotWidget()
+        self.plot.setMenuEnabled(False)
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.getPlotItem().setLabel("bottom", "layer")
+        self.plot.getPlotItem().getAxis("left").setWidth(72)  # room for "attention"
+        self.plot.invertY(True)  # first group on top, like a table
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.plot.addItem(self.image)
+        self.colorbar = pg.ColorBarItem(
+            values=(0.0, 1.0), colorMap=pg.colormap.get("CET-D1"), interactive=False
+        )
+        self.colorbar.setImageItem(self.image, insert_in=self.plot.getPlotItem())
+        layout.addWidget(self.plot)
+
+    def clear(self, layer_count: int) -> None:
+        self.cells.clear()
+        self.layer_count = layer_count
+        self.redraw()
+
+    def set_cell(self, layer: int, group: str, summary: dict[str, Any]) -> None:
+        self.cells[(layer, group)] = summary
+        self.layer_count = max(self.layer_count, layer + 1)
+
+    def set_metric(self, metric: str) -> None:
+        self.metric_key = metric
+        self.redraw()
+
+    def groups(self) -> list[str]:
+        """Rows of the heatmap: the module groups that have per-layer tensors (attention,
+        MLP and norms before anything is known)."""
+        present = {group for _, group in self.cells}
+        return [g for g in HEATMAP_GROUPS if g in present] or list(HEATMAP_GROUPS[:3])
+
+    def grid(self) -> np.ndarray:
+        """(groups, layers) float64 values of the current metric, NaN where not yet known."""
+        groups = self.groups()
+        values = np.full((len(groups), max(self.layer_count, 1)), np.nan)
+        for (layer, group), summary in self.cells.items():
+            if group in groups:
+                values[groups.index(group), layer] = metric_value(summary, self.metric_key)
+        return values
+
+    def redraw(self) -> None:
+        values = self.grid()
+        title, fixed, centre = METRICS[self.metric_key]
+        self.plot.getPlotItem().setTitle(title)
+        known = values[~np.isnan(values)]
+        if fixed is not None:
+            low, high = fixed
+        elif known.size:
+            # Diverging around the mean: cells above and below the typical norm stand out.
+            mean = float(known.mean())
+            spread = max(float(np.abs(known - mean).max()), 1e-12)
+            low, high = mean - spread, mean + spread
+        else:
+            low, high = 0.0, 1.0
+        self.colorbar.setLevels(low=low, high=high)
+        # NaN cells (not analysed yet) are drawn at the centre colour.
+        middle = centre if centre is not None else (low + high) / 2
+        self.image.setImage(np.where(np.isnan(values), middle, values), levels=(low, high))
+        self.plot.getPlotItem().getAxis("left").setTicks([list(enumerate(self.groups()))])
+        self.image.setRect(-0.5, -0.5, values.shape[1], values.shape[0])
+
+
+class PairMatrix(QWidget):
+    """The model-pair cosine matrix of the whole model, with its colour bar."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.plot = pg.PlotWidget(title="Cosine similarity of task vectors")
+        self.plot.setMenuEnabled(False)
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.invertY(True)
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.plot.addItem(self.image)
+        bar = pg.ColorBarItem(values=(-1.0, 1.0), colorMap=pg.colormap.get("CET-D1"), interactive=False)
+        bar.setImageItem(self.image, insert_in=self.plot.getPlotItem())
+        self.labels: list[pg.TextItem] = []
+        layout.addWidget(self.plot)
+
+    def show_matrix(self, matrix: list[list[float | None]], names: list[str]) -> None:
+        values = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
+        self.image.setImage(np.nan_to_num(values), levels=(-1.0, 1.0))
+        self.image.setRect(-0.5, -0.5, len(names), len(names))
+        ticks = [list(enumerate(names))]
+        self.plot.getPlotItem().getAxis("bottom").setTicks(ticks)
+        self.plot.getPlotItem().getAxis("left").setTicks(ticks)
+        for label in self.labels:
+            self.plot.removeItem(label)
+        self.labels = []
+        for (row, column), value in np.ndenumerate(values):
+            label = pg.TextItem("—" if np.isnan(value) else f"{value:.2f}", anchor=(0.5, 0.5), color="k")
+            label.setPos(column, row)
+            self.plot.addItem(label)
+            self.labels.append(label)
+
+
+class HistogramView(QWidget):
+    """log₁₀|τ| histograms per model and a draggable threshold line: what magnitude
+    trimming at that threshold keeps (estimated from the histogram), next to DARE."""
+
+    density_picked = Signal(float)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from mergestudio.analysis.histogram import histogram_edges
+
+        self.edges = np.asarray(histogram_edges())
+        self.curves: list[dict[str, np.ndarray]] = []
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.plot = pg.PlotWidget(title="Magnitudes of the task vectors")
+        self.plot.setLabel("bottom", "log₁₀ |τ|")
+        self.plot.setLabel("left", "entries")
+        self.plot.addLegend(offset=(-10, 10))
+        self.items: list[pg.PlotDataItem] = []
+        self.line = pg.InfiniteLine(angle=90, movable=True, pen=pg.mkPen("#C44E52", width=2))
+        self.line.sigPositionChanged.connect(self._line_moved)
+        self.line.sigPositionChangeFinished.connect(self._line_released)
+        self.plot.addItem(self.line)
+        self.readout = QLabel("Run an analysis to see the histograms.", self)
+        self.readout.setWordWrap(True)
+        layout.addWidget(self.plot)
+        layout.addWidget(self.readout)
+
+    def show_histograms(self, summary: dict[str, Any], names: list[str], density: float) -> None:
+        from mergestudio.analysis.histogram import kept_curve
+
+        counts = summary["histogram"]["counts"]
+        zeros = summary["histogram"]["zeros"]
+        self.curves = [kept_curve(np.asarray(c), int(z)) for c, z in zip(counts, zeros, strict=True)]
+        x = np.log10(self.edges)
+        while len(self.items) < len(names):
+            pen = pg.mkPen(MODEL_PENS[len(self.items) % len(MODEL_PENS)], width=2)
+            self.items.append(self.plot.plot(stepMode="center", pen=pen, name=names[len(self.items)]))
+        for item, row in zip(self.items, counts, strict=False):
+            item.setData(x, np.asarray(row[1:-1], dtype=float))
+        for item in self.items[len(names) :]:
+            item.setData([], [])
+        populated = np.flatnonzero(np.asarray(counts)[:, 1:-1].sum(axis=0))
+        if populated.size:  # show the occupied octaves, not the whole fixed window
+            self.plot.setXRange(x[populated[0]] - 0.25, x[populated[-1] + 1] + 0.25, padding=0)
+        self.set_density(density)
+
+    def threshold_for(self, density: float) -> float:
+        """log₁₀ of the threshold at which the first model keeps ``density`` (interpolated)."""
+        if not self.curves:
+            return 0.0
+        curve = self.curves[0]
+        # density falls as the threshold rises: interpolate on the reversed arrays.
+        return float(np.interp(density, curve["density"][::-1], np.log10(curve["thresholds"])[::-1]))
+
+    def set_density(self, density: float) -> None:
+        self.line.blockSignals(True)
+        self.line.setValue(self.threshold_for(density))
+        self.line.blockSignals(False)
+        self._describe(self.line.value())
+
+    def kept_at(self, log_threshold: float) -> list[tuple[float, float, float]]:
+        """Per model (density, L1 fraction, energy fraction) kept at a threshold."""
+        out = []
+        for curve in self.curves:
+            x = np.log10(curve["thresholds"])
+            out.append(
+                tuple(float(np.interp(log_threshold, x, curve[k])) for k in ("density", "l1", "energy"))
+            )
+        return out  # type: ignore[return-value]
+
+    def _line_moved(self) -> None:
+        self._describe(self.line.value())
+
+    def _line_released(self) -> None:
+        kept = self.kept_at(self.line.value())
+        if kept:
+            self.density_picked.emit(round(kept[0][0], 3))
+
+    def _describe(self, log_threshold: float) -> None:
+        kept = self.kept_at(log_threshold)
+        if not kept:
+            return
+        density = kept[0][0]
+        parts = [f"|τ| ≥ {10**log_threshold:.3g}: TIES trimming keeps"]
+        for index, (share, l1, energy) in enumerate(kept):
+            parts.append(
+                f"model {index + 1}: {share:.1%} of entries, {l1:.0%} of L1, {energy:.0%} of energy;"
+            )
+        parts.append(f"DARE at density {density:.2f} keeps {density:.0%} of L1 and energy in expectation.")
+        self.readout.setText(" ".join(parts))
+
+
+class SpectrumView(QWidget):
+    """Normalised singular values (σ / σ₁) of one task matrix per model."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.results: list[Any] = []
+        self.names: list[str] = []
+        self.rule = ""
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.choice = QComboBox(self)
+        self.choice.currentIndexChanged.connect(self._show)
+        self.plot = pg.PlotWidget(title="Singular spectra of task matrices")
+        self.plot.setLabel("bottom", "index")
+        self.plot.setLabel("left", "σ / σ₁")
+        self.plot.setLogMode(y=True)
+        self.plot.addLegend(offset=(-10, 10))
+        self.items: list[pg.PlotDataItem] = []
+        self.note = QLabel("", self)
+        self.note.setWordWrap(True)
+        layout.addWidget(self.choice)
+        layout.addWidget(self.plot)
+        layout.addWidget(self.note)
+
+    def show_spectra(self, results: list[Any], rule: str, names: list[str]) -> None:
+        self.results = results
+        self.names = names
+        self.rule = rule
+        self.note.setText(f"Spectra: {rule}" if results else f"No spectra ({rule}).")
+        self.choice.blockSignals(True)
+        self.choice.clear()
+        self.choice.addItems([r.name for r in results])
+        self.choice.blockSignals(False)
+        self._show(0)
+
+    def _show(self, index: int) -> None:
+        if not 0 <= index < len(self.results):
+            for item in self.items:
+                item.setData([], [])
+            return
+        models = self.results[index].models
+        while len(self.items) < len(models):
+            pen = pg.mkPen(MODEL_PENS[len(self.items) % len(MODEL_PENS)], width=2)
+            self.items.append(self.plot.plot(pen=pen, name=self.names[len(self.items)]))
+        for item, record in zip(self.items, models, strict=False):
+            values = np.asarray(record["singular_values"], dtype=float)
+            top = values[0] if values.size and values[0] > 0 else 1.0
+            item.setData(np.arange(1, values.size + 1), np.clip(values / top, 1e-12, None))
+        self.plot.enableAutoRange()
+        ranks = ", ".join(
+            f"{name}: {m['effective_rank']}/{m['full_rank']}"
+            for name, m in zip(self.names, models, strict=False)
+        )
+        self.note.setText(f"Effective rank (95 % energy): {ranks}. Spectra: {self.rule}")
+
+
+class InspectPage(QWidget):
+    """``analysis_finished(status)``: "succeeded", "failed" or "cancelled", emitted when the
+    worker has finished and the page is ready for the next run."""
+
+    analysis_finished = Signal(str)
+
+    def __init__(self, studio: Studio) -> None:
+        super().__init__()
+        self.studio = studio
+        self.state = studio.state
+        self.job: AnalysisJob | None = None
+        self.report: Any = None
+        self._pending_progress: Progress | None = None
+        self._dirty_heatmap = False
+        self._outcome = ""
+        self._redraw = QTimer(self)
+        self._redraw.setInterval(REDRAW_MS)
+        self._redraw.timeout.connect(self._draw)
+        self._build()
+        self.state.models_changed.connect(self._inputs_changed)
+        self.state.base_changed.connect(self._inputs_changed)
+        self._inputs_changed()
+
+    # ---- layout ------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        controls = QHBoxLayout()
+        self.inputs_label = QLabel(self)
+        self.density = QDoubleSpinBox(self)
+        self.density.setRange(0.01, 1.0)
+        self.density.setSingleStep(0.05)
+        self.density.setDecimals(3)
+        self.density.setValue(0.2)
+        self.density.setToolTip("Fraction of each task vector that TIES-style trimming keeps")
+        self.density.valueChanged.connect(self._density_changed)
+        self.analyze_button = QPushButton("Analyze", self)
+        self.analyze_button.clicked.connect(self.start_analysis)
+        self.cancel_button = QPushButton("Cancel", self)
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress = QProgressBar(self)
+        self.progress.setRange(0, 1000)
+        self.status = QLabel("", self)
+        controls.addWidget(self.inputs_label, 1)
+        controls.addWidget(QLabel("Density", self))
+        controls.addWidget(self.density)
+        controls.addWidget(self.analyze_button)
+        controls.addWidget(self.cancel_button)
+        controls.addWidget(self.progress, 1)
+        layout.addLayout(controls)
+        layout.addWidget(self.status)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal, self)
+        left = QWidget(splitter)
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        self.metric_choice = QComboBox(left)
+        for key, (title, _, _) in METRICS.items():
+            self.metric_choice.addItem(title, key)
+        self.heatmap = Heatmap(left)
+        self.metric_choice.currentIndexChanged.connect(self._metric_chosen)
+        self.summary = QLabel("", left)
+        self.summary.setWordWrap(True)
+        left_layout.addWidget(self.metric_choice)
+        left_layout.addWidget(self.heatmap, 1)
+        left_layout.addWidget(self.summary)
+        self.tabs = QTabWidget(splitter)
+        self.pairs = PairMatrix()
+        self.histograms = HistogramView()
+        self.histograms.density_picked.connect(self.density.setValue)
+        self.spectra = SpectrumView()
+        self.tabs.addTab(self.pairs, "Model pairs")
+        self.tabs.addTab(self.histograms, "Histograms")
+        self.tabs.addTab(self.spectra, "Spectra")
+        splitter.addWidget(left)
+        splitter.addWidget(self.tabs)
+        splitter.setSizes([600, 400])
+        layout.addWidget(splitter, 1)
+
+    # ---- inputs ------------------------------------------------------------------------
+
+    def inputs(self) -> tuple[str | None, list[str]]:
+        return self.state.base, self.state.merged_references()
+
+    def _inputs_changed(self) -> None:
+        base, models = self.inputs()
+        if base is None or not models:
+            self.inputs_label.setText("Add a base and at least one fine-tune on the Models page.")
+        else:
+            self.inputs_label.setText(f"{len(models)} task vector(s) against {_short(base)}")
+        self.analyze_button.setEnabled(self.job is None and base is not None and bool(models))
+
+    def _metric_chosen(self, _index: int) -> None:
+        self.heatmap.set_metric(self.metric_choice.currentData())
+
+    def _density_changed(self, value: float) -> None:
+        if self.report is not None:
+            self.histograms.set_density(value)
+            stale = not math.isclose(value, self.report.density)
+            self.status.setText("Density changed: press Analyze for exact figures." if stale else "")
+
+    # ---- the job -----------------------------------------------------------------------
+
+    def start_analysis(self) -> None:
+        base, models = self.inputs()
+        if self.job is not None or base is None or not models:
+            return
+        preferences = self.studio.preferences
+        job = AnalysisJob(
+            base, models, self.density.value(), str(preferences.effective_cache_dir()), preferences.threads
+        )
+        job.progress.connect(self._on_progress)
+        job.layer_done.connect(self._on_layer)
+        job.succeeded.connect(self._on_done)
+        job.failed.connect(self._on_failed)
+        job.cancelled.connect(self._on_cancelled)
+        job.finished.connect(self._on_finished)
+        self.job = job
+        self.heatmap.clear(0)
+        self.progress.setValue(0)
+        self.status.setText("Analyzing…")
+        self.analyze_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self._redraw.start()
+        jobs.start(job)
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+            self.cancel_button.setEnabled(False)
+            self.status.setText("Cancelling…")
+
+    def cancel_all(self) -> None:
+        self.cancel()
+
+    def _on_progress(self, progress: Progress) -> None:
+        self._pending_progress = progress
+
+    def _on_layer(self, event: Any) -> None:
+        for group, summary in event.summary.get("groups", {}).items():
+            self.heatmap.set_cell(event.layer, group, summary)
+        self.heatmap.layer_count = max(self.heatmap.layer_count, event.layers_total)
+        self._dirty_heatmap = True
+
+    def _draw(self) -> None:
+        progress, self._pending_progress = self._pending_progress, None
+        if progress is not None:
+            self.progress.setValue(int(1000 * progress.fraction))
+        if self._dirty_heatmap:
+            self._dirty_heatmap = False
+            self.heatmap.redraw()
+
+    def _on_done(self, report: Any) -> None:
+        self.show_report(report)
+        origin = "from the cache" if report.from_cache else f"in {report.elapsed_s:.1f} s"
+        self.status.setText(f"Analysed {len(report.tensors)} tensors {origin}.")
+        self._outcome = "succeeded"
+
+    def _on_failed(self, message: str) -> None:
+        self.status.setText(f"Analysis failed: {message}")
+        self._outcome = "failed"
+
+    def _on_cancelled(self) -> None:
+        self.status.setText("Analysis cancelled.")
+        self._outcome = "cancelled"
+
+    def _on_finished(self) -> None:
+        self._redraw.stop()
+        self._draw()
+        self.job = None
+        self.cancel_button.setEnabled(False)
+        self._inputs_changed()
+        # Emitted last, once the page can start another analysis.
+        self.analysis_finished.emit(self._outcome)
+
+    # ---- results -----------------------------------------------------------------------
+
+    def show_report(self, report: Any) -> None:
+        """Fill every view from a finished ``AnalysisReport``."""
+        self.report = report
+        names = [_short(m) for m in report.models]
+        cells = report.layer_group_sums()
+        from mergestudio.analysis import summarize
+
+        self.heatmap.clear(max((layer for layer, _ in cells), default=-1) + 1)
+        for (layer, group), sums in cells.items():
+            self.heatmap.set_cell(layer, group, summarize(sums, report.density))
+        self.heatmap.redraw()
+        overall = report.overall()
+        self.pairs.show_matrix(overall["cosine"]["matrix"], names)
+        self.histograms.show_histograms(overall, names, report.density)
+        self.spectra.show_spectra(report.spectra, report.spectra_plan.get("rule", ""), names)
+        conflict = overall["sign_conflict_rate"]["overall"]
+        cosine = overall["cosine"]["overall"]
+        self.summary.setText(
+            f"Overall: sign conflicts in {_percent(conflict)} of contested entries at density "
+            f"{report.density:g}; mean pairwise cosine {'—' if cosine is None else f'{cosine:.3f}'}."
+        )
+        self.progress.setValue(1000)
+
+
+def _short(reference: str) -> str:
+    return reference.rstrip("/").rsplit("/", 1)[-1] or reference
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+register_page(
+    PageSpec("inspect", "Inspect", "Where task vectors agree, fight, and what trimming keeps", InspectPage)
+)
