@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mergestudio.io import open_model
 from mergestudio_qt.context import Studio
-from mergestudio_qt.pages.inspect import InspectPage
+from mergestudio_qt.pages.inspect_page import InspectPage
 from mergestudio_qt.preferences import Preferences
 from mergestudio_qt.state import StudioState, describe_source
 
@@ -71,7 +71,7 @@ def test_analysis_fills_every_view(qtbot, page: InspectPage) -> None:
 
 
 def test_cancel_stops_the_analysis(qtbot, page: InspectPage, monkeypatch) -> None:
-    from mergestudio_qt.pages import inspect
+    from mergestudio_qt.pages import inspect_page as inspect
 
     monkeypatch.setattr(inspect.AnalysisJob, "events", _cancelling_events)
     with qtbot.waitSignal(page.analysis_finished, timeout=30_000) as blocker:
