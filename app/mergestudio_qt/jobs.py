@@ -5,6 +5,9 @@ widgets; pages connect to the signals, which Qt delivers on the GUI thread.
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 import traceback
 from typing import Any
 
@@ -62,6 +65,7 @@ class Job(QObject):
 
     @Slot()
     def run(self) -> None:
+        _lower_thread_priority()
         try:
             result = self.work()
         except Cancelled:
@@ -83,6 +87,23 @@ class Job(QObject):
             if app is not None:
                 self.moveToThread(app.thread())
             self.finished.emit()
+
+
+WORKER_NICENESS = 5
+
+
+def _lower_thread_priority() -> None:
+    """Make this (worker) thread a little nicer than the GUI thread, so on a busy CPU the
+    scheduler runs the event loop first. Linux sets niceness per thread; QThread's own
+    priorities are ignored there. Elsewhere this does nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        tid = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + WORKER_NICENESS))
+    except OSError:  # not permitted in some sandboxes: keep the default priority
+        pass
 
 
 def start(job: Job) -> QThread:

@@ -149,10 +149,7 @@ class TensorAnalyzer:
         self.n = n_models
         self.tall_lambda = float(tall_lambda)
         self.chunk_elements = max(1, min(chunk_elements, _MAX_CHUNK_ELEMENTS))
-        self._deltas = torch.empty(0)
-        self._base = torch.empty(0)
-        self._bits = torch.empty(0, dtype=torch.int32)
-        self._kept = torch.empty(0)
+        self._scratch: dict[str, torch.Tensor] = {}
         offsets = torch.arange(n_models, dtype=torch.int32) * FINE_BINS
         self._offsets = offsets.view(n_models, 1)
 
@@ -202,26 +199,31 @@ class TensorAnalyzer:
         for start in range(0, total_rows, rows_per_chunk):
             stop = min(total_rows, start + rows_per_chunk)
             count = (stop - start) * cols
-            base_chunk = self._buffer("_base", count, torch.float32)
+            base_chunk = self._buffer("base", count, torch.float32)
             base_chunk.view(stop - start, cols).copy_(base2d[start:stop])
-            deltas = self._buffer("_deltas", self.n * count, torch.float32).view(self.n, count)
+            deltas = self._buffer("deltas", self.n * count, torch.float32).view(self.n, count)
             for slot, tensor in zip(deltas, tensors2d, strict=True):
                 slot.view(stop - start, cols).copy_(tensor[start:stop])  # converts to float32
             deltas.sub_(base_chunk)
             yield start, deltas, base_chunk
 
-    def _buffer(self, attribute: str, count: int, dtype: torch.dtype) -> torch.Tensor:
-        """The first ``count`` entries of a buffer kept across chunks and tensors: fresh
-        large allocations cost page faults on every chunk."""
-        buffer: torch.Tensor = getattr(self, attribute)
-        if buffer.numel() < count:
+    def _buffer(self, name: str, count: int, dtype: torch.dtype) -> torch.Tensor:
+        """The first ``count`` entries of a named scratch buffer kept across chunks and
+        tensors. Every large temporary goes through here: a fresh allocation of a few MB
+        costs page faults on every chunk, which profiled as the largest single cost."""
+        buffer = self._scratch.get(name)
+        if buffer is None or buffer.numel() < count or buffer.dtype != dtype:
             buffer = torch.empty(max(count, self.n * self.chunk_elements), dtype=dtype)
-            setattr(self, attribute, buffer)
+            self._scratch[name] = buffer
         return buffer[:count]
+
+    def _like(self, name: str, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A scratch buffer shaped like ``like``."""
+        return self._buffer(name, like.numel(), dtype or like.dtype).view(like.shape)
 
     def _abs_bits(self, deltas: torch.Tensor) -> torch.Tensor:
         """(n, c) int32 bit patterns of |deltas|, which order like the magnitudes."""
-        bits = self._buffer("_bits", deltas.numel(), torch.int32).view(deltas.shape)
+        bits = self._like("bits", deltas, torch.int32)
         return torch.bitwise_and(deltas.view(torch.int32), _ABS_MASK, out=bits)
 
     # -- pass 1 ---------------------------------------------------------------------------
@@ -234,7 +236,7 @@ class TensorAnalyzer:
         acc.sums += deltas.sum(dim=1).double()
         bits = self._abs_bits(deltas)
         acc.l1 += bits.view(torch.float32).sum(dim=1).double()
-        keys = (bits >> FINE_SHIFT).add_(self._offsets)
+        keys = torch.bitwise_right_shift(bits, FINE_SHIFT, out=self._like("keys", bits)).add_(self._offsets)
         acc.fine += torch.bincount(keys.view(-1), minlength=self.n * FINE_BINS)
 
     # -- pass 2 ---------------------------------------------------------------------------
@@ -272,9 +274,14 @@ class TensorAnalyzer:
         parts: list[list[torch.Tensor]] = [[] for _ in range(self.n)]
         for _, deltas, _ in self._chunks(base2d, tensors2d):
             bits = self._abs_bits(deltas)
-            for model, (row, key) in enumerate(zip(bits, bins, strict=True)):
-                in_bin = (row >> FINE_SHIFT) == key
-                parts[model].append(row[in_bin])
+            keys = torch.bitwise_right_shift(bits, FINE_SHIFT, out=self._like("keys", bits))
+            in_bin = torch.eq(
+                keys,
+                torch.tensor(bins, dtype=torch.int32).view(self.n, 1),
+                out=self._like("mask", bits, torch.bool),
+            )
+            for model, row in enumerate(bits):
+                parts[model].append(row[in_bin[model]])
         return parts
 
     # -- pass 3 ---------------------------------------------------------------------------
@@ -283,7 +290,7 @@ class TensorAnalyzer:
         """(n, c) float32 0/1: the entries of chunk number ``chunk`` that trimming keeps.
         Float, not bool: products with a bool mask convert it on every use."""
         limits = torch.tensor([t.limit(chunk) for t in thresholds], dtype=torch.int32).view(self.n, 1)
-        kept = torch.ge(bits, limits, out=self._buffer("_kept", bits.numel(), torch.float32).view(bits.shape))
+        kept = torch.ge(bits, limits, out=self._like("kept", bits, torch.float32))
         for model, threshold in enumerate(thresholds):
             if threshold.partial and threshold.cut_chunk == chunk:
                 row = bits[model]
@@ -306,14 +313,14 @@ class TensorAnalyzer:
         bits = self._abs_bits(deltas)
         magnitudes = bits.view(torch.float32)
         kept = self._kept_mask(bits, thresholds, chunk)
-        kept_magnitudes = magnitudes * kept
+        kept_magnitudes = torch.mul(magnitudes, kept, out=self._like("kept_magnitudes", kept))
         acc.kept_l1 += kept_magnitudes.sum(dim=1).double()
         acc.kept_sq += torch.stack([torch.dot(row, row) for row in kept_magnitudes]).double()
         # Signs of surviving entries, s ∈ {-1, 0, 1}, (n, c) float32: then s·sᵀ counts
         # agreements minus disagreements and |s|·|s|ᵀ counts both surviving, per pair.
         # A chunk holds at most 2**24 entries, which float32 counts exactly.
-        signs = torch.sign(deltas).mul_(kept)
-        surviving = signs.abs()
+        signs = torch.sign(deltas, out=self._like("signs", deltas)).mul_(kept)
+        surviving = torch.abs(signs, out=self._like("surviving", signs))
         agreement = signs @ signs.T
         both = surviving @ surviving.T
         acc.both += both.double()
@@ -334,9 +341,10 @@ class TensorAnalyzer:
         """(c,) uint8: tasks for which each entry is important by the TALL mask
         |τₜ| > λ·|τ_MTL − τₜ| with τ_MTL = Σ τ (Wang et al. 2024). The paper writes ≥;
         strict > differs only at exact equality and keeps τₜ = 0 from counting."""
-        others = deltas.sum(dim=0) - deltas  # τ_MTL − τₜ, (n, c)
+        total = torch.sum(deltas, dim=0, out=self._like("total", deltas[0]))
+        others = torch.sub(total, deltas, out=self._like("others", deltas))  # τ_MTL − τₜ, (n, c)
         others.abs_().mul_(self.tall_lambda)
-        important = magnitudes > others
+        important = torch.gt(magnitudes, others, out=self._like("mask", magnitudes, torch.bool))
         return important.view(torch.uint8).sum(dim=0, dtype=torch.uint8)
 
 

@@ -235,12 +235,17 @@ def _combine_numpy(
             # τ is zero and nothing agrees either way.
             sign = np.copysign(np.ones_like(merged), merged)
             np.multiply(tau, sign, out=tau)
-            if normalize:
-                divisor = weight_row @ (tau > 0)
             np.maximum(tau, 0, out=tau)
             merged = tau.sum(0)
             merged *= sign
             if normalize:
+                # max(τ·s, 0) > 0 exactly on the agreeing entries. Rows are added one by one:
+                # a BLAS matrix-vector product would start threads for every chunk (and
+                # np.sign is several times slower than a comparison).
+                agreeing = tau > 0
+                divisor = agreeing[0] * weight_row[0]
+                for row, model_weight in zip(agreeing[1:], weight_row[1:], strict=True):
+                    divisor += row * model_weight
                 divisor[divisor == 0] = 1.0
                 merged /= divisor
         elif normalize:
