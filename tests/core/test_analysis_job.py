@@ -99,7 +99,8 @@ def test_cancel_between_tensors(model_family: dict[str, Path], tmp_path: Path) -
     cancel = CancelToken()
 
     def sink(event: object) -> None:
-        if isinstance(event, Progress) and event.done >= 3:
+        # The first finished layer (sent for every layer, unlike throttled Progress events).
+        if isinstance(event, LayerAnalyzed):
             cancel.cancel()
 
     with pytest.raises(Cancelled):
