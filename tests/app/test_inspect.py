@@ -20,7 +20,7 @@ def _demo_family() -> list[Path] | None:
     """The demo zoo's base and fine-tunes when it has been built (folders with weights)."""
     if not DEMO.is_dir():
         return None
-    folders = sorted(p.parent for p in DEMO.glob("**/model.safetensors"))
+    folders = sorted(p.parent for p in (DEMO / "models").glob("*/model.safetensors"))
     base = [f for f in folders if "base" in f.name]
     tunes = [f for f in folders if f not in base]
     return [base[0], *tunes[:3]] if base and tunes else None

@@ -65,6 +65,7 @@ class MergePage(QWidget):
         self.studio = studio
         self.state = studio.state
         self.merge_job: MergeJob | None = None
+        self._merge_outcome = "failed"  # how the running merge ended, told when its thread is done
         self.dry_job: DryRunJob | None = None
         self.eval_job: EvalJob | None = None
         self.last_output: Path | None = None
@@ -416,14 +417,14 @@ class MergePage(QWidget):
         self.open_button.setEnabled(True)
         self.eval_button.setEnabled(True)
         self.studio.show_message(f"merged into {result.output}")
-        self.merge_finished.emit("succeeded")
+        self._merge_outcome = "succeeded"
 
     def _merge_failed(self, message: str) -> None:
         self._stop_redraw()
         self.progress.setFormat("failed")
         self._log(message, "error")
         self.studio.show_message("merge failed")
-        self.merge_finished.emit("failed")
+        self._merge_outcome = "failed"
 
     def _merge_cancelled(self) -> None:
         self._stop_redraw()
@@ -431,13 +432,17 @@ class MergePage(QWidget):
         self.progress.setFormat("cancelled")
         self.stats_label.setText("")
         self._log("cancelled: nothing was written", "warning")
-        self.merge_finished.emit("cancelled")
+        self._merge_outcome = "cancelled"
 
     def _merge_finished(self) -> None:
+        """The job's thread is done: the page is idle again, and only now says how the
+        merge ended, so a listener finds the buttons enabled."""
         self._redraw.stop()
         self._pending = None
         self.merge_job = None
         self._set_running(False)
+        outcome, self._merge_outcome = self._merge_outcome, "failed"
+        self.merge_finished.emit(outcome)
 
     def _set_running(self, running: bool) -> None:
         self.merge_button.setEnabled(not running)
