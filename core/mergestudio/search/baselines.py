@@ -1,0 +1,220 @@
+"""Reference points for a search: the parents and the default merges, scored the way the
+search scores its candidates, and trials re-scored on the full task sets.
+
+A search's fitness estimator may use a subset of each task's items, so the zoo's
+published table (full evaluation split) is not comparable with its trials. Baselines are
+therefore evaluated on the run's own tasks, subset and settings, with the same resident
+evaluator, and cached in the run folder (``baselines.json``) so reopening a run is
+instant. ``evaluate_full`` re-scores one trial on every item (``full_eval.json``).
+
+The default merges are those of the demo zoo's table, over the recipe's own models:
+linear (weight 1 each, normalised), task arithmetic (weight 1 each, λ = 1) and TIES
+(weight 1, density 0.5); the last two only when the recipe has a base model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from mergestudio.events import CancelToken, EventSink, log
+from mergestudio.search.objectives import Objectives
+from mergestudio.search.spec import SearchSpec, base_recipe
+from mergestudio.search.store import RunError, RunFolder, write_atomic
+
+if TYPE_CHECKING:
+    from mergestudio.evaluate.resident import ResidentEvaluator
+    from mergestudio.recipe.model import Recipe
+
+BASELINES_FILE = "baselines.json"
+FULL_EVAL_FILE = "full_eval.json"
+TIES_DENSITY = 0.5  # the demo zoo's TIES row; the registry's default (1.0) trims nothing
+BaselineKind = Literal["parent", "merge"]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    label: str  # the model's folder name, or the merge method
+    kind: BaselineKind
+    recipe: dict[str, Any] = field(repr=False)
+    objectives: dict[str, float]
+    estimator: str  # how it was scored, in words (the run's estimator)
+
+
+def estimator_label(spec: SearchSpec) -> str:
+    fitness = spec.fitness
+    if fitness.estimator == "subset" and fitness.items_per_task is not None:
+        return f"subset: {fitness.items_per_task} items per task (seed {fitness.seed})"
+    return "full task sets"
+
+
+def baseline_recipes(recipe: Recipe) -> list[tuple[str, BaselineKind, dict[str, Any]]]:
+    """(label, kind, recipe) for every parent, then every default merge that applies."""
+    from mergestudio.methods.registry import all_methods
+
+    base = recipe.base_model
+    inputs = [m.model for m in recipe.models or [] if m.model != base]
+    parents = ([base] if base else []) + inputs
+    labels = _labels(parents)
+    out: list[tuple[str, BaselineKind, dict[str, Any]]] = [
+        (labels[p], "parent", {"merge_method": "passthrough", "models": [{"model": p}], "dtype": "float32"})
+        for p in parents
+    ]
+    available = {m.name for m in all_methods()}
+    weights = [{"model": m, "parameters": {"weight": 1.0}} for m in inputs]
+    if "linear" in available and inputs:
+        out.append(("linear", "merge", {"merge_method": "linear", "models": weights, "dtype": "float32"}))
+    if base and inputs:
+        ties = [{"model": m, "parameters": {"weight": 1.0, "density": TIES_DENSITY}} for m in inputs]
+        for name, models in (("task_arithmetic", weights), ("ties", ties)):
+            if name in available:
+                entry = {"merge_method": name, "base_model": base, "models": models, "dtype": "float32"}
+                out.append((name, "merge", entry))
+    return out
+
+
+def _labels(references: Sequence[str]) -> dict[str, str]:
+    short = [Path(r.rstrip("/")).name or r for r in references]
+    return {r: (s if short.count(s) == 1 else r) for r, s in zip(references, short, strict=True)}
+
+
+# ---- evaluating ---------------------------------------------------------------------------
+
+
+def compute_baselines(
+    spec: SearchSpec, *, events: EventSink | None = None, cancel: CancelToken | None = None
+) -> list[Baseline]:
+    """Score every baseline recipe with the search's estimator and settings."""
+    objectives = Objectives.build(spec)
+    estimator = estimator_label(spec)
+    baselines = []
+    with _resident(spec, objectives) as resident:
+        for label, kind, recipe in baseline_recipes(base_recipe(spec)):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            log(events, f"baseline {label}: evaluating")
+            result = resident.evaluate(recipe, cancel=cancel)
+            values = objectives.values(result.report)
+            baselines.append(Baseline(label, kind, recipe, values, estimator))
+            log(events, f"baseline {label}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+    return baselines
+
+
+def run_baselines(
+    run_dir: str | Path, *, events: EventSink | None = None, cancel: CancelToken | None = None
+) -> list[Baseline]:
+    """The run's baselines: from ``baselines.json`` when it matches the run's spec,
+    else computed now and saved there."""
+    run = RunFolder(run_dir)
+    spec = run.load_spec()
+    cached = load_baselines(run.path, spec)
+    if cached is not None:
+        return cached
+    baselines = compute_baselines(spec, events=events, cancel=cancel)
+    save_baselines(run.path, spec, baselines)
+    return baselines
+
+
+def save_baselines(run_dir: Path, spec: SearchSpec, baselines: Sequence[Baseline]) -> Path:
+    path = Path(run_dir) / BASELINES_FILE
+    data = {"key": _scoring_key(spec), "baselines": [asdict(b) for b in baselines]}
+    write_atomic(path, json.dumps(data, indent=1) + "\n")
+    return path
+
+
+def load_baselines(run_dir: Path, spec: SearchSpec) -> list[Baseline] | None:
+    """The cached baselines, or None when missing, unreadable, or scored differently
+    (another recipe, other tasks, another estimator)."""
+    path = Path(run_dir) / BASELINES_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("key") != _scoring_key(spec):
+            return None
+        return [
+            Baseline(
+                str(b["label"]),
+                "merge" if b["kind"] == "merge" else "parent",
+                dict(b["recipe"]),
+                {str(k): float(v) for k, v in b["objectives"].items()},
+                str(b["estimator"]),
+            )
+            for b in data["baselines"]
+        ]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # a missing or stale cache is recomputed, never trusted
+
+
+def _scoring_key(spec: SearchSpec) -> str:
+    """What decides a baseline's scores: the models, the objectives, the estimator and
+    the evaluation settings (not the genome, algorithm or budget)."""
+    data = spec.model_dump(mode="json", include={"recipe", "objectives", "fitness", "evaluation"})
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def evaluate_full(
+    run_dir: str | Path,
+    number: int,
+    *,
+    events: EventSink | None = None,
+    cancel: CancelToken | None = None,
+) -> dict[str, float]:
+    """Trial ``number``'s objectives on every item of every task (for runs that used a
+    subset estimator); saved in ``full_eval.json`` beside the run's other files."""
+    from mergestudio.search.export import trial_record
+
+    run = RunFolder(run_dir)
+    spec = run.load_spec()
+    record = trial_record(run, number)
+    full = spec.model_copy(update={"fitness": spec.fitness.model_copy(update={"estimator": "full"})})
+    objectives = Objectives.build(full)
+    with _resident(full, objectives) as resident:
+        result = resident.evaluate(record.recipe_yaml, events=events, cancel=cancel)
+    values = objectives.values(result.report)
+    saved = load_full_evaluations(run.path)
+    saved[number] = values
+    write_atomic(
+        run.path / FULL_EVAL_FILE,
+        json.dumps({str(k): v for k, v in sorted(saved.items())}, indent=1) + "\n",
+    )
+    return values
+
+
+def load_full_evaluations(run_dir: str | Path) -> dict[int, dict[str, float]]:
+    """Trial number -> objectives on the full task sets, for the trials re-scored so far."""
+    path = Path(run_dir) / FULL_EVAL_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {int(k): {str(n): float(v) for n, v in values.items()} for k, values in data.items()}
+    except (OSError, ValueError, AttributeError) as error:
+        raise RunError(f"{path}: unreadable full-set evaluations ({error})") from None
+
+
+@contextmanager
+def _resident(spec: SearchSpec, objectives: Objectives) -> Iterator[ResidentEvaluator]:
+    """The evaluator the search itself uses: same template, tasks, batch, device and
+    thread count, so a baseline's score is exactly what a trial with its recipe gets."""
+    from mergestudio.evaluate.resident import ResidentEvaluator
+    from mergestudio.search.runner import _torch_threads
+
+    recipe = base_recipe(spec)
+    template = recipe.base_model or (recipe.models or [])[0].model
+    evaluation = spec.evaluation
+    with (
+        _torch_threads(evaluation.threads),
+        ResidentEvaluator(
+            template,
+            objectives.tasks,
+            batch_size=evaluation.batch_size,
+            device=evaluation.device,
+            dtype="float32",
+            merge_threads=evaluation.threads,
+        ) as resident,
+    ):
+        yield resident
