@@ -1,0 +1,804 @@
+"""Evolve: an evolutionary search over the recipe's parameters, with live plots.
+
+Set up a search from the studio's models and recipe (or a spec file, or an existing run
+folder), then Start / Pause / Resume / Stop it: the engine runs in a worker thread and
+its events arrive as signals carrying plain data. Events only append to the page's
+``TrialHistory``; a timer redraws the plots at most 20 times a second when something
+changed, so a burst of trials costs one redraw. Every trial is a point in each plot;
+hovering shows its values; clicking selects it in every plot and in the trial table
+and shows its recipe and genome, ready to export, open in the Recipe editor, or re-score
+on the full task sets. The parents and the default merges, scored on the run's own
+estimator, are drawn as labelled reference points.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mergestudio.errors import MergeStudioError
+from mergestudio.search import events as ev
+from mergestudio.search.baselines import Baseline
+from mergestudio.search.dashboard import TrialHistory, best_trial, genome_layout
+from mergestudio.search.spec import SearchSpec, SpecError
+from mergestudio.search.store import RunFolder
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
+from PySide6.QtGui import QFont, QFontDatabase, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QGridLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from mergestudio_qt import jobs
+from mergestudio_qt.context import Studio
+from mergestudio_qt.format import format_duration
+from mergestudio_qt.pages import PageSpec, register_page
+from mergestudio_qt.widgets.evolve_jobs import ExportTrialJob, FullEvalJob, OpenRunJob, RunSnapshot, SearchJob
+from mergestudio_qt.widgets.evolve_plots import (
+    FitnessPlot,
+    GenomeHeatmap,
+    HypervolumePlot,
+    ParallelPlot,
+    ParetoPlot,
+    TrialPlot,
+)
+from mergestudio_qt.widgets.evolve_setup import SetupPanel
+from mergestudio_qt.widgets.evolve_trials import SORT_ROLE, TrialTableModel
+
+REDRAW_MS = 50  # at most 20 redraws a second, however fast trials finish
+LOG_LINES = 2000
+RUNNING_STATES = ("running", "paused", "stopping")
+
+
+class EvolvePage(QWidget):
+    """Signals for tests and the window: ``search_finished(state)`` once the search's
+    worker has ended ("finished", "stopped", "failed" or "cancelled");
+    ``search_state(state)`` on every engine state change; ``run_opened(ok)``;
+    ``export_finished(path)`` ("" on failure); ``full_eval_finished(ok)``;
+    ``baselines_changed()``."""
+
+    search_finished = Signal(str)
+    search_state = Signal(str)
+    run_opened = Signal(bool)
+    export_finished = Signal(str)
+    full_eval_finished = Signal(bool)
+    baselines_changed = Signal()
+    trial_added = Signal(int)
+
+    def __init__(self, studio: Studio) -> None:
+        super().__init__()
+        self.studio = studio
+        self.state = studio.state
+        self.history: TrialHistory | None = None
+        self.spec: SearchSpec | None = None
+        self.run_dir: Path | None = None
+        self.baselines: list[Baseline] = []
+        self.full_evaluations: dict[int, dict[str, float]] = {}
+        self.selected: int | None = None
+        self.search_job: SearchJob | None = None
+        self.open_job: OpenRunJob | None = None
+        self.export_job: ExportTrialJob | None = None
+        self.full_job: FullEvalJob | None = None
+        self.engine_state = "idle"
+        self.failed_trials = 0
+        self.elapsed_s = 0.0
+        self.last_redraw_s = 0.0
+        self._genome_builder: Any = None
+        self._outcome = ""
+        self._dirty = False
+        self._syncing_table = False
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setInterval(REDRAW_MS)
+        self._redraw_timer.timeout.connect(self._tick)
+        self._build()
+        self._shortcuts()
+        self.setup.changed.connect(self._setup_changed)
+        self.state.recipe_changed.connect(self._studio_recipe_changed)
+        self.state.project_changed.connect(self._project_changed)
+        self._studio_recipe_changed("load")
+        self._project_changed(None)
+        self._update_controls()
+
+    # ---- building ----------------------------------------------------------------------
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(16, 16, 16, 12)
+        layout.setSpacing(8)
+        top = QHBoxLayout()
+        top.setSpacing(8)
+        title = QLabel("Evolve", self)
+        title.setObjectName("pageTitle")
+        self.run_label = QLabel("No run yet: set one up below, or open a run folder.", self)
+        self.run_label.setObjectName("hint")
+        self.run_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.open_button = QPushButton("Open run…", self)
+        self.open_button.setToolTip("Show a run folder's trials so far; Resume continues it")
+        self.open_button.clicked.connect(self._choose_run)
+        top.addWidget(title)
+        top.addSpacing(12)
+        top.addWidget(self.run_label, 1)
+        top.addWidget(self.open_button)
+        layout.addLayout(top)
+        layout.addLayout(self._build_controls())
+        self.tabs = QTabWidget(self)
+        self.setup = SetupPanel(self.tabs)
+        self.tabs.addTab(self._build_dashboard(), "Dashboard")
+        self.tabs.addTab(self.setup, "Setup")
+        self.tabs.setCurrentWidget(self.setup)
+        layout.addWidget(self.tabs, 1)
+
+    def _build_controls(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        row.setSpacing(8)
+        self.start_button = QPushButton("Start", self)
+        self.start_button.setObjectName("primary")
+        self.start_button.setToolTip("Start a new search with the Setup tab's spec (F5)")
+        self.start_button.clicked.connect(self.start_search)
+        self.pause_button = QPushButton("Pause", self)
+        self.pause_button.setToolTip("Hold the search after the current trial (F6)")
+        self.pause_button.clicked.connect(self.pause)
+        self.resume_button = QPushButton("Resume", self)
+        self.resume_button.setToolTip("Continue a paused search, or a stopped or reopened run (F6)")
+        self.resume_button.clicked.connect(self.resume)
+        self.stop_button = QPushButton("Stop", self)
+        self.stop_button.setToolTip("End the search after the current trial; Resume continues it later (Shift+F5)")
+        self.stop_button.clicked.connect(self.stop)
+        self.progress = QProgressBar(self)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("idle")
+        self.status = QLabel("", self)
+        self.status.setMinimumWidth(260)
+        self.status.setMaximumWidth(420)
+        for widget in (self.start_button, self.pause_button, self.resume_button, self.stop_button):
+            row.addWidget(widget)
+        row.addWidget(self.progress, 1)
+        row.addWidget(self.status)
+        return row
+
+    def _build_dashboard(self) -> QWidget:
+        splitter = QSplitter(Qt.Orientation.Horizontal, self)
+        splitter.setObjectName("evolveSplitter")
+        plots = QWidget(splitter)
+        grid = QGridLayout(plots)
+        grid.setContentsMargins(0, 6, 6, 0)
+        grid.setSpacing(10)
+        self.fitness_plot = FitnessPlot(plots)
+        self.pareto_plot = ParetoPlot(plots)
+        self.hypervolume_plot = HypervolumePlot(plots)
+        self.parallel_plot = ParallelPlot(plots)
+        self.plots: list[TrialPlot] = [self.fitness_plot, self.pareto_plot, self.hypervolume_plot, self.parallel_plot]
+        grid.addWidget(self.fitness_plot, 0, 0)
+        grid.addWidget(self.pareto_plot, 0, 1)
+        grid.addWidget(self.hypervolume_plot, 1, 0)
+        grid.addWidget(self.parallel_plot, 1, 1)
+        grid.setRowStretch(0, 3)
+        grid.setRowStretch(1, 2)
+        for plot in self.plots:
+            plot.describe = self.describe_trial
+            plot.trial_clicked.connect(self.select_trial)
+        splitter.addWidget(plots)
+        splitter.addWidget(self._build_inspector(splitter))
+        splitter.setStretchFactor(0, 5)
+        splitter.setStretchFactor(1, 3)
+        splitter.setSizes([730, 390])
+        return splitter
+
+    def _build_inspector(self, parent: QWidget) -> QWidget:
+        side = QSplitter(Qt.Orientation.Vertical, parent)
+        side.setObjectName("evolveInspector")
+        self.table_model = TrialTableModel()
+        self.table_proxy = QSortFilterProxyModel(self)
+        self.table_proxy.setSourceModel(self.table_model)
+        self.table_proxy.setSortRole(SORT_ROLE)
+        self.table = QTableView(side)
+        self.table.setModel(self.table_proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setAlternatingRowColors(True)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)  # every column in view
+        header.setMinimumSectionSize(40)
+        self.table.setToolTip("Every complete trial; click a row to select it in the plots")
+        self.table.selectionModel().currentRowChanged.connect(self._table_row_changed)
+        details = QWidget(side)
+        box = QVBoxLayout(details)
+        box.setContentsMargins(0, 4, 0, 0)
+        box.setSpacing(6)
+        self.trial_summary = QLabel("Select a trial in a plot or in the table.", details)
+        self.trial_summary.setWordWrap(True)
+        self.trial_summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        box.addWidget(self.trial_summary)
+        buttons = QGridLayout()
+        buttons.setHorizontalSpacing(6)
+        buttons.setVerticalSpacing(4)
+        self.export_button = QPushButton("Export merged model", details)
+        self.export_button.setToolTip("Merge this trial into a model folder under the run's exports/")
+        self.export_button.clicked.connect(lambda: self.export_selected())
+        self.recipe_button = QPushButton("Open in Recipe editor", details)
+        self.recipe_button.setToolTip("Make this trial's recipe the studio's recipe (undoable) and go to Recipe")
+        self.recipe_button.clicked.connect(self.open_in_recipe_editor)
+        self.full_button = QPushButton("Evaluate on the full set", details)
+        self.full_button.setToolTip("Re-score this trial on every item of every task (the run used a subset)")
+        self.full_button.clicked.connect(self.evaluate_full)
+        buttons.addWidget(self.export_button, 0, 0)
+        buttons.addWidget(self.recipe_button, 0, 1)
+        buttons.addWidget(self.full_button, 1, 0)
+        buttons.setColumnStretch(2, 1)
+        box.addLayout(buttons)
+        self.detail_tabs = QTabWidget(details)
+        self.genome_view = GenomeHeatmap(self.detail_tabs)
+        self.recipe_view = QPlainTextEdit(self.detail_tabs)
+        self.recipe_view.setReadOnly(True)
+        font = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+        font.setStyleHint(QFont.StyleHint.Monospace)
+        self.recipe_view.setFont(font)
+        self.recipe_view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.recipe_view.setPlaceholderText("The selected trial's recipe (mergekit YAML).")
+        self.log_view = QPlainTextEdit(self.detail_tabs)
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(LOG_LINES)
+        self.log_view.setPlaceholderText("Search messages appear here.")
+        self.detail_tabs.addTab(self.genome_view, "Genome")
+        self.detail_tabs.addTab(self.recipe_view, "Recipe YAML")
+        self.detail_tabs.addTab(self.log_view, "Log")
+        box.addWidget(self.detail_tabs, 1)
+        side.addWidget(self.table)
+        side.addWidget(details)
+        side.setStretchFactor(0, 2)
+        side.setStretchFactor(1, 3)
+        return side
+
+    def _shortcuts(self) -> None:
+        context = Qt.ShortcutContext.WidgetWithChildrenShortcut
+        for keys, slot in (("F5", self.start_search), ("F6", self.toggle_pause), ("Shift+F5", self.stop)):
+            shortcut = QShortcut(QKeySequence(keys), self)
+            shortcut.setContext(context)
+            shortcut.activated.connect(slot)
+
+    # ---- following the studio ----------------------------------------------------------
+
+    def _studio_recipe_changed(self, _origin: str) -> None:
+        self.setup.set_studio_recipe(self.state.recipe)
+
+    def _project_changed(self, _path: object) -> None:
+        if self.setup.objectives.rowCount() == 0 and self.state.eval_tasks:
+            self.setup.set_tasks(list(self.state.eval_tasks))
+        if not self.setup.run_edit.text():
+            self.setup.run_edit.setText(str(self.default_run_dir()))
+
+    def default_run_dir(self) -> Path:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        name = str(self.state.recipe.get("name") or "search")
+        if self.state.project_path is not None:
+            return self.state.project_path.parent / "runs" / f"{name}-{stamp}"
+        return self.studio.preferences.effective_cache_dir() / "runs" / f"{name}-{stamp}"
+
+    def _setup_changed(self) -> None:
+        self._update_controls()
+
+    # ---- starting, pausing, stopping ------------------------------------------------------
+
+    def check_setup(self) -> SearchSpec | None:
+        """The Setup tab's spec, validated by the engine; None (with the reason shown)."""
+        try:
+            spec = self.setup.build_spec()
+        except SpecError as error:
+            self.setup.show_check(str(error), False)
+            return None
+        self.setup.show_check(
+            f"{len(spec.objectives)} objective(s), {spec.algorithm.name}, population {spec.algorithm.population_size}",
+            True,
+        )
+        return spec
+
+    def start_search(self) -> None:
+        if self._busy():
+            return
+        spec = self.check_setup()
+        run_dir = self.setup.run_dir()
+        if spec is None or run_dir is None:
+            if run_dir is None:
+                self.setup.show_check("Choose a run folder.", False)
+            self.tabs.setCurrentWidget(self.setup)
+            self._set_status("Fix the setup first (see the Setup tab).")
+            return
+        run = RunFolder(run_dir)
+        if run.exists() or (run_dir.exists() and any(run_dir.iterdir())):
+            self.setup.show_check(f"{run_dir} is not empty: pick a new folder, or open it as a run.", False)
+            self.tabs.setCurrentWidget(self.setup)
+            return
+        self._show_run(run_dir, spec, TrialHistory.for_spec(spec), [], {})
+        self._log(f"starting {spec.algorithm.name} search in {run_dir}")
+        self._launch(SearchJob(run_dir, spec))
+        self._set_status("Scoring the baselines, then the first trial…")
+
+    def resume(self) -> None:
+        """Continue a paused search, or start the worker again on a stopped/reopened run."""
+        if self.search_job is not None:
+            self.search_job.resume()
+            return
+        if self._busy() or self.run_dir is None or self.history is None:
+            return
+        evaluations = self._resume_budget()
+        self._log(f"resuming {self.run_dir}" + (f" up to {evaluations} evaluations" if evaluations else ""))
+        self._launch(SearchJob(self.run_dir, None, evaluations))
+        self._set_status("Resuming…")
+
+    def _resume_budget(self) -> int | None:
+        """A run whose evaluation budget is spent continues up to the Setup tab's
+        evaluations when that is larger."""
+        wanted = self.setup.evaluations.value()
+        done = len(self.history) if self.history is not None else 0
+        budget = self.spec.budget.evaluations if self.spec is not None else None
+        if budget is not None and done >= budget and wanted > done:
+            return wanted
+        return None
+
+    def _launch(self, job: SearchJob) -> None:
+        job.search_started.connect(self._on_started)
+        job.trial_started.connect(self._on_trial_started)
+        job.trial_finished.connect(self._on_trial_finished)
+        job.front_changed.connect(self._on_front)
+        job.generation_finished.connect(self._on_generation)
+        job.state_changed.connect(self._on_state)
+        job.baselines_ready.connect(self._on_baselines)
+        job.log.connect(self._on_log)
+        job.succeeded.connect(self._on_search_done)
+        job.failed.connect(self._on_search_failed)
+        job.cancelled.connect(self._on_search_cancelled)
+        job.finished.connect(self._on_search_finished)
+        self.search_job = job
+        self._outcome = ""
+        self.engine_state = "running"
+        self.tabs.setCurrentIndex(0)
+        self._update_controls()
+        jobs.start(job)
+
+    def pause(self) -> None:
+        if self.search_job is not None and self.engine_state == "running":
+            self.search_job.pause()
+            self._set_status("Pausing after the current trial…")
+            self.pause_button.setEnabled(False)
+
+    def toggle_pause(self) -> None:
+        if self.engine_state == "paused" or (self.search_job is None and self.resume_button.isEnabled()):
+            self.resume()
+        else:
+            self.pause()
+
+    def stop(self) -> None:
+        if self.search_job is not None:
+            self.search_job.stop()
+            self.engine_state = "stopping"
+            self._set_status("Stopping after the current trial…")
+            self._update_controls()
+
+    def cancel_all(self) -> None:
+        """The window is closing: abandon the current trial (it runs again on resume)."""
+        for job in (self.search_job, self.open_job, self.export_job, self.full_job):
+            if job is not None:
+                job.cancel()
+
+    def _busy(self) -> bool:
+        # The engine fixes torch's process-wide thread count while it scores; a second
+        # scoring job starting or ending meanwhile would change it under the search.
+        return any(j is not None for j in (self.search_job, self.open_job, self.full_job))
+
+    # ---- engine events (GUI thread) ---------------------------------------------------------
+
+    def _on_started(self, event: ev.SearchStarted) -> None:
+        done = f", {event.finished_before} trials done" if event.resumed else ""
+        self._log(f"{'resumed' if event.resumed else 'started'}: {len(event.genes)} genes, "
+                  f"objectives {', '.join(event.study_objectives)}{done}")
+        self._set_progress()
+
+    def _on_trial_started(self, event: ev.TrialStarted) -> None:
+        self._set_status(f"trial {event.number} (generation {event.generation}) running…")
+
+    def _on_trial_finished(self, event: ev.TrialFinished) -> None:
+        if self.history is None:
+            return
+        if event.state != "complete":
+            self.failed_trials += 0 if event.replayed else 1
+            self._log(f"trial {event.number} failed: {event.error}")
+            return
+        if self.history.add(event.number, event.generation, event.objectives, event.study_values,
+                            event.genome, event.duration_s):
+            self._mark_dirty()
+            if not event.replayed:
+                self.trial_added.emit(event.number)
+
+    def _on_front(self, event: ev.ParetoFrontChanged) -> None:
+        if self.history is not None:
+            self.history.set_front(event.trials, event.hypervolume)
+            self._mark_dirty()
+
+    def _on_generation(self, event: ev.GenerationFinished) -> None:
+        best = ", ".join(f"{k} {v:.4g}" for k, v in event.best_so_far.items())
+        self._log(f"generation {event.generation} done; best so far: {best}")
+
+    def _on_state(self, event: ev.SearchStateChanged) -> None:
+        self.engine_state = event.state
+        self.elapsed_s = event.elapsed_s
+        reason = f": {event.reason}" if event.reason else ""
+        if event.state != "running":
+            self._log(f"search {event.state}{reason}")
+        self._set_status(f"{event.state} · {event.finished_trials} trials · {format_duration(event.elapsed_s)}",
+                         f"{event.state}{reason}")
+        self._set_progress()
+        self._update_controls()
+        self.search_state.emit(event.state)
+
+    def _on_baselines(self, baselines: list[Baseline]) -> None:
+        self.baselines = list(baselines)
+        if baselines:
+            self._log(f"baselines ({baselines[0].estimator}): " + ", ".join(b.label for b in baselines))
+        self._mark_dirty()
+        self.baselines_changed.emit()
+
+    def _on_log(self, message: str, level: str) -> None:
+        if level != "debug":
+            self._log(message)
+
+    def _on_search_done(self, outcome: Any) -> None:
+        self._outcome = str(outcome.state)
+
+    def _on_search_failed(self, message: str) -> None:
+        self._outcome = "failed"
+        self._log(f"search failed: {message}")
+        self._set_status(f"failed: {message}")
+
+    def _on_search_cancelled(self) -> None:
+        self._outcome = "cancelled"
+
+    def _on_search_finished(self) -> None:
+        self.search_job = None
+        if self.engine_state in RUNNING_STATES:
+            self.engine_state = self._outcome or "stopped"
+        self._tick()
+        self._update_controls()
+        # Last: the page is ready for the next start or resume.
+        self.search_finished.emit(self._outcome or self.engine_state)
+
+    # ---- opening a run folder ------------------------------------------------------------
+
+    def _choose_run(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a search run folder")
+        if folder:
+            self.open_run(Path(folder))
+
+    def open_run(self, run_dir: Path, score_baselines: bool = True) -> None:
+        if self._busy():
+            self._set_status("Wait for the running job to end before opening another run.")
+            return
+        if not RunFolder(run_dir).exists():
+            self._set_status(f"{run_dir}: not a search run (no spec.yml and study.db)")
+            self.run_opened.emit(False)
+            return
+        job = OpenRunJob(run_dir, score_baselines)
+        job.opened.connect(self._on_opened)
+        job.baselines_ready.connect(self._on_baselines)
+        job.log.connect(self._on_log)
+        job.failed.connect(self._on_open_failed)
+        job.finished.connect(self._on_open_finished)
+        self.open_job = job
+        self._outcome = ""
+        self._set_status(f"Opening {run_dir}…")
+        self._update_controls()
+        jobs.start(job)
+
+    def _on_opened(self, snapshot: RunSnapshot) -> None:
+        self._show_run(snapshot.run_dir, snapshot.spec, snapshot.history, snapshot.baselines or [],
+                       snapshot.full_evaluations)
+        self.setup.load_spec(snapshot.spec, "the run folder")
+        self.setup.run_edit.setText(str(snapshot.run_dir))
+        self.failed_trials = snapshot.failed_trials
+        self.elapsed_s = snapshot.elapsed_s
+        self.engine_state = "opened"
+        budget = snapshot.spec.budget.evaluations
+        left = "" if budget is None or len(snapshot.history) < budget else " (evaluation budget spent)"
+        requeued = f", {snapshot.interrupted_trials} cut short (they run again on Resume)" if snapshot.interrupted_trials else ""
+        self._set_status(f"opened: {len(snapshot.history)} trials{left}{requeued} · "
+                         f"{format_duration(snapshot.elapsed_s)}")
+        self._outcome = "opened"
+        self.tabs.setCurrentIndex(0)
+        self._tick()
+
+    def _on_open_failed(self, message: str) -> None:
+        self._outcome = "failed"
+        self._set_status(f"cannot open the run: {message}")
+
+    def _on_open_finished(self) -> None:
+        self.open_job = None
+        self._update_controls()
+        self.run_opened.emit(self._outcome == "opened")
+
+    def _show_run(self, run_dir: Path, spec: SearchSpec, history: TrialHistory, baselines: list[Baseline],
+                  full: dict[int, dict[str, float]]) -> None:
+        from mergestudio.search.genome import Genome
+        from mergestudio.search.spec import base_recipe
+
+        self.run_dir, self.spec, self.history = run_dir, spec, history
+        self.baselines, self.full_evaluations = list(baselines), dict(full)
+        self.failed_trials = 0
+        self._genome_builder = Genome.build(spec.genome, base_recipe(spec))
+        self.run_label.setText(f"run: {run_dir}")
+        self.run_label.setToolTip(str(run_dir))
+        self.table_model.set_history(history)
+        self.table_model.full = self.full_evaluations
+        self.select_trial(None)
+        self._set_progress()
+        self._mark_dirty()
+
+    # ---- redrawing -----------------------------------------------------------------------
+
+    def _mark_dirty(self) -> None:
+        self._dirty = True
+        if not self._redraw_timer.isActive():
+            self._redraw_timer.start()
+
+    def _tick(self) -> None:
+        if not self._dirty:
+            self._redraw_timer.stop()  # idle: no timer runs until the next event
+            return
+        self._dirty = False
+        self.redraw()
+
+    def redraw(self) -> None:
+        """Every plot, the table and the genome from the history (one full redraw)."""
+        history = self.history
+        if history is None:
+            return
+        started = time.perf_counter()
+        for plot in self.plots:
+            plot.redraw(history, self.baselines)
+        self.table_model.refresh()
+        if self.selected is None:
+            self._show_genome(best_trial(history), best=True)
+        self._set_progress()
+        self.last_redraw_s = time.perf_counter() - started
+
+    def _set_progress(self) -> None:
+        done = 0 if self.history is None else len(self.history)
+        budget = self.spec.budget.evaluations if self.spec is not None else None
+        if budget:
+            self.progress.setRange(0, max(budget, done))
+            self.progress.setValue(done)
+            self.progress.setFormat(f"{done} / {budget} trials")
+        else:
+            self.progress.setRange(0, 1)
+            self.progress.setValue(1 if done else 0)
+            self.progress.setFormat(f"{done} trials")
+
+    # ---- selection and the trial inspector --------------------------------------------------
+
+    def select_trial(self, number: int | None) -> None:
+        """Select trial ``number`` (None: nothing) in every plot, the table and the details."""
+        history = self.history
+        if number is not None and (history is None or history.row_of(number) is None):
+            return
+        self.selected = number
+        for plot in self.plots:
+            plot.set_selected(number)
+        self._select_table_row(number)
+        self._show_details(number)
+        self._update_trial_buttons()
+
+    def _select_table_row(self, number: int | None) -> None:
+        if self.history is None:
+            return
+        self._syncing_table = True
+        try:
+            self.table_model.refresh()
+            row = None if number is None else self.history.row_of(number)
+            if row is None:
+                self.table.clearSelection()
+                return
+            index = self.table_proxy.mapFromSource(self.table_model.index(row, 0))
+            self.table.selectionModel().setCurrentIndex(
+                index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows
+            )
+            self.table.scrollTo(index)
+        finally:
+            self._syncing_table = False
+
+    def _table_row_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        if self._syncing_table or not current.isValid():
+            return
+        number = self.table_model.number_at(self.table_proxy.mapToSource(current).row())
+        if number is not None:
+            self.select_trial(number)
+
+    def describe_trial(self, number: int) -> str:
+        """The hover text: a trial's objectives (and full-set scores when known)."""
+        history = self.history
+        if history is None or history.row_of(number) is None:
+            return ""
+        row = history.row_of(number)
+        assert row is not None
+        front = " · on the Pareto front" if number in history.front else ""
+        lines = [f"trial {number} · generation {int(history.generations[row])}{front}"]
+        full = self.full_evaluations.get(number, {})
+        for objective, value in zip(history.objectives, history.values[row], strict=True):
+            extra = f"  (full set {full[objective.name]:.4g})" if objective.name in full else ""
+            lines.append(f"{objective.name}: {value:.4g} {objective.unit}{extra}")
+        return "\n".join(lines)
+
+    def recipe_yaml(self, number: int) -> str:
+        """The trial's recipe: as stored, or rebuilt from its genome exactly as the engine
+        built it (Genome.recipe is deterministic), so no store read is needed."""
+        history = self.history
+        if history is None:
+            return ""
+        if number in history.recipes:
+            return history.recipes[number]
+        if self._genome_builder is None:
+            return ""
+        text = str(self._genome_builder.recipe(history.genome_of(number)).to_yaml())
+        history.recipes[number] = text
+        return text
+
+    def _show_details(self, number: int | None) -> None:
+        history = self.history
+        if history is None or number is None:
+            self.trial_summary.setText("Select a trial in a plot or in the table.")
+            self.recipe_view.setPlainText("")
+            self._show_genome(None if history is None else best_trial(history), best=True)
+            return
+        text = self.describe_trial(number).replace("\n", "<br>")
+        self.trial_summary.setText(f"<b>{text.split('<br>', 1)[0]}</b><br>{text.split('<br>', 1)[-1]}")
+        self.recipe_view.setPlainText(self.recipe_yaml(number))
+        self._show_genome(number, best=False)
+
+    def _show_genome(self, number: int | None, best: bool) -> None:
+        history = self.history
+        if history is None or number is None or not history.genes:
+            self.genome_view.clear_genome("Genome: no trials yet")
+            return
+        layout = genome_layout([g.name for g in history.genes])
+        row = history.row_of(number)
+        assert row is not None
+        params = sorted({g.name.split("[", 1)[0].split(".", 1)[0].split("@", 1)[0] for g in history.genes})
+        which = "best trial" if best else "trial"
+        self.genome_view.show_genome(
+            layout,
+            history.genomes[row],
+            [(g.low, g.high) for g in history.genes],
+            f"Genome of {which} {number}" + (" (mean of the objectives, scaled)" if best and len(history.objectives) > 1 else ""),
+            " / ".join(params),
+        )
+
+    def _update_trial_buttons(self) -> None:
+        has = self.selected is not None and self.run_dir is not None
+        subset = self.spec is not None and self.spec.fitness.estimator == "subset"
+        self.export_button.setEnabled(has and self.export_job is None)
+        self.recipe_button.setEnabled(self.selected is not None)
+        self.full_button.setEnabled(has and subset and self.full_job is None and self.search_job is None)
+        self.full_button.setToolTip(
+            "Re-score this trial on every item of every task"
+            if subset else "This run scored every item already (full estimator)"
+        )
+
+    # ---- trial actions -------------------------------------------------------------------
+
+    def export_selected(self, out_dir: Path | None = None) -> None:
+        """Merge the selected trial into ``out_dir`` (default: the run's exports/trial-N)."""
+        if self.selected is None or self.run_dir is None or self.export_job is not None:
+            return
+        target = out_dir or self.run_dir / "exports" / f"trial-{self.selected:05d}"
+        job = ExportTrialJob(self.run_dir, self.selected, target)
+        job.succeeded.connect(self._on_exported)
+        job.failed.connect(self._on_export_failed)
+        job.log.connect(self._on_log)
+        job.finished.connect(self._on_export_finished)
+        self.export_job = job
+        self._export_result = ""
+        self._log(f"exporting trial {self.selected} to {target}")
+        self._update_trial_buttons()
+        jobs.start(job)
+
+    def _on_exported(self, path: Path) -> None:
+        self._export_result = str(path)
+        self._log(f"exported {path}")
+        self.studio.show_message(f"exported the merged model to {path}")
+
+    def _on_export_failed(self, message: str) -> None:
+        self._export_result = ""
+        self._log(f"export failed: {message}")
+
+    def _on_export_finished(self) -> None:
+        self.export_job = None
+        self._update_trial_buttons()
+        self.export_finished.emit(self._export_result)
+
+    def open_in_recipe_editor(self) -> None:
+        if self.selected is None:
+            return
+        from mergestudio.recipe.model import Recipe
+
+        try:
+            recipe = Recipe.from_yaml(self.recipe_yaml(self.selected), f"trial {self.selected}'s recipe")
+        except MergeStudioError as error:
+            self._log(str(error))
+            return
+        self.state.set_recipe(recipe.to_dict(), "load", f"recipe of trial {self.selected}")
+        self.studio.show_message(f"the Recipe page shows trial {self.selected}'s recipe (Ctrl+Z undoes)")
+        self.studio.go_to("recipe")
+
+    def evaluate_full(self) -> None:
+        if self.selected is None or self.run_dir is None or self._busy():
+            return
+        job = FullEvalJob(self.run_dir, self.selected)
+        job.succeeded.connect(self._on_full_done)
+        job.failed.connect(self._on_full_failed)
+        job.log.connect(self._on_log)
+        job.finished.connect(self._on_full_finished)
+        self.full_job = job
+        self._full_ok = False
+        self._log(f"scoring trial {self.selected} on the full task sets")
+        self._update_trial_buttons()
+        self._update_controls()
+        jobs.start(job)
+
+    def _on_full_done(self, result: tuple[int, dict[str, float]]) -> None:
+        number, values = result
+        self.full_evaluations[number] = values
+        self._full_ok = True
+        self._log(f"trial {number} on the full sets: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+        if number == self.selected:
+            self._show_details(number)
+
+    def _on_full_failed(self, message: str) -> None:
+        self._log(f"full-set evaluation failed: {message}")
+
+    def _on_full_finished(self) -> None:
+        self.full_job = None
+        self._update_trial_buttons()
+        self._update_controls()
+        self.full_eval_finished.emit(self._full_ok)
+
+    # ---- small things --------------------------------------------------------------------
+
+    def _update_controls(self) -> None:
+        running = self.search_job is not None
+        paused = running and self.engine_state == "paused"
+        self.start_button.setEnabled(not self._busy())
+        self.pause_button.setEnabled(running and self.engine_state == "running")
+        resumable = not self._busy() and self.run_dir is not None and self.history is not None
+        self.resume_button.setEnabled(paused or resumable)
+        self.stop_button.setEnabled(running and self.engine_state != "stopping")
+        self.open_button.setEnabled(not self._busy())
+        self._update_trial_buttons()
+
+    def _set_status(self, text: str, detail: str = "") -> None:
+        metrics = self.status.fontMetrics()
+        self.status.setText(metrics.elidedText(text, Qt.TextElideMode.ElideRight, self.status.maximumWidth()))
+        self.status.setToolTip(detail or text)
+
+    def _log(self, text: str) -> None:
+        self.log_view.appendPlainText(text)
+
+
+register_page(
+    PageSpec("evolve", "Evolve", "Search merge recipes with live fitness and Pareto plots", EvolvePage)
+)

@@ -1,0 +1,771 @@
+"""The Evolve page's plots: fitness vs evaluations, the Pareto front of two objectives,
+parallel coordinates over all objectives, hypervolume vs evaluations, and a trial's
+genome as a heatmap. Each is one reused pyqtgraph item per series, updated with
+``setData`` from a ``TrialHistory``; a selection is drawn by a second small item.
+
+Thousands of trial points are drawn by ``PointCloud``, not ``ScatterPlotItem``: the
+scatter item computes a symbol-atlas key per point in Python on every ``setData``
+(about 3 µs a point, so 15–30 ms for 5,000), which alone would spend the redraw
+budget. ``PointCloud`` keeps one prebuilt pen per colour and draws each colour with one
+``drawPoints`` call on a ``QPolygonF`` filled from numpy; small sets (the selection,
+the newest trials, baselines) still use ``ScatterPlotItem``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from mergestudio.search.baselines import Baseline
+from mergestudio.search.dashboard import (
+    GenomeLayout,
+    TrialHistory,
+    best_so_far,
+    front_2d,
+    generation_bands,
+    parallel_coordinates,
+    scale_axes,
+    step_line,
+)
+from pyqtgraph import functions as fn
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QCursor, QPainter, QPen
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QToolTip, QVBoxLayout, QWidget
+
+ACCENT = "#2563eb"
+SELECTED = "#dc2626"
+NEWEST = "#f59e0b"
+PARENT = "#0f766e"
+MERGE = "#7c3aed"
+FADED_ALPHA = 70
+EVALUATION_BINS = 32  # colours of the 'evaluation #' map: prebuilt pens, one per bin
+PICK_RADIUS_PX = 8.0
+LABEL_ROOM = 0.75  # axis units right of the last parallel axis, for baseline labels
+HOVER_RATE_HZ = 30
+
+Describe = Callable[[int], str]  # trial number -> tooltip text
+
+
+def _color(name: str, alpha: int = 255) -> QColor:
+    color = QColor(name)
+    color.setAlpha(alpha)
+    return color
+
+
+def evaluation_colormap() -> pg.ColorMap:
+    return pg.colormap.get("viridis")
+
+
+def legend_html(entries: Sequence[tuple[str, str, str]]) -> str:
+    """A one-line legend: (symbol, colour, text) per entry. Drawn above the plot, not in
+    it, so it never hides a point."""
+    return "&nbsp;&nbsp; ".join(
+        f"<span style='color:{color}'>{symbol}</span>&nbsp;{text}" for symbol, color, text in entries
+    )
+
+
+def group_baselines(baselines: Sequence[Baseline], key: Callable[[Baseline], tuple[float, ...]]) -> list[tuple[str, str, tuple[float, ...], list[Baseline]]]:
+    """Baselines that land on the same spot drawn once, their labels joined: the default
+    merges of an untrained search often tie (all zero), and stacked labels are unreadable.
+    Returns (label, kind of the first, position, members); merges before parents."""
+    groups: dict[tuple[float, ...], list[Baseline]] = {}
+    for baseline in baselines:
+        groups.setdefault(tuple(round(v, 9) for v in key(baseline)), []).append(baseline)
+    out = []
+    for position, members in groups.items():
+        members = sorted(members, key=lambda b: b.kind != "merge")
+        out.append((", ".join(b.label for b in members), members[0].kind, position, members))
+    return out
+
+
+# ---- a fast point item --------------------------------------------------------------------
+
+
+class PointCloud(pg.GraphicsObject):
+    """Round points of one size in a few colours. ``codes[i]`` picks point i's colour
+    from the palette. Points with NaN coordinates are not drawn (and never picked)."""
+
+    def __init__(self, size: float = 7.0) -> None:
+        super().__init__()
+        self.size = size
+        self._pens: list[QPen] = []
+        self._groups: list[tuple[QPen, Any]] = []
+        self._x = np.zeros(0)
+        self._y = np.zeros(0)
+        self._codes = np.zeros(0, dtype=np.int64)
+        self._bounds: tuple[float, float, float, float] | None = None
+
+    def set_palette(self, colors: Sequence[QColor]) -> None:
+        self._pens = []
+        for color in colors:
+            pen = QPen(color)
+            pen.setWidthF(self.size)
+            pen.setCapStyle(Qt.PenCapStyle.RoundCap)
+            pen.setCosmetic(True)  # size in pixels, whatever the zoom
+            self._pens.append(pen)
+
+    def set_points(self, x: np.ndarray, y: np.ndarray, codes: np.ndarray | None = None) -> None:
+        self.prepareGeometryChange()
+        self._x = np.asarray(x, dtype=np.float64)
+        self._y = np.asarray(y, dtype=np.float64)
+        n = self._x.size
+        self._codes = np.zeros(n, dtype=np.int64) if codes is None else np.asarray(codes, dtype=np.int64)
+        finite = np.isfinite(self._x) & np.isfinite(self._y)
+        self._groups = []
+        if finite.any():
+            xs, ys = self._x[finite], self._y[finite]
+            self._bounds = (float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max()))
+            codes_kept = self._codes[finite]
+            order = np.argsort(codes_kept, kind="stable")
+            edges = np.searchsorted(codes_kept[order], np.arange(len(self._pens) + 1))
+            for code, pen in enumerate(self._pens):
+                lo, hi = int(edges[code]), int(edges[code + 1])
+                if hi > lo:
+                    chosen = order[lo:hi]
+                    polygon = fn.create_qpolygonf(hi - lo)
+                    view = fn.ndarray_from_qpolygonf(polygon)
+                    view[:, 0] = xs[chosen]
+                    view[:, 1] = ys[chosen]
+                    self._groups.append((pen, polygon))
+        else:
+            self._bounds = None
+        self.informViewBoundsChanged()
+        self.update()
+
+    def points(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What is drawn: x, y and colour codes (as given, NaN rows included)."""
+        return self._x, self._y, self._codes
+
+    def nearest(self, x: float, y: float, pixel: tuple[float, float], radius_px: float = PICK_RADIUS_PX) -> int | None:
+        """Index of the point nearest (x, y) in screen distance, if within ``radius_px``."""
+        if self._x.size == 0 or pixel[0] <= 0 or pixel[1] <= 0:
+            return None
+        with np.errstate(invalid="ignore"):
+            distance = np.hypot((self._x - x) / pixel[0], (self._y - y) / pixel[1])
+        distance = np.where(np.isnan(distance), np.inf, distance)
+        best = int(np.argmin(distance))
+        return best if distance[best] <= radius_px else None
+
+    # pyqtgraph's hooks for auto-range and painting
+
+    def dataBounds(self, ax: int, frac: float = 1.0, orthoRange: Any = None) -> tuple[float | None, float | None]:
+        if self._bounds is None:
+            return None, None
+        return (self._bounds[0], self._bounds[1]) if ax == 0 else (self._bounds[2], self._bounds[3])
+
+    def pixelPadding(self) -> float:
+        return self.size / 2 + 1
+
+    def boundingRect(self) -> QRectF:
+        if self._bounds is None:
+            return QRectF()
+        x0, x1, y0, y1 = self._bounds
+        px = py = 0.0
+        vectors = self.pixelVectors()
+        if vectors is not None and vectors[0] is not None:
+            px = vectors[0].length() * self.pixelPadding()
+            py = vectors[1].length() * self.pixelPadding()
+        return QRectF(x0 - px, y0 - py, (x1 - x0) + 2 * px, (y1 - y0) + 2 * py)
+
+    def viewTransformChanged(self) -> None:
+        self.prepareGeometryChange()
+
+    def paint(self, painter: QPainter, *_args: Any) -> None:
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        for pen, polygon in self._groups:
+            painter.setPen(pen)
+            painter.drawPoints(polygon)
+
+
+def _ring(color: str, size: float, width: float = 2.0) -> pg.ScatterPlotItem:
+    """A small scatter for highlights: open circles drawn over the cloud."""
+    return pg.ScatterPlotItem(
+        size=size, pen=pg.mkPen(color, width=width), brush=None, symbol="o", pxMode=True, hoverable=False
+    )
+
+
+# ---- the common frame ---------------------------------------------------------------------
+
+
+class TrialPlot(QWidget):
+    """A titled plot with optional choosers in its header; hovering a trial shows its
+    values, clicking it emits ``trial_clicked``."""
+
+    trial_clicked = Signal(int)
+
+    def __init__(self, title: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.describe: Describe = lambda number: f"trial {number}"
+        self.history: TrialHistory | None = None
+        self.baselines: list[Baseline] = []
+        self.selected: int | None = None
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        self.header = QHBoxLayout()
+        self.header.setContentsMargins(4, 0, 4, 0)
+        self.header.setSpacing(6)
+        self.title = QLabel(title, self)
+        self.title.setObjectName("sectionTitle")
+        self.header.addWidget(self.title)
+        self.header.addStretch(1)
+        layout.addLayout(self.header)
+        self.plot = pg.PlotWidget(self)
+        self.plot.setMenuEnabled(False)
+        self.plot.setMinimumHeight(160)
+        self.plot_item: pg.PlotItem = self.plot.getPlotItem()
+        self.plot_item.showGrid(x=True, y=True, alpha=0.15)
+        for name in ("left", "bottom"):
+            # Values are fractions or perplexities: '(x0.001)' scale prefixes only confuse.
+            self.plot_item.getAxis(name).enableAutoSIPrefix(False)
+        self.legend = QLabel(self)
+        self.legend.setObjectName("hint")
+        self.legend.setStyleSheet("font-size: 9pt")
+        self.legend.setWordWrap(True)
+        self.legend.setContentsMargins(4, 0, 4, 0)
+        layout.addWidget(self.legend)
+        layout.addWidget(self.plot, 1)
+        self._hover = pg.SignalProxy(self.plot.scene().sigMouseMoved, rateLimit=HOVER_RATE_HZ, slot=self._hovered)
+        self.plot.scene().sigMouseClicked.connect(self._clicked)
+
+    def add_chooser(self, label: str, tip: str) -> QComboBox:
+        text = QLabel(label, self)
+        combo = QComboBox(self)
+        combo.setToolTip(tip)
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.header.addWidget(text)
+        self.header.addWidget(combo)
+        return combo
+
+    def redraw(self, history: TrialHistory, baselines: list[Baseline]) -> None:
+        """Redraw every series from ``history`` (subclasses)."""
+        self.history, self.baselines = history, baselines
+
+    # subclasses: which trial is at a view position
+    def pick(self, x: float, y: float) -> int | None:
+        return None
+
+    def tooltip_at(self, x: float, y: float) -> str:
+        number = self.pick(x, y)
+        return "" if number is None else self.describe(number)
+
+    def _pixel(self) -> tuple[float, float]:
+        width, height = self.plot_item.getViewBox().viewPixelSize()
+        return float(width), float(height)
+
+    def _view_pos(self, scene_pos: QPointF) -> QPointF | None:
+        box = self.plot_item.getViewBox()
+        if not box.sceneBoundingRect().contains(scene_pos):
+            return None
+        return box.mapSceneToView(scene_pos)
+
+    def _hovered(self, args: tuple[Any, ...]) -> None:
+        pos = self._view_pos(args[0])
+        text = "" if pos is None else self.tooltip_at(pos.x(), pos.y())
+        if text:
+            QToolTip.showText(QCursor.pos(), text, self.plot)
+        else:
+            QToolTip.hideText()
+
+    def _clicked(self, event: Any) -> None:
+        if event.button() != Qt.MouseButton.LeftButton:
+            return
+        pos = self._view_pos(event.scenePos())
+        number = None if pos is None else self.pick(pos.x(), pos.y())
+        if number is not None:
+            self.trial_clicked.emit(number)
+
+    def set_selected(self, number: int | None) -> None:
+        self.selected = number
+        self.draw_selection()
+
+    def draw_selection(self) -> None:  # subclasses
+        return None
+
+
+def _objective_items(combo: QComboBox, history: TrialHistory, keep: int) -> None:
+    """Fill ``combo`` with the objectives (keeping index ``keep`` when it exists)."""
+    names = [o.name for o in history.objectives]
+    if [combo.itemData(i) for i in range(combo.count())] == names:
+        return
+    combo.blockSignals(True)
+    combo.clear()
+    for objective in history.objectives:
+        combo.addItem(objective.name, objective.name)
+        combo.setItemData(combo.count() - 1, objective.label, Qt.ItemDataRole.ToolTipRole)
+    combo.setCurrentIndex(min(keep, combo.count() - 1))
+    combo.blockSignals(False)
+
+
+# ---- fitness vs evaluations ---------------------------------------------------------------
+
+
+class FitnessPlot(TrialPlot):
+    """One objective against evaluations: every trial a point (front members solid),
+    the best so far as a step line, each generation's mean ± std as a band, and the
+    baselines as labelled dashed lines."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Fitness", parent)
+        self.objective = self.add_chooser("Objective", "Which objective to plot against evaluations")
+        self.objective.currentIndexChanged.connect(self._objective_chosen)
+        item = self.plot_item
+        item.setLabel("bottom", "evaluations")
+        self.band_low = pg.PlotCurveItem()
+        self.band_high = pg.PlotCurveItem()
+        self.band = pg.FillBetweenItem(self.band_low, self.band_high, brush=pg.mkBrush(_color(ACCENT, 40)))
+        item.addItem(self.band)
+        self.mean = pg.PlotDataItem(pen=pg.mkPen(_color(ACCENT, 160), width=1.5, style=Qt.PenStyle.DashLine))
+        self.cloud = PointCloud(6.0)
+        self.cloud.set_palette([_color(ACCENT, FADED_ALPHA), _color(ACCENT)])
+        item.addItem(self.cloud)
+        self.best = pg.PlotDataItem(pen=pg.mkPen(SELECTED, width=2))
+        for line in (self.mean, self.best):
+            line.setDownsampling(auto=True, method="peak")
+            line.setClipToView(True)
+            item.addItem(line)
+        self.ring = _ring(SELECTED, 15)
+        item.addItem(self.ring)
+        self.legend.setText(legend_html([
+            ("●", "#9db5ea", "trial"),
+            ("●", ACCENT, "on the front"),
+            ("━", SELECTED, "best so far"),
+            ("┅", ACCENT, "generation mean ± std"),
+            ("┄", MERGE, "baselines"),
+        ]))
+        self.baseline_lines: list[pg.InfiniteLine] = []
+        self._baseline_key: tuple[Any, ...] = ()
+
+    def _objective_chosen(self, _index: int) -> None:
+        if self.history is not None:
+            self.redraw(self.history, self.baselines)
+
+    def objective_index(self) -> int:
+        return max(0, self.objective.currentIndex())
+
+    def redraw(self, history: TrialHistory, baselines: list[Baseline]) -> None:
+        self.history, self.baselines = history, baselines
+        _objective_items(self.objective, history, self.objective_index())
+        if not history.objectives:
+            return
+        index = self.objective_index()
+        axis = history.objectives[index]
+        values = history.values[:, index]
+        x = history.evaluations.astype(np.float64)
+        self.plot_item.setLabel("left", axis.label)
+        self.cloud.set_points(x, values, history.front_mask().astype(np.int64))
+        best = best_so_far(values, axis.maximize)
+        if x.size:
+            self.best.setData(np.repeat(x, 2)[1:], np.repeat(best, 2)[:-1])
+        else:
+            self.best.setData([], [])
+        bands = generation_bands(history.generations, values)
+        self.mean.setData(bands.x, bands.mean)
+        self.band_low.setData(bands.x, bands.mean - bands.std)
+        self.band_high.setData(bands.x, bands.mean + bands.std)
+        self._draw_baselines(axis.name, axis.maximize)
+        self.draw_selection()
+
+    def _draw_baselines(self, name: str, maximize: bool) -> None:
+        """The default merges and the best parent on this objective: more would pile up."""
+        chosen = [b for b in self.baselines if b.kind == "merge" and name in b.objectives]
+        parents = [b for b in self.baselines if b.kind == "parent" and name in b.objectives]
+        if parents:
+            pick = max if maximize else min
+            chosen.append(pick(parents, key=lambda b: b.objectives[name]))
+        key = (name, tuple((b.label, b.objectives[name]) for b in chosen))
+        if key == self._baseline_key:
+            return
+        self._baseline_key = key
+        for line in self.baseline_lines:
+            self.plot_item.removeItem(line)
+        self.baseline_lines = []
+        for i, (label, kind, (value,), members) in enumerate(group_baselines(chosen, lambda b: (b.objectives[name],))):
+            color = MERGE if kind == "merge" else PARENT
+            line = pg.InfiniteLine(
+                pos=value,
+                angle=0,
+                movable=False,
+                pen=pg.mkPen(color, width=1, style=Qt.PenStyle.DashLine),
+                label=label,
+                labelOpts={"position": 0.97 - 0.12 * (i % 3), "color": color, "anchors": [(1, 1), (1, 1)]},
+            )
+            line.setToolTip(f"{label}: {value:.4g} ({members[0].estimator})")
+            self.plot_item.addItem(line)
+            self.baseline_lines.append(line)
+
+    def draw_selection(self) -> None:
+        history = self.history
+        row = None if history is None or self.selected is None else history.row_of(self.selected)
+        if history is None or row is None:
+            self.ring.setData([], [])
+            return
+        self.ring.setData([row + 1.0], [history.values[row, self.objective_index()]])
+
+    def pick(self, x: float, y: float) -> int | None:
+        index = self.cloud.nearest(x, y, self._pixel())
+        return None if index is None or self.history is None else int(self.history.numbers[index])
+
+
+# ---- the Pareto front of two objectives ---------------------------------------------------
+
+
+class ParetoPlot(TrialPlot):
+    """Two chosen objectives: every trial coloured by when it was evaluated (colour bar),
+    trials off the study's Pareto front faded, the front of these two objectives as a
+    step line, the newest generation ringed, baselines as labelled markers."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Pareto front", parent)
+        self.x_choice = self.add_chooser("x", "Objective on the horizontal axis")
+        self.y_choice = self.add_chooser("y", "Objective on the vertical axis")
+        self.x_choice.currentIndexChanged.connect(self._axes_chosen)
+        self.y_choice.currentIndexChanged.connect(self._axes_chosen)
+        item = self.plot_item
+        lut = evaluation_colormap().getLookupTable(nPts=EVALUATION_BINS, alpha=False)
+        solid = [QColor(int(r), int(g), int(b)) for r, g, b in lut]
+        faded = [_color(c.name(), FADED_ALPHA) for c in solid]
+        self.cloud = PointCloud(7.0)
+        self.cloud.set_palette(faded + solid)  # code = bin (+ bins when on the front)
+        item.addItem(self.cloud)
+        self.step = pg.PlotDataItem(pen=pg.mkPen(ACCENT, width=2))
+        item.addItem(self.step)
+        self.newest = _ring(NEWEST, 12, 1.5)
+        item.addItem(self.newest)
+        self.parents = pg.ScatterPlotItem(symbol="t", size=11, pen=None, brush=pg.mkBrush(PARENT))
+        self.merges = pg.ScatterPlotItem(symbol="d", size=11, pen=None, brush=pg.mkBrush(MERGE))
+        item.addItem(self.parents)
+        item.addItem(self.merges)
+        self.labels: list[pg.TextItem] = []
+        self.ring = _ring(SELECTED, 17, 2.5)
+        item.addItem(self.ring)
+        self.colorbar = pg.ColorBarItem(
+            values=(1, 2), colorMap=evaluation_colormap(), interactive=False, width=12, label="evaluation #"
+        )
+        item.layout.addItem(self.colorbar, 2, 5)
+        self.legend.setText(legend_html([
+            ("●", "#3b528b", "trial (colour: evaluation #; faded: off the front)"),
+            ("━", ACCENT, "front of x, y"),
+            ("○", NEWEST, "newest"),
+            ("▼", PARENT, "parents"),
+            ("◆", MERGE, "default merges"),
+        ]))
+        self.front_indices = np.zeros(0, dtype=np.int64)  # rows on the step line, for tests
+        self._baseline_key: tuple[Any, ...] = ()
+
+    def _axes_chosen(self, _index: int) -> None:
+        if self.history is not None:
+            self.redraw(self.history, self.baselines)
+
+    def axes(self) -> tuple[int, int]:
+        return max(0, self.x_choice.currentIndex()), max(0, self.y_choice.currentIndex())
+
+    def redraw(self, history: TrialHistory, baselines: list[Baseline]) -> None:
+        self.history, self.baselines = history, baselines
+        _objective_items(self.x_choice, history, self.x_choice.currentIndex() if self.x_choice.count() else 0)
+        _objective_items(self.y_choice, history, self.y_choice.currentIndex() if self.y_choice.count() else 1)
+        if not history.objectives:
+            return
+        xi, yi = self.axes()
+        ax, ay = history.objectives[xi], history.objectives[yi]
+        self.plot_item.setLabel("bottom", ax.label)
+        self.plot_item.setLabel("left", ay.label)
+        x, y = history.values[:, xi], history.values[:, yi]
+        n = len(history)
+        bins = (np.arange(n) * EVALUATION_BINS) // max(n, 1)
+        self.cloud.set_points(x, y, bins + EVALUATION_BINS * history.front_mask())
+        self.colorbar.setLevels(low=1, high=max(n, 2))
+        self.front_indices = front_2d(x, y, ax.maximize, ay.maximize)
+        sx, sy = step_line(x[self.front_indices], y[self.front_indices], ax.maximize, ay.maximize)
+        self.step.setData(sx, sy)
+        newest = slice(max(0, n - history.population_size), n)
+        self.newest.setData(x[newest], y[newest])
+        self._draw_baselines(ax.name, ay.name)
+        self.draw_selection()
+
+    def _draw_baselines(self, x_name: str, y_name: str) -> None:
+        usable = [b for b in self.baselines if x_name in b.objectives and y_name in b.objectives]
+        key = (x_name, y_name, tuple((b.label, b.objectives[x_name], b.objectives[y_name]) for b in usable))
+        if key == self._baseline_key:
+            return
+        self._baseline_key = key
+        for label in self.labels:
+            self.plot_item.removeItem(label)
+        self.labels = []
+        for item, kind in ((self.parents, "parent"), (self.merges, "merge")):
+            chosen = [b for b in usable if b.kind == kind]
+            item.setData([b.objectives[x_name] for b in chosen], [b.objectives[y_name] for b in chosen])
+        for label, kind, (x, y), members in group_baselines(usable, lambda b: (b.objectives[x_name], b.objectives[y_name])):
+            text = pg.TextItem(label, color=PARENT if kind == "parent" else MERGE, anchor=(-0.1, 0.5))
+            text.setPos(x, y)
+            text.setToolTip(f"{label}: scored on the run's estimator ({members[0].estimator})")
+            self.plot_item.addItem(text)
+            self.labels.append(text)
+
+    def draw_selection(self) -> None:
+        history = self.history
+        row = None if history is None or self.selected is None else history.row_of(self.selected)
+        if history is None or row is None:
+            self.ring.setData([], [])
+            return
+        xi, yi = self.axes()
+        self.ring.setData([history.values[row, xi]], [history.values[row, yi]])
+
+    def pick(self, x: float, y: float) -> int | None:
+        index = self.cloud.nearest(x, y, self._pixel())
+        return None if index is None or self.history is None else int(self.history.numbers[index])
+
+
+# ---- parallel coordinates -----------------------------------------------------------------
+
+
+class ParallelPlot(TrialPlot):
+    """Every trial a polyline over all objectives, each axis scaled so the better end is
+    up; front members in colour, the rest faded, baselines dashed, the selection red.
+    Linked: clicking near a line's vertex selects that trial everywhere."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Parallel coordinates", parent)
+        item = self.plot_item
+        item.setMouseEnabled(x=False, y=False)
+        item.setLabel("left", "worse → better (scaled per axis)")
+        item.hideButtons()
+        self.all_lines = pg.PlotDataItem(pen=pg.mkPen(_color("#7f8896", 45), width=1), connect="finite")
+        self.front_lines = pg.PlotDataItem(pen=pg.mkPen(_color(ACCENT, 170), width=1.5), connect="finite")
+        self.baseline_lines = pg.PlotDataItem(
+            pen=pg.mkPen(MERGE, width=1.5, style=Qt.PenStyle.DashLine), connect="finite"
+        )
+        self.selected_line = pg.PlotDataItem(pen=pg.mkPen(SELECTED, width=2.5))
+        for line in (self.all_lines, self.front_lines, self.baseline_lines, self.selected_line):
+            item.addItem(line)
+        self.legend.setText(legend_html([
+            ("━", ACCENT, "on the Pareto front"),
+            ("━", "#b8bcc6", "other trials"),
+            ("┄", MERGE, "baselines"),
+            ("━", SELECTED, "selected"),
+        ]))
+        self.axis_lines: list[pg.InfiniteLine] = []
+        self.value_labels: list[pg.TextItem] = []
+        self.baseline_labels: list[pg.TextItem] = []
+        self.scaled = np.zeros((0, 0))
+        self.low = np.zeros(0)
+        self.high = np.zeros(0)
+        self._axis_key: tuple[Any, ...] = ()
+
+    def redraw(self, history: TrialHistory, baselines: list[Baseline]) -> None:
+        self.history, self.baselines = history, baselines
+        names = [o.name for o in history.objectives]
+        k = len(names)
+        if k == 0:
+            return
+        maximize = [o.maximize for o in history.objectives]
+        usable = [b for b in baselines if all(n in b.objectives for n in names)]
+        extra = np.array([[b.objectives[n] for n in names] for b in usable]) if usable else None
+        axes = parallel_coordinates(history.values, maximize, extra)
+        self.low, self.high = axes.low, axes.high
+        self.scaled = axes.y.reshape(len(history), k + 1)[:, :k] if len(history) else np.zeros((0, k))
+        self.all_lines.setData(axes.x, axes.y, connect="finite")
+        front = history.front_mask()
+        lines = np.hstack([self.scaled[front], np.full((int(front.sum()), 1), np.nan)]).ravel()
+        ticks = np.tile(np.append(np.arange(k, dtype=np.float64), np.nan), int(front.sum()))
+        self.front_lines.setData(ticks, lines, connect="finite")
+        self._draw_axes(names, history)
+        self._draw_baselines(usable, names, extra)
+        self.draw_selection()
+
+    def _draw_axes(self, names: list[str], history: TrialHistory) -> None:
+        key = (tuple(names), tuple(np.round(self.low, 6)), tuple(np.round(self.high, 6)))
+        if key == self._axis_key:
+            return
+        self._axis_key = key
+        k = len(names)
+        self.plot_item.getAxis("bottom").setTicks([list(enumerate(names))])
+        self.plot_item.setXRange(-0.45, k - 1 + LABEL_ROOM, padding=0)  # room for baseline labels
+        self.plot_item.setYRange(-0.12, 1.12, padding=0)
+        for line in self.axis_lines:
+            self.plot_item.removeItem(line)
+        for label in self.value_labels:
+            self.plot_item.removeItem(label)
+        self.axis_lines, self.value_labels = [], []
+        foreground = pg.getConfigOption("foreground")
+        for i, objective in enumerate(history.objectives):
+            axis = pg.InfiniteLine(pos=i, angle=90, movable=False, pen=pg.mkPen(_color("#9aa0a8", 160)))
+            axis.setToolTip(objective.label)
+            self.plot_item.addItem(axis)
+            self.axis_lines.append(axis)
+            for value, level, anchor in ((self.high[i], 1.0, (0.5, 1.0)), (self.low[i], 0.0, (0.5, 0.0))):
+                label = pg.TextItem(f"{value:.3g}", color=foreground, anchor=anchor)
+                label.setPos(i, level)
+                self.plot_item.addItem(label)
+                self.value_labels.append(label)
+
+    def _draw_baselines(self, usable: list[Baseline], names: list[str], extra: np.ndarray | None) -> None:
+        for label in self.baseline_labels:
+            self.plot_item.removeItem(label)
+        self.baseline_labels = []
+        if extra is None:
+            self.baseline_lines.setData([], [])
+            return
+        scaled = scale_axes(extra, self.low, self.high)
+        k = len(names)
+        ys = np.hstack([scaled, np.full((len(usable), 1), np.nan)]).ravel()
+        xs = np.tile(np.append(np.arange(k, dtype=np.float64), np.nan), len(usable))
+        self.baseline_lines.setData(xs, ys, connect="finite")
+        ends = {id(b): float(row[-1]) for b, row in zip(usable, scaled, strict=True)}
+        for text, kind, (y,), _members in group_baselines(usable, lambda b: (ends[id(b)],)):
+            label = pg.TextItem(text, color=MERGE if kind == "merge" else PARENT, anchor=(0.0, 0.5))
+            label.setPos(k - 1 + 0.04, y)
+            self.plot_item.addItem(label)
+            self.baseline_labels.append(label)
+
+    def draw_selection(self) -> None:
+        history = self.history
+        row = None if history is None or self.selected is None else history.row_of(self.selected)
+        if history is None or row is None or row >= self.scaled.shape[0]:
+            self.selected_line.setData([], [])
+            return
+        self.selected_line.setData(np.arange(self.scaled.shape[1], dtype=np.float64), self.scaled[row])
+
+    def pick(self, x: float, y: float) -> int | None:
+        if self.history is None or self.scaled.size == 0:
+            return None
+        axis = round(x)
+        if not 0 <= axis < self.scaled.shape[1] or abs(x - axis) > 0.25:
+            return None
+        _, height = self._pixel()
+        distance = np.abs(self.scaled[:, axis] - y) / max(height, 1e-12)
+        distance = np.where(np.isnan(distance), np.inf, distance)
+        best = int(np.argmin(distance))
+        return int(self.history.numbers[best]) if distance[best] <= PICK_RADIUS_PX else None
+
+
+# ---- hypervolume --------------------------------------------------------------------------
+
+
+class HypervolumePlot(TrialPlot):
+    """Hypervolume of the study's front after every evaluation (the engine's reference:
+    the spec's, or the worst value seen so far on each axis)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Hypervolume", parent)
+        item = self.plot_item
+        item.setLabel("bottom", "evaluations")
+        item.setLabel("left", "hypervolume")
+        self.curve = pg.PlotDataItem(pen=pg.mkPen(ACCENT, width=2))
+        self.curve.setDownsampling(auto=True, method="peak")
+        self.curve.setClipToView(True)
+        item.addItem(self.curve)
+        self.marker = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(SELECTED, width=1))
+        self.marker.setVisible(False)
+        item.addItem(self.marker)
+        self.note = QLabel("", self)
+        self.note.setObjectName("hint")
+        self.header.addWidget(self.note)
+
+    def redraw(self, history: TrialHistory, baselines: list[Baseline]) -> None:
+        self.history, self.baselines = history, baselines
+        x = history.evaluations.astype(np.float64)
+        hv = history.hypervolume
+        if x.size:
+            self.curve.setData(np.repeat(x, 2)[1:], np.repeat(hv, 2)[:-1])
+        else:
+            self.curve.setData([], [])
+        units = " × ".join(o.unit for o in history.objectives) if len(history.study_directions) > 1 else "score"
+        self.plot_item.setLabel("left", "hypervolume", units=None)
+        self.plot_item.getAxis("left").setToolTip(f"volume in objective units ({units})")
+        self.note.setText(f"{hv[-1]:.4g}" if hv.size else "")
+        self.draw_selection()
+
+    def draw_selection(self) -> None:
+        history = self.history
+        row = None if history is None or self.selected is None else history.row_of(self.selected)
+        self.marker.setVisible(row is not None)
+        if row is not None:
+            self.marker.setValue(row + 1)
+
+    def pick(self, x: float, y: float) -> int | None:
+        if self.history is None or not len(self.history):
+            return None
+        row = round(x) - 1
+        return int(self.history.numbers[row]) if 0 <= row < len(self.history) else None
+
+
+# ---- the genome heatmap -------------------------------------------------------------------
+
+
+class GenomeHeatmap(QWidget):
+    """A trial's genes on the (model/parameter × lane/layer group) grid, coloured by
+    value with a colour bar over the genes' bounds, each cell labelled."""
+
+    MAX_LABELLED_CELLS = 96
+    COLORMAP = pg.colormap.get("cividis")
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        self.title = QLabel("Genome", self)
+        self.title.setObjectName("sectionTitle")
+        layout.addWidget(self.title)
+        self.plot = pg.PlotWidget(self)
+        self.plot.setMenuEnabled(False)
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot_item: pg.PlotItem = self.plot.getPlotItem()
+        self.plot_item.hideButtons()
+        self.plot_item.invertY(True)  # first row on top, like a table
+        self.plot_item.setLabel("bottom", "lane / layer group")
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.plot_item.addItem(self.image)
+        self.colorbar = pg.ColorBarItem(
+            values=(0.0, 1.0), colorMap=self.COLORMAP, interactive=False, width=12, label="value"
+        )
+        self.colorbar.axis.enableAutoSIPrefix(False)
+        self.colorbar.setImageItem(self.image, insert_in=self.plot_item)
+        self.cell_labels: list[pg.TextItem] = []
+        self.values = np.zeros((0, 0))
+        layout.addWidget(self.plot, 1)
+
+    def show_genome(self, layout: GenomeLayout, genes: np.ndarray, bounds: list[tuple[float, float]], title: str, param: str) -> None:
+        self.title.setText(title)
+        self.values = layout.grid(list(genes))
+        lows = {low for low, _ in bounds}
+        highs = {high for _, high in bounds}
+        if len(lows) == 1 and len(highs) == 1:
+            low, high = lows.pop(), highs.pop()
+            label, shown = f"{param} (bounds {low:g} – {high:g})", self.values
+        else:  # different bounds per gene: compare positions within the bounds
+            low, high, label = 0.0, 1.0, "position within the gene's bounds"
+            spans = layout.grid([(v - lo) / (hi - lo) for v, (lo, hi) in zip(genes, bounds, strict=True)])
+            shown = spans
+        self.colorbar.setLevels(low=low, high=high)
+        self.colorbar.getAxis("left").setLabel(label)
+        middle = (low + high) / 2
+        self.image.setImage(np.where(np.isnan(shown), middle, shown), levels=(low, high))
+        rows, columns = self.values.shape
+        self.image.setRect(-0.5, -0.5, columns, rows)
+        self.plot_item.getAxis("left").setTicks([list(enumerate(layout.rows))])
+        self.plot_item.getAxis("bottom").setTicks([list(enumerate(layout.columns))])
+        for text in self.cell_labels:
+            self.plot_item.removeItem(text)
+        self.cell_labels = []
+        if rows * columns <= self.MAX_LABELLED_CELLS:
+            for (row, column), value in np.ndenumerate(self.values):
+                if np.isnan(value):
+                    continue
+                fraction = (shown[row, column] - low) / (high - low) if high > low else 0.5
+                light = self.COLORMAP.mapToQColor(float(np.clip(fraction, 0, 1))).lightness() > 140
+                text = pg.TextItem(f"{value:.2f}", color="k" if light else "w", anchor=(0.5, 0.5))
+                text.setPos(column, row)
+                self.plot_item.addItem(text)
+                self.cell_labels.append(text)
+
+    def clear_genome(self, text: str) -> None:
+        self.title.setText(text)
+        self.values = np.zeros((0, 0))
+        self.image.clear()
+        for label in self.cell_labels:
+            self.plot_item.removeItem(label)
+        self.cell_labels = []

@@ -1,0 +1,116 @@
+"""The Evolve page's trial table: a model over the page's ``TrialHistory`` (no copies),
+growing by row inserts as trials finish, sortable through a proxy."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from mergestudio.search.dashboard import TrialHistory
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+
+Index = QModelIndex | QPersistentModelIndex
+SORT_ROLE = Qt.ItemDataRole.UserRole + 1  # the number behind a cell, for sorting
+
+
+class TrialTableModel(QAbstractTableModel):
+    """Columns: trial, generation, every objective, on the front, seconds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: TrialHistory | None = None
+        self._rows = 0
+        self._front: frozenset[int] = frozenset()
+        self.full: dict[int, dict[str, float]] = {}  # full-set scores, shown in tooltips
+
+    def set_history(self, history: TrialHistory | None) -> None:
+        self.beginResetModel()
+        self.history = history
+        self._rows = 0 if history is None else len(history)
+        self._front = frozenset() if history is None else history.front
+        self.endResetModel()
+
+    def refresh(self) -> None:
+        """Announce rows appended and front marks changed since the last refresh."""
+        history = self.history
+        if history is None:
+            return
+        size = len(history)
+        if size > self._rows:
+            self.beginInsertRows(QModelIndex(), self._rows, size - 1)
+            self._rows = size
+            self.endInsertRows()
+        if history.front != self._front:
+            self._front = history.front
+            column = self.front_column()
+            self.dataChanged.emit(self.index(0, column), self.index(self._rows - 1, column))
+
+    def front_column(self) -> int:
+        return 2 + (0 if self.history is None else len(self.history.objectives))
+
+    def number_at(self, row: int) -> int | None:
+        if self.history is None or not 0 <= row < self._rows:
+            return None
+        return int(self.history.numbers[row])
+
+    # ---- the model API -----------------------------------------------------------------
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 (Qt's signature)
+        return 0 if parent.isValid() else self._rows
+
+    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() or self.history is None else 4 + len(self.history.objectives)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation != Qt.Orientation.Horizontal or self.history is None:
+            return None
+        names = ["trial", "gen", *[o.name for o in self.history.objectives], "front", "time"]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return names[section]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            objectives = self.history.objectives
+            if 2 <= section < 2 + len(objectives):
+                return objectives[section - 2].label
+            return {0: "trial number", 1: "generation", len(names) - 2: "on the Pareto front",
+                    len(names) - 1: "seconds to merge and evaluate"}.get(section)
+        return None
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        history = self.history
+        if history is None or not index.isValid():
+            return None
+        row, column = index.row(), index.column()
+        k = len(history.objectives)
+        number = int(history.numbers[row])
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == SORT_ROLE:
+            return self._sort_value(row, column, k)
+        if role == Qt.ItemDataRole.ToolTipRole and 2 <= column < 2 + k and number in self.full:
+            name = history.objectives[column - 2].name
+            return f"on the full task set: {self.full[number].get(name, math.nan):.4g}"
+        if role != Qt.ItemDataRole.DisplayRole:
+            return None
+        if column == 0:
+            return str(number)
+        if column == 1:
+            return str(int(history.generations[row]))
+        if column < 2 + k:
+            value = float(history.values[row, column - 2])
+            return "—" if math.isnan(value) else f"{value:.4g}"
+        if column == 2 + k:
+            return "✓" if number in history.front else ""
+        return f"{float(history.durations[row]):.1f} s"
+
+    def _sort_value(self, row: int, column: int, k: int) -> float:
+        history = self.history
+        assert history is not None
+        if column == 0:
+            return float(history.numbers[row])
+        if column == 1:
+            return float(history.generations[row])
+        if column < 2 + k:
+            return float(history.values[row, column - 2])
+        if column == 2 + k:
+            return 1.0 if int(history.numbers[row]) in history.front else 0.0
+        return float(history.durations[row])

@@ -1,0 +1,213 @@
+"""The Evolve page: a short real search on a demo zoo (the miniature one, built in
+seconds by the same pipeline as the shipped zoo), set up from the studio's models and
+recipe; what the plots and the table show is what the run store holds; pause, resume,
+stop, reopen and resume; selecting, exporting, opening in the Recipe editor and
+re-scoring a trial on the full set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mergestudio.demo import paths
+from mergestudio.demo.build import ZooConfig, build_zoo
+from mergestudio.io import open_model
+from mergestudio.search.baselines import BASELINES_FILE, load_full_evaluations
+from mergestudio.search.pareto import non_dominated, to_minimization
+from mergestudio.search.report import summarize
+from mergestudio.search.store import RunFolder
+from mergestudio_qt.context import Studio
+from mergestudio_qt.pages.evolve_page import EvolvePage
+from mergestudio_qt.preferences import Preferences
+from mergestudio_qt.state import StudioState, describe_source
+from mergestudio_qt.widgets.evolve_plots import EVALUATION_BINS
+
+SEARCH_TIMEOUT_MS = 90_000
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("zoo")
+    build_zoo(out, ZooConfig.miniature(), log=lambda _line: None, evaluate=False)
+    return out
+
+
+@pytest.fixture
+def studio(zoo: Path, tmp_path: Path) -> Studio:
+    """The zoo's base and specialists opened in the studio (the default task-arithmetic
+    recipe over them), and the skills' and general text's evaluation tasks ticked."""
+    state = StudioState()
+    folders = [paths.models_dir(zoo) / name for name in ("base", "reverse", "sort", "cipher")]
+    for folder in folders:
+        state.add_model(describe_source(open_model(folder), str(folder), "folder"))
+    state.set_eval_tasks([str(paths.tasks_dir(zoo) / f"{t}.eval.jsonl") for t in ("reverse", "sort", "general")])
+    visited: list[str] = []
+    studio = Studio(state, Preferences(demo_opened=True, cache_dir=str(tmp_path / "cache")), go_to=visited.append)
+    studio.visited = visited  # type: ignore[attr-defined]
+    return studio
+
+
+def _page(qtbot, studio: Studio) -> EvolvePage:
+    page = EvolvePage(studio)
+    qtbot.addWidget(page)
+    page.resize(1280, 800)
+    page.show()
+    return page
+
+
+def _set_up(page: EvolvePage, run: Path, evaluations: int) -> None:
+    """A tiny search: 3 objectives, weights per attention/MLP lane, NSGA-II, population 2,
+    a 5-item subset estimator (the miniature zoo's splits have 8 items)."""
+    setup = page.setup
+    assert [Path(t).name for t in setup.task_files()] == ["reverse.eval.jsonl", "sort.eval.jsonl", "general.eval.jsonl"]
+    genome_lanes = setup.genome.cellWidget(0, 4)
+    genome_lanes.setCurrentIndex(2)  # attention · MLP
+    setup.genome.cellWidget(0, 2).setValue(1.0)  # weight bounds 0 – 1
+    setup.population.setValue(2)
+    setup.evaluations.setValue(evaluations)
+    setup.estimator.setCurrentIndex(setup.estimator.findData("subset"))
+    setup.items.setValue(5)
+    setup.batch.setValue(16)
+    setup.run_edit.setText(str(run))
+
+
+def _complete(run: Path) -> list:
+    return [r for r in RunFolder(run).records() if r.state == "complete"]
+
+
+def test_search_plots_what_the_store_holds_and_pauses(qtbot, studio: Studio, tmp_path: Path) -> None:
+    page = _page(qtbot, studio)
+    run = tmp_path / "run"
+    _set_up(page, run, evaluations=4)
+    assert page.check_setup() is not None, page.setup.check_label.text()
+
+    # Pause as soon as the first trial is in; the search holds after the trial running then.
+    page.trial_added.connect(lambda _n: page.pause() if page.engine_state == "running" else None)
+    with qtbot.waitSignal(page.search_state, timeout=SEARCH_TIMEOUT_MS, check_params_cb=lambda s: s == "paused"):
+        page.start_search()
+        assert page.search_job is not None and not page.start_button.isEnabled()
+    assert page.resume_button.isEnabled() and not page.pause_button.isEnabled()
+    held = len(_complete(run))
+    assert 1 <= held < 4 and len(page.history) == held  # the page has every stored trial
+    assert page.baselines and (run / BASELINES_FILE).is_file()
+    with qtbot.waitSignal(page.search_finished, timeout=SEARCH_TIMEOUT_MS) as finished:
+        page.trial_added.disconnect()
+        page.resume()
+    assert finished.args == ["finished"]
+    assert page.progress.format() == "4 / 4 trials"
+
+    # ---- the plots and the table show the store ---------------------------------------
+    records = _complete(run)
+    summary = summarize(run)
+    history = page.history
+    names = [o.name for o in history.objectives]
+    assert names == ["reverse", "sort", "general"]
+    assert history.numbers.tolist() == [r.number for r in records]
+    stored = np.array([[r.objectives[n] for n in names] for r in records])
+    x, y, codes = page.fitness_plot.cloud.points()
+    np.testing.assert_array_equal(x, np.arange(1, 5))
+    np.testing.assert_array_equal(y, stored[:, 0])
+    assert history.front == frozenset(summary.front)
+    on_front = [r.number in summary.front for r in records]
+    assert (codes == 1).tolist() == on_front
+    page.pareto_plot.y_choice.setCurrentIndex(2)  # reverse vs general perplexity
+    x, y, codes = page.pareto_plot.cloud.points()
+    np.testing.assert_array_equal(np.column_stack([x, y]), stored[:, [0, 2]])
+    assert (codes >= EVALUATION_BINS).tolist() == on_front
+    pair = [to_minimization((r.objectives["reverse"], r.objectives["general"]), (True, False)) for r in records]
+    assert sorted(page.pareto_plot.front_indices.tolist()) == non_dominated(pair)
+    assert page.pareto_plot.plot_item.getAxis("left").labelText == "general: perplexity ↓"
+    _, hv = page.hypervolume_plot.curve.getData()
+    assert hv[-1] == pytest.approx(summary.hypervolume)
+    assert page.table_model.rowCount() == 4
+    for row, record in enumerate(records):
+        cells = [page.table_model.index(row, c).data() for c in range(page.table_model.columnCount())]
+        assert cells[0] == str(record.number)
+        assert cells[2:5] == [f"{record.objectives[n]:.4g}" for n in names]
+        assert cells[5] == ("✓" if record.number in summary.front else "")
+    # Baselines: every parent and default merge, scored on the run's subset.
+    labels = [b.label for b in page.baselines]
+    assert labels == ["base", "reverse", "sort", "cipher", "linear", "task_arithmetic", "ties"]
+    assert page.baselines[0].estimator == "subset: 5 items per task (seed 0)"
+    cached = json.loads((run / BASELINES_FILE).read_text())["baselines"]
+    assert [b["objectives"] for b in cached] == [b.objectives for b in page.baselines]
+    px, _ = page.pareto_plot.parents.getData()
+    assert len(px) == 4
+
+    # ---- selecting a trial -------------------------------------------------------------
+    chosen = records[2]
+    number = page.fitness_plot.pick(3.0, chosen.objectives["reverse"])  # evaluation 3
+    assert number == chosen.number
+    assert "reverse" in page.fitness_plot.tooltip_at(3.0, chosen.objectives["reverse"])
+    page.fitness_plot.trial_clicked.emit(number)  # what a click sends
+    assert page.selected == chosen.number
+    current = page.table_proxy.mapToSource(page.table.currentIndex()).row()
+    assert page.table_model.number_at(current) == chosen.number
+    assert page.recipe_view.toPlainText() == chosen.recipe_yaml  # rebuilt from the genome == stored
+    rx, ry = page.pareto_plot.ring.getData()
+    assert (rx[0], ry[0]) == (chosen.objectives["reverse"], chosen.objectives["general"])
+    genes = [g.name for g in history.genes]
+    grid = page.genome_view.values
+    assert grid.shape == (3, 2) and np.nansum(grid) == pytest.approx(sum(chosen.genome[g] for g in genes))
+    # Selecting a row in the table selects the trial everywhere.
+    other = page.table_proxy.mapFromSource(page.table_model.index(0, 0))
+    page.table.setCurrentIndex(other)
+    assert page.selected == records[0].number
+    _, selected_line = page.parallel_plot.selected_line.getData()
+    assert len(selected_line) == 3
+
+    # ---- acting on it ------------------------------------------------------------------
+    with qtbot.waitSignal(page.export_finished, timeout=SEARCH_TIMEOUT_MS) as exported:
+        page.export_selected()
+    out = Path(exported.args[0])
+    assert out == run / "exports" / f"trial-{records[0].number:05d}"
+    assert (out / "config.json").is_file() and list(out.glob("*.safetensors"))
+    assert json.loads((out / "search_trial.json").read_text())["trial"] == records[0].number
+
+    page.open_in_recipe_editor()
+    from mergestudio.recipe.model import Recipe
+
+    assert studio.state.recipe == Recipe.from_yaml(records[0].recipe_yaml).to_dict()
+    assert studio.visited == ["recipe"]  # type: ignore[attr-defined]
+
+    assert page.full_button.isEnabled()
+    with qtbot.waitSignal(page.full_eval_finished, timeout=SEARCH_TIMEOUT_MS) as full:
+        page.evaluate_full()
+    assert full.args == [True]
+    assert load_full_evaluations(run) == {records[0].number: page.full_evaluations[records[0].number]}
+    assert set(page.full_evaluations[records[0].number]) == set(names)
+    assert "full set" in page.describe_trial(records[0].number)
+
+
+def test_stop_reopen_and_resume(qtbot, studio: Studio, tmp_path: Path) -> None:
+    """A run stopped early (as when the window closes mid-run) reopens in a fresh page
+    with everything so far, baselines from the cache, and resumes to its budget."""
+    page = _page(qtbot, studio)
+    run = tmp_path / "run"
+    _set_up(page, run, evaluations=3)
+    page.trial_added.connect(lambda _n: page.stop())
+    with qtbot.waitSignal(page.search_finished, timeout=SEARCH_TIMEOUT_MS) as finished:
+        page.start_search()
+    assert finished.args == ["stopped"]
+    before = _complete(run)
+    assert 1 <= len(before) < 3
+
+    again = _page(qtbot, studio)
+    with qtbot.waitSignal(again.run_opened, timeout=SEARCH_TIMEOUT_MS) as opened:
+        again.open_run(run)
+    assert opened.args == [True]
+    assert again.history.numbers.tolist() == [r.number for r in before]
+    assert [b.label for b in again.baselines] == [b.label for b in page.baselines]  # from baselines.json
+    assert again.setup.population.value() == 2 and again.resume_button.isEnabled()
+    x, _, _ = again.fitness_plot.cloud.points()
+    assert len(x) == len(before)
+    with qtbot.waitSignal(again.search_finished, timeout=SEARCH_TIMEOUT_MS) as resumed:
+        again.resume()
+    assert resumed.args == ["finished"]
+    after = _complete(run)
+    assert len(after) == 3 and [r.number for r in after][: len(before)] == [r.number for r in before]
+    assert again.history.numbers.tolist() == [r.number for r in after]
+    assert again.history.front == frozenset(summarize(run).front)
+    np.testing.assert_allclose(again.history.hypervolume[-1], summarize(run).hypervolume)
