@@ -18,6 +18,7 @@ from mergestudio.search.dashboard import (
     ObjectiveAxis,
     TrialHistory,
     best_so_far,
+    best_trial,
     front_2d,
     generation_bands,
     genome_layout,
@@ -91,7 +92,7 @@ def test_front_2d_equals_non_dominated_sorting(seed: int, maximize: tuple[bool, 
 def test_non_dominated_mask_equals_the_engine(seed: int, k: int) -> None:
     points = _random_points(seed, 300, k)
     expected = non_dominated([tuple(p) for p in points])
-    assert np.flatnonzero(non_dominated_mask(points, chunk=64)).tolist() == expected
+    assert np.flatnonzero(non_dominated_mask(points)).tolist() == expected
 
 
 def test_step_line_is_the_boundary_of_what_the_front_dominates() -> None:
@@ -282,3 +283,36 @@ def test_hypervolume_of_history_end_equals_the_exact_front_volume() -> None:
     reference = tuple(points.max(axis=0))
     front = [tuple(p) for p in points[non_dominated_mask(points)]]
     assert curve[-1] == pytest.approx(hypervolume(front, reference))
+
+
+def test_best_trial_weighs_objectives_alike_whatever_their_units() -> None:
+    history = TrialHistory(
+        [
+            ObjectiveAxis("acc", "maximize", "exact_match", "acc"),
+            ObjectiveAxis("ppl", "minimize", "perplexity", "ppl"),
+        ],
+        [GeneBounds("w", 0.0, 1.0)],
+        ["maximize", "minimize"],
+        2,
+    )
+    assert best_trial(history) is None
+    # Scaled over the run: trial 11 is (0.67, 1.0) -> mean 0.83, trial 12 (1.0, 0.0) -> 0.5.
+    for number, acc, ppl in ((10, 0.2, 30.0), (11, 0.6, 12.0), (12, 0.8, 30.0)):
+        history.add(number, 0, {"acc": acc, "ppl": ppl}, (acc, ppl), {"w": 0.5})
+    assert best_trial(history) == 11
+    single = TrialHistory([ObjectiveAxis("ppl", "minimize", "perplexity", "ppl")], [], ["minimize"], 2)
+    for number, ppl in ((0, 3.0), (1, 2.0), (2, 2.0)):
+        single.add(number, 0, {"ppl": ppl}, (ppl,), {})
+    assert best_trial(single) == 1  # ties: the earliest
+
+
+def test_hypervolume_history_caps_exact_volumes_on_long_runs() -> None:
+    points = _random_points(3, 120, 3, grid=50)
+    exact = hypervolume_history(points, [None, None, None])
+    capped = hypervolume_history(points, [None, None, None], max_exact=10)
+    changes = np.flatnonzero(np.diff(exact) != 0).size + 1
+    assert changes > 10
+    assert capped[-1] == pytest.approx(exact[-1])  # the last move is always computed
+    assert np.unique(capped).size <= 11
+    computed = np.flatnonzero(np.r_[True, np.diff(capped) != 0])
+    np.testing.assert_allclose(capped[computed], exact[computed])

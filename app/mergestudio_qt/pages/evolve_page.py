@@ -497,6 +497,7 @@ class EvolvePage(QWidget):
             return
         job = OpenRunJob(run_dir, score_baselines)
         job.opened.connect(self._on_opened)
+        job.hypervolume_ready.connect(self._on_hypervolume)
         job.baselines_ready.connect(self._on_baselines)
         job.log.connect(self._on_log)
         job.failed.connect(self._on_open_failed)
@@ -523,6 +524,11 @@ class EvolvePage(QWidget):
         self._outcome = "opened"
         self.tabs.setCurrentIndex(0)
         self._tick()
+
+    def _on_hypervolume(self, curve: Any) -> None:
+        if self.history is not None:
+            self.history.set_hypervolume_curve(curve)
+            self._mark_dirty()
 
     def _on_open_failed(self, message: str) -> None:
         self._outcome = "failed"

@@ -143,10 +143,12 @@ class RunSnapshot:
 
 
 class OpenRunJob(Job):
-    """Read a run folder; ``opened`` carries the snapshot at once, then missing baselines
-    are scored (``baselines_ready``) while the plots already show the history."""
+    """Read a run folder; ``opened`` carries the snapshot at once (trials and front), then
+    the hypervolume curve follows (``hypervolume_ready``: exact 4-D volumes are slow) and
+    missing baselines are scored (``baselines_ready``) while the plots show the history."""
 
     opened = Signal(object)  # RunSnapshot
+    hypervolume_ready = Signal(object)  # numpy array: the curve for the snapshot's trials
     baselines_ready = Signal(object)  # list[Baseline]
 
     def __init__(self, run_dir: Path, score_baselines: bool = True) -> None:
@@ -164,7 +166,9 @@ class OpenRunJob(Job):
         study = run.open_study()
         records = run.records(study)
         history = TrialHistory.for_spec(spec)
-        history.extend(records)
+        history.extend(records, hypervolume=False)
+        curve_source = TrialHistory.for_spec(spec)  # the page owns ``history`` once opened
+        curve_source.extend(records, hypervolume=False)
         baselines = load_baselines(run.path, spec)
         snapshot = RunSnapshot(
             run.path,
@@ -177,6 +181,8 @@ class OpenRunJob(Job):
             float(study.user_attrs.get("elapsed_s", 0.0)),
         )
         self.opened.emit(snapshot)
+        self.cancel_token.raise_if_cancelled()
+        self.hypervolume_ready.emit(curve_source.hypervolume_curve())
         if baselines is None and self.score_baselines:
             _quiet_transformers()
             try:

@@ -177,9 +177,10 @@ class TrialHistory:
         self.version += 1
         return True
 
-    def extend(self, records: Sequence[TrialRecord]) -> None:
-        """Add the complete ones of ``records``, then recompute the front and the
-        hypervolume curve from the study values (as the engine's tracker does)."""
+    def extend(self, records: Sequence[TrialRecord], hypervolume: bool = True) -> None:
+        """Add the complete ones of ``records``, then recompute the front (and, with
+        ``hypervolume``, the hypervolume curve) from the study values, as the engine's
+        tracker does."""
         for record in records:
             if record.state == "complete":
                 self.add(
@@ -191,16 +192,28 @@ class TrialHistory:
                     record.duration_s,
                     record.recipe_yaml,
                 )
-        self.recompute_front()
+        self.recompute_front(hypervolume)
 
-    def recompute_front(self) -> None:
-        """Front and hypervolume curve from the study values (for histories not fed by
-        the engine's ParetoFrontChanged events)."""
+    def recompute_front(self, hypervolume: bool = True) -> None:
+        """Front (and hypervolume curve) from the study values, for histories not fed by
+        the engine's ParetoFrontChanged events. The curve is the slow part (exact
+        hypervolumes in 4-D); leave it out to show a reopened run first."""
         if not self._size:
             return
         points = minimization(self.study, self.study_maximize)
         self.front = frozenset(int(n) for n in self.numbers[non_dominated_mask(points)])
-        self._hypervolume[: self._size] = hypervolume_history(points, self._reference_min())
+        if hypervolume:
+            self._hypervolume[: self._size] = self.hypervolume_curve()
+        self.version += 1
+
+    def hypervolume_curve(self) -> FloatArray:
+        """The hypervolume after every trial, recomputed from the study values."""
+        return hypervolume_history(minimization(self.study, self.study_maximize), self._reference_min())
+
+    def set_hypervolume_curve(self, values: FloatArray) -> None:
+        """A curve computed elsewhere (in a worker) for the trials held now."""
+        count = min(self._size, values.shape[0])
+        self._hypervolume[:count] = values[:count]
         self.version += 1
 
     def set_front(self, trials: Sequence[int], hypervolume_now: float) -> None:
@@ -301,6 +314,29 @@ def _resized(array: npt.NDArray[_Scalar], rows: int) -> npt.NDArray[_Scalar]:
     return out
 
 
+def best_trial(history: TrialHistory) -> int | None:
+    """The trial a dashboard shows when none is selected: the best study value for a
+    one-number search; otherwise the best mean over the objectives, each scaled to
+    [0, 1] over the run with the better end at 1 (so mixed units weigh alike). Ties go
+    to the earliest trial."""
+    if not len(history):
+        return None
+    if len(history.study_directions) == 1:
+        column = history.study[:, 0]
+        if np.isnan(column).all():
+            return None
+        row = int(np.nanargmax(column) if history.study_maximize[0] else np.nanargmin(column))
+        return int(history.numbers[row])
+    maximize = [o.maximize for o in history.objectives]
+    axes = parallel_coordinates(history.values, maximize)
+    scaled = scale_axes(history.values, axes.low, axes.high)
+    with np.errstate(all="ignore"):
+        mean = np.nanmean(scaled, axis=1)
+    if np.isnan(mean).all():
+        return None
+    return int(history.numbers[int(np.nanargmax(mean))])
+
+
 # ---- fitness vs evaluations ---------------------------------------------------------------
 
 
@@ -354,18 +390,26 @@ def minimization(points: FloatArray, maximize: Sequence[bool]) -> FloatArray:
     return result
 
 
-def non_dominated_mask(points: FloatArray, chunk: int = 512) -> BoolArray:
-    """Rows no other row dominates (minimisation; equal rows all stay) — the same set as
-    ``pareto.non_dominated``, vectorised in chunks so 5,000 × 4 takes milliseconds."""
+def non_dominated_mask(points: FloatArray) -> BoolArray:
+    """Rows no other row dominates (minimisation; equal rows all stay): the same set as
+    ``pareto.non_dominated``, in O(n · front) instead of O(n²).
+
+    Rows are visited by ascending sum: a row can only be dominated by one with a smaller
+    sum, and whatever dominates it is dominated in turn by a front member visited
+    earlier, so checking each row against the front found so far is enough."""
     n = points.shape[0]
-    mask = np.ones(n, dtype=bool)
+    mask = np.zeros(n, dtype=bool)
     if n == 0:
         return mask
-    for start in range(0, n, chunk):
-        block = points[start : start + chunk]
-        no_worse = np.all(points[None, :, :] <= block[:, None, :], axis=2)
-        better = np.any(points[None, :, :] < block[:, None, :], axis=2)
-        mask[start : start + chunk] = ~np.any(no_worse & better, axis=1)
+    valid = ~np.isnan(points).any(axis=1)
+    order = np.flatnonzero(valid)[np.argsort(points[valid].sum(axis=1), kind="stable")]
+    front = np.empty((0, points.shape[1]))
+    for i in order:
+        point = points[i]
+        if front.shape[0] and np.any(np.all(front <= point, axis=1) & np.any(front < point, axis=1)):
+            continue
+        mask[i] = True
+        front = np.vstack([front, point])
     return mask
 
 
@@ -413,37 +457,58 @@ def step_line(
     return xs, (ys if maximize_y else -ys)
 
 
-def hypervolume_history(points: FloatArray, references: Sequence[float | None]) -> FloatArray:
+def hypervolume_history(
+    points: FloatArray, references: Sequence[float | None], max_exact: int = 200
+) -> FloatArray:
     """Hypervolume of the front after each of ``points`` (minimisation form), with the
-    engine's reference: the given value per axis, else the worst seen so far. Keeps the
-    front incrementally and recomputes the volume only when the front or the reference
-    moves, so a long run costs a few exact hypervolumes, not one per trial."""
+    engine's reference: the given value per axis, else the worst seen so far.
+
+    The front is kept incrementally; the (exact, slow in 4-D) volume is recomputed only
+    where the front or the reference moved, at most ``max_exact`` times: past that, at
+    ``max_exact`` of those moves spread evenly over the run, the curve holding its value
+    in between. Runs of a few hundred trials are exact at every trial."""
     n = points.shape[0]
     out = np.zeros(n)
-    front: list[tuple[float, ...]] = []
-    worst = np.full(points.shape[1] if points.ndim == 2 else 0, -np.inf)
+    if n == 0:
+        return out
+    given = np.array([np.nan if r is None else float(r) for r in references])
+    worst = np.maximum.accumulate(np.where(np.isnan(points), -np.inf, points), axis=0)
+    refs = np.where(np.isnan(given), worst, given)
+    moved = _front_moves(points)
+    moved[1:] |= np.any(refs[1:] != refs[:-1], axis=1)
+    rows = np.flatnonzero(moved)
+    if rows.size > max_exact:
+        rows = rows[np.unique(np.linspace(0, rows.size - 1, max_exact).round().astype(np.int64))]
+    exact = set(rows.tolist())
+    front = np.empty((0, points.shape[1]))
     volume = 0.0
-    reference: tuple[float, ...] | None = None
     for i in range(n):
-        point = tuple(float(v) for v in points[i])
-        worst = np.maximum(worst, points[i])
-        new_reference = tuple(
-            float(w) if r is None else float(r) for w, r in zip(worst, references, strict=True)
-        )
-        changed = new_reference != reference
-        reference = new_reference
-        if not any(_dominates(f, point) for f in front):
-            front = [f for f in front if not _dominates(point, f)]
-            front.append(point)
-            changed = True
-        if changed:
-            volume = hypervolume(front, reference)
+        front = _front_with(front, points[i])
+        if i in exact:
+            volume = hypervolume([tuple(map(float, f)) for f in front], tuple(map(float, refs[i])))
         out[i] = volume
     return out
 
 
-def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
-    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
+def _front_with(front: FloatArray, point: FloatArray) -> FloatArray:
+    """The front after ``point`` arrives (a copy of a front point joins it)."""
+    if np.isnan(point).any():
+        return front
+    if front.shape[0] and np.any(np.all(front <= point, axis=1) & np.any(front < point, axis=1)):
+        return front
+    dominated = np.all(point <= front, axis=1) & np.any(point < front, axis=1)
+    return np.vstack([front[~dominated], point])
+
+
+def _front_moves(points: FloatArray) -> BoolArray:
+    """Where each point joined the running front (so the volume may have changed)."""
+    moved = np.zeros(points.shape[0], dtype=bool)
+    front = np.empty((0, points.shape[1]))
+    for i in range(points.shape[0]):
+        grown = _front_with(front, points[i])
+        moved[i] = grown is not front  # _front_with returns the same array when nothing joins
+        front = grown
+    return moved
 
 
 # ---- parallel coordinates -----------------------------------------------------------------
