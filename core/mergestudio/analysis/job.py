@@ -6,8 +6,7 @@ per tensor and a ``LayerAnalyzed`` event as each layer completes, and cache the 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from mergestudio.analysis.spectra import (
 )
 from mergestudio.analysis.sums import StatSums, summarize, total
 from mergestudio.architecture import is_pre_layer, layer_index, module_group
+from mergestudio.engine.device import torch_threads
 from mergestudio.errors import MergeStudioError
 from mergestudio.events import CancelToken, EventSink, ProgressReporter, check_cancel, emit, log
 from mergestudio.io.sources import ModelSource, open_model
@@ -97,7 +97,7 @@ def analyze(
                 emit_done(events, len(cached.tensors))
                 return cached
         job = _AnalysisJob(base_source, sources, float(density), options, events, cancel, chunk_elements)
-        with _torch_threads(threads):
+        with torch_threads(threads):
             report = job.run()
         report.fingerprints, report.cache_key = fingerprints, key
         cache.store(folder, key, report)
@@ -130,20 +130,6 @@ def open_source(reference: ModelLike, opened: list[ModelSource], allow_pickle: b
     opened.append(source)
     return source
 
-
-@contextmanager
-def _torch_threads(count: int | None) -> Iterator[None]:
-    import torch
-
-    if count is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def shared_tensors(

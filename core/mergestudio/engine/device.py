@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from mergestudio.errors import MergeError
@@ -31,3 +33,23 @@ def resolve_device(name: str) -> torch.device:
     if base == "mps" and not torch.backends.mps.is_available():
         raise MergeError("device: mps was asked for but Apple's Metal backend is not available")
     return torch.device(name)
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with ``count`` torch CPU threads (None: leave the setting alone).
+
+    Two reasons to pin it: on a machine whose cores are busy, a second thread that waits
+    for a core makes merges and evaluations many times slower; and reductions split
+    differently across threads can change the last bits of a score."""
+    import torch
+
+    if count is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mergestudio.engine.device import resolve_device
+from mergestudio.engine.device import resolve_device, torch_threads
 from mergestudio.engine.plan import MergePlan, PlannedTensor
 from mergestudio.engine.targets import TensorTarget
 from mergestudio.errors import MergeError, MergeStudioError
@@ -72,7 +70,7 @@ def execute_plan(
     merger = _TensorMerger(plan, torch_device, compute, chunk_bytes)
     if threads is None and torch_device.type == "cpu":
         threads = 1
-    with torch.inference_mode(), _torch_threads(threads):
+    with torch.inference_mode(), torch_threads(threads):
         for index, planned in enumerate(tensors):
             check_cancel(cancel)
             for ahead in tensors[index + 1 : index + 1 + READ_AHEAD]:
@@ -83,20 +81,6 @@ def execute_plan(
             reporter.advance(1, _read_bytes(plan, planned), planned.name)
     return ExecutionStats(len(tensors), bytes_total, written, time.perf_counter() - start, str(torch_device))
 
-
-@contextmanager
-def _torch_threads(count: int | None) -> Iterator[None]:
-    import torch
-
-    if count is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _read_bytes(plan: MergePlan, planned: PlannedTensor) -> int:

@@ -200,14 +200,14 @@ def load_full_evaluations(run_dir: str | Path) -> dict[int, dict[str, float]]:
 def _resident(spec: SearchSpec, objectives: Objectives) -> Iterator[ResidentEvaluator]:
     """The evaluator the search itself uses: same template, tasks, batch, device and
     thread count, so a baseline's score is exactly what a trial with its recipe gets."""
+    from mergestudio.engine.device import torch_threads
     from mergestudio.evaluate.resident import ResidentEvaluator
-    from mergestudio.search.runner import _torch_threads
 
     recipe = base_recipe(spec)
     template = recipe.base_model or (recipe.models or [])[0].model
     evaluation = spec.evaluation
     with (
-        _torch_threads(evaluation.threads),
+        torch_threads(evaluation.threads),
         ResidentEvaluator(
             template,
             objectives.tasks,

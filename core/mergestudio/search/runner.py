@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mergestudio.engine.device import torch_threads
 from mergestudio.errors import Cancelled, MergeStudioError
 from mergestudio.events import EventSink, emit, log
 from mergestudio.search.control import SearchControl
@@ -122,7 +123,7 @@ class _Search:
         self._replay(study)
         state, reason = "failed", ""
         try:
-            with _torch_threads(self.spec.evaluation.threads), self._resident() as resident:
+            with torch_threads(self.spec.evaluation.threads), self._resident() as resident:
                 state, reason = self._loop(study, resident)
         except Cancelled:
             state, reason = "stopped", "cancelled during a trial; it will run again on resume"
@@ -331,19 +332,6 @@ class _Search:
         ) as resident:
             yield resident
 
-
-@contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
-    """A fixed thread count: reductions split differently across threads can change the
-    last bits of a score, and the same spec must give the same scores."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def describe_outcome(outcome: SearchOutcome) -> dict[str, Any]:
