@@ -35,6 +35,7 @@ run: system-deps $(STAMP)
 
 test: system-deps $(STAMP)
 	$(VENV)/bin/ruff check core app tests benchmarks
+	$(VENV)/bin/mypy
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 
 lint: $(STAMP)

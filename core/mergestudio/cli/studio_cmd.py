@@ -28,4 +28,4 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    return main(project=args.project, demo=args.demo, argv=[sys.argv[0]])
+    return int(main(project=args.project, demo=args.demo, argv=[sys.argv[0]]))

@@ -162,7 +162,7 @@ class _Planner:
             for m in recipe.models
         ]
         base = recipe.base_model
-        if self.method.takes_base(base) and all(s.model != base for s in sources):
+        if base and self.method.takes_base(base) and all(s.model != base for s in sources):
             sources.append(InputSlice(model=base, layer_range=(0, max(1, self.sources[base].num_layers))))
         return [OutputSlice(sources=sources)]
 

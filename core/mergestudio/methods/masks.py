@@ -107,4 +107,5 @@ def pcb(inputs: MergeInputs, *, density: float, weight: float) -> torch.Tensor:
 
 def _unit(rows: torch.Tensor) -> torch.Tensor:
     """Each row divided by its L2 norm (zero rows stay zero)."""
-    return rows / torch.linalg.vector_norm(rows, dim=1, keepdim=True).clamp(min=1e-12)
+    unit: torch.Tensor = rows / torch.linalg.vector_norm(rows, dim=1, keepdim=True).clamp(min=1e-12)
+    return unit

@@ -106,8 +106,8 @@ class TopKMask:
                     self.budget[i] = 0
             rows.append(keep)
         if isinstance(magnitudes, np.ndarray):
-            return np.stack(rows)  # type: ignore[return-value]
-        return torch.stack(rows)  # type: ignore[return-value,arg-type]
+            return np.stack(rows)
+        return torch.stack(rows)
 
 
 def top_k_rules(inputs: torch.Tensor, base: torch.Tensor | None, ks: list[int]) -> list[TopK]:

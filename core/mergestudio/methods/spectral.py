@@ -48,7 +48,8 @@ def _task_matrices(inputs: MergeInputs) -> torch.Tensor:
 def _polar(matrix: torch.Tensor) -> torch.Tensor:
     """The nearest matrix with orthonormal columns (U Vᵀ of its SVD): TSV's whitening."""
     u, _, vh = torch.linalg.svd(matrix, full_matrices=False)
-    return u @ vh
+    polar: torch.Tensor = u @ vh
+    return polar
 
 
 def _finish(inputs: MergeInputs, delta: torch.Tensor, alpha: float) -> torch.Tensor:
