@@ -51,7 +51,7 @@ class ZooConfig:
     pretrain: Schedule = field(
         default_factory=lambda: Schedule(steps=1200, batch_size=32, lr=3e-3, warmup=100, weight_decay=0.01)
     )
-    finetune: Schedule = field(default_factory=lambda: Schedule(steps=300, batch_size=64, lr=3e-4, warmup=20))
+    finetune: Schedule = field(default_factory=lambda: Schedule(steps=300, batch_size=64, lr=2e-4, warmup=20))
     base_sentences: int = 40_000
     base_task_lines: int = 25_000  # per skill, small instances only
     train_items: int = 10_000  # per skill: the specialists' fine-tuning split

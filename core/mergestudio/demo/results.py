@@ -21,11 +21,28 @@ def evaluate_zoo(
     limit: int | None = None,
     batch_size: int = 100,
     device: str = "cpu",
+    threads: int | None = 1,
     log: Log | None = None,
 ) -> list[Row]:
     """One row per model: the base, each specialist, then each default merge (merged in
     memory into one resident model by the engine). Scores are exact-match accuracy on
-    each skill's held-out split; ``perplexity`` is on the held-out general text."""
+    each skill's held-out split; ``perplexity`` is on the held-out general text.
+    ``threads``: torch CPU threads while evaluating (None: torch's default)."""
+    from mergestudio.engine.device import torch_threads
+
+    with torch_threads(threads):
+        return _evaluate_rows(zoo, skills, merges, limit, batch_size, device, log)
+
+
+def _evaluate_rows(
+    zoo: Path,
+    skills: tuple[str, ...],
+    merges: tuple[str, ...],
+    limit: int | None,
+    batch_size: int,
+    device: str,
+    log: Log | None,
+) -> list[Row]:
     from mergestudio.demo.build import recipe_dicts
     from mergestudio.errors import RecipeError
     from mergestudio.evaluate import CausalLM, evaluate_tasks, load_task
