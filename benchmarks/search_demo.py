@@ -69,8 +69,10 @@ def _rescore(spec: Any, recipes: list[str]) -> list[float]:
     tasks = [load_task(o.task) for o in spec.objectives]
     recipe = base_recipe(spec)
     template = recipe.base_model or (recipe.models or [])[0].model
+    from mergestudio.engine.device import torch_threads
+
     means = []
-    with ResidentEvaluator(
+    with torch_threads(spec.evaluation.threads), ResidentEvaluator(
         template, tasks, batch_size=spec.evaluation.batch_size, device="cpu", dtype="float32"
     ) as ev:
         for text in recipes:
