@@ -539,17 +539,22 @@ class EvolvePage(QWidget):
         self._update_controls()
         self.run_opened.emit(self._outcome == "opened")
 
-    def _show_run(self, run_dir: Path, spec: SearchSpec, history: TrialHistory, baselines: list[Baseline],
-                  full: dict[int, dict[str, float]]) -> None:
+    def show_history(self, history: TrialHistory, baselines: list[Baseline] | None = None) -> None:
+        """Show a history that belongs to no run folder (the redraw benchmark's synthetic
+        trials): plots and table only; nothing can be resumed or exported."""
+        self._show_run(None, None, history, baselines or [], {})
+
+    def _show_run(self, run_dir: Path | None, spec: SearchSpec | None, history: TrialHistory,
+                  baselines: list[Baseline], full: dict[int, dict[str, float]]) -> None:
         from mergestudio.search.genome import Genome
         from mergestudio.search.spec import base_recipe
 
         self.run_dir, self.spec, self.history = run_dir, spec, history
         self.baselines, self.full_evaluations = list(baselines), dict(full)
         self.failed_trials = 0
-        self._genome_builder = Genome.build(spec.genome, base_recipe(spec))
-        self.run_label.setText(f"run: {run_dir}")
-        self.run_label.setToolTip(str(run_dir))
+        self._genome_builder = None if spec is None else Genome.build(spec.genome, base_recipe(spec))
+        self.run_label.setText(f"run: {run_dir}" if run_dir else "trials of no run folder")
+        self.run_label.setToolTip(str(run_dir or ""))
         self.table_model.set_history(history)
         self.table_model.full = self.full_evaluations
         self.select_trial(None)
