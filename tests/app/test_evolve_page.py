@@ -1,7 +1,7 @@
 """The Evolve page: a short real search on a demo zoo (the miniature one, built in
 seconds by the same pipeline as the shipped zoo), set up from the studio's models and
 recipe; what the plots and the table show is what the run store holds; pause, resume,
-stop, reopen and resume; selecting, exporting, opening in the Recipe editor and
+closing mid-run, reopen and resume; selecting, exporting, opening in the Recipe editor and
 re-scoring a trial on the full set."""
 
 from __future__ import annotations
@@ -125,8 +125,8 @@ def test_search_plots_what_the_store_holds_and_pauses(qtbot, studio: Studio, tmp
     for row, record in enumerate(records):
         cells = [page.table_model.index(row, c).data() for c in range(page.table_model.columnCount())]
         assert cells[0] == str(record.number)
-        assert cells[2:5] == [f"{record.objectives[n]:.4g}" for n in names]
-        assert cells[5] == ("✓" if record.number in summary.front else "")
+        assert cells[1:4] == [f"{record.objectives[n]:.4g}" for n in names]
+        assert cells[4] == ("✓" if record.number in summary.front else "")
     # Baselines: every parent and default merge, scored on the run's subset.
     labels = [b.label for b in page.baselines]
     assert labels == ["base", "reverse", "sort", "cipher", "linear", "task_arithmetic", "ties"]
@@ -181,16 +181,17 @@ def test_search_plots_what_the_store_holds_and_pauses(qtbot, studio: Studio, tmp
     assert "full set" in page.describe_trial(records[0].number)
 
 
-def test_stop_reopen_and_resume(qtbot, studio: Studio, tmp_path: Path) -> None:
-    """A run stopped early (as when the window closes mid-run) reopens in a fresh page
-    with everything so far, baselines from the cache, and resumes to its budget."""
+def test_closing_mid_run_then_reopen_and_resume(qtbot, studio: Studio, tmp_path: Path) -> None:
+    """The window closing mid-run cancels the trial in flight (``cancel_all``, what
+    MainWindow.closeEvent calls); a fresh page reopens the folder with everything so
+    far, baselines from the cache, and resumes to the budget, re-running the cut trial."""
     page = _page(qtbot, studio)
     run = tmp_path / "run"
     _set_up(page, run, evaluations=3)
-    page.trial_added.connect(lambda _n: page.stop())
+    page.trial_added.connect(lambda _n: page.cancel_all())
     with qtbot.waitSignal(page.search_finished, timeout=SEARCH_TIMEOUT_MS) as finished:
         page.start_search()
-    assert finished.args == ["stopped"]
+    assert finished.args == ["cancelled"]
     before = _complete(run)
     assert 1 <= len(before) < 3
 
@@ -208,6 +209,8 @@ def test_stop_reopen_and_resume(qtbot, studio: Studio, tmp_path: Path) -> None:
     assert resumed.args == ["finished"]
     after = _complete(run)
     assert len(after) == 3 and [r.number for r in after][: len(before)] == [r.number for r in before]
+    cut = [r for r in RunFolder(run).records() if r.state == "interrupted"]
+    assert all(c.genome in [r.genome for r in after] for c in cut)  # the cut trial ran again
     assert again.history.numbers.tolist() == [r.number for r in after]
     assert again.history.front == frozenset(summarize(run).front)
     np.testing.assert_allclose(again.history.hypervolume[-1], summarize(run).hypervolume)

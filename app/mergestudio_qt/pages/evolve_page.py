@@ -216,8 +216,9 @@ class EvolvePage(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(22)
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)  # every column in view
-        header.setMinimumSectionSize(40)
+        header.setMinimumSectionSize(28)
+        header.setStyleSheet("QHeaderView::section { padding: 3px 4px; }")
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)  # objectives share the width
         self.table.setToolTip("Every complete trial; click a row to select it in the plots")
         self.table.selectionModel().currentRowChanged.connect(self._table_row_changed)
         details = QWidget(side)
@@ -557,6 +558,7 @@ class EvolvePage(QWidget):
         self.run_label.setToolTip(str(run_dir or ""))
         self.table_model.set_history(history)
         self.table_model.full = self.full_evaluations
+        self._size_table_columns()
         self.select_trial(None)
         self._set_progress()
         self._mark_dirty()
@@ -588,6 +590,15 @@ class EvolvePage(QWidget):
             self._show_genome(best_trial(history), best=True)
         self._set_progress()
         self.last_redraw_s = time.perf_counter() - started
+
+    def _size_table_columns(self) -> None:
+        """Number, generation, front and time as narrow as their contents; the
+        objectives share the rest, so every column stays in view."""
+        header = self.table.horizontalHeader()
+        count = self.table_model.columnCount()
+        for column in (0, count - 1):
+            if 0 <= column < count:
+                header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
 
     def _set_progress(self) -> None:
         done = 0 if self.history is None else len(self.history)

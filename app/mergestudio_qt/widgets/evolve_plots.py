@@ -52,7 +52,7 @@ MERGE = "#7c3aed"
 FADED_ALPHA = 70
 EVALUATION_BINS = 32  # colours of the 'evaluation #' map: prebuilt pens, one per bin
 PICK_RADIUS_PX = 8.0
-LABEL_ROOM = 0.75  # axis units right of the last parallel axis, for baseline labels
+LABEL_ROOM = 1.05  # axis units right of the last parallel axis, for baseline labels
 HOVER_RATE_HZ = 30
 
 Describe = Callable[[int], str]  # trial number -> tooltip text
@@ -90,6 +90,13 @@ def _polygon(x: np.ndarray, y: np.ndarray) -> QPolygonF:
     view[:, 0] = x
     view[:, 1] = y
     return polygon
+
+
+def short_label(members: Sequence[Baseline], limit: int = 14) -> str:
+    """``task_arithmetic +2`` for three baselines on one spot, elided to ``limit``."""
+    first = members[0].label
+    first = first if len(first) <= limit else first[: limit - 1] + "…"
+    return first + (f" +{len(members) - 1}" if len(members) > 1 else "")
 
 
 def set_label(item: pg.PlotItem, axis: str, text: str) -> None:
@@ -571,8 +578,12 @@ class ParetoPlot(TrialPlot):
         for item, kind in ((self.parents, "parent"), (self.merges, "merge")):
             chosen = [b for b in usable if b.kind == kind]
             item.setData([b.objectives[x_name] for b in chosen], [b.objectives[y_name] for b in chosen])
+        xs = [b.objectives[x_name] for b in usable] + list(self.history.column(x_name) if self.history else [])
+        middle = (min(xs) + max(xs)) / 2 if xs else 0.0
         for label, kind, (x, y), members in group_baselines(usable, lambda b: (b.objectives[x_name], b.objectives[y_name])):
-            text = pg.TextItem(label, color=PARENT if kind == "parent" else MERGE, anchor=(-0.1, 0.5))
+            # Labels point inwards, so one at the right edge is not cut off.
+            anchor = (-0.1, 0.5) if x <= middle else (1.1, 0.5)
+            text = pg.TextItem(short_label(members, 10), color=PARENT if kind == "parent" else MERGE, anchor=anchor)
             text.setPos(x, y)
             text.setToolTip(f"{label}: scored on the run's estimator ({members[0].estimator})")
             self.plot_item.addItem(text)
@@ -604,7 +615,8 @@ class ParallelPlot(TrialPlot):
         super().__init__("Parallel coordinates", parent, grid=(False, False))
         item = self.plot_item
         item.setMouseEnabled(x=False, y=False)
-        item.setLabel("left", "worse → better (scaled per axis)")
+        item.setLabel("left", "worse → better")
+        item.getAxis("left").setToolTip("each axis scaled to its range over the run, better end up")
         item.hideButtons()
         # The faded background of thousands of lines: no antialiasing (2-3x faster to paint).
         self.all_lines = pg.PlotDataItem(pen=pg.mkPen(_color("#7f8896", 45), width=1), connect="finite", antialias=False)
@@ -695,8 +707,9 @@ class ParallelPlot(TrialPlot):
         xs = np.tile(np.append(np.arange(k, dtype=np.float64), np.nan), len(usable))
         self.baseline_lines.setData(xs, ys, connect="finite")
         ends = {id(b): float(row[-1]) for b, row in zip(usable, scaled, strict=True)}
-        for text, kind, (y,), _members in group_baselines(usable, lambda b: (ends[id(b)],)):
-            label = pg.TextItem(text, color=MERGE if kind == "merge" else PARENT, anchor=(0.0, 0.5))
+        for text, kind, (y,), members in group_baselines(usable, lambda b: (ends[id(b)],)):
+            label = pg.TextItem(short_label(members, 10), color=MERGE if kind == "merge" else PARENT, anchor=(0.0, 0.5))
+            label.setToolTip(text)
             label.setPos(k - 1 + 0.04, y)
             self.plot_item.addItem(label)
             self.baseline_labels.append(label)
@@ -744,6 +757,12 @@ class HypervolumePlot(TrialPlot):
         self.note = QLabel("", self)
         self.note.setObjectName("hint")
         self.header.addWidget(self.note)
+        self.legend.setText("of the Pareto front, up to the worst value seen on each objective")
+        self.zero_note = pg.TextItem(
+            "0 so far: no trial beats the\nreference on every objective", color="#6b7280", anchor=(0, 1.2)
+        )
+        self.zero_note.setVisible(False)
+        item.addItem(self.zero_note)
 
     def redraw(self, history: TrialHistory, baselines: list[Baseline]) -> None:
         self.history, self.baselines = history, baselines
@@ -754,6 +773,14 @@ class HypervolumePlot(TrialPlot):
         units = " × ".join(o.unit for o in history.objectives) if len(history.study_directions) > 1 else "score"
         self.plot_item.getAxis("left").setToolTip(f"volume in objective units ({units})")
         self.note.setText(f"{hv[-1]:.4g}" if hv.size else "")
+        flat_zero = bool(hv.size) and not np.any(hv > 0)
+        self.zero_note.setVisible(flat_zero)
+        box = self.plot_item.getViewBox()
+        if flat_zero:  # a flat 0 would otherwise auto-range to ±1e-77
+            box.setYRange(0.0, 1.0, padding=0.05)
+            self.zero_note.setPos(float(x[0]), 0.0)
+        else:
+            box.enableAutoRange(y=True)
         self.draw_selection()
 
     def draw_selection(self) -> None:

@@ -14,7 +14,8 @@ SORT_ROLE = Qt.ItemDataRole.UserRole + 1  # the number behind a cell, for sortin
 
 
 class TrialTableModel(QAbstractTableModel):
-    """Columns: trial, generation, every objective, on the front, seconds."""
+    """Columns: trial, every objective, on the front (generation, seconds and full-set
+    scores are in tooltips: the page's side panel is narrow)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -46,7 +47,7 @@ class TrialTableModel(QAbstractTableModel):
             self.dataChanged.emit(self.index(0, column), self.index(self._rows - 1, column))
 
     def front_column(self) -> int:
-        return 2 + (0 if self.history is None else len(self.history.objectives))
+        return 1 + (0 if self.history is None else len(self.history.objectives))
 
     def number_at(self, row: int) -> int | None:
         if self.history is None or not 0 <= row < self._rows:
@@ -59,20 +60,19 @@ class TrialTableModel(QAbstractTableModel):
         return 0 if parent.isValid() else self._rows
 
     def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() or self.history is None else 4 + len(self.history.objectives)
+        return 0 if parent.isValid() or self.history is None else 2 + len(self.history.objectives)
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if orientation != Qt.Orientation.Horizontal or self.history is None:
             return None
-        names = ["trial", "gen", *[o.name for o in self.history.objectives], "front", "time"]
+        names = ["#", *[o.name for o in self.history.objectives], "PF"]
         if role == Qt.ItemDataRole.DisplayRole:
             return names[section]
         if role == Qt.ItemDataRole.ToolTipRole:
             objectives = self.history.objectives
-            if 2 <= section < 2 + len(objectives):
-                return objectives[section - 2].label
-            return {0: "trial number", 1: "generation", len(names) - 2: "on the Pareto front",
-                    len(names) - 1: "seconds to merge and evaluate"}.get(section)
+            if 1 <= section <= len(objectives):
+                return objectives[section - 1].label
+            return {0: "trial number", len(names) - 1: "on the Pareto front (PF)"}.get(section)
         return None
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -86,31 +86,26 @@ class TrialTableModel(QAbstractTableModel):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == SORT_ROLE:
             return self._sort_value(row, column, k)
-        if role == Qt.ItemDataRole.ToolTipRole and 2 <= column < 2 + k and number in self.full:
-            name = history.objectives[column - 2].name
+        if role == Qt.ItemDataRole.ToolTipRole and column == 0:
+            return (f"trial {number}, generation {int(history.generations[row])}: merged and evaluated "
+                    f"in {float(history.durations[row]):.1f} s")
+        if role == Qt.ItemDataRole.ToolTipRole and 1 <= column <= k and number in self.full:
+            name = history.objectives[column - 1].name
             return f"on the full task set: {self.full[number].get(name, math.nan):.4g}"
         if role != Qt.ItemDataRole.DisplayRole:
             return None
         if column == 0:
             return str(number)
-        if column == 1:
-            return str(int(history.generations[row]))
-        if column < 2 + k:
-            value = float(history.values[row, column - 2])
+        if column <= k:
+            value = float(history.values[row, column - 1])
             return "—" if math.isnan(value) else f"{value:.4g}"
-        if column == 2 + k:
-            return "✓" if number in history.front else ""
-        return f"{float(history.durations[row]):.1f} s"
+        return "✓" if number in history.front else ""
 
     def _sort_value(self, row: int, column: int, k: int) -> float:
         history = self.history
         assert history is not None
         if column == 0:
             return float(history.numbers[row])
-        if column == 1:
-            return float(history.generations[row])
-        if column < 2 + k:
-            return float(history.values[row, column - 2])
-        if column == 2 + k:
-            return 1.0 if int(history.numbers[row]) in history.front else 0.0
-        return float(history.durations[row])
+        if column <= k:
+            return float(history.values[row, column - 1])
+        return 1.0 if int(history.numbers[row]) in history.front else 0.0
