@@ -62,6 +62,7 @@ from mergestudio_qt.widgets.evolve_trials import SORT_ROLE, TrialTableModel
 REDRAW_MS = 50  # at most 20 redraws a second, however fast trials finish
 LOG_LINES = 2000
 RUNNING_STATES = ("running", "paused", "stopping")
+CHECK_DELAY_MS = 400
 
 
 class EvolvePage(QWidget):
@@ -104,6 +105,11 @@ class EvolvePage(QWidget):
         self._redraw_timer = QTimer(self)
         self._redraw_timer.setInterval(REDRAW_MS)
         self._redraw_timer.timeout.connect(self._tick)
+        # The setup is checked by the engine a moment after the last edit, not per keystroke.
+        self._check_timer = QTimer(self)
+        self._check_timer.setSingleShot(True)
+        self._check_timer.setInterval(CHECK_DELAY_MS)
+        self._check_timer.timeout.connect(self.check_setup)
         self._build()
         self._shortcuts()
         self.setup.changed.connect(self._setup_changed)
@@ -296,6 +302,7 @@ class EvolvePage(QWidget):
 
     def _setup_changed(self) -> None:
         self._update_controls()
+        self._check_timer.start()
 
     # ---- starting, pausing, stopping ------------------------------------------------------
 
@@ -306,10 +313,11 @@ class EvolvePage(QWidget):
         except SpecError as error:
             self.setup.show_check(str(error), False)
             return None
-        self.setup.show_check(
-            f"{len(spec.objectives)} objective(s), {spec.algorithm.name}, population {spec.algorithm.population_size}",
-            True,
-        )
+        summary = f"{len(spec.objectives)} objective(s), {spec.algorithm.name}, population {spec.algorithm.population_size}"
+        run_dir = self.setup.run_dir()
+        if run_dir is not None and RunFolder(run_dir).exists():
+            summary += " — this folder holds a run: Resume continues it; Start needs a new folder"
+        self.setup.show_check(summary, True)
         return spec
 
     def start_search(self) -> None:

@@ -42,9 +42,9 @@ ALGORITHMS = (
     ("cmaes", "CMA-ES — one weighted score"),
 )
 LANE_CHOICES = (
-    ("one value for all tensors", None),
-    ("attention · MLP · other", ["attention", "mlp", "other"]),
-    ("attention · MLP", ["attention", "mlp"]),
+    ("all tensors alike", None),
+    ("attention, MLP, other", ["attention", "mlp", "other"]),
+    ("attention, MLP", ["attention", "mlp"]),
 )
 HEADLINE = "headline"  # the task kind's own metric (the engine's default)
 AUTO = "auto"
@@ -119,7 +119,7 @@ class SetupPanel(QScrollArea):
         add = QPushButton("Add task files…", box)
         add.clicked.connect(self._choose_tasks)
         remove = QPushButton("Remove", box)
-        remove.clicked.connect(lambda: self._remove_selected(self.objectives))
+        remove.clicked.connect(lambda: self.remove_selected(self.objectives))
         row.addWidget(add)
         row.addWidget(remove)
         row.addStretch(1)
@@ -132,7 +132,7 @@ class SetupPanel(QScrollArea):
         layout = QVBoxLayout(box)
         self.genome = QTableWidget(0, 5, box)
         self.genome.setHorizontalHeaderLabels(["Parameter", "Low", "High", "Layer groups", "Module lanes"])
-        self._table_style(self.genome)
+        self._table_style(self.genome, stretch=4)
         self.genome.setToolTip(
             "Each row evolves one recipe parameter per model: layer groups spread values over the depth; "
             "lanes give attention, MLP and other tensors their own values"
@@ -141,7 +141,7 @@ class SetupPanel(QScrollArea):
         add = QPushButton("Add parameter", box)
         add.clicked.connect(lambda: self.add_gene())
         remove = QPushButton("Remove", box)
-        remove.clicked.connect(lambda: self._remove_selected(self.genome))
+        remove.clicked.connect(lambda: self.remove_selected(self.genome))
         self.genome_note = QLabel(box)
         self.genome_note.setObjectName("hint")
         row.addWidget(add)
@@ -235,12 +235,12 @@ class SetupPanel(QScrollArea):
         return spin
 
     @staticmethod
-    def _table_style(table: QTableWidget) -> None:
+    def _table_style(table: QTableWidget, stretch: int = 0) -> None:
         table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         table.verticalHeader().setVisible(False)
         header = table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(stretch, QHeaderView.ResizeMode.Stretch)
         table.setMinimumHeight(110)
 
     # ---- the recipe --------------------------------------------------------------------
@@ -522,11 +522,12 @@ class SetupPanel(QScrollArea):
         if folder:
             self.run_edit.setText(str(Path(folder) / "run"))
 
-    @staticmethod
-    def _remove_selected(table: QTableWidget) -> None:
+    def remove_selected(self, table: QTableWidget) -> None:
         rows = sorted({index.row() for index in table.selectedIndexes()}, reverse=True)
         for row in rows:
             table.removeRow(row)
+        if rows:
+            self.changed.emit()
 
 
 def _short(reference: str) -> str:
