@@ -237,11 +237,11 @@ def evaluate_model(folder: str, task_files: Sequence[str], limit: int | None, ev
     """The evaluation package's entry point, on the CPU (demo models are tiny)."""
     from mergestudio.evaluate import evaluate_path
 
-    _quiet_transformers()
+    quiet_transformers()
     return evaluate_path(folder, task_files, limit=limit, device="cpu", events=events, cancel=cancel)
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     """transformers prints a progress bar per model load; the window has its own."""
     try:
         from transformers.utils import logging

@@ -23,7 +23,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QLineEdit,
     QListWidget,
     QListWidgetItem,
     QMessageBox,
@@ -43,6 +42,7 @@ from mergestudio_qt.context import Studio
 from mergestudio_qt.format import format_bytes, format_duration
 from mergestudio_qt.pages import PageSpec, register_page
 from mergestudio_qt.state import MergeSettings
+from mergestudio_qt.widgets.folder_row import folder_row
 from mergestudio_qt.workers import DryRun, DryRunJob, EvalJob, MergeJob, MergeOptions
 
 OUTPUT_DTYPES = (("bfloat16", "bfloat16"), ("float16", "float16"), ("float32", "float32"),
@@ -118,16 +118,14 @@ class MergePage(QWidget):
         form = QFormLayout(box)
         form.setHorizontalSpacing(12)
         form.setVerticalSpacing(8)
-        folder_row = QHBoxLayout()
-        self.out_edit = QLineEdit(box)
-        self.out_edit.setPlaceholderText("a new folder for the merged model")
-        self.out_edit.setToolTip("The merged model's folder. It appears only when the merge completes.")
+        row, self.out_edit = folder_row(
+            box,
+            "a new folder for the merged model",
+            "The merged model's folder. It appears only when the merge completes.",
+            self._browse,
+        )
         self.out_edit.editingFinished.connect(self._save_settings)
-        browse = QPushButton("Browse…", box)
-        browse.clicked.connect(self._browse)
-        folder_row.addWidget(self.out_edit, 1)
-        folder_row.addWidget(browse)
-        form.addRow("Folder", folder_row)
+        form.addRow("Folder", row)
         self.dtype_combo = QComboBox(box)
         for label, value in OUTPUT_DTYPES:
             self.dtype_combo.addItem(label, value)

@@ -19,21 +19,12 @@ from mergestudio.search.control import SearchControl
 from PySide6.QtCore import Signal
 
 from mergestudio_qt.jobs import Job
+from mergestudio_qt.workers import quiet_transformers
 
 if TYPE_CHECKING:
     from mergestudio.search.baselines import Baseline
     from mergestudio.search.dashboard import TrialHistory
     from mergestudio.search.spec import SearchSpec
-
-
-def _quiet_transformers() -> None:
-    """transformers draws a progress bar per model load; the page has its own."""
-    try:
-        from transformers.utils import logging
-    except ImportError:
-        return
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()
 
 
 class SearchJob(Job):
@@ -73,7 +64,7 @@ class SearchJob(Job):
     def work(self) -> Any:
         from mergestudio.search import resume_search, start_search
 
-        _quiet_transformers()
+        quiet_transformers()
         if self.spec is not None:
             self._pending_baselines = self._score_baselines(self.spec)
             return start_search(self.spec, self.run_dir, events=self.events, control=self.control)
@@ -184,7 +175,7 @@ class OpenRunJob(Job):
         self.cancel_token.raise_if_cancelled()
         self.hypervolume_ready.emit(curve_source.hypervolume_curve())
         if baselines is None and self.score_baselines:
-            _quiet_transformers()
+            quiet_transformers()
             try:
                 self.baselines_ready.emit(run_baselines(run.path, events=self.events, cancel=self.cancel_token))
             except MergeStudioError as error:
@@ -224,5 +215,5 @@ class FullEvalJob(Job):
     def work(self) -> tuple[int, dict[str, float]]:
         from mergestudio.search.baselines import evaluate_full
 
-        _quiet_transformers()
+        quiet_transformers()
         return self.number, evaluate_full(self.run_dir, self.number, events=self.events, cancel=self.cancel_token)

@@ -25,7 +25,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QLineEdit,
     QPushButton,
     QScrollArea,
     QSpinBox,
@@ -34,6 +33,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from mergestudio_qt.widgets.folder_row import folder_row
 
 ALGORITHMS = (
     ("nsga2", "NSGA-II — keeps the trade-offs (Pareto front)"),
@@ -210,15 +211,13 @@ class SetupPanel(QScrollArea):
     def _build_run(self) -> QGroupBox:
         box = QGroupBox("Run folder", self)
         layout = QVBoxLayout(box)
-        row = QHBoxLayout()
-        self.run_edit = QLineEdit(box)
-        self.run_edit.setPlaceholderText("a new, empty folder")
-        self.run_edit.setToolTip("The run's store: spec, Optuna study, per-trial results, baselines, exports")
+        row, self.run_edit = folder_row(
+            box,
+            "a new, empty folder",
+            "The run's store: spec, Optuna study, per-trial results, baselines, exports",
+            self._browse_run,
+        )
         self.run_edit.textChanged.connect(self.changed)
-        browse = QPushButton("Browse…", box)
-        browse.clicked.connect(self._browse_run)
-        row.addWidget(self.run_edit, 1)
-        row.addWidget(browse)
         layout.addLayout(row)
         self.check_label = QLabel(box)
         self.check_label.setWordWrap(True)
