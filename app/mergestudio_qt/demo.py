@@ -75,7 +75,8 @@ def _zoo_recipe(zoo: Path, base: Path, specialists: list[Path]) -> dict[str, Any
     from mergestudio.errors import MergeStudioError
     from mergestudio.recipe import Recipe
 
-    wanted = {str(p.resolve()) for p in [base, *specialists]}
+    # With the base named as base_model, or without one (linear averages the specialists).
+    wanted = [{str(p.resolve()) for p in [base, *specialists]}, {str(p.resolve()) for p in specialists}]
     scores = _merge_scores(zoo)
     candidates = sorted((zoo / "recipes").glob("*.y*ml"), key=lambda p: (-scores.get(p.stem, -1.0), p.name))
     for path in candidates:
@@ -87,7 +88,7 @@ def _zoo_recipe(zoo: Path, base: Path, specialists: list[Path]) -> dict[str, Any
             continue
         resolved = _absolute_models(recipe, path.parent)
         names = {resolved.get("base_model")} | {m["model"] for m in resolved.get("models") or []}
-        if names - {None} == wanted:
+        if names - {None} in wanted:
             return resolved
     return None
 

@@ -161,7 +161,14 @@ class Heatmap(QWidget):
         middle = centre if centre is not None else (low + high) / 2
         self.image.setImage(np.where(np.isnan(values), middle, values), levels=(low, high))
         self.plot.getPlotItem().getAxis("left").setTicks([list(enumerate(self.groups()))])
+        self.plot.getPlotItem().getAxis("bottom").setTicks([_layer_ticks(values.shape[1])])
         self.image.setRect(-0.5, -0.5, values.shape[1], values.shape[0])
+
+
+def _layer_ticks(layers: int, most: int = 12) -> list[tuple[int, str]]:
+    """Whole-layer ticks under the cells' centres, at most ``most`` of them."""
+    step = max(1, -(-layers // most))
+    return [(layer, str(layer)) for layer in range(0, layers, step)]
 
 
 class PairMatrix(QWidget):

@@ -496,9 +496,11 @@ class MergePage(QWidget):
         return [str(i.data(Qt.ItemDataRole.UserRole)) for i in items if i.checkState() == Qt.CheckState.Checked]
 
     def parents(self) -> dict[str, str]:
-        """Display name -> folder of the base and every merged model known locally."""
+        """Display name -> folder of the base and every merged model known locally. The
+        project's base counts even when the recipe names none (a linear average): it is
+        the reference every fine-tune is measured against."""
         folders: dict[str, str] = {}
-        references = [self.state.recipe.get("base_model")] + [
+        references = [self.state.recipe.get("base_model") or self.state.base] + [
             m.get("model") for m in self.state.recipe.get("models") or []
         ]
         for reference in references:
