@@ -4,7 +4,9 @@
 
 Uses the demo zoo (resources/demo, or a miniature one built into a temp folder when it is
 missing), merges it, runs the quick eval, and grabs every page in the light palette at
-1280x800 and the Recipe and Merge pages in the dark palette at 1920x1080. Images are
+1280x800 (Inspect after a finished analysis) and the Models, Recipe and Merge pages in
+the dark palette at 1920x1080. evolve-1280.png is grabbed the same way from the Evolve
+page after a finished run of resources/demo/search.yml. Images are
 PNGs at the highest compression.
 """
 
@@ -75,7 +77,7 @@ def _shape_curve(window: object) -> None:
 
 
 def _prepare(window: object, scratch: Path) -> None:
-    window.state.set_method("task_arithmetic")  # type: ignore[attr-defined]
+    # The demo project's recipe (the zoo's best default merge), with one layer curve.
     _shape_curve(window)
     merge = window.page("merge")  # type: ignore[attr-defined]
     merge.out_edit.setText(str(scratch / "merged"))
@@ -87,6 +89,9 @@ def _prepare(window: object, scratch: Path) -> None:
     _wait(lambda: merge.merge_job is None)
     merge.start_eval()
     _wait(lambda: merge.eval_job is None)
+    inspect = window.page("inspect")  # type: ignore[attr-defined]
+    inspect.start_analysis()
+    _wait(lambda: inspect.job is None)
 
 
 def _open_demo(window: object) -> None:
