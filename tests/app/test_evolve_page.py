@@ -214,3 +214,19 @@ def test_closing_mid_run_then_reopen_and_resume(qtbot, studio: Studio, tmp_path:
     assert again.history.numbers.tolist() == [r.number for r in after]
     assert again.history.front == frozenset(summarize(run).front)
     np.testing.assert_allclose(again.history.hypervolume[-1], summarize(run).hypervolume)
+
+
+def test_stop_while_scoring_baselines_ends_before_the_first_trial(qtbot, studio: Studio, tmp_path: Path) -> None:
+    """Stop pressed while the baselines are scored (before any trial): the worker ends
+    there, and no trial runs."""
+    page = _page(qtbot, studio)
+    run = tmp_path / "run"
+    _set_up(page, run, evaluations=4)
+    trials: list[int] = []
+    page.trial_added.connect(trials.append)
+    with qtbot.waitSignal(page.search_finished, timeout=SEARCH_TIMEOUT_MS) as finished:
+        page.start_search()
+        page.stop()
+    assert finished.args == ["cancelled"]
+    assert trials == [] and not RunFolder(run).exists()  # no run was started
+    assert page.start_button.isEnabled()

@@ -95,6 +95,13 @@ def test_non_dominated_mask_equals_the_engine(seed: int, k: int) -> None:
     assert np.flatnonzero(non_dominated_mask(points)).tolist() == expected
 
 
+def test_non_dominated_mask_with_infinite_objectives() -> None:
+    """Sums tie at infinity (a broken merge's perplexity): the dominated row still goes."""
+    points = np.array([[-0.3, math.inf], [-0.5, math.inf], [0.0, 1.0], [-0.5, math.inf]])
+    assert np.flatnonzero(non_dominated_mask(points)).tolist() == non_dominated([tuple(p) for p in points])
+    assert non_dominated_mask(points).tolist() == [False, True, True, True]
+
+
 def test_step_line_is_the_boundary_of_what_the_front_dominates() -> None:
     # Maximise both: front (1, 3), (2, 2), (3, 1) drops from each point to the next's height.
     xs, ys = step_line(np.array([2.0, 1.0, 3.0]), np.array([2.0, 3.0, 1.0]), True, True)

@@ -336,7 +336,13 @@ class EvolvePage(QWidget):
             self.setup.show_check(f"{run_dir} is not empty: pick a new folder, or open it as a run.", False)
             self.tabs.setCurrentWidget(self.setup)
             return
-        self._show_run(run_dir, spec, TrialHistory.for_spec(spec), [], {})
+        try:
+            history = TrialHistory.for_spec(spec)
+        except MergeStudioError as error:  # a task file went away since the check
+            self.setup.show_check(str(error), False)
+            self.tabs.setCurrentWidget(self.setup)
+            return
+        self._show_run(run_dir, spec, history, [], {})
         self._log(f"starting {spec.algorithm.name} search in {run_dir}")
         self._launch(SearchJob(run_dir, spec))
         self._set_status("Scoring the baselines, then the first trial…")
@@ -447,6 +453,8 @@ class EvolvePage(QWidget):
         self._log(f"generation {event.generation} done; best so far: {best}")
 
     def _on_state(self, event: ev.SearchStateChanged) -> None:
+        if self.engine_state == "stopping" and event.state in ("running", "paused"):
+            return  # sent before the engine saw Stop: the page already says it is stopping
         self.engine_state = event.state
         self.elapsed_s = event.elapsed_s
         reason = f": {event.reason}" if event.reason else ""

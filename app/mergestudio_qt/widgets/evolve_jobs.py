@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mergestudio.errors import MergeStudioError
+from mergestudio.errors import Cancelled, MergeStudioError
+from mergestudio.events import CancelToken
 from mergestudio.search import events as ev
 from mergestudio.search.control import SearchControl
 from PySide6.QtCore import Signal
@@ -46,6 +47,9 @@ class SearchJob(Job):
         self.spec = spec
         self.evaluations = evaluations
         self.control = SearchControl(self.cancel_token)
+        # Scoring the baselines comes before the first trial; Stop ends it too, so a
+        # search stopped then never starts.
+        self._baselines_cancel = CancelToken()
         self._pending_baselines: list[Baseline] | None = None
 
     # safe from any thread
@@ -57,9 +61,11 @@ class SearchJob(Job):
 
     def stop(self) -> None:
         self.control.stop()
+        self._baselines_cancel.cancel()
 
     def cancel(self) -> None:
         self.control.cancel()
+        self._baselines_cancel.cancel()
 
     def work(self) -> Any:
         from mergestudio.search import resume_search, start_search
@@ -67,18 +73,27 @@ class SearchJob(Job):
         quiet_transformers()
         if self.spec is not None:
             self._pending_baselines = self._score_baselines(self.spec)
+            self._stop_if_asked()
             return start_search(self.spec, self.run_dir, events=self.events, control=self.control)
         self._resume_baselines()
+        self._stop_if_asked()
         return resume_search(
             self.run_dir, events=self.events, control=self.control, evaluations=self.evaluations
         )
+
+    def _stop_if_asked(self) -> None:
+        """Stop or Cancel while the baselines were scored: end before the run starts."""
+        if self.control.stop_requested:
+            raise Cancelled("stopped before the first trial")
 
     def _score_baselines(self, spec: SearchSpec) -> list[Baseline] | None:
         """Before the first trial; saved once the run folder exists (SearchStarted)."""
         from mergestudio.search.baselines import compute_baselines
 
         try:
-            baselines = compute_baselines(spec, events=self.events, cancel=self.cancel_token)
+            baselines = compute_baselines(spec, events=self.events, cancel=self._baselines_cancel)
+        except Cancelled:
+            return None  # Stop or Cancel: _stop_if_asked ends the job
         except MergeStudioError as error:  # the search is still worth running without them
             self.log.emit(f"baselines not scored: {error}", "warning")
             return None
@@ -89,7 +104,11 @@ class SearchJob(Job):
         from mergestudio.search.baselines import run_baselines
 
         try:
-            self.baselines_ready.emit(run_baselines(self.run_dir, events=self.events, cancel=self.cancel_token))
+            self.baselines_ready.emit(
+                run_baselines(self.run_dir, events=self.events, cancel=self._baselines_cancel)
+            )
+        except Cancelled:
+            return
         except MergeStudioError as error:
             self.log.emit(f"baselines not scored: {error}", "warning")
 
@@ -178,6 +197,8 @@ class OpenRunJob(Job):
             quiet_transformers()
             try:
                 self.baselines_ready.emit(run_baselines(run.path, events=self.events, cancel=self.cancel_token))
+            except Cancelled:
+                raise
             except MergeStudioError as error:
                 self.log.emit(f"baselines not scored: {error}", "warning")
         return snapshot

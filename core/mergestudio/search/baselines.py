@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from mergestudio.events import CancelToken, EventSink, log
 from mergestudio.search.objectives import Objectives
 from mergestudio.search.spec import SearchSpec, base_recipe
-from mergestudio.search.store import RunError, RunFolder, write_atomic
+from mergestudio.search.store import RunFolder, write_atomic
 
 if TYPE_CHECKING:
     from mergestudio.evaluate.resident import ResidentEvaluator
@@ -185,15 +185,17 @@ def evaluate_full(
 
 
 def load_full_evaluations(run_dir: str | Path) -> dict[int, dict[str, float]]:
-    """Trial number -> objectives on the full task sets, for the trials re-scored so far."""
+    """Trial number -> objectives on the full task sets, for the trials re-scored so far.
+    A cache like the baselines: an unreadable file counts as empty (and is rewritten by
+    the next re-score), so it never keeps a run from opening."""
     path = Path(run_dir) / FULL_EVAL_FILE
     if not path.is_file():
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return {int(k): {str(n): float(v) for n, v in values.items()} for k, values in data.items()}
-    except (OSError, ValueError, AttributeError) as error:
-        raise RunError(f"{path}: unreadable full-set evaluations ({error})") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 @contextmanager

@@ -394,15 +394,16 @@ def non_dominated_mask(points: FloatArray) -> BoolArray:
     """Rows no other row dominates (minimisation; equal rows all stay): the same set as
     ``pareto.non_dominated``, in O(n · front) instead of O(n²).
 
-    Rows are visited by ascending sum: a row can only be dominated by one with a smaller
-    sum, and whatever dominates it is dominated in turn by a front member visited
-    earlier, so checking each row against the front found so far is enough."""
+    Rows are visited in lexicographic order: a row that dominates another comes first in
+    it (sums would do the same, but tie at infinities and round at large magnitudes),
+    and whatever dominates a row is dominated in turn by a front member visited earlier,
+    so checking each row against the front found so far is enough."""
     n = points.shape[0]
     mask = np.zeros(n, dtype=bool)
     if n == 0:
         return mask
     valid = ~np.isnan(points).any(axis=1)
-    order = np.flatnonzero(valid)[np.argsort(points[valid].sum(axis=1), kind="stable")]
+    order = np.flatnonzero(valid)[np.lexsort(points[valid].T[::-1])]
     front = np.empty((0, points.shape[1]))
     for i in order:
         point = points[i]
