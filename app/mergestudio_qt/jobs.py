@@ -127,4 +127,6 @@ def stop_all(timeout_ms: int = 10_000) -> None:
     for thread in list(_RUNNING):
         thread.quit()
         thread.wait(timeout_ms)
-    _RUNNING.clear()
+    # A thread still busy after the wait (a model still loading) keeps its reference:
+    # destroying a running QThread aborts the process.
+    _prune()
