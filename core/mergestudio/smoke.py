@@ -6,8 +6,9 @@ versions and timings. The same command runs on the frozen (PyInstaller) binary, 
 catches what only breaks there: a module or Qt plugin left out of the bundle, data files
 not found, a missing system library.
 
-A failure anywhere prints the stage and the reason and exits 1. The engine must not
-import Qt, so ``mergestudio_qt`` and PySide6 are imported inside the window stage only.
+A failure anywhere prints the stage and the reason and exits 1. The engine never imports
+Qt: the window stage runs what the front end registered under the ``mergestudio.smoke``
+entry point (``mergestudio_qt.smoke_window``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from mergestudio import __version__
+from mergestudio.plugins import SMOKE_GROUP, entry_points
 
 if TYPE_CHECKING:
     import torch
@@ -133,29 +135,14 @@ def _run_stages(report: SmokeReport) -> None:
 
 
 def _build_window() -> tuple[str, str]:
-    """Build and paint the studio's main window and the About dialog the way
-    ``mergestudio studio`` does (same application set-up and style). Returns the Qt
-    platform and the window's class name. Offscreen unless ``QT_QPA_PLATFORM`` says
-    otherwise, so the same check runs under Xvfb (``QT_QPA_PLATFORM=xcb``)."""
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from mergestudio_qt.about import AboutDialog
-    from mergestudio_qt.app import create_app
-    from mergestudio_qt.main_window import MainWindow
-
-    app = create_app([sys.argv[0]])
-    window = MainWindow()
-    window.prompt_on_close = False  # nothing to save: never ask
-    window.show()
-    app.processEvents()
-    if window.grab().isNull():
-        raise RuntimeError("the main window painted nothing")
-    about = AboutDialog(window)
-    if about.grab().isNull():
-        raise RuntimeError("the About dialog painted nothing")
-    about.close()
-    window.close()
-    app.processEvents()
-    return str(app.platformName()), type(window).__name__
+    """Run the front end's smoke stages (building and painting its windows). Returns the
+    platform and what was built; an installation without a front end fails here, since
+    the smoke test vouches for the studio."""
+    stages = entry_points(SMOKE_GROUP)
+    if not stages:
+        raise RuntimeError("no front end registered (install 'mergestudio[app]')")
+    results = [point.load()() for point in stages]
+    return results[0][0], "+".join(built for _, built in results)
 
 
 # -- demo zoo, merge, evaluation -------------------------------------------------------------

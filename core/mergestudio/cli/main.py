@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from mergestudio import __version__
 from mergestudio.errors import Cancelled, MergeStudioError
+from mergestudio.plugins import COMMANDS_GROUP, entry_points
 
 # Modules that define ``add_parser(subparsers)``; a missing one is skipped so the engine
 # works in a partial install (no evaluation extras, say).
@@ -19,7 +20,6 @@ COMMAND_MODULES = (
     "mergestudio.cli.eval_cmd",
     "mergestudio.cli.demo_cmd",
     "mergestudio.cli.analyze_cmd",
-    "mergestudio.cli.studio_cmd",
     "mergestudio.cli.evolve_cmd",
     "mergestudio.cli.runs_cmd",
     "mergestudio.cli.export_cmd",
@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.add_parser(subparsers)
+    for point in entry_points(COMMANDS_GROUP):  # the studio window's ``studio`` command
+        point.load()(subparsers)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""``mergestudio studio``: open the studio window (imports Qt only when it runs)."""
+"""``mergestudio studio``: open the studio window. The engine's CLI finds this command
+through the ``mergestudio.commands`` entry point; Qt is imported only when it runs."""
 
 from __future__ import annotations
 
