@@ -37,10 +37,21 @@ REPORTED_LIBRARIES = (
     ("torch", "torch", "torch"),
     ("transformers", "transformers", "transformers"),
     ("numpy", "numpy", "numpy"),
+    ("numba", "numba", "numba"),
     ("PySide6", "PySide6-Essentials", "PySide6"),
     ("pyqtgraph", "pyqtgraph", "pyqtgraph"),
 )
-HEAVY_MODULES = ("numpy", "torch", "safetensors", "transformers", "tokenizers", "PySide6.QtWidgets", "pyqtgraph")
+HEAVY_MODULES = (
+    "numpy",
+    "torch",
+    "safetensors",
+    "transformers",
+    "tokenizers",
+    "PySide6.QtWidgets",
+    "pyqtgraph",
+)
+
+
 class SmokeFailure(Exception):
     def __init__(self, stage: str, reason: str) -> None:
         super().__init__(f"{stage}: {reason}")
@@ -147,6 +158,7 @@ def _build_window() -> tuple[str, str]:
 
 # -- demo zoo, merge, evaluation -------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class MergedInMemory:
     base: Path
@@ -178,7 +190,8 @@ def _specialists(zoo: Path) -> list[Path]:
 
 
 def _merge_two(zoo: Path) -> MergedInMemory:
-    """Task arithmetic of the first two specialists on the base, into memory."""
+    """TIES of the first two specialists on the base, into memory: a sparsifying method,
+    so the compiled kernels (numba) are proven to work in this installation."""
     from mergestudio.demo import paths
     from mergestudio.engine import DictTarget, build_plan, execute_plan, load_recipe
 
@@ -188,9 +201,9 @@ def _merge_two(zoo: Path) -> MergedInMemory:
         raise RuntimeError(f"{zoo}: fewer than two specialist models to merge")
     recipe = load_recipe(
         {
-            "merge_method": "task_arithmetic",
+            "merge_method": "ties",
             "base_model": str(base),
-            "models": [{"model": str(p), "parameters": {"weight": 1.0}} for p in chosen],
+            "models": [{"model": str(p), "parameters": {"weight": 1.0, "density": 0.5}} for p in chosen],
             "dtype": "float32",
         }
     )

@@ -101,6 +101,10 @@ class ShardWriter:
         self._expected = iter([slot for shard in shards for slot in shard.slots])
         self._queue: queue.Queue[tuple[TensorSlot, torch.Tensor] | None] = queue.Queue(_QUEUE_DEPTH)
         self._error: BaseException | None = None
+        # Buffers lent by output_buffer (keyed by data pointer) and those written and free.
+        self._lent: dict[int, torch.Tensor] = {}
+        self._free: list[torch.Tensor] = []
+        self._pool_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="shard-writer", daemon=True)
         self._thread.start()
 
@@ -118,6 +122,28 @@ class ShardWriter:
         self._raise_if_failed()
         # The queue holds a reference, so a view into an input file stays valid.
         self._queue.put((slot, tensor.contiguous()))
+
+    def output_buffer(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """An empty tensor to produce the next output in, to pass to ``accept``: its
+        memory is reused once written. Fresh memory is faulted in and zeroed page by page
+        by the OS, which on our benchmark machine cost more than converting the data."""
+        import torch
+
+        nbytes = max(1, math.prod(shape) * torch.empty((), dtype=dtype).element_size())
+        with self._pool_lock:
+            fitting = [i for i, free in enumerate(self._free) if free.numel() >= nbytes]
+            if fitting:
+                buffer = self._free.pop(min(fitting, key=lambda i: self._free[i].numel()))
+            else:
+                buffer = torch.empty(nbytes, dtype=torch.uint8)
+            self._lent[buffer.data_ptr()] = buffer
+        return buffer[:nbytes].view(dtype).view(shape)
+
+    def _give_back(self, tensor: torch.Tensor) -> None:
+        with self._pool_lock:
+            buffer = self._lent.pop(tensor.data_ptr(), None)
+            if buffer is not None:
+                self._free.append(buffer)
 
     def finish(self) -> None:
         self._queue.put(None)
@@ -163,6 +189,7 @@ class ShardWriter:
                 _, tensor = item
                 if tensor.numel():
                     handle.write(tensor.reshape(-1).view(_byte_dtype()).numpy().data)
+                self._give_back(tensor)
         return True
 
     def _drain(self) -> None:

@@ -16,6 +16,7 @@ pass that recomputes τ per chunk and writes the merged values.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -29,11 +30,13 @@ from mergestudio.methods.common import WEIGHT_DOC
 from mergestudio.methods.registry import MergeInputs, Param, register
 from mergestudio.methods.sparse import (
     CHUNK,
+    TopK,
     TopKMask,
     bernoulli_mask,
     chunk_bounds,
     della_keep_probabilities,
     della_row_mask,
+    on_compiled_path,
     probability_threshold,
     top_k_rules,
 )
@@ -123,11 +126,18 @@ class SparsifySettings:
 @dataclass
 class _Kept:
     """How the combining pass keeps entries: a chunk mask, per-model rescale factors and,
-    for inverse-density DELLA, a per-entry factor (n, numel)."""
+    for inverse-density DELLA, a per-entry factor (n, numel).
+
+    Magnitude sparsifiers also give their rules: entries in the top rules (one per
+    model) and not in the drop rules are kept. The compiled CPU path applies those
+    itself and calls ``mask`` only when there are no rules, with τ = None (such masks
+    never look at τ)."""
 
     mask: ChunkMask
     scales: list[float]
     entry_scale: torch.Tensor | None = None
+    top: list[TopK] | None = None
+    drop: list[TopK] | None = None
 
 
 def merge_task_vectors(
@@ -147,8 +157,9 @@ def merge_task_vectors(
     flat_base = inputs.base.reshape(-1)
     kept = _prepare(flat_inputs, flat_base, sparsify, inputs.generator, tuple(shape))
     coefficients = [float(w) * s for w, s in zip(weights, kept.scales, strict=True)]
+    model_weights = [float(w) for w in weights]
     return _combine(
-        flat_inputs, flat_base, kept, coefficients, [float(w) for w in weights], consensus, normalize, scale
+        flat_inputs, flat_base, kept, coefficients, model_weights, consensus, normalize, scale, inputs.scratch
     ).view(shape)
 
 
@@ -161,9 +172,15 @@ def _combine(
     consensus: bool,
     normalize: bool,
     scale: float,
+    scratch: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The streaming pass: per chunk, τ = x − base, mask, weight, elect, add to base."""
-    if inputs.device.type == "cpu" and inputs.dtype == torch.float32:
+    """The streaming pass: per chunk, τ = x − base, mask, weight, elect, add to base.
+    The compiled path writes into ``scratch`` ((numel,) float32) when given."""
+    if on_compiled_path(inputs):
+        if _fits_compiled(inputs, kept):
+            return _combine_compiled(
+                inputs, base, kept, coefficients, weights, consensus, normalize, scale, scratch
+            )
         return _combine_numpy(inputs, base, kept, coefficients, weights, consensus, normalize, scale)
     device, dtype = inputs.device, inputs.dtype
     numel = base.numel()
@@ -256,6 +273,127 @@ def _combine_numpy(
     return torch.from_numpy(out)
 
 
+def _fits_compiled(inputs: torch.Tensor, kept: _Kept) -> bool:
+    """The compiled kernel holds up to 4 models and no per-entry scale (inverse-density
+    DELLA); anything else takes the numpy loop."""
+    return inputs.shape[0] <= _SLOTS and kept.entry_scale is None
+
+
+# Models the compiled combining kernel takes at once (kernels.SLOTS; not imported from
+# there because importing numba is deferred until a merge needs it).
+_SLOTS = 4
+
+
+def _combine_compiled(
+    inputs: torch.Tensor,
+    base: torch.Tensor,
+    kept: _Kept,
+    coefficients: list[float],
+    weights: list[float],
+    consensus: bool,
+    normalize: bool,
+    scale: float,
+    scratch: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``_combine`` through the compiled kernels: (n, numel) float32 -> (numel,)."""
+    from mergestudio.methods import kernels
+
+    x, b = inputs.numpy(), base.numpy()
+    n, numel = x.shape
+    pad = _SLOTS - n
+    rows = tuple(np.ascontiguousarray(row) for row in x) + (b,) * pad
+    total_weight = sum(weights)
+    common = (
+        np.array(coefficients + [0.0] * pad, dtype=np.float32),
+        np.array(weights + [0.0] * pad, dtype=np.float32),
+        consensus,
+        normalize,
+        np.float32(total_weight if abs(total_weight) >= 1e-8 else 1.0),
+        np.float32(scale),
+    )
+    fits = scratch is not None and scratch.dtype == torch.float32 and scratch.numel() == numel
+    out = scratch.numpy() if fits and scratch is not None else np.empty(numel, dtype=np.float32)
+    if kept.mask is None or (kept.top is not None and kept.drop is None):
+        top = kept.top or [TopK.keep_all(numel)] * n
+        padding = np.full(pad, np.inf, dtype=np.float32)
+        pieces = [
+            (piece_start, piece_stop, np.concatenate([thresholds, padding]))
+            for start, stop, thresholds in _rule_segments(rows[:n], b, top, numel)
+            for piece_start, piece_stop in _halves(start, stop)
+        ]
+        kernels.run_parallel(lambda piece: kernels.combine(rows, b, *piece, *common, out), pieces)
+        return torch.from_numpy(out)
+    chunk_mask = kept.mask if kept.top is None else _compiled_rule_mask(rows[:n], b, kept)
+    for start, stop in chunk_bounds(numel):
+        mask = _as_numpy(chunk_mask(start, stop, None))
+        masks = tuple(np.ascontiguousarray(row) for row in mask)
+        masks += (np.zeros(stop - start, dtype=np.bool_),) * pad
+        kernels.combine_masked(rows, b, start, masks, *common, out)
+    return torch.from_numpy(out)
+
+
+def _halves(start: int, stop: int) -> list[tuple[int, int]]:
+    """[start, stop) in two pieces for two cores (one when it is small)."""
+    if stop - start < 2 * CHUNK:
+        return [(start, stop)]
+    middle = (start + stop) // 2
+    return [(start, middle), (middle, stop)]
+
+
+def _tie_cut(row: np.ndarray, base: np.ndarray, rule: TopK) -> int:
+    """The flat position before which entries equal to the rule's threshold are kept."""
+    from mergestudio.methods import kernels
+
+    if rule.all_ties:
+        return row.shape[0]
+    if rule.ties == 0:
+        return 0
+    return int(kernels.tie_cut(row, base, True, np.float32(rule.threshold), rule.ties))
+
+
+def _rule_segments(
+    rows: tuple[np.ndarray, ...], base: np.ndarray, rules: list[TopK], numel: int
+) -> list[tuple[int, int, np.ndarray]]:
+    """Ranges of flat positions over which every model's top rule is a plain
+    "|τ| > t": (start, stop, t per model). Before a model's tie cut, ties are kept,
+    and "≥ t" is "> the float just below t"."""
+    cuts = [_tie_cut(row, base, rule) for row, rule in zip(rows, rules, strict=True)]
+    thresholds = np.array([rule.threshold for rule in rules], dtype=np.float32)
+    below = np.nextafter(thresholds, np.float32(-np.inf))
+    points = sorted({0, numel, *(c for c in cuts if 0 < c < numel)})
+    segments = []
+    for start, stop in itertools.pairwise(points):
+        keeps_ties = np.array([stop <= cut for cut in cuts])
+        segments.append((start, stop, np.where(keeps_ties, below, thresholds).astype(np.float32)))
+    return segments
+
+
+def _compiled_rule_mask(rows: tuple[np.ndarray, ...], base: np.ndarray, kept: _Kept) -> ChunkMask:
+    """Chunk masks "in the top rule and not in the drop rule" (Breadcrumbs) through the
+    compiled kernel."""
+    from mergestudio.methods import kernels
+
+    assert kept.top is not None and kept.drop is not None
+    top_cuts = [_tie_cut(row, base, rule) for row, rule in zip(rows, kept.top, strict=True)]
+    drop_cuts = [_tie_cut(row, base, rule) for row, rule in zip(rows, kept.drop, strict=True)]
+
+    def mask(start: int, stop: int, tau: object) -> np.ndarray:
+        keep = np.empty((len(rows), stop - start), dtype=np.bool_)
+        dropped = np.empty(stop - start, dtype=np.bool_)
+        for i, row in enumerate(rows):
+            part = row[start:stop]
+            kernels.top_mask(
+                part, base[start:stop], True, np.float32(kept.top[i].threshold), top_cuts[i], start, keep[i]
+            )
+            kernels.top_mask(
+                part, base[start:stop], True, np.float32(kept.drop[i].threshold), drop_cuts[i], start, dropped
+            )
+            keep[i] &= ~dropped
+        return keep
+
+    return mask
+
+
 def _as_numpy(mask: torch.Tensor | np.ndarray) -> np.ndarray:
     return mask.numpy() if isinstance(mask, torch.Tensor) else mask
 
@@ -275,8 +413,9 @@ def _prepare(
         return _Kept(None, ones)
     if settings.kind == "magnitude":
         ks = [numel if d >= 1.0 else int(d * numel) for d in densities]
-        mask: ChunkMask = _threshold_mask(TopKMask(top_k_rules(inputs, base, ks)))
-        return _Kept(mask, _norm_scales(inputs, base, mask, settings.rescale, ones))
+        rules = top_k_rules(inputs, base, ks)
+        mask: ChunkMask = _threshold_mask(TopKMask(rules))
+        return _Kept(mask, _norm_scales(inputs, base, mask, settings.rescale, ones), top=rules)
     if settings.kind == "outliers":
         return _outliers(inputs, base, settings)
     if generator is None:
@@ -310,14 +449,16 @@ def _outliers(inputs: torch.Tensor, base: torch.Tensor, settings: SparsifySettin
             top += bottom
         outer.append(top + keep)
         inner.append(top)
-    outer_mask = TopKMask(top_k_rules(inputs, base, outer))
-    inner_mask = TopKMask(top_k_rules(inputs, base, inner))
+    outer_rules = top_k_rules(inputs, base, outer)
+    inner_rules = top_k_rules(inputs, base, inner)
+    outer_mask, inner_mask = TopKMask(outer_rules), TopKMask(inner_rules)
 
     def mask(start: int, stop: int, tau: torch.Tensor) -> torch.Tensor:
         magnitudes = abs(tau)
         return outer_mask(magnitudes, start) & ~inner_mask(magnitudes, start)
 
-    return _Kept(mask, _norm_scales(inputs, base, mask, settings.rescale, [1.0] * n))
+    scales = _norm_scales(inputs, base, mask, settings.rescale, [1.0] * n)
+    return _Kept(mask, scales, top=outer_rules, drop=inner_rules)
 
 
 def _norm_scales(

@@ -75,12 +75,17 @@ class MergeInputs:
     ``tensors``: (n_models, *shape) in the compute dtype; the non-base inputs, in recipe
     order. ``base``: (*shape,) or None. Both are read-only for the method.
     ``generator``: seeded per output tensor for stochastic methods, else None.
+    ``scratch``: optionally, a (numel,) buffer in the compute dtype that the method may
+    return its result in (the caller copies it out before the next call); fresh
+    memory is zeroed page by page by the OS, which cost more than a sparsifying
+    merge's arithmetic.
     """
 
     name: str
     tensors: torch.Tensor
     base: torch.Tensor | None
     generator: torch.Generator | None = None
+    scratch: torch.Tensor | None = None
 
     @property
     def n_models(self) -> int:
