@@ -239,3 +239,44 @@ def test_top_k_selection_is_exact_on_large_tensors(quantized: bool) -> None:
         assert int(full[i].sum()) == k
         expected = _reference_top_k(values[i].abs().numpy(), k)
         assert np.array_equal(full[i].numpy(), expected)
+
+
+def _reference_ties(tensors: np.ndarray, base: np.ndarray, density: float) -> np.ndarray:
+    """TIES by the book, with a full sort (ties in magnitude go to earlier positions)."""
+    tau = tensors - base
+    k = int(density * base.size)
+    kept = np.stack([tau[i] * _reference_top_k(np.abs(tau[i]), k) for i in range(len(tau))])
+    sign = np.where(kept.sum(0) >= 0, 1.0, -1.0)
+    agreeing = kept * sign > 0
+    divisor = agreeing.sum(0)
+    merged = (kept * agreeing).sum(0) / np.where(divisor == 0, 1, divisor)
+    return base + merged
+
+
+@pytest.mark.parametrize("n_models", [3, 5])  # the compiled kernel (≤ 4 models) and numpy's loop
+@pytest.mark.parametrize("quantized", [False, True])  # collected bracket; counts per value
+def test_ties_on_large_tensors_matches_a_full_sort(n_models: int, quantized: bool) -> None:
+    generator = torch.Generator().manual_seed(11)
+    base = torch.randn(400_000, generator=generator)
+    tensors = base + 0.01 * torch.randn(n_models, 400_000, generator=generator)
+    if quantized:  # bf16 checkpoints: few distinct task-vector magnitudes, heavy ties
+        base, tensors = base.bfloat16().float(), tensors.bfloat16().float()
+    merged = call("ties", list(tensors), base, density=0.3)
+    expected = _reference_ties(tensors.double().numpy(), base.double().numpy(), 0.3)
+    assert np.allclose(merged.numpy(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["ties", "breadcrumbs_ties", "dare_ties", "della"])
+def test_compiled_cpu_path_matches_the_torch_path(method: str) -> None:
+    """float32 on the CPU runs the compiled kernels; float64 the torch code that other
+    devices run: the same merge to rounding."""
+    generator = torch.Generator().manual_seed(5)
+    base = torch.randn(200_000, generator=generator).bfloat16().float()
+    tensors = (base + 0.02 * torch.randn(3, 200_000, generator=generator)).bfloat16().float()
+    compiled = call(method, list(tensors), base, seed=2, density=0.4)
+    spec = get_method(method)
+    params = {p.name: (p.default,) * 3 if p.per_model else p.default for p in spec.params if not p.required}
+    params.update(weight=(1.0,) * 3, density=(0.4,) * 3)
+    rng = torch.Generator().manual_seed(2) if spec.stochastic else None
+    reference = spec.function(MergeInputs("t", tensors.double(), base.double(), rng), **params)
+    assert torch.allclose(compiled.double(), reference, atol=1e-6)
