@@ -84,8 +84,13 @@ def synthetic_baselines() -> list:
         "ties": (0.0, 0.0, 0.05, 0.0),
     }
     return [
-        Baseline(label, "merge" if label in ("linear", "task_arithmetic", "ties") else "parent", {},
-                 dict(zip(OBJECTIVES, values, strict=True)), "synthetic")
+        Baseline(
+            label,
+            "merge" if label in ("linear", "task_arithmetic", "ties") else "parent",
+            {},
+            dict(zip(OBJECTIVES, values, strict=True)),
+            "synthetic",
+        )
         for label, values in rows.items()
     ]
 
@@ -152,11 +157,15 @@ def main() -> int:
         "total_cpu_ms": _stats(cpu_ms),  # this thread's CPU time: wall minus waiting on a busy machine
         "budget_ms": BUDGET_MS,
     }
-    print(f"Evolve page, {args.trials} trials x {len(OBJECTIVES)} objectives, {args.width}x{args.height}, "
-          f"{args.repeats} full redraws (fill {fill_s:.2f} s):")
+    print(
+        f"Evolve page, {args.trials} trials x {len(OBJECTIVES)} objectives, {args.width}x{args.height}, "
+        f"{args.repeats} full redraws (fill {fill_s:.2f} s):"
+    )
     for key in ("update_ms", "paint_ms", "total_ms", "total_cpu_ms"):
         stats = result[key]
-        print(f"  {key[:-3].replace('_', ' '):>9}: median {stats['median']:.1f} ms, max {stats['max']:.1f} ms")
+        print(
+            f"  {key[:-3].replace('_', ' '):>9}: median {stats['median']:.1f} ms, max {stats['max']:.1f} ms"
+        )
     for key in ("update_ms", "total_ms"):
         verdict = "within" if result[key]["median"] <= BUDGET_MS else "OVER"
         print(f"  median {key[:-3]} {verdict} the {BUDGET_MS:.0f} ms budget")
@@ -166,8 +175,11 @@ def main() -> int:
 
 
 def _stats(values: list[float]) -> dict[str, float]:
-    return {"median": round(statistics.median(values), 2), "max": round(max(values), 2),
-            "min": round(min(values), 2)}
+    return {
+        "median": round(statistics.median(values), 2),
+        "max": round(max(values), 2),
+        "min": round(min(values), 2),
+    }
 
 
 if __name__ == "__main__":

@@ -42,9 +42,13 @@ def studio(zoo: Path, tmp_path: Path) -> Studio:
     folders = [paths.models_dir(zoo) / name for name in ("base", "reverse", "sort", "cipher")]
     for folder in folders:
         state.add_model(describe_source(open_model(folder), str(folder), "folder"))
-    state.set_eval_tasks([str(paths.tasks_dir(zoo) / f"{t}.eval.jsonl") for t in ("reverse", "sort", "general")])
+    state.set_eval_tasks(
+        [str(paths.tasks_dir(zoo) / f"{t}.eval.jsonl") for t in ("reverse", "sort", "general")]
+    )
     visited: list[str] = []
-    studio = Studio(state, Preferences(demo_opened=True, cache_dir=str(tmp_path / "cache")), go_to=visited.append)
+    studio = Studio(
+        state, Preferences(demo_opened=True, cache_dir=str(tmp_path / "cache")), go_to=visited.append
+    )
     studio.visited = visited  # type: ignore[attr-defined]
     return studio
 
@@ -61,7 +65,11 @@ def _set_up(page: EvolvePage, run: Path, evaluations: int) -> None:
     """A tiny search: 3 objectives, weights per attention/MLP lane, NSGA-II, population 2,
     a 5-item subset estimator (the miniature zoo's splits have 8 items)."""
     setup = page.setup
-    assert [Path(t).name for t in setup.task_files()] == ["reverse.eval.jsonl", "sort.eval.jsonl", "general.eval.jsonl"]
+    assert [Path(t).name for t in setup.task_files()] == [
+        "reverse.eval.jsonl",
+        "sort.eval.jsonl",
+        "general.eval.jsonl",
+    ]
     genome_lanes = setup.genome.cellWidget(0, 4)
     genome_lanes.setCurrentIndex(2)  # attention · MLP
     setup.genome.cellWidget(0, 2).setValue(1.0)  # weight bounds 0 – 1
@@ -85,7 +93,9 @@ def test_search_plots_what_the_store_holds_and_pauses(qtbot, studio: Studio, tmp
 
     # Pause as soon as the first trial is in; the search holds after the trial running then.
     page.trial_added.connect(lambda _n: page.pause() if page.engine_state == "running" else None)
-    with qtbot.waitSignal(page.search_state, timeout=SEARCH_TIMEOUT_MS, check_params_cb=lambda s: s == "paused"):
+    with qtbot.waitSignal(
+        page.search_state, timeout=SEARCH_TIMEOUT_MS, check_params_cb=lambda s: s == "paused"
+    ):
         page.start_search()
         assert page.search_job is not None and not page.start_button.isEnabled()
     assert page.resume_button.isEnabled() and not page.pause_button.isEnabled()
@@ -116,7 +126,9 @@ def test_search_plots_what_the_store_holds_and_pauses(qtbot, studio: Studio, tmp
     x, y, codes = page.pareto_plot.cloud.points()
     np.testing.assert_array_equal(np.column_stack([x, y]), stored[:, [0, 2]])
     assert (codes >= EVALUATION_BINS).tolist() == on_front
-    pair = [to_minimization((r.objectives["reverse"], r.objectives["general"]), (True, False)) for r in records]
+    pair = [
+        to_minimization((r.objectives["reverse"], r.objectives["general"]), (True, False)) for r in records
+    ]
     assert sorted(page.pareto_plot.front_indices.tolist()) == non_dominated(pair)
     assert page.pareto_plot.plot_item.getAxis("left").labelText == "general: perplexity ↓"
     _, hv = page.hypervolume_plot.curve.getData()
@@ -216,7 +228,9 @@ def test_closing_mid_run_then_reopen_and_resume(qtbot, studio: Studio, tmp_path:
     np.testing.assert_allclose(again.history.hypervolume[-1], summarize(run).hypervolume)
 
 
-def test_stop_while_scoring_baselines_ends_before_the_first_trial(qtbot, studio: Studio, tmp_path: Path) -> None:
+def test_stop_while_scoring_baselines_ends_before_the_first_trial(
+    qtbot, studio: Studio, tmp_path: Path
+) -> None:
     """Stop pressed while the baselines are scored (before any trial): the worker ends
     there, and no trial runs."""
     page = _page(qtbot, studio)

@@ -221,7 +221,9 @@ def test_baselines_score_parents_and_default_merges_and_are_cached(
     start_search(spec_path, tmp_path / "run")
     found = bl.run_baselines(tmp_path / "run")
     assert [(b.label, b.kind) for b in found] == [("a", "parent"), ("b", "parent"), ("linear", "merge")]
-    report = evaluate_path(fixture_dir / "a", [fixture_dir / "ta.jsonl", fixture_dir / "tb.jsonl"], device="cpu")
+    report = evaluate_path(
+        fixture_dir / "a", [fixture_dir / "ta.jsonl", fixture_dir / "tb.jsonl"], device="cpu"
+    )
     assert found[0].objectives == pytest.approx(report.scores, rel=1e-6)
     assert found[0].estimator == "full task sets"
     assert json.loads((tmp_path / "run" / bl.BASELINES_FILE).read_text())["baselines"][2]["label"] == "linear"
@@ -233,7 +235,9 @@ def test_baselines_score_parents_and_default_merges_and_are_cached(
     monkeypatch.setattr(bl, "compute_baselines", refuse)
     assert bl.run_baselines(tmp_path / "run") == found
     spec = RunFolder(tmp_path / "run").load_spec()
-    subset = spec.model_copy(update={"fitness": spec.fitness.model_copy(update={"estimator": "subset", "items_per_task": 2})})
+    subset = spec.model_copy(
+        update={"fitness": spec.fitness.model_copy(update={"estimator": "subset", "items_per_task": 2})}
+    )
     assert bl.load_baselines(tmp_path / "run", subset) is None
     assert bl.estimator_label(subset) == "subset: 2 items per task (seed 0)"
 
@@ -259,8 +263,15 @@ def test_baseline_recipes_with_a_base_model() -> None:
         ("ties", "merge"),
     ]
     ties = found[-1][2]
-    assert ties["base_model"] == "/zoo/base" and ties["models"][0]["parameters"] == {"weight": 1.0, "density": 0.5}
-    assert found[1][2] == {"merge_method": "passthrough", "models": [{"model": "/zoo/sort"}], "dtype": "float32"}
+    assert ties["base_model"] == "/zoo/base" and ties["models"][0]["parameters"] == {
+        "weight": 1.0,
+        "density": 0.5,
+    }
+    assert found[1][2] == {
+        "merge_method": "passthrough",
+        "models": [{"model": "/zoo/sort"}],
+        "dtype": "float32",
+    }
 
 
 def test_evaluate_full_rescores_a_subset_trial_on_every_item(fixture_dir: Path, tmp_path: Path) -> None:
@@ -277,7 +288,9 @@ def test_evaluate_full_rescores_a_subset_trial_on_every_item(fixture_dir: Path, 
     start_search(spec_path, tmp_path / "run")
     full = evaluate_full(tmp_path / "run", 1)
     exported = export_trial(tmp_path / "run", 1, tmp_path / "model", device="cpu")
-    report = evaluate_path(exported.output, [fixture_dir / "ta.jsonl", fixture_dir / "tb.jsonl"], device="cpu")
+    report = evaluate_path(
+        exported.output, [fixture_dir / "ta.jsonl", fixture_dir / "tb.jsonl"], device="cpu"
+    )
     assert full == pytest.approx(report.scores, rel=1e-6)
     subset = RunFolder(tmp_path / "run").records()[1].objectives
     assert subset != pytest.approx(full)  # one item per task is not the full set

@@ -113,7 +113,9 @@ def legend_html(entries: Sequence[tuple[str, str, str]]) -> str:
     )
 
 
-def group_baselines(baselines: Sequence[Baseline], key: Callable[[Baseline], tuple[float, ...]]) -> list[tuple[str, str, tuple[float, ...], list[Baseline]]]:
+def group_baselines(
+    baselines: Sequence[Baseline], key: Callable[[Baseline], tuple[float, ...]]
+) -> list[tuple[str, str, tuple[float, ...], list[Baseline]]]:
     """Baselines that land on the same spot drawn once, their labels joined: the default
     merges of an untrained search often tie (all zero), and stacked labels are unreadable.
     Returns (label, kind of the first, position, members); merges before parents."""
@@ -168,7 +170,9 @@ class PointCloud(pg.GraphicsObject):
         diameter = self.size * dpr
         for i, color in enumerate(self._colors):
             painter.setBrush(color)
-            painter.drawEllipse(QRectF(i * cell + (cell - diameter) / 2, (cell - diameter) / 2, diameter, diameter))
+            painter.drawEllipse(
+                QRectF(i * cell + (cell - diameter) / 2, (cell - diameter) / 2, diameter, diameter)
+            )
         painter.end()
         self._sprites, self._sprite_dpr = sheet, dpr
         return sheet
@@ -195,7 +199,9 @@ class PointCloud(pg.GraphicsObject):
         """What is drawn: x, y and colour codes (as given, NaN rows included)."""
         return self._x, self._y, self._codes
 
-    def nearest(self, x: float, y: float, pixel: tuple[float, float], radius_px: float = PICK_RADIUS_PX) -> int | None:
+    def nearest(
+        self, x: float, y: float, pixel: tuple[float, float], radius_px: float = PICK_RADIUS_PX
+    ) -> int | None:
         """Index of the point nearest (x, y) in screen distance, if within ``radius_px``."""
         if self._x.size == 0 or pixel[0] <= 0 or pixel[1] <= 0:
             return None
@@ -207,7 +213,9 @@ class PointCloud(pg.GraphicsObject):
 
     # pyqtgraph's hooks for auto-range and painting
 
-    def dataBounds(self, ax: int, frac: float = 1.0, orthoRange: Any = None) -> tuple[float | None, float | None]:
+    def dataBounds(
+        self, ax: int, frac: float = 1.0, orthoRange: Any = None
+    ) -> tuple[float | None, float | None]:
         if self._bounds is None:
             return None, None
         return (self._bounds[0], self._bounds[1]) if ax == 0 else (self._bounds[2], self._bounds[3])
@@ -235,7 +243,9 @@ class PointCloud(pg.GraphicsObject):
         dpr = widget.devicePixelRatioF() if widget is not None else painter.device().devicePixelRatioF()
         sheet = self._sprite_sheet(dpr)
         cell = self._cell(dpr)
-        points = fn.transformCoordinates(painter.transform(), np.vstack([self._x[self._drawn], self._y[self._drawn]]))
+        points = fn.transformCoordinates(
+            painter.transform(), np.vstack([self._x[self._drawn], self._y[self._drawn]])
+        )
         points = fn.clip_array(points, -(2**30), 2**30)
         codes = np.clip(self._codes[self._drawn], 0, len(self._colors) - 1)
         painter.resetTransform()
@@ -265,7 +275,9 @@ class TrialPlot(QWidget):
 
     trial_clicked = Signal(int)
 
-    def __init__(self, title: str, parent: QWidget | None = None, grid: tuple[bool, bool] = (False, True)) -> None:
+    def __init__(
+        self, title: str, parent: QWidget | None = None, grid: tuple[bool, bool] = (False, True)
+    ) -> None:
         super().__init__(parent)
         self.describe: Describe = lambda number: f"trial {number}"
         self.history: TrialHistory | None = None
@@ -298,7 +310,9 @@ class TrialPlot(QWidget):
         self.legend.setContentsMargins(4, 0, 4, 0)
         layout.addWidget(self.legend)
         layout.addWidget(self.plot, 1)
-        self._hover = pg.SignalProxy(self.plot.scene().sigMouseMoved, rateLimit=HOVER_RATE_HZ, slot=self._hovered)
+        self._hover = pg.SignalProxy(
+            self.plot.scene().sigMouseMoved, rateLimit=HOVER_RATE_HZ, slot=self._hovered
+        )
         self.plot.scene().sigMouseClicked.connect(self._clicked)
 
     def add_chooser(self, label: str, tip: str) -> QComboBox:
@@ -412,13 +426,17 @@ class FitnessPlot(TrialPlot):
             item.addItem(line)
         self.ring = _ring(SELECTED, 15)
         item.addItem(self.ring)
-        self.legend.setText(legend_html([
-            ("●", "#9db5ea", "trial"),
-            ("●", ACCENT, "on the front"),
-            ("━", SELECTED, "best so far"),
-            ("━", "#1e3a8a", "generation mean ± std"),
-            ("┄", MERGE, "baselines"),
-        ]))
+        self.legend.setText(
+            legend_html(
+                [
+                    ("●", "#9db5ea", "trial"),
+                    ("●", ACCENT, "on the front"),
+                    ("━", SELECTED, "best so far"),
+                    ("━", "#1e3a8a", "generation mean ± std"),
+                    ("┄", MERGE, "baselines"),
+                ]
+            )
+        )
         self.baseline_lines: list[pg.InfiniteLine] = []
         self._baseline_key: tuple[Any, ...] = ()
 
@@ -444,8 +462,12 @@ class FitnessPlot(TrialPlot):
         self.best.setData(*step_points(x, best_so_far(values, axis.maximize)))
         bands = generation_bands(history.generations, values)
         self.mean.setData(bands.x, bands.mean)
-        self.band.setPolygon(_polygon(np.concatenate([bands.x, bands.x[::-1]]),
-                                      np.concatenate([bands.mean + bands.std, (bands.mean - bands.std)[::-1]])))
+        self.band.setPolygon(
+            _polygon(
+                np.concatenate([bands.x, bands.x[::-1]]),
+                np.concatenate([bands.mean + bands.std, (bands.mean - bands.std)[::-1]]),
+            )
+        )
         self._draw_baselines(axis.name, axis.maximize)
         self.draw_selection()
 
@@ -463,7 +485,9 @@ class FitnessPlot(TrialPlot):
         for line in self.baseline_lines:
             self.plot_item.removeItem(line)
         self.baseline_lines = []
-        for i, (label, kind, (value,), members) in enumerate(group_baselines(chosen, lambda b: (b.objectives[name],))):
+        for i, (label, kind, (value,), members) in enumerate(
+            group_baselines(chosen, lambda b: (b.objectives[name],))
+        ):
             color = MERGE if kind == "merge" else PARENT
             line = pg.InfiniteLine(
                 pos=value,
@@ -526,13 +550,17 @@ class ParetoPlot(TrialPlot):
             values=(1, 2), colorMap=evaluation_colormap(), interactive=False, width=12, label="evaluation #"
         )
         item.layout.addItem(self.colorbar, 2, 5)
-        self.legend.setText(legend_html([
-            ("●", "#3b528b", "trial (colour: evaluation #; faded: off the front)"),
-            ("━", ACCENT, "front of x, y"),
-            ("○", NEWEST, "newest"),
-            ("▼", PARENT, "parents"),
-            ("◆", MERGE, "default merges"),
-        ]))
+        self.legend.setText(
+            legend_html(
+                [
+                    ("●", "#3b528b", "trial (colour: evaluation #; faded: off the front)"),
+                    ("━", ACCENT, "front of x, y"),
+                    ("○", NEWEST, "newest"),
+                    ("▼", PARENT, "parents"),
+                    ("◆", MERGE, "default merges"),
+                ]
+            )
+        )
         self.front_indices = np.zeros(0, dtype=np.int64)  # rows on the step line, for tests
         self._baseline_key: tuple[Any, ...] = ()
 
@@ -578,12 +606,18 @@ class ParetoPlot(TrialPlot):
         for item, kind in ((self.parents, "parent"), (self.merges, "merge")):
             chosen = [b for b in usable if b.kind == kind]
             item.setData([b.objectives[x_name] for b in chosen], [b.objectives[y_name] for b in chosen])
-        xs = [b.objectives[x_name] for b in usable] + list(self.history.column(x_name) if self.history else [])
+        xs = [b.objectives[x_name] for b in usable] + list(
+            self.history.column(x_name) if self.history else []
+        )
         middle = (min(xs) + max(xs)) / 2 if xs else 0.0
-        for label, kind, (x, y), members in group_baselines(usable, lambda b: (b.objectives[x_name], b.objectives[y_name])):
+        for label, kind, (x, y), members in group_baselines(
+            usable, lambda b: (b.objectives[x_name], b.objectives[y_name])
+        ):
             # Labels point inwards, so one at the right edge is not cut off.
             anchor = (-0.1, 0.5) if x <= middle else (1.1, 0.5)
-            text = pg.TextItem(short_label(members, 10), color=PARENT if kind == "parent" else MERGE, anchor=anchor)
+            text = pg.TextItem(
+                short_label(members, 10), color=PARENT if kind == "parent" else MERGE, anchor=anchor
+            )
             text.setPos(x, y)
             text.setToolTip(f"{label}: scored on the run's estimator ({members[0].estimator})")
             self.plot_item.addItem(text)
@@ -619,21 +653,29 @@ class ParallelPlot(TrialPlot):
         item.getAxis("left").setToolTip("each axis scaled to its range over the run, better end up")
         item.hideButtons()
         # The faded background of thousands of lines: no antialiasing (2-3x faster to paint).
-        self.all_lines = pg.PlotDataItem(pen=pg.mkPen(_color("#7f8896", 45), width=1), connect="finite", antialias=False)
+        self.all_lines = pg.PlotDataItem(
+            pen=pg.mkPen(_color("#7f8896", 45), width=1), connect="finite", antialias=False
+        )
         # Width 1: Qt strokes wider pens on long multi-line paths many times slower.
-        self.front_lines = pg.PlotDataItem(pen=pg.mkPen(_color(ACCENT, 200), width=1), connect="finite", antialias=False)
+        self.front_lines = pg.PlotDataItem(
+            pen=pg.mkPen(_color(ACCENT, 200), width=1), connect="finite", antialias=False
+        )
         self.baseline_lines = pg.PlotDataItem(
             pen=pg.mkPen(MERGE, width=1.5, style=Qt.PenStyle.DashLine), connect="finite"
         )
         self.selected_line = pg.PlotDataItem(pen=pg.mkPen(SELECTED, width=2.5))
         for line in (self.all_lines, self.front_lines, self.baseline_lines, self.selected_line):
             item.addItem(line)
-        self.legend.setText(legend_html([
-            ("━", ACCENT, "on the Pareto front"),
-            ("━", "#b8bcc6", "other trials"),
-            ("┄", MERGE, "baselines"),
-            ("━", SELECTED, "selected"),
-        ]))
+        self.legend.setText(
+            legend_html(
+                [
+                    ("━", ACCENT, "on the Pareto front"),
+                    ("━", "#b8bcc6", "other trials"),
+                    ("┄", MERGE, "baselines"),
+                    ("━", SELECTED, "selected"),
+                ]
+            )
+        )
         self.axis_lines: list[pg.InfiniteLine] = []
         self.value_labels: list[pg.TextItem] = []
         self.baseline_labels: list[pg.TextItem] = []
@@ -708,7 +750,9 @@ class ParallelPlot(TrialPlot):
         self.baseline_lines.setData(xs, ys, connect="finite")
         ends = {id(b): float(row[-1]) for b, row in zip(usable, scaled, strict=True)}
         for text, kind, (y,), members in group_baselines(usable, lambda b: (ends[id(b)],)):
-            label = pg.TextItem(short_label(members, 10), color=MERGE if kind == "merge" else PARENT, anchor=(0.0, 0.5))
+            label = pg.TextItem(
+                short_label(members, 10), color=MERGE if kind == "merge" else PARENT, anchor=(0.0, 0.5)
+            )
             label.setToolTip(text)
             label.setPos(k - 1 + 0.04, y)
             self.plot_item.addItem(label)
@@ -770,7 +814,9 @@ class HypervolumePlot(TrialPlot):
         hv = history.hypervolume
         self.fit_evaluations(len(history))
         self.curve.setData(*step_points(x, hv))
-        units = " × ".join(o.unit for o in history.objectives) if len(history.study_directions) > 1 else "score"
+        units = (
+            " × ".join(o.unit for o in history.objectives) if len(history.study_directions) > 1 else "score"
+        )
         self.plot_item.getAxis("left").setToolTip(f"volume in objective units ({units})")
         self.note.setText(f"{hv[-1]:.4g}" if hv.size else "")
         flat_zero = bool(hv.size) and not np.any(hv > 0)
@@ -833,7 +879,14 @@ class GenomeHeatmap(QWidget):
         self.values = np.zeros((0, 0))
         layout.addWidget(self.plot, 1)
 
-    def show_genome(self, layout: GenomeLayout, genes: np.ndarray, bounds: list[tuple[float, float]], title: str, param: str) -> None:
+    def show_genome(
+        self,
+        layout: GenomeLayout,
+        genes: np.ndarray,
+        bounds: list[tuple[float, float]],
+        title: str,
+        param: str,
+    ) -> None:
         self.title.setText(title)
         self.values = layout.grid(list(genes))
         lows = {low for low, _ in bounds}

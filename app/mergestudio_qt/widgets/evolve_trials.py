@@ -62,7 +62,9 @@ class TrialTableModel(QAbstractTableModel):
     def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() or self.history is None else 2 + len(self.history.objectives)
 
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
         if orientation != Qt.Orientation.Horizontal or self.history is None:
             return None
         names = ["#", *[o.name for o in self.history.objectives], "PF"]
@@ -87,8 +89,10 @@ class TrialTableModel(QAbstractTableModel):
         if role == SORT_ROLE:
             return self._sort_value(row, column, k)
         if role == Qt.ItemDataRole.ToolTipRole and column == 0:
-            return (f"trial {number}, generation {int(history.generations[row])}: merged and evaluated "
-                    f"in {float(history.durations[row]):.1f} s")
+            return (
+                f"trial {number}, generation {int(history.generations[row])}: merged and evaluated "
+                f"in {float(history.durations[row]):.1f} s"
+            )
         if role == Qt.ItemDataRole.ToolTipRole and 1 <= column <= k and number in self.full:
             name = history.objectives[column - 1].name
             return f"on the full task set: {self.full[number].get(name, math.nan):.4g}"

@@ -44,9 +44,7 @@ METRIC_UNITS: dict[str, str] = {
     "bits_per_byte": "bits per byte",
 }
 LANES = ("attention", "mlp", "other")
-_GENE_NAME = re.compile(
-    r"^(?P<prefix>[^@]+?)(?:\.(?P<lane>attention|mlp|other))?(?:@(?P<group>\d+))?$"
-)
+_GENE_NAME = re.compile(r"^(?P<prefix>[^@]+?)(?:\.(?P<lane>attention|mlp|other))?(?:@(?P<group>\d+))?$")
 
 
 @dataclass(frozen=True)
