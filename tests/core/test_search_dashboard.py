@@ -17,16 +17,20 @@ from mergestudio.search.dashboard import (
     GeneBounds,
     ObjectiveAxis,
     TrialHistory,
+    axis_range,
     best_so_far,
     best_trial,
     front_2d,
+    front_2d_grown,
     generation_bands,
     genome_layout,
     hypervolume_history,
     minimization,
+    nice_step,
     non_dominated_mask,
     normalized_genome,
     parallel_coordinates,
+    parallel_scale,
     parse_gene,
     step_line,
 )
@@ -86,6 +90,20 @@ def test_front_2d_equals_non_dominated_sorting(seed: int, maximize: tuple[bool, 
     expected = sorted(valid[j] for j in non_dominated(minimized))
     assert sorted(got.tolist()) == expected
     assert list(points[got, 0]) == sorted(points[got, 0])  # sorted by x for the step line
+
+
+@pytest.mark.parametrize("maximize", [(True, True), (False, True), (True, False)])
+def test_front_2d_grown_trial_by_trial_equals_the_front_of_all(maximize: tuple[bool, bool]) -> None:
+    points = _random_points(7, 60, 2)
+    points[[3, 31]] = np.nan
+    front = front_2d(points[:5, 0], points[:5, 1], *maximize)
+    rows = 5
+    for size in (6, 7, 12, 20, 21, 40, 60):
+        front = front_2d_grown(points[:size, 0], points[:size, 1], *maximize, front, rows)
+        rows = size
+        expected = front_2d(points[:size, 0], points[:size, 1], *maximize)
+        assert sorted(front.tolist()) == sorted(expected.tolist())
+        assert list(points[front, 0]) == sorted(points[front, 0])
 
 
 @pytest.mark.parametrize(("seed", "k"), [(0, 2), (1, 3), (2, 4), (3, 4)])
@@ -153,6 +171,36 @@ def test_parallel_coordinates_put_the_better_end_up() -> None:
     lines = axes.y.reshape(3, 3)
     np.testing.assert_allclose(lines[:, :2], [[0.0, 0.0], [4 / 6, 2 / 3], [2 / 6, 1 / 3]])
     assert np.isnan(lines[:, 2]).all() and np.isnan(axes.x.reshape(3, 3)[:, 2]).all()
+
+
+def test_parallel_scale_is_the_matrix_of_the_polylines() -> None:
+    values = np.array([[0.2, 5.0], [0.6, 3.0], [np.nan, 4.0]])
+    scaled, low, high = parallel_scale(values, [True, False])
+    axes = parallel_coordinates(values, [True, False])
+    np.testing.assert_array_equal(axes.y.reshape(3, 3)[:, :2], scaled)
+    assert list(low) == list(axes.low) and list(high) == list(axes.high)
+
+
+# ---- axis ranges ---------------------------------------------------------------------------
+
+
+def test_nice_step_is_the_next_1_2_5_step() -> None:
+    assert [nice_step(v) for v in (0.015, 0.05, 0.07, 3.0, 100.0, 101.0)] == pytest.approx(
+        [0.02, 0.05, 0.1, 5.0, 100.0, 200.0]
+    )
+
+
+def test_axis_range_holds_every_value_and_moves_in_steps() -> None:
+    assert axis_range(np.array([0.0, 1.0])) == pytest.approx((-0.05, 1.05))
+    assert axis_range([np.nan], []) is None
+    assert axis_range([0.5]) == pytest.approx((0.2, 0.8))  # one value: a range around it
+    rng = np.random.default_rng(3)
+    values = np.cumsum(rng.uniform(0, 0.001, 2000))  # a slowly rising curve, like a hypervolume
+    ranges = [axis_range(values[: i + 1], [0.0]) for i in range(100, 2000)]
+    assert all(low <= 0.0 and high >= values[i + 100] for i, (low, high) in enumerate(ranges))
+    assert len(set(ranges)) < len(ranges) / 20  # in steps, not with every value
+    low, high = axis_range(values, [2.0])
+    assert low <= 0 and high >= 2.0
 
 
 def test_genome_layout_reads_like_the_network() -> None:

@@ -4,8 +4,9 @@ A ``TrialHistory`` holds a run's complete trials as columns, in the order they f
 (the x axis of every "vs evaluations" plot). Pure functions derive the rest: the best
 value so far, per-generation mean and spread, Pareto fronts in any two objectives and as
 a step line, parallel-coordinate polylines, the hypervolume after every trial, and the
-genome laid out as a (model/parameter × lane/layer group) grid. The Qt page redraws from
-these; the benchmark and the tests check them without a window.
+genome laid out as a (model/parameter × lane/layer group) grid, and axis ranges that
+move in steps as the trials come in. The Qt page redraws from these; the benchmark and
+the tests check them without a window.
 
 ``TrialHistory.from_run`` rebuilds the same history from a run folder, so a reopened
 run draws what the live one drew.
@@ -13,6 +14,7 @@ run draws what the live one drew.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -115,6 +117,7 @@ class TrialHistory:
         self._row: dict[int, int] = {}
         self.front: frozenset[int] = frozenset()
         self.recipes: dict[int, str] = {}  # trial number -> recipe YAML, where known
+        self._front_mask: tuple[int, frozenset[int], BoolArray] = (-1, self.front, np.zeros(0, dtype=bool))
 
     @classmethod
     def for_spec(cls, spec: SearchSpec) -> TrialHistory:
@@ -284,9 +287,16 @@ class TrialHistory:
         return [d == "maximize" for d in self.study_directions]
 
     def front_mask(self) -> BoolArray:
-        if not self.front:
-            return np.zeros(self._size, dtype=bool)
-        return np.isin(self.numbers, np.fromiter(self.front, dtype=np.int64))
+        """Which rows are on the front (read-only; computed once per change)."""
+        version, front, mask = self._front_mask
+        if version != self.version or front is not self.front:
+            if self.front:
+                mask = np.isin(self.numbers, np.fromiter(self.front, dtype=np.int64))
+            else:
+                mask = np.zeros(self._size, dtype=bool)
+            mask.setflags(write=False)
+            self._front_mask = (self.version, self.front, mask)
+        return mask
 
     def row_of(self, number: int) -> int | None:
         return self._row.get(number)
@@ -326,8 +336,7 @@ def best_trial(history: TrialHistory) -> int | None:
         row = int(np.nanargmax(column) if history.study_maximize[0] else np.nanargmin(column))
         return int(history.numbers[row])
     maximize = [o.maximize for o in history.objectives]
-    axes = parallel_coordinates(history.values, maximize)
-    scaled = scale_axes(history.values, axes.low, axes.high)
+    scaled, _, _ = parallel_scale(history.values, maximize)
     with np.errstate(all="ignore"):
         mean = np.nanmean(scaled, axis=1)
     if np.isnan(mean).all():
@@ -434,6 +443,17 @@ def front_2d(x: FloatArray, y: FloatArray, maximize_x: bool, maximize_y: bool) -
     return ordered
 
 
+def front_2d_grown(
+    x: FloatArray, y: FloatArray, maximize_x: bool, maximize_y: bool, front: IntArray, rows: int
+) -> IntArray:
+    """``front_2d(x, y, …)`` given ``front``, that of the first ``rows`` points: a point
+    off the front of the first rows is dominated by one on it, so only those and the
+    points added since can be on the front of all."""
+    candidates = np.concatenate([front.astype(np.int64), np.arange(rows, x.size, dtype=np.int64)])
+    chosen: IntArray = candidates[front_2d(x[candidates], y[candidates], maximize_x, maximize_y)]
+    return chosen
+
+
 def step_line(
     x: FloatArray, y: FloatArray, maximize_x: bool, maximize_y: bool
 ) -> tuple[FloatArray, FloatArray]:
@@ -530,6 +550,15 @@ def parallel_coordinates(
 ) -> ParallelAxes:
     """``extra`` (rows of the same objectives, e.g. baselines) widens the axis ranges
     so reference lines fit, but is not drawn here."""
+    scaled, low, high = parallel_scale(values, maximize, extra)
+    return ParallelAxes(*_polylines(scaled), low, high)
+
+
+def parallel_scale(
+    values: FloatArray, maximize: Sequence[bool], extra: FloatArray | None = None
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """``parallel_coordinates`` as a matrix: (every trial's scaled values, one row each;
+    each axis's value at 0; at 1)."""
     k = values.shape[1]
     ranged = values if extra is None or extra.size == 0 else np.vstack([values, extra])
     with np.errstate(all="ignore"):
@@ -540,7 +569,7 @@ def parallel_coordinates(
     flip = np.asarray(maximize, dtype=bool)
     low = np.where(flip, lo, hi)  # the value drawn at 0: the worse end
     high = np.where(flip, hi, lo)
-    return ParallelAxes(*_polylines(scale_axes(values, low, high)), low, high)
+    return scale_axes(values, low, high), low, high
 
 
 def scale_axes(values: FloatArray, low: FloatArray, high: FloatArray) -> FloatArray:
@@ -617,3 +646,39 @@ def normalized_genome(genome: FloatArray, genes: Sequence[GeneBounds]) -> FloatA
     high = np.asarray([g.high for g in genes])
     result: FloatArray = (genome - low) / (high - low)
     return result
+
+
+# ---- axis ranges --------------------------------------------------------------------------
+
+
+def nice_step(size: float) -> float:
+    """The smallest 1, 2 or 5 × 10^k that is at least ``size`` (which must be > 0)."""
+    power = 10.0 ** math.floor(math.log10(size))
+    for factor in (1.0, 2.0, 5.0):
+        if factor * power >= size * (1 - 1e-9):
+            return factor * power
+    return 10.0 * power
+
+
+def axis_range(
+    *series: FloatArray | Sequence[float], pad: float = 0.04, steps: int = 20
+) -> tuple[float, float] | None:
+    """A view range over every finite value of ``series``: padded by ``pad`` of the
+    span on each side and rounded out to a 1-2-5 step of about 1/``steps`` of the span.
+    A live run's values creep outwards with almost every trial; rounded, the range (and
+    with it the axis's ticks and the scale everything is drawn at) changes only when
+    they cross a step. None when there is no finite value."""
+    finite = [v[np.isfinite(v)] for v in (np.asarray(s, dtype=np.float64).ravel() for s in series)]
+    values = np.concatenate(finite) if finite else np.zeros(0)
+    if values.size == 0:
+        return None
+    low, high = float(values.min()), float(values.max())
+    span = high - low
+    if span <= 0:  # one value: a range of its size around it (or of 1 around 0)
+        span = abs(high) or 1.0
+        low, high = low - span / 2, high + span / 2
+    step = nice_step(span / steps)
+    return (
+        round(math.floor((low - pad * span) / step) * step, 12),
+        round(math.ceil((high + pad * span) / step) * step, 12),
+    )
