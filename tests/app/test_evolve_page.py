@@ -2,7 +2,9 @@
 seconds by the same pipeline as the shipped zoo), set up from the studio's models and
 recipe; what the plots and the table show is what the run store holds; pause, resume,
 closing mid-run, reopen and resume; selecting, exporting, opening in the Recipe editor and
-re-scoring a trial on the full set."""
+re-scoring a trial on the full set. On synthetic trials: a redraw that keeps what did not
+change draws the same pixels as one that draws everything afresh, and the views follow
+the data until the user pans or zooms."""
 
 from __future__ import annotations
 
@@ -15,6 +17,13 @@ from mergestudio.demo import paths
 from mergestudio.demo.build import ZooConfig, build_zoo
 from mergestudio.io import open_model
 from mergestudio.search.baselines import BASELINES_FILE, load_full_evaluations
+from mergestudio.search.dashboard import (
+    GeneBounds,
+    ObjectiveAxis,
+    TrialHistory,
+    generation_bands,
+    parallel_scale,
+)
 from mergestudio.search.pareto import non_dominated, to_minimization
 from mergestudio.search.report import summarize
 from mergestudio.search.store import RunFolder
@@ -23,6 +32,7 @@ from mergestudio_qt.pages.evolve_page import EvolvePage
 from mergestudio_qt.preferences import Preferences
 from mergestudio_qt.state import StudioState, describe_source
 from mergestudio_qt.widgets.evolve_plots import EVALUATION_BINS
+from PySide6.QtWidgets import QGraphicsItem
 
 SEARCH_TIMEOUT_MS = 90_000
 
@@ -122,6 +132,22 @@ def test_search_plots_what_the_store_holds_and_pauses(qtbot, studio: Studio, tmp
     assert history.front == frozenset(summary.front)
     on_front = [r.number in summary.front for r in records]
     assert (codes == 1).tolist() == on_front
+    bands = generation_bands(history.generations, stored[:, 0])
+    np.testing.assert_allclose(
+        np.column_stack(page.fitness_plot.band.band()),
+        np.column_stack([bands.x, bands.mean - bands.std, bands.mean + bands.std]),
+    )
+    maximize = [o.maximize for o in history.objectives]
+    ys, faded = page.parallel_plot.all_lines.lines()
+    np.testing.assert_allclose(
+        ys,
+        parallel_scale(
+            stored, maximize, np.array([[b.objectives[n] for n in names] for b in page.baselines])
+        )[0],
+    )
+    assert (~faded).tolist() == on_front  # the others in colour:
+    _, front_ys = page.parallel_plot.front_lines.getData()
+    np.testing.assert_allclose(front_ys.reshape(-1, 4)[:, :3], ys[~faded])
     page.pareto_plot.y_choice.setCurrentIndex(2)  # reverse vs general perplexity
     x, y, codes = page.pareto_plot.cloud.points()
     np.testing.assert_array_equal(np.column_stack([x, y]), stored[:, [0, 2]])
@@ -244,3 +270,96 @@ def test_stop_while_scoring_baselines_ends_before_the_first_trial(
     assert finished.args == ["cancelled"]
     assert trials == [] and not RunFolder(run).exists()  # no run was started
     assert page.start_button.isEnabled()
+
+
+# ---- redrawing many trials ----------------------------------------------------------------
+
+
+def _synthetic_history(trials: int, seed: int = 0) -> tuple[TrialHistory, np.random.Generator]:
+    """Three accuracies that rise with the generations and trade off, 6 genes."""
+    history = TrialHistory(
+        [ObjectiveAxis(name, "maximize", "exact_match", name) for name in ("a", "b", "c")],
+        [GeneBounds(f"weight[m{i}].{lane}", 0.0, 1.0) for i in range(3) for lane in ("attention", "mlp")],
+        ["maximize"] * 3,
+        8,
+    )
+    rng = np.random.default_rng(seed)
+    for _ in range(trials):
+        _add_trial(history, rng)
+    history.recompute_front(hypervolume=False)
+    history.set_hypervolume_curve(np.linspace(0.0, 0.2, trials))
+    return history, rng
+
+
+def _add_trial(history: TrialHistory, rng: np.random.Generator) -> None:
+    number = len(history)
+    level = 0.2 + 0.6 * (1 - np.exp(-number / 400))
+    values = np.clip(level * (0.5 + 1.5 * rng.dirichlet(np.ones(3))) + rng.normal(0, 0.04, 3), 0, 1)
+    objectives = dict(zip("abc", map(float, values), strict=True))
+    genome = {g.name: float(rng.uniform()) for g in history.genes}
+    history.add(number, number // history.population_size, objectives, tuple(objectives.values()), genome)
+
+
+def _synthetic_page(
+    qtbot, studio: Studio, trials: int
+) -> tuple[EvolvePage, TrialHistory, np.random.Generator]:
+    page = _page(qtbot, studio)
+    history, rng = _synthetic_history(trials)
+    page.show_history(history)
+    page.tabs.setCurrentIndex(0)
+    page.redraw()
+    page.select_trial(int(history.numbers[10]))
+    page.tabs.currentWidget().grab()
+    return page, history, rng
+
+
+def test_a_redraw_that_keeps_renderings_draws_what_a_fresh_one_draws(qtbot, studio: Studio) -> None:
+    """Trials added one at a time, the front recomputed each time (so trials leave it):
+    the fitness and parallel plots kept their trials off the front as images and added
+    to them, with the same pixels as when everything is drawn from scratch."""
+    page, history, rng = _synthetic_page(qtbot, studio, 610)  # x stays 0 – 650
+    layers = [page.fitness_plot.cloud.layer, page.parallel_plot.all_lines.layer]
+    renders = [layer.full_renders for layer in layers]
+    for _ in range(12):
+        _add_trial(history, rng)
+        history.recompute_front(hypervolume=False)
+        page.redraw()
+        page.tabs.currentWidget().grab()
+    assert [layer.full_renders for layer in layers] == renders  # only added to
+    _, faded = page.parallel_plot.all_lines.lines()
+    assert faded.tolist() == (~history.front_mask()).tolist()
+    kept = [plot.plot.grab().toImage() for plot in (page.fitness_plot, page.parallel_plot)]
+    for plot in (page.fitness_plot, page.parallel_plot):
+        for item in plot.plot.scene().items():
+            item.setCacheMode(QGraphicsItem.CacheMode.NoCache)
+    for layer in layers:
+        layer.clear()
+    fresh = [plot.plot.grab().toImage() for plot in (page.fitness_plot, page.parallel_plot)]
+    assert [layer.full_renders for layer in layers] == [r + 1 for r in renders]
+    assert kept == fresh
+
+
+def test_views_follow_the_data_until_zoomed(qtbot, studio: Studio) -> None:
+    page, history, rng = _synthetic_page(qtbot, studio, 310)  # x: 0 – 350
+    plot = page.fitness_plot
+    box = plot.plot_item.getViewBox()
+    (x0, x1), (y0, y1) = box.viewRange()
+    assert (
+        x0 == 0
+        and x1 >= 310
+        and y0 <= np.nanmin(history.values[:, 0])
+        and y1 >= np.nanmax(history.values[:, 0])
+    )
+    before = box.viewRange()
+    _add_trial(history, rng)
+    page.redraw()
+    assert box.viewRange() == before  # a step holds many trials
+    box.setRange(xRange=(10, 20), yRange=(0.2, 0.3), padding=0)  # what a drag or the wheel does,
+    box.sigRangeChangedManually.emit([True, True])  # and then says
+    for _ in range(120):
+        _add_trial(history, rng)
+    page.redraw()
+    assert box.viewRange() == [[10.0, 20.0], [0.2, 0.3]]
+    plot.plot_item.autoBtn.clicked.emit(plot.plot_item.autoBtn)  # "A": follow again
+    (x0, x1), _ = box.viewRange()
+    assert x0 == 0 and x1 >= len(history) and not any(box.autoRangeEnabled())

@@ -11,6 +11,13 @@ budget. ``PointCloud`` keeps one prebuilt sprite per colour (a disc without bord
 selection, the newest trials, baselines) still use ``ScatterPlotItem``. Long series use
 thin pens and step curves keep only their steps: wide antialiased pens over thousands of
 vertices cost more to paint than everything else in a plot.
+
+A redraw after one more trial paints only what changed. The views follow the data in
+steps (``axis_range``), so axes keep their ticks for many trials; axes, labels and
+reference lines keep their last rendering (``keep_rendering``); and the trials off the
+Pareto front, which only ever grow in number, stay drawn in an image that each new one
+is added to (``SettledLayer``). Whatever changes the scale (a step of an axis, a resize,
+another objective chosen) draws everything afresh.
 """
 
 from __future__ import annotations
@@ -24,19 +31,22 @@ from mergestudio.search.baselines import Baseline
 from mergestudio.search.dashboard import (
     GenomeLayout,
     TrialHistory,
+    axis_range,
     best_so_far,
     front_2d,
+    front_2d_grown,
     generation_bands,
-    parallel_coordinates,
+    nice_step,
+    parallel_scale,
     scale_axes,
     step_line,
 )
 from pyqtgraph import functions as fn
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QCursor, QPainter, QPen, QPixmap, QPolygonF
+from PySide6.QtCore import QPointF, QRect, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QCursor, QImage, QPainter, QPen, QPixmap, QPolygonF, QTransform
 from PySide6.QtWidgets import (
     QComboBox,
-    QGraphicsPolygonItem,
+    QGraphicsItem,
     QHBoxLayout,
     QLabel,
     QToolTip,
@@ -68,6 +78,14 @@ def evaluation_colormap() -> pg.ColorMap:
     return pg.colormap.get("viridis")
 
 
+def colour_scale_top(count: int) -> int:
+    """The top of the 'evaluation #' colour bar for ``count`` trials: ``count`` rounded up
+    to a 1-2-5 step of about a 50th of it, so the bar (and every point's colour) changes
+    every few generations, not with every trial."""
+    step = max(1, round(nice_step(max(count, 2) / 50)))
+    return max(2, -(-count // step) * step)
+
+
 def step_points(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A step function through (x, y) with vertices only where y changes: a best-so-far
     or hypervolume curve of 5,000 trials has a few hundred steps, and painting a wide
@@ -90,6 +108,22 @@ def _polygon(x: np.ndarray, y: np.ndarray) -> QPolygonF:
     view[:, 0] = x
     view[:, 1] = y
     return polygon
+
+
+def keep_rendering(item: QGraphicsItem) -> None:
+    """Let Qt keep the last rendering of ``item`` and of everything in it (a label's text,
+    an axis's title) and reuse it until the item changes: pyqtgraph calls ``update()`` on
+    every change, and a zoom renders it afresh. Axes, labels and reference lines look the
+    same from one trial to the next, and drawing their text and grid lines again costs
+    more than the thousands of points that did change."""
+    item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+    for child in item.childItems():
+        keep_rendering(child)
+
+
+def keep_axes_rendering(item: pg.PlotItem) -> None:
+    for name in ("left", "bottom", "top", "right"):
+        keep_rendering(item.getAxis(name))
 
 
 def short_label(members: Sequence[Baseline], limit: int = 14) -> str:
@@ -132,13 +166,101 @@ def group_baselines(
 # ---- a fast point item --------------------------------------------------------------------
 
 
+class SettledLayer:
+    """An image of marks that only accumulate, kept between paints: the trials off the
+    Pareto front. A trial off the front stays off it (a dominated trial is dominated
+    for good), so in a live run this set only grows, and drawing the few new marks
+    into the image costs microseconds where drawing thousands again costs milliseconds
+    (Qt pays per pixel of every mark). The image is drawn afresh whenever anything
+    else changes: the owner's ``key`` (under which a settled mark must not move or
+    change colour), the view's transform or size, or a mark leaving the set."""
+
+    def __init__(self) -> None:
+        self._image: QImage | None = None
+        self._image_key: tuple[Any, ...] = ()
+        self._held = np.zeros(0, dtype=bool)
+        self.full_renders = 0  # how often the image was drawn from scratch (for tests)
+
+    def clear(self) -> None:
+        """Forget the image: the next paint draws every mark."""
+        self._image = None
+
+    def paint(
+        self,
+        painter: QPainter,
+        widget: QWidget | None,
+        view: QRectF,
+        key: tuple[Any, ...],
+        settled: np.ndarray,
+        draw: Callable[[QPainter, np.ndarray], None],
+    ) -> None:
+        """Bring the image up to ``settled`` (a mask over the owner's marks) with
+        ``draw(painter, mask)``, which draws the marks of a mask with ``painter`` in the
+        owner's coordinates, then draw the image. The image covers ``view`` (the visible
+        part of the plot, in the owner's coordinates), not the marks' bounds: those grow
+        with the trials. Leaves ``painter`` in device coordinates."""
+        transform = painter.transform()
+        device = painter.device()
+        area = transform.mapRect(view).toAlignedRect()
+        area = area.intersected(QRect(0, 0, device.width(), device.height()))
+        if area.isEmpty():
+            return
+        dpr = widget.devicePixelRatioF() if widget is not None else device.devicePixelRatioF()
+        image_key = (
+            key,
+            transform.m11(),
+            transform.m12(),
+            transform.m21(),
+            transform.m22(),
+            transform.dx(),
+            transform.dy(),
+            area.x(),
+            area.y(),
+            area.width(),
+            area.height(),
+            dpr,
+        )
+        held = np.zeros(settled.size, dtype=bool)
+        count = min(settled.size, self._held.size)
+        held[:count] = self._held[:count]
+        if (
+            self._image is None
+            or image_key != self._image_key
+            or self._held.size > settled.size
+            or (held & ~settled).any()
+        ):
+            self._image = QImage(
+                round(area.width() * dpr),
+                round(area.height() * dpr),
+                QImage.Format.Format_ARGB32_Premultiplied,
+            )
+            self._image.setDevicePixelRatio(dpr)
+            self._image.fill(Qt.GlobalColor.transparent)
+            self._image_key = image_key
+            held[:] = False
+            self.full_renders += 1
+        new = settled & ~held
+        if new.any():
+            layer = QPainter(self._image)
+            # A clip keeps Qt's line stroker on its fast path (without one it is ~30x slower).
+            layer.setClipRect(QRect(0, 0, area.width(), area.height()))
+            layer.setTransform(transform * QTransform.fromTranslate(-area.x(), -area.y()))
+            draw(layer, new)
+            layer.end()
+        self._held = settled.copy()
+        painter.resetTransform()
+        painter.drawImage(area.topLeft(), self._image)
+
+
 class PointCloud(pg.GraphicsObject):
     """Round points of one size in a few colours. ``codes[i]`` picks point i's colour
     from the palette. Points with NaN coordinates are not drawn (and never picked).
 
     Painting stamps one prebuilt sprite per colour (an antialiased disc, no border) at
     every point with a single ``drawPixmapFragments`` call, the way pyqtgraph's own
-    scatter paints, but without its per-point style bookkeeping on every ``setData``."""
+    scatter paints, but without its per-point style bookkeeping on every ``setData``.
+    Points marked ``settled`` (off the front) are kept in a ``SettledLayer`` and drawn
+    below the others."""
 
     def __init__(self, size: float = 7.0) -> None:
         super().__init__()
@@ -151,7 +273,10 @@ class PointCloud(pg.GraphicsObject):
         self._y = np.zeros(0)
         self._codes = np.zeros(0, dtype=np.int64)
         self._drawn = np.zeros(0, dtype=bool)
+        self._settled = np.zeros(0, dtype=bool)
+        self._key: tuple[Any, ...] = ()
         self._bounds: tuple[float, float, float, float] | None = None
+        self.layer = SettledLayer()
 
     def set_palette(self, colors: Sequence[QColor]) -> None:
         self._colors = [QColor(c) for c in colors]
@@ -180,13 +305,27 @@ class PointCloud(pg.GraphicsObject):
     def _cell(self, dpr: float) -> int:
         return int(np.ceil(self.size * dpr)) + 2
 
-    def set_points(self, x: np.ndarray, y: np.ndarray, codes: np.ndarray | None = None) -> None:
+    def set_points(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        codes: np.ndarray | None = None,
+        settled: np.ndarray | None = None,
+        key: tuple[Any, ...] = (),
+    ) -> None:
+        """Points (x[i], y[i]) in colours ``codes``; under one ``key``, a point that is
+        ``settled`` keeps its place and colour and stays settled (points may be
+        appended)."""
         self.prepareGeometryChange()
         self._x = np.asarray(x, dtype=np.float64)
         self._y = np.asarray(y, dtype=np.float64)
         n = self._x.size
         self._codes = np.zeros(n, dtype=np.int64) if codes is None else np.asarray(codes, dtype=np.int64)
         self._drawn = np.isfinite(self._x) & np.isfinite(self._y)
+        self._settled = self._drawn & (
+            np.zeros(n, dtype=bool) if settled is None else np.asarray(settled, dtype=bool)
+        )
+        self._key = key
         if self._drawn.any():
             xs, ys = self._x[self._drawn], self._y[self._drawn]
             self._bounds = (float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max()))
@@ -238,16 +377,31 @@ class PointCloud(pg.GraphicsObject):
         self.prepareGeometryChange()
 
     def paint(self, painter: QPainter, _option: Any = None, widget: QWidget | None = None) -> None:
-        if not self._drawn.any() or not self._colors:
+        if self._bounds is None or not self._colors:
             return
         dpr = widget.devicePixelRatioF() if widget is not None else painter.device().devicePixelRatioF()
+        transform = painter.transform()
+        if self._settled.any():
+            self.layer.paint(
+                painter,
+                widget,
+                self.viewRect(),
+                self._key,
+                self._settled,
+                lambda layer, rows: self._stamp(layer, rows, dpr),
+            )
+            painter.setTransform(transform)
+        live = self._drawn & ~self._settled
+        if live.any():
+            self._stamp(painter, live, dpr)
+
+    def _stamp(self, painter: QPainter, rows: np.ndarray, dpr: float) -> None:
+        """Stamp the points of ``rows`` (a mask); leaves ``painter`` in device coordinates."""
         sheet = self._sprite_sheet(dpr)
         cell = self._cell(dpr)
-        points = fn.transformCoordinates(
-            painter.transform(), np.vstack([self._x[self._drawn], self._y[self._drawn]])
-        )
+        points = fn.transformCoordinates(painter.transform(), np.vstack([self._x[rows], self._y[rows]]))
         points = fn.clip_array(points, -(2**30), 2**30)
-        codes = np.clip(self._codes[self._drawn], 0, len(self._colors) - 1)
+        codes = np.clip(self._codes[rows], 0, len(self._colors) - 1)
         painter.resetTransform()
         self._fragments.resize(points.shape[1])
         fragments = self._fragments.ndarray()
@@ -257,6 +411,174 @@ class PointCloud(pg.GraphicsObject):
         fragments[:, 4:6] = cell
         fragments[:, 6:10] = [1 / dpr, 1 / dpr, 0.0, 1.0]
         painter.drawPixmapFragments(*self._fragments.drawargs(), sheet)
+
+
+class BandItem(pg.GraphicsObject):
+    """The filled area between two piecewise-linear curves over ``x`` (the generation
+    mean ± std), painted as an image of one filled span per device pixel column, from
+    the curves' values at the column's centre. Qt's polygon fill takes milliseconds for
+    the few hundred jagged vertices of a long run's band; the image, a few hundred
+    microseconds. The pixels are those of the polygon filled without antialiasing."""
+
+    def __init__(self, color: QColor) -> None:
+        super().__init__()
+        alpha = color.alpha()
+        premultiplied = [round(c * alpha / 255) for c in (color.red(), color.green(), color.blue())]
+        self._pixel = np.uint32(
+            (alpha << 24) | (premultiplied[0] << 16) | (premultiplied[1] << 8) | premultiplied[2]
+        )
+        self._x = np.zeros(0)
+        self._lower = np.zeros(0)
+        self._upper = np.zeros(0)
+
+    def set_band(self, x: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
+        keep = np.isfinite(x) & np.isfinite(lower) & np.isfinite(upper)
+        order = np.argsort(x[keep], kind="stable")
+        self.prepareGeometryChange()
+        self._x, self._lower, self._upper = x[keep][order], lower[keep][order], upper[keep][order]
+        self.informViewBoundsChanged()
+        self.update()
+
+    def band(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What is drawn: x, lower and upper (the finite rows, by x)."""
+        return self._x, self._lower, self._upper
+
+    def dataBounds(
+        self, ax: int, frac: float = 1.0, orthoRange: Any = None
+    ) -> tuple[float | None, float | None]:
+        if self._x.size == 0:
+            return None, None
+        if ax == 0:
+            return float(self._x[0]), float(self._x[-1])
+        return float(self._lower.min()), float(self._upper.max())
+
+    def boundingRect(self) -> QRectF:
+        if self._x.size == 0:
+            return QRectF()
+        low, high = float(self._lower.min()), float(self._upper.max())
+        return QRectF(float(self._x[0]), low, float(self._x[-1] - self._x[0]), high - low)
+
+    def paint(self, painter: QPainter, _option: Any = None, _widget: QWidget | None = None) -> None:
+        if self._x.size < 2:
+            return
+        transform = painter.transform()
+        if transform.m12() != 0 or transform.m21() != 0 or transform.m11() == 0:  # never in a plot
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(pg.mkBrush(QColor.fromRgba(int(self._pixel))))
+            painter.drawPolygon(
+                _polygon(
+                    np.concatenate([self._x, self._x[::-1]]), np.concatenate([self._upper, self._lower[::-1]])
+                )
+            )
+            return
+        sx, dx, sy, dy = transform.m11(), transform.dx(), transform.m22(), transform.dy()
+        left, right = sorted((self._x[0] * sx + dx, self._x[-1] * sx + dx))
+        device = painter.device()  # zoomed in, the band is far larger than the view
+        left, right = max(left, 0.0), min(right, float(device.width()))
+        columns = np.arange(np.floor(left), np.ceil(right))
+        at = (columns + 0.5 - dx) / sx  # each column's centre, in data units
+        inside = (at >= self._x[0]) & (at <= self._x[-1])
+        if not inside.any():
+            return
+        columns, at = columns[inside], at[inside]
+        y0 = np.rint(np.interp(at, self._x, self._lower) * sy + dy)
+        y1 = np.rint(np.interp(at, self._x, self._upper) * sy + dy)
+        top = np.clip(np.minimum(y0, y1), 0, device.height())
+        bottom = np.clip(np.maximum(y0, y1), 0, device.height())
+        first = int(top.min())
+        rows = np.arange(first, int(bottom.max()))[:, None]
+        if rows.size == 0:
+            return
+        pixels = np.where((rows >= top) & (rows < bottom), self._pixel, np.uint32(0))
+        image = QImage(
+            pixels.data,
+            pixels.shape[1],
+            pixels.shape[0],
+            pixels.strides[0],
+            QImage.Format.Format_ARGB32_Premultiplied,
+        )
+        painter.resetTransform()
+        painter.drawImage(QPointF(float(columns[0]), float(first)), image)
+
+
+class GrowingLines(pg.GraphicsObject):
+    """Polylines over the ticks x = 0 … k-1, one per row of ``ys`` where ``drawn``, in
+    one thin pen without antialiasing: the parallel coordinates of the trials off the
+    Pareto front, kept in a ``SettledLayer``."""
+
+    def __init__(self, pen: QPen) -> None:
+        super().__init__()
+        self.pen = QPen(pen)
+        self.pen.setCosmetic(True)
+        self._ys = np.zeros((0, 0))
+        self._drawn = np.zeros(0, dtype=bool)
+        self._key: tuple[Any, ...] = ()
+        self._bounds = QRectF()
+        self.layer = SettledLayer()
+
+    def set_lines(self, ys: np.ndarray, drawn: np.ndarray, key: tuple[Any, ...]) -> None:
+        """``ys[i]`` is row i's polyline; rows may be appended, but under one ``key`` a
+        drawn row's values must not change and it must stay drawn."""
+        self.prepareGeometryChange()
+        self._ys = ys
+        self._drawn = np.asarray(drawn, dtype=bool)
+        self._key = key
+        shown = ys[self._drawn]
+        finite = shown[np.isfinite(shown)]
+        k = ys.shape[1] if ys.ndim == 2 else 0
+        if finite.size and k:
+            low, high = float(finite.min()), float(finite.max())
+            self._bounds = QRectF(0.0, low, float(k - 1), high - low)
+        else:
+            self._bounds = QRectF()
+        self.informViewBoundsChanged()
+        self.update()
+
+    def lines(self) -> tuple[np.ndarray, np.ndarray]:
+        """What is drawn: every row's values and which rows are drawn."""
+        return self._ys, self._drawn
+
+    def dataBounds(
+        self, ax: int, frac: float = 1.0, orthoRange: Any = None
+    ) -> tuple[float | None, float | None]:
+        if self._bounds.isNull():
+            return None, None
+        if ax == 0:
+            return self._bounds.left(), self._bounds.right()
+        return self._bounds.top(), self._bounds.bottom()
+
+    def boundingRect(self) -> QRectF:
+        return QRectF(self._bounds)
+
+    def paint(self, painter: QPainter, _option: Any = None, widget: QWidget | None = None) -> None:
+        if self._bounds.isNull() or not self._drawn.any():
+            return
+        self.layer.paint(painter, widget, self.viewRect(), self._key, self._drawn, self._stroke)
+
+    def _stroke(self, painter: QPainter, rows: np.ndarray) -> None:
+        ys = self._ys[rows]
+        n, k = ys.shape
+        xs = np.tile(np.append(np.arange(k, dtype=np.float64), np.nan), n)
+        path = fn.arrayToQPath(xs, np.hstack([ys, np.full((n, 1), np.nan)]).ravel(), connect="finite")
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+        painter.setPen(self.pen)
+        painter.drawPath(path)
+
+
+def set_curve(item: pg.PlotCurveItem, x: np.ndarray, y: np.ndarray) -> None:
+    """``item.setData(x, y)`` unless it draws these points already: Qt then reuses the
+    item's last rendering (``keep_rendering``)."""
+    shown_x, shown_y = item.getData()
+    if shown_x is None or not (np.array_equal(shown_x, x) and np.array_equal(shown_y, y, equal_nan=True)):
+        item.setData(x, y)
+
+
+def set_scatter(item: pg.ScatterPlotItem, x: Sequence[float], y: Sequence[float]) -> None:
+    """``item.setData(x, y)`` unless it shows these points already (a selection stays put
+    while trials come in, and every setData re-styles the item and repaints it)."""
+    shown_x, shown_y = item.getData()
+    if not (np.array_equal(shown_x, x) and np.array_equal(shown_y, y)):
+        item.setData(x, y)
 
 
 def _ring(color: str, size: float, width: float = 2.0) -> pg.ScatterPlotItem:
@@ -303,6 +625,17 @@ class TrialPlot(QWidget):
         for name in ("left", "bottom"):
             # Values are fractions or perplexities: '(x0.001)' scale prefixes only confuse.
             self.plot_item.getAxis(name).enableAutoSIPrefix(False)
+        keep_axes_rendering(self.plot_item)
+        # The view follows the data in steps (``fit``), not by pyqtgraph's auto-range: that
+        # re-fits to every new extreme, and each re-fit re-lays out the axes and renders
+        # everything in the plot at a new scale. Panning or zooming an axis stops it
+        # following; the plot's "A" button makes both follow again.
+        self.following = [True, True]
+        self._fitted: list[tuple[float, float] | None] = [None, None]
+        box = self.plot_item.getViewBox()
+        box.disableAutoRange()
+        box.sigRangeChangedManually.connect(self._stop_following)
+        self.plot_item.autoBtn.clicked.connect(self._follow_again)
         self.legend = QLabel(self)
         self.legend.setObjectName("hint")
         self.legend.setStyleSheet("font-size: 9pt")
@@ -362,15 +695,33 @@ class TrialPlot(QWidget):
         if number is not None:
             self.trial_clicked.emit(number)
 
-    def fit_evaluations(self, count: int) -> None:
-        """The x axis (evaluations) grows in steps, not with every trial: re-laying out an
-        axis costs milliseconds of every repaint, so a live run re-ranges now and then."""
+    def fit(self, x: tuple[float, float] | None = None, y: tuple[float, float] | None = None) -> None:
+        """Show the view ranges ``x`` and ``y`` (None: leave that axis) on the axes that
+        follow the data; the view changes only when a range does."""
         box = self.plot_item.getViewBox()
-        box.enableAutoRange(x=False)
+        for axis, wanted in enumerate((x, y)):
+            if wanted is None:
+                continue
+            self._fitted[axis] = wanted
+            if self.following[axis] and tuple(box.viewRange()[axis]) != wanted:
+                box.setRange(
+                    xRange=wanted if axis == 0 else None, yRange=wanted if axis == 1 else None, padding=0
+                )
+
+    def fit_evaluations(self, count: int) -> None:
+        """The x axis (evaluations) grows in steps of half a power of ten, not with every
+        trial."""
         step = max(1.0, 10 ** np.floor(np.log10(max(count, 1))) / 2)
         high = max(step, np.ceil(max(count, 1) / step) * step)
-        if box.viewRange()[0] != [0.0, high + 0.5]:
-            box.setXRange(0.0, high + 0.5, padding=0)
+        self.fit(x=(0.0, float(high) + 0.5))
+
+    def _stop_following(self, mask: Sequence[bool]) -> None:
+        self.following = [follow and not moved for follow, moved in zip(self.following, mask, strict=False)]
+
+    def _follow_again(self) -> None:
+        self.following = [True, True]
+        self.plot_item.getViewBox().disableAutoRange()  # the button turned pyqtgraph's on
+        self.fit(*self._fitted)
 
     def set_selected(self, number: int | None) -> None:
         self.selected = number
@@ -408,23 +759,23 @@ class FitnessPlot(TrialPlot):
         self.objective.currentIndexChanged.connect(self._objective_chosen)
         item = self.plot_item
         item.setLabel("bottom", "evaluations")
-        # One polygon (mean + std forwards, mean - std back): FillBetweenItem rebuilds
-        # its path from two curves' paths, ~20 ms for a few hundred generations.
-        self.band = QGraphicsPolygonItem()
-        self.band.setPen(QPen(Qt.PenStyle.NoPen))
-        self.band.setBrush(pg.mkBrush(_color(ACCENT, 40)))
+        # Not FillBetweenItem: it rebuilds its path from two curves' paths, ~20 ms for a
+        # few hundred generations.
+        self.band = BandItem(_color(ACCENT, 40))
         item.addItem(self.band)
         # Solid and thin: dash patterns and wide pens are what a 5,000-trial repaint pays for.
-        self.mean = pg.PlotDataItem(pen=pg.mkPen("#1e3a8a", width=1))
+        # Plain curves, not PlotDataItem: a point per generation or per step is few enough
+        # to draw whole, and PlotDataItem's bookkeeping costs ~0.3 ms a setData.
+        self.mean = pg.PlotCurveItem(pen=pg.mkPen("#1e3a8a", width=1))
         self.cloud = PointCloud(6.0)
         self.cloud.set_palette([_color(ACCENT, FADED_ALPHA), _color(ACCENT)])
         item.addItem(self.cloud)
-        self.best = pg.PlotDataItem(pen=pg.mkPen(SELECTED, width=2))
+        # Steps are horizontal and vertical: antialiasing would only blur them.
+        self.best = pg.PlotCurveItem(pen=pg.mkPen(SELECTED, width=2), antialias=False)
         for line in (self.mean, self.best):
-            line.setDownsampling(auto=True, method="peak")
-            line.setClipToView(True)
             item.addItem(line)
         self.ring = _ring(SELECTED, 15)
+        keep_rendering(self.ring)
         item.addItem(self.ring)
         self.legend.setText(
             legend_html(
@@ -457,30 +808,29 @@ class FitnessPlot(TrialPlot):
         values = history.values[:, index]
         x = history.evaluations.astype(np.float64)
         set_label(self.plot_item, "left", axis.label)
-        self.fit_evaluations(len(history))
-        self.cloud.set_points(x, values, history.front_mask().astype(np.int64))
+        front = history.front_mask()
+        self.cloud.set_points(x, values, front.astype(np.int64), ~front, (history, index))
         self.best.setData(*step_points(x, best_so_far(values, axis.maximize)))
         bands = generation_bands(history.generations, values)
         self.mean.setData(bands.x, bands.mean)
-        self.band.setPolygon(
-            _polygon(
-                np.concatenate([bands.x, bands.x[::-1]]),
-                np.concatenate([bands.mean + bands.std, (bands.mean - bands.std)[::-1]]),
-            )
-        )
-        self._draw_baselines(axis.name, axis.maximize)
+        self.band.set_band(bands.x, bands.mean - bands.std, bands.mean + bands.std)
+        shown = self._draw_baselines(axis.name, axis.maximize)
+        self.fit_evaluations(len(history))
+        self.fit(y=axis_range(values, bands.mean - bands.std, bands.mean + bands.std, shown))
         self.draw_selection()
 
-    def _draw_baselines(self, name: str, maximize: bool) -> None:
-        """The default merges and the best parent on this objective: more would pile up."""
+    def _draw_baselines(self, name: str, maximize: bool) -> list[float]:
+        """The default merges and the best parent on this objective (more would pile
+        up); returns their values."""
         chosen = [b for b in self.baselines if b.kind == "merge" and name in b.objectives]
         parents = [b for b in self.baselines if b.kind == "parent" and name in b.objectives]
         if parents:
             pick = max if maximize else min
             chosen.append(pick(parents, key=lambda b: b.objectives[name]))
+        values = [b.objectives[name] for b in chosen]
         key = (name, tuple((b.label, b.objectives[name]) for b in chosen))
         if key == self._baseline_key:
-            return
+            return values
         self._baseline_key = key
         for line in self.baseline_lines:
             self.plot_item.removeItem(line)
@@ -498,16 +848,18 @@ class FitnessPlot(TrialPlot):
                 labelOpts={"position": 0.97 - 0.12 * (i % 3), "color": color, "anchors": [(1, 1), (1, 1)]},
             )
             line.setToolTip(f"{label}: {value:.4g} ({members[0].estimator})")
+            keep_rendering(line)
             self.plot_item.addItem(line)
             self.baseline_lines.append(line)
+        return values
 
     def draw_selection(self) -> None:
         history = self.history
         row = None if history is None or self.selected is None else history.row_of(self.selected)
         if history is None or row is None:
-            self.ring.setData([], [])
+            set_scatter(self.ring, [], [])
             return
-        self.ring.setData([row + 1.0], [history.values[row, self.objective_index()]])
+        set_scatter(self.ring, [row + 1.0], [history.values[row, self.objective_index()]])
 
     def pick(self, x: float, y: float) -> int | None:
         index = self.cloud.nearest(x, y, self._pixel())
@@ -535,20 +887,25 @@ class ParetoPlot(TrialPlot):
         self.cloud = PointCloud(7.0)
         self.cloud.set_palette(faded + solid)  # code = bin (+ bins when on the front)
         item.addItem(self.cloud)
-        self.step = pg.PlotDataItem(pen=pg.mkPen(ACCENT, width=2))
+        self.step = pg.PlotCurveItem(pen=pg.mkPen(ACCENT, width=2), antialias=False)  # steps: crisp
+        keep_rendering(self.step)  # the front of two objectives changes now and then
         item.addItem(self.step)
         self.newest = _ring(NEWEST, 12, 1.5)
         item.addItem(self.newest)
         self.parents = pg.ScatterPlotItem(symbol="t", size=11, pen=None, brush=pg.mkBrush(PARENT))
         self.merges = pg.ScatterPlotItem(symbol="d", size=11, pen=None, brush=pg.mkBrush(MERGE))
+        keep_rendering(self.parents)
+        keep_rendering(self.merges)
         item.addItem(self.parents)
         item.addItem(self.merges)
         self.labels: list[pg.TextItem] = []
         self.ring = _ring(SELECTED, 17, 2.5)
+        keep_rendering(self.ring)
         item.addItem(self.ring)
         self.colorbar = pg.ColorBarItem(
             values=(1, 2), colorMap=evaluation_colormap(), interactive=False, width=12, label="evaluation #"
         )
+        keep_axes_rendering(self.colorbar)
         item.layout.addItem(self.colorbar, 2, 5)
         self.legend.setText(
             legend_html(
@@ -562,6 +919,7 @@ class ParetoPlot(TrialPlot):
             )
         )
         self.front_indices = np.zeros(0, dtype=np.int64)  # rows on the step line, for tests
+        self._front_of: tuple[Any, ...] = ()  # (history, x, y, rows) front_indices is of
         self._baseline_key: tuple[Any, ...] = ()
 
     def _axes_chosen(self, _index: int) -> None:
@@ -583,15 +941,30 @@ class ParetoPlot(TrialPlot):
         set_label(self.plot_item, "left", ay.label)
         x, y = history.values[:, xi], history.values[:, yi]
         n = len(history)
-        bins = (np.arange(n) * EVALUATION_BINS) // max(n, 1)
-        self.cloud.set_points(x, y, bins + EVALUATION_BINS * history.front_mask())
-        self.colorbar.setLevels(low=1, high=max(n, 2))
-        self.front_indices = front_2d(x, y, ax.maximize, ay.maximize)
+        top = colour_scale_top(n)
+        bins = np.minimum((np.arange(n) * EVALUATION_BINS) // top, EVALUATION_BINS - 1)
+        front = history.front_mask()
+        self.cloud.set_points(x, y, bins + EVALUATION_BINS * front, ~front, (history, xi, yi, top))
+        if tuple(self.colorbar.levels()) != (1, top):
+            self.colorbar.setLevels(low=1, high=top)
+        known = self._front_of[:3] == (history, xi, yi) and self._front_of[3] <= n
+        if known:  # trials were added: the front of the old front and the new trials
+            self.front_indices = front_2d_grown(
+                x, y, ax.maximize, ay.maximize, self.front_indices, self._front_of[3]
+            )
+        else:
+            self.front_indices = front_2d(x, y, ax.maximize, ay.maximize)
+        self._front_of = (history, xi, yi, n)
         sx, sy = step_line(x[self.front_indices], y[self.front_indices], ax.maximize, ay.maximize)
-        self.step.setData(sx, sy)
+        set_curve(self.step, sx, sy)
         newest = slice(max(0, n - history.population_size), n)
         self.newest.setData(x[newest], y[newest])
         self._draw_baselines(ax.name, ay.name)
+        usable = [b for b in baselines if ax.name in b.objectives and ay.name in b.objectives]
+        self.fit(
+            axis_range(x, [b.objectives[ax.name] for b in usable]),
+            axis_range(y, [b.objectives[ay.name] for b in usable]),
+        )
         self.draw_selection()
 
     def _draw_baselines(self, x_name: str, y_name: str) -> None:
@@ -620,6 +993,7 @@ class ParetoPlot(TrialPlot):
             )
             text.setPos(x, y)
             text.setToolTip(f"{label}: scored on the run's estimator ({members[0].estimator})")
+            keep_rendering(text)
             self.plot_item.addItem(text)
             self.labels.append(text)
 
@@ -627,10 +1001,10 @@ class ParetoPlot(TrialPlot):
         history = self.history
         row = None if history is None or self.selected is None else history.row_of(self.selected)
         if history is None or row is None:
-            self.ring.setData([], [])
+            set_scatter(self.ring, [], [])
             return
         xi, yi = self.axes()
-        self.ring.setData([history.values[row, xi]], [history.values[row, yi]])
+        set_scatter(self.ring, [history.values[row, xi]], [history.values[row, yi]])
 
     def pick(self, x: float, y: float) -> int | None:
         index = self.cloud.nearest(x, y, self._pixel())
@@ -653,17 +1027,17 @@ class ParallelPlot(TrialPlot):
         item.getAxis("left").setToolTip("each axis scaled to its range over the run, better end up")
         item.hideButtons()
         # The faded background of thousands of lines: no antialiasing (2-3x faster to paint).
-        self.all_lines = pg.PlotDataItem(
-            pen=pg.mkPen(_color("#7f8896", 45), width=1), connect="finite", antialias=False
-        )
+        self.all_lines = GrowingLines(pg.mkPen(_color("#7f8896", 45), width=1))
         # Width 1: Qt strokes wider pens on long multi-line paths many times slower.
-        self.front_lines = pg.PlotDataItem(
+        self.front_lines = pg.PlotCurveItem(
             pen=pg.mkPen(_color(ACCENT, 200), width=1), connect="finite", antialias=False
         )
-        self.baseline_lines = pg.PlotDataItem(
+        self.baseline_lines = pg.PlotCurveItem(
             pen=pg.mkPen(MERGE, width=1.5, style=Qt.PenStyle.DashLine), connect="finite"
         )
-        self.selected_line = pg.PlotDataItem(pen=pg.mkPen(SELECTED, width=2.5))
+        keep_rendering(self.baseline_lines)  # dashes are slow to stroke; baselines rarely change
+        self.selected_line = pg.PlotCurveItem(pen=pg.mkPen(SELECTED, width=2.5))
+        keep_rendering(self.selected_line)
         for line in (self.all_lines, self.front_lines, self.baseline_lines, self.selected_line):
             item.addItem(line)
         self.legend.setText(
@@ -676,7 +1050,11 @@ class ParallelPlot(TrialPlot):
                 ]
             )
         )
-        self.axis_lines: list[pg.InfiniteLine] = []
+        # The objectives' axes as one item of vertical segments: a vertical InfiniteLine
+        # is a rotated item, which Qt will not keep a rendering of (and each paints in Python).
+        self.axis_lines = pg.PlotCurveItem(pen=pg.mkPen(_color("#9aa0a8", 160)), connect="pairs")
+        keep_rendering(self.axis_lines)
+        item.addItem(self.axis_lines)
         self.value_labels: list[pg.TextItem] = []
         self.baseline_labels: list[pg.TextItem] = []
         self.scaled = np.zeros((0, 0))
@@ -694,14 +1072,14 @@ class ParallelPlot(TrialPlot):
         maximize = [o.maximize for o in history.objectives]
         usable = [b for b in baselines if all(n in b.objectives for n in names)]
         extra = np.array([[b.objectives[n] for n in names] for b in usable]) if usable else None
-        axes = parallel_coordinates(history.values, maximize, extra)
-        self.low, self.high = axes.low, axes.high
-        self.scaled = axes.y.reshape(len(history), k + 1)[:, :k] if len(history) else np.zeros((0, k))
-        self.all_lines.setData(axes.x, axes.y, connect="finite")
+        self.scaled, self.low, self.high = parallel_scale(history.values, maximize, extra)
+        # Each trial once: front members in colour, the others faded below them.
         front = history.front_mask()
-        lines = np.hstack([self.scaled[front], np.full((int(front.sum()), 1), np.nan)]).ravel()
-        ticks = np.tile(np.append(np.arange(k, dtype=np.float64), np.nan), int(front.sum()))
-        self.front_lines.setData(ticks, lines, connect="finite")
+        self.all_lines.set_lines(self.scaled, ~front, (history, tuple(self.low), tuple(self.high)))
+        count = int(front.sum())
+        ys = np.hstack([self.scaled[front], np.full((count, 1), np.nan)]).ravel()
+        xs = np.tile(np.append(np.arange(k, dtype=np.float64), np.nan), count)
+        self.front_lines.setData(xs, ys, connect="finite")
         self._draw_axes(names, history)
         self._draw_baselines(usable, names, extra)
         self.draw_selection()
@@ -715,20 +1093,16 @@ class ParallelPlot(TrialPlot):
         self.plot_item.getAxis("bottom").setTicks([list(enumerate(names))])
         self.plot_item.setXRange(-0.45, k - 1 + LABEL_ROOM, padding=0)  # room for baseline labels
         self.plot_item.setYRange(-0.12, 1.12, padding=0)
-        for line in self.axis_lines:
-            self.plot_item.removeItem(line)
         for label in self.value_labels:
             self.plot_item.removeItem(label)
-        self.axis_lines, self.value_labels = [], []
+        self.value_labels = []
+        self.axis_lines.setData(np.repeat(np.arange(k, dtype=np.float64), 2), np.tile([-0.12, 1.12], k))
         foreground = pg.getConfigOption("foreground")
-        for i, objective in enumerate(history.objectives):
-            axis = pg.InfiniteLine(pos=i, angle=90, movable=False, pen=pg.mkPen(_color("#9aa0a8", 160)))
-            axis.setToolTip(objective.label)
-            self.plot_item.addItem(axis)
-            self.axis_lines.append(axis)
+        for i in range(k):
             for value, level, anchor in ((self.high[i], 1.0, (0.5, 1.0)), (self.low[i], 0.0, (0.5, 0.0))):
                 label = pg.TextItem(f"{value:.3g}", color=foreground, anchor=anchor)
                 label.setPos(i, level)
+                keep_rendering(label)
                 self.plot_item.addItem(label)
                 self.value_labels.append(label)
 
@@ -755,6 +1129,7 @@ class ParallelPlot(TrialPlot):
             )
             label.setToolTip(text)
             label.setPos(k - 1 + 0.04, y)
+            keep_rendering(label)
             self.plot_item.addItem(label)
             self.baseline_labels.append(label)
 
@@ -762,9 +1137,18 @@ class ParallelPlot(TrialPlot):
         history = self.history
         row = None if history is None or self.selected is None else history.row_of(self.selected)
         if history is None or row is None or row >= self.scaled.shape[0]:
-            self.selected_line.setData([], [])
+            set_curve(self.selected_line, np.zeros(0), np.zeros(0))
             return
-        self.selected_line.setData(np.arange(self.scaled.shape[1], dtype=np.float64), self.scaled[row])
+        set_curve(self.selected_line, np.arange(self.scaled.shape[1], dtype=np.float64), self.scaled[row])
+
+    def tooltip_at(self, x: float, y: float) -> str:
+        """The trial near the pointer, else the objective whose axis it is on."""
+        text = super().tooltip_at(x, y)
+        axis = round(x)
+        if text or self.history is None or not 0 <= axis < len(self.history.objectives):
+            return text
+        width, _ = self._pixel()
+        return self.history.objectives[axis].label if abs(x - axis) <= PICK_RADIUS_PX * width else ""
 
     def pick(self, x: float, y: float) -> int | None:
         if self.history is None or self.scaled.size == 0:
@@ -791,9 +1175,8 @@ class HypervolumePlot(TrialPlot):
         item = self.plot_item
         item.setLabel("bottom", "evaluations")
         item.setLabel("left", "hypervolume")
-        self.curve = pg.PlotDataItem(pen=pg.mkPen(ACCENT, width=1))
-        self.curve.setDownsampling(auto=True, method="peak")
-        self.curve.setClipToView(True)
+        # The steps only (a few hundred), crisp: antialiasing would only blur them.
+        self.curve = pg.PlotCurveItem(pen=pg.mkPen(ACCENT, width=1), antialias=False)
         item.addItem(self.curve)
         self.marker = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(SELECTED, width=1))
         self.marker.setVisible(False)
@@ -806,6 +1189,7 @@ class HypervolumePlot(TrialPlot):
             "0 so far: no trial beats the\nreference on every objective", color="#6b7280", anchor=(0, 1.2)
         )
         self.zero_note.setVisible(False)
+        keep_rendering(self.zero_note)
         item.addItem(self.zero_note)
 
     def redraw(self, history: TrialHistory, baselines: list[Baseline]) -> None:
@@ -821,12 +1205,11 @@ class HypervolumePlot(TrialPlot):
         self.note.setText(f"{hv[-1]:.4g}" if hv.size else "")
         flat_zero = bool(hv.size) and not np.any(hv > 0)
         self.zero_note.setVisible(flat_zero)
-        box = self.plot_item.getViewBox()
-        if flat_zero:  # a flat 0 would otherwise auto-range to ±1e-77
-            box.setYRange(0.0, 1.0, padding=0.05)
+        if flat_zero:
+            self.fit(y=(-0.05, 1.05))
             self.zero_note.setPos(float(x[0]), 0.0)
         else:
-            box.enableAutoRange(y=True)
+            self.fit(y=axis_range(hv))
         self.draw_selection()
 
     def draw_selection(self) -> None:
@@ -869,14 +1252,18 @@ class GenomeHeatmap(QWidget):
         self.plot_item.invertY(True)  # first row on top, like a table
         self.plot_item.setLabel("bottom", "lane / layer group")
         self.image = pg.ImageItem(axisOrder="row-major")
+        keep_rendering(self.image)
         self.plot_item.addItem(self.image)
         self.colorbar = pg.ColorBarItem(
             values=(0.0, 1.0), colorMap=self.COLORMAP, interactive=False, width=12, label="value"
         )
         self.colorbar.axis.enableAutoSIPrefix(False)
         self.colorbar.setImageItem(self.image, insert_in=self.plot_item)
+        keep_axes_rendering(self.plot_item)
+        keep_axes_rendering(self.colorbar)
         self.cell_labels: list[pg.TextItem] = []
         self.values = np.zeros((0, 0))
+        self._shown: tuple[Any, ...] = ()
         layout.addWidget(self.plot, 1)
 
     def show_genome(
@@ -887,6 +1274,12 @@ class GenomeHeatmap(QWidget):
         title: str,
         param: str,
     ) -> None:
+        # The page shows the best trial's genome on every redraw while nothing is
+        # selected: the same genome again costs nothing (its labels are dozens of items).
+        shown = (layout, tuple(np.asarray(genes, dtype=np.float64).tolist()), tuple(bounds), title, param)
+        if shown == self._shown:
+            return
+        self._shown = shown
         self.title.setText(title)
         self.values = layout.grid(list(genes))
         lows = {low for low, _ in bounds}
@@ -917,10 +1310,12 @@ class GenomeHeatmap(QWidget):
                 light = self.COLORMAP.mapToQColor(float(np.clip(fraction, 0, 1))).lightness() > 140
                 text = pg.TextItem(f"{value:.2f}", color="k" if light else "w", anchor=(0.5, 0.5))
                 text.setPos(column, row)
+                keep_rendering(text)
                 self.plot_item.addItem(text)
                 self.cell_labels.append(text)
 
     def clear_genome(self, text: str) -> None:
+        self._shown = ()
         self.title.setText(text)
         self.values = np.zeros((0, 0))
         self.image.clear()

@@ -11,6 +11,16 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 
 Index = QModelIndex | QPersistentModelIndex
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1  # the number behind a cell, for sorting
+_ROLES = frozenset(
+    int(r)
+    for r in (
+        Qt.ItemDataRole.DisplayRole,
+        Qt.ItemDataRole.TextAlignmentRole,
+        Qt.ItemDataRole.ToolTipRole,
+        SORT_ROLE,
+    )
+)
+_RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 
 
 class TrialTableModel(QAbstractTableModel):
@@ -78,25 +88,28 @@ class TrialTableModel(QAbstractTableModel):
         return None
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        # Qt asks for about seven roles per painted cell: the unused ones return first.
+        if role not in _ROLES:
+            return None
         history = self.history
         if history is None or not index.isValid():
             return None
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            return _RIGHT
         row, column = index.row(), index.column()
         k = len(history.objectives)
-        number = int(history.numbers[row])
-        if role == Qt.ItemDataRole.TextAlignmentRole:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == SORT_ROLE:
             return self._sort_value(row, column, k)
-        if role == Qt.ItemDataRole.ToolTipRole and column == 0:
-            return (
-                f"trial {number}, generation {int(history.generations[row])}: merged and evaluated "
-                f"in {float(history.durations[row]):.1f} s"
-            )
-        if role == Qt.ItemDataRole.ToolTipRole and 1 <= column <= k and number in self.full:
-            name = history.objectives[column - 1].name
-            return f"on the full task set: {self.full[number].get(name, math.nan):.4g}"
-        if role != Qt.ItemDataRole.DisplayRole:
+        number = int(history.numbers[row])
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if column == 0:
+                return (
+                    f"trial {number}, generation {int(history.generations[row])}: merged and evaluated "
+                    f"in {float(history.durations[row]):.1f} s"
+                )
+            if 1 <= column <= k and number in self.full:
+                name = history.objectives[column - 1].name
+                return f"on the full task set: {self.full[number].get(name, math.nan):.4g}"
             return None
         if column == 0:
             return str(number)
