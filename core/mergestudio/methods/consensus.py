@@ -531,8 +531,40 @@ def _random(
     for start, stop in chunk_bounds(numel):
         keep = bernoulli_mask((n, stop - start), probabilities, generator, inputs.device)
         masks[:, start:stop] = keep
-        _accumulate_norms(before, after, inputs[:, start:stop] - base[start:stop], keep, settings.rescale)
+        if on_compiled_path(inputs):
+            _accumulate_norms_compiled(before, after, inputs, base, start, keep, settings.rescale)
+        else:
+            _accumulate_norms(before, after, inputs[:, start:stop] - base[start:stop], keep, settings.rescale)
     return _Kept(_stored(masks), _scales_from_norms(before, after, settings.rescale))
+
+
+_NORM_KINDS = {"linf": 0, "l1": 1, "l2": 2}
+
+
+def _accumulate_norms_compiled(
+    before: torch.Tensor,
+    after: torch.Tensor,
+    inputs: torch.Tensor,
+    base: torch.Tensor,
+    start: int,
+    keep: torch.Tensor,
+    rescale: RescaleNorm,
+) -> None:
+    """``_accumulate_norms`` for the chunk at ``start`` through the compiled kernel."""
+    from mergestudio.methods import kernels
+
+    x, b, mask = inputs.numpy(), base.numpy(), keep.numpy()
+    stop = start + mask.shape[1]
+    for i in range(x.shape[0]):
+        norm_before, norm_after = kernels.masked_norms(
+            x[i, start:stop], b[start:stop], mask[i], _NORM_KINDS[rescale]
+        )
+        if rescale == "linf":
+            before[i] = max(float(before[i]), norm_before)
+            after[i] = max(float(after[i]), norm_after)
+        else:
+            before[i] += norm_before
+            after[i] += norm_after
 
 
 def _inverse(threshold: int) -> float:

@@ -115,6 +115,27 @@ def histogram_kth(counts: np.ndarray, k: int) -> tuple[int, int]:
 
 
 @numba.njit(**_JIT)
+def masked_norms(x: np.ndarray, base: np.ndarray, keep: np.ndarray, kind: int) -> tuple[float, float]:
+    """One row (L,): the norm of τ = x − base before and after masking by ``keep``
+    (L,) bool; kind 1: l1, 2: squared l2, 0: max. Sums in float64."""
+    before = 0.0
+    after = 0.0
+    for j in range(x.shape[0]):
+        a = np.float64(abs(x[j] - base[j]))
+        kept = a if keep[j] else 0.0
+        if kind == 0:
+            before = max(before, a)
+            after = max(after, kept)
+        elif kind == 1:
+            before += a
+            after += kept
+        else:
+            before += a * a
+            after += kept * kept
+    return before, after
+
+
+@numba.njit(**_JIT)
 def tie_cut(x: np.ndarray, base: np.ndarray, has_base: bool, threshold: float, ties: int) -> int:
     """One row: the flat position just after its ``ties``-th entry of magnitude exactly
     ``threshold`` (the row's length if it has fewer)."""
