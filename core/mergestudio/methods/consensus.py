@@ -303,14 +303,10 @@ def _combine_compiled(
     pad = _SLOTS - n
     rows = tuple(np.ascontiguousarray(row) for row in x) + (b,) * pad
     total_weight = sum(weights)
-    common = (
-        np.array(coefficients + [0.0] * pad, dtype=np.float32),
-        np.array(weights + [0.0] * pad, dtype=np.float32),
-        consensus,
-        normalize,
-        np.float32(total_weight if abs(total_weight) >= 1e-8 else 1.0),
-        np.float32(scale),
-    )
+    coefficient = np.array(coefficients + [0.0] * pad, dtype=np.float32)
+    weight = np.array(weights + [0.0] * pad, dtype=np.float32)
+    divisor = np.float32(total_weight if abs(total_weight) >= 1e-8 else 1.0)
+    scale32 = np.float32(scale)
     fits = scratch is not None and scratch.dtype == torch.float32 and scratch.numel() == numel
     out = scratch.numpy() if fits and scratch is not None else np.empty(numel, dtype=np.float32)
     if kept.mask is None or (kept.top is not None and kept.drop is None):
@@ -321,14 +317,35 @@ def _combine_compiled(
             for start, stop, thresholds in _rule_segments(rows[:n], b, top, numel)
             for piece_start, piece_stop in _halves(start, stop)
         ]
-        kernels.run_parallel(lambda piece: kernels.combine(rows, b, *piece, *common, out), pieces)
+
+        def combine(piece: tuple[int, int, np.ndarray]) -> None:
+            start, stop, thresholds = piece
+            kernels.combine(
+                rows,
+                b,
+                start,
+                stop,
+                thresholds,
+                coefficient,
+                weight,
+                consensus,
+                normalize,
+                divisor,
+                scale32,
+                out,
+            )
+
+        kernels.run_parallel(combine, pieces)
         return torch.from_numpy(out)
     chunk_mask = kept.mask if kept.top is None else _compiled_rule_mask(rows[:n], b, kept)
+    assert chunk_mask is not None  # no mask at all took the rules path above
     for start, stop in chunk_bounds(numel):
         mask = _as_numpy(chunk_mask(start, stop, None))
         masks = tuple(np.ascontiguousarray(row) for row in mask)
         masks += (np.zeros(stop - start, dtype=np.bool_),) * pad
-        kernels.combine_masked(rows, b, start, masks, *common, out)
+        kernels.combine_masked(
+            rows, b, start, masks, coefficient, weight, consensus, normalize, divisor, scale32, out
+        )
     return torch.from_numpy(out)
 
 
@@ -345,7 +362,8 @@ def _tie_cut(row: np.ndarray, base: np.ndarray, rule: TopK) -> int:
     from mergestudio.methods import kernels
 
     if rule.all_ties:
-        return row.shape[0]
+        length: int = row.shape[0]
+        return length
     if rule.ties == 0:
         return 0
     return int(kernels.tie_cut(row, base, True, np.float32(rule.threshold), rule.ties))
@@ -374,8 +392,9 @@ def _compiled_rule_mask(rows: tuple[np.ndarray, ...], base: np.ndarray, kept: _K
     from mergestudio.methods import kernels
 
     assert kept.top is not None and kept.drop is not None
-    top_cuts = [_tie_cut(row, base, rule) for row, rule in zip(rows, kept.top, strict=True)]
-    drop_cuts = [_tie_cut(row, base, rule) for row, rule in zip(rows, kept.drop, strict=True)]
+    top, drop = kept.top, kept.drop
+    top_cuts = [_tie_cut(row, base, rule) for row, rule in zip(rows, top, strict=True)]
+    drop_cuts = [_tie_cut(row, base, rule) for row, rule in zip(rows, drop, strict=True)]
 
     def mask(start: int, stop: int, tau: object) -> np.ndarray:
         keep = np.empty((len(rows), stop - start), dtype=np.bool_)
@@ -383,10 +402,10 @@ def _compiled_rule_mask(rows: tuple[np.ndarray, ...], base: np.ndarray, kept: _K
         for i, row in enumerate(rows):
             part = row[start:stop]
             kernels.top_mask(
-                part, base[start:stop], True, np.float32(kept.top[i].threshold), top_cuts[i], start, keep[i]
+                part, base[start:stop], True, np.float32(top[i].threshold), top_cuts[i], start, keep[i]
             )
             kernels.top_mask(
-                part, base[start:stop], True, np.float32(kept.drop[i].threshold), drop_cuts[i], start, dropped
+                part, base[start:stop], True, np.float32(drop[i].threshold), drop_cuts[i], start, dropped
             )
             keep[i] &= ~dropped
         return keep

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar, cast
 
 import numba
 import numpy as np
@@ -36,6 +36,16 @@ def _can_cache() -> bool:
 
 
 _JIT: dict[str, Any] = {"nogil": True, "cache": _can_cache(), "boundscheck": False}
+Function = TypeVar("Function", bound=Callable[..., Any])
+# A scalar inside a kernel: numba types it (float32 here); callers pass Python or numpy
+# floats, and mypy cannot follow numba's typing, so it is Any to the checker.
+Scalar: TypeAlias = Any
+
+
+def _compiled(function: Function) -> Function:
+    """``numba.njit`` with our options, typed for mypy (numba ships no annotations)."""
+    return cast(Function, numba.njit(**_JIT)(function))
+
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -57,9 +67,9 @@ def run_parallel(work: Callable[[Item], Result], items: Iterable[Item]) -> list[
     return list(_pool.map(work, items))
 
 
-@numba.njit(**_JIT)
+@_compiled
 def band_scan(
-    x: np.ndarray, base: np.ndarray, has_base: bool, low: float, high: float, band: np.ndarray
+    x: np.ndarray, base: np.ndarray, has_base: bool, low: Scalar, high: Scalar, band: np.ndarray
 ) -> tuple[int, int]:
     """One row (L,): (entries with magnitude > high, entries with low <= magnitude <=
     high). The in-band magnitudes are written to ``band`` in flat order, up to its
@@ -77,9 +87,9 @@ def band_scan(
     return above, count
 
 
-@numba.njit(**_JIT)
+@_compiled
 def band_histogram(
-    x: np.ndarray, base: np.ndarray, has_base: bool, low: float, high: float, counts: np.ndarray
+    x: np.ndarray, base: np.ndarray, has_base: bool, low: Scalar, high: Scalar, counts: np.ndarray
 ) -> int:
     """One row (L,): the number of entries with magnitude > high; ``counts[v]`` (zeroed
     by the caller, int32) gains the entries whose magnitude is the v-th float32 from
@@ -102,7 +112,7 @@ def band_histogram(
     return above
 
 
-@numba.njit(**_JIT)
+@_compiled
 def histogram_kth(counts: np.ndarray, k: int) -> tuple[int, int]:
     """(slot of the k-th largest counted value, number of values in higher slots) for
     counts (V,) over ascending values; k >= 1 and at most the total."""
@@ -114,7 +124,7 @@ def histogram_kth(counts: np.ndarray, k: int) -> tuple[int, int]:
     return 0, greater
 
 
-@numba.njit(**_JIT)
+@_compiled
 def masked_norms(x: np.ndarray, base: np.ndarray, keep: np.ndarray, kind: int) -> tuple[float, float]:
     """One row (L,): the norm of τ = x − base before and after masking by ``keep``
     (L,) bool; kind 1: l1, 2: squared l2, 0: max. Sums in float64."""
@@ -135,8 +145,8 @@ def masked_norms(x: np.ndarray, base: np.ndarray, keep: np.ndarray, kind: int) -
     return before, after
 
 
-@numba.njit(**_JIT)
-def tie_cut(x: np.ndarray, base: np.ndarray, has_base: bool, threshold: float, ties: int) -> int:
+@_compiled
+def tie_cut(x: np.ndarray, base: np.ndarray, has_base: bool, threshold: Scalar, ties: int) -> int:
     """One row: the flat position just after its ``ties``-th entry of magnitude exactly
     ``threshold`` (the row's length if it has fewer)."""
     seen = 0
@@ -146,12 +156,13 @@ def tie_cut(x: np.ndarray, base: np.ndarray, has_base: bool, threshold: float, t
             seen += 1
             if seen == ties:
                 return j + 1
-    return x.shape[0]
+    length: int = x.shape[0]
+    return length
 
 
-@numba.njit(**_JIT)
+@_compiled
 def top_mask(
-    x: np.ndarray, base: np.ndarray, has_base: bool, threshold: float, cut: int, offset: int, out: np.ndarray
+    x: np.ndarray, base: np.ndarray, has_base: bool, threshold: Scalar, cut: int, offset: int, out: np.ndarray
 ) -> None:
     """One row: ``out[j]`` = the top rule keeps entry j (flat position ``offset + j``)."""
     for j in range(x.shape[0]):
@@ -165,28 +176,28 @@ def top_mask(
 SLOTS = 4
 
 
-@numba.njit(**_JIT)
-def _kept_value(tau: float, threshold: float, coefficient: float) -> float:
+@_compiled
+def _kept_value(tau: Scalar, threshold: Scalar, coefficient: Scalar) -> Scalar:
     """coefficient · τ where |τ| > threshold, else 0."""
     return coefficient * tau if abs(tau) > threshold else np.float32(0.0)
 
 
-@numba.njit(**_JIT)
-def _agreeing(value: float, sign: float, weight: float) -> tuple[float, float]:
+@_compiled
+def _agreeing(value: Scalar, sign: Scalar, weight: Scalar) -> tuple[Scalar, Scalar]:
     """(max(value·sign, 0), weight where that is > 0, else 0)."""
     aligned = value * sign
     zero = np.float32(0.0)
     return (aligned if aligned > zero else zero), (weight if aligned > zero else zero)
 
 
-@numba.njit(**_JIT)
+@_compiled
 def _merged(
-    values: tuple[float, float, float, float],
-    weights: tuple[float, float, float, float],
+    values: tuple[Scalar, Scalar, Scalar, Scalar],
+    weights: tuple[Scalar, Scalar, Scalar, Scalar],
     consensus: bool,
     normalize: bool,
-    linear_divisor: float,
-) -> float:
+    linear_divisor: Scalar,
+) -> Scalar:
     """The merged task-vector entry of one position from the models' kept values."""
     v0, v1, v2, v3 = values
     merged = v0 + v1 + v2 + v3
@@ -207,7 +218,7 @@ def _merged(
     return merged
 
 
-@numba.njit(**_JIT)
+@_compiled
 def combine(
     rows: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     base: np.ndarray,
@@ -218,8 +229,8 @@ def combine(
     weights: np.ndarray,
     consensus: bool,
     normalize: bool,
-    linear_divisor: float,
-    scale: float,
+    linear_divisor: Scalar,
+    scale: Scalar,
     out: np.ndarray,
 ) -> None:
     """``out[start:stop]``: the merged entries of flat positions [start, stop), for
@@ -255,7 +266,7 @@ def combine(
         o[j] = bj + scale * _merged(values, w, consensus, normalize, linear_divisor)
 
 
-@numba.njit(**_JIT)
+@_compiled
 def combine_masked(
     rows: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     base: np.ndarray,
@@ -265,8 +276,8 @@ def combine_masked(
     weights: np.ndarray,
     consensus: bool,
     normalize: bool,
-    linear_divisor: float,
-    scale: float,
+    linear_divisor: Scalar,
+    scale: Scalar,
     out: np.ndarray,
 ) -> None:
     """``combine`` with the keep decisions given: model i's entry ``start + j`` is kept
