@@ -162,7 +162,9 @@ class EvolvePage(QWidget):
         self.resume_button.setToolTip("Continue a paused search, or a stopped or reopened run (F6)")
         self.resume_button.clicked.connect(self.resume)
         self.stop_button = QPushButton("Stop", self)
-        self.stop_button.setToolTip("End the search after the current trial; Resume continues it later (Shift+F5)")
+        self.stop_button.setToolTip(
+            "End the search after the current trial; Resume continues it later (Shift+F5)"
+        )
         self.stop_button.clicked.connect(self.stop)
         self.progress = QProgressBar(self)
         self.progress.setRange(0, 1)
@@ -188,7 +190,12 @@ class EvolvePage(QWidget):
         self.pareto_plot = ParetoPlot(plots)
         self.hypervolume_plot = HypervolumePlot(plots)
         self.parallel_plot = ParallelPlot(plots)
-        self.plots: list[TrialPlot] = [self.fitness_plot, self.pareto_plot, self.hypervolume_plot, self.parallel_plot]
+        self.plots: list[TrialPlot] = [
+            self.fitness_plot,
+            self.pareto_plot,
+            self.hypervolume_plot,
+            self.parallel_plot,
+        ]
         grid.addWidget(self.fitness_plot, 0, 0)
         grid.addWidget(self.pareto_plot, 0, 1)
         grid.addWidget(self.hypervolume_plot, 1, 0)
@@ -242,7 +249,9 @@ class EvolvePage(QWidget):
         self.export_button.setToolTip("Merge this trial into a model folder under the run's exports/")
         self.export_button.clicked.connect(lambda: self.export_selected())
         self.recipe_button = QPushButton("Open in Recipe editor", details)
-        self.recipe_button.setToolTip("Make this trial's recipe the studio's recipe (undoable) and go to Recipe")
+        self.recipe_button.setToolTip(
+            "Make this trial's recipe the studio's recipe (undoable) and go to Recipe"
+        )
         self.recipe_button.clicked.connect(self.open_in_recipe_editor)
         self.full_button = QPushButton("Evaluate on the full set", details)
         self.full_button.setToolTip("Re-score this trial on every item of every task (the run used a subset)")
@@ -423,8 +432,10 @@ class EvolvePage(QWidget):
 
     def _on_started(self, event: ev.SearchStarted) -> None:
         done = f", {event.finished_before} trials done" if event.resumed else ""
-        self._log(f"{'resumed' if event.resumed else 'started'}: {len(event.genes)} genes, "
-                  f"objectives {', '.join(event.study_objectives)}{done}")
+        self._log(
+            f"{'resumed' if event.resumed else 'started'}: {len(event.genes)} genes, "
+            f"objectives {', '.join(event.study_objectives)}{done}"
+        )
         self._set_progress()
 
     def _on_trial_started(self, event: ev.TrialStarted) -> None:
@@ -437,8 +448,14 @@ class EvolvePage(QWidget):
             self.failed_trials += 0 if event.replayed else 1
             self._log(f"trial {event.number} failed: {event.error}")
             return
-        if self.history.add(event.number, event.generation, event.objectives, event.study_values,
-                            event.genome, event.duration_s):
+        if self.history.add(
+            event.number,
+            event.generation,
+            event.objectives,
+            event.study_values,
+            event.genome,
+            event.duration_s,
+        ):
             self._mark_dirty()
             if not event.replayed:
                 self.trial_added.emit(event.number)
@@ -460,8 +477,10 @@ class EvolvePage(QWidget):
         reason = f": {event.reason}" if event.reason else ""
         if event.state != "running":
             self._log(f"search {event.state}{reason}")
-        self._set_status(f"{event.state} · {event.finished_trials} trials · {format_duration(event.elapsed_s)}",
-                         f"{event.state}{reason}")
+        self._set_status(
+            f"{event.state} · {event.finished_trials} trials · {format_duration(event.elapsed_s)}",
+            f"{event.state}{reason}",
+        )
         self._set_progress()
         self._update_controls()
         self.search_state.emit(event.state)
@@ -526,8 +545,13 @@ class EvolvePage(QWidget):
         jobs.start(job)
 
     def _on_opened(self, snapshot: RunSnapshot) -> None:
-        self._show_run(snapshot.run_dir, snapshot.spec, snapshot.history, snapshot.baselines or [],
-                       snapshot.full_evaluations)
+        self._show_run(
+            snapshot.run_dir,
+            snapshot.spec,
+            snapshot.history,
+            snapshot.baselines or [],
+            snapshot.full_evaluations,
+        )
         self.setup.load_spec(snapshot.spec, "the run folder")
         self.setup.run_edit.setText(str(snapshot.run_dir))
         self.failed_trials = snapshot.failed_trials
@@ -535,9 +559,14 @@ class EvolvePage(QWidget):
         self.engine_state = "opened"
         budget = snapshot.spec.budget.evaluations
         left = "" if budget is None or len(snapshot.history) < budget else " (evaluation budget spent)"
-        requeued = f", {snapshot.interrupted_trials} cut short (they run again on Resume)" if snapshot.interrupted_trials else ""
-        self._set_status(f"opened: {len(snapshot.history)} trials{left}{requeued} · "
-                         f"{format_duration(snapshot.elapsed_s)}")
+        requeued = (
+            f", {snapshot.interrupted_trials} cut short (they run again on Resume)"
+            if snapshot.interrupted_trials
+            else ""
+        )
+        self._set_status(
+            f"opened: {len(snapshot.history)} trials{left}{requeued} · {format_duration(snapshot.elapsed_s)}"
+        )
         self._outcome = "opened"
         self.tabs.setCurrentIndex(0)
         self._tick()
@@ -561,8 +590,14 @@ class EvolvePage(QWidget):
         trials): plots and table only; nothing can be resumed or exported."""
         self._show_run(None, None, history, baselines or [], {})
 
-    def _show_run(self, run_dir: Path | None, spec: SearchSpec | None, history: TrialHistory,
-                  baselines: list[Baseline], full: dict[int, dict[str, float]]) -> None:
+    def _show_run(
+        self,
+        run_dir: Path | None,
+        spec: SearchSpec | None,
+        history: TrialHistory,
+        baselines: list[Baseline],
+        full: dict[int, dict[str, float]],
+    ) -> None:
         from mergestudio.search.genome import Genome
         from mergestudio.search.spec import base_recipe
 
@@ -654,7 +689,8 @@ class EvolvePage(QWidget):
                 return
             index = self.table_proxy.mapFromSource(self.table_model.index(row, 0))
             self.table.selectionModel().setCurrentIndex(
-                index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows
+                index,
+                QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows,
             )
             self.table.scrollTo(index)
         finally:
@@ -722,7 +758,8 @@ class EvolvePage(QWidget):
             layout,
             history.genomes[row],
             [(g.low, g.high) for g in history.genes],
-            f"Genome of {which} {number}" + (" (mean of the objectives, scaled)" if best and len(history.objectives) > 1 else ""),
+            f"Genome of {which} {number}"
+            + (" (mean of the objectives, scaled)" if best and len(history.objectives) > 1 else ""),
             " / ".join(params),
         )
 
@@ -734,7 +771,8 @@ class EvolvePage(QWidget):
         self.full_button.setEnabled(has and subset and self.full_job is None and self.search_job is None)
         self.full_button.setToolTip(
             "Re-score this trial on every item of every task"
-            if subset else "This run scored every item already (full estimator)"
+            if subset
+            else "This run scored every item already (full estimator)"
         )
 
     # ---- trial actions -------------------------------------------------------------------
