@@ -326,6 +326,10 @@ def test_a_redraw_that_keeps_renderings_draws_what_a_fresh_one_draws(qtbot, stud
         page.redraw()
         page.tabs.currentWidget().grab()
     assert [layer.full_renders for layer in layers] == renders  # only added to
+    header = page.table.horizontalHeader()  # sized without measuring every row
+    last = page.table_model.columnCount() - 1
+    assert header.sectionSize(0) >= page.table.sizeHintForColumn(0)
+    assert header.sectionSize(last) >= page.table.sizeHintForColumn(last)
     _, faded = page.parallel_plot.all_lines.lines()
     assert faded.tolist() == (~history.front_mask()).tolist()
     kept = [plot.plot.grab().toImage() for plot in (page.fitness_plot, page.parallel_plot)]

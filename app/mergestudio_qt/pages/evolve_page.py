@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSplitter,
+    QStyle,
     QTableView,
     QTabWidget,
     QVBoxLayout,
@@ -102,6 +103,7 @@ class EvolvePage(QWidget):
         self._outcome = ""
         self._dirty = False
         self._syncing_table = False
+        self._number_digits = 0  # of the widest trial number, which the first column fits
         self._redraw_timer = QTimer(self)
         self._redraw_timer.setInterval(REDRAW_MS)
         self._redraw_timer.timeout.connect(self._tick)
@@ -637,19 +639,30 @@ class EvolvePage(QWidget):
         for plot in self.plots:
             plot.redraw(history, self.baselines)
         self.table_model.refresh()
+        if len(history) and len(str(int(history.numbers.max()))) != self._number_digits:
+            self._size_table_columns()
         if self.selected is None:
             self._show_genome(best_trial(history), best=True)
         self._set_progress()
         self.last_redraw_s = time.perf_counter() - started
 
     def _size_table_columns(self) -> None:
-        """Number, generation, front and time as narrow as their contents; the
-        objectives share the rest, so every column stays in view."""
+        """Trial number and front mark as narrow as their contents; the objectives share
+        the rest, so every column stays in view. Sized from the widest trial number and
+        the headers, not by ResizeToContents: that measures up to 1,000 rows of the
+        column whenever a row is added or the front changes (~40 ms at 5,000 trials)."""
         header = self.table.horizontalHeader()
         count = self.table_model.columnCount()
-        for column in (0, count - 1):
+        history = self.history
+        widest = str(int(history.numbers.max())) if history is not None and len(history) else "0"
+        self._number_digits = len(widest)
+        margin = self.table.style().pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin, None, self.table)
+        padding = 2 * (margin + 1) + 2  # an item's text margins and the grid line, as Qt sizes them
+        for column, text in ((0, widest), (count - 1, "✓")):
             if 0 <= column < count:
-                header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+                header.setSectionResizeMode(column, QHeaderView.ResizeMode.Fixed)
+                width = self.table.fontMetrics().horizontalAdvance(text) + padding
+                header.resizeSection(column, max(header.sectionSizeHint(column), width))
 
     def _set_progress(self) -> None:
         done = 0 if self.history is None else len(self.history)
