@@ -3,7 +3,8 @@
 The page is filled offscreen with synthetic trials (4 objectives improving over
 generations with a trade-off between them, 12 genes as in the demo spec), a front and a
 hypervolume curve, and the 8 baselines of the demo zoo. Each timed redraw first appends
-one trial (as a live search does, so nothing is cached) and then:
+one trial and, when it changes the Pareto front, the new front (untimed: the engine
+computes it and the page is told, as in a live search) and then:
 
 - update: ``page.redraw()``: every plot's items get new data from the history
   (fitness, Pareto front and step line, parallel coordinates, hypervolume, genome),
@@ -77,6 +78,24 @@ def synthetic_history(trials: int, seed: int = 0):  # -> TrialHistory
     history.recompute_front(hypervolume=False)
     history.set_hypervolume_curve(0.3 * (1 - np.exp(-np.arange(1, trials + 1) / (trials / 4))))
     return history, rng
+
+
+def add_trial(history: Any, rng: np.random.Generator) -> None:
+    """One more trial, and the front after it, as the engine's ParetoFrontChanged would
+    announce it: the trial joins the front unless a member dominates it, and the members
+    it dominates leave."""
+    from mergestudio.search.dashboard import minimization
+
+    number = len(history)
+    generation, objectives, genome = synthetic_trial(rng, number)
+    history.add(number, generation, objectives, tuple(objectives.values()), genome, duration_s=2.0)
+    points = minimization(history.study, history.study_maximize)
+    rows = np.flatnonzero(history.front_mask())
+    new, front = points[-1], points[rows]
+    if np.any(np.all(front <= new, axis=1) & np.any(front < new, axis=1)):
+        return  # dominated: the front stays
+    kept = rows[~(np.all(new <= front, axis=1) & np.any(new < front, axis=1))]
+    history.set_front(history.numbers[np.append(kept, number)].tolist(), float(history.hypervolume[-1]))
 
 
 def synthetic_baselines() -> list:
@@ -196,9 +215,7 @@ def _time_redraws(
     """``repeats`` timed redraws, each after one more trial (and ``before()``, untimed)."""
     update_ms, paint_ms, total_ms, cpu_ms = [], [], [], []
     for _ in range(repeats):
-        number = len(history)
-        generation, objectives, genome = synthetic_trial(rng, number)
-        history.add(number, generation, objectives, tuple(objectives.values()), genome, duration_s=2.0)
+        add_trial(history, rng)
         if before is not None:
             before()
         c0 = time.thread_time()
