@@ -22,6 +22,7 @@ from mergestudio.errors import MergeError, MergeStudioError
 from mergestudio.events import CancelToken, EventSink, ProgressReporter, check_cancel, log
 from mergestudio.io.dtypes import dtype_code, to_torch
 from mergestudio.methods.registry import MergeInputs
+from mergestudio.parallel import run_parallel
 
 if TYPE_CHECKING:
     import torch
@@ -98,6 +99,16 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _copy_in_inference_mode(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """slot.copy_(tensor) on a pool thread: inference mode is per thread, and the
+    buffer was made in it."""
+    import torch
+
+    slot, tensor = pair
+    with torch.inference_mode():
+        slot.copy_(tensor)
 
 
 def _read_bytes(plan: MergePlan, planned: PlannedTensor) -> int:
@@ -217,8 +228,14 @@ class _TensorMerger:
         if buffer is None or buffer.numel() < numel:
             buffer = self._buffer = torch.empty(numel, dtype=self.compute, device=self.device)
         stacked = buffer[:numel].view(shape)
-        for slot, tensor in zip(stacked, inputs, strict=True):
-            slot.copy_(tensor)  # converts dtype and moves to the device in one copy
+        # Each copy converts dtype and moves to the device at once; on the CPU they run
+        # side by side (torch's copies release the GIL), one per core.
+        copies = list(zip(stacked, inputs, strict=True))
+        if self.device.type == "cpu":
+            run_parallel(_copy_in_inference_mode, copies)
+        else:
+            for slot, tensor in copies:
+                slot.copy_(tensor)
         return stacked
 
     def _scratch_for(self, like: torch.Tensor) -> torch.Tensor:

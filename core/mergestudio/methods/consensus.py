@@ -40,6 +40,7 @@ from mergestudio.methods.sparse import (
     probability_threshold,
     top_k_rules,
 )
+from mergestudio.parallel import run_parallel
 
 Sparsification = Literal["none", "magnitude", "random", "outliers", "della"]
 RescaleNorm = Literal["l1", "l2", "linf", "inverse_density"]
@@ -335,7 +336,7 @@ def _combine_compiled(
                 out,
             )
 
-        kernels.run_parallel(combine, pieces)
+        run_parallel(combine, pieces)
         return torch.from_numpy(out)
     chunk_mask = kept.mask if kept.top is None else _compiled_rule_mask(rows[:n], b, kept)
     assert chunk_mask is not None  # no mask at all took the rules path above

@@ -17,8 +17,7 @@ Conventions: ``x`` is (n_models, L) float32, ``base`` (L,) float32, both C-conti
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any, TypeAlias, TypeVar, cast
 
 import numba
@@ -45,26 +44,6 @@ Scalar: TypeAlias = Any
 def _compiled(function: Function) -> Function:
     """``numba.njit`` with our options, typed for mypy (numba ships no annotations)."""
     return cast(Function, numba.njit(**_JIT)(function))
-
-
-Item = TypeVar("Item")
-Result = TypeVar("Result")
-_pool: ThreadPoolExecutor | None = None
-
-
-def run_parallel(work: Callable[[Item], Result], items: Iterable[Item]) -> list[Result]:
-    """``[work(item) for item in items]`` on a pool of one thread per core: the kernels
-    release the GIL, and each item's result depends on it alone, so the results are the
-    same as in order. (Plain threads that block when idle: unlike OpenMP's spinning
-    workers, they do not stall when another program holds a core.)"""
-    global _pool
-    items = list(items)
-    workers = min(len(items), os.cpu_count() or 1)
-    if workers <= 1:
-        return [work(item) for item in items]
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="mergestudio-kernel")
-    return list(_pool.map(work, items))
 
 
 @_compiled

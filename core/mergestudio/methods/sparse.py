@@ -24,6 +24,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from mergestudio.parallel import run_parallel
+
 # A torch tensor, or on the CPU fast path the numpy view of one.
 ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
 
@@ -247,7 +249,6 @@ def _compiled_rules(
 ) -> list[TopK]:
     """``_bracketed_rules``' pass and selection on the CPU, one compiled scan per model
     row (the numpy pass spent 9 array operations per entry, a scan ~1.5 ns)."""
-    from mergestudio.methods import kernels
 
     def rule_of(j: int) -> TopK:
         rule = _compiled_rule(inputs[j], base, lows[j], highs[j], sample[j], ks[j])
@@ -257,7 +258,7 @@ def _compiled_rules(
             rule = _rule_from_candidates(magnitudes, ks[j], 0)
         return rule
 
-    return kernels.run_parallel(rule_of, range(len(ks)))
+    return run_parallel(rule_of, range(len(ks)))
 
 
 def _compiled_rule(
