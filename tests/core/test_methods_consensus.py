@@ -266,10 +266,11 @@ def test_ties_on_large_tensors_matches_a_full_sort(n_models: int, quantized: boo
     assert np.allclose(merged.numpy(), expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["ties", "breadcrumbs_ties", "dare_ties", "della"])
+@pytest.mark.parametrize("method", ["ties", "breadcrumbs_ties", "della"])
 def test_compiled_cpu_path_matches_the_torch_path(method: str) -> None:
     """float32 on the CPU runs the compiled kernels; float64 the torch code that other
-    devices run: the same merge to rounding."""
+    devices run: the same merge to rounding. (DARE draws its keep decisions from a
+    different stream on each path; see the next test.)"""
     generator = torch.Generator().manual_seed(5)
     base = torch.randn(200_000, generator=generator).bfloat16().float()
     tensors = (base + 0.02 * torch.randn(3, 200_000, generator=generator)).bfloat16().float()
@@ -280,3 +281,21 @@ def test_compiled_cpu_path_matches_the_torch_path(method: str) -> None:
     rng = torch.Generator().manual_seed(2) if spec.stochastic else None
     reference = spec.function(MergeInputs("t", tensors.double(), base.double(), rng), **params)
     assert torch.allclose(compiled.double(), reference, atol=1e-6)
+
+
+def test_compiled_dare_draws_depend_on_the_position_alone() -> None:
+    """The CPU path's keep decisions are a function of (seed, model, position): the same
+    for any chunking, with the declared keep probability, and different per model."""
+    from mergestudio.methods import kernels
+
+    key, other = kernels.stream_key(123456789, 0), kernels.stream_key(123456789, 1)
+    whole = np.empty(300_000, dtype=np.bool_)
+    kernels.random_mask(key, 0, np.uint32(9830), whole)  # p = 9830 / 32768 = 0.3
+    pieces = [np.empty(n, dtype=np.bool_) for n in (70_001, 229_999)]
+    kernels.random_mask(key, 0, np.uint32(9830), pieces[0])
+    kernels.random_mask(key, 70_001, np.uint32(9830), pieces[1])
+    assert np.array_equal(whole, np.concatenate(pieces))
+    assert abs(whole.mean() - 9830 / 32768) < 0.005
+    second = np.empty(300_000, dtype=np.bool_)
+    kernels.random_mask(other, 0, np.uint32(9830), second)
+    assert abs(np.mean(whole & second) - (9830 / 32768) ** 2) < 0.005  # independent streams

@@ -535,6 +535,8 @@ def _random(
     """DARE: keep each entry with probability density, then rescale."""
     n, numel = inputs.shape
     probabilities = [min(1.0, max(0.0, d)) for d in settings.densities]
+    if on_compiled_path(inputs):
+        return _random_compiled(inputs, base, settings, generator, probabilities)
     if settings.rescale in (None, "inverse_density"):
         # No statistics needed: masks are drawn in the combining pass itself.
         scales = [1.0] * n
@@ -551,14 +553,47 @@ def _random(
     for start, stop in chunk_bounds(numel):
         keep = bernoulli_mask((n, stop - start), probabilities, generator, inputs.device)
         masks[:, start:stop] = keep
-        if on_compiled_path(inputs):
-            _accumulate_norms_compiled(before, after, inputs, base, start, keep, settings.rescale)
-        else:
-            _accumulate_norms(before, after, inputs[:, start:stop] - base[start:stop], keep, settings.rescale)
+        _accumulate_norms(before, after, inputs[:, start:stop] - base[start:stop], keep, settings.rescale)
     return _Kept(_stored(masks), _scales_from_norms(before, after, settings.rescale))
 
 
 _NORM_KINDS = {"linf": 0, "l1": 1, "l2": 2}
+
+
+def _random_compiled(
+    inputs: torch.Tensor,
+    base: torch.Tensor,
+    settings: SparsifySettings,
+    generator: torch.Generator,
+    probabilities: list[float],
+) -> _Kept:
+    """``_random`` on the CPU: keep decisions hashed from (one draw of the tensor's
+    generator, model, position), recomputed per chunk by the combining pass (and by the
+    norm pass before it) instead of drawn and stored. Same keep probabilities as the
+    torch path (15-bit words), a different random stream."""
+    from mergestudio.methods import kernels
+
+    n, numel = inputs.shape
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    keys = [kernels.stream_key(seed, i) for i in range(n)]
+    thresholds = [np.uint32(probability_threshold(p)) for p in probabilities]
+
+    def draw(start: int, stop: int, tau: object) -> np.ndarray:
+        keep = np.empty((n, stop - start), dtype=np.bool_)
+        for i in range(n):
+            kernels.random_mask(keys[i], start, thresholds[i], keep[i])
+        return keep
+
+    if settings.rescale is None:
+        return _Kept(draw, [1.0] * n)
+    if settings.rescale == "inverse_density":
+        return _Kept(draw, [_inverse(int(t)) for t in thresholds])
+    before = torch.zeros(n, dtype=torch.float64)
+    after = torch.zeros(n, dtype=torch.float64)
+    for start, stop in chunk_bounds(numel):
+        keep = torch.from_numpy(draw(start, stop, None))
+        _accumulate_norms_compiled(before, after, inputs, base, start, keep, settings.rescale)
+    return _Kept(draw, _scales_from_norms(before, after, settings.rescale))
 
 
 def _accumulate_norms_compiled(

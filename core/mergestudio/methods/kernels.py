@@ -106,22 +106,62 @@ def histogram_kth(counts: np.ndarray, k: int) -> tuple[int, int]:
 @_compiled
 def masked_norms(x: np.ndarray, base: np.ndarray, keep: np.ndarray, kind: int) -> tuple[float, float]:
     """One row (L,): the norm of τ = x − base before and after masking by ``keep``
-    (L,) bool; kind 1: l1, 2: squared l2, 0: max. Sums in float64."""
+    (L,) bool; kind 1: l1, 2: squared l2, 0: max. Sums in float64; one loop per kind,
+    so that each vectorises."""
     before = 0.0
     after = 0.0
-    for j in range(x.shape[0]):
-        a = np.float64(abs(x[j] - base[j]))
-        kept = a if keep[j] else 0.0
-        if kind == 0:
+    if kind == 0:
+        for j in range(x.shape[0]):
+            a = np.float64(abs(x[j] - base[j]))
             before = max(before, a)
-            after = max(after, kept)
-        elif kind == 1:
+            after = max(after, a if keep[j] else 0.0)
+    elif kind == 1:
+        for j in range(x.shape[0]):
+            a = np.float64(abs(x[j] - base[j]))
             before += a
-            after += kept
-        else:
+            after += a if keep[j] else 0.0
+    else:
+        for j in range(x.shape[0]):
+            a = np.float64(abs(x[j] - base[j]))
             before += a * a
-            after += kept * kept
+            after += a * a if keep[j] else 0.0
     return before, after
+
+
+@_compiled
+def stream_key(seed: int, model: int) -> np.uint32:
+    """The 32-bit key of model ``model``'s keep words for a tensor's ``seed``."""
+    high = _mix32(np.uint32(np.uint32((seed >> 32) & 0xFFFFFFFF) + np.uint32(model)))
+    return _mix32(np.uint32(np.uint32(seed & 0xFFFFFFFF) ^ high))
+
+
+@_compiled
+def random_mask(key: np.uint32, start: int, threshold: np.uint32, out: np.ndarray) -> None:
+    """DARE's keep decisions for flat positions start, start+1, ...: ``out[j]`` (bool)
+    is whether the 15-bit word of position start + j in the stream ``key`` is below
+    ``threshold`` (keep probability threshold / 2**15). Words are the murmur3 finaliser
+    of key + position, so a draw depends on the position alone: not on chunking,
+    threading or the order tensors are merged in. (The hash is written out here rather
+    than calling ``_mix32``: so the loop vectorises, ~0.15 ns an entry.)"""
+    counter = np.uint32(key + start)
+    for j in range(out.shape[0]):
+        h = np.uint32(counter + np.uint32(j))
+        h = np.uint32(h ^ (h >> np.uint32(16)))
+        h = np.uint32(h * np.uint32(0x85EBCA6B))
+        h = np.uint32(h ^ (h >> np.uint32(13)))
+        h = np.uint32(h * np.uint32(0xC2B2AE35))
+        h = np.uint32(h ^ (h >> np.uint32(16)))
+        out[j] = (h >> np.uint32(17)) < threshold
+
+
+@_compiled
+def _mix32(h: np.uint32) -> np.uint32:
+    # numba widens 32-bit integer arithmetic to 64 bits: every step is cast back.
+    h = np.uint32(h ^ (h >> np.uint32(16)))
+    h = np.uint32(h * np.uint32(0x85EBCA6B))
+    h = np.uint32(h ^ (h >> np.uint32(13)))
+    h = np.uint32(h * np.uint32(0xC2B2AE35))
+    return np.uint32(h ^ (h >> np.uint32(16)))
 
 
 @_compiled
