@@ -46,6 +46,13 @@ def _compiled(function: Function) -> Function:
     return cast(Function, numba.njit(**_JIT)(function))
 
 
+def _summing(function: Function) -> Function:
+    """``_compiled`` for a floating-point reduction, allowed to reassociate its sum so it
+    vectorises (4x faster): a sum then depends on the compiled code's lane count, which
+    is fixed for a machine, so results stay bit-identical run to run there."""
+    return cast(Function, numba.njit(**_JIT, fastmath={"reassoc", "nsz"})(function))
+
+
 @_compiled
 def band_scan(
     x: np.ndarray, base: np.ndarray, has_base: bool, low: Scalar, high: Scalar, band: np.ndarray
@@ -103,7 +110,7 @@ def histogram_kth(counts: np.ndarray, k: int) -> tuple[int, int]:
     return 0, greater
 
 
-@_compiled
+@_summing
 def masked_norms(x: np.ndarray, base: np.ndarray, keep: np.ndarray, kind: int) -> tuple[float, float]:
     """One row (L,): the norm of τ = x − base before and after masking by ``keep``
     (L,) bool; kind 1: l1, 2: squared l2, 0: max. Sums in float64; one loop per kind,
