@@ -653,8 +653,10 @@ def _della(
     columns = numel // shape[0] if len(shape) >= 2 and shape[0] else numel
     rows = numel // columns if columns else 0
     rows_per_chunk = max(1, CHUNK // max(columns, 1))
-    masks = torch.empty((n, numel), dtype=torch.bool, device=inputs.device)
     inverse = settings.rescale == "inverse_density"
+    if on_compiled_path(inputs) and not inverse:
+        return _della_compiled(inputs, base, settings, generator, rows, columns, rows_per_chunk)
+    masks = torch.empty((n, numel), dtype=torch.bool, device=inputs.device)
     entry_scale = torch.empty((n, numel), dtype=inputs.dtype, device=inputs.device) if inverse else None
     before = torch.zeros(n, dtype=torch.float64)
     after = torch.zeros(n, dtype=torch.float64)
@@ -674,6 +676,64 @@ def _della(
     if settings.rescale not in (None, "inverse_density"):
         scales = _scales_from_norms(before, after, settings.rescale)
     return _Kept(_stored(masks), scales, entry_scale)
+
+
+def _della_compiled(
+    inputs: torch.Tensor,
+    base: torch.Tensor,
+    settings: SparsifySettings,
+    generator: torch.Generator,
+    rows: int,
+    columns: int,
+    rows_per_chunk: int,
+) -> _Kept:
+    """``_della`` on the CPU: each (model, block of rows) sorted by numpy and its keep
+    decisions drawn by the compiled kernel from hashed positions (a different stream
+    than the torch path's, the same probabilities), blocks side by side on the cores."""
+    from mergestudio.methods import kernels
+
+    x, b = inputs.numpy(), base.numpy()
+    n, numel = x.shape
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    keys = [kernels.stream_key(seed, i) for i in range(n)]
+    masks = np.empty((n, numel), dtype=np.bool_)
+    kind = _NORM_KINDS.get(settings.rescale or "", -1)
+
+    def block(item: tuple[int, int]) -> tuple[int, float, float]:
+        i, row_start = item
+        row_stop = min(rows, row_start + rows_per_chunk)
+        start, stop = row_start * columns, row_stop * columns
+        density, epsilon = settings.densities[i], settings.epsilons[i]
+        keep = masks[i, start:stop]
+        if density >= 1.0 or density <= 0.0:
+            keep[:] = density >= 1.0
+        else:
+            magnitudes = np.abs(x[i, start:stop] - b[start:stop]).reshape(row_stop - row_start, columns)
+            ordered = np.sort(magnitudes, axis=1)
+            kernels.della_mask(
+                magnitudes, ordered, keys[i], start, density, epsilon, keep.reshape(magnitudes.shape)
+            )
+        if kind < 0:
+            return i, 0.0, 0.0
+        before, after = kernels.masked_norms(x[i, start:stop], b[start:stop], keep, kind)
+        return i, before, after
+
+    items = [(i, row_start) for i in range(n) for row_start in range(0, rows, rows_per_chunk)]
+    sums = run_parallel(block, items)
+    scales = [1.0] * n
+    if kind >= 0:
+        # Block sums added in a fixed order: the result does not depend on the threads.
+        before = torch.zeros(n, dtype=torch.float64)
+        after = torch.zeros(n, dtype=torch.float64)
+        for i, norm_before, norm_after in sums:
+            if kind == 0:
+                before[i] = max(float(before[i]), norm_before)
+                after[i] = max(float(after[i]), norm_after)
+            else:
+                before[i] += norm_before
+                after[i] += norm_after
+        scales = _scales_from_norms(before, after, settings.rescale)  # type: ignore[arg-type]
+    return _Kept(_stored(torch.from_numpy(masks)), scales)
 
 
 def _della_model_mask(

@@ -162,6 +162,37 @@ def random_mask(key: np.uint32, start: int, threshold: np.uint32, out: np.ndarra
 
 
 @_compiled
+def della_mask(
+    magnitudes: np.ndarray,
+    ordered: np.ndarray,
+    key: np.uint32,
+    start: int,
+    density: float,
+    epsilon: float,
+    out: np.ndarray,
+) -> None:
+    """DELLA's keep decisions for rows of one model (see ``sparse.della_row_mask`` for
+    the rule): magnitudes and ordered (each row sorted ascending) (R, C) float32, out
+    (R, C) bool. The uniform draw of the entry at flat position start + r·C + c is
+    (word + 0.5) / 2**15 with the word as in ``random_mask``."""
+    rows, columns = magnitudes.shape
+    low = np.float32(density - epsilon)
+    spread = np.float32((columns - 1) / (2 * epsilon)) if epsilon > 0 else np.float32(0.0)
+    for r in range(rows):
+        counter = np.uint32(key + start + r * columns)
+        for c in range(columns):
+            h = _mix32(np.uint32(counter + np.uint32(c)))
+            uniform = (np.float32(h >> np.uint32(17)) + np.float32(0.5)) / np.float32(32768.0)
+            if columns == 1 or epsilon == 0:
+                out[r, c] = uniform < density
+                continue
+            # u < low + 2ε j/(C−1)  ⟺  j > (u − low)(C−1)/(2ε): the smallest rank that keeps.
+            jmin = min(max(np.floor((uniform - low) * spread) + 1, 0.0), float(columns))
+            index = min(int(jmin), columns - 1)
+            out[r, c] = (magnitudes[r, c] >= ordered[r, index]) and jmin < columns
+
+
+@_compiled
 def _mix32(h: np.uint32) -> np.uint32:
     # numba widens 32-bit integer arithmetic to 64 bits: every step is cast back.
     h = np.uint32(h ^ (h >> np.uint32(16)))
