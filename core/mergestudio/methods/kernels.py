@@ -46,6 +46,11 @@ def _compiled(function: Function) -> Function:
     return cast(Function, numba.njit(**_JIT)(function))
 
 
+def _inlined(function: Function) -> Function:
+    """``_compiled``, inlined into its callers by numba itself."""
+    return cast(Function, numba.njit(**_JIT, inline="always")(function))
+
+
 def _summing(function: Function) -> Function:
     """``_compiled`` for a floating-point reduction, allowed to reassociate its sum so it
     vectorises (4x faster): a sum then depends on the compiled code's lane count, which
@@ -176,20 +181,36 @@ def della_mask(
     (R, C) bool. The uniform draw of the entry at flat position start + r·C + c is
     (word + 0.5) / 2**15 with the word as in ``random_mask``."""
     rows, columns = magnitudes.shape
+    scale = np.float32(1.0 / 32768.0)
+    if columns == 1 or epsilon == 0:
+        for r in range(rows):
+            counter = np.uint32(key + start + r * columns)
+            for c in range(columns):
+                h = _mix32_inline(np.uint32(counter + np.uint32(c)))
+                out[r, c] = (np.float32(h >> np.uint32(17)) + np.float32(0.5)) * scale < density
+        return
     low = np.float32(density - epsilon)
-    spread = np.float32((columns - 1) / (2 * epsilon)) if epsilon > 0 else np.float32(0.0)
+    spread = np.float32((columns - 1) / (2 * epsilon))
+    last = np.float32(columns)
     for r in range(rows):
         counter = np.uint32(key + start + r * columns)
+        row, sorted_row, kept = magnitudes[r], ordered[r], out[r]
         for c in range(columns):
-            h = _mix32(np.uint32(counter + np.uint32(c)))
-            uniform = (np.float32(h >> np.uint32(17)) + np.float32(0.5)) / np.float32(32768.0)
-            if columns == 1 or epsilon == 0:
-                out[r, c] = uniform < density
-                continue
+            h = _mix32_inline(np.uint32(counter + np.uint32(c)))
+            uniform = (np.float32(h >> np.uint32(17)) + np.float32(0.5)) * scale
             # u < low + 2ε j/(C−1)  ⟺  j > (u − low)(C−1)/(2ε): the smallest rank that keeps.
-            jmin = min(max(np.floor((uniform - low) * spread) + 1, 0.0), float(columns))
-            index = min(int(jmin), columns - 1)
-            out[r, c] = (magnitudes[r, c] >= ordered[r, index]) and jmin < columns
+            jmin = min(max(np.floor((uniform - low) * spread) + np.float32(1.0), np.float32(0.0)), last)
+            kept[c] = (jmin < last) & (row[c] >= sorted_row[np.int32(min(jmin, last - np.float32(1.0)))])
+
+
+@_inlined
+def _mix32_inline(h: np.uint32) -> np.uint32:
+    """``_mix32``, inlined by numba itself (LLVM did not inline it in della_mask)."""
+    h = np.uint32(h ^ (h >> np.uint32(16)))
+    h = np.uint32(h * np.uint32(0x85EBCA6B))
+    h = np.uint32(h ^ (h >> np.uint32(13)))
+    h = np.uint32(h * np.uint32(0xC2B2AE35))
+    return np.uint32(h ^ (h >> np.uint32(16)))
 
 
 @_compiled
