@@ -760,6 +760,15 @@ def _della_inverse(magnitudes: torch.Tensor, density: float, epsilon: float) -> 
 
 # ---- registration ----------------------------------------------------------------------
 
+_RANDOM_STREAMS = (
+    "On the CPU the keep decisions are hashed from (the tensor's seed, model, position); other "
+    "devices draw them from torch's generator: the same probabilities, different draws."
+)
+_DARE_NOTE = (
+    "Keep probabilities are resolved to 1/32768. rescale_norm=inverse_density gives the paper's 1/p. "
+    + _RANDOM_STREAMS
+)
+
 
 def _gta(
     inputs: MergeInputs,
@@ -853,7 +862,7 @@ _register_variant(
     "election.",
     math="τ̃ᵢ = mᵢ ⊙ τᵢ · ‖τᵢ‖₁/‖mᵢ⊙τᵢ‖₁, mᵢ ~ Bernoulli(density); " + _CONSENSUS_MATH,
     paper="Yu et al., Language Models are Super Mario (DARE), ICML 2024, arXiv:2311.03099",
-    notes="Keep probabilities are resolved to 1/32768. rescale_norm=inverse_density gives the paper's 1/p.",
+    notes=_DARE_NOTE,
 )
 _register_variant(
     "dare_linear",
@@ -865,7 +874,7 @@ _register_variant(
     summary="Drop task-vector entries at random (keep probability density), rescale, add.",
     math="τ̃ᵢ = mᵢ ⊙ τᵢ · ‖τᵢ‖₁/‖mᵢ⊙τᵢ‖₁, mᵢ ~ Bernoulli(density); " + _LINEAR_MATH,
     paper="Yu et al., Language Models are Super Mario (DARE), ICML 2024, arXiv:2311.03099",
-    notes="Keep probabilities are resolved to 1/32768. rescale_norm=inverse_density gives the paper's 1/p.",
+    notes=_DARE_NOTE,
 )
 _BREADCRUMBS_NOTE = (
     "Keeps magnitude ranks [n_top, n_top + int(density·n)) from the top, n_top = int(gamma·n) "
@@ -899,7 +908,8 @@ _register_variant(
 )
 _DELLA_NOTE = (
     "Rows are the first dimension (1-D tensors are one row). Keep probabilities are resolved to "
-    "1/32768; tied magnitudes share their group's highest rank. density ± epsilon must lie in (0, 1)."
+    "1/32768; tied magnitudes share their group's highest rank. density ± epsilon must lie in (0, 1). "
+    + _RANDOM_STREAMS
 )
 _register_variant(
     "della",
