@@ -6,9 +6,11 @@ entry, most of a TIES merge. Here a threshold is found by selection instead: a s
 the magnitudes brackets the k-th largest value, one streaming pass counts the entries
 above the bracket and collects the few inside it, and a partial selection over those
 gives the exact threshold; an exact count fix-up keeps precisely k entries when values tie
-(ties go to the earlier positions). Every pass walks the task vectors in chunks of
-``CHUNK`` entries per model so the working set stays in cache, and task vectors are
-recomputed per chunk (input minus base) rather than materialised.
+(ties go to the earlier positions). Task vectors are recomputed (input minus base) rather
+than materialised. On the CPU in float32 the pass is one compiled scan per task vector
+(``kernels``); where the bracket spans fewer float32 values than it holds entries (bf16
+checkpoints) the scan counts entries per value and the threshold is read off the counts.
+Elsewhere (GPUs, other dtypes) torch walks chunks of ``CHUNK`` entries per model.
 
 Tensors here are flat: ``inputs`` (n_models, numel) and ``base`` (numel,), any float dtype.
 """
