@@ -141,6 +141,25 @@ class _Kept:
     drop: list[TopK] | None = None
 
 
+@dataclass(frozen=True)
+class _Combining:
+    """How the combining pass weighs and joins the kept task vectors (module docstring,
+    steps 2-4): per-model coefficients (weight × rescale) and weights, sign election,
+    normalisation and λ."""
+
+    coefficients: list[float]
+    weights: list[float]
+    consensus: bool
+    normalize: bool
+    scale: float
+
+    @property
+    def linear_divisor(self) -> float:
+        """Σ weights, or 1 when that is (nearly) zero."""
+        total = sum(self.weights)
+        return total if abs(total) >= 1e-8 else 1.0
+
+
 def merge_task_vectors(
     inputs: MergeInputs,
     *,
@@ -157,39 +176,35 @@ def merge_task_vectors(
     flat_inputs = inputs.tensors.reshape(inputs.n_models, -1)
     flat_base = inputs.base.reshape(-1)
     kept = _prepare(flat_inputs, flat_base, sparsify, inputs.generator, tuple(shape))
-    coefficients = [float(w) * s for w, s in zip(weights, kept.scales, strict=True)]
-    model_weights = [float(w) for w in weights]
-    return _combine(
-        flat_inputs, flat_base, kept, coefficients, model_weights, consensus, normalize, scale, inputs.scratch
-    ).view(shape)
+    how = _Combining(
+        [float(w) * s for w, s in zip(weights, kept.scales, strict=True)],
+        [float(w) for w in weights],
+        consensus,
+        normalize,
+        scale,
+    )
+    return _combine(flat_inputs, flat_base, kept, how, inputs.scratch).view(shape)
 
 
 def _combine(
     inputs: torch.Tensor,
     base: torch.Tensor,
     kept: _Kept,
-    coefficients: list[float],
-    weights: list[float],
-    consensus: bool,
-    normalize: bool,
-    scale: float,
+    how: _Combining,
     scratch: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The streaming pass: per chunk, τ = x − base, mask, weight, elect, add to base.
     The compiled path writes into ``scratch`` ((numel,) float32) when given."""
     if on_compiled_path(inputs):
         if _fits_compiled(inputs, kept):
-            return _combine_compiled(
-                inputs, base, kept, coefficients, weights, consensus, normalize, scale, scratch
-            )
-        return _combine_numpy(inputs, base, kept, coefficients, weights, consensus, normalize, scale)
+            return _combine_compiled(inputs, base, kept, how, scratch)
+        return _combine_numpy(inputs, base, kept, how)
     device, dtype = inputs.device, inputs.dtype
     numel = base.numel()
     out = torch.empty(numel, dtype=dtype, device=device)
-    coefficient_col = torch.tensor(coefficients, dtype=dtype, device=device).unsqueeze(1)
-    weight_col = torch.tensor(weights, dtype=dtype, device=device).unsqueeze(1)
-    total_weight = sum(weights)
-    linear_divisor = total_weight if abs(total_weight) >= 1e-8 else 1.0
+    coefficient_col = torch.tensor(how.coefficients, dtype=dtype, device=device).unsqueeze(1)
+    weight_col = torch.tensor(how.weights, dtype=dtype, device=device).unsqueeze(1)
+    consensus, normalize, scale, linear_divisor = how.consensus, how.normalize, how.scale, how.linear_divisor
     for start, stop in chunk_bounds(numel):
         tau = inputs[:, start:stop] - base[start:stop]
         if kept.mask is not None:
@@ -221,11 +236,7 @@ def _combine_numpy(
     inputs: torch.Tensor,
     base: torch.Tensor,
     kept: _Kept,
-    coefficients: list[float],
-    weights: list[float],
-    consensus: bool,
-    normalize: bool,
-    scale: float,
+    how: _Combining,
 ) -> torch.Tensor:
     """``_combine`` on the CPU through numpy: the same arithmetic, into buffers reused
     across chunks; numpy's elementwise kernels on cache-sized arrays are several times
@@ -233,10 +244,9 @@ def _combine_numpy(
     x, b = inputs.numpy(), base.numpy()
     n, numel = x.shape
     out = np.empty(numel, dtype=x.dtype)
-    coefficient_col = np.array(coefficients, dtype=x.dtype)[:, None]
-    weight_row = np.array(weights, dtype=x.dtype)
-    total_weight = sum(weights)
-    linear_divisor = total_weight if abs(total_weight) >= 1e-8 else 1.0
+    coefficient_col = np.array(how.coefficients, dtype=x.dtype)[:, None]
+    weight_row = np.array(how.weights, dtype=x.dtype)
+    consensus, normalize, scale, linear_divisor = how.consensus, how.normalize, how.scale, how.linear_divisor
     entry_scale = kept.entry_scale.numpy() if kept.entry_scale is not None else None
     tau_buffer = np.empty((n, min(CHUNK, numel)), dtype=x.dtype)
     for start, stop in chunk_bounds(numel):
@@ -289,11 +299,7 @@ def _combine_compiled(
     inputs: torch.Tensor,
     base: torch.Tensor,
     kept: _Kept,
-    coefficients: list[float],
-    weights: list[float],
-    consensus: bool,
-    normalize: bool,
-    scale: float,
+    how: _Combining,
     scratch: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``_combine`` through the compiled kernels: (n, numel) float32 -> (numel,)."""
@@ -303,11 +309,10 @@ def _combine_compiled(
     n, numel = x.shape
     pad = _SLOTS - n
     rows = tuple(np.ascontiguousarray(row) for row in x) + (b,) * pad
-    total_weight = sum(weights)
-    coefficient = np.array(coefficients + [0.0] * pad, dtype=np.float32)
-    weight = np.array(weights + [0.0] * pad, dtype=np.float32)
-    divisor = np.float32(total_weight if abs(total_weight) >= 1e-8 else 1.0)
-    scale32 = np.float32(scale)
+    coefficient = np.array(how.coefficients + [0.0] * pad, dtype=np.float32)
+    weight = np.array(how.weights + [0.0] * pad, dtype=np.float32)
+    consensus, normalize = how.consensus, how.normalize
+    divisor, scale32 = np.float32(how.linear_divisor), np.float32(how.scale)
     fits = scratch is not None and scratch.dtype == torch.float32 and scratch.numel() == numel
     out = scratch.numpy() if fits and scratch is not None else np.empty(numel, dtype=np.float32)
     if kept.mask is None or (kept.top is not None and kept.drop is None):

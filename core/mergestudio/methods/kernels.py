@@ -153,17 +153,10 @@ def random_mask(key: np.uint32, start: int, threshold: np.uint32, out: np.ndarra
     is whether the 15-bit word of position start + j in the stream ``key`` is below
     ``threshold`` (keep probability threshold / 2**15). Words are the murmur3 finaliser
     of key + position, so a draw depends on the position alone: not on chunking,
-    threading or the order tensors are merged in. (The hash is written out here rather
-    than calling ``_mix32``: so the loop vectorises, ~0.15 ns an entry.)"""
+    threading or the order tensors are merged in."""
     counter = np.uint32(key + start)
     for j in range(out.shape[0]):
-        h = np.uint32(counter + np.uint32(j))
-        h = np.uint32(h ^ (h >> np.uint32(16)))
-        h = np.uint32(h * np.uint32(0x85EBCA6B))
-        h = np.uint32(h ^ (h >> np.uint32(13)))
-        h = np.uint32(h * np.uint32(0xC2B2AE35))
-        h = np.uint32(h ^ (h >> np.uint32(16)))
-        out[j] = (h >> np.uint32(17)) < threshold
+        out[j] = (_mix32(np.uint32(counter + np.uint32(j))) >> np.uint32(17)) < threshold
 
 
 @_compiled
@@ -186,7 +179,7 @@ def della_mask(
         for r in range(rows):
             counter = np.uint32(key + start + r * columns)
             for c in range(columns):
-                h = _mix32_inline(np.uint32(counter + np.uint32(c)))
+                h = _mix32(np.uint32(counter + np.uint32(c)))
                 out[r, c] = (np.float32(h >> np.uint32(17)) + np.float32(0.5)) * scale < density
         return
     low = np.float32(density - epsilon)
@@ -196,7 +189,7 @@ def della_mask(
         counter = np.uint32(key + start + r * columns)
         row, sorted_row, kept = magnitudes[r], ordered[r], out[r]
         for c in range(columns):
-            h = _mix32_inline(np.uint32(counter + np.uint32(c)))
+            h = _mix32(np.uint32(counter + np.uint32(c)))
             uniform = (np.float32(h >> np.uint32(17)) + np.float32(0.5)) * scale
             # u < low + 2ε j/(C−1)  ⟺  j > (u − low)(C−1)/(2ε): the smallest rank that keeps.
             jmin = min(max(np.floor((uniform - low) * spread) + np.float32(1.0), np.float32(0.0)), last)
@@ -204,18 +197,10 @@ def della_mask(
 
 
 @_inlined
-def _mix32_inline(h: np.uint32) -> np.uint32:
-    """``_mix32``, inlined by numba itself (LLVM did not inline it in della_mask)."""
-    h = np.uint32(h ^ (h >> np.uint32(16)))
-    h = np.uint32(h * np.uint32(0x85EBCA6B))
-    h = np.uint32(h ^ (h >> np.uint32(13)))
-    h = np.uint32(h * np.uint32(0xC2B2AE35))
-    return np.uint32(h ^ (h >> np.uint32(16)))
-
-
-@_compiled
 def _mix32(h: np.uint32) -> np.uint32:
-    # numba widens 32-bit integer arithmetic to 64 bits: every step is cast back.
+    """The murmur3 finaliser. Inlined by numba itself: LLVM left calls to it in place,
+    and loops that called it did not vectorise. numba widens 32-bit integer arithmetic
+    to 64 bits, so every step is cast back."""
     h = np.uint32(h ^ (h >> np.uint32(16)))
     h = np.uint32(h * np.uint32(0x85EBCA6B))
     h = np.uint32(h ^ (h >> np.uint32(13)))
