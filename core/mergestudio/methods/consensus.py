@@ -130,15 +130,25 @@ class _Kept:
     for inverse-density DELLA, a per-entry factor (n, numel).
 
     Magnitude sparsifiers also give their rules: entries in the top rules (one per
-    model) and not in the drop rules are kept. The compiled CPU path applies those
-    itself and calls ``mask`` only when there are no rules, with τ = None (such masks
-    never look at τ)."""
+    model) and not in the drop rules are kept; DARE on the compiled path gives its
+    hashed streams. The compiled CPU path applies those itself and calls ``mask`` only
+    when there are neither, with τ = None (such masks never look at τ)."""
 
     mask: ChunkMask
     scales: list[float]
     entry_scale: torch.Tensor | None = None
     top: list[TopK] | None = None
     drop: list[TopK] | None = None
+    streams: _HashedStreams | None = None
+
+
+@dataclass(frozen=True)
+class _HashedStreams:
+    """DARE's keep decisions on the compiled path: model i keeps flat position j where
+    the 15-bit word of (keys[i], j) is below thresholds[i] (``kernels.random_mask``)."""
+
+    keys: list[np.uint32]
+    thresholds: list[np.uint32]
 
 
 @dataclass(frozen=True)
@@ -342,6 +352,30 @@ def _combine_compiled(
             )
 
         run_parallel(combine, pieces)
+        return torch.from_numpy(out)
+    if kept.streams is not None:
+        keys = np.array(kept.streams.keys + [0] * pad, dtype=np.uint32)
+        thresholds = np.array(kept.streams.thresholds + [0] * pad, dtype=np.uint32)
+
+        def combine_random(piece: tuple[int, int]) -> None:
+            start, stop = piece
+            kernels.combine_random(
+                rows,
+                b,
+                start,
+                stop,
+                keys,
+                thresholds,
+                coefficient,
+                weight,
+                consensus,
+                normalize,
+                divisor,
+                scale32,
+                out,
+            )
+
+        run_parallel(combine_random, _halves(0, numel))
         return torch.from_numpy(out)
     chunk_mask = kept.mask if kept.top is None else _compiled_rule_mask(rows[:n], b, kept)
     assert chunk_mask is not None  # no mask at all took the rules path above
@@ -589,42 +623,40 @@ def _random_compiled(
             kernels.random_mask(keys[i], start, thresholds[i], keep[i])
         return keep
 
+    streams = _HashedStreams(keys, thresholds)
     if settings.rescale is None:
-        return _Kept(draw, [1.0] * n)
+        return _Kept(draw, [1.0] * n, streams=streams)
     if settings.rescale == "inverse_density":
-        return _Kept(draw, [_inverse(int(t)) for t in thresholds])
+        return _Kept(draw, [_inverse(int(t)) for t in thresholds], streams=streams)
+    x, b = inputs.numpy(), base.numpy()
+    kind = _NORM_KINDS[settings.rescale]
+
+    def norms(item: tuple[int, int, int]) -> tuple[int, float, float]:
+        i, start, stop = item
+        before, after = kernels.random_norms(
+            x[i, start:stop], b[start:stop], keys[i], start, thresholds[i], kind
+        )
+        return i, before, after
+
+    # Fixed pieces summed in a fixed order: the norms do not depend on the threads.
+    pieces = [(i, start, stop) for i in range(n) for start, stop in _halves(0, numel)]
+    scales = _scales_from_sums(run_parallel(norms, pieces), n, settings.rescale)
+    return _Kept(draw, scales, streams=streams)
+
+
+def _scales_from_sums(sums: list[tuple[int, float, float]], n: int, rescale: RescaleNorm) -> list[float]:
+    """``_scales_from_norms`` from per-piece norms (model, before, after), combined in
+    list order."""
     before = torch.zeros(n, dtype=torch.float64)
     after = torch.zeros(n, dtype=torch.float64)
-    for start, stop in chunk_bounds(numel):
-        keep = torch.from_numpy(draw(start, stop, None))
-        _accumulate_norms_compiled(before, after, inputs, base, start, keep, settings.rescale)
-    return _Kept(draw, _scales_from_norms(before, after, settings.rescale))
-
-
-def _accumulate_norms_compiled(
-    before: torch.Tensor,
-    after: torch.Tensor,
-    inputs: torch.Tensor,
-    base: torch.Tensor,
-    start: int,
-    keep: torch.Tensor,
-    rescale: RescaleNorm,
-) -> None:
-    """``_accumulate_norms`` for the chunk at ``start`` through the compiled kernel."""
-    from mergestudio.methods import kernels
-
-    x, b, mask = inputs.numpy(), base.numpy(), keep.numpy()
-    stop = start + mask.shape[1]
-    for i in range(x.shape[0]):
-        norm_before, norm_after = kernels.masked_norms(
-            x[i, start:stop], b[start:stop], mask[i], _NORM_KINDS[rescale]
-        )
+    for i, norm_before, norm_after in sums:
         if rescale == "linf":
             before[i] = max(float(before[i]), norm_before)
             after[i] = max(float(after[i]), norm_after)
         else:
             before[i] += norm_before
             after[i] += norm_after
+    return _scales_from_norms(before, after, rescale)
 
 
 def _inverse(threshold: int) -> float:
@@ -726,18 +758,9 @@ def _della_compiled(
     items = [(i, row_start) for i in range(n) for row_start in range(0, rows, rows_per_chunk)]
     sums = run_parallel(block, items)
     scales = [1.0] * n
-    if kind >= 0:
+    if settings.rescale is not None:
         # Block sums added in a fixed order: the result does not depend on the threads.
-        before = torch.zeros(n, dtype=torch.float64)
-        after = torch.zeros(n, dtype=torch.float64)
-        for i, norm_before, norm_after in sums:
-            if kind == 0:
-                before[i] = max(float(before[i]), norm_before)
-                after[i] = max(float(after[i]), norm_after)
-            else:
-                before[i] += norm_before
-                after[i] += norm_after
-        scales = _scales_from_norms(before, after, settings.rescale)  # type: ignore[arg-type]
+        scales = _scales_from_sums(sums, n, settings.rescale)
     return _Kept(_stored(torch.from_numpy(masks)), scales)
 
 

@@ -159,6 +159,38 @@ def random_mask(key: np.uint32, start: int, threshold: np.uint32, out: np.ndarra
         out[j] = (_mix32(np.uint32(counter + np.uint32(j))) >> np.uint32(17)) < threshold
 
 
+@_summing
+def random_norms(
+    x: np.ndarray, base: np.ndarray, key: np.uint32, start: int, threshold: np.uint32, kind: int
+) -> tuple[float, float]:
+    """``masked_norms`` of one row's range (x, base (L,) float32, flat positions start,
+    start+1, ...) under DARE's keep decisions (as ``random_mask`` draws them), computed
+    on the fly instead of from a stored mask."""
+    counter = np.uint32(key + start)
+    shift = np.uint32(17)
+    before = 0.0
+    after = 0.0
+    if kind == 0:
+        for j in range(x.shape[0]):
+            a = np.float64(abs(x[j] - base[j]))
+            keep = (_mix32(np.uint32(counter + np.uint32(j))) >> shift) < threshold
+            before = max(before, a)
+            after = max(after, a if keep else 0.0)
+    elif kind == 1:
+        for j in range(x.shape[0]):
+            a = np.float64(abs(x[j] - base[j]))
+            keep = (_mix32(np.uint32(counter + np.uint32(j))) >> shift) < threshold
+            before += a
+            after += a if keep else 0.0
+    else:
+        for j in range(x.shape[0]):
+            a = np.float64(abs(x[j] - base[j]))
+            keep = (_mix32(np.uint32(counter + np.uint32(j))) >> shift) < threshold
+            before += a * a
+            after += a * a if keep else 0.0
+    return before, after
+
+
 @_compiled
 def della_mask(
     magnitudes: np.ndarray,
@@ -233,19 +265,24 @@ def top_mask(
         out[j] = a > threshold or (a == threshold and offset + j < cut)
 
 
-# The combining kernel takes up to SLOTS models as separate rows with their settings in
+# The combining kernels take up to SLOTS models as separate rows with their settings in
 # scalars: that shape lets the compiler keep every model's value in registers and
 # vectorise over entries (a loop over an (n, L) array ran ten times slower).
+#
+# Each public kernel calls its (inlined) loop once per setting of the flags, with the
+# flags as constants: LLVM then compiles one flag-free loop per setting. Left to itself
+# it kept the flag tests in the loop for the larger loops, and those did not vectorise
+# (7 ms against 50-70 ms for 11.5M entries × 3 models with hashed draws).
 SLOTS = 4
 
 
-@_compiled
-def _kept_value(tau: Scalar, threshold: Scalar, coefficient: Scalar) -> Scalar:
-    """coefficient · τ where |τ| > threshold, else 0."""
-    return coefficient * tau if abs(tau) > threshold else np.float32(0.0)
+@_inlined
+def _selected(value: Scalar, keep: bool) -> Scalar:
+    """value where keep, else 0."""
+    return value if keep else np.float32(0.0)
 
 
-@_compiled
+@_inlined
 def _agreeing(value: Scalar, sign: Scalar, weight: Scalar) -> tuple[Scalar, Scalar]:
     """(max(value·sign, 0), weight where that is > 0, else 0)."""
     aligned = value * sign
@@ -253,15 +290,18 @@ def _agreeing(value: Scalar, sign: Scalar, weight: Scalar) -> tuple[Scalar, Scal
     return (aligned if aligned > zero else zero), (weight if aligned > zero else zero)
 
 
-@_compiled
+@_inlined
 def _merged(
     values: tuple[Scalar, Scalar, Scalar, Scalar],
     weights: tuple[Scalar, Scalar, Scalar, Scalar],
     consensus: bool,
     normalize: bool,
-    linear_divisor: Scalar,
+    divisor: Scalar,
 ) -> Scalar:
-    """The merged task-vector entry of one position from the models' kept values."""
+    """The merged task-vector entry of one position from the models' kept values. With
+    ``consensus`` the sign of the sum is elected (+ where it is 0) and the values of that
+    sign are summed, divided (``normalize``) by the weights that contributed (1 where
+    none); without, the sum is divided by ``divisor``."""
     v0, v1, v2, v3 = values
     merged = v0 + v1 + v2 + v3
     zero = np.float32(0.0)
@@ -274,11 +314,50 @@ def _merged(
         a3, d3 = _agreeing(v3, sign, weights[3])
         merged = (a0 + a1 + a2 + a3) * sign
         if normalize:
-            divisor = d0 + d1 + d2 + d3
-            merged = merged / (divisor if divisor != zero else one)
-    elif normalize:
-        merged = merged / linear_divisor
-    return merged
+            total = d0 + d1 + d2 + d3
+            merged = merged / (total if total != zero else one)
+        return merged
+    return merged / divisor
+
+
+@_inlined
+def _slot_rows(rows: tuple[np.ndarray, ...], start: int, stop: int) -> tuple[np.ndarray, ...]:
+    # Slices and loops from 0: with an index that might be negative every access needs a
+    # wraparound check, and the loop does not vectorise.
+    return rows[0][start:stop], rows[1][start:stop], rows[2][start:stop], rows[3][start:stop]
+
+
+@_inlined
+def _slot_values(values: np.ndarray) -> tuple[Scalar, Scalar, Scalar, Scalar]:
+    return values[0], values[1], values[2], values[3]
+
+
+@_inlined
+def _threshold_loop(
+    rows: tuple[np.ndarray, ...],
+    b: np.ndarray,
+    o: np.ndarray,
+    thresholds: tuple[Scalar, Scalar, Scalar, Scalar],
+    coefficients: tuple[Scalar, Scalar, Scalar, Scalar],
+    weights: tuple[Scalar, Scalar, Scalar, Scalar],
+    consensus: bool,
+    normalize: bool,
+    divisor: Scalar,
+    scale: Scalar,
+) -> None:
+    x0, x1, x2, x3 = rows
+    t0, t1, t2, t3 = thresholds
+    c0, c1, c2, c3 = coefficients
+    for j in range(b.shape[0]):
+        bj = b[j]
+        d0, d1, d2, d3 = x0[j] - bj, x1[j] - bj, x2[j] - bj, x3[j] - bj
+        values = (
+            _selected(c0 * d0, abs(d0) > t0),
+            _selected(c1 * d1, abs(d1) > t1),
+            _selected(c2 * d2, abs(d2) > t2),
+            _selected(c3 * d3, abs(d3) > t3),
+        )
+        o[j] = bj + scale * _merged(values, weights, consensus, normalize, divisor)
 
 
 @_compiled
@@ -300,33 +379,51 @@ def combine(
     ``SLOTS`` models (an unused slot: any row, threshold +inf, weight 0).
 
     Model i's entry is kept where |τ| > thresholds[i]; its value is coefficients[i] · τ.
-    With ``consensus`` the sign of the sum is elected (+ where it is 0) and the kept
-    values of that sign are summed, divided (``normalize``) by the weights that
-    contributed (1 where none); without, the sum is divided by ``linear_divisor`` when
-    normalizing. out = base + scale · merged. (Ties at a threshold are the caller's:
-    "≥ t" is "> the float below t", so a tie cut is a split of the range.)
+    Kept values are joined as ``_merged`` says; without ``consensus`` the sum is divided
+    by ``linear_divisor`` when normalizing. out = base + scale · merged. (Ties at a
+    threshold are the caller's: "≥ t" is "> the float below t", so a tie cut is a split
+    of the range; a position test in the loop stopped it vectorising.)
 
     Shapes: rows (numel,) float32; thresholds, coefficients, weights (SLOTS,) float32;
     base, out (numel,) float32.
     """
-    # Slices and a loop from 0: with an index that might be negative every access needs
-    # a wraparound check, and the loop does not vectorise. Per-entry position tests (a
-    # tie cut inside the loop) stopped it vectorising too: 10x slower either way.
-    x0, x1, x2, x3 = rows[0][start:stop], rows[1][start:stop], rows[2][start:stop], rows[3][start:stop]
-    b = base[start:stop]
-    o = out[start:stop]
-    t0, t1, t2, t3 = thresholds[0], thresholds[1], thresholds[2], thresholds[3]
-    c0, c1, c2, c3 = coefficients[0], coefficients[1], coefficients[2], coefficients[3]
-    w = (weights[0], weights[1], weights[2], weights[3])
+    x = _slot_rows(rows, start, stop)
+    b, o = base[start:stop], out[start:stop]
+    t, c, w = _slot_values(thresholds), _slot_values(coefficients), _slot_values(weights)
+    divisor = linear_divisor if normalize else np.float32(1.0)
+    if consensus and normalize:
+        _threshold_loop(x, b, o, t, c, w, True, True, divisor, scale)
+    elif consensus:
+        _threshold_loop(x, b, o, t, c, w, True, False, divisor, scale)
+    else:
+        _threshold_loop(x, b, o, t, c, w, False, False, divisor, scale)
+
+
+@_inlined
+def _masked_loop(
+    rows: tuple[np.ndarray, ...],
+    masks: tuple[np.ndarray, ...],
+    b: np.ndarray,
+    o: np.ndarray,
+    coefficients: tuple[Scalar, Scalar, Scalar, Scalar],
+    weights: tuple[Scalar, Scalar, Scalar, Scalar],
+    consensus: bool,
+    normalize: bool,
+    divisor: Scalar,
+    scale: Scalar,
+) -> None:
+    x0, x1, x2, x3 = rows
+    m0, m1, m2, m3 = masks
+    c0, c1, c2, c3 = coefficients
     for j in range(b.shape[0]):
         bj = b[j]
         values = (
-            _kept_value(x0[j] - bj, t0, c0),
-            _kept_value(x1[j] - bj, t1, c1),
-            _kept_value(x2[j] - bj, t2, c2),
-            _kept_value(x3[j] - bj, t3, c3),
+            _selected(c0 * (x0[j] - bj), m0[j]),
+            _selected(c1 * (x1[j] - bj), m1[j]),
+            _selected(c2 * (x2[j] - bj), m2[j]),
+            _selected(c3 * (x3[j] - bj), m3[j]),
         )
-        o[j] = bj + scale * _merged(values, w, consensus, normalize, linear_divisor)
+        o[j] = bj + scale * _merged(values, weights, consensus, normalize, divisor)
 
 
 @_compiled
@@ -344,21 +441,83 @@ def combine_masked(
     out: np.ndarray,
 ) -> None:
     """``combine`` with the keep decisions given: model i's entry ``start + j`` is kept
-    where ``masks[i][j]`` (masks (L,) bool, one chunk)."""
+    where ``masks[i][j]`` (masks (L,) bool)."""
     stop = start + masks[0].shape[0]
-    x0, x1, x2, x3 = rows[0][start:stop], rows[1][start:stop], rows[2][start:stop], rows[3][start:stop]
-    m0, m1, m2, m3 = masks
-    b = base[start:stop]
-    o = out[start:stop]
-    c0, c1, c2, c3 = coefficients[0], coefficients[1], coefficients[2], coefficients[3]
-    w = (weights[0], weights[1], weights[2], weights[3])
-    zero = np.float32(0.0)
+    x = _slot_rows(rows, start, stop)
+    b, o = base[start:stop], out[start:stop]
+    c, w = _slot_values(coefficients), _slot_values(weights)
+    divisor = linear_divisor if normalize else np.float32(1.0)
+    if consensus and normalize:
+        _masked_loop(x, masks, b, o, c, w, True, True, divisor, scale)
+    elif consensus:
+        _masked_loop(x, masks, b, o, c, w, True, False, divisor, scale)
+    else:
+        _masked_loop(x, masks, b, o, c, w, False, False, divisor, scale)
+
+
+@_inlined
+def _hashed_loop(
+    rows: tuple[np.ndarray, ...],
+    b: np.ndarray,
+    o: np.ndarray,
+    counters: tuple[np.uint32, np.uint32, np.uint32, np.uint32],
+    thresholds: tuple[np.uint32, np.uint32, np.uint32, np.uint32],
+    coefficients: tuple[Scalar, Scalar, Scalar, Scalar],
+    weights: tuple[Scalar, Scalar, Scalar, Scalar],
+    consensus: bool,
+    normalize: bool,
+    divisor: Scalar,
+    scale: Scalar,
+) -> None:
+    x0, x1, x2, x3 = rows
+    k0, k1, k2, k3 = counters
+    t0, t1, t2, t3 = thresholds
+    c0, c1, c2, c3 = coefficients
+    shift = np.uint32(17)
     for j in range(b.shape[0]):
         bj = b[j]
+        position = np.uint32(j)
         values = (
-            c0 * (x0[j] - bj) if m0[j] else zero,
-            c1 * (x1[j] - bj) if m1[j] else zero,
-            c2 * (x2[j] - bj) if m2[j] else zero,
-            c3 * (x3[j] - bj) if m3[j] else zero,
+            _selected(c0 * (x0[j] - bj), (_mix32(np.uint32(k0 + position)) >> shift) < t0),
+            _selected(c1 * (x1[j] - bj), (_mix32(np.uint32(k1 + position)) >> shift) < t1),
+            _selected(c2 * (x2[j] - bj), (_mix32(np.uint32(k2 + position)) >> shift) < t2),
+            _selected(c3 * (x3[j] - bj), (_mix32(np.uint32(k3 + position)) >> shift) < t3),
         )
-        o[j] = bj + scale * _merged(values, w, consensus, normalize, linear_divisor)
+        o[j] = bj + scale * _merged(values, weights, consensus, normalize, divisor)
+
+
+@_compiled
+def combine_random(
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    base: np.ndarray,
+    start: int,
+    stop: int,
+    keys: np.ndarray,
+    thresholds: np.ndarray,
+    coefficients: np.ndarray,
+    weights: np.ndarray,
+    consensus: bool,
+    normalize: bool,
+    linear_divisor: Scalar,
+    scale: Scalar,
+    out: np.ndarray,
+) -> None:
+    """``combine`` with DARE's keep decisions hashed in the loop, as ``random_mask``
+    draws them from keys[i] and thresholds[i] (keys, thresholds (SLOTS,) uint32; an
+    unused slot has threshold 0): no mask is stored or read."""
+    x = _slot_rows(rows, start, stop)
+    b, o = base[start:stop], out[start:stop]
+    k = (
+        np.uint32(keys[0] + start),
+        np.uint32(keys[1] + start),
+        np.uint32(keys[2] + start),
+        np.uint32(keys[3] + start),
+    )
+    t, c, w = _slot_values(thresholds), _slot_values(coefficients), _slot_values(weights)
+    divisor = linear_divisor if normalize else np.float32(1.0)
+    if consensus and normalize:
+        _hashed_loop(x, b, o, k, t, c, w, True, True, divisor, scale)
+    elif consensus:
+        _hashed_loop(x, b, o, k, t, c, w, True, False, divisor, scale)
+    else:
+        _hashed_loop(x, b, o, k, t, c, w, False, False, divisor, scale)
