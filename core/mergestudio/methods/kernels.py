@@ -277,7 +277,7 @@ SLOTS = 4
 
 
 @_inlined
-def _selected(value: Scalar, keep: bool) -> Scalar:
+def _selected(value: Scalar, keep: bool | np.bool_) -> Scalar:
     """value where keep, else 0."""
     return value if keep else np.float32(0.0)
 
