@@ -327,3 +327,38 @@ def test_compiled_dare_merges_the_hashed_draws(method: str) -> None:
     else:
         expected = stacked.sum(0)
     assert np.allclose(merged.double().numpy(), base.double().numpy() + expected, atol=1e-5)
+
+
+def _murmur_words(key: int, positions: np.ndarray) -> np.ndarray:
+    """The 15-bit words of the kernels' hashed stream, in numpy (uint32 wraps)."""
+    h = (np.uint32(key) + positions.astype(np.uint32)).astype(np.uint32)
+    h ^= h >> np.uint32(16)
+    h *= np.uint32(0x85EBCA6B)
+    h ^= h >> np.uint32(13)
+    h *= np.uint32(0xC2B2AE35)
+    h ^= h >> np.uint32(16)
+    return h >> np.uint32(17)
+
+
+def test_compiled_della_keeps_by_rank_as_defined() -> None:
+    """DELLA's compiled keep decisions against the definition in float64: entry kept when
+    its uniform draw u < density − ε + 2ε·rank/(C−1), rank the highest of its tie group
+    among its row's magnitudes. Decisions may differ only where u and p nearly touch."""
+    from mergestudio.methods import kernels
+
+    rng = np.random.default_rng(8)
+    magnitudes = np.abs(rng.standard_normal((40, 512)).astype(np.float32))
+    magnitudes[::3] = np.round(magnitudes[::3] * 8) / 8  # heavy ties in some rows
+    ordered = np.sort(magnitudes, axis=1)
+    key, start, density, epsilon = kernels.stream_key(99, 2), 1_000, 0.4, 0.15
+    kept = np.empty(magnitudes.shape, dtype=np.bool_)
+    kernels.della_mask(magnitudes, ordered, key, start, density, epsilon, kept)
+
+    rows, columns = magnitudes.shape
+    uniform = (_murmur_words(int(key), start + np.arange(rows * columns)) + 0.5) / 32768
+    uniform = uniform.reshape(rows, columns)
+    rank = np.stack([np.searchsorted(o, m, side="right") - 1 for o, m in zip(ordered, magnitudes, strict=True)])
+    probability = density - epsilon + 2 * epsilon * rank / (columns - 1)
+    clear = np.abs(uniform - probability) > 1e-6
+    assert np.array_equal(kept[clear], (uniform < probability)[clear])
+    assert clear.mean() > 0.99

@@ -379,13 +379,18 @@ def _combine_compiled(
         return torch.from_numpy(out)
     chunk_mask = kept.mask if kept.top is None else _compiled_rule_mask(rows[:n], b, kept)
     assert chunk_mask is not None  # no mask at all took the rules path above
-    for start, stop in chunk_bounds(numel):
-        mask = _as_numpy(chunk_mask(start, stop, None))
-        masks = tuple(np.ascontiguousarray(row) for row in mask)
-        masks += (np.zeros(stop - start, dtype=np.bool_),) * pad
-        kernels.combine_masked(
-            rows, b, start, masks, coefficient, weight, consensus, normalize, divisor, scale32, out
-        )
+    def combine_masked(piece: tuple[int, int]) -> None:
+        piece_start, piece_stop = piece
+        for start in range(piece_start, piece_stop, CHUNK):
+            stop = min(piece_stop, start + CHUNK)
+            mask = _as_numpy(chunk_mask(start, stop, None))
+            masks = tuple(np.ascontiguousarray(row) for row in mask)
+            masks += (np.zeros(stop - start, dtype=np.bool_),) * pad
+            kernels.combine_masked(
+                rows, b, start, masks, coefficient, weight, consensus, normalize, divisor, scale32, out
+            )
+
+    run_parallel(combine_masked, _halves(0, numel))
     return torch.from_numpy(out)
 
 
