@@ -36,6 +36,7 @@ from mergestudio.methods.sparse import (
     chunk_bounds,
     della_keep_probabilities,
     della_row_mask,
+    halves,
     on_compiled_path,
     probability_threshold,
     top_k_rules,
@@ -130,8 +131,8 @@ class _Kept:
     for inverse-density DELLA, a per-entry factor (n, numel).
 
     Magnitude sparsifiers also give their rules: entries in the top rules (one per
-    model) and not in the drop rules are kept; DARE on the compiled path gives its
-    hashed streams. The compiled CPU path applies those itself and calls ``mask`` only
+    model) and not in the drop rules (Breadcrumbs) are kept; DARE on the compiled path
+    gives its hashed streams. The compiled CPU path applies those itself and calls ``mask`` only
     when there are neither, with τ = None (such masks never look at τ)."""
 
     mask: ChunkMask
@@ -325,23 +326,25 @@ def _combine_compiled(
     divisor, scale32 = np.float32(how.linear_divisor), np.float32(how.scale)
     fits = scratch is not None and scratch.dtype == torch.float32 and scratch.numel() == numel
     out = scratch.numpy() if fits and scratch is not None else np.empty(numel, dtype=np.float32)
-    if kept.mask is None or (kept.top is not None and kept.drop is None):
+    if kept.mask is None or kept.top is not None:
         top = kept.top or [TopK.keep_all(numel)] * n
+        drop = kept.drop or [TopK.keep_none()] * n
         padding = np.full(pad, np.inf, dtype=np.float32)
         pieces = [
-            (piece_start, piece_stop, np.concatenate([thresholds, padding]))
-            for start, stop, thresholds in _rule_segments(rows[:n], b, top, numel)
-            for piece_start, piece_stop in _halves(start, stop)
+            (piece_start, piece_stop, np.concatenate([lower, padding]), np.concatenate([upper, padding]))
+            for start, stop, lower, upper in _rule_segments(rows[:n], b, top, drop, numel)
+            for piece_start, piece_stop in halves(start, stop)
         ]
 
-        def combine(piece: tuple[int, int, np.ndarray]) -> None:
-            start, stop, thresholds = piece
+        def combine(piece: tuple[int, int, np.ndarray, np.ndarray]) -> None:
+            start, stop, lower, upper = piece
             kernels.combine(
                 rows,
                 b,
                 start,
                 stop,
-                thresholds,
+                lower,
+                upper,
                 coefficient,
                 weight,
                 consensus,
@@ -375,10 +378,11 @@ def _combine_compiled(
                 out,
             )
 
-        run_parallel(combine_random, _halves(0, numel))
+        run_parallel(combine_random, halves(0, numel))
         return torch.from_numpy(out)
-    chunk_mask = kept.mask if kept.top is None else _compiled_rule_mask(rows[:n], b, kept)
+    chunk_mask = kept.mask
     assert chunk_mask is not None  # no mask at all took the rules path above
+
     def combine_masked(piece: tuple[int, int]) -> None:
         piece_start, piece_stop = piece
         for start in range(piece_start, piece_stop, CHUNK):
@@ -390,16 +394,8 @@ def _combine_compiled(
                 rows, b, start, masks, coefficient, weight, consensus, normalize, divisor, scale32, out
             )
 
-    run_parallel(combine_masked, _halves(0, numel))
+    run_parallel(combine_masked, halves(0, numel))
     return torch.from_numpy(out)
-
-
-def _halves(start: int, stop: int) -> list[tuple[int, int]]:
-    """[start, stop) in two pieces for two cores (one when it is small)."""
-    if stop - start < 2 * CHUNK:
-        return [(start, stop)]
-    middle = (start + stop) // 2
-    return [(start, middle), (middle, stop)]
 
 
 def _tie_cut(row: np.ndarray, base: np.ndarray, rule: TopK) -> int:
@@ -415,47 +411,33 @@ def _tie_cut(row: np.ndarray, base: np.ndarray, rule: TopK) -> int:
 
 
 def _rule_segments(
-    rows: tuple[np.ndarray, ...], base: np.ndarray, rules: list[TopK], numel: int
-) -> list[tuple[int, int, np.ndarray]]:
-    """Ranges of flat positions over which every model's top rule is a plain
-    "|τ| > t": (start, stop, t per model). Before a model's tie cut, ties are kept,
-    and "≥ t" is "> the float just below t"."""
-    cuts = [_tie_cut(row, base, rule) for row, rule in zip(rows, rules, strict=True)]
-    thresholds = np.array([rule.threshold for rule in rules], dtype=np.float32)
-    below = np.nextafter(thresholds, np.float32(-np.inf))
-    points = sorted({0, numel, *(c for c in cuts if 0 < c < numel)})
-    segments = []
-    for start, stop in itertools.pairwise(points):
-        keeps_ties = np.array([stop <= cut for cut in cuts])
-        segments.append((start, stop, np.where(keeps_ties, below, thresholds).astype(np.float32)))
-    return segments
-
-
-def _compiled_rule_mask(rows: tuple[np.ndarray, ...], base: np.ndarray, kept: _Kept) -> ChunkMask:
-    """Chunk masks "in the top rule and not in the drop rule" (Breadcrumbs) through the
-    compiled kernel."""
-    from mergestudio.methods import kernels
-
-    assert kept.top is not None and kept.drop is not None
-    top, drop = kept.top, kept.drop
+    rows: tuple[np.ndarray, ...], base: np.ndarray, top: list[TopK], drop: list[TopK], numel: int
+) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """Ranges of flat positions over which every model keeps "t < |τ| <= u", t and u
+    the same throughout: (start, stop, t per model, u per model). A model keeps the
+    entries its top rule keeps and its drop rule does not. Before a rule's tie cut its
+    ties count as above the threshold: there "≥ t" is "> the float just below t"."""
     top_cuts = [_tie_cut(row, base, rule) for row, rule in zip(rows, top, strict=True)]
     drop_cuts = [_tie_cut(row, base, rule) for row, rule in zip(rows, drop, strict=True)]
-
-    def mask(start: int, stop: int, tau: object) -> np.ndarray:
-        keep = np.empty((len(rows), stop - start), dtype=np.bool_)
-        dropped = np.empty(stop - start, dtype=np.bool_)
-        for i, row in enumerate(rows):
-            part = row[start:stop]
-            kernels.top_mask(
-                part, base[start:stop], True, np.float32(top[i].threshold), top_cuts[i], start, keep[i]
+    lower = np.array([rule.threshold for rule in top], dtype=np.float32)
+    upper = np.array([rule.threshold for rule in drop], dtype=np.float32)
+    lower_below = np.nextafter(lower, np.float32(-np.inf))
+    upper_below = np.where(upper == np.inf, upper, np.nextafter(upper, np.float32(-np.inf)))
+    cuts = (c for c in top_cuts + drop_cuts if 0 < c < numel)
+    points = sorted({0, numel, *cuts})
+    segments = []
+    for start, stop in itertools.pairwise(points):
+        top_ties = np.array([stop <= cut for cut in top_cuts])
+        drop_ties = np.array([stop <= cut for cut in drop_cuts])
+        segments.append(
+            (
+                start,
+                stop,
+                np.where(top_ties, lower_below, lower).astype(np.float32),
+                np.where(drop_ties, upper_below, upper).astype(np.float32),
             )
-            kernels.top_mask(
-                part, base[start:stop], True, np.float32(drop[i].threshold), drop_cuts[i], start, dropped
-            )
-            keep[i] &= ~dropped
-        return keep
-
-    return mask
+        )
+    return segments
 
 
 def _as_numpy(mask: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -644,7 +626,7 @@ def _random_compiled(
         return i, before, after
 
     # Fixed pieces summed in a fixed order: the norms do not depend on the threads.
-    pieces = [(i, start, stop) for i in range(n) for start, stop in _halves(0, numel)]
+    pieces = [(i, start, stop) for i in range(n) for start, stop in halves(0, numel)]
     scales = _scales_from_sums(run_parallel(norms, pieces), n, settings.rescale)
     return _Kept(draw, scales, streams=streams)
 
