@@ -116,7 +116,7 @@ def run(method: str, shape_name: str, work: Path) -> dict[str, object]:
         "merge_s": round(seconds, 2),
         "beats": len(stalls),
         "worst_stall_ms": round(max(stalls, default=0.0), 1),
-        "p99_stall_ms": round(_percentile(stalls, 99), 1),
+        "p99_stall_ms": round(percentile(stalls, 99), 1),
         "median_stall_ms": round(statistics.median(stalls) if stalls else 0.0, 2),
         "budget_ms": BUDGET_MS,
         "idle_worst_stall_ms": round(max(idle.stalls_ms(), default=0.0), 1),
@@ -127,7 +127,7 @@ def run(method: str, shape_name: str, work: Path) -> dict[str, object]:
     return result
 
 
-def _percentile(values: list[float], percent: float) -> float:
+def percentile(values: list[float], percent: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)

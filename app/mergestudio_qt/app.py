@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,9 +32,22 @@ def create_app(argv: Sequence[str] | None = None) -> QApplication:
 def preload_engine() -> None:
     """Import torch and the engine before the window shows. Importing torch holds the GIL
     for most of a second (loading its shared libraries); done in a worker thread later, it
-    would freeze a window that is already on screen."""
-    import mergestudio.engine.merge  # noqa: F401
-    import torch  # noqa: F401
+    would freeze a window that is already on screen. What they create lives as long as
+    the app and is moved out of the garbage collector's reach (``import_long_lived``)."""
+    from mergestudio.collector import import_long_lived
+
+    import_long_lived(("torch", "mergestudio.engine.merge"))
+
+
+def warm_up_search() -> threading.Thread:
+    """Import what a search needs (``mergestudio.search.prepare_imports``, ~2.5 s) in
+    a background thread while the window is on screen. A search does it itself when
+    started before this ends; done then, the imports stalled the window up to 0.1 s."""
+    from mergestudio.search import prepare_imports
+
+    thread = threading.Thread(target=prepare_imports, name="mergestudio-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def open_window(project: Path | None = None, demo: bool = False) -> MainWindow:
@@ -46,6 +60,7 @@ def open_window(project: Path | None = None, demo: bool = False) -> MainWindow:
     window.show()
     if splash is not None:
         splash.finish(window)
+    warm_up_search()
     if project is not None:
         window.open_project(project)
     elif demo or not preferences.demo_opened:

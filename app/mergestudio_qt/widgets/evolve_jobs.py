@@ -68,8 +68,9 @@ class SearchJob(Job):
         self._baselines_cancel.cancel()
 
     def work(self) -> Any:
-        from mergestudio.search import resume_search, start_search
+        from mergestudio.search import prepare_imports, resume_search, start_search
 
+        prepare_imports()
         quiet_transformers()
         if self.spec is not None:
             self._pending_baselines = self._score_baselines(self.spec)
