@@ -132,8 +132,9 @@ class _Kept:
 
     Magnitude sparsifiers also give their rules: entries in the top rules (one per
     model) and not in the drop rules (Breadcrumbs) are kept; DARE on the compiled path
-    gives its hashed streams. The compiled CPU path applies those itself and calls ``mask`` only
-    when there are neither, with τ = None (such masks never look at τ)."""
+    gives its hashed streams. The compiled CPU path applies those itself and calls
+    ``mask`` only when there are neither (DELLA's stored masks), with τ = None, from two
+    threads at once: such masks never look at τ and keep no state between chunks."""
 
     mask: ChunkMask
     scales: list[float]
