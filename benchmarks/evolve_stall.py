@@ -19,23 +19,21 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from benchmarks.ui_stall import BUDGET_MS, HEARTBEAT_MS, Heartbeat, percentile
+from benchmarks.ui_stall import BUDGET_MS, stall_summary, time_with_heartbeat
 
 
 def run(evaluations: int) -> dict[str, object]:
     from mergestudio_qt.app import create_app, preload_engine, warm_up_search
     from mergestudio_qt.main_window import MainWindow
     from mergestudio_qt.preferences import Preferences
-    from PySide6.QtCore import QEventLoop, QTimer
+    from PySide6.QtCore import QEventLoop
 
     scratch = Path(tempfile.mkdtemp(prefix="evolve_stall_"))
     os.environ["MERGESTUDIO_CONFIG_DIR"] = str(scratch / "config")
@@ -58,31 +56,16 @@ def run(evaluations: int) -> dict[str, object]:
     if page.check_setup() is None:
         raise SystemExit(f"the demo search does not set up: {page.setup.check_label.text()}")
 
-    heartbeat = Heartbeat(HEARTBEAT_MS)
-    outcome: list[str] = []
     trials: list[int] = []
-    done = QEventLoop()
     page.trial_added.connect(trials.append)
-    page.search_finished.connect(lambda state: (outcome.append(state), done.quit()))
-    heartbeat.start()
-    started = time.perf_counter()
-    QTimer.singleShot(0, page.start_search)  # pressed from inside the running loop
-    done.exec()
-    seconds = time.perf_counter() - started
-    heartbeat.stop()
+    status, seconds, stalls = time_with_heartbeat(page.start_search, page.search_finished)
     window.close()
-    stalls = heartbeat.stalls_ms()
     result = {
         "evaluations": evaluations,
-        "status": outcome[0] if outcome else "none",
+        "status": status,
         "trials_drawn": len(trials),
         "search_s": round(seconds, 1),
-        "beats": len(stalls),
-        "worst_stall_ms": round(max(stalls, default=0.0), 1),
-        "p99_stall_ms": round(percentile(stalls, 99), 1),
-        "median_stall_ms": round(statistics.median(stalls) if stalls else 0.0, 2),
-        "budget_ms": BUDGET_MS,
-        "load_average_1min": round(os.getloadavg()[0], 2),
+        **stall_summary(stalls),
     }
     shutil.rmtree(scratch, ignore_errors=True)
     del app

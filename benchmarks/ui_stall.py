@@ -18,7 +18,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -96,35 +98,50 @@ def run(method: str, shape_name: str, work: Path) -> dict[str, object]:
     pause.exec()
     idle.stop()
 
-    heartbeat = Heartbeat(HEARTBEAT_MS)
-    outcome: list[str] = []
-    done = QEventLoop()
-    page.merge_finished.connect(lambda status: (outcome.append(status), done.quit()))
-    heartbeat.start()
-    started = time.perf_counter()
-    QTimer.singleShot(0, page.merge_button.click)  # pressed from inside the running loop
-    done.exec()
-    seconds = time.perf_counter() - started
-    heartbeat.stop()
+    status, seconds, stalls = time_with_heartbeat(page.merge_button.click, page.merge_finished)
     window.close()
-    stalls = heartbeat.stalls_ms()
     result = {
         "shape": shape_name,
         "parameters_m": round(SHAPES[shape_name].parameters / 1e6, 1),
         "method": method,
-        "status": outcome[0] if outcome else "none",
+        "status": status,
         "merge_s": round(seconds, 2),
+        **stall_summary(stalls),
+        "idle_worst_stall_ms": round(max(idle.stalls_ms(), default=0.0), 1),
+    }
+    shutil.rmtree(scratch, ignore_errors=True)
+    del app
+    return result
+
+
+def time_with_heartbeat(press: Callable[[], None], finished: Any) -> tuple[str, float, list[float]]:
+    """Call ``press`` from inside a running event loop and run the loop until
+    ``finished(status)`` fires, with a heartbeat: (status, seconds, stalls in ms)."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    heartbeat = Heartbeat(HEARTBEAT_MS)
+    outcome: list[str] = []
+    done = QEventLoop()
+    finished.connect(lambda status: (outcome.append(status), done.quit()))
+    heartbeat.start()
+    started = time.perf_counter()
+    QTimer.singleShot(0, press)  # pressed from inside the running loop, as a click is
+    done.exec()
+    seconds = time.perf_counter() - started
+    heartbeat.stop()
+    return (outcome[0] if outcome else "none"), seconds, heartbeat.stalls_ms()
+
+
+def stall_summary(stalls: list[float]) -> dict[str, float | int]:
+    """The numbers a stall benchmark reports: beats, worst, p99 and median stall."""
+    return {
         "beats": len(stalls),
         "worst_stall_ms": round(max(stalls, default=0.0), 1),
         "p99_stall_ms": round(percentile(stalls, 99), 1),
         "median_stall_ms": round(statistics.median(stalls) if stalls else 0.0, 2),
         "budget_ms": BUDGET_MS,
-        "idle_worst_stall_ms": round(max(idle.stalls_ms(), default=0.0), 1),
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
-    shutil.rmtree(scratch, ignore_errors=True)
-    del app
-    return result
 
 
 def percentile(values: list[float], percent: float) -> float:

@@ -327,6 +327,8 @@ def _combine_compiled(
     divisor, scale32 = np.float32(how.linear_divisor), np.float32(how.scale)
     fits = scratch is not None and scratch.dtype == torch.float32 and scratch.numel() == numel
     out = scratch.numpy() if fits and scratch is not None else np.empty(numel, dtype=np.float32)
+    # The arguments every combining kernel ends with: how kept values are joined, and where.
+    joining = (coefficient, weight, consensus, normalize, divisor, scale32, out)
     if kept.mask is None or kept.top is not None:
         top = kept.top or [TopK.keep_all(numel)] * n
         drop = kept.drop or [TopK.keep_none()] * n
@@ -339,21 +341,7 @@ def _combine_compiled(
 
         def combine(piece: tuple[int, int, np.ndarray, np.ndarray]) -> None:
             start, stop, lower, upper = piece
-            kernels.combine(
-                rows,
-                b,
-                start,
-                stop,
-                lower,
-                upper,
-                coefficient,
-                weight,
-                consensus,
-                normalize,
-                divisor,
-                scale32,
-                out,
-            )
+            kernels.combine(rows, b, start, stop, lower, upper, *joining)
 
         run_parallel(combine, pieces)
         return torch.from_numpy(out)
@@ -363,21 +351,7 @@ def _combine_compiled(
 
         def combine_random(piece: tuple[int, int]) -> None:
             start, stop = piece
-            kernels.combine_random(
-                rows,
-                b,
-                start,
-                stop,
-                keys,
-                thresholds,
-                coefficient,
-                weight,
-                consensus,
-                normalize,
-                divisor,
-                scale32,
-                out,
-            )
+            kernels.combine_random(rows, b, start, stop, keys, thresholds, *joining)
 
         run_parallel(combine_random, halves(0, numel))
         return torch.from_numpy(out)
@@ -391,9 +365,7 @@ def _combine_compiled(
             mask = _as_numpy(chunk_mask(start, stop, None))
             masks = tuple(np.ascontiguousarray(row) for row in mask)
             masks += (np.zeros(stop - start, dtype=np.bool_),) * pad
-            kernels.combine_masked(
-                rows, b, start, masks, coefficient, weight, consensus, normalize, divisor, scale32, out
-            )
+            kernels.combine_masked(rows, b, start, masks, *joining)
 
     run_parallel(combine_masked, halves(0, numel))
     return torch.from_numpy(out)

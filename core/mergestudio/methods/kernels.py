@@ -269,10 +269,11 @@ def tie_cut(x: np.ndarray, base: np.ndarray, has_base: bool, threshold: Scalar, 
 # scalars: that shape lets the compiler keep every model's value in registers and
 # vectorise over entries (a loop over an (n, L) array ran ten times slower).
 #
-# Each public kernel calls its (inlined) loop once per setting of the flags, with the
-# flags as constants: LLVM then compiles one flag-free loop per setting. Left to itself
-# it kept the flag tests in the loop for the larger loops, and those did not vectorise
-# (7 ms against 50-70 ms for 11.5M entries × 3 models with hashed draws).
+# The three public kernels differ only in their keep rule; they share one loop
+# (``_combining_loop``), which ``_combine_with`` calls once per setting of the flags, with
+# the flags as constants: LLVM then compiles one flag-free loop per setting. Left to
+# itself it kept the flag tests in the loop for the larger loops, and those did not
+# vectorise (7 ms against 50-70 ms for 11.5M entries × 3 models with hashed draws).
 SLOTS = 4
 
 
@@ -332,35 +333,94 @@ def _slot_values(values: np.ndarray) -> tuple[Scalar, Scalar, Scalar, Scalar]:
     return values[0], values[1], values[2], values[3]
 
 
+# A model's keep rule: whether the entry at chunk position j, task-vector value d, is
+# kept, from that model's rule data (per slot; the combining loop calls it with a
+# constant function, so it is compiled into the loop).
+
+
 @_inlined
-def _threshold_loop(
+def _keep_band(rule: tuple[Scalar, Scalar], j: int, d: Scalar) -> bool:
+    """rule = (t, u): kept where t < |d| <= u."""
+    a = abs(d)
+    return bool((a > rule[0]) & (a <= rule[1]))
+
+
+@_inlined
+def _keep_hashed(rule: tuple[np.uint32, np.uint32], j: int, d: Scalar) -> bool:
+    """rule = (key + chunk start, threshold): DARE's draw for position j (``random_mask``)."""
+    return bool((_mix32(np.uint32(rule[0] + np.uint32(j))) >> np.uint32(17)) < rule[1])
+
+
+@_inlined
+def _keep_masked(rule: np.ndarray, j: int, d: Scalar) -> bool:
+    """rule = the chunk's keep mask (L,) bool."""
+    return bool(rule[j])
+
+
+Rules: TypeAlias = tuple[Any, Any, Any, Any]
+Slots: TypeAlias = tuple[Scalar, Scalar, Scalar, Scalar]
+
+
+@_inlined
+def _combining_loop(
+    keep: Callable[[Any, int, Scalar], bool],
     rows: tuple[np.ndarray, ...],
     b: np.ndarray,
     o: np.ndarray,
-    thresholds: tuple[Scalar, Scalar, Scalar, Scalar],
-    uppers: tuple[Scalar, Scalar, Scalar, Scalar],
-    coefficients: tuple[Scalar, Scalar, Scalar, Scalar],
-    weights: tuple[Scalar, Scalar, Scalar, Scalar],
+    rules: Rules,
+    coefficients: Slots,
+    weights: Slots,
     consensus: bool,
     normalize: bool,
     divisor: Scalar,
     scale: Scalar,
 ) -> None:
+    """o[j] = b[j] + scale · the merged kept values of position j (``_merged``), model i's
+    value coefficients[i] · (rows[i][j] − b[j]) kept where keep(rules[i], j, ·)."""
     x0, x1, x2, x3 = rows
-    t0, t1, t2, t3 = thresholds
-    u0, u1, u2, u3 = uppers
+    r0, r1, r2, r3 = rules
     c0, c1, c2, c3 = coefficients
     for j in range(b.shape[0]):
         bj = b[j]
         d0, d1, d2, d3 = x0[j] - bj, x1[j] - bj, x2[j] - bj, x3[j] - bj
-        a0, a1, a2, a3 = abs(d0), abs(d1), abs(d2), abs(d3)
+        # Every value is computed and then selected: a load inside a condition keeps the
+        # loop from vectorising (30x slower).
         values = (
-            _selected(c0 * d0, (a0 > t0) & (a0 <= u0)),
-            _selected(c1 * d1, (a1 > t1) & (a1 <= u1)),
-            _selected(c2 * d2, (a2 > t2) & (a2 <= u2)),
-            _selected(c3 * d3, (a3 > t3) & (a3 <= u3)),
+            _selected(c0 * d0, keep(r0, j, d0)),
+            _selected(c1 * d1, keep(r1, j, d1)),
+            _selected(c2 * d2, keep(r2, j, d2)),
+            _selected(c3 * d3, keep(r3, j, d3)),
         )
         o[j] = bj + scale * _merged(values, weights, consensus, normalize, divisor)
+
+
+@_inlined
+def _combine_with(
+    keep: Callable[[Any, int, Scalar], bool],
+    rows: tuple[np.ndarray, ...],
+    base: np.ndarray,
+    start: int,
+    stop: int,
+    rules: Rules,
+    coefficients: np.ndarray,
+    weights: np.ndarray,
+    consensus: bool,
+    normalize: bool,
+    linear_divisor: Scalar,
+    scale: Scalar,
+    out: np.ndarray,
+) -> None:
+    """``out[start:stop]`` by ``_combining_loop``, compiled once per flag setting."""
+    x = _slot_rows(rows, start, stop)
+    b, o = base[start:stop], out[start:stop]
+    c, w = _slot_values(coefficients), _slot_values(weights)
+    divisor = linear_divisor if normalize else np.float32(1.0)
+    if consensus and normalize:
+        _combining_loop(keep, x, b, o, rules, c, w, True, True, divisor, scale)
+    elif consensus:
+        _combining_loop(keep, x, b, o, rules, c, w, True, False, divisor, scale)
+    else:
+        _combining_loop(keep, x, b, o, rules, c, w, False, False, divisor, scale)
 
 
 @_compiled
@@ -392,44 +452,27 @@ def combine(
     Shapes: rows (numel,) float32; thresholds, uppers, coefficients, weights (SLOTS,)
     float32; base, out (numel,) float32.
     """
-    x = _slot_rows(rows, start, stop)
-    b, o = base[start:stop], out[start:stop]
-    t, u = _slot_values(thresholds), _slot_values(uppers)
-    c, w = _slot_values(coefficients), _slot_values(weights)
-    divisor = linear_divisor if normalize else np.float32(1.0)
-    if consensus and normalize:
-        _threshold_loop(x, b, o, t, u, c, w, True, True, divisor, scale)
-    elif consensus:
-        _threshold_loop(x, b, o, t, u, c, w, True, False, divisor, scale)
-    else:
-        _threshold_loop(x, b, o, t, u, c, w, False, False, divisor, scale)
-
-
-@_inlined
-def _masked_loop(
-    rows: tuple[np.ndarray, ...],
-    masks: tuple[np.ndarray, ...],
-    b: np.ndarray,
-    o: np.ndarray,
-    coefficients: tuple[Scalar, Scalar, Scalar, Scalar],
-    weights: tuple[Scalar, Scalar, Scalar, Scalar],
-    consensus: bool,
-    normalize: bool,
-    divisor: Scalar,
-    scale: Scalar,
-) -> None:
-    x0, x1, x2, x3 = rows
-    m0, m1, m2, m3 = masks
-    c0, c1, c2, c3 = coefficients
-    for j in range(b.shape[0]):
-        bj = b[j]
-        values = (
-            _selected(c0 * (x0[j] - bj), m0[j]),
-            _selected(c1 * (x1[j] - bj), m1[j]),
-            _selected(c2 * (x2[j] - bj), m2[j]),
-            _selected(c3 * (x3[j] - bj), m3[j]),
-        )
-        o[j] = bj + scale * _merged(values, weights, consensus, normalize, divisor)
+    rules = (
+        (thresholds[0], uppers[0]),
+        (thresholds[1], uppers[1]),
+        (thresholds[2], uppers[2]),
+        (thresholds[3], uppers[3]),
+    )
+    _combine_with(
+        _keep_band,
+        rows,
+        base,
+        start,
+        stop,
+        rules,
+        coefficients,
+        weights,
+        consensus,
+        normalize,
+        linear_divisor,
+        scale,
+        out,
+    )
 
 
 @_compiled
@@ -449,47 +492,21 @@ def combine_masked(
     """``combine`` with the keep decisions given: model i's entry ``start + j`` is kept
     where ``masks[i][j]`` (masks (L,) bool)."""
     stop = start + masks[0].shape[0]
-    x = _slot_rows(rows, start, stop)
-    b, o = base[start:stop], out[start:stop]
-    c, w = _slot_values(coefficients), _slot_values(weights)
-    divisor = linear_divisor if normalize else np.float32(1.0)
-    if consensus and normalize:
-        _masked_loop(x, masks, b, o, c, w, True, True, divisor, scale)
-    elif consensus:
-        _masked_loop(x, masks, b, o, c, w, True, False, divisor, scale)
-    else:
-        _masked_loop(x, masks, b, o, c, w, False, False, divisor, scale)
-
-
-@_inlined
-def _hashed_loop(
-    rows: tuple[np.ndarray, ...],
-    b: np.ndarray,
-    o: np.ndarray,
-    counters: tuple[np.uint32, np.uint32, np.uint32, np.uint32],
-    thresholds: tuple[np.uint32, np.uint32, np.uint32, np.uint32],
-    coefficients: tuple[Scalar, Scalar, Scalar, Scalar],
-    weights: tuple[Scalar, Scalar, Scalar, Scalar],
-    consensus: bool,
-    normalize: bool,
-    divisor: Scalar,
-    scale: Scalar,
-) -> None:
-    x0, x1, x2, x3 = rows
-    k0, k1, k2, k3 = counters
-    t0, t1, t2, t3 = thresholds
-    c0, c1, c2, c3 = coefficients
-    shift = np.uint32(17)
-    for j in range(b.shape[0]):
-        bj = b[j]
-        position = np.uint32(j)
-        values = (
-            _selected(c0 * (x0[j] - bj), (_mix32(np.uint32(k0 + position)) >> shift) < t0),
-            _selected(c1 * (x1[j] - bj), (_mix32(np.uint32(k1 + position)) >> shift) < t1),
-            _selected(c2 * (x2[j] - bj), (_mix32(np.uint32(k2 + position)) >> shift) < t2),
-            _selected(c3 * (x3[j] - bj), (_mix32(np.uint32(k3 + position)) >> shift) < t3),
-        )
-        o[j] = bj + scale * _merged(values, weights, consensus, normalize, divisor)
+    _combine_with(
+        _keep_masked,
+        rows,
+        base,
+        start,
+        stop,
+        masks,
+        coefficients,
+        weights,
+        consensus,
+        normalize,
+        linear_divisor,
+        scale,
+        out,
+    )
 
 
 @_compiled
@@ -511,19 +528,24 @@ def combine_random(
     """``combine`` with DARE's keep decisions hashed in the loop, as ``random_mask``
     draws them from keys[i] and thresholds[i] (keys, thresholds (SLOTS,) uint32; an
     unused slot has threshold 0): no mask is stored or read."""
-    x = _slot_rows(rows, start, stop)
-    b, o = base[start:stop], out[start:stop]
-    k = (
-        np.uint32(keys[0] + start),
-        np.uint32(keys[1] + start),
-        np.uint32(keys[2] + start),
-        np.uint32(keys[3] + start),
+    rules = (
+        (np.uint32(keys[0] + start), thresholds[0]),
+        (np.uint32(keys[1] + start), thresholds[1]),
+        (np.uint32(keys[2] + start), thresholds[2]),
+        (np.uint32(keys[3] + start), thresholds[3]),
     )
-    t, c, w = _slot_values(thresholds), _slot_values(coefficients), _slot_values(weights)
-    divisor = linear_divisor if normalize else np.float32(1.0)
-    if consensus and normalize:
-        _hashed_loop(x, b, o, k, t, c, w, True, True, divisor, scale)
-    elif consensus:
-        _hashed_loop(x, b, o, k, t, c, w, True, False, divisor, scale)
-    else:
-        _hashed_loop(x, b, o, k, t, c, w, False, False, divisor, scale)
+    _combine_with(
+        _keep_hashed,
+        rows,
+        base,
+        start,
+        stop,
+        rules,
+        coefficients,
+        weights,
+        consensus,
+        normalize,
+        linear_divisor,
+        scale,
+        out,
+    )
