@@ -130,6 +130,19 @@ def test_write_task_round_trips(tmp_path: Path) -> None:
     assert task.limited(1).items == (items[0],)
 
 
+def test_a_task_file_is_parsed_again_only_when_it_changes(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    write_task(path, [GenerationItem("a", "p1", ("t1",))])
+    first = load_task(path)
+    assert load_task(path) is first  # unchanged: the parsed task is shared
+    write_task(path, [GenerationItem("a", "p1", ("t1",)), GenerationItem("b", "p2", ("t2",))])
+    changed = load_task(path)
+    assert [i.id for i in changed.items] == ["a", "b"]
+    path.write_text("not json\n")
+    with pytest.raises(TaskFormatError, match="expected a JSON object|not valid JSON"):
+        load_task(path)  # a broken file is an error again, never the old task
+
+
 # -- metrics ---------------------------------------------------------------------------
 
 
