@@ -236,19 +236,11 @@ def evaluate_model(folder: str, task_files: Sequence[str], limit: int | None, ev
                    cancel: CancelToken) -> EvalReport:
     """The evaluation package's entry point, on the CPU (demo models are tiny)."""
     from mergestudio.evaluate import evaluate_path
+    from mergestudio.evaluate.lm import quiet_transformers
 
     quiet_transformers()
     return evaluate_path(folder, task_files, limit=limit, device="cpu", events=events, cancel=cancel)
 
-
-def quiet_transformers() -> None:
-    """transformers prints a progress bar per model load; the window has its own."""
-    try:
-        from transformers.utils import logging
-    except ImportError:
-        return
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()
 
 
 # ---- environment --------------------------------------------------------------------------

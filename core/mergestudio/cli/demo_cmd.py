@@ -55,8 +55,9 @@ def run_build(args: argparse.Namespace) -> int:
 
     from mergestudio.demo.build import ZooConfig, build_zoo
     from mergestudio.demo.paths import default_zoo_dir
+    from mergestudio.evaluate.lm import quiet_transformers
 
-    _quiet_transformers()
+    quiet_transformers()
     config = ZooConfig.miniature() if args.miniature else ZooConfig()
     config = dataclasses.replace(config, seed=args.seed, threads=args.threads)
     out = args.out or default_zoo_dir()
@@ -76,10 +77,3 @@ def run_info(args: argparse.Namespace) -> int:
     print(describe_zoo(args.dir or default_zoo_dir()))
     return 0
 
-
-def _quiet_transformers() -> None:
-    """transformers draws its own progress bars for every save and load; ours suffice."""
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    logging.set_verbosity_error()  # type: ignore[no-untyped-call]

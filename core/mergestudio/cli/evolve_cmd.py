@@ -38,6 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def run(args: argparse.Namespace) -> int:
+    from mergestudio.evaluate.lm import quiet_transformers
     from mergestudio.search import SearchControl, resume_search, start_search
     from mergestudio.search.report import format_summary, summarize
     from mergestudio.search.runner import describe_outcome
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume != (len(args.paths) == 1) or len(args.paths) > 2:
         print("usage: mergestudio evolve SPEC RUN | mergestudio evolve --resume RUN", file=sys.stderr)
         return 2
-    _quiet_transformers()
+    quiet_transformers()
     control = SearchControl()
     previous = signal.signal(signal.SIGINT, lambda *_: _interrupt(control))
     sink = SearchPrinter(quiet=args.quiet or args.json)
@@ -72,13 +73,6 @@ def _spec_with_budget(path: Path, evaluations: int | None) -> SearchSpec:
         return spec
     return spec.model_copy(update={"budget": spec.budget.model_copy(update={"evaluations": evaluations})})
 
-
-def _quiet_transformers() -> None:
-    """transformers draws a progress bar for every load; the trial lines suffice."""
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    logging.set_verbosity_error()  # type: ignore[no-untyped-call]
 
 
 def _interrupt(control: object) -> None:

@@ -323,3 +323,14 @@ def _batches(rows: Sequence[Any], batch_size: int, key: Callable[[Any], int]) ->
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     order = sorted(range(len(rows)), key=lambda i: -key(rows[i]))
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def quiet_transformers() -> None:
+    """transformers draws a progress bar and logs for every load and save; a window or a
+    command line has its own progress (no-op without transformers)."""
+    try:
+        from transformers.utils import logging
+    except ImportError:
+        return
+    logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    logging.set_verbosity_error()  # type: ignore[no-untyped-call]
