@@ -1,8 +1,8 @@
 """``mergestudio --smoke``: prove in a few seconds that an installation works end to end.
 
-It imports the heavy libraries, builds the studio's main window offscreen, merges two
-demo models in memory, evaluates one task item on the merge, and prints one line with
-versions and timings. The same command runs on the frozen (PyInstaller) binary, where it
+It imports the heavy libraries, builds the studio's main window offscreen, starts a
+child process the way a search does, merges two demo models in memory, evaluates one
+task item on the merge, and prints one line with versions and timings. The same command runs on the frozen (PyInstaller) binary, where it
 catches what only breaks there: a module or Qt plugin left out of the bundle, data files
 not found, a missing system library.
 
@@ -132,6 +132,10 @@ def _run_stages(report: SmokeReport) -> None:
         report.facts["frozen"] = "yes" if getattr(sys, "frozen", False) else "no"
     with report.stage("window"):
         report.facts["platform"], report.facts["window"] = _build_window()
+    with report.stage("search-process"):
+        from mergestudio.search.process import check_child_process
+
+        report.facts["search-process"] = check_child_process().replace(" ", "-")
     with tempfile.TemporaryDirectory(prefix="mergestudio-smoke-") as scratch:
         with report.stage("zoo"):
             zoo, report.facts["zoo"] = _find_or_make_zoo(Path(scratch))

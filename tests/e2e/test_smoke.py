@@ -30,9 +30,12 @@ def test_smoke_builds_window_merges_evaluates_and_prints_one_line() -> None:
     assert len(lines) == 1, result.stdout
     line = lines[0]
     assert line.startswith("mergestudio ") and " smoke ok " in line
-    for expected in ("torch ", "PySide6 ", "pyqtgraph ", "window=MainWindow", "platform=offscreen", "merged=", "eval="):
+    for expected in (
+        "torch ", "PySide6 ", "pyqtgraph ", "window=MainWindow", "platform=offscreen", "search-process=optuna-",
+        "merged=", "eval=",
+    ):
         assert expected in line
-    for stage in ("import", "window", "zoo", "merge", "eval", "total"):
+    for stage in ("import", "window", "search-process", "zoo", "merge", "eval", "total"):
         assert f" {stage} " in line
 
 

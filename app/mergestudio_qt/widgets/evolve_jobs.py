@@ -2,9 +2,10 @@
 into signals carrying the engine's own frozen dataclasses (plain data); none touches a
 widget.
 
-Baselines are scored in the search's own worker, before its first trial, rather than in
-a second thread beside it: the engine fixes torch's (process-wide) thread count for the
-run so scores repeat exactly, and two jobs setting and restoring it would race.
+A search runs in a child process (``mergestudio.search.process``): its job's thread only
+relays the events the child sends. Baselines are scored there too, before the first
+trial, so scores repeat exactly: the engine fixes torch's (process-wide) thread count for
+the run.
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mergestudio.errors import Cancelled, MergeStudioError
-from mergestudio.events import CancelToken
+from mergestudio.evaluate.lm import quiet_transformers
 from mergestudio.search import events as ev
-from mergestudio.search.control import SearchControl
+from mergestudio.search.process import BaselinesScored, SearchProcess, SearchRequest
 from PySide6.QtCore import Signal
 
 from mergestudio_qt.jobs import Job
-from mergestudio_qt.workers import quiet_transformers
 
 if TYPE_CHECKING:
     from mergestudio.search.baselines import Baseline
@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 
 
 class SearchJob(Job):
-    """Start a new run (``spec`` given) or resume the one in ``run_dir``. Pause, resume
-    and stop are safe from the GUI thread; ``cancel`` abandons the current trial (it is
-    re-queued for the next resume)."""
+    """Start a new run (``spec`` given) or resume the one in ``run_dir``, in a child
+    process. Pause, resume and stop are safe from the GUI thread; ``cancel`` abandons the
+    current trial (it is re-queued for the next resume)."""
 
     search_started = Signal(object)  # SearchStarted
     trial_started = Signal(object)  # TrialStarted
@@ -43,75 +43,39 @@ class SearchJob(Job):
 
     def __init__(self, run_dir: Path, spec: SearchSpec | None = None, evaluations: int | None = None) -> None:
         super().__init__()
-        self.run_dir = run_dir
-        self.spec = spec
-        self.evaluations = evaluations
-        self.control = SearchControl(self.cancel_token)
-        # Scoring the baselines comes before the first trial; Stop ends it too, so a
-        # search stopped then never starts.
-        self._baselines_cancel = CancelToken()
-        self._pending_baselines: list[Baseline] | None = None
+        self.process = SearchProcess(SearchRequest(run_dir, spec, evaluations))
 
     # safe from any thread
     def pause(self) -> None:
-        self.control.pause()
+        self.process.pause()
 
     def resume(self) -> None:
-        self.control.resume()
+        self.process.resume()
 
     def stop(self) -> None:
-        self.control.stop()
-        self._baselines_cancel.cancel()
+        self.process.stop()
 
     def cancel(self) -> None:
-        self.control.cancel()
-        self._baselines_cancel.cancel()
+        super().cancel()
+        self.process.cancel()
 
     def work(self) -> Any:
-        from mergestudio.search import prepare_imports, resume_search, start_search
-
-        prepare_imports()
-        quiet_transformers()
-        if self.spec is not None:
-            self._pending_baselines = self._score_baselines(self.spec)
-            self._stop_if_asked()
-            return start_search(self.spec, self.run_dir, events=self.events, control=self.control)
-        self._resume_baselines()
-        self._stop_if_asked()
-        return resume_search(
-            self.run_dir, events=self.events, control=self.control, evaluations=self.evaluations
-        )
-
-    def _stop_if_asked(self) -> None:
-        """Stop or Cancel while the baselines were scored: end before the run starts."""
-        if self.control.stop_requested:
-            raise Cancelled("stopped before the first trial")
-
-    def _score_baselines(self, spec: SearchSpec) -> list[Baseline] | None:
-        """Before the first trial; saved once the run folder exists (SearchStarted)."""
-        from mergestudio.search.baselines import compute_baselines
-
+        process = self.process
+        process.start()
         try:
-            baselines = compute_baselines(spec, events=self.events, cancel=self._baselines_cancel)
-        except Cancelled:
-            return None  # Stop or Cancel: _stop_if_asked ends the job
-        except MergeStudioError as error:  # the search is still worth running without them
-            self.log.emit(f"baselines not scored: {error}", "warning")
-            return None
-        self.baselines_ready.emit(baselines)
-        return baselines
-
-    def _resume_baselines(self) -> None:
-        from mergestudio.search.baselines import run_baselines
-
-        try:
-            self.baselines_ready.emit(
-                run_baselines(self.run_dir, events=self.events, cancel=self._baselines_cancel)
-            )
-        except Cancelled:
-            return
-        except MergeStudioError as error:
-            self.log.emit(f"baselines not scored: {error}", "warning")
+            for event in process.events():
+                self.events(event)
+        finally:
+            process.close()
+        ended = process.ended
+        assert ended is not None  # events() raises when the child ends without saying
+        if ended.how == "cancelled":
+            raise Cancelled("the search was cancelled")
+        if ended.how == "failed":
+            if ended.details:
+                self.log.emit(ended.details, "debug")
+            raise MergeStudioError(ended.error)
+        return ended.outcome
 
     def events(self, event: object) -> None:
         if isinstance(event, ev.TrialFinished):
@@ -125,17 +89,11 @@ class SearchJob(Job):
         elif isinstance(event, ev.SearchStateChanged):
             self.state_changed.emit(event)
         elif isinstance(event, ev.SearchStarted):
-            self._save_baselines()
             self.search_started.emit(event)
+        elif isinstance(event, BaselinesScored):
+            self.baselines_ready.emit(list(event.baselines))
         else:
             super().events(event)
-
-    def _save_baselines(self) -> None:
-        from mergestudio.search.baselines import save_baselines
-
-        if self._pending_baselines is not None and self.spec is not None:
-            save_baselines(self.run_dir, self.spec, self._pending_baselines)
-            self._pending_baselines = None
 
 
 @dataclass(frozen=True)
