@@ -367,3 +367,31 @@ def test_views_follow_the_data_until_zoomed(qtbot, studio: Studio) -> None:
     plot.plot_item.autoBtn.clicked.emit(plot.plot_item.autoBtn)  # "A": follow again
     (x0, x1), _ = box.viewRange()
     assert x0 == 0 and x1 >= len(history) and not any(box.autoRangeEnabled())
+
+
+
+def test_ticks_redraw_one_part_each_in_turn_until_all_are_current(qtbot, studio: Studio) -> None:
+    """While trials land, each tick redraws one plot (or the table with the genome), so
+    no turn of the event loop repaints the whole dashboard; after one tick per part every
+    part shows the newest trial, and the timer stops when nothing is out of date."""
+    page, history, rng = _synthetic_page(qtbot, studio, 40)
+    page._redraw_timer.stop()
+    calls: list[int] = []
+    page._parts = [
+        (lambda i=i, draw=draw: (calls.append(i), draw())[-1]) for i, draw in enumerate(page._parts)
+    ]
+    _add_trial(history, rng)
+    page._mark_dirty()
+    page._tick()
+    assert len(calls) == 1 and page.table_model.rowCount() == 40  # one part; the table waits
+    _add_trial(history, rng)  # a trial lands mid-round: every part is out of date again
+    page._mark_dirty()
+    for _ in range(len(page._parts)):
+        page._tick()
+    assert sorted(calls[1:]) == list(range(len(page._parts)))  # each part once, in turn
+    assert calls[1] == (calls[0] + 1) % len(page._parts)  # the round goes on, not back to 0
+    assert page.table_model.rowCount() == len(history) == 42
+    assert len(page.fitness_plot.cloud._x) == 42
+    assert page._redraw_timer.isActive()
+    page._tick()  # nothing out of date: the timer stops
+    assert not page._redraw_timer.isActive() and len(calls) == 1 + len(page._parts)

@@ -14,7 +14,9 @@ estimator, are drawn as labelled reference points.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,8 @@ from mergestudio.search.baselines import Baseline
 from mergestudio.search.dashboard import TrialHistory, best_trial, genome_layout
 from mergestudio.search.spec import SearchSpec, SpecError
 from mergestudio.search.store import RunFolder
-from PySide6.QtCore import QItemSelectionModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
-from PySide6.QtGui import QFont, QFontDatabase, QKeySequence, QShortcut
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, QRect, QSortFilterProxyModel, Qt, QTimer, Signal
+from PySide6.QtGui import QFont, QFontDatabase, QKeySequence, QShortcut, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -60,7 +62,12 @@ from mergestudio_qt.widgets.evolve_plots import (
 from mergestudio_qt.widgets.evolve_setup import SetupPanel
 from mergestudio_qt.widgets.evolve_trials import SORT_ROLE, TrialTableModel
 
-REDRAW_MS = 50  # at most 20 redraws a second, however fast trials finish
+# The hidden dashboard is rendered ahead this long after the page first shows, a piece
+# every step (each 5-25 ms).
+RENDER_AHEAD_DELAY_MS = 300
+RENDER_AHEAD_STEP_MS = 30
+REDRAWN_PARTS = 5  # the four plots, and the table with the genome
+REDRAW_MS = 50  # each plot redrawn at most 20 times a second, however fast trials finish
 LOG_LINES = 2000
 RUNNING_STATES = ("running", "paused", "stopping")
 CHECK_DELAY_MS = 400
@@ -101,11 +108,17 @@ class EvolvePage(QWidget):
         self.last_redraw_s = 0.0
         self._genome_builder: Any = None
         self._outcome = ""
-        self._dirty = False
+        # Parts of the dashboard (each plot; the table with the genome) redrawn one per
+        # tick, in turn: a full redraw with its repaint took up to ~120 ms when the axes
+        # changed (baselines or the first trials arriving), one part 15-30 ms.
+        self._parts: list[Callable[[], None]] = []
+        self._dashboard_rendered = False
+        self._dirty_parts: set[int] = set()
+        self._next_part = 0
         self._syncing_table = False
         self._number_digits = 0  # of the widest trial number, which the first column fits
         self._redraw_timer = QTimer(self)
-        self._redraw_timer.setInterval(REDRAW_MS)
+        self._redraw_timer.setInterval(REDRAW_MS // REDRAWN_PARTS)
         self._redraw_timer.timeout.connect(self._tick)
         # The setup is checked by the engine a moment after the last edit, not per keystroke.
         self._check_timer = QTimer(self)
@@ -145,7 +158,8 @@ class EvolvePage(QWidget):
         layout.addLayout(self._build_controls())
         self.tabs = QTabWidget(self)
         self.setup = SetupPanel(self.tabs)
-        self.tabs.addTab(self._build_dashboard(), "Dashboard")
+        self.dashboard = self._build_dashboard()
+        self.tabs.addTab(self.dashboard, "Dashboard")
         self.tabs.addTab(self.setup, "Setup")
         self.tabs.setCurrentWidget(self.setup)
         layout.addWidget(self.tabs, 1)
@@ -204,6 +218,8 @@ class EvolvePage(QWidget):
         grid.addWidget(self.parallel_plot, 1, 1)
         grid.setRowStretch(0, 3)
         grid.setRowStretch(1, 2)
+        self._parts = [partial(self._redraw_plot, plot) for plot in self.plots] + [self._redraw_lists]
+        assert len(self._parts) == REDRAWN_PARTS
         for plot in self.plots:
             plot.describe = self.describe_trial
             plot.trial_clicked.connect(self.select_trial)
@@ -288,6 +304,28 @@ class EvolvePage(QWidget):
         side.setStretchFactor(0, 2)
         side.setStretchFactor(1, 3)
         return side
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if not self._dashboard_rendered:
+            self._dashboard_rendered = True
+            QTimer.singleShot(RENDER_AHEAD_DELAY_MS, self, self._render_dashboard_ahead)
+
+    def _render_dashboard_ahead(self) -> None:
+        """Render the hidden dashboard off screen once, a piece per event-loop turn, while
+        the Setup tab is read. Its first paint (fonts, style, layouts: 70-100 ms here) then
+        does not come all at once when Start shows it, during the search."""
+        if self.dashboard.isVisible():
+            return  # shown already: painted for real
+        self.dashboard.resize(self.tabs.currentWidget().size())
+        pieces: list[QWidget] = [*self.plots, self.table, self.detail_tabs]
+        self.dashboard.grab(QRect(0, 0, 1, 1))  # lays the pieces out at their real sizes
+        for turn, piece in enumerate(pieces, start=1):
+            QTimer.singleShot(turn * RENDER_AHEAD_STEP_MS, self, partial(self._render_piece, piece))
+
+    def _render_piece(self, piece: QWidget) -> None:
+        if not self.dashboard.isVisible():
+            piece.grab()
 
     def _shortcuts(self) -> None:
         context = Qt.ShortcutContext.WidgetWithChildrenShortcut
@@ -399,12 +437,18 @@ class EvolvePage(QWidget):
         self.search_job = job
         self._outcome = ""
         self.engine_state = "running"
-        self.tabs.setCurrentIndex(0)
         self._update_controls()
-        # The dashboard's first paint (~50 ms: fonts, caches) now, before the worker
-        # competes for the interpreter: painted alongside it, it stalled the window 0.1 s.
-        self.tabs.currentWidget().repaint()
         jobs.start(job)
+        self._redraw_timer.stop()  # until the dashboard is on screen
+        QTimer.singleShot(0, self, self._show_dashboard)
+
+    def _show_dashboard(self) -> None:
+        """Show the dashboard as it is, and only then redraw its plots from the run, one
+        per tick: its paint on showing (40-70 ms) never shares a turn of the event loop
+        with the start's own work or with a plot's redraw."""
+        self.tabs.setCurrentWidget(self.dashboard)
+        if self._dirty_parts:
+            self._redraw_timer.start()
 
     def pause(self) -> None:
         if self.search_job is not None and self.engine_state == "running":
@@ -519,7 +563,7 @@ class EvolvePage(QWidget):
         self.search_job = None
         if self.engine_state in RUNNING_STATES:
             self.engine_state = self._outcome or "stopped"
-        self._tick()
+        self._flush()
         self._update_controls()
         # Last: the page is ready for the next start or resume.
         self.search_finished.emit(self._outcome or self.engine_state)
@@ -577,7 +621,7 @@ class EvolvePage(QWidget):
         )
         self._outcome = "opened"
         self.tabs.setCurrentIndex(0)
-        self._tick()
+        self._flush()
 
     def _on_hypervolume(self, curve: Any) -> None:
         if self.history is not None:
@@ -625,32 +669,52 @@ class EvolvePage(QWidget):
     # ---- redrawing -----------------------------------------------------------------------
 
     def _mark_dirty(self) -> None:
-        self._dirty = True
+        self._dirty_parts = set(range(len(self._parts)))
         if not self._redraw_timer.isActive():
             self._redraw_timer.start()
 
     def _tick(self) -> None:
-        if not self._dirty:
+        """Redraw the next part that is out of date (its repaint follows before the next
+        tick); stop when none is."""
+        if not self._dirty_parts:
             self._redraw_timer.stop()  # idle: no timer runs until the next event
             return
-        self._dirty = False
-        self.redraw()
+        count = len(self._parts)
+        turns = (i % count for i in range(self._next_part, self._next_part + count))
+        part = next(i for i in turns if i in self._dirty_parts)
+        self._dirty_parts.discard(part)
+        self._next_part = (part + 1) % count
+        self._parts[part]()
+
+    def _flush(self) -> None:
+        """Redraw now whatever is out of date (a search ended, a run was opened)."""
+        for part in sorted(self._dirty_parts):
+            self._parts[part]()
+        self._dirty_parts.clear()
 
     def redraw(self) -> None:
         """Every plot, the table and the genome from the history (one full redraw)."""
+        started = time.perf_counter()
+        self._dirty_parts.clear()
+        for draw in self._parts:
+            draw()
+        self.last_redraw_s = time.perf_counter() - started
+
+    def _redraw_plot(self, plot: TrialPlot) -> None:
+        if self.history is not None:
+            plot.redraw(self.history, self.baselines)
+
+    def _redraw_lists(self) -> None:
+        """The trial table, the genome of the best trial and the progress bar."""
         history = self.history
         if history is None:
             return
-        started = time.perf_counter()
-        for plot in self.plots:
-            plot.redraw(history, self.baselines)
         self.table_model.refresh()
         if len(history) and len(str(int(history.numbers.max()))) != self._number_digits:
             self._size_table_columns()
         if self.selected is None:
             self._show_genome(best_trial(history), best=True)
         self._set_progress()
-        self.last_redraw_s = time.perf_counter() - started
 
     def _size_table_columns(self) -> None:
         """Trial number and front mark as narrow as their contents; the objectives share

@@ -121,9 +121,21 @@ def keep_rendering(item: QGraphicsItem) -> None:
         keep_rendering(child)
 
 
+# Room for tick labels such as "0.125" or "12.5" from the start: an axis whose labels
+# outgrow their room widens, which re-lays out its plot and paints it twice.
+TICK_TEXT_WIDTH = 38
+
+
 def keep_axes_rendering(item: pg.PlotItem) -> None:
+    """Axes keep their rendering (``keep_rendering``) and their size: they widen for
+    wider tick labels but never narrow again, since every change of size re-lays out
+    the plot and renders it afresh (twice, as the labels are measured while painting)."""
     for name in ("left", "bottom", "top", "right"):
-        keep_rendering(item.getAxis(name))
+        axis = item.getAxis(name)
+        axis.setStyle(autoReduceTextSpace=False)
+        if name in ("left", "right"):
+            axis.setStyle(tickTextWidth=TICK_TEXT_WIDTH)
+        keep_rendering(axis)
 
 
 def short_label(members: Sequence[Baseline], limit: int = 14) -> str:
@@ -707,6 +719,9 @@ class TrialPlot(QWidget):
                 box.setRange(
                     xRange=wanted if axis == 0 else None, yRange=wanted if axis == 1 else None, padding=0
                 )
+                # The new transform now, not while painting: items told of it there ask for
+                # a second paint, which rendered the plot twice.
+                box.updateMatrix()
 
     def fit_evaluations(self, count: int) -> None:
         """The x axis (evaluations) grows in steps of half a power of ten, not with every
@@ -1243,6 +1258,9 @@ class GenomeHeatmap(QWidget):
         layout.setSpacing(2)
         self.title = QLabel("Genome", self)
         self.title.setObjectName("sectionTitle")
+        # Wrapped, so a long title never widens the inspector: that moved the splitter and
+        # re-laid out (and repainted) the whole dashboard when the first genome came in.
+        self.title.setWordWrap(True)
         layout.addWidget(self.title)
         self.plot = pg.PlotWidget(self)
         self.plot.setMenuEnabled(False)
