@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -28,12 +29,14 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from benchmarks.ui_stall import BUDGET_MS, stall_summary, time_with_heartbeat
 
+SETUP_READ_MS = 1500
+
 
 def run(evaluations: int) -> dict[str, object]:
     from mergestudio_qt.app import create_app, preload_engine, warm_up_search
     from mergestudio_qt.main_window import MainWindow
     from mergestudio_qt.preferences import Preferences
-    from PySide6.QtCore import QEventLoop
+    from PySide6.QtCore import QEventLoop, QTimer
 
     scratch = Path(tempfile.mkdtemp(prefix="evolve_stall_"))
     os.environ["MERGESTUDIO_CONFIG_DIR"] = str(scratch / "config")
@@ -51,21 +54,29 @@ def run(evaluations: int) -> dict[str, object]:
     warm_up.join()  # a person reads the window for a few seconds before pressing Start
     window.go_to("evolve")
     page = window.page("evolve")
+    reading = QEventLoop()  # and looks at the Setup tab a moment (the page renders ahead)
+    QTimer.singleShot(SETUP_READ_MS, reading.quit)
+    reading.exec()
     page.setup.evaluations.setValue(evaluations)
     page.setup.run_edit.setText(str(scratch / "run"))
     if page.check_setup() is None:
         raise SystemExit(f"the demo search does not set up: {page.setup.check_label.text()}")
 
-    trials: list[int] = []
-    page.trial_added.connect(trials.append)
-    status, seconds, stalls = time_with_heartbeat(page.start_search, page.search_finished)
+    trials: list[float] = []  # perf_counter() of each trial's arrival on the page
+    baselines: list[float] = []
+    page.trial_added.connect(lambda _number: trials.append(time.perf_counter()))
+    page.baselines_changed.connect(lambda: baselines.append(time.perf_counter()))
+    status, seconds, heartbeat, pressed = time_with_heartbeat(page.start_search, page.search_finished)
     window.close()
     result = {
         "evaluations": evaluations,
         "status": status,
         "trials_drawn": len(trials),
         "search_s": round(seconds, 1),
-        **stall_summary(stalls),
+        **stall_summary(heartbeat, pressed),
+        # When the page got them (seconds after Start), to place the stalls in the search.
+        "baselines_at_s": [round(t - pressed, 2) for t in baselines],
+        "first_trials_at_s": [round(t - pressed, 2) for t in trials[:3]],
     }
     shutil.rmtree(scratch, ignore_errors=True)
     del app

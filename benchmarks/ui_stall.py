@@ -41,6 +41,7 @@ class Heartbeat:
 
         self.interval_s = interval_ms / 1000
         self.gaps: list[float] = []
+        self.times: list[float] = []  # perf_counter() of each beat
         self._last = time.perf_counter()
         self.timer = QTimer()
         self.timer.setInterval(interval_ms)
@@ -56,10 +57,18 @@ class Heartbeat:
     def _beat(self) -> None:
         now = time.perf_counter()
         self.gaps.append(now - self._last)
+        self.times.append(now)
         self._last = now
 
     def stalls_ms(self) -> list[float]:
         return [max(0.0, (gap - self.interval_s) * 1000) for gap in self.gaps]
+
+    def worst(self, since: float, count: int = 5) -> list[list[float]]:
+        """The ``count`` longest stalls in time order: [seconds after ``since`` that
+        each ended, ms] (for finding what caused them)."""
+        stalls = self.stalls_ms()
+        longest = sorted(range(len(stalls)), key=stalls.__getitem__, reverse=True)[:count]
+        return [[round(self.times[i] - since, 2), round(stalls[i], 1)] for i in sorted(longest)]
 
 
 def run(method: str, shape_name: str, work: Path) -> dict[str, object]:
@@ -98,7 +107,7 @@ def run(method: str, shape_name: str, work: Path) -> dict[str, object]:
     pause.exec()
     idle.stop()
 
-    status, seconds, stalls = time_with_heartbeat(page.merge_button.click, page.merge_finished)
+    status, seconds, heartbeat, pressed = time_with_heartbeat(page.merge_button.click, page.merge_finished)
     window.close()
     result = {
         "shape": shape_name,
@@ -106,7 +115,7 @@ def run(method: str, shape_name: str, work: Path) -> dict[str, object]:
         "method": method,
         "status": status,
         "merge_s": round(seconds, 2),
-        **stall_summary(stalls),
+        **stall_summary(heartbeat, pressed),
         "idle_worst_stall_ms": round(max(idle.stalls_ms(), default=0.0), 1),
     }
     shutil.rmtree(scratch, ignore_errors=True)
@@ -114,9 +123,10 @@ def run(method: str, shape_name: str, work: Path) -> dict[str, object]:
     return result
 
 
-def time_with_heartbeat(press: Callable[[], None], finished: Any) -> tuple[str, float, list[float]]:
+def time_with_heartbeat(press: Callable[[], None], finished: Any) -> tuple[str, float, Heartbeat, float]:
     """Call ``press`` from inside a running event loop and run the loop until
-    ``finished(status)`` fires, with a heartbeat: (status, seconds, stalls in ms)."""
+    ``finished(status)`` fires, with a heartbeat: (status, seconds, the heartbeat, the
+    perf_counter() of the press)."""
     from PySide6.QtCore import QEventLoop, QTimer
 
     heartbeat = Heartbeat(HEARTBEAT_MS)
@@ -129,13 +139,16 @@ def time_with_heartbeat(press: Callable[[], None], finished: Any) -> tuple[str, 
     done.exec()
     seconds = time.perf_counter() - started
     heartbeat.stop()
-    return (outcome[0] if outcome else "none"), seconds, heartbeat.stalls_ms()
+    return (outcome[0] if outcome else "none"), seconds, heartbeat, started
 
 
-def stall_summary(stalls: list[float]) -> dict[str, float | int]:
-    """The numbers a stall benchmark reports: beats, worst, p99 and median stall."""
+def stall_summary(heartbeat: Heartbeat, since: float) -> dict[str, object]:
+    """The numbers a stall benchmark reports: beats, worst, p99 and median stall, and
+    the worst few with when they came (seconds after ``since``)."""
+    stalls = heartbeat.stalls_ms()
     return {
         "beats": len(stalls),
+        "worst_stalls_at": heartbeat.worst(since),
         "worst_stall_ms": round(max(stalls, default=0.0), 1),
         "p99_stall_ms": round(percentile(stalls, 99), 1),
         "median_stall_ms": round(statistics.median(stalls) if stalls else 0.0, 2),
