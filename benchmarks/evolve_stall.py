@@ -4,11 +4,12 @@ The window opens the bundled demo project (the zoo's base and specialists, their
 evaluation tasks), the Evolve page sets up a search from it with the Setup tab's
 defaults (population, estimator, objectives) and a small evaluation budget, and Start
 is pressed from inside the running event loop. A heartbeat timer on the GUI thread
-records the longest gap between beats while the worker scores the baselines, runs the
-trials and the page redraws its plots as each one lands. The studio imports the search's
-modules in the background once its window shows (``warm_up_search``); the benchmark lets
-that finish first, as a person reading the window would (a search started sooner does
-the imports itself, and then the window stalled up to ~0.1 s).
+records the longest gap between beats while the search's child process scores the
+baselines and runs the trials, and the page redraws its plots as each one lands. Before
+Start the benchmark waits as a person would: for the window's background imports
+(``warm_up_search``) and a moment on the Setup tab (the page renders its hidden
+dashboard ahead then). The worst stalls are listed with when they came, beside when the
+baselines and the first trials reached the page.
 
     QT_QPA_PLATFORM=offscreen python benchmarks/evolve_stall.py --evaluations 24
 """

@@ -40,9 +40,12 @@ def preload_engine() -> None:
 
 
 def warm_up_search() -> threading.Thread:
-    """Import what a search needs (``mergestudio.search.prepare_imports``, ~2.5 s) in
-    a background thread while the window is on screen. A search does it itself when
-    started before this ends; done then, the imports stalled the window up to 0.1 s."""
+    """Import a search's modules (``mergestudio.search.prepare_imports``: optuna,
+    transformers; ~2.5 s) in a background thread while the window is on screen. The
+    search itself runs in a child process that imports its own; these are for what runs
+    in the window's process: opening a run folder, scoring its baselines, exporting a
+    trial, re-scoring one on the full set (imported lazily there, they froze the window
+    with full garbage collections)."""
     from mergestudio.search import prepare_imports
 
     thread = threading.Thread(target=prepare_imports, name="mergestudio-warm-up", daemon=True)
