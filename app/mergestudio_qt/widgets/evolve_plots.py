@@ -1269,6 +1269,8 @@ class GenomeHeatmap(QWidget):
         self.plot_item.hideButtons()
         self.plot_item.invertY(True)  # first row on top, like a table
         self.plot_item.setLabel("bottom", "lane / layer group")
+        for name in ("left", "bottom"):  # named ticks: a '(x0.001)' scale prefix means nothing
+            self.plot_item.getAxis(name).enableAutoSIPrefix(False)
         self.image = pg.ImageItem(axisOrder="row-major")
         keep_rendering(self.image)
         self.plot_item.addItem(self.image)
