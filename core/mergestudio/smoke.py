@@ -2,9 +2,10 @@
 
 It imports the heavy libraries, builds the studio's main window offscreen, starts a
 child process the way a search does, merges two demo models in memory, evaluates one
-task item on the merge, and prints one line with versions and timings. The same command runs on the frozen (PyInstaller) binary, where it
-catches what only breaks there: a module or Qt plugin left out of the bundle, data files
-not found, a missing system library.
+task item on the merge, and prints one line with versions and timings. The same command
+runs on the frozen (PyInstaller) binary, where it catches what only breaks there: a
+module or Qt plugin left out of the bundle, data files not found, a missing system
+library, child processes that cannot start.
 
 A failure anywhere prints the stage and the reason and exits 1. The engine never imports
 Qt: the window stage runs what the front end registered under the ``mergestudio.smoke``

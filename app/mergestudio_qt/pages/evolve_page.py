@@ -476,8 +476,9 @@ class EvolvePage(QWidget):
                 job.cancel()
 
     def _busy(self) -> bool:
-        # The engine fixes torch's process-wide thread count while it scores; a second
-        # scoring job starting or ending meanwhile would change it under the search.
+        # One scoring job at a time: each takes the cores it was given (the search, in its
+        # own process, its spec's threads), and two would share them and both slow down;
+        # the jobs that score in this process also fix torch's process-wide thread count.
         return any(j is not None for j in (self.search_job, self.open_job, self.full_job))
 
     # ---- engine events (GUI thread) ---------------------------------------------------------
