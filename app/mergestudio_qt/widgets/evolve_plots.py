@@ -121,20 +121,14 @@ def keep_rendering(item: QGraphicsItem) -> None:
         keep_rendering(child)
 
 
-# Room for tick labels such as "0.125" or "12.5" from the start: an axis whose labels
-# outgrow their room widens, which re-lays out its plot and paints it twice.
-TICK_TEXT_WIDTH = 38
-
-
 def keep_axes_rendering(item: pg.PlotItem) -> None:
     """Axes keep their rendering (``keep_rendering``) and their size: they widen for
-    wider tick labels but never narrow again, since every change of size re-lays out
-    the plot and renders it afresh (twice, as the labels are measured while painting)."""
+    wider tick labels but never narrow again (an empty plot's "0" and "1" would narrow
+    them, the first trials' "0.125" widen them back), since every change of size
+    re-lays out the plot and renders it afresh."""
     for name in ("left", "bottom", "top", "right"):
         axis = item.getAxis(name)
         axis.setStyle(autoReduceTextSpace=False)
-        if name in ("left", "right"):
-            axis.setStyle(tickTextWidth=TICK_TEXT_WIDTH)
         keep_rendering(axis)
 
 
