@@ -713,9 +713,6 @@ class TrialPlot(QWidget):
                 box.setRange(
                     xRange=wanted if axis == 0 else None, yRange=wanted if axis == 1 else None, padding=0
                 )
-                # The new transform now, not while painting: items told of it there ask for
-                # a second paint, which rendered the plot twice.
-                box.updateMatrix()
 
     def fit_evaluations(self, count: int) -> None:
         """The x axis (evaluations) grows in steps of half a power of ten, not with every
