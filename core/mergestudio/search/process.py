@@ -25,7 +25,7 @@ import multiprocessing
 import os
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -116,13 +116,7 @@ def _new_baselines(
 ) -> list[Baseline] | None:
     from mergestudio.search.baselines import compute_baselines
 
-    try:
-        return compute_baselines(spec, events=events, cancel=cancel)
-    except Cancelled:
-        return None  # Stop or Cancel: _stop_if_asked ends the request
-    except MergeStudioError as error:  # the search is still worth running without them
-        log(events, f"baselines not scored: {error}", "warning")
-        return None
+    return _scored_or_none(lambda: compute_baselines(spec, events=events, cancel=cancel), events)
 
 
 def _resumed_baselines(
@@ -130,8 +124,17 @@ def _resumed_baselines(
 ) -> list[Baseline] | None:
     from mergestudio.search.baselines import run_baselines
 
+    return _scored_or_none(lambda: run_baselines(run_dir, events=events, cancel=cancel), events)
+
+
+def _scored_or_none(
+    score: Callable[[], list[Baseline]], events: EventSink | None
+) -> list[Baseline] | None:
+    """The baselines, or None when Stop or Cancel ended their scoring (``_stop_if_asked``
+    then ends the request) or they could not be scored (logged: the search is still
+    worth running without them)."""
     try:
-        return run_baselines(run_dir, events=events, cancel=cancel)
+        return score()
     except Cancelled:
         return None
     except MergeStudioError as error:
