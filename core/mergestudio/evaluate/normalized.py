@@ -1,0 +1,106 @@
+"""Scores of a merge next to what it came from: Δ against the base and **normalized
+accuracy**, the merge's accuracy on a task divided by that task's specialist's accuracy
+(FusionBench's convention), averaged over tasks.
+
+Pure arithmetic over ``{task: value}`` mappings, so the CLI, the search and the window all
+say the same thing. Accuracy-like values are fractions or percentages, consistently; the
+ratio does not care which. Tasks whose headline metric is lower-is-better (perplexity) are
+reported raw and left out of every mean and ratio.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+
+def best_model_per_task(scores_by_model: Mapping[str, Mapping[str, float]], tasks: Iterable[str]) -> dict[str, str]:
+    """The specialist of each task when nothing else says: the model scoring highest on it
+    (first name in sorted order on ties). Tasks no model scored are left out."""
+    chosen: dict[str, str] = {}
+    for task in tasks:
+        scored = [(name, s[task]) for name, s in sorted(scores_by_model.items()) if task in s]
+        scored = [(name, v) for name, v in scored if not math.isnan(v)]
+        if scored:
+            chosen[task] = max(scored, key=lambda nv: nv[1])[0]
+    return chosen
+
+
+def normalized_accuracy(merged: Mapping[str, float], specialist: Mapping[str, float]) -> dict[str, float]:
+    """``merged[task] / specialist[task]`` for every task both have; NaN where the
+    specialist scored 0 (the ratio means nothing there)."""
+    out: dict[str, float] = {}
+    for task, value in merged.items():
+        if task not in specialist:
+            continue
+        reference = specialist[task]
+        out[task] = value / reference if reference > 0 else math.nan
+    return out
+
+
+def _mean(values: Iterable[float]) -> float:
+    kept = [v for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else math.nan
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One merge's scores against its base and its tasks' specialists.
+
+    ``raw``: the merge's headline value per task (accuracy-like tasks only).
+    ``delta_vs_base``: ``raw - base`` per task, where the base was scored.
+    ``normalized``: ``raw / specialist`` per task, where a specialist is known.
+    ``lower_is_better``: raw values of perplexity-like tasks, kept apart from the means.
+    """
+
+    raw: dict[str, float]
+    delta_vs_base: dict[str, float] = field(default_factory=dict)
+    normalized: dict[str, float] = field(default_factory=dict)
+    lower_is_better: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def mean_raw(self) -> float:
+        return _mean(self.raw.values())
+
+    @property
+    def mean_delta_vs_base(self) -> float:
+        return _mean(self.delta_vs_base.values())
+
+    @property
+    def mean_normalized(self) -> float:
+        return _mean(self.normalized.values())
+
+    def verdict(self, percent_scale: bool = True) -> str:
+        """One line that says what the numbers mean, e.g. "keeps 78 % of the specialists'
+        skills; +21.0 points over the base". ``percent_scale``: raw values are already
+        percentages (False: fractions, shown as points ×100)."""
+        parts: list[str] = []
+        if not math.isnan(self.mean_normalized):
+            parts.append(f"keeps {self.mean_normalized * 100:.0f} % of the specialists' skills")
+        if not math.isnan(self.mean_delta_vs_base):
+            points = self.mean_delta_vs_base * (1 if percent_scale else 100)
+            parts.append(f"{points:+.1f} points over the base" if points >= 0 else f"{-points:.1f} points below the base")
+        if not parts:
+            return "no base or specialist scored: nothing to compare with"
+        return "; ".join(parts)
+
+
+def compare(
+    merged: Mapping[str, float],
+    *,
+    base: Mapping[str, float] | None = None,
+    specialist: Mapping[str, float] | None = None,
+    lower_is_better: Iterable[str] = (),
+) -> Comparison:
+    """Build a :class:`Comparison`. ``specialist[task]`` is the specialist's value on its
+    own task; ``lower_is_better`` names tasks (perplexity) kept out of the means."""
+    skip = set(lower_is_better)
+    raw = {t: v for t, v in merged.items() if t not in skip}
+    delta = {t: v - base[t] for t, v in raw.items() if base is not None and t in base}
+    return Comparison(
+        raw=raw,
+        delta_vs_base=delta,
+        normalized=normalized_accuracy(raw, specialist or {}),
+        lower_is_better={t: v for t, v in merged.items() if t in skip},
+    )
