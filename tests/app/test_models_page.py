@@ -27,7 +27,8 @@ def test_add_folders_shows_details_and_preflight(window, family, add_models) -> 
     assert cell(page, 1, "Architecture") == "LlamaForCausalLM"
     assert cell(page, 1, "Layers") == "4"
     assert cell(page, 1, "Dtype") == "float32"
-    assert cell(page, 1, "Source") == "local folder"
+    assert cell(page, 1, "Source") == str(family["ft1"])  # the path, elided in the middle when narrow
+    assert str(family["ft1"]) in page.table.item(1, 1).toolTip()
     assert cell(page, 1, "Size on disk").endswith("KB")
     assert "compatible" in cell(page, 1, "Role")
     assert window.state.base == str(family["base"])
@@ -52,7 +53,8 @@ def test_choose_base_and_untick_a_model(window, family, add_models) -> None:
 def test_add_single_safetensors_file(window, family, add_models) -> None:
     add_models(window, family["base"], family["ft1"] / "model.safetensors")
     page = window.page("models")
-    assert cell(page, 1, "Source") == "local file"
+    assert cell(page, 1, "Source") == str(family["ft1"] / "model.safetensors")
+    assert "local file" in page.table.item(1, 1).toolTip()
 
 
 def test_incompatible_model_is_an_error_in_the_preflight(window, family, add_models, tmp_path) -> None:
@@ -105,7 +107,7 @@ def test_hub_model_downloads_with_progress(qtbot, window, family, monkeypatch) -
     assert progress and max(progress) == page.progress.maximum()
     entry = window.state.model("someorg/tiny-llama@main")
     assert entry is not None and entry.kind == "hub"
-    assert entry.source_text.startswith("Hub @ 0123456789")
+    assert entry.source_text == "Hub: someorg/tiny-llama @ 0123456789"
     assert not page.cancel_button.isVisibleTo(page)
 
 

@@ -74,7 +74,7 @@ def test_save_and_reopen_a_project(qtbot, window, family, add_models, tmp_path) 
     recipe = dict(window.state.recipe)
 
     window.new_project()
-    assert not window.state.models and window.state.recipe == {"merge_method": "task_arithmetic"}
+    assert not window.state.models and window.state.recipe == {"merge_method": "task_arithmetic", "models": []}
 
     with qtbot.waitSignal(window.project_loaded, timeout=10_000) as blocker:
         window.recent_menu.actions()[0].trigger()

@@ -150,7 +150,8 @@ def test_curve_presets_make_gradients(window, recipe_page) -> None:
     curve = recipe_page.curve_editor
     curve.points_spin.setValue(4)
     curve.apply_preset("ramp up")
-    assert window.state.recipe["parameters"]["lambda"] == pytest.approx([0.0, 0.3333, 0.6667, 1.0], abs=1e-4)
+    # curve points are written on lambda's slider step (0.01), not as 0.3333
+    assert window.state.recipe["parameters"]["lambda"] == [0.0, 0.33, 0.67, 1.0]
     curve.apply_preset("bell")
     values = window.state.recipe["parameters"]["lambda"]
     assert values[0] == 0.0 and values[-1] == pytest.approx(0.0, abs=1e-4) and max(values) > 0.5

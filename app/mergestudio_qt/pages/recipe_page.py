@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 from mergestudio_qt import recipe_edit
 from mergestudio_qt.context import Studio
 from mergestudio_qt.pages import PageSpec, register_page
-from mergestudio_qt.state import display_name
+from mergestudio_qt.state import RecipeVerdict, display_name
 from mergestudio_qt.widgets.curve_editor import CurveTarget, LayerCurveEditor
 from mergestudio_qt.widgets.params import ParamEditor, param_tooltip
 from mergestudio_qt.widgets.yaml_pane import YamlPane
@@ -54,7 +54,9 @@ class RecipePage(QWidget):
         self._build()
         self.state.recipe_changed.connect(self._recipe_changed)
         self.state.models_changed.connect(lambda: self._recipe_changed("models"))
+        self.state.verdict_changed.connect(self._show_verdict)
         self._recipe_changed("load")
+        self._show_verdict(self.state.verdict())
 
     # ---- building ----------------------------------------------------------------------
 
@@ -215,8 +217,14 @@ class RecipePage(QWidget):
             param = method.param(name)
             if param is not None:
                 editor.set_setting(recipe_edit.effective_setting(recipe, param, index))
-        if origin != "yaml":
-            self.yaml.show_recipe(recipe)
+        # Also after a YAML edit: the project may have completed it (the base, the ticks,
+        # required values), and the pane must show what will be merged. A no-op when the
+        # text already means this recipe.
+        self.yaml.show_recipe(recipe)
+        if self.state.verdict_pending():
+            self.yaml.show_verdict(None)  # until the project model's verdict_changed
+        else:
+            self._show_verdict(self.state.verdict())
         if origin != "curve":
             self._refresh_curve()
         self._show_notes(method)
@@ -276,7 +284,12 @@ class RecipePage(QWidget):
             self._refresh_curve()
 
     def _yaml_edited(self, recipe: dict[str, Any]) -> None:
-        self.state.set_recipe(recipe, "yaml", "edit YAML")
+        refused = self.state.set_recipe(recipe, "yaml", "edit YAML")
+        if refused:
+            self.yaml.refuse(refused)
+
+    def _show_verdict(self, verdict: RecipeVerdict) -> None:
+        self.yaml.show_verdict(verdict.ok, verdict.message, verdict.warnings)
 
     # ---- the curve editor ------------------------------------------------------------------
 
