@@ -43,8 +43,9 @@ def demo_project(merge_dir: Path) -> ProjectData:
         models=[{"reference": str(m), "include": True} for m in models],
         base=str(base),
         recipe=recipe,
+        # Replace stays unticked: merging again asks before replacing the last merge.
         merge={"out_dir": str(merge_dir), "out_dtype": "", "device": "auto", "shard_mb": 2000,
-               "overwrite": True},
+               "overwrite": False},
         eval_tasks=[str(p) for p in _eval_tasks(zoo)],
     )
 

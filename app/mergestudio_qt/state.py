@@ -337,7 +337,9 @@ class StudioState(QObject):
             included = current.included
         else:
             base = mapped.get("base_model")
-            included = frozenset(m["model"] for m in mapped.get("models") or [])
+            # The base counts as ticked (the Models page shows it so): choosing "(none)"
+            # later merges it like the other ticked models.
+            included = frozenset(m["model"] for m in mapped.get("models") or []) | ({base} if base else set())
         self._commit(current.entries, included, base, mapped, text, merge_key, origin)
         return None
 
