@@ -147,3 +147,65 @@ def test_remove_model(window, family, add_models) -> None:
     page.remove_button.click()
     assert [m.name for m in window.state.models] == ["base"]
     assert window.state.recipe["models"] == []
+
+
+def test_base_can_be_none_and_models_have_tooltips(window, family, add_models) -> None:
+    add_models(window, family["base"], family["ft1"])
+    page = window.page("models")
+    assert page.base_combo.itemText(0) == "(none)"
+    page.base_combo.setCurrentIndex(0)
+    assert window.state.base is None
+    assert "base_model" not in window.state.recipe
+    # the former base is merged like the other ticked models (appended after them)
+    assert [m["model"] for m in window.state.recipe["models"]] == [str(family["ft1"]), str(family["base"])]
+    assert cell(page, 0, "Role") == "merged"
+    for column in range(page.table.columnCount()):
+        assert page.table.horizontalHeaderItem(column).toolTip()
+    page.table.selectRow(1)
+    assert str(family["ft1"]) in page.details_label.text()
+
+
+def test_demo_models_have_descriptions(tmp_path) -> None:
+    from mergestudio_qt.demo import model_description
+
+    zoo = tmp_path / "zoo"
+    write_checkpoint(zoo / "models" / "base", TinyLlama())
+    write_checkpoint(zoo / "models" / "cipher", TinyLlama(), seed=1)
+    (zoo / "README.md").write_text(
+        "# Demo zoo\n\n- `models/base`: a 4-layer Llama,\n  pre-trained on synthetic sentences.\n"
+        "- `models/<skill>`: the base fine-tuned on one skill.\n"
+    )
+    assert model_description(zoo / "models" / "base") == (
+        "Demo base: a 4-layer Llama, pre-trained on synthetic sentences.")
+    assert "letter substitution" in model_description(zoo / "models" / "cipher")
+    # a model card's first paragraph wins; no card and no zoo: no description
+    card = write_checkpoint(tmp_path / "other" / "tuned", TinyLlama())
+    assert model_description(card) is None
+    (card / "README.md").write_text("---\nlicense: mit\n---\n# Tuned\n\nA Llama tuned on recipes.\nSecond line.\n\nMore.")
+    assert model_description(card) == "A Llama tuned on recipes. Second line."
+
+
+def test_a_failed_hub_add_says_why_briefly_and_keeps_the_text(qtbot, window, monkeypatch) -> None:
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(*_args, **_kwargs):
+        raise LocalEntryNotFoundError(
+            "An error happened while trying to locate the files on the Hub and we cannot find the "
+            "requested files in the local cache. Got: ConnectError: [Errno -2] Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    page = window.page("models")
+    page.hub_edit.setText("someorg/tiny-llama")
+    preflight_before = page.preflight_view.toPlainText()
+    with qtbot.waitSignal(page.load_failed, timeout=10_000):
+        page.hub_button.click()
+    assert page.hub_edit.text() == "someorg/tiny-llama"  # kept, to fix and retry
+    assert page.add_error.isVisibleTo(page)
+    shown = page.add_error.text()
+    assert "cannot be reached" in shown and "ConnectError" not in shown
+    assert "ConnectError" in page.add_error.toolTip()  # the library's text, on demand
+    assert page.preflight_view.toPlainText() == preflight_before  # not under Compatibility
+    page.hub_edit.setText("someorg/other")
+    page.hub_edit.textEdited.emit("someorg/other")
+    assert not page.add_error.isVisibleTo(page)

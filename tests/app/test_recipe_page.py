@@ -196,3 +196,39 @@ def test_drag_a_control_point_with_the_mouse(qtbot, window, recipe_page) -> None
     assert values[1:] == [1.0, 1.0, 1.0]
     window.undo_action.trigger()  # the whole drag is one step
     assert "lambda" not in (window.state.recipe.get("parameters") or {})
+
+
+def test_a_weight_that_is_a_curve_shows_its_range_not_a_stale_number(window, recipe_page) -> None:
+    choose_method(recipe_page, "task_arithmetic")
+    recipe = dict(window.state.recipe)
+    recipe["models"] = [dict(m) for m in recipe["models"]]
+    recipe["models"][0]["parameters"] = {"weight": [
+        {"filter": "self_attn", "value": [0.2, 0.8]}, {"value": 0.5}]}
+    assert window.state.set_recipe(recipe, "load", "a trial's recipe") is None
+    editor = recipe_page.editors[("weight", 0)]
+    assert editor.curve_label.isVisibleTo(editor)
+    assert not editor.spin.isVisibleTo(editor) and not editor.slider.isVisibleTo(editor)
+    assert editor.curve_label.text() == "by layer and module: 0.2–0.8, mean 0.5"
+    assert "attention: 0.2 → 0.8" in editor.curve_label.toolTip()
+    recipe["models"][0]["parameters"] = {"weight": [{"filter": "mlp", "value": 0.0}, {"value": 1.0}]}
+    window.state.set_recipe(recipe, "load")
+    assert editor.curve_label.text() == "per module: attention 1, MLP 0, other 1"
+
+
+def test_sliders_write_values_on_the_declared_step(window, recipe_page) -> None:
+    choose_method(recipe_page, "ties")
+    editor = recipe_page.editors[("density", 0)]
+    param = editor.param
+    assert param.ui_step == 0.01
+    editor.slider.setValue(editor._to_slider(0.476))
+    written = window.state.recipe["models"][0]["parameters"]["density"]
+    assert written == 0.48
+    editor.spin.setValue(0.2999)
+    assert window.state.recipe["models"][0]["parameters"]["density"] == 0.3
+    from mergestudio_qt import recipe_edit
+
+    assert recipe_edit.clean_number(param, 0.1 + 0.2) == 0.3
+    # a tolerance of 1e-5 keeps enough decimals to be seen
+    choose_method(recipe_page, "karcher")
+    tol = recipe_page.editors[("tol", None)]
+    assert tol.spin.decimals() >= 5 and tol.spin.value() == pytest.approx(1e-5)
