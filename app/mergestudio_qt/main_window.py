@@ -68,7 +68,7 @@ class MainWindow(QMainWindow):
         self._unsaved_name = "untitled"  # the title of a project not saved yet
         self._device_job: DeviceProbeJob | None = None
         self.setWindowTitle(APP_NAME)
-        self.setMinimumSize(QSize(1100, 680))
+        self.setMinimumSize(QSize(1024, 640))  # every page is laid out to fit 1024x700
         self._build_pages()
         self._build_menus()
         self._build_status_bar()

@@ -30,7 +30,8 @@ from mergestudio_qt.widgets.curve_editor import CurveTarget, LayerCurveEditor
 from mergestudio_qt.widgets.params import ParamEditor, param_tooltip
 from mergestudio_qt.widgets.yaml_pane import YamlPane
 
-LABEL_WIDTH = 130  # px; long model names are elided in the middle, full name in the tooltip
+LABEL_WIDTH = 112  # px; long model names are elided in the middle, full name in the tooltip
+LEFT_MIN_WIDTH = 400  # px; every row of the form fits in this, so it never scrolls sideways
 EditorKey = tuple[str, int | None]  # (parameter name, model index or None for global)
 
 
@@ -97,7 +98,9 @@ class RecipePage(QWidget):
         method_row.setSpacing(8)
         method_label = QLabel("Method", body)
         self.method_combo = QComboBox(body)
-        self.method_combo.setMinimumWidth(220)
+        self.method_combo.setMinimumWidth(160)
+        self.method_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.method_combo.setMinimumContentsLength(12)
         for spec in sorted(all_methods(), key=lambda s: s.family):
             self.method_combo.addItem(f"{spec.name}  ·  {spec.family}", spec.name)
             self.method_combo.setItemData(self.method_combo.count() - 1, spec.summary,
@@ -123,7 +126,10 @@ class RecipePage(QWidget):
         self.left_layout.addWidget(self.params_box)
         self.left_layout.addStretch(1)
         scroll.setWidget(body)
-        scroll.setMinimumWidth(420)
+        # Scroll down, never sideways: rows wrap or elide to the pane's width.
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(LEFT_MIN_WIDTH)
+        self.left_scroll = scroll
         return scroll
 
     # ---- structure: which widgets exist ------------------------------------------------------

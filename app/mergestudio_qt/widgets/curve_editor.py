@@ -15,9 +15,11 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QComboBox,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -92,6 +94,8 @@ class LayerCurveEditor(QWidget):
         controls.setSpacing(8)
         self.title = QLabel("Layer curve", self)
         self.title.setObjectName("sectionTitle")
+        self.title.setWordWrap(True)  # a long model name wraps instead of widening the pane
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.lane_combo = QComboBox(self)
         self.lane_combo.addItem("All lanes", ALL_LANES)
         for lane in LANES:
@@ -106,16 +110,19 @@ class LayerCurveEditor(QWidget):
         controls.addWidget(self.lane_combo)
         controls.addWidget(self.points_spin)
         layout.addLayout(controls)
-        presets = QHBoxLayout()
-        presets.setSpacing(6)
+        # Presets in rows of three: a narrow pane gets two rows, never squeezed labels.
+        presets = QGridLayout()
+        presets.setHorizontalSpacing(6)
+        presets.setVerticalSpacing(4)
         self.preset_buttons: dict[str, QPushButton] = {}
-        for name in PRESETS:
+        for index, name in enumerate(PRESETS):
             button = QPushButton(name.capitalize(), self)
             button.setToolTip(f"Set the selected lanes to a {name} curve up to their current peak")
+            button.setMinimumWidth(button.sizeHint().width())
             button.clicked.connect(lambda _checked=False, n=name: self.apply_preset(n))
-            presets.addWidget(button)
+            presets.addWidget(button, index // 3, index % 3)
             self.preset_buttons[name] = button
-        presets.addStretch(1)
+        presets.setColumnStretch(3, 1)
         layout.addLayout(presets)
         self.plot = pg.PlotWidget(self)
         self.plot.setMinimumHeight(170)

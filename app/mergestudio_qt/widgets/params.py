@@ -86,7 +86,7 @@ class ParamEditor(QWidget):
         param = self.param
         self.slider = QSlider(Qt.Orientation.Horizontal, self)
         self.slider.setRange(0, self._slider_steps())
-        self.slider.setMinimumWidth(120)
+        self.slider.setMinimumWidth(64)
         self.slider.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.slider.valueChanged.connect(self._slider_moved)
         self.slider.sliderReleased.connect(self._slider_released)
@@ -102,7 +102,7 @@ class ParamEditor(QWidget):
             spin.setRange(_bound(param.low, -_UNBOUNDED), _bound(param.high, _UNBOUNDED))
         spin.setKeyboardTracking(False)  # typing "0.25" must not write 0, 0.2 and 0.25
         spin.setButtonSymbols(QAbstractSpinBox.ButtonSymbols.UpDownArrows)
-        spin.setFixedWidth(84)
+        spin.setFixedWidth(80)
         spin.setAlignment(Qt.AlignmentFlag.AlignRight)
         spin.valueChanged.connect(lambda value: self._emit(recipe_edit.clean_number(param, value), True))
         self.spin = spin
