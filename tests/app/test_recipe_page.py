@@ -232,3 +232,28 @@ def test_sliders_write_values_on_the_declared_step(window, recipe_page) -> None:
     choose_method(recipe_page, "karcher")
     tol = recipe_page.editors[("tol", None)]
     assert tol.spin.decimals() >= 5 and tol.spin.value() == pytest.approx(1e-5)
+
+
+@pytest.mark.parametrize("size", [(1024, 700), (1100, 680), (1920, 1080)])
+def test_the_recipe_page_fits_without_clipping(qtbot, window, recipe_page, size) -> None:
+    from PySide6.QtCore import QRect
+
+    choose_method(recipe_page, "ties")  # the most rows: globals, weights and densities
+    window.resize(*size)
+    qtbot.waitUntil(lambda: window.width() == size[0], timeout=2000)
+    qtbot.wait(50)
+    scroll = recipe_page.left_scroll
+    body = scroll.widget()
+    viewport = scroll.viewport()
+    assert body.minimumSizeHint().width() <= viewport.width()  # no sideways scrolling needed
+    assert body.width() <= viewport.width()
+    for editor in recipe_page.editors.values():
+        for part in (editor.curve_button, editor.spin):
+            if part is None or not part.isVisibleTo(body):
+                continue
+            box = QRect(part.mapTo(body, part.rect().topLeft()), part.size())
+            assert box.right() <= viewport.width(), f"{editor.param.name} is cut at {size}"
+    for name, button in recipe_page.curve_editor.preset_buttons.items():
+        assert button.width() >= button.sizeHint().width(), f"preset {name!r} is squeezed at {size}"
+        inside = button.mapTo(recipe_page.curve_editor, button.rect().bottomRight())
+        assert inside.x() <= recipe_page.curve_editor.width(), f"preset {name!r} is cut at {size}"
