@@ -199,7 +199,7 @@ def _zoo_descriptions(zoo: Path) -> dict[str, str]:
     try:
         from mergestudio.demo.skills import SKILLS
     except ImportError:
-        SKILLS = {}  # noqa: N806 - an engine without the demo package
+        SKILLS = {}  # an engine without the demo package
     for name, skill in SKILLS.items():
         described[name] = f"Demo specialist: the base fine-tuned to {skill.description}."
     try:

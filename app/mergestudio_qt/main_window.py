@@ -41,7 +41,7 @@ RECIPE_FILTER = "mergekit recipes (*.yml *.yaml);;All files (*)"
 def redo_shortcuts() -> list[QKeySequence]:
     """The platform's redo keys plus Ctrl+Shift+Z, each once: a key sequence listed twice
     on one action makes Qt refuse it as an ambiguous shortcut."""
-    keys = QKeySequence.keyBindings(QKeySequence.StandardKey.Redo) + [QKeySequence("Ctrl+Shift+Z")]
+    keys = [*QKeySequence.keyBindings(QKeySequence.StandardKey.Redo), QKeySequence("Ctrl+Shift+Z")]
     unique: list[QKeySequence] = []
     for key in keys:
         if key not in unique:
