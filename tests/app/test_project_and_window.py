@@ -411,3 +411,15 @@ def test_help_menu_has_a_method_reference_and_a_shortcut_sheet(qtbot, window) ->
     sheet = window.show_shortcuts()
     qtbot.addWidget(sheet)
     assert sheet.table.rowCount() == len(rows)
+
+
+@pytest.mark.parametrize("dark", [False, True])
+def test_a_disabled_button_looks_disabled(dark: bool) -> None:
+    from mergestudio_qt.style import dark_palette, light_palette
+    from PySide6.QtGui import QPalette
+
+    palette = dark_palette() if dark else light_palette()
+    for role in (QPalette.ColorRole.ButtonText, QPalette.ColorRole.WindowText):
+        enabled = palette.color(QPalette.ColorGroup.Active, role)
+        disabled = palette.color(QPalette.ColorGroup.Disabled, role)
+        assert abs(enabled.lightness() - disabled.lightness()) > 60
