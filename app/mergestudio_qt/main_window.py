@@ -74,6 +74,7 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self.state.project_changed.connect(lambda _p: self._update_title())
         self.state.dirty_changed.connect(lambda _d: self._update_title())
+        self.state.recipe_refused.connect(self._recipe_refused)
         self._restore_geometry()
         self._update_title()
 
@@ -242,6 +243,10 @@ class MainWindow(QMainWindow):
         memory = psutil.virtual_memory()
         used = memory.total - memory.available
         self.memory_label.setText(f"memory: {format_bytes(used)} of {format_bytes(memory.total)}")
+
+    def _recipe_refused(self, reason: str) -> None:
+        # Kept until replaced: a recipe from a trial or a page was not applied.
+        self.statusBar().showMessage(f"Recipe not applied: {reason}")
 
     def show_message(self, text: str) -> None:
         self.statusBar().showMessage(text, 6000)

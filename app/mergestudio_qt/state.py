@@ -218,6 +218,7 @@ class StudioState(QObject):
     base_changed = Signal(object)  # str | None
     recipe_changed = Signal(str)  # who changed it: "widgets", "yaml", "curve", "models", "undo", "load"
     verdict_changed = Signal(object)  # RecipeVerdict
+    recipe_refused = Signal(str)  # why set_recipe did not apply a recipe
     merge_settings_changed = Signal()
     preflight_changed = Signal()
     project_changed = Signal(object)  # Path | None
@@ -330,8 +331,10 @@ class StudioState(QObject):
         current = self._snapshot
         mapped, unknown = self._known_references(recipe)
         if unknown:
-            return (f"{unknown[0]} is not on the Models page: add it there first "
-                    "(or use File → Import mergekit YAML, which adds the recipe's models)")
+            reason = (f"{unknown[0]} is not on the Models page: add it there first "
+                      "(or use File → Import mergekit YAML, which adds the recipe's models)")
+            self.recipe_refused.emit(reason)
+            return reason
         if mapped.get("slices"):
             base = mapped.get("base_model") or current.base
             included = current.included

@@ -4,6 +4,7 @@ recent), preferences and settings, and the demo project."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -357,6 +358,12 @@ def test_yaml_names_the_base_and_the_models_page_follows(qtbot, window, family, 
         recipe_page.yaml.set_text(yaml.safe_dump(data, sort_keys=False))
     assert "/no/such/model is not on the Models page" in recipe_page.yaml.error
     assert window.state.base == str(family["base"])
+    assert "Recipe not applied: /no/such/model" in window.statusBar().currentMessage()
+    # a relative spelling of a listed folder is the same model
+    relative = dict(window.state.recipe, base_model=os.path.relpath(family["ft1"]))
+    assert window.state.set_recipe(relative, "load") is None
+    assert window.state.base == str(family["ft1"])
+    assert_views_agree(window)
 
 
 def test_redo_has_each_shortcut_once(window) -> None:
