@@ -110,8 +110,9 @@ class LayerCurveEditor(QWidget):
         controls.addWidget(self.lane_combo)
         controls.addWidget(self.points_spin)
         layout.addLayout(controls)
-        # Presets in rows of three: a narrow pane gets two rows, never squeezed labels.
+        # Presets in one row when they fit, else rows of three: never squeezed labels.
         presets = QGridLayout()
+        self._presets_layout = presets
         presets.setHorizontalSpacing(6)
         presets.setVerticalSpacing(4)
         self.preset_buttons: dict[str, QPushButton] = {}
@@ -122,7 +123,7 @@ class LayerCurveEditor(QWidget):
             button.clicked.connect(lambda _checked=False, n=name: self.apply_preset(n))
             presets.addWidget(button, index // 3, index % 3)
             self.preset_buttons[name] = button
-        presets.setColumnStretch(3, 1)
+        self._preset_columns = 3
         layout.addLayout(presets)
         self.plot = pg.PlotWidget(self)
         self.plot.setMinimumHeight(170)
@@ -144,6 +145,23 @@ class LayerCurveEditor(QWidget):
         self.hint.setObjectName("hint")
         self.hint.setWordWrap(True)
         layout.addWidget(self.hint)
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self._arrange_presets()
+
+    def _arrange_presets(self) -> None:
+        buttons = list(self.preset_buttons.values())
+        spacing = self._presets_layout.horizontalSpacing()
+        one_row = sum(b.minimumWidth() for b in buttons) + spacing * (len(buttons) - 1)
+        columns = len(buttons) if one_row <= self.width() else 3
+        if columns == self._preset_columns:
+            return
+        self._preset_columns = columns
+        for button in buttons:
+            self._presets_layout.removeWidget(button)
+        for index, button in enumerate(buttons):
+            self._presets_layout.addWidget(button, index // columns, index % columns)
 
     # ---- showing -----------------------------------------------------------------------
 
