@@ -313,6 +313,16 @@ def test_base_change_undo_redo_and_save_keep_every_view_in_agreement(
         window.open_project(path)
     assert window.state.base == str(family["ft1"])
     assert_views_agree(window)
+    # the merged model's card names the base on screen as its base
+    merge_page = window.page("merge")
+    merge_page.out_edit.setText(str(tmp_path / "merged"))
+    merge_page.out_edit.editingFinished.emit()
+    with qtbot.waitSignal(merge_page.merge_finished, timeout=30_000) as merged:
+        merge_page.start_merge()
+    assert merged.args == ["succeeded"]
+    card = (tmp_path / "merged" / "README.md").read_text()
+    assert f"| {family['ft1']} | base |" in card
+    assert f"| {family['base']} | base |" not in card
 
 
 def test_a_recipe_that_disagrees_with_its_project_is_made_consistent_on_open(
