@@ -43,8 +43,9 @@ def demo_project(merge_dir: Path) -> ProjectData:
         models=[{"reference": str(m), "include": True} for m in models],
         base=str(base),
         recipe=recipe,
+        # Replace stays unticked: merging again asks before replacing the last merge.
         merge={"out_dir": str(merge_dir), "out_dtype": "", "device": "auto", "shard_mb": 2000,
-               "overwrite": True},
+               "overwrite": False},
         eval_tasks=[str(p) for p in _eval_tasks(zoo)],
     )
 
@@ -133,3 +134,85 @@ def _default_recipe(base: Path, specialists: list[Path]) -> dict[str, Any]:
         recipe = recipe_edit.set_setting(recipe, "weight", weight, index)
     recipe["name"] = "demo-merge"
     return recipe
+
+
+def model_description(folder: Path) -> str | None:
+    """A short description of a model folder, or None: the first paragraph of its model
+    card (README.md), or for a demo zoo model the zoo's own metadata (its README's line
+    for ``models/<name>``, else the skill the model was fine-tuned on)."""
+    card = _card_paragraph(folder / "README.md")
+    if card:
+        return card
+    zoo = folder.parent.parent
+    if folder.parent.name != "models" or not (zoo / "README.md").is_file():
+        return None
+    described = _zoo_descriptions(zoo)
+    return described.get(folder.name)
+
+
+def _card_paragraph(readme: Path, limit: int = 240) -> str | None:
+    """The first prose paragraph of a model card (front matter, headings, badges,
+    tables and code skipped), cut to ``limit`` characters."""
+    try:
+        text = readme.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    if text.startswith("---"):
+        end = text.find("\n---", 3)
+        text = text[end + 4:] if end >= 0 else ""
+    paragraph: list[str] = []
+    in_code = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            in_code = not in_code
+            continue
+        if in_code or stripped.startswith(("#", "|", "![", "[![", "<")):
+            if paragraph:
+                break
+            continue
+        if not stripped:
+            if paragraph:
+                break
+            continue
+        paragraph.append(stripped)
+    joined = " ".join(paragraph)
+    if not joined:
+        return None
+    return joined if len(joined) <= limit else joined[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
+def _zoo_descriptions(zoo: Path) -> dict[str, str]:
+    """Model name -> description from the demo package's metadata when it offers them,
+    else from the zoo README's ``- `models/<name>`: ...`` lines and the skill table."""
+    try:
+        from mergestudio.demo import info
+    except ImportError:
+        info = None  # type: ignore[assignment]
+    offered = getattr(info, "model_descriptions", None)
+    if callable(offered):
+        try:
+            return {str(k): str(v) for k, v in dict(offered(zoo)).items()}
+        except (OSError, ValueError, TypeError):
+            pass  # fall back to the README below
+    described: dict[str, str] = {}
+    try:
+        from mergestudio.demo.skills import SKILLS
+    except ImportError:
+        SKILLS = {}  # an engine without the demo package
+    for name, skill in SKILLS.items():
+        described[name] = f"Demo specialist: the base fine-tuned to {skill.description}."
+    try:
+        lines = (zoo / "README.md").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return described
+    for index, line in enumerate(lines):
+        if line.startswith("- `models/") and "<" not in line.split("`")[1]:
+            name = line.split("`")[1].removeprefix("models/")
+            body = [line.split(":", 1)[1].strip()]
+            for following in lines[index + 1:]:  # the bullet's wrapped lines
+                if not following.startswith("  "):
+                    break
+                body.append(following.strip())
+            described[name] = f"Demo {name}: " + " ".join(body).rstrip(".") + "."
+    return described

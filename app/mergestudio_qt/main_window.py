@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSize, QTimer, Signal
+from PySide6.QtCore import QByteArray, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QDialog,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -34,6 +35,18 @@ from mergestudio_qt.workers import DeviceProbeJob, OpenedModels, OpenModelsJob
 APP_NAME = "Merge Studio"
 MEMORY_POLL_MS = 2000
 PROJECT_FILTER = f"Merge Studio projects (*{SUFFIX});;All files (*)"
+RECIPE_FILTER = "mergekit recipes (*.yml *.yaml);;All files (*)"
+
+
+def redo_shortcuts() -> list[QKeySequence]:
+    """The platform's redo keys plus Ctrl+Shift+Z, each once: a key sequence listed twice
+    on one action makes Qt refuse it as an ambiguous shortcut."""
+    keys = [*QKeySequence.keyBindings(QKeySequence.StandardKey.Redo), QKeySequence("Ctrl+Shift+Z")]
+    unique: list[QKeySequence] = []
+    for key in keys:
+        if key not in unique:
+            unique.append(key)
+    return unique
 
 
 class MainWindow(QMainWindow):
@@ -51,14 +64,17 @@ class MainWindow(QMainWindow):
         self.page_widgets: dict[str, QWidget] = {}
         self._open_job: OpenModelsJob | None = None
         self._opening: tuple[ProjectData, Path | None] = (ProjectData(), None)
+        self._imported: Path | None = None
+        self._unsaved_name = "untitled"  # the title of a project not saved yet
         self._device_job: DeviceProbeJob | None = None
         self.setWindowTitle(APP_NAME)
-        self.setMinimumSize(QSize(1100, 680))
+        self.setMinimumSize(QSize(1024, 640))  # every page is laid out to fit 1024x700
         self._build_pages()
         self._build_menus()
         self._build_status_bar()
         self.state.project_changed.connect(lambda _p: self._update_title())
         self.state.dirty_changed.connect(lambda _d: self._update_title())
+        self.state.recipe_refused.connect(self._recipe_refused)
         self._restore_geometry()
         self._update_title()
 
@@ -123,13 +139,18 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "&Save project", self.save, QKeySequence.StandardKey.Save)
         self._action(file_menu, "Save project &as…", self.save_as, QKeySequence.StandardKey.SaveAs)
         file_menu.addSeparator()
+        self._action(file_menu, "&Import mergekit YAML…", self._choose_recipe_to_import, "Ctrl+I",
+                     "A new project from a mergekit recipe: its models are opened and listed")
+        self._action(file_menu, "&Export mergekit YAML…", self._choose_recipe_export, "Ctrl+E",
+                     "Write the recipe as mergekit YAML (what `mergestudio merge` and mergekit read)")
+        file_menu.addSeparator()
         self._action(file_menu, "Se&ttings…", self.open_settings, QKeySequence.StandardKey.Preferences)
         self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         edit_menu = bar.addMenu("&Edit")
         undo = self.state.undo_stack.createUndoAction(self, "&Undo")
         undo.setShortcut(QKeySequence.StandardKey.Undo)
         redo = self.state.undo_stack.createRedoAction(self, "&Redo")
-        redo.setShortcuts([QKeySequence.StandardKey.Redo, QKeySequence("Ctrl+Shift+Z")])
+        redo.setShortcuts(redo_shortcuts())
         edit_menu.addAction(undo)
         edit_menu.addAction(redo)
         self.undo_action, self.redo_action = undo, redo
@@ -141,6 +162,10 @@ class MainWindow(QMainWindow):
         self._action(merge_menu, "&Merge", lambda: self._merge_page_call("start_merge"), "Ctrl+M")
         self._action(merge_menu, "&Cancel", lambda: self._merge_page_call("cancel"), "Ctrl+.")
         help_menu = bar.addMenu("&Help")
+        self._action(help_menu, "&Method reference", self.show_method_reference, QKeySequence.StandardKey.HelpContents,
+                     "Every merge method, its parameters and their ranges")
+        self._action(help_menu, "&Keyboard shortcuts", self.show_shortcuts, "Ctrl+/")
+        help_menu.addSeparator()
         self._action(help_menu, "&About Merge Studio", self._about)
         self._fill_recent_menu()
 
@@ -157,6 +182,23 @@ class MainWindow(QMainWindow):
             action.setToolTip(path)
             action.triggered.connect(lambda _c=False, p=path: self.open_project(Path(p)))
         self.recent_menu.setEnabled(bool(self.preferences.recent_projects))
+
+    def show_method_reference(self, name: str | None = None) -> QDialog:
+        from mergestudio_qt.help_dialogs import MethodReferenceDialog
+
+        dialog = MethodReferenceDialog(self)
+        dialog.show_method(name or str(self.state.recipe.get("merge_method", "")))
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.show()
+        return dialog
+
+    def show_shortcuts(self) -> QDialog:
+        from mergestudio_qt.help_dialogs import ShortcutsDialog
+
+        dialog = ShortcutsDialog(self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.show()
+        return dialog
 
     def _about(self) -> None:
         from mergestudio_qt.about import show_about
@@ -202,6 +244,10 @@ class MainWindow(QMainWindow):
         used = memory.total - memory.available
         self.memory_label.setText(f"memory: {format_bytes(used)} of {format_bytes(memory.total)}")
 
+    def _recipe_refused(self, reason: str) -> None:
+        # Kept until replaced: a recipe from a trial or a page was not applied.
+        self.statusBar().showMessage(f"Recipe not applied: {reason}")
+
     def show_message(self, text: str) -> None:
         self.statusBar().showMessage(text, 6000)
 
@@ -216,6 +262,46 @@ class MainWindow(QMainWindow):
             merge=asdict(state.merge),
             eval_tasks=state.eval_tasks,
         )
+
+    def _choose_recipe_to_import(self) -> None:
+        if not self._confirm_discard():
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Import a mergekit recipe", "", RECIPE_FILTER)
+        if path:
+            self.import_recipe(Path(path))
+
+    def import_recipe(self, path: Path) -> None:
+        """A new, unsaved project from a mergekit YAML recipe: its models are opened in the
+        background and listed, its base_model becomes the base (``project_loaded``)."""
+        from mergestudio_qt.project import project_from_recipe
+
+        try:
+            data = project_from_recipe(path)
+        except ProjectError as error:
+            QMessageBox.warning(self, "Cannot import the recipe", str(error))
+            self.project_loaded.emit(False)
+            return
+        self._load(data, None, imported=path)
+
+    def _choose_recipe_export(self) -> None:
+        name = str(self.state.recipe.get("name") or "recipe")
+        path, _ = QFileDialog.getSaveFileName(self, "Export the recipe", f"{name}.yml", RECIPE_FILTER)
+        if path:
+            self.export_recipe(Path(path))
+
+    def export_recipe(self, path: Path) -> bool:
+        """Write the project's recipe (what a merge runs, with the output dtype) as YAML."""
+        from mergestudio_qt.widgets.yaml_pane import to_yaml
+
+        merge_page = self.page_widgets.get("merge")
+        recipe = merge_page.merge_recipe() if hasattr(merge_page, "merge_recipe") else dict(self.state.recipe)
+        try:
+            path.write_text(to_yaml(recipe), encoding="utf-8")
+        except OSError as error:
+            QMessageBox.warning(self, "Cannot export the recipe", f"{path}: {error.strerror}")
+            return False
+        self.show_message(f"exported the recipe to {path}")
+        return True
 
     def new_project(self) -> None:
         if self._confirm_discard():
@@ -252,7 +338,7 @@ class MainWindow(QMainWindow):
         self.studio.save_preferences()
         self._load(data, None)
 
-    def _load(self, data: ProjectData, path: Path | None) -> None:
+    def _load(self, data: ProjectData, path: Path | None, imported: Path | None = None) -> None:
         if self._open_job is not None:
             self._open_job.cancel()
         job = OpenModelsJob(data.references, str(self.preferences.effective_cache_dir() / "hub"))
@@ -262,6 +348,7 @@ class MainWindow(QMainWindow):
         job.finished.connect(self._open_finished)
         self._open_job = job
         self._opening = (data, path)
+        self._imported = imported
         self.show_message(f"opening {len(data.references)} model(s)…")
         jobs.start(job)
 
@@ -279,7 +366,12 @@ class MainWindow(QMainWindow):
             self._fill_recent_menu()
         if opened.errors:
             QMessageBox.warning(self, "Some models could not be opened", "\n".join(opened.errors))
-        self.show_message("project opened" if path else "demo project opened: press Merge (Ctrl+M)")
+        self._unsaved_name = self._imported.stem if self._imported else ("untitled" if path else "demo")
+        if self._imported is not None:
+            self.state.set_dirty(True)  # an import is a new project nobody has saved yet
+            self.show_message(f"imported {self._imported.name}: {len(opened.entries)} model(s)")
+        else:
+            self.show_message("project opened" if path else "demo project opened: press Merge (Ctrl+M)")
         self.project_loaded.emit(True)
 
     def _load_cancelled(self) -> None:
@@ -334,7 +426,7 @@ class MainWindow(QMainWindow):
 
     def _update_title(self) -> None:
         path = self.state.project_path
-        name = path.stem if path else ("demo" if self.state.models and not path else "untitled")
+        name = path.stem if path else (self._unsaved_name if self.state.models else "untitled")
         self.setWindowTitle(f"{name}{' •' if self.state.dirty else ''} — {APP_NAME}")
 
     # ---- settings, geometry, closing -----------------------------------------------------------

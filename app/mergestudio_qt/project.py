@@ -91,16 +91,64 @@ def _map_paths(data: ProjectData, convert: Callable[[str], str]) -> ProjectData:
     mapped.eval_tasks = [convert(task) for task in mapped.eval_tasks]
     if mapped.merge.get("out_dir"):
         mapped.merge["out_dir"] = convert(mapped.merge["out_dir"])
-    recipe = mapped.recipe
-    if recipe.get("base_model"):
-        recipe["base_model"] = convert(recipe["base_model"])
-    for model in recipe.get("models") or []:
-        model["model"] = convert(model["model"])
+    mapped.recipe = recipe = _map_recipe_paths(mapped.recipe, convert)
+    if recipe.get("tokenizer_source") not in (None, "base", "union"):
+        recipe["tokenizer_source"] = convert(recipe["tokenizer_source"])
+    return mapped
+
+
+def project_from_recipe(path: Path) -> ProjectData:
+    """A project from a mergekit YAML recipe, checked by the engine: every model it
+    names (base first), its ``base_model`` as the base. A relative model path is found
+    next to the recipe or in a folder above it (recipes are often run from a repository
+    root); Hub ids stay as written."""
+    from mergestudio.errors import MergeStudioError
+    from mergestudio.recipe import Recipe, validate_recipe
+
+    try:
+        recipe = Recipe.load(path)
+        validate_recipe(recipe)
+    except OSError as error:
+        raise ProjectError(f"{path}: cannot read ({error.strerror})") from error
+    except MergeStudioError as error:
+        raise ProjectError(str(error)) from error
+    folder = path.resolve().parent
+    document = _map_recipe_paths(recipe.to_dict(), lambda ref: _find_model(ref, folder))
+    base = document.get("base_model")
+    references = ([base] if base else []) + [m for m in _recipe_models(document) if m != base]
+    return ProjectData(
+        models=[{"reference": ref, "include": True} for ref in dict.fromkeys(references)],
+        base=base,
+        recipe=document,
+    )
+
+
+def _recipe_models(recipe: dict[str, Any]) -> list[str]:
+    models = [m["model"] for m in recipe.get("models") or []]
     for output_slice in recipe.get("slices") or []:
+        models += [s["model"] for s in output_slice.get("sources") or []]
+    return models
+
+
+def _find_model(reference: str, folder: Path) -> str:
+    path = Path(reference).expanduser()
+    if path.is_absolute():
+        return str(path)
+    for root in (folder, *folder.parents[:4], Path.cwd()):
+        if (root / path).exists():
+            return str((root / path).resolve())
+    return reference  # a Hub id, or a path the Models page will report as missing
+
+
+def _map_recipe_paths(recipe: dict[str, Any], convert: Callable[[str], str]) -> dict[str, Any]:
+    mapped = copy.deepcopy(recipe)
+    if mapped.get("base_model"):
+        mapped["base_model"] = convert(mapped["base_model"])
+    for model in mapped.get("models") or []:
+        model["model"] = convert(model["model"])
+    for output_slice in mapped.get("slices") or []:
         if output_slice.get("base_model"):
             output_slice["base_model"] = convert(output_slice["base_model"])
         for source in output_slice.get("sources") or []:
             source["model"] = convert(source["model"])
-    if recipe.get("tokenizer_source") not in (None, "base", "union"):
-        recipe["tokenizer_source"] = convert(recipe["tokenizer_source"])
     return mapped

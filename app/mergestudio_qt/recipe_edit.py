@@ -16,6 +16,7 @@ from mergestudio.methods.registry import MethodSpec, Param
 
 Setting = Any  # a scalar, a gradient list, a condition dict or a list of them
 LANES: tuple[str, ...] = ("attention", "mlp", "other")
+LANE_TITLES: dict[str, str] = {"attention": "attention", "mlp": "MLP", "other": "other"}
 LANE_FILTERS: dict[str, str] = {"attention": "self_attn", "mlp": "mlp"}
 # Tensor names that stand for each lane when conditions are matched (first match wins,
 # as in the engine), so a curve read from YAML means what the merge will do.
@@ -24,16 +25,15 @@ _LANE_SAMPLES: dict[str, str] = {
     "mlp": "model.layers.0.mlp.up_proj.weight",
     "other": "model.layers.0.input_layernorm.weight",
 }
-_DIGITS = 4  # values written to YAML are rounded so sliders do not write 0.30000000000000004
 
 
 # ---- values ---------------------------------------------------------------------------
 
 
 def clean_number(param: Param, value: float) -> int | float:
-    if param.kind == "int":
-        return round(value)
-    return round(float(value), _DIGITS)
+    """What a slider, spin box or curve point writes: ``value`` on the parameter's
+    declared step (``density: 0.48``, never ``0.476`` or ``0.2999``)."""
+    return param.rounded(float(value))
 
 
 def is_numeric(param: Param) -> bool:
@@ -137,13 +137,17 @@ def fill_required(recipe: dict[str, Any], method: MethodSpec) -> dict[str, Any]:
 def with_models(
     recipe: dict[str, Any], base: str | None, references: Sequence[str], method: MethodSpec
 ) -> dict[str, Any]:
-    """The recipe merging ``references`` onto ``base``: models keep their parameters,
-    new ones get the defaults. Slice recipes are left as they are (edited in YAML)."""
+    """The recipe merging ``references`` onto ``base``: models keep their parameters and
+    their order in the recipe, new ones are appended with the defaults. Slice recipes
+    are left as they are (edited in YAML)."""
     if recipe.get("slices"):
         return copy.deepcopy(recipe)
     updated = copy.deepcopy(recipe)
     previous = {m["model"]: m for m in updated.get("models") or []}
-    updated["models"] = [copy.deepcopy(previous.get(ref, {"model": ref})) for ref in references]
+    wanted = set(references)
+    kept = [ref for ref in previous if ref in wanted]
+    order = kept + [ref for ref in references if ref not in previous]
+    updated["models"] = [copy.deepcopy(previous.get(ref, {"model": ref})) for ref in order]
     if base:
         updated["base_model"] = base
     else:

@@ -1,19 +1,24 @@
-"""The studio's shared state: models, base, recipe, merge settings and the project file.
+"""The studio's project model: the one source of truth for what the user is editing.
 
-One ``StudioState`` per window. Pages read it and change it only through its methods;
-it announces every change with a signal, so a page never needs to know which other page
-caused it. The recipe is kept as a plain mergekit dict (what the YAML pane shows); every
-change to it goes through the undo stack.
+One ``StudioState`` per window. It holds the model list (with each model's Merge tick),
+the base and the recipe, and keeps them consistent: the recipe's ``base_model`` is the
+base shown on the Models page, and its ``models`` are the ticked models other than the
+base. Pages read it and change it only through its commands (``add_model``,
+``set_base``, ``set_recipe``, ...); each command records the whole consistent state
+before and after on the undo stack, so undo and redo can never split the truth. The
+recipe's verdict (``verdict()``) comes from the engine's own validation and planning,
+the same checks a merge runs.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtCore import QObject, QTimer, Signal, Slot
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
 from mergestudio_qt import recipe_edit
@@ -24,6 +29,7 @@ if TYPE_CHECKING:
     from mergestudio.preflight import PreflightReport
 
 DEFAULT_METHOD = "task_arithmetic"
+VERDICT_DELAY_MS = 120  # a slider drag plans once per pause, not once per pixel
 
 
 @dataclass
@@ -40,7 +46,8 @@ class ModelEntry:
     disk_bytes: int
     revision: str | None = None
     source: ModelSource | None = field(default=None, repr=False)  # closed; headers only
-    include: bool = True
+    include: bool = True  # a view of the project model's ticks; set only by StudioState
+    description: str | None = None  # from the model card or the demo zoo's metadata
 
     @property
     def dtype_text(self) -> str:
@@ -51,9 +58,15 @@ class ModelEntry:
 
     @property
     def source_text(self) -> str:
+        """Where the model comes from: the Hub id and revision, or the local path."""
         if self.kind == "hub":
-            return f"Hub @ {self.revision[:10]}" if self.revision else "Hub"
-        return "local file" if self.kind == "file" else "local folder"
+            repo = self.reference.partition("@")[0]
+            return f"Hub: {repo} @ {self.revision[:10]}" if self.revision else f"Hub: {repo}"
+        return self.reference
+
+    @property
+    def kind_text(self) -> str:
+        return {"hub": "Hugging Face Hub", "file": "local file", "folder": "local folder"}.get(self.kind, self.kind)
 
 
 @dataclass
@@ -62,7 +75,35 @@ class MergeSettings:
     out_dtype: str = "bfloat16"  # "" keeps each tensor's input dtype
     device: str = "auto"
     shard_mb: int = 2000
-    overwrite: bool = False
+    overwrite: bool = False  # replacing a folder is asked each time unless ticked
+
+
+@dataclass(frozen=True)
+class ProjectSnapshot:
+    """What one undo step restores. Consistent by construction (``_consistent``): the
+    recipe merges exactly the ticked models onto exactly this base."""
+
+    entries: tuple[ModelEntry, ...]
+    included: frozenset[str]
+    base: str | None
+    recipe: dict[str, Any]  # never mutated once in a snapshot
+
+    @property
+    def references(self) -> list[str]:
+        return [e.reference for e in self.entries]
+
+    def same_models(self, other: ProjectSnapshot) -> bool:
+        return self.references == other.references and self.included == other.included
+
+
+@dataclass(frozen=True)
+class RecipeVerdict:
+    """The engine's opinion of the recipe: validated and planned against the models'
+    headers, as a dry run or a merge would. ``message`` names the key when not ok."""
+
+    ok: bool
+    message: str = ""
+    warnings: tuple[str, ...] = ()
 
 
 def describe_source(source: ModelSource, reference: str, kind: str) -> ModelEntry:
@@ -79,9 +120,16 @@ def describe_source(source: ModelSource, reference: str, kind: str) -> ModelEntr
         disk_bytes=disk,
         revision=source.revision,
         source=source,
+        description=_description(source),
     )
     source.close()
     return entry
+
+
+def _description(source: ModelSource) -> str | None:
+    from mergestudio_qt.demo import model_description
+
+    return model_description(Path(source.root))
 
 
 def display_name(reference: str) -> str:
@@ -92,11 +140,52 @@ def display_name(reference: str) -> str:
     return path.name or reference
 
 
-class _RecipeChange(QUndoCommand):
-    """One recipe edit. Consecutive edits with the same ``merge_key`` (one slider drag)
-    collapse into one undo step."""
+def check_recipe(recipe: dict[str, Any], sources: dict[str, ModelSource]) -> RecipeVerdict:
+    """Validate and plan ``recipe`` with the engine (headers only, no tensor read): the
+    checks ``merge`` runs before it writes anything."""
+    from mergestudio.engine.plan import build_plan
+    from mergestudio.errors import MergeStudioError
+    from mergestudio.recipe import Recipe
 
-    def __init__(self, state: StudioState, old: dict[str, Any], new: dict[str, Any], text: str,
+    try:
+        plan = build_plan(Recipe.from_dict(recipe), sources=sources)
+    except MergeStudioError as error:
+        return RecipeVerdict(False, str(error))
+    warnings = tuple(plan.warnings)
+    opened_here = set(plan.sources) - set(sources)
+    for reference in opened_here:
+        plan.sources[reference].close()
+    return RecipeVerdict(True, "", warnings)
+
+
+def _consistent(entries: Sequence[ModelEntry], included: Iterable[str], base: str | None,
+                recipe: dict[str, Any]) -> ProjectSnapshot:
+    """A snapshot whose recipe says what the model list says: ``base_model`` is the base,
+    ``models`` the ticked models besides it (each keeping its parameters)."""
+    references = [e.reference for e in entries]
+    base = base if base in references else None
+    ticked = frozenset(r for r in included if r in references)
+    if not recipe.get("slices"):
+        merged = [r for r in references if r in ticked and r != base]
+        recipe = recipe_edit.with_models(recipe, base, merged, method_of(recipe))
+    return ProjectSnapshot(tuple(entries), ticked, base, copy.deepcopy(recipe))
+
+
+def method_of(recipe: dict[str, Any]) -> MethodSpec:
+    from mergestudio.errors import RecipeError
+    from mergestudio.methods import get_method
+
+    try:
+        return get_method(str(recipe.get("merge_method", DEFAULT_METHOD)))
+    except RecipeError:
+        return get_method(DEFAULT_METHOD)
+
+
+class _ProjectChange(QUndoCommand):
+    """One command on the project model: the whole snapshot before and after.
+    Consecutive changes with the same ``merge_key`` (one slider drag) are one step."""
+
+    def __init__(self, state: StudioState, old: ProjectSnapshot, new: ProjectSnapshot, text: str,
                  merge_key: str | None) -> None:
         super().__init__(text)
         self._state = state
@@ -109,7 +198,7 @@ class _RecipeChange(QUndoCommand):
         return 1 if self.merge_key else -1
 
     def mergeWith(self, other: QUndoCommand) -> bool:
-        if not isinstance(other, _RecipeChange) or other.merge_key != self.merge_key:
+        if not isinstance(other, _ProjectChange) or other.merge_key != self.merge_key:
             return False
         self.new = other.new
         return True
@@ -118,16 +207,18 @@ class _RecipeChange(QUndoCommand):
         if self._first:  # the change is already applied when pushed
             self._first = False
             return
-        self._state._apply_recipe(self.new, "undo")
+        self._state._apply(self.new, "undo")
 
     def undo(self) -> None:
-        self._state._apply_recipe(self.old, "undo")
+        self._state._apply(self.old, "undo")
 
 
 class StudioState(QObject):
     models_changed = Signal()
     base_changed = Signal(object)  # str | None
-    recipe_changed = Signal(str)  # who changed it: "widgets", "yaml", "models", "undo", "load"
+    recipe_changed = Signal(str)  # who changed it: "widgets", "yaml", "curve", "models", "undo", "load"
+    verdict_changed = Signal(object)  # RecipeVerdict
+    recipe_refused = Signal(str)  # why set_recipe did not apply a recipe
     merge_settings_changed = Signal()
     preflight_changed = Signal()
     project_changed = Signal(object)  # Path | None
@@ -135,15 +226,21 @@ class StudioState(QObject):
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
+        self._snapshot = _consistent([], (), None, {"merge_method": DEFAULT_METHOD})
         self.models: list[ModelEntry] = []
         self.base: str | None = None
-        self.recipe: dict[str, Any] = {"merge_method": DEFAULT_METHOD}
+        self.recipe: dict[str, Any] = copy.deepcopy(self._snapshot.recipe)
         self.merge = MergeSettings()
         self.eval_tasks: list[str] = []
         self.project_path: Path | None = None
         self.preflight: PreflightReport | None = None
         self.undo_stack = QUndoStack(self)
         self._dirty = False
+        self._verdict: RecipeVerdict | None = None
+        self._verdict_timer = QTimer(self)
+        self._verdict_timer.setSingleShot(True)
+        self._verdict_timer.setInterval(VERDICT_DELAY_MS)
+        self._verdict_timer.timeout.connect(self._announce_verdict)
         self.undo_stack.indexChanged.connect(self._undo_index_changed)
 
     @Slot(int)
@@ -151,50 +248,171 @@ class StudioState(QObject):
         # A bound slot, not a lambda: Qt disconnects it when the state is destroyed.
         self.set_dirty(True)
 
-    # ---- models ------------------------------------------------------------------------
+    # ---- reading -------------------------------------------------------------------------
+
+    def snapshot(self) -> ProjectSnapshot:
+        return self._snapshot
 
     def model(self, reference: str) -> ModelEntry | None:
         return next((m for m in self.models if m.reference == reference), None)
 
+    def merged_references(self) -> list[str]:
+        """The models merged onto the base: every ticked model except the base."""
+        return [m.reference for m in self.models if m.include and m.reference != self.base]
+
+    def method(self) -> MethodSpec:
+        return method_of(self.recipe)
+
+    def verdict(self) -> RecipeVerdict:
+        """The engine's verdict on the current recipe (computed now if stale)."""
+        if self._verdict is None:
+            sources = {m.reference: m.source for m in self.models if m.source is not None}
+            self._verdict = check_recipe(self.recipe, sources)
+        return self._verdict
+
+    def verdict_pending(self) -> bool:
+        """Whether the verdict is stale (it is announced after a short pause)."""
+        return self._verdict is None
+
+    @Slot()
+    def _announce_verdict(self) -> None:
+        self.verdict_changed.emit(self.verdict())
+
+    # ---- commands on the models ------------------------------------------------------------
+
     def add_model(self, entry: ModelEntry) -> None:
         if self.model(entry.reference) is not None:
             return
-        self.models.append(entry)
-        if self.base is None:
-            self.base = entry.reference
-            self.base_changed.emit(self.base)
-        self._models_updated()
+        current = self._snapshot
+        base = current.base if current.entries else entry.reference  # the first model is the base
+        included = current.included | {entry.reference} if entry.include else current.included
+        self._commit([*current.entries, entry], included, base, current.recipe, f"add {entry.name}")
 
     def remove_model(self, reference: str) -> None:
-        self.models = [m for m in self.models if m.reference != reference]
-        if self.base == reference:
-            self.base = self.models[0].reference if self.models else None
-            self.base_changed.emit(self.base)
-        self._models_updated()
+        current = self._snapshot
+        entries = [e for e in current.entries if e.reference != reference]
+        base = current.base
+        if base == reference:
+            base = entries[0].reference if entries else None
+        entry = self.model(reference)
+        self._commit(entries, current.included, base, current.recipe,
+                     f"remove {entry.name if entry else reference}")
 
     def set_base(self, reference: str | None) -> None:
-        if reference == self.base:
+        """Choose the base (None: no base, for methods that average the models)."""
+        current = self._snapshot
+        if reference == current.base:
             return
-        self.base = reference
-        self.base_changed.emit(reference)
-        self._models_updated()
+        entry = self.model(reference) if reference else None
+        included = current.included | {reference} if reference else current.included
+        self._commit(current.entries, included, reference, current.recipe,
+                     f"base {entry.name if entry else '(none)'}")
 
     def set_included(self, reference: str, include: bool) -> None:
+        current = self._snapshot
+        included = current.included | {reference} if include else current.included - {reference}
         entry = self.model(reference)
-        if entry is not None and entry.include != include:
-            entry.include = include
-            self._models_updated()
+        name = entry.name if entry else reference
+        self._commit(current.entries, included, current.base, current.recipe,
+                     f"{'tick' if include else 'untick'} {name}")
 
-    def merged_references(self) -> list[str]:
-        """The models merged onto the base: every included model except the base."""
-        return [m.reference for m in self.models if m.include and m.reference != self.base]
+    # ---- commands on the recipe ------------------------------------------------------------
 
-    def _models_updated(self) -> None:
-        self.update_preflight()
-        self.models_changed.emit()
-        self.set_dirty(True)
-        updated = recipe_edit.with_models(self.recipe, self.base, self.merged_references(), self.method())
-        self.set_recipe(updated, "models", "models changed")
+    def set_method(self, name: str) -> None:
+        from mergestudio.methods import get_method
+
+        self.set_recipe(recipe_edit.with_method(self.recipe, get_method(name)), "widgets", f"method {name}")
+
+    def set_recipe(self, recipe: dict[str, Any], origin: str, text: str = "edit recipe",
+                   merge_key: str | None = None) -> str | None:
+        """Apply ``recipe`` (from the widgets, the YAML pane, a trial or a file). Its
+        ``base_model`` and ``models`` become the base and the ticks. Returns None, or why
+        the recipe was refused (it names a model that is not on the Models page)."""
+        current = self._snapshot
+        mapped, unknown = self._known_references(recipe)
+        if unknown:
+            reason = (f"{unknown[0]} is not on the Models page: add it there first "
+                      "(or use File → Import mergekit YAML, which adds the recipe's models)")
+            self.recipe_refused.emit(reason)
+            return reason
+        if mapped.get("slices"):
+            base = mapped.get("base_model") or current.base
+            included = current.included
+        else:
+            base = mapped.get("base_model")
+            # The base counts as ticked (the Models page shows it so): choosing "(none)"
+            # later merges it like the other ticked models.
+            included = frozenset(m["model"] for m in mapped.get("models") or []) | ({base} if base else set())
+        self._commit(current.entries, included, base, mapped, text, merge_key, origin)
+        return None
+
+    def _known_references(self, recipe: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """``recipe`` with each model reference spelled as on the Models page (a relative
+        path that names a listed folder becomes its listed spelling), and the references
+        that name no listed model."""
+        by_path: dict[str, str] = {}
+        for entry in self.models:
+            by_path[entry.reference] = entry.reference
+            if entry.kind != "hub":
+                by_path[str(Path(entry.reference).expanduser().resolve())] = entry.reference
+        unknown: list[str] = []
+
+        def known(reference: str) -> str:
+            found = by_path.get(reference)
+            if found is None and not Path(reference).is_absolute():
+                found = by_path.get(str(Path(reference).expanduser().resolve()))
+            if found is None:
+                unknown.append(reference)
+                return reference
+            return found
+
+        mapped = copy.deepcopy(recipe)
+        if mapped.get("base_model"):
+            mapped["base_model"] = known(str(mapped["base_model"]))
+        for model in mapped.get("models") or []:
+            model["model"] = known(str(model["model"]))
+        for output_slice in mapped.get("slices") or []:
+            if output_slice.get("base_model"):
+                output_slice["base_model"] = known(str(output_slice["base_model"]))
+            for source in output_slice.get("sources") or []:
+                source["model"] = known(str(source["model"]))
+        return mapped, unknown
+
+    # ---- applying ---------------------------------------------------------------------------
+
+    def _commit(self, entries: Sequence[ModelEntry], included: Iterable[str], base: str | None,
+                recipe: dict[str, Any], text: str, merge_key: str | None = None,
+                origin: str = "models") -> None:
+        new = _consistent(entries, included, base, recipe)
+        old = self._snapshot
+        if new.same_models(old) and new.base == old.base and new.recipe == old.recipe:
+            if origin == "yaml":  # the text may differ from the recipe it means: show it
+                self.recipe_changed.emit("normalized")
+            return
+        self._apply(new, origin)
+        self.undo_stack.push(_ProjectChange(self, old, new, text, merge_key))
+
+    def _apply(self, new: ProjectSnapshot, origin: str) -> None:
+        """Make ``new`` the current state and tell every page what changed."""
+        old = self._snapshot
+        self._snapshot = new
+        self.models = list(new.entries)
+        for entry in self.models:
+            entry.include = entry.reference in new.included or entry.reference == new.base
+        self.base = new.base
+        self.recipe = copy.deepcopy(new.recipe)
+        models_changed = not new.same_models(old)
+        base_changed = new.base != old.base
+        if models_changed or base_changed:
+            self.update_preflight()
+        self._verdict = None
+        self._verdict_timer.start()
+        if base_changed:
+            self.base_changed.emit(new.base)
+        if models_changed or base_changed:
+            self.models_changed.emit()
+        if new.recipe != old.recipe or origin in ("load", "undo"):
+            self.recipe_changed.emit(origin)
 
     def update_preflight(self) -> None:
         from mergestudio.preflight import preflight
@@ -206,34 +424,6 @@ class StudioState(QObject):
         else:
             self.preflight = preflight(base.source, sources)
         self.preflight_changed.emit()
-
-    # ---- recipe ------------------------------------------------------------------------
-
-    def method(self) -> MethodSpec:
-        from mergestudio.errors import RecipeError
-        from mergestudio.methods import get_method
-
-        try:
-            return get_method(str(self.recipe.get("merge_method", DEFAULT_METHOD)))
-        except RecipeError:
-            return get_method(DEFAULT_METHOD)
-
-    def set_recipe(self, recipe: dict[str, Any], origin: str, text: str = "edit recipe",
-                   merge_key: str | None = None) -> None:
-        if recipe == self.recipe:
-            return
-        old = self.recipe
-        self._apply_recipe(recipe, origin)
-        self.undo_stack.push(_RecipeChange(self, old, copy.deepcopy(recipe), text, merge_key))
-
-    def set_method(self, name: str) -> None:
-        from mergestudio.methods import get_method
-
-        self.set_recipe(recipe_edit.with_method(self.recipe, get_method(name)), "widgets", f"method {name}")
-
-    def _apply_recipe(self, recipe: dict[str, Any], origin: str) -> None:
-        self.recipe = copy.deepcopy(recipe)
-        self.recipe_changed.emit(origin)
 
     # ---- merge settings and project ----------------------------------------------------------
 
@@ -263,31 +453,18 @@ class StudioState(QObject):
 
     def clear(self) -> None:
         """An empty project: no models, the default method, default merge settings."""
-        self.models = []
-        self.base = None
-        self.merge = MergeSettings()
-        self.eval_tasks = []
-        self.preflight = None
-        self._apply_recipe({"merge_method": DEFAULT_METHOD}, "load")
-        self.undo_stack.clear()
-        self.base_changed.emit(None)
-        self.models_changed.emit()
-        self.preflight_changed.emit()
-        self.merge_settings_changed.emit()
-        self.set_project_path(None)
-        self.set_dirty(False)
+        self.load([], None, {"merge_method": DEFAULT_METHOD}, MergeSettings(), [], None)
 
     def load(self, models: list[ModelEntry], base: str | None, recipe: dict[str, Any],
              merge: MergeSettings, eval_tasks: list[str], path: Path | None) -> None:
-        """Replace everything at once (opening a project): one signal of each kind."""
-        self.models = list(models)
-        self.base = base
+        """Replace everything at once (opening a project, the demo, an imported recipe).
+        The project's base and ticks win over a recipe that disagrees with them."""
+        included = [m.reference for m in models if m.include]
         self.merge = merge
         self.eval_tasks = list(eval_tasks)
-        self.update_preflight()
-        self._apply_recipe(recipe, "load")
+        self._apply(_consistent(models, included, base, recipe), "load")
         self.undo_stack.clear()
-        self.base_changed.emit(base)
+        self.base_changed.emit(self.base)
         self.models_changed.emit()
         self.merge_settings_changed.emit()
         self.set_project_path(path)

@@ -60,7 +60,11 @@ def light_palette() -> QPalette:
         QPalette.ColorRole.Midlight: "#e2e5ea",
         QPalette.ColorRole.Link: "#1d4ed8",
     }
-    return _palette(palette, colors)
+    palette = _palette(palette, colors)
+    # Without a disabled group, a disabled button (Cancel when nothing runs) looks enabled.
+    for role in (QPalette.ColorRole.Text, QPalette.ColorRole.WindowText, QPalette.ColorRole.ButtonText):
+        palette.setColor(QPalette.ColorGroup.Disabled, role, QColor("#a0a6ae"))
+    return palette
 
 
 def dark_palette() -> QPalette:

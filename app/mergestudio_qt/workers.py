@@ -44,7 +44,13 @@ def download_snapshot(reference: str, cache_dir: str | None, bar_class: type | N
     """Fetch weights, configs and tokenizer files of ``org/name[@revision]`` (never pickles).
     The token comes from huggingface_hub's own store."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
     from mergestudio.io.sources import HUB_ALLOW_PATTERNS
 
     repo_id, _, revision = reference.partition("@")
@@ -60,13 +66,35 @@ def download_snapshot(reference: str, cache_dir: str | None, bar_class: type | N
         )
     except Cancelled:
         raise
+    # One short sentence a person can act on, then the library's own text on the next
+    # line (the page shows the first line and keeps the rest for its tooltip and log).
     except LocalEntryNotFoundError as error:
-        raise SourceError(f"{repo_id}: not cached and the Hub cannot be reached ({error})") from error
+        raise SourceError(_hub_failure(
+            f"{repo_id}: the Hugging Face Hub cannot be reached and the model is not in the cache. "
+            "Check the network connection, then try again.", error)) from error
+    except GatedRepoError as error:
+        raise SourceError(_hub_failure(
+            f"{repo_id}: the repository is gated. Accept its terms on the Hub and sign in "
+            "(File → Settings).", error)) from error
+    except RepositoryNotFoundError as error:
+        raise SourceError(_hub_failure(
+            f"{repo_id}: no such repository on the Hub, or it is private (sign in under File → Settings).",
+            error)) from error
+    except RevisionNotFoundError as error:
+        raise SourceError(_hub_failure(f"{repo_id}: the Hub has no revision {revision!r}.", error)) from error
     except HfHubHTTPError as error:
-        raise SourceError(f"{repo_id}: the Hub refused the download ({error})") from error
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        raise SourceError(_hub_failure(
+            f"{repo_id}: the Hub refused the download{f' (HTTP {status})' if status else ''}.", error)) from error
     except (OSError, ValueError) as error:
-        raise SourceError(f"{repo_id}: cannot download ({error})") from error
+        raise SourceError(_hub_failure(f"{repo_id}: cannot download the model.", error)) from error
     return folder, folder.name
+
+
+def _hub_failure(summary: str, error: BaseException) -> str:
+    """``summary``, then the error's own text on one line (whitespace collapsed)."""
+    detail = " ".join(f"{type(error).__name__}: {error}".split())
+    return f"{summary}\n{detail}"
 
 
 def progress_bar_class(job: Job, cancel: CancelToken) -> type:

@@ -27,7 +27,8 @@ def test_add_folders_shows_details_and_preflight(window, family, add_models) -> 
     assert cell(page, 1, "Architecture") == "LlamaForCausalLM"
     assert cell(page, 1, "Layers") == "4"
     assert cell(page, 1, "Dtype") == "float32"
-    assert cell(page, 1, "Source") == "local folder"
+    assert cell(page, 1, "Source") == str(family["ft1"])  # the path, elided in the middle when narrow
+    assert str(family["ft1"]) in page.table.item(1, 1).toolTip()
     assert cell(page, 1, "Size on disk").endswith("KB")
     assert "compatible" in cell(page, 1, "Role")
     assert window.state.base == str(family["base"])
@@ -52,7 +53,8 @@ def test_choose_base_and_untick_a_model(window, family, add_models) -> None:
 def test_add_single_safetensors_file(window, family, add_models) -> None:
     add_models(window, family["base"], family["ft1"] / "model.safetensors")
     page = window.page("models")
-    assert cell(page, 1, "Source") == "local file"
+    assert cell(page, 1, "Source") == str(family["ft1"] / "model.safetensors")
+    assert "local file" in page.table.item(1, 1).toolTip()
 
 
 def test_incompatible_model_is_an_error_in_the_preflight(window, family, add_models, tmp_path) -> None:
@@ -105,7 +107,7 @@ def test_hub_model_downloads_with_progress(qtbot, window, family, monkeypatch) -
     assert progress and max(progress) == page.progress.maximum()
     entry = window.state.model("someorg/tiny-llama@main")
     assert entry is not None and entry.kind == "hub"
-    assert entry.source_text.startswith("Hub @ 0123456789")
+    assert entry.source_text == "Hub: someorg/tiny-llama @ 0123456789"
     assert not page.cancel_button.isVisibleTo(page)
 
 
@@ -145,3 +147,65 @@ def test_remove_model(window, family, add_models) -> None:
     page.remove_button.click()
     assert [m.name for m in window.state.models] == ["base"]
     assert window.state.recipe["models"] == []
+
+
+def test_base_can_be_none_and_models_have_tooltips(window, family, add_models) -> None:
+    add_models(window, family["base"], family["ft1"])
+    page = window.page("models")
+    assert page.base_combo.itemText(0) == "(none)"
+    page.base_combo.setCurrentIndex(0)
+    assert window.state.base is None
+    assert "base_model" not in window.state.recipe
+    # the former base is merged like the other ticked models (appended after them)
+    assert [m["model"] for m in window.state.recipe["models"]] == [str(family["ft1"]), str(family["base"])]
+    assert cell(page, 0, "Role") == "merged"
+    for column in range(page.table.columnCount()):
+        assert page.table.horizontalHeaderItem(column).toolTip()
+    page.table.selectRow(1)
+    assert str(family["ft1"]) in page.details_label.text()
+
+
+def test_demo_models_have_descriptions(tmp_path) -> None:
+    from mergestudio_qt.demo import model_description
+
+    zoo = tmp_path / "zoo"
+    write_checkpoint(zoo / "models" / "base", TinyLlama())
+    write_checkpoint(zoo / "models" / "cipher", TinyLlama(), seed=1)
+    (zoo / "README.md").write_text(
+        "# Demo zoo\n\n- `models/base`: a 4-layer Llama,\n  pre-trained on synthetic sentences.\n"
+        "- `models/<skill>`: the base fine-tuned on one skill.\n"
+    )
+    assert model_description(zoo / "models" / "base") == (
+        "Demo base: a 4-layer Llama, pre-trained on synthetic sentences.")
+    assert "letter substitution" in model_description(zoo / "models" / "cipher")
+    # a model card's first paragraph wins; no card and no zoo: no description
+    card = write_checkpoint(tmp_path / "other" / "tuned", TinyLlama())
+    assert model_description(card) is None
+    (card / "README.md").write_text("---\nlicense: mit\n---\n# Tuned\n\nA Llama tuned on recipes.\nSecond line.\n\nMore.")
+    assert model_description(card) == "A Llama tuned on recipes. Second line."
+
+
+def test_a_failed_hub_add_says_why_briefly_and_keeps_the_text(qtbot, window, monkeypatch) -> None:
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(*_args, **_kwargs):
+        raise LocalEntryNotFoundError(
+            "An error happened while trying to locate the files on the Hub and we cannot find the "
+            "requested files in the local cache. Got: ConnectError: [Errno -2] Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    page = window.page("models")
+    page.hub_edit.setText("someorg/tiny-llama")
+    preflight_before = page.preflight_view.toPlainText()
+    with qtbot.waitSignal(page.load_failed, timeout=10_000):
+        page.hub_button.click()
+    assert page.hub_edit.text() == "someorg/tiny-llama"  # kept, to fix and retry
+    assert page.add_error.isVisibleTo(page)
+    shown = page.add_error.text()
+    assert "cannot be reached" in shown and "ConnectError" not in shown
+    assert "ConnectError" in page.add_error.toolTip()  # the library's text, on demand
+    assert page.preflight_view.toPlainText() == preflight_before  # not under Compatibility
+    page.hub_edit.setText("someorg/other")
+    page.hub_edit.textEdited.emit("someorg/other")
+    assert not page.add_error.isVisibleTo(page)

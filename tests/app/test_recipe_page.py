@@ -150,7 +150,8 @@ def test_curve_presets_make_gradients(window, recipe_page) -> None:
     curve = recipe_page.curve_editor
     curve.points_spin.setValue(4)
     curve.apply_preset("ramp up")
-    assert window.state.recipe["parameters"]["lambda"] == pytest.approx([0.0, 0.3333, 0.6667, 1.0], abs=1e-4)
+    # curve points are written on lambda's slider step (0.01), not as 0.3333
+    assert window.state.recipe["parameters"]["lambda"] == [0.0, 0.33, 0.67, 1.0]
     curve.apply_preset("bell")
     values = window.state.recipe["parameters"]["lambda"]
     assert values[0] == 0.0 and values[-1] == pytest.approx(0.0, abs=1e-4) and max(values) > 0.5
@@ -195,3 +196,64 @@ def test_drag_a_control_point_with_the_mouse(qtbot, window, recipe_page) -> None
     assert values[1:] == [1.0, 1.0, 1.0]
     window.undo_action.trigger()  # the whole drag is one step
     assert "lambda" not in (window.state.recipe.get("parameters") or {})
+
+
+def test_a_weight_that_is_a_curve_shows_its_range_not_a_stale_number(window, recipe_page) -> None:
+    choose_method(recipe_page, "task_arithmetic")
+    recipe = dict(window.state.recipe)
+    recipe["models"] = [dict(m) for m in recipe["models"]]
+    recipe["models"][0]["parameters"] = {"weight": [
+        {"filter": "self_attn", "value": [0.2, 0.8]}, {"value": 0.5}]}
+    assert window.state.set_recipe(recipe, "load", "a trial's recipe") is None
+    editor = recipe_page.editors[("weight", 0)]
+    assert editor.curve_label.isVisibleTo(editor)
+    assert not editor.spin.isVisibleTo(editor) and not editor.slider.isVisibleTo(editor)
+    assert editor.curve_label.text() == "by layer and module: 0.2–0.8, mean 0.5"
+    assert "attention: 0.2 → 0.8" in editor.curve_label.toolTip()
+    recipe["models"][0]["parameters"] = {"weight": [{"filter": "mlp", "value": 0.0}, {"value": 1.0}]}
+    window.state.set_recipe(recipe, "load")
+    assert editor.curve_label.text() == "per module: attention 1, MLP 0, other 1"
+
+
+def test_sliders_write_values_on_the_declared_step(window, recipe_page) -> None:
+    choose_method(recipe_page, "ties")
+    editor = recipe_page.editors[("density", 0)]
+    param = editor.param
+    assert param.ui_step == 0.01
+    editor.slider.setValue(editor._to_slider(0.476))
+    written = window.state.recipe["models"][0]["parameters"]["density"]
+    assert written == 0.48
+    editor.spin.setValue(0.2999)
+    assert window.state.recipe["models"][0]["parameters"]["density"] == 0.3
+    from mergestudio_qt import recipe_edit
+
+    assert recipe_edit.clean_number(param, 0.1 + 0.2) == 0.3
+    # a tolerance of 1e-5 keeps enough decimals to be seen
+    choose_method(recipe_page, "karcher")
+    tol = recipe_page.editors[("tol", None)]
+    assert tol.spin.decimals() >= 5 and tol.spin.value() == pytest.approx(1e-5)
+
+
+@pytest.mark.parametrize("size", [(1024, 700), (1100, 680), (1920, 1080)])
+def test_the_recipe_page_fits_without_clipping(qtbot, window, recipe_page, size) -> None:
+    from PySide6.QtCore import QRect
+
+    choose_method(recipe_page, "ties")  # the most rows: globals, weights and densities
+    window.resize(*size)
+    qtbot.waitUntil(lambda: window.width() == size[0], timeout=2000)
+    qtbot.wait(50)
+    scroll = recipe_page.left_scroll
+    body = scroll.widget()
+    viewport = scroll.viewport()
+    assert body.minimumSizeHint().width() <= viewport.width()  # no sideways scrolling needed
+    assert body.width() <= viewport.width()
+    for editor in recipe_page.editors.values():
+        for part in (editor.curve_button, editor.spin):
+            if part is None or not part.isVisibleTo(body):
+                continue
+            box = QRect(part.mapTo(body, part.rect().topLeft()), part.size())
+            assert box.right() <= viewport.width(), f"{editor.param.name} is cut at {size}"
+    for name, button in recipe_page.curve_editor.preset_buttons.items():
+        assert button.width() >= button.sizeHint().width(), f"preset {name!r} is squeezed at {size}"
+        inside = button.mapTo(recipe_page.curve_editor, button.rect().bottomRight())
+        assert inside.x() <= recipe_page.curve_editor.width(), f"preset {name!r} is cut at {size}"

@@ -36,6 +36,9 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def studio(qtbot, zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("MERGESTUDIO_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("MERGESTUDIO_DEMO_DIR", str(zoo))
+    # A fresh cache: the demo merges into <cache>/merges/demo, and Replace is unticked,
+    # so a merge left there by an earlier run would (rightly) ask before replacing it.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     from mergestudio_qt.app import open_window
     from mergestudio_qt.main_window import MainWindow
 

@@ -39,7 +39,7 @@ from PySide6.QtWidgets import (
 
 from mergestudio_qt import jobs
 from mergestudio_qt.context import Studio
-from mergestudio_qt.format import format_bytes, format_duration
+from mergestudio_qt.format import MeasuredEta, format_bytes, format_duration
 from mergestudio_qt.pages import PageSpec, register_page
 from mergestudio_qt.state import MergeSettings
 from mergestudio_qt.widgets.folder_row import folder_row
@@ -73,6 +73,7 @@ class MergePage(QWidget):
         self.eval_reports: dict[str, Any] = {}
         self._parent_cache: dict[tuple[str, tuple[str, ...], int], Any] = {}
         self._pending: Progress | None = None
+        self._eta = MeasuredEta()
         self._redraw = QTimer(self)
         self._redraw.setInterval(REDRAW_MS)
         self._redraw.timeout.connect(self._draw_progress)
@@ -139,6 +140,7 @@ class MergePage(QWidget):
         self.shard_spin.setSuffix(" MB")
         self.shard_spin.setToolTip("Largest size of one .safetensors shard")
         self.overwrite_check = QCheckBox("Replace the folder if it exists", box)
+        self.overwrite_check.setToolTip("Unticked, a merge into a folder that is not empty asks first")
         for signal in (self.dtype_combo.currentIndexChanged, self.device_combo.currentIndexChanged,
                        self.shard_spin.valueChanged, self.overwrite_check.toggled):
             signal.connect(self._save_settings)
@@ -174,6 +176,9 @@ class MergePage(QWidget):
         self.dry_note = QLabel("Press Dry run to check the recipe and estimate the cost.", box)
         self.dry_note.setWordWrap(True)
         self.dry_note.setObjectName("hint")
+        # Room for two lines from the start, so a verdict does not push the buttons down.
+        self.dry_note.setMinimumHeight(2 * self.dry_note.fontMetrics().lineSpacing() + 4)
+        self.dry_note.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         grid.addWidget(self.dry_note, len(rows), 0, 1, 2)
         grid.setColumnStretch(1, 1)
         return box
@@ -309,14 +314,25 @@ class MergePage(QWidget):
         self.dry_labels["read"].setText(format_bytes(result.bytes_to_read))
         self.dry_labels["output"].setText(format_bytes(result.output_bytes))
         self.dry_labels["peak"].setText(format_bytes(result.peak_memory_bytes))
-        warnings = "; ".join(result.warnings)
-        self.dry_note.setText(f"The plan is valid. {warnings}" if warnings else "The plan is valid.")
+        count = len(result.warnings)
+        # Warnings go to the log and the tooltip: the note stays short and the page still.
+        for warning in result.warnings:
+            self._log(warning, "warning")
+        self.dry_note.setToolTip("\n".join(result.warnings))
+        self.dry_note.setText(
+            f"The plan is valid; {count} warning{'s' if count > 1 else ''} (hover, or see the log)."
+            if count else "The plan is valid."
+        )
         self.dry_run_finished.emit(True)
 
     def _dry_failed(self, message: str) -> None:
         for label in self.dry_labels.values():
             label.setText("—")
-        self.dry_note.setText(f"✗ {message}")
+        self._log(f"dry run: {message}", "error")
+        self.dry_note.setToolTip(message)
+        metrics = self.dry_note.fontMetrics()
+        width = max(200, self.dry_note.width()) * 2 - metrics.averageCharWidth() * 4
+        self.dry_note.setText(metrics.elidedText(f"✗ {message}", Qt.TextElideMode.ElideRight, width))
         self.dry_run_finished.emit(False)
 
     def _dry_finished(self) -> None:
@@ -359,6 +375,7 @@ class MergePage(QWidget):
         self.progress.setValue(0)
         self.progress.setFormat("starting…")
         self.stats_label.setText("")
+        self._eta.reset()
         self._redraw.start()
         jobs.start(job)
 
@@ -383,7 +400,11 @@ class MergePage(QWidget):
             return
         self.progress.setValue(int(1000 * progress.fraction))
         self.progress.setFormat(f"{progress.fraction:.0%}")
-        eta = f"ETA {format_duration(progress.eta_s)}"
+        if progress.bytes_total:
+            seconds = self._eta.update(progress.bytes_done, progress.bytes_total, progress.elapsed_s)
+        else:
+            seconds = self._eta.update(progress.done, progress.total, progress.elapsed_s)
+        eta = "ETA estimating…" if seconds is None else f"ETA {format_duration(seconds)}"
         if progress.job == "merge":
             speed = progress.bytes_per_s / 1e6
             text = f"{progress.done:,}/{progress.total:,} tensors · {speed:,.0f} MB/s · {eta}"

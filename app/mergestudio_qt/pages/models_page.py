@@ -36,6 +36,19 @@ from mergestudio_qt.state import ModelEntry
 from mergestudio_qt.workers import OpenModelJob
 
 COLUMNS = ("Merge", "Name", "Role", "Architecture", "Layers", "Parameters", "Dtype", "Size on disk", "Source")
+COLUMN_TIPS = (
+    "Ticked models are merged onto the base (the base itself is always used)",
+    "The model's folder or file name; hover for its description",
+    "The base, or how a model compares with it (see Compatibility below)",
+    "The model class from config.json",
+    "Transformer blocks",
+    "Parameter count, from the tensor shapes",
+    "Weight dtypes, most common first",
+    "Bytes of weight files on disk",
+    "Where the model is read from: its path, or the Hub id and revision",
+)
+SOURCE_COLUMN = COLUMNS.index("Source")
+NO_BASE = "(none)"
 _STATUS_MARK = {"ok": ("✓", "ok"), "warning": ("!", "warning"), "error": ("✗", "error")}
 
 
@@ -77,10 +90,26 @@ class ModelsPage(QWidget):
         layout.addWidget(title)
         layout.addWidget(intro)
         layout.addLayout(self._build_add_row())
+        self.add_error = QLabel(self)
+        self.add_error.setObjectName("errorNote")
+        self.add_error.setWordWrap(True)
+        self.add_error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.add_error.hide()
+        layout.addWidget(self.add_error)
         layout.addLayout(self._build_progress_row())
         splitter = QSplitter(Qt.Orientation.Vertical, self)
         splitter.setObjectName("modelsSplitter")
-        splitter.addWidget(self._build_table())
+        table_box = QWidget(self)
+        table_layout = QVBoxLayout(table_box)
+        table_layout.setContentsMargins(0, 0, 0, 0)
+        table_layout.setSpacing(4)
+        table_layout.addWidget(self._build_table(), 1)
+        self.details_label = QLabel(table_box)
+        self.details_label.setObjectName("hint")
+        self.details_label.setWordWrap(True)
+        self.details_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        table_layout.addWidget(self.details_label)
+        splitter.addWidget(table_box)
         splitter.addWidget(self._build_preflight())
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 2)
@@ -99,6 +128,7 @@ class ModelsPage(QWidget):
         self.hub_edit.setPlaceholderText("org/name[@revision]")
         self.hub_edit.setToolTip("A Hub repository id, optionally with a branch, tag or commit")
         self.hub_edit.returnPressed.connect(self._add_hub)
+        self.hub_edit.textEdited.connect(lambda _t: self._show_add_error(""))
         self.hub_button = QPushButton("Add from Hub", self)
         self.hub_button.clicked.connect(self._add_hub)
         self.remove_button = QPushButton("Remove", self)
@@ -150,9 +180,16 @@ class ModelsPage(QWidget):
         self.table.verticalHeader().hide()
         self.table.setAlternatingRowColors(True)
         self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # paths keep both ends
+        for column, tip in enumerate(COLUMN_TIPS):
+            header_item = self.table.horizontalHeaderItem(column)
+            if header_item is not None:
+                header_item.setToolTip(tip)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(SOURCE_COLUMN, QHeaderView.ResizeMode.Stretch)
+        header.setMinimumSectionSize(40)
+        self.table.itemSelectionChanged.connect(self._show_details)
         header.setHighlightSections(False)
         self.table.itemChanged.connect(self._item_changed)
         self.empty_label = QLabel("No models yet. Drop a folder or .safetensors file here.", self.table)
@@ -186,12 +223,19 @@ class ModelsPage(QWidget):
         self.empty_label.resize(self.table.viewport().size())
         self.base_combo.blockSignals(True)
         self.base_combo.clear()
+        self.base_combo.addItem(NO_BASE, "")
+        self.base_combo.setItemData(0, "No base: for methods that average the models themselves "
+                                    "(linear, model soups)", Qt.ItemDataRole.ToolTipRole)
         for entry in models:
             self.base_combo.addItem(entry.name, entry.reference)
-        index = self.base_combo.findData(self.state.base)
-        self.base_combo.setCurrentIndex(index)
+            self.base_combo.setItemData(self.base_combo.count() - 1, _entry_tooltip(entry),
+                                        Qt.ItemDataRole.ToolTipRole)
+        index = self.base_combo.findData(self.state.base or "")
+        self.base_combo.setCurrentIndex(max(0, index))
+        self.base_combo.setEnabled(bool(models))
         self.base_combo.blockSignals(False)
         self.remove_button.setEnabled(bool(models))
+        self._show_details()
         self._show_preflight()
 
     def _fill_row(self, row: int, entry: ModelEntry) -> None:
@@ -204,10 +248,9 @@ class ModelsPage(QWidget):
             include.setFlags(Qt.ItemFlag.ItemIsEnabled)
         include.setData(Qt.ItemDataRole.UserRole, entry.reference)
         self.table.setItem(row, 0, include)
-        status = self.state.preflight.status_of(entry.reference) if self.state.preflight else "ok"
         cells = (
             entry.name,
-            "base" if is_base else f"{_STATUS_MARK[status][0]} {'compatible' if status == 'ok' else status}",
+            self._role_text(entry, is_base),
             entry.architecture or "unknown",
             str(entry.layers),
             format_count(entry.parameters),
@@ -215,12 +258,33 @@ class ModelsPage(QWidget):
             format_bytes(entry.disk_bytes),
             entry.source_text,
         )
+        tooltip = _entry_tooltip(entry)
         for column, text in enumerate(cells, start=1):
             item = QTableWidgetItem(text)
-            item.setToolTip(entry.reference)
+            item.setToolTip(tooltip)
             if column >= 4 and column <= 7:
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.table.setItem(row, column, item)
+
+    def _role_text(self, entry: ModelEntry, is_base: bool) -> str:
+        if is_base:
+            return "base"
+        if self.state.preflight is None:  # no base to compare with
+            return "merged" if entry.include else "not merged"
+        status = self.state.preflight.status_of(entry.reference)
+        return f"{_STATUS_MARK[status][0]} {'compatible' if status == 'ok' else status}"
+
+    def _show_details(self) -> None:
+        """The selected model's description and full source under the table."""
+        rows = {index.row() for index in self.table.selectedIndexes()}
+        models = self.state.models
+        if len(rows) != 1 or min(rows) >= len(models):
+            self.details_label.setText("Select a model to see its description and where it is read from."
+                                       if models else "")
+            return
+        entry = models[min(rows)]
+        about = entry.description or "No description (the model has no model card)."
+        self.details_label.setText(f"{entry.name}: {about}\nSource ({entry.kind_text}): {entry.source_text}")
 
     def _show_preflight(self) -> None:
         report = self.state.preflight
@@ -272,6 +336,9 @@ class ModelsPage(QWidget):
             self.progress.setFormat(f"{format_bytes(progress.done)} of {format_bytes(progress.total)}")
 
     def _job_done(self, entry: ModelEntry) -> None:
+        if self.hub_edit.text().strip() == entry.reference:
+            self.hub_edit.clear()  # added: what was typed has done its job
+        self._show_add_error("")
         self.state.add_model(entry)
         self.studio.show_message(f"added {entry.name}")
         self.model_added.emit(entry.reference)
@@ -280,9 +347,18 @@ class ModelsPage(QWidget):
         self.studio.show_message("download cancelled")
 
     def _job_failed(self, message: str) -> None:
-        self.studio.show_message(message)
-        self.preflight_view.setHtml(f"<p><b>Could not add the model.</b><br>{html.escape(message)}</p>")
+        summary = message.splitlines()[0] if message else "unknown error"
+        self.studio.show_message(f"could not add the model: {summary}")
+        self._show_add_error(message)
         self.load_failed.emit(message)
+
+    def _show_add_error(self, message: str) -> None:
+        """Why the last add failed, under the add row: the first line (a short sentence),
+        with the library's full text in the tooltip. Empty hides it."""
+        lines = message.splitlines()
+        self.add_error.setText(f"✗ Could not add the model. {lines[0]}" if lines else "")
+        self.add_error.setToolTip("\n".join(lines[1:]) or (lines[0] if lines else ""))
+        self.add_error.setVisible(bool(lines))
 
     def _job_finished(self) -> None:
         self._job = None
@@ -317,15 +393,14 @@ class ModelsPage(QWidget):
         if not is_hub_reference(text):
             self._job_failed(f"{text}: not a Hub id; write org/name or org/name@revision")
             return
-        self.hub_edit.clear()
-        self.add_reference(text)
+        self._show_add_error("")
+        self.add_reference(text)  # the text stays until the model is added
 
     # ---- editing -----------------------------------------------------------------------
 
     def _base_chosen(self, index: int) -> None:
         reference = self.base_combo.itemData(index)
-        if reference:
-            self.state.set_base(str(reference))
+        self.state.set_base(str(reference) if reference else None)
 
     def _item_changed(self, item: QTableWidgetItem) -> None:
         if item.column() == 0:
@@ -347,6 +422,14 @@ class ModelsPage(QWidget):
         for path in dropped_paths(event.mimeData().urls()):
             self.add_reference(path)
         event.acceptProposedAction()
+
+
+def _entry_tooltip(entry: ModelEntry) -> str:
+    lines = [entry.name]
+    if entry.description:
+        lines.append(entry.description)
+    lines.append(f"{entry.kind_text}: {entry.source_text}")
+    return "\n".join(lines)
 
 
 def dropped_paths(urls: list) -> list[str]:  # type: ignore[type-arg]

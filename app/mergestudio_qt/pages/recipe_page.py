@@ -25,12 +25,13 @@ from PySide6.QtWidgets import (
 from mergestudio_qt import recipe_edit
 from mergestudio_qt.context import Studio
 from mergestudio_qt.pages import PageSpec, register_page
-from mergestudio_qt.state import display_name
+from mergestudio_qt.state import RecipeVerdict, display_name
 from mergestudio_qt.widgets.curve_editor import CurveTarget, LayerCurveEditor
 from mergestudio_qt.widgets.params import ParamEditor, param_tooltip
 from mergestudio_qt.widgets.yaml_pane import YamlPane
 
-LABEL_WIDTH = 130  # px; long model names are elided in the middle, full name in the tooltip
+LABEL_WIDTH = 112  # px; long model names are elided in the middle, full name in the tooltip
+LEFT_MIN_WIDTH = 400  # px; every row of the form fits in this, so it never scrolls sideways
 EditorKey = tuple[str, int | None]  # (parameter name, model index or None for global)
 
 
@@ -54,7 +55,9 @@ class RecipePage(QWidget):
         self._build()
         self.state.recipe_changed.connect(self._recipe_changed)
         self.state.models_changed.connect(lambda: self._recipe_changed("models"))
+        self.state.verdict_changed.connect(self._show_verdict)
         self._recipe_changed("load")
+        self._show_verdict(self.state.verdict())
 
     # ---- building ----------------------------------------------------------------------
 
@@ -95,7 +98,9 @@ class RecipePage(QWidget):
         method_row.setSpacing(8)
         method_label = QLabel("Method", body)
         self.method_combo = QComboBox(body)
-        self.method_combo.setMinimumWidth(220)
+        self.method_combo.setMinimumWidth(160)
+        self.method_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.method_combo.setMinimumContentsLength(12)
         for spec in sorted(all_methods(), key=lambda s: s.family):
             self.method_combo.addItem(f"{spec.name}  ·  {spec.family}", spec.name)
             self.method_combo.setItemData(self.method_combo.count() - 1, spec.summary,
@@ -121,7 +126,10 @@ class RecipePage(QWidget):
         self.left_layout.addWidget(self.params_box)
         self.left_layout.addStretch(1)
         scroll.setWidget(body)
-        scroll.setMinimumWidth(420)
+        # Scroll down, never sideways: rows wrap or elide to the pane's width.
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(LEFT_MIN_WIDTH)
+        self.left_scroll = scroll
         return scroll
 
     # ---- structure: which widgets exist ------------------------------------------------------
@@ -215,8 +223,14 @@ class RecipePage(QWidget):
             param = method.param(name)
             if param is not None:
                 editor.set_setting(recipe_edit.effective_setting(recipe, param, index))
-        if origin != "yaml":
-            self.yaml.show_recipe(recipe)
+        # Also after a YAML edit: the project may have completed it (the base, the ticks,
+        # required values), and the pane must show what will be merged. A no-op when the
+        # text already means this recipe.
+        self.yaml.show_recipe(recipe)
+        if self.state.verdict_pending():
+            self.yaml.show_verdict(None)  # until the project model's verdict_changed
+        else:
+            self._show_verdict(self.state.verdict())
         if origin != "curve":
             self._refresh_curve()
         self._show_notes(method)
@@ -276,7 +290,12 @@ class RecipePage(QWidget):
             self._refresh_curve()
 
     def _yaml_edited(self, recipe: dict[str, Any]) -> None:
-        self.state.set_recipe(recipe, "yaml", "edit YAML")
+        refused = self.state.set_recipe(recipe, "yaml", "edit YAML")
+        if refused:
+            self.yaml.refuse(refused)
+
+    def _show_verdict(self, verdict: RecipeVerdict) -> None:
+        self.yaml.show_verdict(verdict.ok, verdict.message, verdict.warnings)
 
     # ---- the curve editor ------------------------------------------------------------------
 

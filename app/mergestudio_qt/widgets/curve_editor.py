@@ -15,9 +15,11 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QComboBox,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -92,6 +94,8 @@ class LayerCurveEditor(QWidget):
         controls.setSpacing(8)
         self.title = QLabel("Layer curve", self)
         self.title.setObjectName("sectionTitle")
+        self.title.setWordWrap(True)  # a long model name wraps instead of widening the pane
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.lane_combo = QComboBox(self)
         self.lane_combo.addItem("All lanes", ALL_LANES)
         for lane in LANES:
@@ -106,16 +110,20 @@ class LayerCurveEditor(QWidget):
         controls.addWidget(self.lane_combo)
         controls.addWidget(self.points_spin)
         layout.addLayout(controls)
-        presets = QHBoxLayout()
-        presets.setSpacing(6)
+        # Presets in one row when they fit, else rows of three: never squeezed labels.
+        presets = QGridLayout()
+        self._presets_layout = presets
+        presets.setHorizontalSpacing(6)
+        presets.setVerticalSpacing(4)
         self.preset_buttons: dict[str, QPushButton] = {}
-        for name in PRESETS:
+        for index, name in enumerate(PRESETS):
             button = QPushButton(name.capitalize(), self)
             button.setToolTip(f"Set the selected lanes to a {name} curve up to their current peak")
+            button.setMinimumWidth(button.sizeHint().width())
             button.clicked.connect(lambda _checked=False, n=name: self.apply_preset(n))
-            presets.addWidget(button)
+            presets.addWidget(button, index // 3, index % 3)
             self.preset_buttons[name] = button
-        presets.addStretch(1)
+        self._preset_columns = 3
         layout.addLayout(presets)
         self.plot = pg.PlotWidget(self)
         self.plot.setMinimumHeight(170)
@@ -137,6 +145,23 @@ class LayerCurveEditor(QWidget):
         self.hint.setObjectName("hint")
         self.hint.setWordWrap(True)
         layout.addWidget(self.hint)
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self._arrange_presets()
+
+    def _arrange_presets(self) -> None:
+        buttons = list(self.preset_buttons.values())
+        spacing = self._presets_layout.horizontalSpacing()
+        one_row = sum(b.minimumWidth() for b in buttons) + spacing * (len(buttons) - 1)
+        columns = len(buttons) if one_row <= self.width() else 3
+        if columns == self._preset_columns:
+            return
+        self._preset_columns = columns
+        for button in buttons:
+            self._presets_layout.removeWidget(button)
+        for index, button in enumerate(buttons):
+            self._presets_layout.addWidget(button, index // columns, index % columns)
 
     # ---- showing -----------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ choices. The declaration's doc becomes the tooltip. No widget knows any method b
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from mergestudio.methods.registry import Param
@@ -85,7 +86,7 @@ class ParamEditor(QWidget):
         param = self.param
         self.slider = QSlider(Qt.Orientation.Horizontal, self)
         self.slider.setRange(0, self._slider_steps())
-        self.slider.setMinimumWidth(120)
+        self.slider.setMinimumWidth(64)
         self.slider.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.slider.valueChanged.connect(self._slider_moved)
         self.slider.sliderReleased.connect(self._slider_released)
@@ -96,18 +97,19 @@ class ParamEditor(QWidget):
             spin.setRange(int(_bound(param.low, -_UNBOUNDED)), int(_bound(param.high, _UNBOUNDED)))
         else:
             spin = QDoubleSpinBox(self)
-            spin.setDecimals(3)
+            spin.setDecimals(_decimals(param))
             spin.setSingleStep(_resolution(param))
             spin.setRange(_bound(param.low, -_UNBOUNDED), _bound(param.high, _UNBOUNDED))
         spin.setKeyboardTracking(False)  # typing "0.25" must not write 0, 0.2 and 0.25
         spin.setButtonSymbols(QAbstractSpinBox.ButtonSymbols.UpDownArrows)
-        spin.setFixedWidth(84)
+        spin.setFixedWidth(80)
         spin.setAlignment(Qt.AlignmentFlag.AlignRight)
         spin.valueChanged.connect(lambda value: self._emit(recipe_edit.clean_number(param, value), True))
         self.spin = spin
         self.curve_label = QLabel("varies by layer", self)
         self.curve_label.setObjectName("curveNote")
-        # Ignored width: the note must never widen the form (its full text is the tooltip).
+        # Wraps rather than widening the form; the per-lane values are in the tooltip.
+        self.curve_label.setWordWrap(True)
         self.curve_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.curve_label.hide()
         self.curve_button = QToolButton(self)
@@ -139,11 +141,15 @@ class ParamEditor(QWidget):
     def _show_number(self, value: Any, setting: Any) -> None:
         assert self.slider is not None and self.spin is not None and self.curve_label is not None
         is_curve = value is None or isinstance(value, (bool, str))
+        # A curve has no single value: the spin box would show a stale number, so the
+        # summary takes the place of both the slider and the spin box.
         self.slider.setVisible(not is_curve)
+        self.spin.setVisible(not is_curve)
         self.curve_label.setVisible(is_curve)
         if is_curve:
-            self.curve_label.setText(curve_summary(setting))
-            self.curve_label.setToolTip(f"{curve_summary(setting)}; edit it in the curve editor")
+            short, detail = curve_summary(setting)
+            self.curve_label.setText(short)
+            self.curve_label.setToolTip(f"{detail}<br>Press Curve to edit it; moving a value replaces the curve.")
             return
         if not self.slider.isSliderDown():
             self.slider.setValue(self._to_slider(float(value)))
@@ -190,13 +196,24 @@ class ParamEditor(QWidget):
             self.edited.emit(value, final)
 
 
-def curve_summary(setting: Any) -> str:
+def curve_summary(setting: Any) -> tuple[str, str]:
+    """A one-line summary of a setting that varies (range and mean over the layers, or
+    the value per module group) and a longer description for its tooltip."""
     curve = recipe_edit.LayerCurve.from_setting(setting)
     if curve is None:
-        return "custom (see YAML)"
-    values = [v for lane in curve.lanes.values() for v in lane]
-    lanes = " per module" if len({tuple(v) for v in curve.lanes.values()}) > 1 else ""
-    return f"curve{lanes}: {min(values):.3g} to {max(values):.3g}"
+        return "custom conditions (see YAML)", "Conditions on tensor names; edit them in the YAML pane."
+    lanes = curve.lanes
+    if all(len(set(values)) == 1 for values in lanes.values()):
+        parts = [f"{recipe_edit.LANE_TITLES[lane]} {values[0]:g}" for lane, values in lanes.items()]
+        return "per module: " + ", ".join(parts), "One value per module group: " + ", ".join(parts)
+    values = [v for lane in lanes.values() for v in lane]
+    mean = sum(values) / len(values)
+    per_module = len({tuple(v) for v in lanes.values()}) > 1
+    short = f"by layer{' and module' if per_module else ''}: {min(values):g}–{max(values):g}, mean {mean:.3g}"
+    detail = "<br>".join(
+        f"{recipe_edit.LANE_TITLES[lane]}: {' → '.join(f'{v:g}' for v in values)}" for lane, values in lanes.items()
+    )
+    return short, f"Varies along the layers (first → last):<br>{detail}"
 
 
 def _bound(value: float | None, fallback: float) -> float:
@@ -204,12 +221,13 @@ def _bound(value: float | None, fallback: float) -> float:
 
 
 def _resolution(param: Param) -> float:
-    """The slider's step: a round number giving a few hundred positions over the range."""
-    if param.kind == "int":
-        return 1.0
-    low, high = param.slider_range
-    span = high - low
-    for step in (0.001, 0.01, 0.05, 0.1, 1.0, 10.0):
-        if span / step <= 1000:
-            return step
-    return span / 1000
+    """The slider's step: the parameter's declared (or default round) step."""
+    return param.ui_step
+
+
+def _decimals(param: Param) -> int:
+    """Enough decimals for the step and the default (a tolerance of 1e-5 must not show 0)."""
+    needed = [-math.floor(math.log10(param.ui_step))]
+    if isinstance(param.default, float) and param.default:
+        needed.append(-math.floor(math.log10(abs(param.default))))
+    return min(8, max(2, *needed))

@@ -1,6 +1,10 @@
 """The recipe as YAML, editable. Edits are checked after a short pause: a valid recipe is
 sent on (``recipe_edited``); an invalid one is marked with the engine's message naming
 the key, and the text stays as typed. Nothing is silently dropped.
+
+The verdict under the text is the project model's (``show_verdict``): the engine's
+validation and plan of the recipe as it stands, the checks a merge runs, so the pane
+never calls a recipe valid that the merge would refuse.
 """
 
 from __future__ import annotations
@@ -57,8 +61,10 @@ class YamlPane(QWidget):
         layout.addWidget(title)
         layout.addWidget(self.editor, 1)
         layout.addWidget(self.status)
-        self.valid = True
-        self.error = ""
+        self.valid = True  # the text parsed and was applied
+        self.error = ""  # why the text was not applied
+        self.verdict_ok: bool | None = None  # the engine's verdict; None while checking
+        self.verdict_message = ""
         self._setting_text = False
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -83,6 +89,17 @@ class YamlPane(QWidget):
         self.editor.setTextCursor(QTextCursor(block))
         self._timer.stop()
         self._mark(True, "")
+
+    def show_verdict(self, ok: bool | None, message: str = "", warnings: tuple[str, ...] = ()) -> None:
+        """The engine's verdict on the applied recipe (shown while the text is applied);
+        ``ok`` None: being checked."""
+        self.verdict_ok = ok
+        self.verdict_message = message if not ok else "; ".join(warnings)
+        self._render()
+
+    def refuse(self, message: str) -> None:
+        """The text parsed but the project refused it (``message`` says why)."""
+        self._mark(False, message)
 
     def set_text(self, text: str) -> None:
         """Type ``text`` as a user would (checked after the pause)."""
@@ -115,8 +132,23 @@ class YamlPane(QWidget):
         self.editor.setProperty("invalid", not valid)
         self.editor.style().unpolish(self.editor)
         self.editor.style().polish(self.editor)
-        self.status.setProperty("invalid", not valid)
+        self._render()
+        self.validity_changed.emit(valid, message)
+
+    def _render(self) -> None:
+        valid, message = self.valid, self.error
+        if not valid:
+            text = f"✗ {message}  (not applied)"
+        elif self.verdict_ok is None:
+            text = "… checking the recipe against the models"
+        elif not self.verdict_ok:
+            text = f"✗ a merge would fail: {self.verdict_message}"
+        elif self.verdict_message:
+            text = f"✓ valid recipe; note: {self.verdict_message}"
+        else:
+            text = "✓ valid recipe (checked against the models, as a merge would)"
+        shown_invalid = not valid or self.verdict_ok is False
+        self.status.setProperty("invalid", shown_invalid)
         self.status.style().unpolish(self.status)
         self.status.style().polish(self.status)
-        self.status.setText("✓ valid recipe" if valid else f"✗ {message}  (not applied)")
-        self.validity_changed.emit(valid, message)
+        self.status.setText(text)

@@ -4,6 +4,7 @@ help, the methods table in the docs, and the sliders in the window."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeAlias
@@ -24,7 +25,8 @@ class Param:
     ``per_model`` parameters take one value per input model (a weight, a density);
     the others take one value for the whole merge. ``low``/``high`` are hard bounds,
     checked when a recipe is validated; ``ui_low``/``ui_high`` the slider's range when it
-    differs (a weight may be any number, but its slider runs from -1 to 2).
+    differs (a weight may be any number, but its slider runs from -1 to 2). ``step`` is
+    the increment a slider writes; None picks a round one (``ui_step``).
     """
 
     name: str
@@ -37,6 +39,7 @@ class Param:
     ui_low: float | None = None
     ui_high: float | None = None
     choices: tuple[str, ...] = ()
+    step: float | None = None
 
     @property
     def required(self) -> bool:
@@ -47,6 +50,28 @@ class Param:
         low = self.ui_low if self.ui_low is not None else self.low
         high = self.ui_high if self.ui_high is not None else self.high
         return (0.0 if low is None else low, 1.0 if high is None else high)
+
+    @property
+    def ui_step(self) -> float:
+        """The slider's increment: the declared ``step``, else 1 for whole numbers and
+        the power of ten giving 100 to 1000 positions over the slider's range (0.01 for
+        a density in [0, 1] or a weight in [-1, 2])."""
+        if self.step is not None:
+            return self.step
+        if self.kind == "int":
+            return 1.0
+        low, high = self.slider_range
+        span = high - low
+        return 10.0 ** math.floor(math.log10(span / 100)) if span > 0 else 0.01
+
+    def rounded(self, value: float) -> int | float:
+        """``value`` on the slider's grid (a multiple of ``ui_step``), without float noise
+        such as 0.30000000000000004."""
+        if self.kind == "int":
+            return round(value)
+        step = self.ui_step
+        digits = max(0, -math.floor(math.log10(step))) + 2
+        return round(round(value / step) * step, digits)
 
     def check(self, value: ScalarValue, where: str) -> None:
         """Raise RecipeError (naming ``where``) if ``value`` does not fit this parameter."""
