@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mergestudio.cli.args import positive_int
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from mergestudio.demo.paths import ENV_VAR
@@ -30,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     build.add_argument("--seed", type=int, default=0, help="the seed everything derives from (default: 0)")
     build.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=1,
         help="CPU threads for training; part of the reproducibility contract",
     )

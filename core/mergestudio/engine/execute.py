@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 # A target's allocator of output tensors (shape, dtype) -> empty tensor, reused by it.
 OutputBuffer = Callable[[tuple[int, ...], "torch.dtype"], "torch.Tensor"]
 READ_AHEAD = 3  # tensors whose pages are requested before they are needed
+_NARROW_RANGE = ("torch.float16",)  # compute dtypes whose range a merge can overflow
 # Elementwise methods work on row chunks of about this many bytes (all inputs together),
 # small enough that a chunk is still in cache between its conversion and its use.
 DEFAULT_CHUNK_BYTES = 8 << 20
@@ -53,8 +54,13 @@ def execute_plan(
     cancel: CancelToken | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     threads: int | None = None,
+    allow_nonfinite: bool = False,
 ) -> ExecutionStats:
     """Run every planned tensor and give each result to ``target``, in plan order.
+
+    Every input is scanned for NaN/Inf as it streams through: one is an error naming the
+    model, tensor and count (a warning, and merged as is, with ``allow_nonfinite``). A
+    result with NaN/Inf from finite inputs is always an error (MergeError).
 
     ``threads``: CPU threads for tensor math, one by default: merging is bound by memory
     bandwidth, and a second thread that has to wait for a busy core (the writer's, or
@@ -73,6 +79,7 @@ def execute_plan(
     start = time.perf_counter()
     written = 0
     merger = _TensorMerger(plan, torch_device, compute, chunk_bytes, getattr(target, "output_buffer", None))
+    merger.nonfinite = _NonFiniteGuard(plan, allow_nonfinite, events)
     if threads is None and torch_device.type == "cpu":
         threads = 1
     # The collector paused: the loop's tensors form no cycles, and its collections took
@@ -126,6 +133,7 @@ class _TensorMerger:
         self.seed = plan.recipe.random_seed or 0
         self._buffer: torch.Tensor | None = None
         self._scratch: torch.Tensor | None = None
+        self.nonfinite = _NonFiniteGuard(plan, False, None)
 
     def merge(self, planned: PlannedTensor) -> torch.Tensor:
         """The output tensor on the CPU in its output dtype, shape ``planned.shape``."""
@@ -197,13 +205,16 @@ class _TensorMerger:
     ) -> torch.Tensor:
         # The base shares the reused buffer with the inputs, as its last slot.
         stacked = self._stack(inputs if base is None else [*inputs, base])
+        self.nonfinite.scan_inputs(planned, stacked)
         base_tensor = None if base is None else stacked[-1]
         models = stacked if base is None else stacked[:-1]
         generator = self._generator(planned) if self.method.stochastic else None
         merge_inputs = MergeInputs(planned.name, models, base_tensor, generator, self._scratch_for(models[0]))
         params: dict[str, object] = dict(planned.global_params)
         params.update(planned.model_params)
-        return self.method.function(merge_inputs, **params)
+        result = self.method.function(merge_inputs, **params)
+        self.nonfinite.check_result(planned, result)
+        return result
 
     def _stack(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         """(n, *shape) in the compute dtype on the device, converted in one copy per input
@@ -244,3 +255,74 @@ class _TensorMerger:
         generator = torch.Generator(device=self.device)
         generator.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
         return generator
+
+
+class _NonFiniteGuard:
+    """The non-finite policy, applied to each call's stacked inputs and its result.
+
+    The common case costs one sum per call over memory that was just written (a sum is
+    finite exactly when every entry is, barring overflow); only a non-finite sum leads
+    to counting entry by entry, in the input tensors as stored."""
+
+    def __init__(self, plan: MergePlan, allow: bool, events: EventSink | None) -> None:
+        self.plan = plan
+        self.allow = allow
+        self.events = events
+        self._tainted: set[str] = set()  # outputs whose inputs hold NaN/Inf (allowed)
+
+    def scan_inputs(self, planned: PlannedTensor, stacked: torch.Tensor) -> None:
+        """``stacked`` (n, *chunk): the inputs (and base, last) of one call."""
+        if planned.name in self._tainted or _all_finite(stacked):
+            return
+        for tensor_input in planned.all_inputs():
+            stored = self.plan.sources[tensor_input.model].read(tensor_input.tensor)
+            count = _nonfinite_count(stored)
+            if count == 0:
+                continue
+            message = (
+                f"{tensor_input.model}: tensor {tensor_input.tensor!r} holds {count} NaN/Inf "
+                f"value(s) out of {stored.numel()}"
+            )
+            if not self.allow:
+                raise MergeError(
+                    f"{message}; nothing was written. Pass --allow-nonfinite (Python: "
+                    "allow_nonfinite=True) to merge anyway, with them in the output"
+                )
+            log(self.events, f"{message}; merged anyway (--allow-nonfinite)", "warning")
+            self._tainted.add(planned.name)
+
+    def check_result(self, planned: PlannedTensor, result: torch.Tensor) -> None:
+        if planned.name in self._tainted or _all_finite(result):
+            return
+        count = _nonfinite_count(result)
+        if count == 0:
+            return
+        compute = result.dtype
+        cause = (
+            f"values overflow {str(compute).removeprefix('torch.')}: try --compute-dtype float32"
+            if str(compute) in _NARROW_RANGE
+            else "check the method's parameters (weights that cancel out, a scale that is too large)"
+        )
+        raise MergeError(
+            f"{planned.name}: {self.plan.method.name} produced {count} NaN/Inf value(s) from finite "
+            f"inputs; nothing was written ({cause})"
+        )
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    """True when every entry is finite (False can also mean the sum overflowed: callers
+    count entry by entry before they conclude anything)."""
+    import torch
+
+    if not tensor.is_floating_point() or tensor.numel() == 0:
+        return True
+    accumulate = torch.float64 if tensor.dtype == torch.float64 else torch.float32
+    return bool(torch.isfinite(tensor.sum(dtype=accumulate)))
+
+
+def _nonfinite_count(tensor: torch.Tensor) -> int:
+    import torch
+
+    if not tensor.is_floating_point():
+        return 0
+    return int(tensor.numel() - torch.isfinite(tensor).sum())

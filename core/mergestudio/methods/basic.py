@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mergestudio.methods.common import WEIGHT_DOC, weighted_sum
+from mergestudio.methods.common import WEIGHT_DOC, weighted_sum, zero_weight_sum_check
 from mergestudio.methods.registry import MergeInputs, Param, register
 
 _WEIGHT = Param("weight", "float", WEIGHT_DOC, per_model=True, ui_low=-1.0, ui_high=2.0)
@@ -23,6 +23,7 @@ _WEIGHT = Param("weight", "float", WEIGHT_DOC, per_model=True, ui_low=-1.0, ui_h
         Param("normalize", "bool", "Divide by the sum of the weights.", default=True),
     ),
     elementwise=True,
+    check=zero_weight_sum_check("weight", "normalize"),
 )
 def linear(inputs: MergeInputs, *, weight: Sequence[float], normalize: bool) -> torch.Tensor:
     merged = weighted_sum(inputs.tensors, weight)
