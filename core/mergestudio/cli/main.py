@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mergestudio.cli.signals import stop_exit_code
 
         code, name = stop_exit_code()
-        print(f"stopped ({name}): nothing was written", file=sys.stderr)
+        print(f"cancelled ({name}): nothing was written", file=sys.stderr)
         return code
     except MergeStudioError as error:
         print(f"error: {error}", file=sys.stderr)
