@@ -294,6 +294,8 @@ CASES: dict[str, CaseBuilder] = {
                                              ["normalize", "sum of the weights", "tensor model."], c.out, True),
     "multislerp-zero-weight-sum": lambda c: Case(c.merge(c.recipe("multislerp", weights=[1.0, -1.0])), (1,),
                                                  ["normalize_weights", "tensor model."], c.out, True),
+    "integer-out-dtype": lambda c: Case(c.merge(c.recipe(out_dtype="int8")), (1,), ["out_dtype", "int8"], c.out,
+                                        True),
     "layer-range-past-model": lambda c: _expect(lambda c: _bad_recipe(
         c, "merge_method: passthrough\nslices: [{sources: [{model: FT1, layer_range: [0, 5]}]}]"),
         "layer_range", "2 layers")(c),
@@ -338,6 +340,7 @@ CASES: dict[str, CaseBuilder] = {
                                                "--evaluations", "0"], (2,), ["--evaluations"]),
     "export-negative-trial": lambda c: Case(["export", str(c.tmp), str(c.tmp / "x"), "--trial", "-1"], (2,),
                                             ["--trial"]),
+    "demo-info-no-zoo": lambda c: Case(["demo", "info", "--dir", str(c.tmp / "nozoo")], (1,), ["nozoo"]),
     "methods-unknown": lambda c: Case(["methods", "tiess"], (1,), ["tiess"]),
     "clean-not-a-folder": lambda c: Case(["clean", str(c.tmp / "nowhere")], (2,), ["nowhere", "not a folder"]),
 }

@@ -73,9 +73,13 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    from mergestudio.demo import paths
     from mergestudio.demo.info import describe_zoo
-    from mergestudio.demo.paths import default_zoo_dir
 
-    print(describe_zoo(args.dir or default_zoo_dir()))
+    zoo = args.dir or paths.default_zoo_dir()
+    if not paths.models_dir(zoo).is_dir():
+        print(f"error: no demo zoo at {zoo} (build one with: mergestudio demo build)", file=sys.stderr)
+        return 1
+    print(describe_zoo(zoo))
     return 0
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mergestudio.errors import MergeError, PlanError, RecipeError
-from mergestudio.io.dtypes import dtype_code, torch_dtype_name
+from mergestudio.io.dtypes import FLOAT_CODES, dtype_code, torch_dtype_name
 
 if TYPE_CHECKING:
     from mergestudio.engine.plan import MergePlan
@@ -32,6 +32,7 @@ def check_plan(plan: MergePlan) -> None:
     """Raise RecipeError for a constraint the recipe breaks on some tensor (naming the
     tensor and the key), or for a ``tokenizer_source`` naming no model of the recipe."""
     check_tokenizer_source(plan)
+    _check_output_dtype(plan)
     _check_method_constraints(plan)
 
 
@@ -44,6 +45,13 @@ def check_tokenizer_source(plan: MergePlan) -> None:
     if choice not in plan.sources:
         models = ", ".join(plan.sources)
         raise RecipeError(f"tokenizer_source: {choice!r} is not one of the recipe's models ({models})")
+
+
+def _check_output_dtype(plan: MergePlan) -> None:
+    """Merged values are real numbers: an integer output dtype would truncate them."""
+    key, name = ("out_dtype", plan.recipe.out_dtype) if plan.recipe.out_dtype else ("dtype", plan.recipe.dtype)
+    if name is not None and dtype_code(name) not in FLOAT_CODES:
+        raise RecipeError(f"{key}: {name!r} is not a floating-point type (try bfloat16 or float32)")
 
 
 def _check_method_constraints(plan: MergePlan) -> None:
