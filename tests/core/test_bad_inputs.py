@@ -551,3 +551,29 @@ def test_unexpected_errors_are_one_line_with_a_debug_hint(
     assert "Traceback" not in output
     with pytest.raises(ZeroDivisionError):
         main(["methods", "--debug"])
+
+
+@pytest.mark.parametrize("chunk_bytes", [64, 8 << 20], ids=["row-chunks", "whole-tensors"])
+def test_nonfinite_scan_in_row_chunks(zoo: dict[str, Path], tmp_path: Path, chunk_bytes: int) -> None:
+    """The NaNs sit in row 3: with tiny chunks they are found in a later chunk, counted over
+    the whole tensor, and (when allowed) warned about once."""
+    from mergestudio.engine import DictTarget, build_plan, execute_plan, load_recipe
+    from mergestudio.errors import MergeError
+    from mergestudio.events import LogLine
+
+    ctx = Context(tmp_path, zoo)
+    poisoned = _with_nonfinite(ctx, float("nan"))
+    plan = build_plan(load_recipe(ctx.recipe(models=[zoo["ft1"], poisoned])))
+    try:
+        with pytest.raises(MergeError, match=rf"poisoned: tensor '{EMBED}' holds 2 NaN/Inf value\(s\) out of 128"):
+            execute_plan(plan, DictTarget(), device="cpu", chunk_bytes=chunk_bytes)
+        lines: list[LogLine] = []
+        target = DictTarget()
+        execute_plan(plan, target, device="cpu", chunk_bytes=chunk_bytes, allow_nonfinite=True,
+                     events=lambda e: lines.append(e) if isinstance(e, LogLine) else None)
+    finally:
+        plan.close()
+    assert [line.message for line in lines if line.level == "warning"] == [
+        f"{poisoned}: tensor '{EMBED}' holds 2 NaN/Inf value(s) out of 128; merged anyway (--allow-nonfinite)"
+    ]
+    assert int(torch.isnan(target.tensors[EMBED]).sum()) == 2

@@ -78,8 +78,10 @@ def execute_plan(
     log(events, f"merging {len(tensors)} tensors with {plan.method.name} on {torch_device}")
     start = time.perf_counter()
     written = 0
-    merger = _TensorMerger(plan, torch_device, compute, chunk_bytes, getattr(target, "output_buffer", None))
-    merger.nonfinite = _NonFiniteGuard(plan, allow_nonfinite, events)
+    nonfinite = _NonFiniteGuard(plan, allow_nonfinite, events)
+    merger = _TensorMerger(
+        plan, torch_device, compute, chunk_bytes, nonfinite, getattr(target, "output_buffer", None)
+    )
     if threads is None and torch_device.type == "cpu":
         threads = 1
     # The collector paused: the loop's tensors form no cycles, and its collections took
@@ -122,6 +124,7 @@ class _TensorMerger:
         device: torch.device,
         compute: torch.dtype,
         chunk_bytes: int,
+        nonfinite: _NonFiniteGuard,
         output_buffer: OutputBuffer | None = None,
     ) -> None:
         self.plan = plan
@@ -133,7 +136,7 @@ class _TensorMerger:
         self.seed = plan.recipe.random_seed or 0
         self._buffer: torch.Tensor | None = None
         self._scratch: torch.Tensor | None = None
-        self.nonfinite = _NonFiniteGuard(plan, False, None)
+        self.nonfinite = nonfinite
 
     def merge(self, planned: PlannedTensor) -> torch.Tensor:
         """The output tensor on the CPU in its output dtype, shape ``planned.shape``."""
