@@ -1,5 +1,6 @@
 """The cost of the non-finite scan: the same merge with the scan and with it switched off,
-alternating, on a synthetic Llama family (134M parameters by default, bf16).
+alternating, on a synthetic Llama family (134M parameters by default, bf16). Reports the
+median CPU time of the process (steadier than wall time on a shared machine) and wall time.
 
     python benchmarks/nonfinite_scan.py --shape 134m --methods linear,ties --repeats 3
 """
@@ -19,21 +20,22 @@ from benchmarks.llama_family import SHAPES, write_family
 from benchmarks.merge_speed import WORK, recipe_for
 
 
-def _timed_merge(recipe: dict[str, object], out: Path, scan: bool) -> float:
+def _timed_merge(recipe: dict[str, object], out: Path, scan: bool) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of one merge."""
     from mergestudio.engine import execute
     from mergestudio.engine.merge import merge
 
-    original = execute._NonFiniteGuard.scan_inputs, execute._NonFiniteGuard.check_result
+    original = execute._NonFiniteGuard.wants_input_scan, execute._NonFiniteGuard.check_result
     if not scan:
-        execute._NonFiniteGuard.scan_inputs = lambda *_: None  # type: ignore[method-assign]
+        execute._NonFiniteGuard.wants_input_scan = lambda *_: False  # type: ignore[method-assign]
         execute._NonFiniteGuard.check_result = lambda *_: None  # type: ignore[method-assign]
     try:
         shutil.rmtree(out, ignore_errors=True)
-        started = time.perf_counter()
+        cpu, wall = time.process_time(), time.perf_counter()
         merge(recipe, out, device="cpu", overwrite=True)
-        return time.perf_counter() - started
+        return time.process_time() - cpu, time.perf_counter() - wall
     finally:
-        execute._NonFiniteGuard.scan_inputs, execute._NonFiniteGuard.check_result = original
+        execute._NonFiniteGuard.wants_input_scan, execute._NonFiniteGuard.check_result = original
 
 
 def main() -> None:
@@ -48,15 +50,16 @@ def main() -> None:
     for method in args.methods.split(","):
         recipe = recipe_for(method, folders)
         _timed_merge(recipe, out, scan=True)  # warm the page cache
-        times: dict[bool, list[float]] = {True: [], False: []}
+        times: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
         for _ in range(args.repeats):
             for scan in (False, True):
                 times[scan].append(_timed_merge(recipe, out, scan))
-        on, off = statistics.median(times[True]), statistics.median(times[False])
-        print(
-            f"{method:16} scan off {off:6.2f} s  scan on {on:6.2f} s  cost {100 * (on - off) / off:+5.1f} %"
-            f"  (runs: off {[round(t, 2) for t in times[False]]}, on {[round(t, 2) for t in times[True]]})"
-        )
+        for index, what in ((0, "CPU"), (1, "wall")):
+            off = statistics.median(t[index] for t in times[False])
+            on = statistics.median(t[index] for t in times[True])
+            print(
+                f"{method:16} {what:4} scan off {off:6.2f} s  on {on:6.2f} s  cost {100 * (on - off) / off:+5.1f} %"
+            )
     shutil.rmtree(out, ignore_errors=True)
 
 

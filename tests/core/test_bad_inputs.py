@@ -284,6 +284,12 @@ CASES: dict[str, CaseBuilder] = {
     # -- non-finite values (class 2) --
     "nan-in-input": lambda c: Case(c.merge(c.recipe(models=[c.zoo["ft1"], _with_nonfinite(c, float("nan"))])),
                                    (1,), ["poisoned", EMBED, "2 NaN/Inf", "--allow-nonfinite"], c.out),
+    "nan-in-input-ties": lambda c: Case(c.merge(c.recipe("ties", models=[c.zoo["ft1"], _with_nonfinite(c, float("nan"))],
+                                                         base_model=str(c.zoo["base"]))),
+                                        (1,), ["poisoned", EMBED, "2 NaN/Inf"], c.out),
+    "nan-in-base": lambda c: Case(c.merge(c.recipe("task_arithmetic",
+                                                   base_model=str(_with_nonfinite(c, float("nan"))))),
+                                  (1,), ["poisoned", EMBED, "2 NaN/Inf"], c.out),
     "inf-in-input": lambda c: Case(c.merge(c.recipe(models=[c.zoo["ft1"], _with_nonfinite(c, float("inf"))])),
                                    (1,), ["poisoned", EMBED, "2 NaN/Inf"], c.out),
     "method-overflows": lambda c: Case(c.merge(c.recipe(models=[_large(c, "big1"), _large(c, "big2")],

@@ -24,6 +24,7 @@ _WEIGHT = Param("weight", "float", WEIGHT_DOC, per_model=True, ui_low=-1.0, ui_h
     ),
     elementwise=True,
     check=zero_weight_sum_check("weight", "normalize"),
+    propagates_nonfinite=True,
 )
 def linear(inputs: MergeInputs, *, weight: Sequence[float], normalize: bool) -> torch.Tensor:
     merged = weighted_sum(inputs.tensors, weight)
@@ -47,6 +48,7 @@ def linear(inputs: MergeInputs, *, weight: Sequence[float], normalize: bool) -> 
     ),
     needs_base=True,
     elementwise=True,
+    propagates_nonfinite=True,  # θ_base enters as −(Σw)θ_base + θ_base: a NaN stays NaN even at Σw = 0
 )
 def task_arithmetic(
     inputs: MergeInputs, *, weight: Sequence[float], normalize: bool, **scale: float
@@ -81,6 +83,7 @@ def task_arithmetic(
     ),
     elementwise=True,
     max_models=1,
+    propagates_nonfinite=True,
 )
 def passthrough(inputs: MergeInputs, *, scale: Sequence[float]) -> torch.Tensor:
     tensor = inputs.tensors[0]

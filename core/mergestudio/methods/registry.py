@@ -159,6 +159,11 @@ class MethodSpec:
     # Constraints between parameters that bounds alone cannot say (DELLA's density ± ε
     # inside (0, 1)); run by the plan, so a dry run finds them before any tensor is read.
     check: ParamCheck | None = None
+    # Every NaN/Inf entry of an input makes the output non-finite (sums and scalings): the
+    # executor then checks only the result for NaN/Inf and looks at the inputs only when
+    # it is not finite, instead of scanning every input (which cost 15-25 % of a linear
+    # merge's CPU time).
+    propagates_nonfinite: bool = False
 
     def takes_base(self, base_model: str | None) -> bool:
         """Whether the base model is handed to the function (and kept out of the inputs)."""
@@ -196,6 +201,7 @@ def register(
     notes: str = "",
     aliases: Sequence[str] = (),
     check: ParamCheck | None = None,
+    propagates_nonfinite: bool = False,
 ) -> Callable[[MethodFunction], MethodFunction]:
     """Declare a merge method. See ``MethodSpec`` for the meaning of each field."""
 
@@ -217,6 +223,7 @@ def register(
             notes=notes,
             aliases=tuple(aliases),
             check=check,
+            propagates_nonfinite=propagates_nonfinite,
         )
         for key in (name, *aliases):
             if key in _REGISTRY:
