@@ -183,11 +183,10 @@ class DryRunJob(Job):
         self.recipe = recipe
 
     def work(self) -> DryRun:
-        from mergestudio.engine import build_plan
+        from mergestudio.engine.merge import plan_folder_merge
         from mergestudio.engine.plan import describe_sources
-        from mergestudio.recipe import Recipe
 
-        plan = build_plan(Recipe.from_dict(self.recipe))
+        plan = plan_folder_merge(self.recipe, None)  # every check a merge makes before writing
         try:
             estimate = plan.estimate()
             return DryRun(

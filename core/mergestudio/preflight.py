@@ -80,8 +80,19 @@ class PreflightReport:
 
 
 def preflight(base: ModelHeaders, others: Sequence[ModelHeaders]) -> PreflightReport:
-    """Compare every model in ``others`` with ``base``."""
+    """Compare every model in ``others`` with ``base``; the base itself is checked for
+    what the merged folder takes from it (its config.json)."""
     checks: list[Check] = []
+    if base.config is None:
+        checks.append(
+            Check(
+                base.reference,
+                "config",
+                "error",
+                "no config.json: the merged folder would have none, so no loader could open it "
+                "(the merge refuses it unless told --allow-no-config)",
+            )
+        )
     for other in others:
         if other.reference != base.reference:
             checks += compare(base, other)

@@ -116,6 +116,30 @@ def test_merge_failure_is_logged(qtbot, window, merge_page) -> None:
     assert "slerp" in merge_page.log_view.toPlainText()
 
 
+def test_nan_in_an_input_fails_the_merge_with_the_engine_message(
+    qtbot, window, family, add_models, tmp_path
+) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    weights = family["ft2"] / "model.safetensors"
+    tensors = load_file(weights)
+    tensors["model.norm.weight"][0] = float("nan")
+    save_file(tensors, str(weights))
+    add_models(window, family["base"], family["ft1"], family["ft2"])
+    window.go_to("merge")
+    page = window.page("merge")
+    page.out_edit.setText(str(tmp_path / "out" / "merged"))
+    page.out_edit.editingFinished.emit()
+    with qtbot.waitSignal(page.merge_finished, timeout=30_000) as blocker:
+        page.merge_button.click()
+    assert blocker.args == ["failed"]
+    log = page.log_view.toPlainText()
+    assert f"{family['ft2']}: tensor 'model.norm.weight' holds 1 NaN/Inf" in log
+    assert not (tmp_path / "out").exists()
+    assert torch.isnan(load_file(weights)["model.norm.weight"][0])  # the input is untouched
+
+
 def test_quick_eval_scores_merged_model_next_to_parents(qtbot, window, add_models, tmp_path) -> None:
     pytest.importorskip("transformers")
     from mergestudio.evaluate import ChoiceItem, write_task

@@ -134,5 +134,5 @@ def test_cli_demo_info(mini_zoo: tuple[Path, dict], capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     assert str(paths.models_dir(zoo) / "base") in out
     assert "| base |" in out and "reverse.eval.jsonl" in out
-    assert main(["demo", "info", "--dir", str(zoo / "nothing")]) == 0
-    assert "no demo zoo" in capsys.readouterr().out
+    assert main(["demo", "info", "--dir", str(zoo / "nothing")]) == 1  # a wrong --dir is an error
+    assert "error: no demo zoo" in capsys.readouterr().err

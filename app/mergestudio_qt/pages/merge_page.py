@@ -442,7 +442,7 @@ class MergePage(QWidget):
         self._stop_redraw()
         self.progress.setFormat("failed")
         self._log(message, "error")
-        self.studio.show_message("merge failed")
+        self.studio.show_message(f"merge failed: {message.splitlines()[0] if message else ''}")
         self._merge_outcome = "failed"
 
     def _merge_cancelled(self) -> None:

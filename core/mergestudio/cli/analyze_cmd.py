@@ -4,12 +4,13 @@ where task vectors agree, where they fight, and what a sparsifier would throw aw
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from mergestudio.cli.args import float_at_least, positive_int, writable_file_path
 from mergestudio.cli.progress import TerminalProgress, format_seconds
+from mergestudio.cli.signals import on_stop_signals
 from mergestudio.events import CancelToken
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the full report as JSON here")
     parser.add_argument(
-        "--tall-lambda", type=float, default=0.4, help="λ of the TALL mask |τₜ| > λ|Στ − τₜ| (default: 0.4)"
+        "--tall-lambda", type=float_at_least(0.0), default=0.4, help="λ of the TALL mask |τₜ| > λ|Στ − τₜ| (default: 0.4)"
     )
     parser.add_argument(
         "--spectra",
@@ -57,14 +58,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     parser.add_argument(
         "--spectrum-budget",
-        type=float,
+        type=float_at_least(0.0, strict=True),
         help="cost budget for spectra, Σ m·n·min(m,n) over models (default: 3e10, ~10-20 s on one core)",
     )
     parser.add_argument(
         "--cache-dir", type=Path, help="cache folder (default: $MERGESTUDIO_CACHE_DIR or user cache)"
     )
     parser.add_argument("--no-cache", action="store_true", help="recompute even when a cached result exists")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for tensor math (default: 1)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="CPU threads for tensor math (default: 1)")
     parser.add_argument(
         "--allow-pickle", action="store_true", help="load .bin/.pt checkpoints (torch.load weights_only=True)"
     )
@@ -76,9 +77,12 @@ def run(args: argparse.Namespace) -> int:
     from mergestudio.analysis import analyze
     from mergestudio.analysis.spectra import DEFAULT_SPECTRUM_BUDGET
 
+    problem = writable_file_path(args.json, "--json") if args.json is not None else None
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     cancel = CancelToken()
-    previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
-    try:
+    with on_stop_signals(lambda _signum: cancel.cancel()):
         report = analyze(
             args.base,
             args.models,
@@ -93,8 +97,6 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             allow_pickle=args.allow_pickle,
         )
-    finally:
-        signal.signal(signal.SIGINT, previous)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(report.to_json())

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mergestudio.cli.args import positive_int
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from mergestudio.demo.paths import ENV_VAR
@@ -30,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     build.add_argument("--seed", type=int, default=0, help="the seed everything derives from (default: 0)")
     build.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=1,
         help="CPU threads for training; part of the reproducibility contract",
     )
@@ -71,9 +73,13 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    from mergestudio.demo import paths
     from mergestudio.demo.info import describe_zoo
-    from mergestudio.demo.paths import default_zoo_dir
 
-    print(describe_zoo(args.dir or default_zoo_dir()))
+    zoo = args.dir or paths.default_zoo_dir()
+    if not paths.models_dir(zoo).is_dir():
+        print(f"error: no demo zoo at {zoo} (build one with: mergestudio demo build)", file=sys.stderr)
+        return 1
+    print(describe_zoo(zoo))
     return 0
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mergestudio.cli.args import DEVICE_HELP, device_name, positive_int, writable_file_path
 from mergestudio.cli.progress import TerminalProgress
+from mergestudio.cli.signals import on_stop_signals
 from mergestudio.events import CancelToken
 
 if TYPE_CHECKING:
@@ -36,12 +37,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         metavar="FILE.jsonl",
         help="a task file; repeat for several tasks",
     )
-    parser.add_argument("--limit", type=int, help="evaluate only the first N items of each task")
-    parser.add_argument("--batch-size", type=int, default=32, help="requests per forward pass (default: 32)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument("--limit", type=positive_int, help="evaluate only the first N items of each task")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=32, help="requests per forward pass (default: 32)"
+    )
+    parser.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
     parser.add_argument(
         "--dtype",
         default="auto",
+        choices=("auto", "float32", "float16", "bfloat16"),
         help="auto (float32 on CPU, bfloat16 elsewhere), float32, float16 or bfloat16",
     )
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="write every item's result as JSON")
@@ -52,15 +56,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 def run(args: argparse.Namespace) -> int:
     from mergestudio.evaluate import evaluate_path
 
-    if args.limit is not None and args.limit < 1:
-        print("error: --limit must be at least 1", file=sys.stderr)
-        return 2
-    if args.batch_size < 1:
-        print("error: --batch-size must be at least 1", file=sys.stderr)
+    problem = writable_file_path(args.json, "--json") if args.json is not None else None
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     cancel = CancelToken()
-    previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
-    try:
+    with on_stop_signals(lambda _signum: cancel.cancel()):
         report = evaluate_path(
             args.model,
             args.tasks,
@@ -71,8 +72,6 @@ def run(args: argparse.Namespace) -> int:
             events=TerminalProgress(quiet=args.quiet),
             cancel=cancel,
         )
-    finally:
-        signal.signal(signal.SIGINT, previous)
     print(format_report_table(report))
     if args.json is not None:
         report.save_json(args.json)

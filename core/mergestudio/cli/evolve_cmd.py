@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from mergestudio.cli.args import positive_int
 from mergestudio.cli.progress import TerminalProgress, format_seconds
+from mergestudio.cli.signals import on_stop_signals
 from mergestudio.events import LogLine, Progress
 
 if TYPE_CHECKING:
@@ -31,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         "paths", nargs="+", type=Path, metavar="SPEC RUN", help="search spec YAML and run folder"
     )
     parser.add_argument("--resume", action="store_true", help="continue the run in RUN")
-    parser.add_argument("--evaluations", type=int, help="evaluation budget (replaces the spec's)")
+    parser.add_argument("--evaluations", type=positive_int, help="evaluation budget (replaces the spec's)")
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-trial lines")
     parser.set_defaults(func=run)
@@ -48,16 +50,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     quiet_transformers()
     control = SearchControl()
-    previous = signal.signal(signal.SIGINT, lambda *_: _interrupt(control))
     sink = SearchPrinter(quiet=args.quiet or args.json)
-    try:
+    with on_stop_signals(lambda signum: _interrupt(control, signum)):
         if args.resume:
             outcome = resume_search(args.paths[0], events=sink, control=control, evaluations=args.evaluations)
         else:
             spec = _spec_with_budget(args.paths[0], args.evaluations)
             outcome = start_search(spec, args.paths[1], events=sink, control=control)
-    finally:
-        signal.signal(signal.SIGINT, previous)
     if args.json:
         print(json.dumps(describe_outcome(outcome), indent=2))
     else:
@@ -75,11 +74,13 @@ def _spec_with_budget(path: Path, evaluations: int | None) -> SearchSpec:
 
 
 
-def _interrupt(control: object) -> None:
+def _interrupt(control: object, signum: int) -> None:
+    """Ctrl-C: stop after this trial (twice: at once). SIGTERM/SIGHUP: at once, since no
+    one is there to press Ctrl-C a second time."""
     from mergestudio.search.control import SearchControl
 
     assert isinstance(control, SearchControl)
-    if control.stop_requested:
+    if control.stop_requested or signum != signal.SIGINT:
         control.cancel()
         print("\nstopping now; the current trial will run again on --resume", file=sys.stderr, flush=True)
     else:

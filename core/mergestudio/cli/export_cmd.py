@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import signal
 from pathlib import Path
 
+from mergestudio.cli.args import DEVICE_HELP, device_name, non_negative_int
 from mergestudio.cli.progress import TerminalProgress
+from mergestudio.cli.signals import on_stop_signals
 from mergestudio.events import CancelToken
 
 
@@ -21,8 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     parser.add_argument("run", type=Path, help="run folder")
     parser.add_argument("out", type=Path, help="output folder")
-    parser.add_argument("--trial", type=int, required=True, help="trial number (see `mergestudio runs show`)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument("--trial", type=non_negative_int, required=True, help="trial number (see `mergestudio runs show`)")
+    parser.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
@@ -32,8 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from mergestudio.search.export import export_trial
 
     cancel = CancelToken()
-    previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
-    try:
+    with on_stop_signals(lambda _signum: cancel.cancel()):
         result = export_trial(
             args.run,
             args.trial,
@@ -43,7 +43,5 @@ def run(args: argparse.Namespace) -> int:
             events=TerminalProgress(quiet=args.quiet),
             cancel=cancel,
         )
-    finally:
-        signal.signal(signal.SIGINT, previous)
     print(f"exported trial {args.trial} of {args.run} to {result.output}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -23,7 +24,9 @@ COMMAND_MODULES = (
     "mergestudio.cli.evolve_cmd",
     "mergestudio.cli.runs_cmd",
     "mergestudio.cli.export_cmd",
+    "mergestudio.cli.clean_cmd",
 )
+DEBUG_FLAG = "--debug"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Merge Studio: merge fine-tuned models from the command line or the studio window.",
     )
     parser.add_argument("--version", action="version", version=f"mergestudio {__version__}")
+    parser.add_argument(
+        DEBUG_FLAG,
+        action="store_true",
+        help="show the full traceback of an unexpected error (accepted anywhere on the line)",
+    )
     parser.add_argument(
         "--smoke",
         action="store_true",
@@ -52,8 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # --debug may follow the subcommand too: people add it to the line that failed.
+    debug = DEBUG_FLAG in arguments or os.environ.get("MERGESTUDIO_DEBUG") == "1"
+    arguments = [a for a in arguments if a != DEBUG_FLAG]
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     if args.smoke:
         from mergestudio.smoke import run_smoke
 
@@ -62,16 +74,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args))
-    except Cancelled:
-        print("cancelled: nothing was written", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
-        return 130
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's exit-time flush
+        return code
+    except (Cancelled, KeyboardInterrupt):
+        from mergestudio.cli.signals import stop_exit_code
+
+        code, name = stop_exit_code()
+        print(f"cancelled ({name}): nothing was written", file=sys.stderr)
+        return code
     except MergeStudioError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        return _closed_pipe()
+    except OSError as error:
+        if debug:
+            raise
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        if debug:
+            raise
+        print(
+            f"error: {type(error).__name__}: {error}\n"
+            f"(an unexpected error; re-run with {DEBUG_FLAG} to see the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _closed_pipe() -> int:
+    """The reader went away (``mergestudio demo info | head``): stop quietly. Python would
+    raise again when it flushes stdout at exit, so stdout is pointed at devnull first."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141  # 128 + SIGPIPE, what a shell reports for a writer killed by the pipe
 
 
 if __name__ == "__main__":

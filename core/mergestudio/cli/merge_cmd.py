@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+from mergestudio.cli.args import DEVICE_HELP, compute_dtype, device_name, positive_int
 from mergestudio.cli.progress import TerminalProgress, format_bytes, format_seconds
+from mergestudio.cli.signals import on_stop_signals
 from mergestudio.events import CancelToken
 
 
@@ -28,17 +30,16 @@ def parse_size(text: str) -> int:
         "B": 1,
     }
     upper = text.strip().upper()
-    for unit, factor in units.items():
-        if upper.endswith(unit):
-            number = upper.removesuffix(unit).strip()
-            try:
-                return int(float(number) * factor)
-            except ValueError:
-                break
-    try:
-        return int(upper)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 5GB or 500MB)") from None
+    unit = next((u for u in units if upper.endswith(u)), "")
+    number = upper.removesuffix(unit).strip() if unit else upper
+    size: int | None = None
+    with contextlib.suppress(ValueError, OverflowError):
+        size = int(float(number) * units.get(unit, 1))
+    if size is None:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 5GB or 500MB)")
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return size
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -50,15 +51,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("recipe", type=Path, help="recipe YAML (mergekit format)")
     parser.add_argument("out", type=Path, help="output folder (Hugging Face layout)")
     parser.add_argument("--dry-run", action="store_true", help="plan and estimate only; read no tensor data")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    parser.add_argument("--compute-dtype", default="float32", help="dtype to compute in (default: float32)")
+    parser.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
+    parser.add_argument(
+        "--compute-dtype", type=compute_dtype, default="float32", help="dtype to compute in (default: float32)"
+    )
     parser.add_argument("--shard-size", type=parse_size, default="5GB", help="max shard size (default: 5GB)")
-    parser.add_argument("--threads", type=int, help="CPU threads for tensor math (default: 1)")
+    parser.add_argument("--threads", type=positive_int, help="CPU threads for tensor math (default: 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument(
         "--allow-pickle",
         action="store_true",
         help="load .bin/.pt checkpoints (with torch.load weights_only=True)",
+    )
+    parser.add_argument(
+        "--allow-no-config",
+        action="store_true",
+        help="merge even though the base (config source) has no config.json; the output will have none",
+    )
+    parser.add_argument(
+        "--allow-nonfinite",
+        action="store_true",
+        help="merge inputs that hold NaN/Inf (with a warning) instead of refusing them",
     )
     parser.add_argument("--json", action="store_true", help="print the dry run or result as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -66,30 +79,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def run(args: argparse.Namespace) -> int:
-    from mergestudio.engine.merge import load_recipe
-
-    recipe = load_recipe(args.recipe)
     if args.dry_run:
-        return _dry_run(args, recipe)
+        return _dry_run(args)
     from mergestudio.engine.merge import merge
 
     cancel = CancelToken()
-    previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
-    try:
+    with on_stop_signals(lambda _signum: cancel.cancel()):
         result = merge(
-            recipe,
+            args.recipe,
             args.out,
             device=args.device,
             compute_dtype=args.compute_dtype,
             shard_size=args.shard_size,
             overwrite=args.overwrite,
             allow_pickle=args.allow_pickle,
+            allow_no_config=args.allow_no_config,
+            allow_nonfinite=args.allow_nonfinite,
             threads=args.threads,
             events=TerminalProgress(quiet=args.quiet),
             cancel=cancel,
         )
-    finally:
-        signal.signal(signal.SIGINT, previous)
     stats = result.stats
     summary = {
         "output": str(result.output),
@@ -110,10 +119,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dry_run(args: argparse.Namespace, recipe: Any) -> int:
-    from mergestudio.engine.plan import build_plan, describe_sources
+def _dry_run(args: argparse.Namespace) -> int:
+    """Every check the merge would make (arguments, output path, recipe, headers), then
+    the estimate."""
+    from mergestudio.engine.merge import plan_folder_merge
+    from mergestudio.engine.plan import describe_sources
 
-    plan = build_plan(recipe, allow_pickle=args.allow_pickle)
+    plan = plan_folder_merge(
+        args.recipe,
+        args.out,
+        device=args.device,
+        compute_dtype=args.compute_dtype,
+        shard_size=args.shard_size,
+        threads=args.threads,
+        overwrite=args.overwrite,
+        allow_pickle=args.allow_pickle,
+        allow_no_config=args.allow_no_config,
+    )
     try:
         estimate = plan.estimate()
         report = {

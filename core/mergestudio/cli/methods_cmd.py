@@ -37,6 +37,6 @@ def run(args: argparse.Namespace) -> int:
 def _as_dict(method: object) -> dict[str, object]:
     from dataclasses import asdict, fields
 
-    data = {f.name: getattr(method, f.name) for f in fields(method) if f.name != "function"}  # type: ignore[arg-type]
+    data = {f.name: getattr(method, f.name) for f in fields(method) if f.name not in ("function", "check")}  # type: ignore[arg-type]
     data["params"] = [asdict(p) for p in data["params"]]  # type: ignore[attr-defined,unused-ignore]
     return data

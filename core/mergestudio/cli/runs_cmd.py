@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from mergestudio.cli.args import non_negative_int
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("runs", help="look at search runs", description="Look at search runs.")
@@ -16,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         description="Show a search run: every trial, the Pareto front and the best trials.",
     )
     show.add_argument("run", type=Path, help="run folder")
-    show.add_argument("--last", type=int, help="show only the last N trials of the table")
+    show.add_argument("--last", type=non_negative_int, help="show only the last N trials of the table")
     show.add_argument("--json", action="store_true", help="print the summary as JSON")
     show.set_defaults(func=run_show)
     parser.set_defaults(func=lambda _args: _help(parser))

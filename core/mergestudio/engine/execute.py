@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 # A target's allocator of output tensors (shape, dtype) -> empty tensor, reused by it.
 OutputBuffer = Callable[[tuple[int, ...], "torch.dtype"], "torch.Tensor"]
 READ_AHEAD = 3  # tensors whose pages are requested before they are needed
+_NARROW_RANGE = ("torch.float16",)  # compute dtypes whose range a merge can overflow
 # Elementwise methods work on row chunks of about this many bytes (all inputs together),
 # small enough that a chunk is still in cache between its conversion and its use.
 DEFAULT_CHUNK_BYTES = 8 << 20
@@ -53,8 +54,13 @@ def execute_plan(
     cancel: CancelToken | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     threads: int | None = None,
+    allow_nonfinite: bool = False,
 ) -> ExecutionStats:
     """Run every planned tensor and give each result to ``target``, in plan order.
+
+    Every input is scanned for NaN/Inf as it streams through: one is an error naming the
+    model, tensor and count (a warning, and merged as is, with ``allow_nonfinite``). A
+    result with NaN/Inf from finite inputs is always an error (MergeError).
 
     ``threads``: CPU threads for tensor math, one by default: merging is bound by memory
     bandwidth, and a second thread that has to wait for a busy core (the writer's, or
@@ -72,7 +78,10 @@ def execute_plan(
     log(events, f"merging {len(tensors)} tensors with {plan.method.name} on {torch_device}")
     start = time.perf_counter()
     written = 0
-    merger = _TensorMerger(plan, torch_device, compute, chunk_bytes, getattr(target, "output_buffer", None))
+    nonfinite = _NonFiniteGuard(plan, allow_nonfinite, events)
+    merger = _TensorMerger(
+        plan, torch_device, compute, chunk_bytes, nonfinite, getattr(target, "output_buffer", None)
+    )
     if threads is None and torch_device.type == "cpu":
         threads = 1
     # The collector paused: the loop's tensors form no cycles, and its collections took
@@ -89,14 +98,16 @@ def execute_plan(
     return ExecutionStats(len(tensors), bytes_total, written, time.perf_counter() - start, str(torch_device))
 
 
-def _copy_in_inference_mode(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
+def _copy_in_inference_mode(job: tuple[torch.Tensor, torch.Tensor, bool]) -> bool:
     """slot.copy_(tensor) on a pool thread: inference mode is per thread, and the
-    buffer was made in it."""
+    buffer was made in it. With ``scan``, also whether the copy is all finite, summed
+    while it is still in this core's cache. Returns True when not scanned."""
     import torch
 
-    slot, tensor = pair
+    slot, tensor, scan = job
     with torch.inference_mode():
         slot.copy_(tensor)
+        return _all_finite(slot) if scan else True
 
 
 def _read_bytes(plan: MergePlan, planned: PlannedTensor) -> int:
@@ -115,6 +126,7 @@ class _TensorMerger:
         device: torch.device,
         compute: torch.dtype,
         chunk_bytes: int,
+        nonfinite: _NonFiniteGuard,
         output_buffer: OutputBuffer | None = None,
     ) -> None:
         self.plan = plan
@@ -126,6 +138,7 @@ class _TensorMerger:
         self.seed = plan.recipe.random_seed or 0
         self._buffer: torch.Tensor | None = None
         self._scratch: torch.Tensor | None = None
+        self.nonfinite = nonfinite
 
     def merge(self, planned: PlannedTensor) -> torch.Tensor:
         """The output tensor on the CPU in its output dtype, shape ``planned.shape``."""
@@ -196,18 +209,24 @@ class _TensorMerger:
         self, planned: PlannedTensor, inputs: list[torch.Tensor], base: torch.Tensor | None
     ) -> torch.Tensor:
         # The base shares the reused buffer with the inputs, as its last slot.
-        stacked = self._stack(inputs if base is None else [*inputs, base])
+        scan = self.nonfinite.wants_input_scan(planned)
+        stacked, finite = self._stack(inputs if base is None else [*inputs, base], scan)
+        if not finite:
+            self.nonfinite.inputs_not_finite(planned)
         base_tensor = None if base is None else stacked[-1]
         models = stacked if base is None else stacked[:-1]
         generator = self._generator(planned) if self.method.stochastic else None
         merge_inputs = MergeInputs(planned.name, models, base_tensor, generator, self._scratch_for(models[0]))
         params: dict[str, object] = dict(planned.global_params)
         params.update(planned.model_params)
-        return self.method.function(merge_inputs, **params)
+        result = self.method.function(merge_inputs, **params)
+        self.nonfinite.check_result(planned, result)
+        return result
 
-    def _stack(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+    def _stack(self, inputs: list[torch.Tensor], scan: bool) -> tuple[torch.Tensor, bool]:
         """(n, *shape) in the compute dtype on the device, converted in one copy per input
-        into a buffer reused across calls (fresh large allocations cost page faults)."""
+        into a buffer reused across calls (fresh large allocations cost page faults), and
+        whether every entry is finite (True when not ``scan``-ned)."""
         import torch
 
         shape = (len(inputs), *inputs[0].shape)
@@ -218,13 +237,12 @@ class _TensorMerger:
         stacked = buffer[:numel].view(shape)
         # Each copy converts dtype and moves to the device at once; on the CPU they run
         # side by side (torch's copies release the GIL), one per core.
-        copies = list(zip(stacked, inputs, strict=True))
+        copies = [(slot, tensor, scan) for slot, tensor in zip(stacked, inputs, strict=True)]
         if self.device.type == "cpu":
-            run_parallel(_copy_in_inference_mode, copies)
-        else:
-            for slot, tensor in copies:
-                slot.copy_(tensor)
-        return stacked
+            return stacked, all(run_parallel(_copy_in_inference_mode, copies))
+        for slot, tensor, _ in copies:
+            slot.copy_(tensor)
+        return stacked, not scan or _all_finite(stacked)
 
     def _scratch_for(self, like: torch.Tensor) -> torch.Tensor:
         """A (like.numel(),) output buffer in the compute dtype, reused across calls."""
@@ -244,3 +262,92 @@ class _TensorMerger:
         generator = torch.Generator(device=self.device)
         generator.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
         return generator
+
+
+class _NonFiniteGuard:
+    """The non-finite policy, applied to each call's inputs and its result.
+
+    The common case costs one sum per converted input, on the thread that converted it
+    while it is in that core's cache, and one over the result (a sum is finite exactly
+    when every entry is, barring overflow); only a non-finite sum leads
+    to counting entry by entry, in the input tensors as stored. For methods that
+    propagate NaN/Inf (``MethodSpec.propagates_nonfinite``) a finite result proves the
+    inputs finite, so only the result is summed."""
+
+    def __init__(self, plan: MergePlan, allow: bool, events: EventSink | None) -> None:
+        self.plan = plan
+        self.allow = allow
+        self.events = events
+        self.result_proves_inputs = plan.method.propagates_nonfinite
+        self._tainted: set[str] = set()  # outputs whose inputs hold NaN/Inf (allowed)
+
+    def wants_input_scan(self, planned: PlannedTensor) -> bool:
+        """Whether a call's converted inputs should be summed (see the class doc)."""
+        return not self.result_proves_inputs and planned.name not in self._tainted
+
+    def inputs_not_finite(self, planned: PlannedTensor) -> None:
+        """A call's converted inputs did not sum to a finite value: find out which."""
+        self._find_in_inputs(planned)
+
+    def check_result(self, planned: PlannedTensor, result: torch.Tensor) -> None:
+        if planned.name in self._tainted or _all_finite(result):
+            return
+        if self.result_proves_inputs and self._find_in_inputs(planned):
+            return
+        count = _nonfinite_count(result)
+        if count == 0:
+            return
+        compute = result.dtype
+        cause = (
+            f"values overflow {str(compute).removeprefix('torch.')}: try --compute-dtype float32"
+            if str(compute) in _NARROW_RANGE
+            else "check the method's parameters (weights that cancel out, a scale that is too large)"
+        )
+        raise MergeError(
+            f"{planned.name}: {self.plan.method.name} produced {count} NaN/Inf value(s) from finite "
+            f"inputs; nothing was written ({cause})"
+        )
+
+    def _find_in_inputs(self, planned: PlannedTensor) -> bool:
+        """Count NaN/Inf in each stored input of ``planned``: raise MergeError naming the
+        first model and tensor that holds some, or (allowed) warn and return True."""
+        found = False
+        for tensor_input in planned.all_inputs():
+            stored = self.plan.sources[tensor_input.model].read(tensor_input.tensor)
+            count = _nonfinite_count(stored)
+            if count == 0:
+                continue
+            message = (
+                f"{tensor_input.model}: tensor {tensor_input.tensor!r} holds {count} NaN/Inf "
+                f"value(s) out of {stored.numel()}"
+            )
+            if not self.allow:
+                raise MergeError(
+                    f"{message}; nothing was written. Pass --allow-nonfinite (Python: "
+                    "allow_nonfinite=True) to merge anyway, with them in the output"
+                )
+            log(self.events, f"{message}; merged anyway (--allow-nonfinite)", "warning")
+            self._tainted.add(planned.name)
+            found = True
+        return found
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    """True when every entry is finite (False can also mean the sum overflowed: callers
+    count entry by entry before they conclude anything)."""
+    import torch
+
+    if not tensor.is_floating_point() or tensor.numel() == 0:
+        return True
+    if tensor.dtype in (torch.float32, torch.float64):
+        return bool(torch.isfinite(tensor.sum()))  # a dtype argument costs ~25 % more here
+    # Half types: accumulate in float32, where a sum of finite values does not overflow.
+    return bool(torch.isfinite(tensor.sum(dtype=torch.float32)))
+
+
+def _nonfinite_count(tensor: torch.Tensor) -> int:
+    import torch
+
+    if not tensor.is_floating_point():
+        return 0
+    return int(tensor.numel() - torch.isfinite(tensor).sum())

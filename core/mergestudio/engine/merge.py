@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mergestudio.engine.card import model_card
+from mergestudio.engine.checks import check_folder_output, check_output_path, check_run_options
 from mergestudio.engine.execute import ExecutionStats, execute_plan
 from mergestudio.engine.plan import MergePlan, build_plan
 from mergestudio.errors import RecipeError
@@ -17,6 +18,7 @@ from mergestudio.io.model_folder import (
     GENERATION_FILES,
     TOKENIZER_FILES,
     copy_side_files,
+    remove_stale_leftovers,
     staged_folder,
     write_config,
 )
@@ -46,6 +48,34 @@ def load_recipe(recipe: Recipe | str | Path | dict[str, Any]) -> Recipe:
     return Recipe.from_yaml(text)
 
 
+def plan_folder_merge(
+    recipe: Recipe | str | Path | dict[str, Any],
+    out_dir: str | Path | None,
+    *,
+    device: str = "auto",
+    compute_dtype: str = "float32",
+    shard_size: int = DEFAULT_SHARD_BYTES,
+    threads: int | None = None,
+    overwrite: bool = False,
+    allow_pickle: bool = False,
+    allow_no_config: bool = False,
+) -> MergePlan:
+    """Every check a merge into a folder makes before it reads a tensor or creates a
+    folder: the arguments, the output path (skipped when ``out_dir`` is None), the
+    recipe against the models' headers, and a config source for a loadable folder.
+    The dry run is this function; the caller closes the plan."""
+    check_run_options(device, compute_dtype, threads, shard_size)
+    if out_dir is not None:
+        check_output_path(Path(out_dir), overwrite)
+    plan = build_plan(load_recipe(recipe), allow_pickle=allow_pickle)
+    try:
+        check_folder_output(plan, allow_no_config=allow_no_config)
+    except BaseException:
+        plan.close()
+        raise
+    return plan
+
+
 def merge(
     recipe: Recipe | str | Path | dict[str, Any],
     out_dir: str | Path,
@@ -55,6 +85,8 @@ def merge(
     shard_size: int = DEFAULT_SHARD_BYTES,
     overwrite: bool = False,
     allow_pickle: bool = False,
+    allow_no_config: bool = False,
+    allow_nonfinite: bool = False,
     events: EventSink | None = None,
     cancel: CancelToken | None = None,
     card_extra: dict[str, Any] | None = None,
@@ -63,54 +95,75 @@ def merge(
     """Merge ``recipe`` into a Hugging Face folder at ``out_dir``.
 
     Nothing appears at ``out_dir`` unless the merge completes: work happens in a hidden
-    staging folder beside it. An existing non-empty ``out_dir`` is an error unless
-    ``overwrite``.
+    staging folder beside it, created only once every check of ``plan_folder_merge``
+    passed. An existing non-empty ``out_dir`` is an error unless ``overwrite``. NaN or
+    Inf in an input is an error unless ``allow_nonfinite``; a method that makes them
+    from finite inputs always is.
     """
-    plan = build_plan(load_recipe(recipe), allow_pickle=allow_pickle)
+    plan = plan_folder_merge(
+        recipe,
+        out_dir,
+        device=device,
+        compute_dtype=compute_dtype,
+        shard_size=shard_size,
+        threads=threads,
+        overwrite=overwrite,
+        allow_pickle=allow_pickle,
+        allow_no_config=allow_no_config,
+    )
     try:
         for warning in plan.warnings:
             log(events, warning, "warning")
-        return _merge_plan(
-            plan,
-            Path(out_dir),
-            device,
-            compute_dtype,
-            shard_size,
-            overwrite,
-            events,
-            cancel,
-            card_extra,
-            threads,
-        )
+        target = Path(out_dir)
+        _remove_stale_staging(target.parent, events)
+        run = _Run(device, compute_dtype, shard_size, threads, allow_nonfinite)
+        return _merge_plan(plan, target, run, overwrite, events, cancel, card_extra)
     finally:
         plan.close()
+
+
+@dataclass(frozen=True)
+class _Run:
+    device: str
+    compute_dtype: str
+    shard_size: int
+    threads: int | None
+    allow_nonfinite: bool
+
+
+def _remove_stale_staging(parent: Path, events: EventSink | None) -> None:
+    for leftover in remove_stale_leftovers(parent):
+        log(
+            events,
+            f"removed {leftover.path.name}, left in {parent} by an interrupted merge "
+            f"(process {leftover.pid}, no longer running)",
+            "warning",
+        )
 
 
 def _merge_plan(
     plan: MergePlan,
     target: Path,
-    device: str,
-    compute_dtype: str,
-    shard_size: int,
+    run: _Run,
     overwrite: bool,
     events: EventSink | None,
     cancel: CancelToken | None,
     card_extra: dict[str, Any] | None,
-    threads: int | None,
 ) -> MergeResult:
     slots = [TensorSlot(p.name, p.out_dtype, p.shape) for p in plan.tensors]
-    shards = layout_shards(slots, shard_size)
+    shards = layout_shards(slots, run.shard_size)
     with staged_folder(target, overwrite) as staging:
         writer = ShardWriter(staging, shards)
         try:
             stats = execute_plan(
                 plan,
                 writer,
-                device=device,
-                compute_dtype=compute_dtype,
+                device=run.device,
+                compute_dtype=run.compute_dtype,
                 events=events,
                 cancel=cancel,
-                threads=threads,
+                threads=run.threads,
+                allow_nonfinite=run.allow_nonfinite,
             )
         except BaseException:
             writer.abort()
@@ -140,6 +193,7 @@ def _dominant_out_dtype(plan: MergePlan) -> str:
 
 
 def _tokenizer_source(plan: MergePlan) -> Path:
+    """The folder the tokenizer files come from (the plan checked the choice already)."""
     choice = plan.recipe.tokenizer_source
     if choice in (None, "base"):
         return plan.sources[plan.config_model].root

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mergestudio.architecture import is_pre_layer, parse_layer_name
+from mergestudio.engine.checks import check_plan
 from mergestudio.errors import PlanError, RecipeError
 from mergestudio.io.dtypes import FLOAT_CODES, ITEM_SIZE, dtype_code
 from mergestudio.io.safetensors_file import TensorInfo
@@ -128,11 +129,18 @@ def build_plan(
     opened = dict(sources or {})
     from mergestudio.io.sources import open_model
 
-    for reference in recipe.referenced_models():
-        if reference not in opened:
-            opened[reference] = open_model(reference, allow_pickle=allow_pickle)
-    planner = _Planner(recipe, method, opened)
-    return planner.plan()
+    try:
+        for reference in recipe.referenced_models():
+            if reference not in opened:
+                opened[reference] = open_model(reference, allow_pickle=allow_pickle)
+        plan = _Planner(recipe, method, opened).plan()
+        check_plan(plan)
+    except BaseException:
+        for reference, source in opened.items():  # close what this call opened, not the caller's
+            if reference not in (sources or {}):
+                source.close()
+        raise
+    return plan
 
 
 class _Planner:

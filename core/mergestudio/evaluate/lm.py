@@ -42,8 +42,12 @@ class TextNLL:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` picks cuda, then mps, then cpu."""
+    """``auto`` picks cuda, then mps, then cpu; a named device that is not here is a
+    MergeError naming it."""
     if device != "auto":
+        from mergestudio.engine.device import resolve_device as available
+
+        available(device)
         return device
     import torch
 
@@ -52,6 +56,17 @@ def resolve_device(device: str) -> str:
     if torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def _check_weight_headers(path: Path) -> None:
+    """Our own safetensors header checks first, so a corrupt file is reported by name and
+    tensor (as ``merge`` reports it), not as a loader's traceback."""
+    from mergestudio.io.safetensors_file import read_header
+
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+    for file in files:
+        if file.suffix == ".safetensors":
+            read_header(file)
 
 
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
@@ -88,12 +103,18 @@ class CausalLM:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         dev = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype, dev)
+        try:
+            torch_dtype = resolve_dtype(dtype, dev)
+        except ValueError as exc:
+            raise ModelLoadError(f"dtype: {exc}") from None
+        _check_weight_headers(Path(path))
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(path))
             model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelLoadError(f"{path}: cannot load as a causal language model: {exc}") from exc
+        except Exception as exc:  # transformers and safetensors raise many types for a bad folder
+            raise ModelLoadError(
+                f"{path}: cannot load as a causal language model: {type(exc).__name__}: {exc}"
+            ) from exc
         model.to(dev)
         model.eval()
         return cls(model, tokenizer, dev, name=str(path))

@@ -78,30 +78,80 @@ def read_header(path: Path) -> SafetensorsHeader:
     if not isinstance(parsed, dict):
         raise SourceError(f"{path}: not a safetensors file (header is not a JSON object)")
     metadata = parsed.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise SourceError(f"{path}: __metadata__ is not a JSON object")
     data_start = 8 + length
-    data_size = size - data_start
-    tensors = {name: _tensor_info(path, name, entry, data_start, data_size) for name, entry in parsed.items()}
-    return SafetensorsHeader(path, tensors, dict(metadata), raw)
+    tensors = _validated_tensors(path, parsed, data_start, size - data_start)
+    return SafetensorsHeader(path, tensors, {str(k): str(v) for k, v in metadata.items()}, raw)
 
 
-def _tensor_info(path: Path, name: str, entry: object, data_start: int, data_size: int) -> TensorInfo:
+def _validated_tensors(
+    path: Path, entries: dict[str, object], data_start: int, data_size: int
+) -> dict[str, TensorInfo]:
+    """Every entry checked as the reference implementation checks it: the tensors, sorted
+    by offset, tile the data section exactly (no gap, no overlap, nothing after the last),
+    and each spans shape × dtype bytes. A file that breaks this would make some tensor be
+    read from another one's bytes."""
+    spans = sorted(
+        (_entry_span(path, name, entry) for name, entry in entries.items()), key=lambda s: (s[1], s[2])
+    )
+    expected_begin = 0
+    previous = ""
+    for name, begin, end, _dtype, _shape in spans:
+        if begin < expected_begin:
+            raise SourceError(
+                f"{path}: tensor {name!r} (bytes {begin}-{end}) overlaps tensor {previous!r}, "
+                f"which ends at byte {expected_begin}"
+            )
+        if begin > expected_begin:
+            after = f"after tensor {previous!r}" if previous else "at the start of the data"
+            raise SourceError(
+                f"{path}: tensor {name!r} starts at byte {begin} but the data {after} ends at "
+                f"{expected_begin}: {begin - expected_begin} bytes belong to no tensor"
+            )
+        if end > data_size:
+            raise SourceError(
+                f"{path}: truncated: tensor {name!r} ends at byte {end} of the data section, "
+                f"which holds only {data_size} bytes"
+            )
+        expected_begin, previous = end, name
+    if expected_begin != data_size:
+        raise SourceError(
+            f"{path}: {data_size - expected_begin} bytes after the last tensor ({previous!r}) "
+            "belong to no tensor (a corrupt or hand-edited file)"
+        )
+    return {
+        name: TensorInfo(name, dtype, shape, path, data_start + begin, end - begin)
+        for name, begin, end, dtype, shape in spans
+    }
+
+
+def _entry_span(path: Path, name: str, entry: object) -> tuple[str, int, int, str, tuple[int, ...]]:
+    """(name, begin, end, dtype, shape) of one header entry, its fields type-checked and
+    its byte length matched against shape × dtype."""
     if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
         raise SourceError(f"{path}: tensor {name!r} has a malformed header entry")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if dtype not in ITEM_SIZE:
+    if not isinstance(dtype, str) or dtype not in ITEM_SIZE:
         raise SourceError(f"{path}: tensor {name!r} has unknown dtype {dtype!r}")
-    begin, end = int(offsets[0]), int(offsets[1])
-    expected = math.prod(int(d) for d in shape) * ITEM_SIZE[dtype]
-    if end - begin != expected or begin < 0:
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+        raise SourceError(f"{path}: tensor {name!r} has an invalid shape {shape!r}")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets):
+        raise SourceError(f"{path}: tensor {name!r} has invalid data_offsets {offsets!r}")
+    begin, end = offsets
+    if end < begin:
+        raise SourceError(f"{path}: tensor {name!r} has data_offsets {offsets} that end before they begin")
+    expected = math.prod(shape) * ITEM_SIZE[dtype]
+    if end - begin != expected:
         raise SourceError(
             f"{path}: tensor {name!r} spans {end - begin} bytes but shape {shape} of {dtype} needs {expected}"
         )
-    if end > data_size:
-        raise SourceError(
-            f"{path}: truncated: tensor {name!r} ends at byte {end} of the data section, "
-            f"which holds only {data_size} bytes"
-        )
-    return TensorInfo(name, dtype, tuple(int(d) for d in shape), path, data_start + begin, expected)
+    return name, begin, end, dtype, tuple(shape)
+
+
+def _is_count(value: object) -> bool:
+    """A non-negative JSON integer (JSON booleans are not counts)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class MappedFiles:

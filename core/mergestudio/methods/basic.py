@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mergestudio.methods.common import WEIGHT_DOC, weighted_sum
+from mergestudio.methods.common import WEIGHT_DOC, weighted_sum, zero_weight_sum_check
 from mergestudio.methods.registry import MergeInputs, Param, register
 
 _WEIGHT = Param("weight", "float", WEIGHT_DOC, per_model=True, ui_low=-1.0, ui_high=2.0)
@@ -23,6 +23,8 @@ _WEIGHT = Param("weight", "float", WEIGHT_DOC, per_model=True, ui_low=-1.0, ui_h
         Param("normalize", "bool", "Divide by the sum of the weights.", default=True),
     ),
     elementwise=True,
+    check=zero_weight_sum_check("weight", "normalize"),
+    propagates_nonfinite=True,
 )
 def linear(inputs: MergeInputs, *, weight: Sequence[float], normalize: bool) -> torch.Tensor:
     merged = weighted_sum(inputs.tensors, weight)
@@ -46,6 +48,7 @@ def linear(inputs: MergeInputs, *, weight: Sequence[float], normalize: bool) -> 
     ),
     needs_base=True,
     elementwise=True,
+    propagates_nonfinite=True,  # θ_base enters as −(Σw)θ_base + θ_base: a NaN stays NaN even at Σw = 0
 )
 def task_arithmetic(
     inputs: MergeInputs, *, weight: Sequence[float], normalize: bool, **scale: float
@@ -80,6 +83,7 @@ def task_arithmetic(
     ),
     elementwise=True,
     max_models=1,
+    propagates_nonfinite=True,
 )
 def passthrough(inputs: MergeInputs, *, scale: Sequence[float]) -> torch.Tensor:
     tensor = inputs.tensors[0]

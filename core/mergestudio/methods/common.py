@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
+
+from mergestudio.methods.registry import ParamValues
 
 
 def per_model_column(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
@@ -24,3 +26,23 @@ def weighted_sum(tensors: torch.Tensor, weights: Sequence[float]) -> torch.Tenso
     for tensor, weight in zip(tensors[1:], weights[1:], strict=True):
         merged.add_(tensor, alpha=float(weight))
     return merged
+
+
+def zero_weight_sum_check(weight_key: str, flag_key: str) -> Callable[[ParamValues], str | None]:
+    """A plan-time check for methods that divide by Σ weights when ``flag_key`` is true:
+    a sum of (almost) zero would make every value of the tensor infinite or NaN."""
+
+    def check(params: ParamValues) -> str | None:
+        weights = params.get(weight_key)
+        if not params.get(flag_key) or not isinstance(weights, tuple):
+            return None
+        total = sum(float(w) for w in weights)
+        if abs(total) >= 1e-8:
+            return None
+        shown = ", ".join(f"{float(w):g}" for w in weights)
+        return (
+            f"{flag_key} divides by the sum of the weights, which is {total:g} here ({weight_key}s {shown}); "
+            f"change the weights or set {flag_key}: false"
+        )
+
+    return check

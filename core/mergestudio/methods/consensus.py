@@ -27,7 +27,7 @@ import torch
 
 from mergestudio.errors import RecipeError
 from mergestudio.methods.common import WEIGHT_DOC
-from mergestudio.methods.registry import MergeInputs, Param, register
+from mergestudio.methods.registry import MergeInputs, Param, ParamValues, register
 from mergestudio.methods.sparse import (
     CHUNK,
     TopK,
@@ -792,6 +792,37 @@ def _gta(
     )
 
 
+def _sparsify_check(sparsification: Sparsification) -> Callable[[ParamValues], str | None]:
+    """Constraints between a variant's parameters, checked by the plan before any tensor is
+    read: DELLA's keep probabilities must stay in (0, 1), and inverse-density rescaling
+    needs a random drop (a magnitude trim has no keep probability to divide by)."""
+
+    def check(params: ParamValues) -> str | None:
+        densities = _floats(params.get("density"))
+        if sparsification == "della":
+            for density, epsilon in zip(densities, _floats(params.get("epsilon")), strict=False):
+                if 0 < density < 1 and (density - epsilon <= 0 or density + epsilon >= 1):
+                    return (
+                        f"epsilon: density ± epsilon must lie in (0, 1); got density={density:g}, "
+                        f"epsilon={epsilon:g}"
+                    )
+        magnitude_based = sparsification in ("magnitude", "outliers")
+        if (
+            magnitude_based
+            and params.get("rescale")
+            and params.get("rescale_norm") == "inverse_density"
+            and any(d < 1.0 for d in densities)
+        ):
+            return "rescale_norm: inverse_density applies to the random methods (DARE, DELLA)"
+        return None
+
+    return check
+
+
+def _floats(value: object) -> tuple[float, ...]:
+    return tuple(float(v) for v in value) if isinstance(value, tuple) else ()
+
+
 def _register_variant(
     name: str,
     *,
@@ -820,6 +851,7 @@ def _register_variant(
         needs_base=True,
         stochastic=stochastic,
         notes=notes,
+        check=_sparsify_check(sparsification),
     )(function)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from mergestudio.errors import RecipeError
-from mergestudio.methods.common import WEIGHT_DOC
+from mergestudio.methods.common import WEIGHT_DOC, zero_weight_sum_check
 from mergestudio.methods.registry import MergeInputs, Param, register
 
 _REQUIRED_WEIGHT = Param("weight", "float", WEIGHT_DOC, per_model=True, ui_low=0.0, ui_high=2.0)
@@ -137,6 +137,7 @@ def nuslerp(
     ),
     min_models=1,
     optional_base=True,
+    check=zero_weight_sum_check("weight", "normalize_weights"),
     notes=_OPTIONAL_BASE + " When the weighted mean direction vanishes, two models fall back to a "
     "linear blend; more raise an error, as in mergekit.",
 )
