@@ -31,7 +31,7 @@ from mergestudio_qt.context import Studio
 from mergestudio_qt.pages.evolve_page import EvolvePage
 from mergestudio_qt.preferences import Preferences
 from mergestudio_qt.state import StudioState, describe_source
-from mergestudio_qt.widgets.evolve_plots import EVALUATION_BINS
+from mergestudio_qt.widgets.evolve_items import EVALUATION_BINS
 from PySide6.QtWidgets import QGraphicsItem
 
 SEARCH_TIMEOUT_MS = 90_000

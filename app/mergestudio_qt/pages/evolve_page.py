@@ -50,16 +50,13 @@ from mergestudio_qt import jobs
 from mergestudio_qt.context import Studio
 from mergestudio_qt.format import format_duration
 from mergestudio_qt.pages import PageSpec, register_page
+from mergestudio_qt.widgets.evolve_fitness import FitnessPlot, HypervolumePlot
+from mergestudio_qt.widgets.evolve_genome import GenomeHeatmap
 from mergestudio_qt.widgets.evolve_jobs import ExportTrialJob, FullEvalJob, OpenRunJob, RunSnapshot, SearchJob
-from mergestudio_qt.widgets.evolve_plots import (
-    FitnessPlot,
-    GenomeHeatmap,
-    HypervolumePlot,
-    ParallelPlot,
-    ParetoPlot,
-    TrialPlot,
-)
+from mergestudio_qt.widgets.evolve_parallel import ParallelPlot
+from mergestudio_qt.widgets.evolve_pareto import ParetoPlot
 from mergestudio_qt.widgets.evolve_setup import SetupPanel
+from mergestudio_qt.widgets.evolve_trial_plot import TrialPlot
 from mergestudio_qt.widgets.evolve_trials import SORT_ROLE, TrialTableModel
 
 # The hidden dashboard is rendered ahead this long after the page first shows, a piece
