@@ -126,7 +126,7 @@ def test_search_plots_what_the_store_holds_and_pauses(qtbot, studio: Studio, tmp
     assert names == ["reverse", "sort", "general"]
     assert history.numbers.tolist() == [r.number for r in records]
     stored = np.array([[r.objectives[n] for n in names] for r in records])
-    x, y, codes = page.fitness_plot.cloud.points()
+    x, y, codes = page.dashboard.fitness_plot.cloud.points()
     np.testing.assert_array_equal(x, np.arange(1, 5))
     np.testing.assert_array_equal(y, stored[:, 0])
     assert history.front == frozenset(summary.front)
@@ -134,11 +134,11 @@ def test_search_plots_what_the_store_holds_and_pauses(qtbot, studio: Studio, tmp
     assert (codes == 1).tolist() == on_front
     bands = generation_bands(history.generations, stored[:, 0])
     np.testing.assert_allclose(
-        np.column_stack(page.fitness_plot.band.band()),
+        np.column_stack(page.dashboard.fitness_plot.band.band()),
         np.column_stack([bands.x, bands.mean - bands.std, bands.mean + bands.std]),
     )
     maximize = [o.maximize for o in history.objectives]
-    ys, faded = page.parallel_plot.all_lines.lines()
+    ys, faded = page.dashboard.parallel_plot.all_lines.lines()
     np.testing.assert_allclose(
         ys,
         parallel_scale(
@@ -146,22 +146,22 @@ def test_search_plots_what_the_store_holds_and_pauses(qtbot, studio: Studio, tmp
         )[0],
     )
     assert (~faded).tolist() == on_front  # the others in colour:
-    _, front_ys = page.parallel_plot.front_lines.getData()
+    _, front_ys = page.dashboard.parallel_plot.front_lines.getData()
     np.testing.assert_allclose(front_ys.reshape(-1, 4)[:, :3], ys[~faded])
-    page.pareto_plot.y_choice.setCurrentIndex(2)  # reverse vs general perplexity
-    x, y, codes = page.pareto_plot.cloud.points()
+    page.dashboard.pareto_plot.y_choice.setCurrentIndex(2)  # reverse vs general perplexity
+    x, y, codes = page.dashboard.pareto_plot.cloud.points()
     np.testing.assert_array_equal(np.column_stack([x, y]), stored[:, [0, 2]])
     assert (codes >= EVALUATION_BINS).tolist() == on_front
     pair = [
         to_minimization((r.objectives["reverse"], r.objectives["general"]), (True, False)) for r in records
     ]
-    assert sorted(page.pareto_plot.front_indices.tolist()) == non_dominated(pair)
-    assert page.pareto_plot.plot_item.getAxis("left").labelText == "general: perplexity ↓"
-    _, hv = page.hypervolume_plot.curve.getData()
+    assert sorted(page.dashboard.pareto_plot.front_indices.tolist()) == non_dominated(pair)
+    assert page.dashboard.pareto_plot.plot_item.getAxis("left").labelText == "general: perplexity ↓"
+    _, hv = page.dashboard.hypervolume_plot.curve.getData()
     assert hv[-1] == pytest.approx(summary.hypervolume)
-    assert page.table_model.rowCount() == 4
+    assert page.inspector.table_model.rowCount() == 4
     for row, record in enumerate(records):
-        cells = [page.table_model.index(row, c).data() for c in range(page.table_model.columnCount())]
+        cells = [page.inspector.table_model.index(row, c).data() for c in range(page.inspector.table_model.columnCount())]
         assert cells[0] == str(record.number)
         assert cells[1:4] == [f"{record.objectives[n]:.4g}" for n in names]
         assert cells[4] == ("✓" if record.number in summary.front else "")
@@ -171,29 +171,29 @@ def test_search_plots_what_the_store_holds_and_pauses(qtbot, studio: Studio, tmp
     assert page.baselines[0].estimator == "subset: 5 items per task (seed 0)"
     cached = json.loads((run / BASELINES_FILE).read_text())["baselines"]
     assert [b["objectives"] for b in cached] == [b.objectives for b in page.baselines]
-    px, _ = page.pareto_plot.parents.getData()
+    px, _ = page.dashboard.pareto_plot.parents.getData()
     assert len(px) == 4
 
     # ---- selecting a trial -------------------------------------------------------------
     chosen = records[2]
-    number = page.fitness_plot.pick(3.0, chosen.objectives["reverse"])  # evaluation 3
+    number = page.dashboard.fitness_plot.pick(3.0, chosen.objectives["reverse"])  # evaluation 3
     assert number == chosen.number
-    assert "reverse" in page.fitness_plot.tooltip_at(3.0, chosen.objectives["reverse"])
-    page.fitness_plot.trial_clicked.emit(number)  # what a click sends
+    assert "reverse" in page.dashboard.fitness_plot.tooltip_at(3.0, chosen.objectives["reverse"])
+    page.dashboard.fitness_plot.trial_clicked.emit(number)  # what a click sends
     assert page.selected == chosen.number
-    current = page.table_proxy.mapToSource(page.table.currentIndex()).row()
-    assert page.table_model.number_at(current) == chosen.number
-    assert page.recipe_view.toPlainText() == chosen.recipe_yaml  # rebuilt from the genome == stored
-    rx, ry = page.pareto_plot.ring.getData()
+    current = page.inspector.table_proxy.mapToSource(page.inspector.table.currentIndex()).row()
+    assert page.inspector.table_model.number_at(current) == chosen.number
+    assert page.inspector.recipe_view.toPlainText() == chosen.recipe_yaml  # rebuilt from the genome == stored
+    rx, ry = page.dashboard.pareto_plot.ring.getData()
     assert (rx[0], ry[0]) == (chosen.objectives["reverse"], chosen.objectives["general"])
     genes = [g.name for g in history.genes]
-    grid = page.genome_view.values
+    grid = page.inspector.genome_view.values
     assert grid.shape == (3, 2) and np.nansum(grid) == pytest.approx(sum(chosen.genome[g] for g in genes))
     # Selecting a row in the table selects the trial everywhere.
-    other = page.table_proxy.mapFromSource(page.table_model.index(0, 0))
-    page.table.setCurrentIndex(other)
+    other = page.inspector.table_proxy.mapFromSource(page.inspector.table_model.index(0, 0))
+    page.inspector.table.setCurrentIndex(other)
     assert page.selected == records[0].number
-    _, selected_line = page.parallel_plot.selected_line.getData()
+    _, selected_line = page.dashboard.parallel_plot.selected_line.getData()
     assert len(selected_line) == 3
 
     # ---- acting on it ------------------------------------------------------------------
@@ -210,7 +210,7 @@ def test_search_plots_what_the_store_holds_and_pauses(qtbot, studio: Studio, tmp
     assert studio.state.recipe == Recipe.from_yaml(records[0].recipe_yaml).to_dict()
     assert studio.visited == ["recipe"]  # type: ignore[attr-defined]
 
-    assert page.full_button.isEnabled()
+    assert page.inspector.full_button.isEnabled()
     with qtbot.waitSignal(page.full_eval_finished, timeout=SEARCH_TIMEOUT_MS) as full:
         page.evaluate_full()
     assert full.args == [True]
@@ -240,7 +240,7 @@ def test_closing_mid_run_then_reopen_and_resume(qtbot, studio: Studio, tmp_path:
     assert again.history.numbers.tolist() == [r.number for r in before]
     assert [b.label for b in again.baselines] == [b.label for b in page.baselines]  # from baselines.json
     assert again.setup.population.value() == 2 and again.resume_button.isEnabled()
-    x, _, _ = again.fitness_plot.cloud.points()
+    x, _, _ = again.dashboard.fitness_plot.cloud.points()
     assert len(x) == len(before)
     with qtbot.waitSignal(again.search_finished, timeout=SEARCH_TIMEOUT_MS) as resumed:
         again.resume()
@@ -318,7 +318,7 @@ def test_a_redraw_that_keeps_renderings_draws_what_a_fresh_one_draws(qtbot, stud
     the fitness and parallel plots kept their trials off the front as images and added
     to them, with the same pixels as when everything is drawn from scratch."""
     page, history, rng = _synthetic_page(qtbot, studio, 610)  # x stays 0 – 650
-    layers = [page.fitness_plot.cloud.layer, page.parallel_plot.all_lines.layer]
+    layers = [page.dashboard.fitness_plot.cloud.layer, page.dashboard.parallel_plot.all_lines.layer]
     renders = [layer.full_renders for layer in layers]
     for _ in range(12):
         _add_trial(history, rng)
@@ -326,26 +326,26 @@ def test_a_redraw_that_keeps_renderings_draws_what_a_fresh_one_draws(qtbot, stud
         page.redraw()
         page.tabs.currentWidget().grab()
     assert [layer.full_renders for layer in layers] == renders  # only added to
-    header = page.table.horizontalHeader()  # sized without measuring every row
-    last = page.table_model.columnCount() - 1
-    assert header.sectionSize(0) >= page.table.sizeHintForColumn(0)
-    assert header.sectionSize(last) >= page.table.sizeHintForColumn(last)
-    _, faded = page.parallel_plot.all_lines.lines()
+    header = page.inspector.table.horizontalHeader()  # sized without measuring every row
+    last = page.inspector.table_model.columnCount() - 1
+    assert header.sectionSize(0) >= page.inspector.table.sizeHintForColumn(0)
+    assert header.sectionSize(last) >= page.inspector.table.sizeHintForColumn(last)
+    _, faded = page.dashboard.parallel_plot.all_lines.lines()
     assert faded.tolist() == (~history.front_mask()).tolist()
-    kept = [plot.plot.grab().toImage() for plot in (page.fitness_plot, page.parallel_plot)]
-    for plot in (page.fitness_plot, page.parallel_plot):
+    kept = [plot.plot.grab().toImage() for plot in (page.dashboard.fitness_plot, page.dashboard.parallel_plot)]
+    for plot in (page.dashboard.fitness_plot, page.dashboard.parallel_plot):
         for item in plot.plot.scene().items():
             item.setCacheMode(QGraphicsItem.CacheMode.NoCache)
     for layer in layers:
         layer.clear()
-    fresh = [plot.plot.grab().toImage() for plot in (page.fitness_plot, page.parallel_plot)]
+    fresh = [plot.plot.grab().toImage() for plot in (page.dashboard.fitness_plot, page.dashboard.parallel_plot)]
     assert [layer.full_renders for layer in layers] == [r + 1 for r in renders]
     assert kept == fresh
 
 
 def test_views_follow_the_data_until_zoomed(qtbot, studio: Studio) -> None:
     page, history, rng = _synthetic_page(qtbot, studio, 310)  # x: 0 – 350
-    plot = page.fitness_plot
+    plot = page.dashboard.fitness_plot
     box = plot.plot_item.getViewBox()
     (x0, x1), (y0, y1) = box.viewRange()
     assert (
@@ -383,15 +383,15 @@ def test_ticks_redraw_one_part_each_in_turn_until_all_are_current(qtbot, studio:
     _add_trial(history, rng)
     page._mark_dirty()
     page._tick()
-    assert len(calls) == 1 and page.table_model.rowCount() == 40  # one part; the table waits
+    assert len(calls) == 1 and page.inspector.table_model.rowCount() == 40  # one part; the table waits
     _add_trial(history, rng)  # a trial lands mid-round: every part is out of date again
     page._mark_dirty()
     for _ in range(len(page._parts)):
         page._tick()
     assert sorted(calls[1:]) == list(range(len(page._parts)))  # each part once, in turn
     assert calls[1] == (calls[0] + 1) % len(page._parts)  # the round goes on, not back to 0
-    assert page.table_model.rowCount() == len(history) == 42
-    assert len(page.fitness_plot.cloud._x) == 42
+    assert page.inspector.table_model.rowCount() == len(history) == 42
+    assert len(page.dashboard.fitness_plot.cloud._x) == 42
     assert page._redraw_timer.isActive()
     page._tick()  # nothing out of date: the timer stops
     assert not page._redraw_timer.isActive() and len(calls) == 1 + len(page._parts)
