@@ -32,7 +32,8 @@ from mergestudio_qt.pages.evolve_page import EvolvePage
 from mergestudio_qt.preferences import Preferences
 from mergestudio_qt.state import StudioState, describe_source
 from mergestudio_qt.widgets.evolve_items import EVALUATION_BINS
-from PySide6.QtWidgets import QGraphicsItem
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog, QGraphicsItem
 
 SEARCH_TIMEOUT_MS = 90_000
 
@@ -95,7 +96,9 @@ def _complete(run: Path) -> list:
     return [r for r in RunFolder(run).records() if r.state == "complete"]
 
 
-def test_search_plots_what_the_store_holds_and_pauses(qtbot, studio: Studio, tmp_path: Path) -> None:
+def test_search_plots_what_the_store_holds_and_pauses(
+    qtbot, studio: Studio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     page = _page(qtbot, studio)
     run = tmp_path / "run"
     _set_up(page, run, evaluations=4)
@@ -164,7 +167,22 @@ def test_search_plots_what_the_store_holds_and_pauses(qtbot, studio: Studio, tmp
         cells = [page.inspector.table_model.index(row, c).data() for c in range(page.inspector.table_model.columnCount())]
         assert cells[0] == str(record.number)
         assert cells[1:4] == [f"{record.objectives[n]:.4g}" for n in names]
-        assert cells[4] == ("✓" if record.number in summary.front else "")
+        assert cells[5] == ("✓" if record.number in summary.front else "")
+    # The mean of the accuracy-like objectives (not the perplexity), ▲ where it beats the base.
+    base = page.baselines[0]
+    assert page.references.base == base.objectives  # the recipe's base_model, found among the parents
+    base_mean = (base.objectives["reverse"] + base.objectives["sort"]) / 2
+    for row, record in enumerate(records):
+        mean = (record.objectives["reverse"] + record.objectives["sort"]) / 2
+        text = page.inspector.table_model.index(row, 4).data()
+        assert text.startswith(f"{mean:.3g}") and text.endswith("▲") == (mean > base_mean)
+    assert page.inspector.table_model.headerData(4, Qt.Orientation.Horizontal) == "mean"
+    # Baselines and trials say how they stand: normalized accuracy against the specialists.
+    assert "Baselines" in page.inspector.trial_summary.text()
+    # (The miniature zoo's models score 0, so no specialist ratio is defined here; the
+    # arithmetic is tested in tests/core/test_search_standing.py.)
+    assert "base (base)" in page.inspector.trial_summary.text()
+    assert "over the base" in page.describe_trial(records[0].number)
     # Baselines: every parent and default merge, scored on the run's subset.
     labels = [b.label for b in page.baselines]
     assert labels == ["base", "reverse", "sort", "cipher", "linear", "task_arithmetic", "ties"]
@@ -197,10 +215,23 @@ def test_search_plots_what_the_store_holds_and_pauses(qtbot, studio: Studio, tmp
     assert len(selected_line) == 3
 
     # ---- acting on it ------------------------------------------------------------------
+    # Export asks where (starting at the run's exports/trial-N) and links the full path.
+    asked: list[str] = []
+    chosen_folder = tmp_path / "chosen" / "my-merge"
+
+    def ask(_parent, _title, start, _filter):  # QFileDialog.getSaveFileName's arguments
+        asked.append(start)
+        return str(chosen_folder), ""
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", ask)
     with qtbot.waitSignal(page.export_finished, timeout=SEARCH_TIMEOUT_MS) as exported:
-        page.export_selected()
+        page.inspector.export_button.click()
+    assert asked == [str(run / "exports" / f"trial-{records[0].number:05d}")]
     out = Path(exported.args[0])
-    assert out == run / "exports" / f"trial-{records[0].number:05d}"
+    assert out == chosen_folder
+    link = page.inspector.export_result.text()
+    assert f"Trial {records[0].number}" in link and str(out.resolve()) in link and out.resolve().as_uri() in link
+    assert page.inspector.export_result.isVisibleTo(page)
     assert (out / "config.json").is_file() and list(out.glob("*.safetensors"))
     assert json.loads((out / "search_trial.json").read_text())["trial"] == records[0].number
 
@@ -395,3 +426,35 @@ def test_ticks_redraw_one_part_each_in_turn_until_all_are_current(qtbot, studio:
     assert page._redraw_timer.isActive()
     page._tick()  # nothing out of date: the timer stops
     assert not page._redraw_timer.isActive() and len(calls) == 1 + len(page._parts)
+
+
+DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
+
+
+@pytest.mark.skipif(not (DEMO / "models" / "base" / "config.json").is_file(), reason="demo zoo not built")
+def test_on_the_demo_project_start_runs_the_readme_search(qtbot, window, monkeypatch) -> None:
+    from mergestudio.search.spec import load_spec
+    from mergestudio_qt.pages.evolve_page import DEMO_SPEC_SOURCE
+
+    monkeypatch.setenv("MERGESTUDIO_DEMO_DIR", str(DEMO))
+    with qtbot.waitSignal(window.project_loaded, timeout=30_000):
+        window.open_demo()
+    page = window.page("evolve")
+    assert page.setup.spec_source == DEMO_SPEC_SOURCE
+    readme = load_spec(DEMO / "search.yml")
+    spec = page.check_setup()
+    assert spec is not None, page.setup.check_label.text()
+    assert spec.algorithm == readme.algorithm and spec.budget == readme.budget
+    assert spec.genome == readme.genome and spec.fitness == readme.fitness
+    assert [Path(o.task).name for o in spec.objectives] == [Path(o.task).name for o in readme.objectives]
+    assert spec.recipe == readme.recipe
+    # Start launches exactly that search (captured before any process starts).
+    launched: list = []
+    monkeypatch.setattr(page, "_launch", launched.append)
+    page.start_search()
+    assert len(launched) == 1 and launched[0].process.request.spec == spec
+    # "Load spec…" opens in the demo folder.
+    opened: list[str] = []
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda _p, _t, folder, _f: (opened.append(folder), ("", ""))[1])
+    page.setup.load_spec_button.click()
+    assert opened == [str(DEMO)]

@@ -8,11 +8,16 @@ changed, so a burst of trials costs one redraw. Every trial is a point in each p
 hovering shows its values; clicking selects it in every plot and in the trial table
 and shows its recipe and genome, ready to export, open in the Recipe editor, or re-score
 on the full task sets. The parents and the default merges, scored on the run's own
-estimator, are drawn as labelled reference points.
+estimator, are drawn as labelled reference points; the table's mean column marks the
+trials that beat the unmerged base, and the details give a trial's normalized accuracy
+(its score over each task's specialist's).
+
+On the demo project the Setup tab holds the README's demo search (resources/demo/search.yml).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -25,6 +30,7 @@ from mergestudio.search import events as ev
 from mergestudio.search.baselines import Baseline
 from mergestudio.search.dashboard import TrialHistory, best_trial
 from mergestudio.search.spec import SearchSpec, SpecError
+from mergestudio.search.standing import References, references, standing
 from mergestudio.search.store import RunFolder
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut, QShowEvent
@@ -55,6 +61,35 @@ REDRAWN_PARTS = 5  # the four plots, and the table with the genome
 REDRAW_MS = 50  # each plot redrawn at most 20 times a second, however fast trials finish
 RUNNING_STATES = ("running", "paused", "stopping")
 CHECK_DELAY_MS = 400
+
+DEMO_SPEC_SOURCE = "the demo search (resources/demo/search.yml)"
+DEMO_SPEC_NAME = "search.yml"
+
+
+def demo_search_spec(base: str | None, project_path: Path | None) -> Path | None:
+    """The demo zoo's search spec when the project is the demo (no project file, its base
+    one of the zoo's models), else None."""
+    from mergestudio_qt.demo import zoo_dir
+
+    if base is None or project_path is not None:
+        return None
+    zoo = zoo_dir()
+    spec = zoo / DEMO_SPEC_NAME
+    try:
+        in_zoo = Path(base).resolve().parent == (zoo / "models").resolve()
+    except OSError:
+        return None
+    return spec if in_zoo and spec.is_file() else None
+
+
+def spec_folder(project_path: Path | None) -> Path | None:
+    """Where "Load spec…" opens: the project's folder, or the demo folder (the README's spec)."""
+    from mergestudio_qt.demo import zoo_dir
+
+    if project_path is not None:
+        return project_path.parent
+    zoo = zoo_dir()
+    return zoo if zoo.is_dir() else None
 
 
 class EvolvePage(QWidget):
@@ -91,6 +126,8 @@ class EvolvePage(QWidget):
         self.elapsed_s = 0.0
         self.last_redraw_s = 0.0
         self._genome_builder: Any = None
+        self._base_model: str | None = None  # the run's recipe's base: the baseline trials must beat
+        self.references = References()
         self._outcome = ""
         # Parts of the dashboard (each plot; the table with the genome) redrawn one per
         # tick, in turn: a full redraw with its repaint took up to ~120 ms when the axes
@@ -214,14 +251,32 @@ class EvolvePage(QWidget):
         self.setup.set_studio_recipe(self.state.recipe)
 
     def _project_changed(self, _path: object) -> None:
+        demo_spec = demo_search_spec(self.state.base, self.state.project_path)
+        self.setup.spec_folder = spec_folder(self.state.project_path)
+        if demo_spec is not None and not self._busy():
+            self._load_demo_spec(demo_spec)
+        elif self.setup.spec_source == DEMO_SPEC_SOURCE:  # another project after the demo
+            self.setup.use_studio_recipe()
+            self.setup.set_tasks(list(self.state.eval_tasks))
         if self.setup.objectives.rowCount() == 0 and self.state.eval_tasks:
             self.setup.set_tasks(list(self.state.eval_tasks))
-        if not self.setup.run_edit.text():
+        if not self.setup.run_edit.text() or demo_spec is not None:
             self.setup.run_edit.setText(str(self.default_run_dir()))
+
+    def _load_demo_spec(self, path: Path) -> None:
+        """The README's demo search, so Start on the demo project runs what it describes."""
+        from mergestudio.search.spec import load_spec
+
+        try:
+            self.setup.load_spec(load_spec(path), DEMO_SPEC_SOURCE)
+        except SpecError as error:  # a damaged zoo: say so, keep the studio's recipe
+            self.setup.show_check(str(error), False)
 
     def default_run_dir(self) -> Path:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        name = str(self.state.recipe.get("name") or "search")
+        name = str(self.setup.recipe().get("name") or self.state.recipe.get("name") or "search")
+        if self.setup.spec_source == DEMO_SPEC_SOURCE:
+            name = "demo-skills"
         if self.state.project_path is not None:
             return self.state.project_path.parent / "runs" / f"{name}-{stamp}"
         return self.studio.preferences.effective_cache_dir() / "runs" / f"{name}-{stamp}"
@@ -416,6 +471,9 @@ class EvolvePage(QWidget):
         self.baselines = list(baselines)
         if baselines:
             self._log(f"baselines ({baselines[0].estimator}): " + ", ".join(b.label for b in baselines))
+        self._update_references()
+        for line in self.baseline_lines():
+            self._log(line)
         self._mark_dirty()
         self.baselines_changed.emit()
 
@@ -531,10 +589,13 @@ class EvolvePage(QWidget):
         self.run_dir, self.spec, self.history = run_dir, spec, history
         self.baselines, self.full_evaluations = list(baselines), dict(full)
         self.failed_trials = 0
-        self._genome_builder = None if spec is None else Genome.build(spec.genome, base_recipe(spec))
+        recipe = None if spec is None else base_recipe(spec)
+        self._genome_builder = None if spec is None or recipe is None else Genome.build(spec.genome, recipe)
+        self._base_model = None if recipe is None else recipe.base_model
         self.run_label.setText(f"run: {run_dir}" if run_dir else "trials of no run folder")
         self.run_label.setToolTip(str(run_dir or ""))
         self.inspector.set_history(history, self.full_evaluations)
+        self._update_references()
         self.select_trial(None)
         self._set_progress()
         self._mark_dirty()
@@ -627,7 +688,43 @@ class EvolvePage(QWidget):
         for objective, value in zip(history.objectives, history.values[row], strict=True):
             extra = f"  (full set {full[objective.name]:.4g})" if objective.name in full else ""
             lines.append(f"{objective.name}: {value:.4g} {objective.unit}{extra}")
+        verdict = self.standing_text(history.objectives_of(number))
+        if verdict:
+            lines.append(verdict)
         return "\n".join(lines)
+
+    def standing_text(self, values: dict[str, float]) -> str:
+        """Mean accuracy, Δ vs the base and normalized accuracy, in one line."""
+        history = self.history
+        if history is None:
+            return ""
+        result = standing(values, self.references, history.objectives)
+        if math.isnan(result.mean_raw):
+            return ""
+        return f"mean {result.mean_raw:.3g}: {result.verdict(percent_scale=False)}"
+
+    def baseline_lines(self) -> list[str]:
+        """One line per baseline: what it is and how it stands (the references themselves)."""
+        lines = []
+        for baseline in self.baselines:
+            role = "base" if baseline.label == self._base_label() else baseline.kind
+            text = self.standing_text(baseline.objectives)
+            lines.append(f"{baseline.label} ({role}): {text}" if text else f"{baseline.label} ({role})")
+        return lines
+
+    def _base_label(self) -> str | None:
+        from mergestudio.search.standing import is_base
+
+        return next((b.label for b in self.baselines if is_base(b, self._base_model)), None)
+
+    def _update_references(self) -> None:
+        history = self.history
+        self.references = (
+            References() if history is None else references(self.baselines, history.objectives, self._base_model)
+        )
+        self.inspector.table_model.set_references(self.references)
+        if self.selected is None:
+            self._show_details(None)
 
     def recipe_yaml(self, number: int) -> str:
         """The trial's recipe: as stored, or rebuilt from its genome exactly as the engine
@@ -646,7 +743,7 @@ class EvolvePage(QWidget):
     def _show_details(self, number: int | None) -> None:
         history = self.history
         if history is None or number is None:
-            self.inspector.clear_trial()
+            self.inspector.clear_trial(self.baseline_lines())
             self.inspector.show_genome(history, None if history is None else best_trial(history), best=True)
             return
         self.inspector.show_trial(self.describe_trial(number), self.recipe_yaml(number))
@@ -667,10 +764,13 @@ class EvolvePage(QWidget):
     # ---- trial actions -------------------------------------------------------------------
 
     def export_selected(self, out_dir: Path | None = None) -> None:
-        """Merge the selected trial into ``out_dir`` (default: the run's exports/trial-N)."""
+        """Merge the selected trial into ``out_dir``; None: ask where, starting from the
+        run's exports/trial-N."""
         if self.selected is None or self.run_dir is None or self.export_job is not None:
             return
-        target = out_dir or self.run_dir / "exports" / f"trial-{self.selected:05d}"
+        target = out_dir or self._ask_export_folder(self.selected, self.run_dir)
+        if target is None:
+            return  # the user cancelled the dialog
         job = ExportTrialJob(self.run_dir, self.selected, target)
         job.succeeded.connect(self._on_exported)
         job.failed.connect(self._on_export_failed)
@@ -682,14 +782,23 @@ class EvolvePage(QWidget):
         self._update_trial_buttons()
         jobs.start(job)
 
+    def _ask_export_folder(self, number: int, run_dir: Path) -> Path | None:
+        default = run_dir / "exports" / f"trial-{number:05d}"
+        chosen, _ = QFileDialog.getSaveFileName(
+            self, f"Export trial {number} as a model folder", str(default), "Model folder (*)"
+        )
+        return Path(chosen) if chosen else None
+
     def _on_exported(self, path: Path) -> None:
         self._export_result = str(path)
         self._log(f"exported {path}")
+        self.inspector.show_export(self.selected, path)
         self.studio.show_message(f"exported the merged model to {path}")
 
     def _on_export_failed(self, message: str) -> None:
         self._export_result = ""
         self._log(f"export failed: {message}")
+        self.inspector.show_export_failed(message)
 
     def _on_export_finished(self) -> None:
         self.export_job = None

@@ -6,6 +6,8 @@ keeps no run state of its own."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mergestudio.search.dashboard import TrialHistory, genome_layout
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QFont, QFontDatabase
@@ -96,6 +98,13 @@ class TrialInspector(QSplitter):
         buttons.addWidget(self.full_button, 1, 0)
         buttons.setColumnStretch(2, 1)
         box.addLayout(buttons)
+        # Where the last export went, as a link that opens the folder (full path, wrapped).
+        self.export_result = QLabel("", details)
+        self.export_result.setWordWrap(True)
+        self.export_result.setOpenExternalLinks(True)
+        self.export_result.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        self.export_result.setVisible(False)
+        box.addWidget(self.export_result)
         self.detail_tabs = QTabWidget(details)
         self.genome_view = GenomeHeatmap(self.detail_tabs)
         self.recipe_view = QPlainTextEdit(self.detail_tabs)
@@ -180,9 +189,25 @@ class TrialInspector(QSplitter):
         self.trial_summary.setText(f"<b>{title}</b><br>{rest.replace(chr(10), '<br>')}")
         self.recipe_view.setPlainText(recipe_yaml)
 
-    def clear_trial(self) -> None:
-        self.trial_summary.setText(NO_SELECTION)
+    def clear_trial(self, baselines: list[str] | None = None) -> None:
+        """No trial selected: say how to select one, and how the baselines stand."""
+        lines = [NO_SELECTION]
+        if baselines:
+            lines += ["<b>Baselines</b> (the run's estimator):", *baselines]
+        self.trial_summary.setText("<br>".join(lines))
         self.recipe_view.setPlainText("")
+
+    def show_export(self, number: int | None, path: Path) -> None:
+        folder = path.resolve()
+        which = f"Trial {number}" if number is not None else "The trial"
+        self.export_result.setText(f"{which} exported to <a href='{folder.as_uri()}'>{folder}</a>")
+        self.export_result.setToolTip("Open the folder")
+        self.export_result.setVisible(True)
+
+    def show_export_failed(self, message: str) -> None:
+        self.export_result.setText(f"Export failed: {message}")
+        self.export_result.setToolTip("")
+        self.export_result.setVisible(True)
 
     def show_genome(self, history: TrialHistory | None, number: int | None, best: bool) -> None:
         if history is None or number is None or not history.genes:

@@ -63,6 +63,7 @@ class SetupPanel(QScrollArea):
         self.studio_recipe: dict[str, Any] = {}
         self.spec_recipe: dict[str, Any] | None = None  # a loaded spec's recipe, overriding the studio's
         self.spec_source = ""
+        self.spec_folder: Path | None = None  # where "Load spec…" opens (the demo folder on the demo)
         self.method: MethodSpec | None = None
         body = QWidget(self)
         grid = QGridLayout(body)
@@ -503,7 +504,10 @@ class SetupPanel(QScrollArea):
     def _choose_spec(self) -> None:
         from mergestudio.search.spec import SpecError, load_spec
 
-        path, _ = QFileDialog.getOpenFileName(self, "Search spec", "", "Search specs (*.yml *.yaml);;All files (*)")
+        folder = str(self.spec_folder) if self.spec_folder is not None else ""
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Search spec", folder, "Search specs (*.yml *.yaml);;All files (*)"
+        )
         if not path:
             return
         try:
