@@ -49,6 +49,7 @@ from mergestudio_qt import jobs
 from mergestudio_qt.context import Studio
 from mergestudio_qt.format import format_duration
 from mergestudio_qt.pages import PageSpec, register_page
+from mergestudio_qt.widgets.elide import ElidedLabel
 from mergestudio_qt.widgets.evolve_dashboard import EvolveDashboard
 from mergestudio_qt.widgets.evolve_jobs import ExportTrialJob, FullEvalJob, OpenRunJob, RunSnapshot, SearchJob
 from mergestudio_qt.widgets.evolve_setup import SetupPanel
@@ -163,7 +164,7 @@ class EvolvePage(QWidget):
         top.setSpacing(8)
         title = QLabel("Evolve", self)
         title.setObjectName("pageTitle")
-        self.run_label = QLabel("No run yet: set one up below, or open a run folder.", self)
+        self.run_label = ElidedLabel("No run yet: set one up below, or open a run folder.", self)
         self.run_label.setObjectName("hint")
         self.run_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.open_button = QPushButton("Open run…", self)
@@ -205,8 +206,8 @@ class EvolvePage(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setFormat("idle")
-        self.status = QLabel("", self)
-        self.status.setMinimumWidth(260)
+        self.status = ElidedLabel("", self)
+        self.status.setMinimumWidth(120)
         self.status.setMaximumWidth(420)
         for widget in (self.start_button, self.pause_button, self.resume_button, self.stop_button):
             row.addWidget(widget)
@@ -592,8 +593,7 @@ class EvolvePage(QWidget):
         recipe = None if spec is None else base_recipe(spec)
         self._genome_builder = None if spec is None or recipe is None else Genome.build(spec.genome, recipe)
         self._base_model = None if recipe is None else recipe.base_model
-        self.run_label.setText(f"run: {run_dir}" if run_dir else "trials of no run folder")
-        self.run_label.setToolTip(str(run_dir or ""))
+        self.run_label.set_full_text(f"run: {run_dir}" if run_dir else "trials of no run folder", str(run_dir or ""))
         self.inspector.set_history(history, self.full_evaluations)
         self._update_references()
         self.select_trial(None)
@@ -865,9 +865,7 @@ class EvolvePage(QWidget):
         self._update_trial_buttons()
 
     def _set_status(self, text: str, detail: str = "") -> None:
-        metrics = self.status.fontMetrics()
-        self.status.setText(metrics.elidedText(text, Qt.TextElideMode.ElideRight, self.status.maximumWidth()))
-        self.status.setToolTip(detail or text)
+        self.status.set_full_text(text, detail or text)
 
     def _log(self, text: str) -> None:
         self.inspector.log(text)

@@ -13,11 +13,13 @@ from PySide6.QtCore import QItemSelectionModel, QModelIndex, QSortFilterProxyMod
 from PySide6.QtGui import QFont, QFontDatabase
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QFrame,
     QGridLayout,
     QHeaderView,
     QLabel,
     QPlainTextEdit,
     QPushButton,
+    QScrollArea,
     QSplitter,
     QStyle,
     QTableView,
@@ -78,10 +80,18 @@ class TrialInspector(QSplitter):
         box = QVBoxLayout(details)
         box.setContentsMargins(0, 4, 0, 0)
         box.setSpacing(6)
-        self.trial_summary = QLabel(NO_SELECTION, details)
+        self.trial_summary = QLabel(NO_SELECTION)
         self.trial_summary.setWordWrap(True)
         self.trial_summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        box.addWidget(self.trial_summary)
+        self.trial_summary.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        # Scrolls when the window is short: a trial's lines and the baselines' can be many.
+        summary = QScrollArea(details)
+        summary.setWidgetResizable(True)
+        summary.setFrameShape(QFrame.Shape.NoFrame)
+        summary.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        summary.setWidget(self.trial_summary)
+        summary.setMinimumHeight(3 * self.fontMetrics().lineSpacing())
+        box.addWidget(summary, 1)
         buttons = QGridLayout()
         buttons.setHorizontalSpacing(6)
         buttons.setVerticalSpacing(4)
@@ -121,7 +131,7 @@ class TrialInspector(QSplitter):
         self.detail_tabs.addTab(self.genome_view, "Genome")
         self.detail_tabs.addTab(self.recipe_view, "Recipe YAML")
         self.detail_tabs.addTab(self.log_view, "Log")
-        box.addWidget(self.detail_tabs, 1)
+        box.addWidget(self.detail_tabs, 2)
         return details
 
     # ---- the table ----------------------------------------------------------------------

@@ -14,6 +14,7 @@ from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QToolTip, QVBoxLayout, QWidget
 
+from mergestudio_qt.widgets.elide import ElidingComboBox
 from mergestudio_qt.widgets.evolve_items import HOVER_RATE_HZ, Describe, keep_axes_rendering
 
 # ---- the common frame ---------------------------------------------------------------------
@@ -41,9 +42,17 @@ class TrialPlot(QWidget):
         self.header.setSpacing(6)
         self.title = QLabel(title, self)
         self.title.setObjectName("sectionTitle")
+        self.title.setMinimumWidth(self.title.sizeHint().width())  # a title is never cut
         self.header.addWidget(self.title)
         self.header.addStretch(1)
         layout.addLayout(self.header)
+        # Choosers get a line of their own under the title: beside it, a plot a quarter
+        # of a 1024-px window wide had room for neither ("Pareto fro", "rever").
+        self.choosers = QHBoxLayout()
+        self.choosers.setContentsMargins(4, 0, 4, 0)
+        self.choosers.setSpacing(6)
+        self._choosers_added = False
+        self._layout = layout
         self.plot = pg.PlotWidget(self)
         self.plot.setMenuEnabled(False)
         self.plot.setMinimumHeight(160)
@@ -77,12 +86,15 @@ class TrialPlot(QWidget):
         self.plot.scene().sigMouseClicked.connect(self._clicked)
 
     def add_chooser(self, label: str, tip: str) -> QComboBox:
+        if not self._choosers_added:
+            self._choosers_added = True
+            self.choosers.addStretch(1)
+            self._layout.insertLayout(1, self.choosers)
         text = QLabel(label, self)
-        combo = QComboBox(self)
-        combo.setToolTip(tip)
-        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
-        self.header.addWidget(text)
-        self.header.addWidget(combo)
+        text.setToolTip(tip)
+        combo = ElidingComboBox(self)
+        self.choosers.insertWidget(self.choosers.count() - 1, text)
+        self.choosers.insertWidget(self.choosers.count() - 1, combo, 1)
         return combo
 
     def redraw(self, history: TrialHistory, baselines: list[Baseline]) -> None:
