@@ -166,7 +166,7 @@ def test_search_plots_what_the_store_holds_and_pauses(
     for row, record in enumerate(records):
         cells = [page.inspector.table_model.index(row, c).data() for c in range(page.inspector.table_model.columnCount())]
         assert cells[0] == str(record.number)
-        assert cells[1:4] == [f"{record.objectives[n]:.4g}" for n in names]
+        assert cells[1:4] == [f"{record.objectives[n]:.3g}" for n in names]
         assert cells[5] == ("✓" if record.number in summary.front else "")
     # The mean of the accuracy-like objectives (not the perplexity), ▲ where it beats the base.
     base = page.baselines[0]
@@ -371,7 +371,17 @@ def test_a_redraw_that_keeps_renderings_draws_what_a_fresh_one_draws(qtbot, stud
         layer.clear()
     fresh = [plot.plot.grab().toImage() for plot in (page.dashboard.fitness_plot, page.dashboard.parallel_plot)]
     assert [layer.full_renders for layer in layers] == [r + 1 for r in renders]
-    assert kept == fresh
+    for kept_image, fresh_image in zip(kept, fresh, strict=True):
+        # The same pixels, up to rounding in blending: a cached rendering composed onto the
+        # plot can differ from drawing directly by one level in a channel, here and there.
+        difference = np.abs(_pixels(kept_image).astype(np.int16) - _pixels(fresh_image).astype(np.int16))
+        assert difference.max() <= 2 and np.count_nonzero(difference) <= 8
+
+
+def _pixels(image) -> np.ndarray:
+    """(height, width, 4) uint8 of a QImage."""
+    image = image.convertToFormat(image.Format.Format_ARGB32)
+    return np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.width(), 4).copy()
 
 
 def test_views_follow_the_data_until_zoomed(qtbot, studio: Studio) -> None:

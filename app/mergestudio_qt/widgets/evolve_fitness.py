@@ -3,6 +3,7 @@ bands, baselines) and the front's hypervolume."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -100,23 +101,33 @@ class FitnessPlot(TrialPlot):
         bands = generation_bands(history.generations, values)
         self.mean.setData(bands.x, bands.mean)
         self.band.set_band(bands.x, bands.mean - bands.std, bands.mean + bands.std)
-        shown = self._draw_baselines(axis.name, axis.maximize)
+        chosen = self._chosen_baselines(axis.name, axis.maximize)
+        shown = [b.objectives[axis.name] for b in chosen]
+        y_range = axis_range(values, bands.mean - bands.std, bands.mean + bands.std, shown)
+        self._draw_baselines(axis.name, chosen, y_range)
         self.fit_evaluations(len(history))
-        self.fit(y=axis_range(values, bands.mean - bands.std, bands.mean + bands.std, shown))
+        self.fit(y=y_range)
         self.draw_selection()
 
-    def _draw_baselines(self, name: str, maximize: bool) -> list[float]:
-        """The default merges and the best parent on this objective (more would pile
-        up); returns their values."""
+    def _chosen_baselines(self, name: str, maximize: bool) -> list[Baseline]:
+        """The default merges and the best parent on this objective (more would pile up)."""
         chosen = [b for b in self.baselines if b.kind == "merge" and name in b.objectives]
         parents = [b for b in self.baselines if b.kind == "parent" and name in b.objectives]
         if parents:
             pick = max if maximize else min
             chosen.append(pick(parents, key=lambda b: b.objectives[name]))
-        values = [b.objectives[name] for b in chosen]
-        key = (name, tuple((b.label, b.objectives[name]) for b in chosen))
+        return chosen
+
+    def _draw_baselines(
+        self, name: str, chosen: list[Baseline], y_range: tuple[float, float] | None
+    ) -> None:
+        """A dashed line per baseline value, labelled at its right end: above the line,
+        or below it near the top of the view, where a label above would be cut off.
+        ``y_range``: the view's (None: no values yet)."""
+        top = math.inf if y_range is None else y_range[1] - 0.2 * (y_range[1] - y_range[0])
+        key = (name, tuple((b.label, b.objectives[name], b.objectives[name] > top) for b in chosen))
         if key == self._baseline_key:
-            return values
+            return
         self._baseline_key = key
         for line in self.baseline_lines:
             self.plot_item.removeItem(line)
@@ -125,19 +136,19 @@ class FitnessPlot(TrialPlot):
             group_baselines(chosen, lambda b: (b.objectives[name],))
         ):
             color = MERGE if kind == "merge" else PARENT
+            anchor = (1, 0) if value > top else (1, 1)  # text below the line near the top
             line = pg.InfiniteLine(
                 pos=value,
                 angle=0,
                 movable=False,
                 pen=pg.mkPen(color, width=1, style=Qt.PenStyle.DashLine),
                 label=label,
-                labelOpts={"position": 0.97 - 0.12 * (i % 3), "color": color, "anchors": [(1, 1), (1, 1)]},
+                labelOpts={"position": 0.97 - 0.12 * (i % 3), "color": color, "anchors": [anchor, anchor]},
             )
             line.setToolTip(f"{label}: {value:.4g} ({members[0].estimator})")
             keep_rendering(line)
             self.plot_item.addItem(line)
             self.baseline_lines.append(line)
-        return values
 
     def draw_selection(self) -> None:
         history = self.history

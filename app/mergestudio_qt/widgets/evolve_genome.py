@@ -49,6 +49,7 @@ class GenomeHeatmap(QWidget):
         )
         self.colorbar.axis.enableAutoSIPrefix(False)
         self.colorbar.setImageItem(self.image, insert_in=self.plot_item)
+        self.plot_item.setContentsMargins(0, 8, 0, 2)  # room for the colour bar's top tick label
         keep_axes_rendering(self.plot_item)
         keep_axes_rendering(self.colorbar)
         self.cell_labels: list[pg.TextItem] = []
@@ -70,17 +71,20 @@ class GenomeHeatmap(QWidget):
         if shown == self._shown:
             return
         self._shown = shown
-        self.title.setText(title)
         self.values = layout.grid(list(genes))
         lows = {low for low, _ in bounds}
         highs = {high for _, high in bounds}
         if len(lows) == 1 and len(highs) == 1:
             low, high = lows.pop(), highs.pop()
-            label, shown = f"{param} (bounds {low:g} – {high:g})", self.values
+            label, bounds_text, shown = param, f"{param} within {low:g} – {high:g}", self.values
         else:  # different bounds per gene: compare positions within the bounds
-            low, high, label = 0.0, 1.0, "position within the gene's bounds"
+            low, high, label = 0.0, 1.0, "position in bounds"
+            bounds_text = "colour: each gene's position within its own bounds"
             spans = layout.grid([(v - lo) / (hi - lo) for v, (lo, hi) in zip(genes, bounds, strict=True)])
             shown = spans
+        # The bounds go in the (wrapping) title, not the colour bar's axis label: a vertical
+        # label longer than the plot is tall was cut at both ends.
+        self.title.setText(f"{title}<br><span style='font-weight: normal; font-size: 9pt'>{bounds_text}</span>")
         self.colorbar.setLevels(low=low, high=high)
         self.colorbar.getAxis("left").setLabel(label)
         middle = (low + high) / 2

@@ -69,6 +69,7 @@ class TrialInspector(QSplitter):
         self.table.verticalHeader().setDefaultSectionSize(22)
         header = self.table.horizontalHeader()
         header.setMinimumSectionSize(28)
+        header.setTextElideMode(Qt.TextElideMode.ElideRight)  # "reve…" (tooltip: the objective), not "everse"
         header.setStyleSheet("QHeaderView::section { padding: 3px 4px; }")
         header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)  # objectives share the width
         self.table.setToolTip("Every complete trial; click a row to select it in the plots")

@@ -79,6 +79,11 @@ class ParallelPlot(TrialPlot):
         self.low = np.zeros(0)
         self.high = np.zeros(0)
         self._axis_key: tuple[Any, ...] = ()
+        self._label_px = 0  # the widest baseline label, in pixels
+        self._names: list[str] = []  # the axes' objectives, named under them (elided to fit)
+        self._ticks: list[tuple[int, str]] = []
+        # The room for labels is measured in pixels, so it is fitted again on a resize.
+        self.plot_item.getViewBox().sigResized.connect(self._fit_view)
 
     def redraw(self, history: TrialHistory, baselines: list[Baseline]) -> None:
         self.history, self.baselines = history, baselines
@@ -88,6 +93,8 @@ class ParallelPlot(TrialPlot):
             return
         maximize = [o.maximize for o in history.objectives]
         usable = [b for b in baselines if all(n in b.objectives for n in names)]
+        metrics = self.plot.fontMetrics()
+        self._label_px = max((metrics.horizontalAdvance(short_label([b], 10) + " +9") for b in usable), default=0)
         extra = np.array([[b.objectives[n] for n in names] for b in usable]) if usable else None
         self.scaled, self.low, self.high = parallel_scale(history.values, maximize, extra)
         # Each trial once: front members in colour, the others faded below them.
@@ -107,13 +114,11 @@ class ParallelPlot(TrialPlot):
             return
         self._axis_key = key
         k = len(names)
-        self.plot_item.getAxis("bottom").setTicks([list(enumerate(names))])
-        self.plot_item.setXRange(-0.45, k - 1 + LABEL_ROOM, padding=0)  # room for baseline labels
-        self.plot_item.setYRange(-0.12, 1.12, padding=0)
+        self._names = list(names)
+        self._fit_view()
         for label in self.value_labels:
             self.plot_item.removeItem(label)
         self.value_labels = []
-        self.axis_lines.setData(np.repeat(np.arange(k, dtype=np.float64), 2), np.tile([-0.12, 1.12], k))
         foreground = pg.getConfigOption("foreground")
         for i in range(k):
             for value, level, anchor in ((self.high[i], 1.0, (0.5, 1.0)), (self.low[i], 0.0, (0.5, 0.0))):
@@ -123,11 +128,43 @@ class ParallelPlot(TrialPlot):
                 self.plot_item.addItem(label)
                 self.value_labels.append(label)
 
+    def _fit_view(self) -> None:
+        """Room right of the last axis for the widest baseline label, and above and below
+        the axes for their value labels, both measured in pixels: fixed margins in axis
+        units cut labels off when the plot is narrow or short ("task_arit", "0.9")."""
+        k = len(self.low)
+        if k == 0:
+            return
+        box = self.plot_item.getViewBox()
+        width, height = float(box.width()), float(box.height())
+        text_px = self.plot.fontMetrics().height() + 2
+        span_x = k - 1 + 0.45
+        room = LABEL_ROOM
+        if width > self._label_px + 20:
+            room = max(0.3, (self._label_px + 8) * span_x / (width - self._label_px - 8))
+        pad = 0.12
+        if height > 4 * text_px:
+            pad = min(0.6, max(0.12, text_px / (height - 2 * text_px)))
+        self.plot_item.setXRange(-0.45, k - 1 + room, padding=0)
+        self.plot_item.setYRange(-pad, 1 + pad, padding=0)
+        # Objective names under their axes, elided to the room between two axes.
+        metrics = self.plot.fontMetrics()
+        room_px = int(width / (span_x + room)) - 6 if width > 0 else 10_000
+        ticks = [
+            (i, metrics.elidedText(name, Qt.TextElideMode.ElideRight, max(room_px, 24)))
+            for i, name in enumerate(self._names)
+        ]
+        if ticks != self._ticks:
+            self._ticks = ticks
+            self.plot_item.getAxis("bottom").setTicks([ticks])
+        self.axis_lines.setData(np.repeat(np.arange(k, dtype=np.float64), 2), np.tile([-pad, 1 + pad], k))
+
     def _draw_baselines(self, usable: list[Baseline], names: list[str], extra: np.ndarray | None) -> None:
         key = (self._axis_key, tuple((b.label, tuple(b.objectives.values())) for b in usable))
         if key == self._baseline_key:
             return
         self._baseline_key = key
+        self._fit_view()  # the widest label may have changed
         for label in self.baseline_labels:
             self.plot_item.removeItem(label)
         self.baseline_labels = []

@@ -8,6 +8,7 @@ import numpy as np
 import pyqtgraph as pg
 from mergestudio.search.baselines import Baseline
 from mergestudio.search.dashboard import TrialHistory, axis_range, front_2d, front_2d_grown, step_line
+from PySide6.QtCore import QRectF
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QWidget
 
@@ -90,6 +91,13 @@ class ParetoPlot(TrialPlot):
         self.front_indices = np.zeros(0, dtype=np.int64)  # rows on the step line, for tests
         self._front_of: tuple[Any, ...] = ()  # (history, x, y, rows) front_indices is of
         self._baseline_key: tuple[Any, ...] = ()
+        # Major ticks only are labelled on x: at a quarter of a 1024-px window the minor
+        # ones' "0.2 0.4 0.6 0.8" ran together.
+        item.getAxis("bottom").setStyle(maxTextLevel=0)
+        # Baseline labels are laid out again (flipped or hidden) when the view changes.
+        box = item.getViewBox()
+        box.sigResized.connect(self._declutter_labels)
+        box.sigRangeChanged.connect(self._declutter_labels)
 
     def _axes_chosen(self, _index: int) -> None:
         if self.history is not None:
@@ -165,6 +173,34 @@ class ParetoPlot(TrialPlot):
             keep_rendering(text)
             self.plot_item.addItem(text)
             self.labels.append(text)
+        self._declutter_labels()
+
+    def _declutter_labels(self, *_args: object) -> None:
+        """Baseline labels that would be cut by the view's edge hang on the other side of
+        their marker; one that would still be cut, or cover an earlier one (parents come
+        first), is hidden and named in that neighbour's tooltip. Its marker stays."""
+        view = self.plot_item.getViewBox().sceneBoundingRect()
+        if view.width() < 2 or view.height() < 2:
+            return  # not laid out yet (a hidden tab): done when it is shown and resized
+        placed: list[tuple[QRectF, pg.TextItem]] = []
+        for text in self.labels:
+            text.setVisible(True)
+            rect = text.sceneBoundingRect()
+            if not view.contains(rect):
+                anchor_x = text.anchor.x()
+                if rect.right() > view.right() or rect.left() < view.left():
+                    anchor_x = 1.1 if rect.right() > view.right() else -0.1
+                anchor_y = 1.0 if rect.bottom() > view.bottom() else 0.0 if rect.top() < view.top() else 0.5
+                text.setAnchor((anchor_x, anchor_y))
+                rect = text.sceneBoundingRect()
+            covered = next((other for other_rect, other in placed if other_rect.intersects(rect)), None)
+            if covered is not None or not view.contains(rect):
+                text.setVisible(False)
+                name = text.textItem.toPlainText()
+                if covered is not None and name not in covered.toolTip():
+                    covered.setToolTip(f"{covered.toolTip()}\nalso here: {name}")
+                continue
+            placed.append((rect, text))
 
     def draw_selection(self) -> None:
         history = self.history

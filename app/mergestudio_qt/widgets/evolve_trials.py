@@ -152,7 +152,7 @@ class TrialTableModel(QAbstractTableModel):
             return str(number)
         if column <= k:
             value = float(history.values[row, column - 1])
-            return "—" if math.isnan(value) else f"{value:.4g}"
+            return "—" if math.isnan(value) else f"{value:.3g}"  # 3 digits: the panel is narrow
         if column == k + 1:
             mean = float(self.means[row]) if row < self.means.size else math.nan
             mark = f" {BEATS_BASE}" if row < self.beats.size and self.beats[row] else ""
