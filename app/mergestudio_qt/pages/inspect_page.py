@@ -144,6 +144,7 @@ class Heatmap(QWidget):
             values=(0.0, 1.0), colorMap=pg.colormap.get("CET-D1"), interactive=False
         )
         self.colorbar.setImageItem(self.image, insert_in=self.plot.getPlotItem())
+        self.colorbar.axis.setWidth(40)  # the bar's tick labels, uncut at the right edge
         layout.addWidget(self.plot)
 
     def clear(self, layer_count: int) -> None:
@@ -216,8 +217,9 @@ class PairMatrix(QWidget):
         self.plot.invertY(True)
         self.image = pg.ImageItem(axisOrder="row-major")
         self.plot.addItem(self.image)
-        bar = pg.ColorBarItem(values=(-1.0, 1.0), colorMap=pg.colormap.get("CET-D1"), interactive=False)
-        bar.setImageItem(self.image, insert_in=self.plot.getPlotItem())
+        # No colour bar: every cell prints its value, and in a narrow tab the bar's labels
+        # were cut at the right edge.
+        self.image.setColorMap(pg.colormap.get("CET-D1"))
         self.labels: list[pg.TextItem] = []
         layout.addWidget(self.plot)
 
