@@ -7,7 +7,14 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from mergestudio.search.baselines import Baseline
-from mergestudio.search.dashboard import TrialHistory, axis_range, front_2d, front_2d_grown, step_line
+from mergestudio.search.dashboard import (
+    TrialHistory,
+    axis_range,
+    front_2d,
+    front_2d_grown,
+    nice_step,
+    step_line,
+)
 from PySide6.QtCore import QRectF
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QWidget
@@ -91,13 +98,13 @@ class ParetoPlot(TrialPlot):
         self.front_indices = np.zeros(0, dtype=np.int64)  # rows on the step line, for tests
         self._front_of: tuple[Any, ...] = ()  # (history, x, y, rows) front_indices is of
         self._baseline_key: tuple[Any, ...] = ()
-        # Major ticks only are labelled on x: at a quarter of a 1024-px window the minor
-        # ones' "0.2 0.4 0.6 0.8" ran together.
-        item.getAxis("bottom").setStyle(maxTextLevel=0)
+        self._x_step = 0.0  # the x axis's tick step, chosen from its width in pixels
         # Baseline labels are laid out again (flipped or hidden) when the view changes.
         box = item.getViewBox()
         box.sigResized.connect(self._declutter_labels)
         box.sigRangeChanged.connect(self._declutter_labels)
+        box.sigResized.connect(self._space_x_ticks)
+        box.sigRangeChanged.connect(self._space_x_ticks)
 
     def _axes_chosen(self, _index: int) -> None:
         if self.history is not None:
@@ -174,6 +181,19 @@ class ParetoPlot(TrialPlot):
             self.plot_item.addItem(text)
             self.labels.append(text)
         self._declutter_labels()
+
+    def _space_x_ticks(self, *_args: object) -> None:
+        """x ticks at least ~45 px apart: at a quarter of a 1024-px window pyqtgraph's own
+        choice ran "0.2 0.4 0.6 0.8" together."""
+        box = self.plot_item.getViewBox()
+        low, high = box.viewRange()[0]
+        width = float(box.width())
+        if width < 2 or not high > low:
+            return
+        step = nice_step((high - low) * 45.0 / width)
+        if step != self._x_step:
+            self._x_step = step
+            self.plot_item.getAxis("bottom").setTickSpacing(levels=[(step, 0.0)])
 
     def _declutter_labels(self, *_args: object) -> None:
         """Baseline labels that would be cut by the view's edge hang on the other side of
