@@ -91,3 +91,47 @@ def _cancelling_events(self, event: object) -> None:
         self.layer_done.emit(event)
     elif isinstance(event, Progress):
         self.progress.emit(event)
+
+
+def test_empty_state_then_advice_that_writes_the_recipe_density(qtbot, page: InspectPage) -> None:
+    # Before Analyze: a sentence that says what to do, not empty axes.
+    assert page.views.currentWidget() is page.empty_state
+    assert "Analyze" in page.empty_state.text()
+    assert not page.advice.isVisibleTo(page)
+    page.state.set_method("ties")
+    with qtbot.waitSignal(page.analysis_finished, timeout=60_000):
+        page.start_analysis()
+    assert page.views.currentIndex() == 1
+    # Every view explains itself; the histogram legend names the models, outside the plot.
+    assert "opposite" in page.metric_note.text()
+    page.metric_choice.setCurrentIndex(1)
+    assert "aligned" in page.metric_note.text()
+    names = [Path(m).name for m in page.report.models]
+    assert all(name in page.histograms.legend.text() for name in names)
+    assert page.histograms.plot.getPlotItem().legend is None
+    assert names[0] in page.histograms.readout.text()
+    # The engine's suggestion, and Use in recipe writes it for every model (one undo step).
+    suggestion = page.advice.suggestion
+    assert suggestion is not None and 0.0 < suggestion.density <= 1.0
+    assert page.advice.isVisibleTo(page) and page.advice.use_button.isEnabled()
+    assert f"{suggestion.density:.2f}" in page.advice.text.text()
+    before = page.state.recipe
+    page.advice.use_button.click()
+    densities = [m["parameters"]["density"] for m in page.state.recipe["models"]]
+    assert densities == [suggestion.density] * len(page.state.recipe["models"])
+    assert page.density.value() == pytest.approx(suggestion.density)
+    page.state.undo_stack.undo()
+    assert page.state.recipe == before
+    # A method without a density cannot take one.
+    page.state.set_method("task_arithmetic")
+    assert not page.advice.use_button.isEnabled()
+    assert "no density" in page.advice.use_button.toolTip()
+
+
+def test_the_page_density_follows_the_recipe(page: InspectPage) -> None:
+    from mergestudio_qt.widgets.inspect_advice import recipe_with_density
+
+    page.state.set_method("ties")
+    recipe = recipe_with_density(page.state.recipe, page.state.method(), 0.35)
+    page.state.set_recipe(recipe, "widgets", "density")
+    assert page.density.value() == pytest.approx(0.35)

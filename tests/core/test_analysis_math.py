@@ -250,3 +250,40 @@ def test_kept_curve_estimates_trimming_from_the_histogram() -> None:
     exact = summarize(result.sums, 0.2)["trim"]["kept_energy_fraction"][0]
     estimated = np.interp(0.2, curve["density"][::-1], curve["energy"][::-1])
     assert estimated == pytest.approx(exact, abs=0.05)
+
+
+def _exact_density_for_l1(values: np.ndarray, share: float) -> float:
+    """Brute force: sort |τ| descending and count entries until ``share`` of the L1 mass."""
+    magnitudes = np.sort(np.abs(values))[::-1]
+    cumulative = np.cumsum(magnitudes) / magnitudes.sum()
+    return float((np.searchsorted(cumulative, share) + 1) / values.size)
+
+
+@pytest.mark.parametrize("share", [0.5, 0.9])
+def test_suggested_density_keeps_the_asked_share_of_l1(share: float) -> None:
+    from mergestudio.analysis.suggest import suggest_density
+
+    generator = torch.Generator().manual_seed(11)
+    heavy = torch.randn(30000, generator=generator) ** 3  # heavy-tailed: mass in few entries
+    gaussian = torch.randn(30000, generator=generator)
+    result = _analyze(torch.zeros(30000), [heavy, gaussian], 0.2)
+    suggestion = suggest_density(result.sums.histogram, result.sums.zeros, share)
+    assert suggestion is not None
+    exact = [_exact_density_for_l1(v.numpy(), share) for v in (heavy, gaussian)]
+    # The histogram is read a quarter octave at a time: within a few points of brute force.
+    for estimated, truth in zip(suggestion.per_model, exact, strict=True):
+        assert estimated == pytest.approx(truth, abs=0.04)
+    # The heavy-tailed vector needs far fewer entries; the suggestion serves the other one.
+    assert suggestion.per_model[0] < suggestion.per_model[1]
+    assert suggestion.density == pytest.approx(max(exact), abs=0.05)
+    assert suggestion.density >= max(suggestion.per_model)  # rounded up, never down
+    assert "gaussian needs the most" in suggestion.reason(["heavy", "gaussian"])
+
+
+def test_no_suggestion_without_mass_and_a_clear_error_for_a_bad_share() -> None:
+    from mergestudio.analysis.suggest import density_for_kept_l1, suggest_density
+
+    counts = np.zeros((2, HISTOGRAM_LENGTH), dtype=np.int64)
+    assert suggest_density(counts, [10, 10]) is None
+    with pytest.raises(ValueError, match="kept_l1"):
+        density_for_kept_l1(counts[0], 10, 1.5)

@@ -8,11 +8,16 @@ changed, so a burst of trials costs one redraw. Every trial is a point in each p
 hovering shows its values; clicking selects it in every plot and in the trial table
 and shows its recipe and genome, ready to export, open in the Recipe editor, or re-score
 on the full task sets. The parents and the default merges, scored on the run's own
-estimator, are drawn as labelled reference points.
+estimator, are drawn as labelled reference points; the table's mean column marks the
+trials that beat the unmerged base, and the details give a trial's normalized accuracy
+(its score over each task's specialist's).
+
+On the demo project the Setup tab holds the README's demo search (resources/demo/search.yml).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -23,24 +28,18 @@ from typing import Any
 from mergestudio.errors import MergeStudioError
 from mergestudio.search import events as ev
 from mergestudio.search.baselines import Baseline
-from mergestudio.search.dashboard import TrialHistory, best_trial, genome_layout
+from mergestudio.search.dashboard import TrialHistory, best_trial
 from mergestudio.search.spec import SearchSpec, SpecError
+from mergestudio.search.standing import References, references, standing
 from mergestudio.search.store import RunFolder
-from PySide6.QtCore import QItemSelectionModel, QModelIndex, QRect, QSortFilterProxyModel, Qt, QTimer, Signal
-from PySide6.QtGui import QFont, QFontDatabase, QKeySequence, QShortcut, QShowEvent
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QKeySequence, QShortcut, QShowEvent
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QFileDialog,
-    QGridLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
-    QPlainTextEdit,
     QProgressBar,
     QPushButton,
-    QSplitter,
-    QStyle,
-    QTableView,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -50,27 +49,48 @@ from mergestudio_qt import jobs
 from mergestudio_qt.context import Studio
 from mergestudio_qt.format import format_duration
 from mergestudio_qt.pages import PageSpec, register_page
+from mergestudio_qt.widgets.elide import ElidedLabel
+from mergestudio_qt.widgets.evolve_dashboard import EvolveDashboard
 from mergestudio_qt.widgets.evolve_jobs import ExportTrialJob, FullEvalJob, OpenRunJob, RunSnapshot, SearchJob
-from mergestudio_qt.widgets.evolve_plots import (
-    FitnessPlot,
-    GenomeHeatmap,
-    HypervolumePlot,
-    ParallelPlot,
-    ParetoPlot,
-    TrialPlot,
-)
 from mergestudio_qt.widgets.evolve_setup import SetupPanel
-from mergestudio_qt.widgets.evolve_trials import SORT_ROLE, TrialTableModel
+from mergestudio_qt.widgets.evolve_trial_plot import TrialPlot
 
 # The hidden dashboard is rendered ahead this long after the page first shows, a piece
 # every step (each 5-25 ms).
 RENDER_AHEAD_DELAY_MS = 300
-RENDER_AHEAD_STEP_MS = 30
 REDRAWN_PARTS = 5  # the four plots, and the table with the genome
 REDRAW_MS = 50  # each plot redrawn at most 20 times a second, however fast trials finish
-LOG_LINES = 2000
 RUNNING_STATES = ("running", "paused", "stopping")
 CHECK_DELAY_MS = 400
+
+DEMO_SPEC_SOURCE = "the demo search (resources/demo/search.yml)"
+DEMO_SPEC_NAME = "search.yml"
+
+
+def demo_search_spec(base: str | None, project_path: Path | None) -> Path | None:
+    """The demo zoo's search spec when the project is the demo (no project file, its base
+    one of the zoo's models), else None."""
+    from mergestudio_qt.demo import zoo_dir
+
+    if base is None or project_path is not None:
+        return None
+    zoo = zoo_dir()
+    spec = zoo / DEMO_SPEC_NAME
+    try:
+        in_zoo = Path(base).resolve().parent == (zoo / "models").resolve()
+    except OSError:
+        return None
+    return spec if in_zoo and spec.is_file() else None
+
+
+def spec_folder(project_path: Path | None) -> Path | None:
+    """Where "Load spec…" opens: the project's folder, or the demo folder (the README's spec)."""
+    from mergestudio_qt.demo import zoo_dir
+
+    if project_path is not None:
+        return project_path.parent
+    zoo = zoo_dir()
+    return zoo if zoo.is_dir() else None
 
 
 class EvolvePage(QWidget):
@@ -107,6 +127,8 @@ class EvolvePage(QWidget):
         self.elapsed_s = 0.0
         self.last_redraw_s = 0.0
         self._genome_builder: Any = None
+        self._base_model: str | None = None  # the run's recipe's base: the baseline trials must beat
+        self.references = References()
         self._outcome = ""
         # Parts of the dashboard (each plot; the table with the genome) redrawn one per
         # tick, in turn: a full redraw with its repaint took up to ~120 ms when the axes
@@ -115,8 +137,6 @@ class EvolvePage(QWidget):
         self._dashboard_rendered = False
         self._dirty_parts: set[int] = set()
         self._next_part = 0
-        self._syncing_table = False
-        self._number_digits = 0  # of the widest trial number, which the first column fits
         self._redraw_timer = QTimer(self)
         self._redraw_timer.setInterval(REDRAW_MS // REDRAWN_PARTS)
         self._redraw_timer.timeout.connect(self._tick)
@@ -144,7 +164,7 @@ class EvolvePage(QWidget):
         top.setSpacing(8)
         title = QLabel("Evolve", self)
         title.setObjectName("pageTitle")
-        self.run_label = QLabel("No run yet: set one up below, or open a run folder.", self)
+        self.run_label = ElidedLabel("No run yet: set one up below, or open a run folder.", self)
         self.run_label.setObjectName("hint")
         self.run_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.open_button = QPushButton("Open run…", self)
@@ -186,8 +206,8 @@ class EvolvePage(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setFormat("idle")
-        self.status = QLabel("", self)
-        self.status.setMinimumWidth(260)
+        self.status = ElidedLabel("", self)
+        self.status.setMinimumWidth(120)
         self.status.setMaximumWidth(420)
         for widget in (self.start_button, self.pause_button, self.resume_button, self.stop_button):
             row.addWidget(widget)
@@ -195,137 +215,29 @@ class EvolvePage(QWidget):
         row.addWidget(self.status)
         return row
 
-    def _build_dashboard(self) -> QWidget:
-        splitter = QSplitter(Qt.Orientation.Horizontal, self)
-        splitter.setObjectName("evolveSplitter")
-        plots = QWidget(splitter)
-        grid = QGridLayout(plots)
-        grid.setContentsMargins(0, 6, 6, 0)
-        grid.setSpacing(10)
-        self.fitness_plot = FitnessPlot(plots)
-        self.pareto_plot = ParetoPlot(plots)
-        self.hypervolume_plot = HypervolumePlot(plots)
-        self.parallel_plot = ParallelPlot(plots)
-        self.plots: list[TrialPlot] = [
-            self.fitness_plot,
-            self.pareto_plot,
-            self.hypervolume_plot,
-            self.parallel_plot,
-        ]
-        grid.addWidget(self.fitness_plot, 0, 0)
-        grid.addWidget(self.pareto_plot, 0, 1)
-        grid.addWidget(self.hypervolume_plot, 1, 0)
-        grid.addWidget(self.parallel_plot, 1, 1)
-        grid.setRowStretch(0, 3)
-        grid.setRowStretch(1, 2)
+    def _build_dashboard(self) -> EvolveDashboard:
+        dashboard = EvolveDashboard(self)
+        self.plots = dashboard.plots
+        self.inspector = dashboard.inspector
         self._parts = [partial(self._redraw_plot, plot) for plot in self.plots] + [self._redraw_lists]
         assert len(self._parts) == REDRAWN_PARTS
         for plot in self.plots:
             plot.describe = self.describe_trial
             plot.trial_clicked.connect(self.select_trial)
-        splitter.addWidget(plots)
-        splitter.addWidget(self._build_inspector(splitter))
-        splitter.setStretchFactor(0, 5)
-        splitter.setStretchFactor(1, 3)
-        splitter.setSizes([730, 390])
-        return splitter
-
-    def _build_inspector(self, parent: QWidget) -> QWidget:
-        side = QSplitter(Qt.Orientation.Vertical, parent)
-        side.setObjectName("evolveInspector")
-        self.table_model = TrialTableModel()
-        self.table_proxy = QSortFilterProxyModel(self)
-        self.table_proxy.setSourceModel(self.table_model)
-        self.table_proxy.setSortRole(SORT_ROLE)
-        self.table = QTableView(side)
-        self.table.setModel(self.table_proxy)
-        self.table.setSortingEnabled(True)
-        self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setAlternatingRowColors(True)
-        self.table.verticalHeader().setVisible(False)
-        # Fixed row heights: with the default (Interactive) mode every appended row is
-        # measured and the header re-laid out on each redraw.
-        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        self.table.verticalHeader().setDefaultSectionSize(22)
-        header = self.table.horizontalHeader()
-        header.setMinimumSectionSize(28)
-        header.setStyleSheet("QHeaderView::section { padding: 3px 4px; }")
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)  # objectives share the width
-        self.table.setToolTip("Every complete trial; click a row to select it in the plots")
-        self.table.selectionModel().currentRowChanged.connect(self._table_row_changed)
-        details = QWidget(side)
-        box = QVBoxLayout(details)
-        box.setContentsMargins(0, 4, 0, 0)
-        box.setSpacing(6)
-        self.trial_summary = QLabel("Select a trial in a plot or in the table.", details)
-        self.trial_summary.setWordWrap(True)
-        self.trial_summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        box.addWidget(self.trial_summary)
-        buttons = QGridLayout()
-        buttons.setHorizontalSpacing(6)
-        buttons.setVerticalSpacing(4)
-        self.export_button = QPushButton("Export merged model", details)
-        self.export_button.setToolTip("Merge this trial into a model folder under the run's exports/")
-        self.export_button.clicked.connect(lambda: self.export_selected())
-        self.recipe_button = QPushButton("Open in Recipe editor", details)
-        self.recipe_button.setToolTip(
-            "Make this trial's recipe the studio's recipe (undoable) and go to Recipe"
-        )
-        self.recipe_button.clicked.connect(self.open_in_recipe_editor)
-        self.full_button = QPushButton("Evaluate on the full set", details)
-        self.full_button.setToolTip("Re-score this trial on every item of every task (the run used a subset)")
-        self.full_button.clicked.connect(self.evaluate_full)
-        buttons.addWidget(self.export_button, 0, 0)
-        buttons.addWidget(self.recipe_button, 0, 1)
-        buttons.addWidget(self.full_button, 1, 0)
-        buttons.setColumnStretch(2, 1)
-        box.addLayout(buttons)
-        self.detail_tabs = QTabWidget(details)
-        self.genome_view = GenomeHeatmap(self.detail_tabs)
-        self.recipe_view = QPlainTextEdit(self.detail_tabs)
-        self.recipe_view.setReadOnly(True)
-        font = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
-        font.setStyleHint(QFont.StyleHint.Monospace)
-        self.recipe_view.setFont(font)
-        self.recipe_view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
-        self.recipe_view.setPlaceholderText("The selected trial's recipe (mergekit YAML).")
-        self.log_view = QPlainTextEdit(self.detail_tabs)
-        self.log_view.setReadOnly(True)
-        self.log_view.setMaximumBlockCount(LOG_LINES)
-        self.log_view.setPlaceholderText("Search messages appear here.")
-        self.detail_tabs.addTab(self.genome_view, "Genome")
-        self.detail_tabs.addTab(self.recipe_view, "Recipe YAML")
-        self.detail_tabs.addTab(self.log_view, "Log")
-        box.addWidget(self.detail_tabs, 1)
-        side.addWidget(self.table)
-        side.addWidget(details)
-        side.setStretchFactor(0, 2)
-        side.setStretchFactor(1, 3)
-        return side
+        inspector = self.inspector
+        inspector.trial_picked.connect(self.select_trial)
+        inspector.export_button.clicked.connect(lambda: self.export_selected())
+        inspector.recipe_button.clicked.connect(self.open_in_recipe_editor)
+        inspector.full_button.clicked.connect(self.evaluate_full)
+        return dashboard
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
         if not self._dashboard_rendered:
             self._dashboard_rendered = True
-            QTimer.singleShot(RENDER_AHEAD_DELAY_MS, self, self._render_dashboard_ahead)
-
-    def _render_dashboard_ahead(self) -> None:
-        """Render the hidden dashboard off screen once, a piece per event-loop turn, while
-        the Setup tab is read. Its first paint (fonts, style, layouts: 70-100 ms here) then
-        does not come all at once when Start shows it, during the search."""
-        if self.dashboard.isVisible():
-            return  # shown already: painted for real
-        self.dashboard.resize(self.tabs.currentWidget().size())
-        pieces: list[QWidget] = [*self.plots, self.table, self.detail_tabs]
-        self.dashboard.grab(QRect(0, 0, 1, 1))  # lays the pieces out at their real sizes
-        for turn, piece in enumerate(pieces, start=1):
-            QTimer.singleShot(turn * RENDER_AHEAD_STEP_MS, self, partial(self._render_piece, piece))
-
-    def _render_piece(self, piece: QWidget) -> None:
-        if not self.dashboard.isVisible():
-            piece.grab()
+            QTimer.singleShot(
+                RENDER_AHEAD_DELAY_MS, self, lambda: self.dashboard.render_ahead(self.tabs.currentWidget())
+            )
 
     def _shortcuts(self) -> None:
         context = Qt.ShortcutContext.WidgetWithChildrenShortcut
@@ -340,14 +252,32 @@ class EvolvePage(QWidget):
         self.setup.set_studio_recipe(self.state.recipe)
 
     def _project_changed(self, _path: object) -> None:
+        demo_spec = demo_search_spec(self.state.base, self.state.project_path)
+        self.setup.spec_folder = spec_folder(self.state.project_path)
+        if demo_spec is not None and not self._busy():
+            self._load_demo_spec(demo_spec)
+        elif self.setup.spec_source == DEMO_SPEC_SOURCE:  # another project after the demo
+            self.setup.use_studio_recipe()
+            self.setup.set_tasks(list(self.state.eval_tasks))
         if self.setup.objectives.rowCount() == 0 and self.state.eval_tasks:
             self.setup.set_tasks(list(self.state.eval_tasks))
-        if not self.setup.run_edit.text():
+        if not self.setup.run_edit.text() or demo_spec is not None:
             self.setup.run_edit.setText(str(self.default_run_dir()))
+
+    def _load_demo_spec(self, path: Path) -> None:
+        """The README's demo search, so Start on the demo project runs what it describes."""
+        from mergestudio.search.spec import load_spec
+
+        try:
+            self.setup.load_spec(load_spec(path), DEMO_SPEC_SOURCE)
+        except SpecError as error:  # a damaged zoo: say so, keep the studio's recipe
+            self.setup.show_check(str(error), False)
 
     def default_run_dir(self) -> Path:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        name = str(self.state.recipe.get("name") or "search")
+        name = str(self.setup.recipe().get("name") or self.state.recipe.get("name") or "search")
+        if self.setup.spec_source == DEMO_SPEC_SOURCE:
+            name = "demo-skills"
         if self.state.project_path is not None:
             return self.state.project_path.parent / "runs" / f"{name}-{stamp}"
         return self.studio.preferences.effective_cache_dir() / "runs" / f"{name}-{stamp}"
@@ -542,6 +472,9 @@ class EvolvePage(QWidget):
         self.baselines = list(baselines)
         if baselines:
             self._log(f"baselines ({baselines[0].estimator}): " + ", ".join(b.label for b in baselines))
+        self._update_references()
+        for line in self.baseline_lines():
+            self._log(line)
         self._mark_dirty()
         self.baselines_changed.emit()
 
@@ -657,12 +590,12 @@ class EvolvePage(QWidget):
         self.run_dir, self.spec, self.history = run_dir, spec, history
         self.baselines, self.full_evaluations = list(baselines), dict(full)
         self.failed_trials = 0
-        self._genome_builder = None if spec is None else Genome.build(spec.genome, base_recipe(spec))
-        self.run_label.setText(f"run: {run_dir}" if run_dir else "trials of no run folder")
-        self.run_label.setToolTip(str(run_dir or ""))
-        self.table_model.set_history(history)
-        self.table_model.full = self.full_evaluations
-        self._size_table_columns()
+        recipe = None if spec is None else base_recipe(spec)
+        self._genome_builder = None if spec is None or recipe is None else Genome.build(spec.genome, recipe)
+        self._base_model = None if recipe is None else recipe.base_model
+        self.run_label.set_full_text(f"run: {run_dir}" if run_dir else "trials of no run folder", str(run_dir or ""))
+        self.inspector.set_history(history, self.full_evaluations)
+        self._update_references()
         self.select_trial(None)
         self._set_progress()
         self._mark_dirty()
@@ -710,30 +643,10 @@ class EvolvePage(QWidget):
         history = self.history
         if history is None:
             return
-        self.table_model.refresh()
-        if len(history) and len(str(int(history.numbers.max()))) != self._number_digits:
-            self._size_table_columns()
+        self.inspector.refresh_table()
         if self.selected is None:
-            self._show_genome(best_trial(history), best=True)
+            self.inspector.show_genome(history, best_trial(history), best=True)
         self._set_progress()
-
-    def _size_table_columns(self) -> None:
-        """Trial number and front mark as narrow as their contents; the objectives share
-        the rest, so every column stays in view. Sized from the widest trial number and
-        the headers, not by ResizeToContents: that measures up to 1,000 rows of the
-        column whenever a row is added or the front changes (~40 ms at 5,000 trials)."""
-        header = self.table.horizontalHeader()
-        count = self.table_model.columnCount()
-        history = self.history
-        widest = str(int(history.numbers.max())) if history is not None and len(history) else "0"
-        self._number_digits = len(widest)
-        margin = self.table.style().pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin, None, self.table)
-        padding = 2 * (margin + 1) + 2  # an item's text margins and the grid line, as Qt sizes them
-        for column, text in ((0, widest), (count - 1, "✓")):
-            if 0 <= column < count:
-                header.setSectionResizeMode(column, QHeaderView.ResizeMode.Fixed)
-                width = self.table.fontMetrics().horizontalAdvance(text) + padding
-                header.resizeSection(column, max(header.sectionSizeHint(column), width))
 
     def _set_progress(self) -> None:
         done = 0 if self.history is None else len(self.history)
@@ -757,35 +670,10 @@ class EvolvePage(QWidget):
         self.selected = number
         for plot in self.plots:
             plot.set_selected(number)
-        self._select_table_row(number)
+        if history is not None:
+            self.inspector.select_row(history, number)
         self._show_details(number)
         self._update_trial_buttons()
-
-    def _select_table_row(self, number: int | None) -> None:
-        if self.history is None:
-            return
-        self._syncing_table = True
-        try:
-            self.table_model.refresh()
-            row = None if number is None else self.history.row_of(number)
-            if row is None:
-                self.table.clearSelection()
-                return
-            index = self.table_proxy.mapFromSource(self.table_model.index(row, 0))
-            self.table.selectionModel().setCurrentIndex(
-                index,
-                QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows,
-            )
-            self.table.scrollTo(index)
-        finally:
-            self._syncing_table = False
-
-    def _table_row_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
-        if self._syncing_table or not current.isValid():
-            return
-        number = self.table_model.number_at(self.table_proxy.mapToSource(current).row())
-        if number is not None:
-            self.select_trial(number)
 
     def describe_trial(self, number: int) -> str:
         """The hover text: a trial's objectives (and full-set scores when known)."""
@@ -800,7 +688,43 @@ class EvolvePage(QWidget):
         for objective, value in zip(history.objectives, history.values[row], strict=True):
             extra = f"  (full set {full[objective.name]:.4g})" if objective.name in full else ""
             lines.append(f"{objective.name}: {value:.4g} {objective.unit}{extra}")
+        verdict = self.standing_text(history.objectives_of(number))
+        if verdict:
+            lines.append(verdict)
         return "\n".join(lines)
+
+    def standing_text(self, values: dict[str, float]) -> str:
+        """Mean accuracy, Δ vs the base and normalized accuracy, in one line."""
+        history = self.history
+        if history is None:
+            return ""
+        result = standing(values, self.references, history.objectives)
+        if math.isnan(result.mean_raw):
+            return ""
+        return f"mean {result.mean_raw:.3g}: {result.verdict(percent_scale=False)}"
+
+    def baseline_lines(self) -> list[str]:
+        """One line per baseline: what it is and how it stands (the references themselves)."""
+        lines = []
+        for baseline in self.baselines:
+            role = "base" if baseline.label == self._base_label() else baseline.kind
+            text = self.standing_text(baseline.objectives)
+            lines.append(f"{baseline.label} ({role}): {text}" if text else f"{baseline.label} ({role})")
+        return lines
+
+    def _base_label(self) -> str | None:
+        from mergestudio.search.standing import is_base
+
+        return next((b.label for b in self.baselines if is_base(b, self._base_model)), None)
+
+    def _update_references(self) -> None:
+        history = self.history
+        self.references = (
+            References() if history is None else references(self.baselines, history.objectives, self._base_model)
+        )
+        self.inspector.table_model.set_references(self.references)
+        if self.selected is None:
+            self._show_details(None)
 
     def recipe_yaml(self, number: int) -> str:
         """The trial's recipe: as stored, or rebuilt from its genome exactly as the engine
@@ -819,41 +743,19 @@ class EvolvePage(QWidget):
     def _show_details(self, number: int | None) -> None:
         history = self.history
         if history is None or number is None:
-            self.trial_summary.setText("Select a trial in a plot or in the table.")
-            self.recipe_view.setPlainText("")
-            self._show_genome(None if history is None else best_trial(history), best=True)
+            self.inspector.clear_trial(self.baseline_lines())
+            self.inspector.show_genome(history, None if history is None else best_trial(history), best=True)
             return
-        text = self.describe_trial(number).replace("\n", "<br>")
-        self.trial_summary.setText(f"<b>{text.split('<br>', 1)[0]}</b><br>{text.split('<br>', 1)[-1]}")
-        self.recipe_view.setPlainText(self.recipe_yaml(number))
-        self._show_genome(number, best=False)
-
-    def _show_genome(self, number: int | None, best: bool) -> None:
-        history = self.history
-        if history is None or number is None or not history.genes:
-            self.genome_view.clear_genome("Genome: no trials yet")
-            return
-        layout = genome_layout([g.name for g in history.genes])
-        row = history.row_of(number)
-        assert row is not None
-        params = sorted({g.name.split("[", 1)[0].split(".", 1)[0].split("@", 1)[0] for g in history.genes})
-        which = "best trial" if best else "trial"
-        self.genome_view.show_genome(
-            layout,
-            history.genomes[row],
-            [(g.low, g.high) for g in history.genes],
-            f"Genome of {which} {number}"
-            + (" (mean of the objectives, scaled)" if best and len(history.objectives) > 1 else ""),
-            " / ".join(params),
-        )
+        self.inspector.show_trial(self.describe_trial(number), self.recipe_yaml(number))
+        self.inspector.show_genome(history, number, best=False)
 
     def _update_trial_buttons(self) -> None:
         has = self.selected is not None and self.run_dir is not None
         subset = self.spec is not None and self.spec.fitness.estimator == "subset"
-        self.export_button.setEnabled(has and self.export_job is None)
-        self.recipe_button.setEnabled(self.selected is not None)
-        self.full_button.setEnabled(has and subset and self.full_job is None and self.search_job is None)
-        self.full_button.setToolTip(
+        self.inspector.export_button.setEnabled(has and self.export_job is None)
+        self.inspector.recipe_button.setEnabled(self.selected is not None)
+        self.inspector.full_button.setEnabled(has and subset and self.full_job is None and self.search_job is None)
+        self.inspector.full_button.setToolTip(
             "Re-score this trial on every item of every task"
             if subset
             else "This run scored every item already (full estimator)"
@@ -862,10 +764,13 @@ class EvolvePage(QWidget):
     # ---- trial actions -------------------------------------------------------------------
 
     def export_selected(self, out_dir: Path | None = None) -> None:
-        """Merge the selected trial into ``out_dir`` (default: the run's exports/trial-N)."""
+        """Merge the selected trial into ``out_dir``; None: ask where, starting from the
+        run's exports/trial-N."""
         if self.selected is None or self.run_dir is None or self.export_job is not None:
             return
-        target = out_dir or self.run_dir / "exports" / f"trial-{self.selected:05d}"
+        target = out_dir or self._ask_export_folder(self.selected, self.run_dir)
+        if target is None:
+            return  # the user cancelled the dialog
         job = ExportTrialJob(self.run_dir, self.selected, target)
         job.succeeded.connect(self._on_exported)
         job.failed.connect(self._on_export_failed)
@@ -877,14 +782,23 @@ class EvolvePage(QWidget):
         self._update_trial_buttons()
         jobs.start(job)
 
+    def _ask_export_folder(self, number: int, run_dir: Path) -> Path | None:
+        default = run_dir / "exports" / f"trial-{number:05d}"
+        chosen, _ = QFileDialog.getSaveFileName(
+            self, f"Export trial {number} as a model folder", str(default), "Model folder (*)"
+        )
+        return Path(chosen) if chosen else None
+
     def _on_exported(self, path: Path) -> None:
         self._export_result = str(path)
         self._log(f"exported {path}")
+        self.inspector.show_export(self.selected, path)
         self.studio.show_message(f"exported the merged model to {path}")
 
     def _on_export_failed(self, message: str) -> None:
         self._export_result = ""
         self._log(f"export failed: {message}")
+        self.inspector.show_export_failed(message)
 
     def _on_export_finished(self) -> None:
         self.export_job = None
@@ -951,12 +865,10 @@ class EvolvePage(QWidget):
         self._update_trial_buttons()
 
     def _set_status(self, text: str, detail: str = "") -> None:
-        metrics = self.status.fontMetrics()
-        self.status.setText(metrics.elidedText(text, Qt.TextElideMode.ElideRight, self.status.maximumWidth()))
-        self.status.setToolTip(detail or text)
+        self.status.set_full_text(text, detail or text)
 
     def _log(self, text: str) -> None:
-        self.log_view.appendPlainText(text)
+        self.inspector.log(text)
 
 
 register_page(

@@ -5,6 +5,10 @@ norm fill in as layers complete; beside them the model-pair cosine matrix, the m
 histograms with a draggable density line showing what TIES trimming and DARE would keep,
 and singular spectra. The analysis runs in a worker thread with progress and Cancel, and
 is cached by the engine, so reopening the same models is instant.
+
+Each view says in a sentence what it shows. From the histograms the engine suggests a
+density (every task vector keeps 90 % of its L1 mass); "Use in recipe" writes it into the
+recipe, and the page's Density follows the recipe's.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSplitter,
+    QStackedWidget,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -32,6 +37,7 @@ from PySide6.QtWidgets import (
 from mergestudio_qt import jobs
 from mergestudio_qt.context import Studio
 from mergestudio_qt.pages import PageSpec, register_page
+from mergestudio_qt.widgets.inspect_advice import DensityAdvice, recipe_density, recipe_with_density
 
 REDRAW_MS = 50  # heatmaps and progress redraw at 20 Hz at most, however fast layers finish
 HEATMAP_GROUPS = ("attention", "mlp", "norm", "other")
@@ -41,6 +47,30 @@ METRICS: dict[str, tuple[str, tuple[float, float] | None, float | None]] = {
     "cosine": ("Cosine similarity (mean over pairs)", (-1.0, 1.0), 0.0),
     "relative_norm": ("Relative norm ‖τ‖/‖θ‖ (mean over models)", None, None),
 }
+# What each view means, in a sentence a newcomer can act on.
+EXPLANATIONS: dict[str, str] = {
+    "conflict": "Where the task vectors, trimmed to the Density, push an entry in opposite "
+    "directions. Around 50 % is what unrelated fine-tunes give; red cells are where TIES's "
+    "sign election decides most.",
+    "cosine": "How aligned the fine-tunes' changes are per layer: near 0 means separate "
+    "skills that add up well; negative means they undo each other there.",
+    "relative_norm": "How far the fine-tunes moved each layer from the base, relative to its "
+    "weights: the layers that stand out are the ones the fine-tuning changed most.",
+    "pairs": "Cosine of the whole task vectors, pair by pair: near 0 is usual for different "
+    "skills; a high value means two models learned much the same thing.",
+    "histograms": "How large the entries of each task vector are. Drag the red line to see "
+    "what trimming at that magnitude keeps; the suggested density is where each keeps 90 % of its mass.",
+    "spectra": "Singular values of each task matrix: a fast drop means the change is low-rank "
+    "(LoRA-like) and SVD-based methods keep it with few directions.",
+}
+EMPTY_STATE = (
+    "<h3>Where do the fine-tunes agree, and where do they fight?</h3>"
+    "<p>Press <b>Analyze</b> to compare each fine-tune's task vector (its difference from the "
+    "base) layer by layer: sign conflicts after trimming, cosine similarity, how far each moved, "
+    "their magnitudes and spectra.</p>"
+    "<p>It reads every weight once (a few seconds for the demo) and caches the result. "
+    "Afterwards the page suggests a density for TIES-style methods that you can use in the recipe.</p>"
+)
 MODEL_PENS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
 
 
@@ -104,6 +134,8 @@ class Heatmap(QWidget):
         self.plot.setMenuEnabled(False)
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.getPlotItem().setLabel("bottom", "layer")
+        for name in ("left", "bottom"):
+            self.plot.getPlotItem().getAxis(name).enableAutoSIPrefix(False)  # layers, not "x0.001"
         self.plot.getPlotItem().getAxis("left").setWidth(72)  # room for "attention"
         self.plot.invertY(True)  # first group on top, like a table
         self.image = pg.ImageItem(axisOrder="row-major")
@@ -112,6 +144,7 @@ class Heatmap(QWidget):
             values=(0.0, 1.0), colorMap=pg.colormap.get("CET-D1"), interactive=False
         )
         self.colorbar.setImageItem(self.image, insert_in=self.plot.getPlotItem())
+        self.colorbar.axis.setWidth(40)  # the bar's tick labels, uncut at the right edge
         layout.addWidget(self.plot)
 
     def clear(self, layer_count: int) -> None:
@@ -184,8 +217,9 @@ class PairMatrix(QWidget):
         self.plot.invertY(True)
         self.image = pg.ImageItem(axisOrder="row-major")
         self.plot.addItem(self.image)
-        bar = pg.ColorBarItem(values=(-1.0, 1.0), colorMap=pg.colormap.get("CET-D1"), interactive=False)
-        bar.setImageItem(self.image, insert_in=self.plot.getPlotItem())
+        # No colour bar: every cell prints its value, and in a narrow tab the bar's labels
+        # were cut at the right edge.
+        self.image.setColorMap(pg.colormap.get("CET-D1"))
         self.labels: list[pg.TextItem] = []
         layout.addWidget(self.plot)
 
@@ -220,10 +254,13 @@ class HistogramView(QWidget):
         self.curves: list[dict[str, np.ndarray]] = []
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        self.names: list[str] = []
         self.plot = pg.PlotWidget(title="Magnitudes of the task vectors")
         self.plot.setLabel("bottom", "log₁₀ |τ|")
         self.plot.setLabel("left", "entries")
-        self.plot.addLegend(offset=(-10, 10))
+        # The legend is a line above the plot, not an item in it: it never hides a curve.
+        self.legend = QLabel("", self)
+        self.legend.setWordWrap(True)
         self.items: list[pg.PlotDataItem] = []
         self.line = pg.InfiniteLine(angle=90, movable=True, pen=pg.mkPen("#C44E52", width=2))
         self.line.sigPositionChanged.connect(self._line_moved)
@@ -231,7 +268,8 @@ class HistogramView(QWidget):
         self.plot.addItem(self.line)
         self.readout = QLabel("Run an analysis to see the histograms.", self)
         self.readout.setWordWrap(True)
-        layout.addWidget(self.plot)
+        layout.addWidget(self.legend)
+        layout.addWidget(self.plot, 1)
         layout.addWidget(self.readout)
 
     def show_histograms(self, summary: dict[str, Any], names: list[str], density: float) -> None:
@@ -241,9 +279,11 @@ class HistogramView(QWidget):
         zeros = summary["histogram"]["zeros"]
         self.curves = [kept_curve(np.asarray(c), int(z)) for c, z in zip(counts, zeros, strict=True)]
         x = np.log10(self.edges)
+        self.names = list(names)
+        self.legend.setText(legend_html(names))
         while len(self.items) < len(names):
             pen = pg.mkPen(MODEL_PENS[len(self.items) % len(MODEL_PENS)], width=2)
-            self.items.append(self.plot.plot(stepMode="center", pen=pen, name=names[len(self.items)]))
+            self.items.append(self.plot.plot(stepMode="center", pen=pen))
         for item, row in zip(self.items, counts, strict=False):
             item.setData(x, np.asarray(row[1:-1], dtype=float))
         for item in self.items[len(names) :]:
@@ -292,9 +332,8 @@ class HistogramView(QWidget):
         density = kept[0][0]
         parts = [f"|τ| ≥ {10**log_threshold:.3g}: TIES trimming keeps"]
         for index, (share, l1, energy) in enumerate(kept):
-            parts.append(
-                f"model {index + 1}: {share:.1%} of entries, {l1:.0%} of L1, {energy:.0%} of energy;"
-            )
+            name = self.names[index] if index < len(self.names) else f"model {index + 1}"
+            parts.append(f"{name}: {share:.1%} of entries, {l1:.0%} of L1, {energy:.0%} of energy;")
         parts.append(f"DARE at density {density:.2f} keeps {density:.0%} of L1 and energy in expectation.")
         self.readout.setText(" ".join(parts))
 
@@ -376,7 +415,9 @@ class InspectPage(QWidget):
         self._build()
         self.state.models_changed.connect(self._inputs_changed)
         self.state.base_changed.connect(self._inputs_changed)
+        self.state.recipe_changed.connect(self._recipe_changed)
         self._inputs_changed()
+        self._recipe_changed("load")
 
     # ---- layout ------------------------------------------------------------------------
 
@@ -384,12 +425,16 @@ class InspectPage(QWidget):
         layout = QVBoxLayout(self)
         controls = QHBoxLayout()
         self.inputs_label = QLabel(self)
+        self.inputs_label.setWordWrap(True)
         self.density = QDoubleSpinBox(self)
         self.density.setRange(0.01, 1.0)
         self.density.setSingleStep(0.05)
         self.density.setDecimals(3)
         self.density.setValue(0.2)
-        self.density.setToolTip("Fraction of each task vector that TIES-style trimming keeps")
+        self.density.setToolTip(
+            "Fraction of each task vector that TIES-style trimming keeps. It follows the recipe's "
+            "density; Use in recipe writes the suggested one back."
+        )
         self.density.valueChanged.connect(self._density_changed)
         self.analyze_button = QPushButton("Analyze", self)
         self.analyze_button.clicked.connect(self.start_analysis)
@@ -399,6 +444,7 @@ class InspectPage(QWidget):
         self.progress = QProgressBar(self)
         self.progress.setRange(0, 1000)
         self.status = QLabel("", self)
+        self.status.setWordWrap(True)
         controls.addWidget(self.inputs_label, 1)
         controls.addWidget(QLabel("Density", self))
         controls.addWidget(self.density)
@@ -407,7 +453,17 @@ class InspectPage(QWidget):
         controls.addWidget(self.progress, 1)
         layout.addLayout(controls)
         layout.addWidget(self.status)
+        self.views = QStackedWidget(self)
+        self.empty_state = QLabel(EMPTY_STATE, self.views)
+        self.empty_state.setObjectName("emptyState")
+        self.empty_state.setWordWrap(True)
+        self.empty_state.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_state.setContentsMargins(40, 20, 40, 20)
+        self.views.addWidget(self.empty_state)
+        self.views.addWidget(self._build_results())
+        layout.addWidget(self.views, 1)
 
+    def _build_results(self) -> QSplitter:
         splitter = QSplitter(Qt.Orientation.Horizontal, self)
         left = QWidget(splitter)
         left_layout = QVBoxLayout(left)
@@ -417,23 +473,31 @@ class InspectPage(QWidget):
             self.metric_choice.addItem(title, key)
         self.heatmap = Heatmap(left)
         self.metric_choice.currentIndexChanged.connect(self._metric_chosen)
+        self.metric_note = _hint(EXPLANATIONS["conflict"], left)
         self.summary = QLabel("", left)
         self.summary.setWordWrap(True)
+        self.advice = DensityAdvice(left)
+        self.advice.use_requested.connect(self.use_density_in_recipe)
         left_layout.addWidget(self.metric_choice)
+        left_layout.addWidget(self.metric_note)
         left_layout.addWidget(self.heatmap, 1)
         left_layout.addWidget(self.summary)
+        left_layout.addWidget(self.advice)
         self.tabs = QTabWidget(splitter)
         self.pairs = PairMatrix()
         self.histograms = HistogramView()
         self.histograms.density_picked.connect(self.density.setValue)
         self.spectra = SpectrumView()
-        self.tabs.addTab(self.pairs, "Model pairs")
-        self.tabs.addTab(self.histograms, "Histograms")
-        self.tabs.addTab(self.spectra, "Spectra")
+        for view, title, key in (
+            (self.pairs, "Model pairs", "pairs"),
+            (self.histograms, "Histograms", "histograms"),
+            (self.spectra, "Spectra", "spectra"),
+        ):
+            self.tabs.addTab(_explained(view, EXPLANATIONS[key]), title)
         splitter.addWidget(left)
         splitter.addWidget(self.tabs)
         splitter.setSizes([600, 400])
-        layout.addWidget(splitter, 1)
+        return splitter
 
     # ---- inputs ------------------------------------------------------------------------
 
@@ -450,6 +514,21 @@ class InspectPage(QWidget):
 
     def _metric_chosen(self, _index: int) -> None:
         self.heatmap.set_metric(self.metric_choice.currentData())
+        self.metric_note.setText(EXPLANATIONS[self.metric_choice.currentData()])
+
+    def _recipe_changed(self, _origin: str) -> None:
+        """The page's Density follows the recipe's (when it is one number)."""
+        density = recipe_density(self.state.recipe, self.state.method())
+        if density is not None and 0.0 < density <= 1.0:
+            self.density.setValue(density)
+        self._show_advice()
+
+    def use_density_in_recipe(self, density: float) -> None:
+        """Write ``density`` into the recipe (one undo step); the spin box follows."""
+        method = self.state.method()
+        updated = recipe_with_density(self.state.recipe, method, density)
+        self.state.set_recipe(updated, "widgets", f"density {density:.2f} from Inspect")
+        self.studio.show_message(f"the recipe's density is now {density:.2f} (Ctrl+Z undoes)")
 
     def _density_changed(self, value: float) -> None:
         if self.report is not None:
@@ -474,6 +553,7 @@ class InspectPage(QWidget):
         job.cancelled.connect(self._on_cancelled)
         job.finished.connect(self._on_finished)
         self.job = job
+        self.views.setCurrentIndex(1)
         self.heatmap.clear(0)
         self.progress.setValue(0)
         self.status.setText("Analyzing…")
@@ -536,6 +616,7 @@ class InspectPage(QWidget):
     def show_report(self, report: Any) -> None:
         """Fill every view from a finished ``AnalysisReport``."""
         self.report = report
+        self.views.setCurrentIndex(1)
         names = [_short(m) for m in report.models]
         cells = report.layer_group_sums()
         from mergestudio.analysis import summarize
@@ -554,7 +635,45 @@ class InspectPage(QWidget):
             f"Overall: sign conflicts in {_percent(conflict)} of contested entries at density "
             f"{report.density:g}; mean pairwise cosine {'—' if cosine is None else f'{cosine:.3f}'}."
         )
+        self._show_advice()
         self.progress.setValue(1000)
+
+    def _show_advice(self) -> None:
+        from mergestudio.analysis import suggest_density
+
+        report = self.report
+        if report is None:
+            self.advice.show_suggestion(None, [], None)
+            return
+        histogram = report.overall()["histogram"]
+        suggestion = suggest_density(histogram["counts"], histogram["zeros"])
+        names = [_short(m) for m in report.models]
+        self.advice.show_suggestion(suggestion, names, self.state.method())
+
+
+def _hint(text: str, parent: QWidget | None = None) -> QLabel:
+    label = QLabel(text, parent)
+    label.setObjectName("hint")
+    label.setWordWrap(True)
+    return label
+
+
+def _explained(view: QWidget, text: str) -> QWidget:
+    """``view`` under a one-sentence explanation."""
+    box = QWidget()
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(4, 4, 4, 0)
+    layout.addWidget(_hint(text, box))
+    layout.addWidget(view, 1)
+    return box
+
+
+def legend_html(names: list[str]) -> str:
+    """One coloured line per model, in the curves' colours."""
+    return "&nbsp;&nbsp; ".join(
+        f"<span style='color:{MODEL_PENS[i % len(MODEL_PENS)]}'>━</span>&nbsp;{name}"
+        for i, name in enumerate(names)
+    )
 
 
 def _short(reference: str) -> str:

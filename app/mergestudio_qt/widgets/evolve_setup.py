@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from mergestudio_qt.widgets.elide import ElidingComboBox
 from mergestudio_qt.widgets.folder_row import folder_row
 
 ALGORITHMS = (
@@ -63,6 +64,7 @@ class SetupPanel(QScrollArea):
         self.studio_recipe: dict[str, Any] = {}
         self.spec_recipe: dict[str, Any] | None = None  # a loaded spec's recipe, overriding the studio's
         self.spec_source = ""
+        self.spec_folder: Path | None = None  # where "Load spec…" opens (the demo folder on the demo)
         self.method: MethodSpec | None = None
         body = QWidget(self)
         grid = QGridLayout(body)
@@ -102,11 +104,17 @@ class SetupPanel(QScrollArea):
         self.studio_button = QPushButton("Use the Recipe page's recipe", box)
         self.studio_button.setToolTip("Search over the studio's current models and recipe instead of the spec's")
         self.studio_button.clicked.connect(self.use_studio_recipe)
-        for button in (self.load_spec_button, self.save_spec_button, self.studio_button):
-            row.addWidget(button)
+        # The third button shows while a spec's recipe is in use: on a line of its own, so
+        # the column does not widen into a horizontal scroll bar at 1024 px.
+        row.addWidget(self.load_spec_button)
+        row.addWidget(self.save_spec_button)
         row.addStretch(1)
+        studio_row = QHBoxLayout()
+        studio_row.addWidget(self.studio_button)
+        studio_row.addStretch(1)
         layout.addWidget(self.recipe_label)
         layout.addLayout(row)
+        layout.addLayout(studio_row)
         return box
 
     def _build_objectives(self) -> QGroupBox:
@@ -156,7 +164,9 @@ class SetupPanel(QScrollArea):
         box = QGroupBox("Algorithm and budget", self)
         form = QFormLayout(box)
         form.setHorizontalSpacing(12)
-        self.algorithm = QComboBox(box)
+        # Elides its long descriptions ("NSGA-II — keeps the trade-offs…") rather than
+        # widening the form past a 1024-px window.
+        self.algorithm = ElidingComboBox(box, shortest=14)
         for name, text in ALGORITHMS:
             self.algorithm.addItem(text, name)
         self.algorithm.currentIndexChanged.connect(self._algorithm_chosen)
@@ -503,7 +513,10 @@ class SetupPanel(QScrollArea):
     def _choose_spec(self) -> None:
         from mergestudio.search.spec import SpecError, load_spec
 
-        path, _ = QFileDialog.getOpenFileName(self, "Search spec", "", "Search specs (*.yml *.yaml);;All files (*)")
+        folder = str(self.spec_folder) if self.spec_folder is not None else ""
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Search spec", folder, "Search specs (*.yml *.yaml);;All files (*)"
+        )
         if not path:
             return
         try:

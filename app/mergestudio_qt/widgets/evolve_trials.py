@@ -1,12 +1,15 @@
 """The Evolve page's trial table: a model over the page's ``TrialHistory`` (no copies),
-growing by row inserts as trials finish, sortable through a proxy."""
+growing by row inserts as trials finish, sortable through a proxy. Beside the objectives:
+the mean accuracy, marked ▲ when it beats the unmerged base, and the Pareto-front mark."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
+import numpy as np
 from mergestudio.search.dashboard import TrialHistory
+from mergestudio.search.standing import References, accuracy_means, beats_base
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
 
 Index = QModelIndex | QPersistentModelIndex
@@ -21,11 +24,13 @@ _ROLES = frozenset(
     )
 )
 _RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+BEATS_BASE = "▲"
 
 
 class TrialTableModel(QAbstractTableModel):
-    """Columns: trial, every objective, on the front (generation, seconds and full-set
-    scores are in tooltips: the page's side panel is narrow)."""
+    """Columns: trial, every objective, the mean accuracy (▲: beats the base), on the
+    front (generation, seconds, full-set scores and the comparison with the base are in
+    tooltips: the page's side panel is narrow)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -33,13 +38,33 @@ class TrialTableModel(QAbstractTableModel):
         self._rows = 0
         self._front: frozenset[int] = frozenset()
         self.full: dict[int, dict[str, float]] = {}  # full-set scores, shown in tooltips
+        self.references = References()
+        self.means = np.zeros(0)  # (rows,) mean accuracy per trial
+        self.beats = np.zeros(0, dtype=bool)  # (rows,) above the base's mean
 
     def set_history(self, history: TrialHistory | None) -> None:
         self.beginResetModel()
         self.history = history
         self._rows = 0 if history is None else len(history)
         self._front = frozenset() if history is None else history.front
+        self._measure()
         self.endResetModel()
+
+    def set_references(self, references: References) -> None:
+        """The base (and specialists) the mean column is compared with."""
+        self.references = references
+        self._measure()
+        if self._rows:
+            column = self.mean_column()
+            self.dataChanged.emit(self.index(0, column), self.index(self._rows - 1, column))
+
+    def _measure(self) -> None:
+        history = self.history
+        if history is None:
+            self.means, self.beats = np.zeros(0), np.zeros(0, dtype=bool)
+            return
+        self.means = accuracy_means(history.values, [o.maximize for o in history.objectives])
+        self.beats = beats_base(self.means, self.references)
 
     def refresh(self) -> None:
         """Announce rows appended and front marks changed since the last refresh."""
@@ -50,14 +75,18 @@ class TrialTableModel(QAbstractTableModel):
         if size > self._rows:
             self.beginInsertRows(QModelIndex(), self._rows, size - 1)
             self._rows = size
+            self._measure()
             self.endInsertRows()
         if history.front != self._front:
             self._front = history.front
             column = self.front_column()
             self.dataChanged.emit(self.index(0, column), self.index(self._rows - 1, column))
 
-    def front_column(self) -> int:
+    def mean_column(self) -> int:
         return 1 + (0 if self.history is None else len(self.history.objectives))
+
+    def front_column(self) -> int:
+        return self.mean_column() + 1
 
     def number_at(self, row: int) -> int | None:
         if self.history is None or not 0 <= row < self._rows:
@@ -70,21 +99,27 @@ class TrialTableModel(QAbstractTableModel):
         return 0 if parent.isValid() else self._rows
 
     def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() or self.history is None else 2 + len(self.history.objectives)
+        return 0 if parent.isValid() or self.history is None else 3 + len(self.history.objectives)
 
     def headerData(
         self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
     ) -> Any:
         if orientation != Qt.Orientation.Horizontal or self.history is None:
             return None
-        names = ["#", *[o.name for o in self.history.objectives], "PF"]
+        names = ["#", *[o.name for o in self.history.objectives], "mean", "PF"]
         if role == Qt.ItemDataRole.DisplayRole:
             return names[section]
         if role == Qt.ItemDataRole.ToolTipRole:
             objectives = self.history.objectives
             if 1 <= section <= len(objectives):
                 return objectives[section - 1].label
-            return {0: "trial number", len(names) - 1: "on the Pareto front (PF)"}.get(section)
+            base = self.references.base_mean
+            mean_tip = "mean of the accuracy-like objectives; " + (
+                f"{BEATS_BASE}: above the unmerged base's {base:.4g}" if base is not None else "the base was not scored"
+            )
+            return {0: "trial number", len(names) - 2: mean_tip, len(names) - 1: "on the Pareto front (PF)"}.get(
+                section
+            )
         return None
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -110,13 +145,27 @@ class TrialTableModel(QAbstractTableModel):
             if 1 <= column <= k and number in self.full:
                 name = history.objectives[column - 1].name
                 return f"on the full task set: {self.full[number].get(name, math.nan):.4g}"
+            if column == k + 1:
+                return self._mean_tip(row)
             return None
         if column == 0:
             return str(number)
         if column <= k:
             value = float(history.values[row, column - 1])
-            return "—" if math.isnan(value) else f"{value:.4g}"
+            return "—" if math.isnan(value) else f"{value:.3g}"  # 3 digits: the panel is narrow
+        if column == k + 1:
+            mean = float(self.means[row]) if row < self.means.size else math.nan
+            mark = f" {BEATS_BASE}" if row < self.beats.size and self.beats[row] else ""
+            return "—" if math.isnan(mean) else f"{mean:.3g}{mark}"
         return "✓" if number in history.front else ""
+
+    def _mean_tip(self, row: int) -> str | None:
+        base = self.references.base_mean
+        if row >= self.means.size or math.isnan(self.means[row]) or base is None:
+            return None
+        points = (float(self.means[row]) - base) * 100
+        verdict = "beats" if self.beats[row] else "does not beat"
+        return f"mean {self.means[row]:.4g} {verdict} the base's {base:.4g} ({points:+.1f} points)"
 
     def _sort_value(self, row: int, column: int, k: int) -> float:
         history = self.history
@@ -125,4 +174,6 @@ class TrialTableModel(QAbstractTableModel):
             return float(history.numbers[row])
         if column <= k:
             return float(history.values[row, column - 1])
+        if column == k + 1:
+            return float(self.means[row]) if row < self.means.size else math.nan
         return 1.0 if int(history.numbers[row]) in history.front else 0.0

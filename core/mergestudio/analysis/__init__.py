@@ -15,12 +15,14 @@ from mergestudio.analysis.details import RowConflict, TensorDetails, tensor_deta
 from mergestudio.analysis.histogram import histogram_edges
 from mergestudio.analysis.job import AnalysisError, LayerAnalyzed, analyze, shared_tensors
 from mergestudio.analysis.report import AnalysisReport, SpectrumResult, TensorRecord
+from mergestudio.analysis.suggest import DensitySuggestion, suggest_density
 from mergestudio.analysis.sums import StatSums, summarize
 
 __all__ = [
     "CACHE_ENV",
     "AnalysisError",
     "AnalysisReport",
+    "DensitySuggestion",
     "LayerAnalyzed",
     "RowConflict",
     "SpectrumResult",
@@ -31,6 +33,7 @@ __all__ = [
     "analyze",
     "histogram_edges",
     "shared_tensors",
+    "suggest_density",
     "summarize",
     "tensor_details",
 ]

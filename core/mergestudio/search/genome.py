@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mergestudio.search.spec import GeneSpec, Lane, SpecError
+from mergestudio.search.schema import GeneSpec, Lane, SpecError
 
 if TYPE_CHECKING:
     from mergestudio.methods.registry import MethodSpec

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from mergestudio.search.spec import HIGHER_IS_BETTER, Direction, FitnessSpec, SearchSpec, SpecError
+from mergestudio.search.schema import HIGHER_IS_BETTER, Direction, FitnessSpec, SearchSpec, SpecError
 
 if TYPE_CHECKING:
     from mergestudio.evaluate.results import EvalReport

@@ -9,132 +9,55 @@ folder, so a spec can be run from anywhere; the run folder keeps the resolved co
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
-from mergestudio.errors import MergeStudioError
+from mergestudio.search.genome import Genome
+from mergestudio.search.objectives import Objectives
+from mergestudio.search.schema import (
+    HIGHER_IS_BETTER,
+    KNOWN_METRICS,
+    Algorithm,
+    AlgorithmSpec,
+    BudgetSpec,
+    Direction,
+    EvaluationSpec,
+    FitnessSpec,
+    GeneSpec,
+    Lane,
+    ObjectiveSpec,
+    ScoreSpec,
+    SearchSpec,
+    SpecError,
+)
 
 if TYPE_CHECKING:
     from mergestudio.recipe.model import Recipe
 
-Lane = Literal["attention", "mlp", "other"]
-Direction = Literal["maximize", "minimize"]
-Algorithm = Literal["cmaes", "nsga2", "tpe", "random"]
-
-# Metrics whose larger value is better; every other metric of mergestudio.evaluate
-# (perplexity, nll_per_token, bits_per_byte) is minimised by default.
-HIGHER_IS_BETTER = {"acc", "acc_norm", "exact_match"}
-KNOWN_METRICS = HIGHER_IS_BETTER | {"perplexity", "nll_per_token", "bits_per_byte"}
-
-
-class SpecError(MergeStudioError):
-    """A search spec is malformed; the message names the key."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class GeneSpec(_Strict):
-    """One evolving recipe parameter.
-
-    ``models``: the models it is evolved for (per-model parameters; default: every
-    non-base model). ``layer_groups``: N values spread over the depth, interpolated
-    between them (mergekit's gradient). ``lanes``: separate values for attention, MLP and
-    other tensors; lanes left out keep the base recipe's value.
-    """
-
-    param: str
-    low: float
-    high: float
-    models: list[str] | None = None
-    layer_groups: int = Field(default=1, ge=1, le=64)
-    lanes: list[Lane] | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> GeneSpec:
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        if self.lanes is not None and (not self.lanes or len(set(self.lanes)) != len(self.lanes)):
-            raise ValueError("lanes must list attention, mlp or other, each at most once")
-        return self
-
-
-class ObjectiveSpec(_Strict):
-    """A metric of ``mergestudio.evaluate`` on one task file."""
-
-    task: str
-    name: str | None = None  # default: the task's name
-    metric: str | None = None  # default: the task kind's headline metric
-    direction: Direction | None = None  # default: from the metric
-    weight: float = 1.0  # in the weighted score, when there is one
-    reference: float | None = None  # hypervolume reference on this axis (default: worst seen)
-
-
-class ScoreSpec(_Strict):
-    """Optimise one weighted score instead of every objective: the sum of weight times
-    value, a value counted negatively when its direction is opposite to the score's."""
-
-    name: str = "score"
-    direction: Direction = "maximize"
-    reference: float | None = None
-
-
-class AlgorithmSpec(_Strict):
-    name: Algorithm
-    population_size: int = Field(default=8, ge=2, le=10_000)
-    seed: int = 0
-    sigma0: float | None = Field(default=None, gt=0)  # CMA-ES step size, in gene units
-
-
-class BudgetSpec(_Strict):
-    evaluations: int | None = Field(default=None, ge=1)
-    wall_time_s: float | None = Field(default=None, gt=0)
-
-    @model_validator(mode="after")
-    def _check(self) -> BudgetSpec:
-        if self.evaluations is None and self.wall_time_s is None:
-            raise ValueError("give evaluations, wall_time_s, or both")
-        return self
-
-
-class FitnessSpec(_Strict):
-    """``full``: every item of every task; ``subset``: a fixed random ``items_per_task``
-    items of each task (the same items for every candidate)."""
-
-    estimator: Literal["full", "subset"] = "full"
-    items_per_task: int | None = Field(default=None, ge=1)
-    seed: int = 0
-
-    @model_validator(mode="after")
-    def _check(self) -> FitnessSpec:
-        if self.estimator == "subset" and self.items_per_task is None:
-            raise ValueError("estimator 'subset' needs items_per_task")
-        return self
-
-
-class EvaluationSpec(_Strict):
-    batch_size: int = Field(default=32, ge=1)
-    device: str = "cpu"
-    threads: int = Field(default=1, ge=1)  # torch threads: fixed, so scores repeat exactly
-
-
-class SearchSpec(_Strict):
-    name: str | None = None
-    recipe: dict[str, Any] | str
-    genome: list[GeneSpec] = Field(min_length=1)
-    objectives: list[ObjectiveSpec] = Field(min_length=1)
-    score: ScoreSpec | None = None
-    algorithm: AlgorithmSpec
-    budget: BudgetSpec
-    fitness: FitnessSpec = Field(default_factory=FitnessSpec)
-    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
-
+# The schema's names are part of this module's interface: callers load and name specs here.
+__all__ = [
+    "HIGHER_IS_BETTER",
+    "KNOWN_METRICS",
+    "Algorithm",
+    "AlgorithmSpec",
+    "BudgetSpec",
+    "Direction",
+    "EvaluationSpec",
+    "FitnessSpec",
+    "GeneSpec",
+    "Lane",
+    "ObjectiveSpec",
+    "ScoreSpec",
+    "SearchSpec",
+    "SpecError",
+    "base_recipe",
+    "check_spec",
+    "load_spec",
+    "parse_spec",
+    "spec_from_dict",
+]
 
 # ---- loading -----------------------------------------------------------------------------
 
@@ -172,9 +95,6 @@ def spec_from_dict(data: dict[str, Any], source: str = "search spec", root: Path
 
 def check_spec(spec: SearchSpec, source: str = "search spec") -> None:
     """Cross-field checks that need the recipe and the method registry."""
-    from mergestudio.search.genome import Genome
-    from mergestudio.search.objectives import Objectives
-
     recipe = base_recipe(spec, source)
     for i, objective in enumerate(spec.objectives):
         if objective.metric is not None and objective.metric not in KNOWN_METRICS:
