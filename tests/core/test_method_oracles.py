@@ -228,3 +228,30 @@ def test_pcb_matches_the_paper() -> None:
     )
     expected = base + 1.2 * merged_tau.reshape(base.shape)
     np.testing.assert_allclose(engine("pcb", base, tasks, density=0.4, weight=1.2), expected, atol=TOLERANCE)
+
+
+# ---- DARE / DELLA without sign election: the rescale makes the merge unbiased -------------
+
+
+@pytest.mark.parametrize("method", ["dare_linear", "della_linear"])
+def test_random_drop_with_inverse_density_rescale_is_unbiased(method: str) -> None:
+    """DARE (Yu et al., Thm. 1) and DELLA rescale each survivor by 1/p so that E[τ̃] = τ:
+    regressing the merged task vector on Σ wᵢτᵢ gives slope 1, and each entry changes
+    unless all three models drop it (probability 1 − (1 − p)³ at density p = 0.5)."""
+    generator = torch.Generator().manual_seed(11)
+    base = torch.randn(200, 150, generator=generator)
+    taus = [torch.randn(200, 150, generator=generator) for _ in range(3)]
+    weights = (0.5, 1.0, 1.5)
+    spec = get_method(method)
+    params = {p.name: ((p.default,) * 3 if p.per_model else p.default) for p in spec.params if not p.required}
+    params.update(weight=weights, density=(0.5,) * 3, rescale_norm="inverse_density")
+    if "epsilon" in params:
+        params["epsilon"] = (0.2,) * 3
+    stacked = torch.stack([base + tau for tau in taus])
+    draw = torch.Generator().manual_seed(3)
+    merged = spec.function(MergeInputs(MATRIX, stacked, base, draw), **params) - base
+    expected = sum(w * tau for w, tau in zip(weights, taus, strict=True))
+    slope = float((merged * expected).sum() / (expected * expected).sum())
+    assert slope == pytest.approx(1.0, abs=0.03)
+    changed = float((merged != 0).float().mean())
+    assert changed == pytest.approx(1 - 0.5**3, abs=4 * (0.875 * 0.125 / merged.numel()) ** 0.5)
