@@ -3,6 +3,7 @@ hypervolume, determinism, events, pause/stop/resume, and export."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from pathlib import Path
@@ -380,8 +381,8 @@ def _union_area(points: list[tuple[float, ...]], reference: tuple[float, ...]) -
     xs = sorted({p[0] for p in points} | {reference[0]})
     ys = sorted({p[1] for p in points} | {reference[1]})
     area = 0.0
-    for x0, x1 in zip(xs, xs[1:], strict=False):
-        for y0, y1 in zip(ys, ys[1:], strict=False):
+    for x0, x1 in itertools.pairwise(xs):
+        for y0, y1 in itertools.pairwise(ys):
             if any(p[0] <= x0 and p[1] <= y0 for p in points):
                 area += (x1 - x0) * (y1 - y0)
     return area
