@@ -78,12 +78,14 @@ def main() -> None:
         # A fresh config folder is a first run: the demo opens in the background.
         assert _wait(window.project_loaded, 120) == [True]
         opened = time.perf_counter()
+        print(f"demo opened in {opened - started:.1f} s", file=sys.stderr, flush=True)
         page = window.page("merge")
         page.out_edit.setText(str(scratch / "merged"))
         page.out_edit.editingFinished.emit()
         page.merge_button.click()
         assert _wait(page.merge_finished, 300) == ["succeeded"]
         merged = time.perf_counter()
+        print(f"merged in {merged - opened:.1f} s; evaluating…", file=sys.stderr, flush=True)
         page.eval_button.click()
         if _wait(page.eval_finished, 600) != [True]:
             raise SystemExit(f"quick eval failed: {page.log_view.toPlainText()[-2000:]}")
