@@ -11,7 +11,14 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
+import threading
 from collections.abc import Iterator, Sequence
+
+# transformers' lazy top-level module is not thread-safe: while one thread imports its
+# submodules (the window's warm-up), ``from transformers import X`` in another (a quick
+# eval) can fail with "cannot import name X". Early imports and such lazy imports take
+# this lock in turn.
+IMPORT_LOCK = threading.RLock()
 
 
 @contextlib.contextmanager
@@ -33,7 +40,7 @@ def import_long_lived(modules: Sequence[str]) -> None:
     collector's reach, so that later full collections walk only what came after. A
     module that cannot be imported is skipped: this only does early what the code
     that needs it would do, and that code reports the error."""
-    with paused():
+    with IMPORT_LOCK, paused():
         for name in modules:
             try:
                 importlib.import_module(name)

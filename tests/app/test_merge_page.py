@@ -1,5 +1,7 @@
 """The Merge page: dry run, a merge in the background with progress, Cancel that leaves
-nothing behind, and quick eval next to the parents."""
+nothing behind, and quick eval next to the parents. The written weights are compared with
+the engine's own merge of the same recipe and with the method's formula; the merged
+model's quick-eval score with the engine's evaluator on the written folder."""
 
 from __future__ import annotations
 
@@ -7,8 +9,11 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
+from mergestudio.engine import DictTarget, build_plan, execute_plan, load_recipe
 from mergestudio.io import open_model
 from mergestudio_qt import workers
+from safetensors.torch import load_file
 
 
 @pytest.fixture
@@ -39,7 +44,11 @@ def test_dry_run_reports_an_invalid_recipe(qtbot, window, merge_page) -> None:
     assert "slerp" in merge_page.dry_note.text()
 
 
-def test_merge_runs_in_the_background_and_writes_a_model(qtbot, window, merge_page, tmp_path) -> None:
+def test_merge_runs_in_the_background_and_writes_a_model(qtbot, window, merge_page, family, tmp_path) -> None:
+    recipe = window.state.recipe
+    weights = {str(family["ft1"]): 0.7, str(family["ft2"]): 0.4}
+    models = [{"model": m["model"], "parameters": {"weight": weights[m["model"]]}} for m in recipe["models"]]
+    window.state.set_recipe({**recipe, "merge_method": "task_arithmetic", "models": models}, "widgets")
     with qtbot.waitSignal(merge_page.merge_finished, timeout=30_000) as blocker:
         merge_page.merge_button.click()
         assert merge_page.cancel_button.isEnabled()
@@ -48,6 +57,21 @@ def test_merge_runs_in_the_background_and_writes_a_model(qtbot, window, merge_pa
     out = tmp_path / "out" / "merged"
     assert (out / "model.safetensors").exists() and (out / "config.json").exists()
     assert open_model(out).dtypes == {"BF16": open_model(out).parameter_count}  # the chosen dtype
+    written = load_file(str(out / "model.safetensors"))
+    # The engine, run here on the page's recipe, writes the very same tensors…
+    plan = build_plan(load_recipe(merge_page.merge_recipe()))
+    target = DictTarget()
+    execute_plan(plan, target, device="cpu")
+    plan.close()
+    assert set(written) == set(target.tensors)
+    for name, tensor in target.tensors.items():
+        assert torch.equal(written[name], tensor), name
+    # …and they are task arithmetic with the page's weights: θ = θ_base + 0.7 τ₁ + 0.4 τ₂.
+    inputs = {key: load_file(str(family[key] / "model.safetensors")) for key in ("base", "ft1", "ft2")}
+    for name, tensor in written.items():
+        base = inputs["base"][name]
+        expected = base + 0.7 * (inputs["ft1"][name] - base) + 0.4 * (inputs["ft2"][name] - base)
+        torch.testing.assert_close(tensor.float(), expected, rtol=2**-8, atol=1e-6, msg=name)
     assert merge_page.progress.value() == merge_page.progress.maximum()
     assert "tensors in" in merge_page.stats_label.text()
     assert "done in" in merge_page.log_view.toPlainText()
@@ -142,17 +166,24 @@ def test_nan_in_an_input_fails_the_merge_with_the_engine_message(
 
 def test_quick_eval_scores_merged_model_next_to_parents(qtbot, window, add_models, tmp_path) -> None:
     pytest.importorskip("transformers")
-    from mergestudio.evaluate import ChoiceItem, write_task
+    from mergestudio.evaluate import ChoiceItem, evaluate_path, write_task
 
     from tests.core.evalfixtures import write_bigram_model
 
     folders = {"base": tmp_path / "zoo" / "base", "ft1": tmp_path / "zoo" / "ft1"}
-    write_bigram_model(folders["base"], {"a": "b"})  # the base continues "a" with "b"
-    write_bigram_model(folders["ft1"], {"a": "c"})  # the fine-tune with "c"
+    # Each parent knows one bigram: the base continues "a" with "b", the fine-tune "x" with
+    # "z". Where a model knows nothing its choices tie and the first (wrong) one is picked,
+    # so each parent scores 1/2; the half-and-half merge knows both (logits 2 each) and
+    # scores 1: better than either parent, which only the merged model itself can show.
+    write_bigram_model(folders["base"], {"a": "b"})
+    write_bigram_model(folders["ft1"], {"x": "z"})
     task = tmp_path / "tasks" / "next.eval.jsonl"
     task.parent.mkdir()
-    write_task(task, [ChoiceItem("1", "a", ("b", "c"), 1), ChoiceItem("2", "a", ("c", "b"), 0)], name="next")
+    write_task(task, [ChoiceItem("1", "a", ("c", "b"), 1), ChoiceItem("2", "x", ("y", "z"), 1)], name="next")
     add_models(window, folders["base"], folders["ft1"])
+    recipe = window.state.recipe
+    models = [{"model": m["model"], "parameters": {"weight": 0.5}} for m in recipe["models"]]
+    window.state.set_recipe({**recipe, "merge_method": "task_arithmetic", "models": models}, "widgets")
     window.state.set_eval_tasks([str(task)])
     page = window.page("merge")
     page._load_tasks()
@@ -169,5 +200,8 @@ def test_quick_eval_scores_merged_model_next_to_parents(qtbot, window, add_model
     assert headers == ["merged", "base", "ft1"]
     assert page.eval_table.verticalHeaderItem(0).text() == "next (acc)"
     scores = [float(page.eval_table.item(0, i).text()) for i in range(3)]
-    assert scores[1] == 0.0 and scores[2] == 1.0  # the base prefers b, ft1 prefers c
+    assert scores == [1.0, 0.5, 0.5]
+    # The merged column is the merged folder's own score, as the engine's evaluator finds it.
     assert Path(page.last_output).exists()
+    report = evaluate_path(page.last_output, [task], device="cpu")
+    assert report.task("next").value == scores[0]

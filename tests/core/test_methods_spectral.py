@@ -69,6 +69,34 @@ def test_iso_cts_with_full_common_subspace_is_iso_c() -> None:
     )
 
 
+def test_iso_cts_on_orthogonal_tasks_keeps_each_tasks_own_directions() -> None:
+    """Two tasks share a strong common part C on directions 0-4 and each has its own weaker
+    part on directions the other lacks (all rotated by random orthogonal P, Q). With
+    common_fraction 0.5 of rank 10 the common subspace is exactly C's, each task adds its
+    own two strongest directions, and the merge is σ̄ · P diag(mask) Qᵀ with σ̄ the mean of
+    the selected singular values: task 1's weakest direction (7) is left out, which Iso-C
+    (all directions of the sum) would keep."""
+    generator = torch.Generator().manual_seed(4)
+    p, _ = torch.linalg.qr(torch.randn(10, 10, generator=generator, dtype=torch.float64))
+    q, _ = torch.linalg.qr(torch.randn(10, 10, generator=generator, dtype=torch.float64))
+    common = [5.0, 4.5, 4.0, 3.5, 3.0]
+
+    def task(own: dict[int, float]) -> torch.Tensor:
+        values = torch.zeros(10, dtype=torch.float64)
+        values[:5] = torch.tensor(common)
+        for index, value in own.items():
+            values[index] = value
+        return p @ torch.diag(values) @ q.T
+
+    base = torch.randn(10, 10, generator=generator, dtype=torch.float64)
+    tasks = [base + task({5: 2.0, 6: 1.6, 7: 0.3}), base + task({8: 1.8, 9: 1.2})]
+    sigma = sum([2 * c for c in common] + [2.0, 1.6, 1.8, 1.2]) / 9
+    mask = torch.tensor([1, 1, 1, 1, 1, 1, 1, 0, 1, 1], dtype=torch.float64)
+    expected = base + sigma * p @ torch.diag(mask) @ q.T
+    assert torch.allclose(call64("iso_cts", tasks, base, common_fraction=0.5), expected, atol=1e-9)
+    assert not torch.allclose(call64("iso_c", tasks, base), expected, atol=1e-2)
+
+
 def test_drm_identical_tasks_at_full_density_return_the_task() -> None:
     base = torch.randn(6, 5)
     model = base + torch.randn(6, 5)
@@ -122,12 +150,37 @@ def test_zero_task_vectors_give_the_base(method: str) -> None:
     assert torch.allclose(merged, base, atol=1e-6)
 
 
-@settings(max_examples=15, deadline=None)
-@given(st.sampled_from(["iso_c", "star", "tall_consensus", "pcb", "tsv"]), st.integers(0, 10_000))
-def test_order_of_tasks_does_not_matter(method: str, seed: int) -> None:
+# Parameters that make each method do its real work on (8, 7) matrices of three tasks:
+# Iso-CTS keeps int(0.5·7) = 3 common directions and (7 - 3) // 3 = 1 per task; DRM and
+# PCB trim (density < 1), so sign election and the per-task masks run.
+ORDER_CASES: dict[str, dict[str, float]] = {
+    "iso_c": {},
+    "iso_cts": {"common_fraction": 0.5},
+    "star": {},
+    "tall_consensus": {},
+    "pcb": {"density": 0.3},
+    "tsv": {},
+    "drm": {"density": 0.4},
+}
+
+
+@pytest.mark.parametrize("method", sorted(ORDER_CASES))
+@settings(max_examples=4, deadline=None)
+@given(seed=st.integers(0, 10_000), order=st.permutations([0, 1, 2]))
+def test_order_of_tasks_does_not_matter(method: str, seed: int, order: list[int]) -> None:
     generator = torch.Generator().manual_seed(seed)
-    base = torch.randn(5, 4, generator=generator)
-    tasks = [base + torch.randn(5, 4, generator=generator) for _ in range(3)]
-    one = call(method, tasks, base)
-    two = call(method, tasks[::-1], base)
-    assert torch.allclose(one, two, atol=1e-4)
+    base = torch.randn(8, 7, generator=generator, dtype=torch.float64)
+    tasks = [base + torch.randn(8, 7, generator=generator, dtype=torch.float64) * (1 + i) for i in range(3)]
+    one = call64(method, tasks, base, **ORDER_CASES[method])
+    two = call64(method, [tasks[i] for i in order], base, **ORDER_CASES[method])
+    assert torch.allclose(one, two, atol=1e-9)
+    # The parameters above reach the code they are meant to: not the plain mean task vector.
+    assert not torch.allclose(one, base + sum(t - base for t in tasks) / 3, atol=1e-3)
+
+
+def call64(method: str, tensors: list[torch.Tensor], base: torch.Tensor, **params: float) -> torch.Tensor:
+    """Like ``call`` in float64, where the SVDs are exact enough to compare orders at 1e-9."""
+    spec = get_method(method)
+    full = {p.name: p.default for p in spec.params}
+    full.update(params)
+    return spec.function(MergeInputs(MATRIX, torch.stack(tensors), base), **full)

@@ -3,6 +3,7 @@ hypervolume, determinism, events, pause/stop/resume, and export."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from pathlib import Path
@@ -226,10 +227,41 @@ def test_same_spec_and_seed_give_the_same_candidates_and_scores(
     assert len(runs[0]) == load_spec(spec).budget.evaluations
     genomes = [tuple(g.values()) for g, _ in runs[0]]
     assert len(set(genomes)) > 1  # it does search
+    # …with the algorithm asked for: plain random sampling, seeded per draw exactly as the
+    # run seeds its sampler, draws other candidates. NSGA-II's first population and TPE's
+    # start-up trials are random by design, which shows the baseline is the right one.
+    spec_model = load_spec(spec)
+    random_genomes = _random_sampling(spec_model, list(runs[0][0][0]), len(genomes))
+    assert genomes != random_genomes
+    if spec_model.algorithm.name in ("nsga2", "tpe"):
+        size = spec_model.algorithm.population_size
+        assert genomes[:size] == random_genomes[:size]
+
+
+def _random_sampling(spec: Any, genes: list[str], count: int) -> list[tuple[float, ...]]:
+    """The genomes plain random sampling would draw for ``spec``'s one gene range over
+    ``genes`` (in the run's order), draw by draw."""
+    import optuna
+    from mergestudio.search.samplers import trial_seed
+
+    low, high = spec.genome[0].low, spec.genome[0].high
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    drawn = []
+    for draw in range(count):
+        study.sampler = optuna.samplers.RandomSampler(seed=trial_seed(spec.algorithm.seed, draw))
+        trial = study.ask()
+        drawn.append(tuple(trial.suggest_float(name, low, high) for name in genes))
+        study.tell(trial, 0.0)
+    return drawn
 
 
 def test_events_pause_stop_and_resume(fixture_dir: Path, tmp_path: Path) -> None:
-    spec = write_spec(fixture_dir, "events.yml", budget={"evaluations": 6})
+    # Unnormalised weights: a small total weight shrinks the merged model and makes it worse
+    # on both tasks, so some trials are dominated and the front is a real selection.
+    recipe = {"merge_method": "linear", "models": [{"model": "a"}, {"model": "b"}],
+              "parameters": {"normalize": False}}
+    spec = write_spec(fixture_dir, "events.yml", budget={"evaluations": 6}, recipe=recipe)
     control = SearchControl()
     seen: list[object] = []
 
@@ -253,7 +285,20 @@ def test_events_pause_stop_and_resume(fixture_dir: Path, tmp_path: Path) -> None
     assert all(t.duration_s > 0 and t.merge_s > 0 and t.eval_s > 0 for t in trials)
     fronts = [e for e in seen if isinstance(e, ev.ParetoFrontChanged)]
     assert fronts and fronts[-1].objectives == ("ta", "tb")
-    assert set(fronts[-1].trials) == {t.number for t in trials if t.number in fronts[-1].trials}
+    # The front, its points and hypervolume, recomputed here from the trials' own values
+    # (both objectives are perplexities: lower is better; the reference is the worst seen).
+    values = {t.number: (t.objectives["ta"], t.objectives["tb"]) for t in trials}
+    expected_front = _pareto_minimizing(values)
+    assert 0 < len(expected_front) < len(trials)  # the fixture has dominated trials
+    assert fronts[-1].trials == expected_front
+    assert fronts[-1].points == tuple(values[n] for n in expected_front)
+    reference = tuple(max(v[axis] for v in values.values()) for axis in range(2))
+    assert fronts[-1].reference == pytest.approx(reference)
+    assert fronts[-1].hypervolume == pytest.approx(
+        _union_area([values[n] for n in expected_front], reference), rel=1e-9
+    )
+    assert [t.is_on_front for t in trials] == [t.number in _pareto_minimizing(
+        {n: v for n, v in values.items() if n <= t.number}) for t in trials]
 
     resumed: list[object] = []
     outcome = resume_search(tmp_path / "run", events=resumed.append)
@@ -322,10 +367,52 @@ def test_runs_show_summary(fixture_dir: Path, tmp_path: Path) -> None:
     summary = summarize(tmp_path / "run")
     data = summary.to_dict()
     assert len(data["trials"]) == 4 and data["front"]
-    assert set(data["best_per_objective"]) == {"ga", "ta"}
-    assert data["best_mean"]["mean"] == max(t["mean"] for t in data["trials"])  # mean of accuracies only
+    objectives = {t["number"]: t["objectives"] for t in data["trials"]}
+    # "mean" averages the maximised objectives only: here the accuracy on ga, not ta's perplexity.
+    assert [t["mean"] for t in data["trials"]] == [objectives[t["number"]]["ga"] for t in data["trials"]]
+    best_ga = max(o["ga"] for o in objectives.values())
+    assert data["best_mean"]["mean"] == best_ga
+    assert data["best_mean"]["trial"] == min(n for n, o in objectives.items() if o["ga"] == best_ga)
+    best_ta = min(o["ta"] for o in objectives.values())
+    assert data["best_per_objective"] == {
+        "ga": data["best_mean"]["trial"],
+        "ta": min(n for n, o in objectives.items() if o["ta"] == best_ta),
+    }
+    # The front in minimisation form: accuracy negated, perplexity as it is.
+    front = _pareto_minimizing({n: (-o["ga"], o["ta"]) for n, o in objectives.items()})
+    assert tuple(data["front"]) == front
+    assert [t["on_front"] for t in data["trials"]] == [t["number"] in front for t in data["trials"]]
     text = format_summary(summary)
-    assert "Pareto front" in text and "best per objective" in text
+    assert f"{len(front)} trial(s) {list(front)}" in text and "best per objective" in text
+    assert f"{'ta':8}  trial {data['best_per_objective']['ta']:>4}  {best_ta:.4g}" in text
+
+
+def _pareto_minimizing(points: dict[int, tuple[float, ...]]) -> tuple[int, ...]:
+    """Trial numbers whose point no other point beats on one axis while tying or beating it on
+    all others (every axis minimised), in trial order. Written out independently of
+    ``mergestudio.search.pareto``."""
+    front = []
+    for number, point in sorted(points.items()):
+        beaten = False
+        for other in points.values():
+            no_worse = all(o <= p for o, p in zip(other, point, strict=True))
+            if no_worse and other != point:
+                beaten = True
+        if not beaten:
+            front.append(number)
+    return tuple(front)
+
+
+def _union_area(points: list[tuple[float, ...]], reference: tuple[float, ...]) -> float:
+    """Area of the union of the boxes [x, ref_x] × [y, ref_y], by coordinate compression."""
+    xs = sorted({p[0] for p in points} | {reference[0]})
+    ys = sorted({p[1] for p in points} | {reference[1]})
+    area = 0.0
+    for x0, x1 in itertools.pairwise(xs):
+        for y0, y1 in itertools.pairwise(ys):
+            if any(p[0] <= x0 and p[1] <= y0 for p in points):
+                area += (x1 - x0) * (y1 - y0)
+    return area
 
 
 def test_subset_estimator_keeps_the_same_items_and_the_score_weighs_objectives(fixture_dir: Path) -> None:

@@ -4,7 +4,6 @@ model, run the quick eval next to the parents. Uses the real demo zoo when it is
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,8 @@ pytest.importorskip("transformers")
 from mergestudio_qt import jobs
 
 pytestmark = pytest.mark.slow
-NEWCOMER_BUDGET_S = 60  # demo opened to merged model and scores, on a 2-core CPU
+# How long this takes (the studio's promise: under a minute on 2 cores) is measured by
+# benchmarks/newcomer_demo.py, not asserted here: a loaded machine must not fail a test.
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,7 @@ def studio(qtbot, zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     qtbot.waitUntil(lambda: not jobs.running_threads(), timeout=10_000)
 
 
-def test_first_run_opens_the_demo_and_merges_in_under_a_minute(qtbot, studio, zoo: Path) -> None:
-    started = time.perf_counter()
+def test_first_run_opens_the_demo_merges_and_scores(qtbot, studio, zoo: Path) -> None:
     state = studio.state
     assert state.base == str(zoo / "models" / "base")
     assert len(state.recipe["models"]) == len(state.models) - 1
@@ -77,7 +76,6 @@ def test_first_run_opens_the_demo_and_merges_in_under_a_minute(qtbot, studio, zo
     assert evaluated.args == [True]
     assert page.eval_table.columnCount() == len(state.models) + 1  # merged + base + specialists
     assert page.eval_table.rowCount() == len(page.chosen_tasks())
-    assert time.perf_counter() - started < NEWCOMER_BUDGET_S
 
 
 def test_studio_command_is_listed() -> None:

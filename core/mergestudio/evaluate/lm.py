@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mergestudio.collector import IMPORT_LOCK
 from mergestudio.errors import MergeStudioError
 
 if TYPE_CHECKING:
@@ -100,21 +101,23 @@ class CausalLM:
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", dtype: str = "auto") -> CausalLM:
         """Load a `transformers` causal LM folder (config, weights, tokenizer)."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         dev = resolve_device(device)
         try:
             torch_dtype = resolve_dtype(dtype, dev)
         except ValueError as exc:
             raise ModelLoadError(f"dtype: {exc}") from None
         _check_weight_headers(Path(path))
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path))
-            model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
-        except Exception as exc:  # transformers and safetensors raise many types for a bad folder
-            raise ModelLoadError(
-                f"{path}: cannot load as a causal language model: {type(exc).__name__}: {exc}"
-            ) from exc
+        # Loading imports the family's modules lazily: not at the same time as a warm-up.
+        with IMPORT_LOCK:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(str(path))
+                model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
+            except Exception as exc:  # transformers and safetensors raise many types for a bad folder
+                raise ModelLoadError(
+                    f"{path}: cannot load as a causal language model: {type(exc).__name__}: {exc}"
+                ) from exc
         model.to(dev)
         model.eval()
         return cls(model, tokenizer, dev, name=str(path))

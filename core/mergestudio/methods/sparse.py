@@ -157,11 +157,13 @@ def _magnitudes(inputs: torch.Tensor, base: torch.Tensor | None, start: int, sto
 def _kth_largest(values: torch.Tensor, k: int) -> float:
     """The k-th largest entry (1-based) of a 1-D tensor, by partial selection."""
     position = values.numel() - k
+    # float16/bfloat16 widen exactly to float32; float64 must stay float64, or the rounded
+    # threshold matches no entry and the rule keeps the wrong number of them.
+    exact = values if values.dtype in (torch.float32, torch.float64) else values.float()
     if values.device.type == "cpu":
         # numpy's introselect is several times faster than torch.kthvalue on CPU.
-        array = values.float().numpy() if values.dtype != torch.float32 else values.numpy()
-        return float(np.partition(array, position)[position])
-    return float(torch.kthvalue(values.float(), position + 1).values)
+        return float(np.partition(exact.numpy(), position)[position])
+    return float(torch.kthvalue(exact, position + 1).values)
 
 
 def _rule_from_candidates(candidates: torch.Tensor, k_in_candidates: int, above: int) -> TopK:
