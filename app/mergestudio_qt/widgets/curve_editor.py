@@ -39,14 +39,15 @@ from mergestudio_qt.recipe_edit import (
     resample,
 )
 
-PALETTE = ("#3b82f6", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#84cc16", "#ec4899")
-LANE_COLORS = {"attention": "#3b82f6", "mlp": "#f59e0b", "other": "#10b981"}
+# Lane colours in lane order (attention blue, MLP amber, the next green …).
+PALETTE = ("#3b82f6", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#84cc16", "#ec4899",
+           "#64748b", "#a16207")
 ALL_LANES = "all"
 _SLIDER_STEPS = 1000
 
 
 def lane_color(index: int, name: str) -> str:
-    return LANE_COLORS.get(name, PALETTE[index % len(PALETTE)])
+    return PALETTE[index % len(PALETTE)]
 
 
 def lane_title(name: str) -> str:
@@ -277,9 +278,11 @@ class LayerCurveEditor(QWidget):
             self._clear_plot()
             return
         self.curve = curve
+        filters = [f"`filter: {spec.filters[0]}`" for spec in self.lane_specs if spec.filters][:3]
         self.hint.setText(
-            "Drag points up or down. Lanes that differ become `filter: self_attn` / `filter: mlp` "
-            "conditions in the recipe."
+            "Drag points up or down"
+            + (", or pick a block and slide it" if self.block_labels else "")
+            + (f". Lanes that differ become {' / '.join(filters)} … conditions in the recipe." if filters else ".")
         )
         self.points_spin.blockSignals(True)
         self.points_spin.setValue(max(2, curve.points))
@@ -297,11 +300,7 @@ class LayerCurveEditor(QWidget):
         layout = self.layout_info
         if self.block_labels:
             self.plot.setLabel("bottom", f"block ({layout.family.title})")
-            # Section starts and every few blocks: the labels fit at 1024 px.
-            step = max(1, -(-len(self.block_labels) // 9))
-            ticks = [(i, label) for i, label in enumerate(self.block_labels)
-                     if i % step == 0 or label in ("BASE", "M00")]
-            axis.setTicks([ticks, [(i, "") for i in range(len(self.block_labels))]])
+            axis.setTicks([_block_ticks(self.block_labels), [(i, "") for i in range(len(self.block_labels))]])
             return
         axis.setTicks(None)
         title = f"layer ({layout.family.title})" if layout is not None and layout.blocks else "layer"
@@ -428,3 +427,12 @@ class LayerCurveEditor(QWidget):
     def _emit(self, final: bool) -> None:
         if self.target is not None:
             self.curve_edited.emit(self.curve.to_setting(self.target.param), final)
+
+
+def _block_ticks(labels: list[str], most: int = 9) -> list[tuple[int, str]]:
+    """About ``most`` block labels under the axis, always the middle block (``M…``),
+    never two neighbours (their labels would overlap)."""
+    step = max(1, -(-len(labels) // most))
+    forced = {i for i, label in enumerate(labels) if label.startswith("M")}
+    shown = {i for i in range(0, len(labels), step) if all(abs(i - f) > 2 for f in forced)} | forced
+    return [(i, labels[i]) for i in sorted(shown)]
