@@ -259,3 +259,59 @@ def test_config_picks_the_family_before_names(tmp_path: Path) -> None:
     guessed = layout_of({"architectures": ["NovelForCausalLM"]}, ["backbone.blocks.0.w", "backbone.blocks.1.w"])
     assert guessed.family.name == "guessed" and "NovelForCausalLM" in guessed.warnings[0]
     assert json.dumps([b.label for b in guessed.blocks]) == '["0", "1"]'
+
+
+def test_preflight_shows_family_blocks_and_lanes(unets: list[FamilyCase], tmp_path: Path) -> None:
+    from mergestudio.preflight import preflight
+
+    base, other = (open_model(p) for p in unets[0].save(tmp_path, (0, 1)))
+    family = {c.topic: c for c in preflight(base, [other]).checks}["family"]
+    assert family.status == "ok"
+    assert family.message == (
+        "SD 1.5 UNet (diffusers names): 26 blocks (BASE … OUT11); "
+        "lanes self-attention, cross-attention, feed-forward, other"
+    )
+    gpt2 = open_model(next(c for c in CASES if c.family == "gpt2").save(tmp_path, (0,))[0])
+    mismatch = {c.topic: c for c in preflight(base, [gpt2]).checks}["family"]
+    assert mismatch.status == "error" and "GPT-2, but the base is SD 1.5 UNet" in mismatch.message
+
+
+def test_preflight_warns_when_config_depth_and_names_disagree(tmp_path: Path) -> None:
+    from mergestudio.preflight import preflight
+
+    case = next(c for c in CASES if c.family == "qwen2")
+    base, other = case.save(tmp_path, (0, 1))
+    config = json.loads((other / "config.json").read_text())
+    config["num_hidden_layers"] = 5
+    (other / "config.json").write_text(json.dumps(config))
+    family = {c.topic: c for c in preflight(open_model(base), [open_model(other)]).checks}["family"]
+    assert family.status == "warning"
+    assert "config.json says layers has 5 blocks, the tensor names show 3" in family.message
+
+
+def test_genome_lanes_and_groups_follow_the_unet_blocks(unets: list[FamilyCase], tmp_path: Path) -> None:
+    from mergestudio.recipe.model import Recipe
+    from mergestudio.search.genome import Genome
+    from mergestudio.search.spec import GeneSpec, SpecError
+
+    folders = unets[0].save(tmp_path, (0, 1, 2))
+    base = Recipe.from_dict({
+        "merge_method": "task_arithmetic", "base_model": str(folders[0]),
+        "models": [{"model": str(f), "parameters": {"weight": 0.5}} for f in folders[1:]],
+    })
+    genome = Genome.build([GeneSpec(param="weight", low=0, high=1, models=[str(folders[1])],
+                                    lanes=["cross-attention"], layer_groups=26)], base)
+    assert len(genome.genes) == 26
+    values = {g.name: i / 25 for i, g in enumerate(genome.genes)}
+    setting = genome.recipe(values).to_dict()["models"][0]["parameters"]["weight"]
+    assert setting[:2] == [{"filter": "attn1", "value": 0.5}, {"filter": "attn2", "value": [
+        round(i / 25, 6) for i in range(26)]}]
+    assert setting[-1] == {"value": 0.5}
+    plan = build_plan(genome.recipe(values))
+    weights = {p.name: p.model_params["weight"][0] for p in plan.tensors if p.copy_from is None}
+    plan.close()
+    # One gene per block: block IN04's cross-attention gets gene 5's value.
+    assert weights["down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_q.weight"] == pytest.approx(5 / 25)
+    assert weights["down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight"] == 0.5
+    with pytest.raises(SpecError, match=r"genome\[0\]\.lanes: mlp not a lane of this model"):
+        Genome.build([GeneSpec(param="weight", low=0, high=1, lanes=["mlp"])], base)

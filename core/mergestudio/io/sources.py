@@ -59,7 +59,7 @@ class ModelSource:
         architectures = (self.config or {}).get("architectures")
         if isinstance(architectures, list) and architectures:
             return str(architectures[0])
-        model_type = (self.config or {}).get("model_type")
+        model_type = (self.config or {}).get("model_type") or (self.config or {}).get("_class_name")
         return str(model_type) if model_type else None
 
     @property
