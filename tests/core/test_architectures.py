@@ -315,3 +315,20 @@ def test_genome_lanes_and_groups_follow_the_unet_blocks(unets: list[FamilyCase],
     assert weights["down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight"] == 0.5
     with pytest.raises(SpecError, match=r"genome\[0\]\.lanes: mlp not a lane of this model"):
         Genome.build([GeneSpec(param="weight", low=0, high=1, lanes=["mlp"])], base)
+
+
+def test_analysis_reports_blocks_and_lanes_of_the_family(unets: list[FamilyCase], tmp_path: Path) -> None:
+    from mergestudio.analysis import analyze
+    from mergestudio.analysis.job import LayerAnalyzed
+
+    base, *tunes = unets[0].save(tmp_path, (0, 1, 2))
+    events: list[Any] = []
+    report = analyze(base, tunes, cache_dir=tmp_path / "cache", events=events.append)
+    assert report.family == "SD 1.5 UNet (diffusers names)"
+    assert report.blocks[0] == "BASE" and report.blocks[13] == "M00" and len(report.blocks) == 26
+    assert report.lanes == ["self-attention", "cross-attention", "feed-forward", "other"]
+    layers = report.layers()
+    assert [entry["block"] for entry in layers] == report.blocks
+    assert set(layers[report.blocks.index("IN04")]["groups"]) == set(report.lanes)
+    done = [e for e in events if isinstance(e, LayerAnalyzed)]
+    assert [e.summary["block"] for e in done] == report.blocks
