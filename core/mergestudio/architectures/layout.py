@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+
 from mergestudio.architectures.schema import BlockRule, Family, KeyPart, LaneRule
 
 
