@@ -61,3 +61,21 @@ def test_llm_curve_keeps_layers_and_gets_family_lanes(window, add_models, family
     assert weight[0] == {"filter": "self_attn", "value": 1.0}
     assert weight[1]["filter"] == "mlp" and weight[1]["value"][0] == 0.0
     assert weight[-1] == {"value": 1.0}
+
+
+def test_evolve_setup_offers_the_family_lanes(window, add_models, sd15_unets) -> None:
+    add_models(window, *sd15_unets)
+    window.go_to("evolve")
+    setup = window.page("evolve").setup
+    combo = setup.genome.cellWidget(0, 4)
+    choices = [combo.itemData(i) for i in range(combo.count())]
+    assert choices == [None, ["self-attention", "cross-attention", "feed-forward", "other"]]
+    combo.setCurrentIndex(1)
+    data = setup.spec_dict()
+    assert data["genome"][0]["lanes"] == ["self-attention", "cross-attention", "feed-forward", "other"]
+    from mergestudio.recipe.model import Recipe
+    from mergestudio.search.genome import Genome
+    from mergestudio.search.spec import GeneSpec
+
+    genome = Genome.build([GeneSpec(**g) for g in data["genome"]], Recipe.from_dict(data["recipe"]))
+    assert any(name.endswith(".cross-attention") for name in genome.names)  # the engine accepts them
