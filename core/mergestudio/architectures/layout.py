@@ -106,12 +106,16 @@ class ModelLayout:
 
     def describe(self) -> str:
         """One line: family, blocks (first … last), lanes."""
-        labels = [b.label for b in self.blocks]
-        shown = "no blocks" if not labels else (
-            f"{len(labels)} blocks ({labels[0]} … {labels[-1]})" if len(labels) > 2 else
-            f"{len(labels)} block(s) ({', '.join(labels)})"
-        )
+        shown = describe_blocks([b.label for b in self.blocks])
         return f"{self.family.title}: {shown}; lanes {', '.join(lane.name for lane in self.lanes)}"
+
+
+def describe_blocks(labels: list[str]) -> str:
+    """``26 blocks (BASE … OUT11)``, ``2 blocks (0, 1)``, ``1 block (0)``, ``no blocks``."""
+    if not labels:
+        return "no blocks"
+    shown = f"{labels[0]} … {labels[-1]}" if len(labels) > 2 else ", ".join(labels)
+    return f"{len(labels)} block{'s' if len(labels) > 1 else ''} ({shown})"
 
 
 def build_layout(family: Family, names: Iterable[str], warnings: Iterable[str] = ()) -> ModelLayout:
