@@ -79,3 +79,16 @@ def test_evolve_setup_offers_the_family_lanes(window, add_models, sd15_unets) ->
 
     genome = Genome.build([GeneSpec(**g) for g in data["genome"]], Recipe.from_dict(data["recipe"]))
     assert any(name.endswith(".cross-attention") for name in genome.names)  # the engine accepts them
+
+
+def test_inspect_heatmap_rows_are_lanes_and_columns_named_blocks(window, sd15_unets, tmp_path) -> None:
+    from mergestudio.analysis import analyze
+
+    report = analyze(sd15_unets[0], sd15_unets[1:], cache_dir=tmp_path / "cache")
+    page = window.page("inspect")
+    page.show_report(report)
+    heatmap = page.heatmap
+    assert heatmap.groups() == ["self-attention", "cross-attention", "feed-forward", "other"]
+    assert heatmap.grid().shape == (4, 26)
+    ticks = heatmap.plot.getPlotItem().getAxis("bottom")._tickLevels[0]
+    assert ticks[:3] == [(0, "BASE"), (3, "IN02"), (6, "IN05")]  # block labels, not numbers

@@ -198,7 +198,11 @@ class Heatmap(QWidget):
         # NaN cells (not analysed yet) are drawn at the centre colour.
         middle = centre if centre is not None else (low + high) / 2
         self.image.setImage(np.where(np.isnan(values), middle, values), levels=(low, high))
-        self.plot.getPlotItem().getAxis("left").setTicks([list(enumerate(self.groups()))])
+        left = self.plot.getPlotItem().getAxis("left")
+        left.setTicks([list(enumerate(self.groups()))])
+        # Room for the longest lane name ("cross-attention", "expert 12").
+        longest = max((self.fontMetrics().horizontalAdvance(g) for g in self.groups()), default=0)
+        left.setWidth(max(72, longest + 16))
         ticks = [(i, self.block_labels.get(i, label)) for i, label in _layer_ticks(values.shape[1])]
         self.plot.getPlotItem().getAxis("bottom").setTicks([ticks])
         self.image.setRect(-0.5, -0.5, values.shape[1], values.shape[0])
