@@ -15,16 +15,42 @@ from typing import Any
 from mergestudio.methods.registry import MethodSpec, Param
 
 Setting = Any  # a scalar, a gradient list, a condition dict or a list of them
-LANES: tuple[str, ...] = ("attention", "mlp", "other")
+
+
+@dataclass(frozen=True)
+class CurveLane:
+    """A lane of the curve: its family lane's ``filters`` (none for the last, the
+    fallback) and a tensor name of the lane, which stands for it when conditions are
+    matched (first match wins, as in the engine), so a curve read from YAML means what
+    the merge will do."""
+
+    name: str
+    filters: tuple[str, ...]
+    sample: str
+
+
+# When no model is known: Llama's names, the attention / MLP / rest split.
+DEFAULT_LANES: tuple[CurveLane, ...] = (
+    CurveLane("attention", ("self_attn",), "model.layers.0.self_attn.q_proj.weight"),
+    CurveLane("mlp", ("mlp",), "model.layers.0.mlp.up_proj.weight"),
+    CurveLane("other", (), "model.layers.0.input_layernorm.weight"),
+)
+LANES: tuple[str, ...] = tuple(lane.name for lane in DEFAULT_LANES)
 LANE_TITLES: dict[str, str] = {"attention": "attention", "mlp": "MLP", "other": "other"}
-LANE_FILTERS: dict[str, str] = {"attention": "self_attn", "mlp": "mlp"}
-# Tensor names that stand for each lane when conditions are matched (first match wins,
-# as in the engine), so a curve read from YAML means what the merge will do.
-_LANE_SAMPLES: dict[str, str] = {
-    "attention": "model.layers.0.self_attn.q_proj.weight",
-    "mlp": "model.layers.0.mlp.up_proj.weight",
-    "other": "model.layers.0.input_layernorm.weight",
-}
+
+
+def lane_title(name: str) -> str:
+    """How a lane is written in summaries: 'MLP', 'attention', 'cross-attention', 'expert 3'."""
+    return LANE_TITLES.get(name, name)
+
+
+def curve_lanes(layout: Any) -> tuple[CurveLane, ...]:
+    """The lanes of a ``ModelLayout`` (``mergestudio.architectures``) as curve lanes."""
+    samples: dict[str, str] = {}
+    for name, role in layout.roles.items():
+        samples.setdefault(role.lane, name)
+    lanes = tuple(CurveLane(lane.name, lane.filters, samples.get(lane.name, "")) for lane in layout.lanes)
+    return lanes if len(lanes) > 0 else DEFAULT_LANES
 
 
 # ---- values ---------------------------------------------------------------------------
@@ -168,27 +194,31 @@ class LayerCurve:
     mergekit gradient: values evenly spaced from the first layer to the last."""
 
     lanes: dict[str, list[float]]
+    lane_specs: tuple[CurveLane, ...] = DEFAULT_LANES
 
     @classmethod
-    def flat(cls, value: float, points: int = 5) -> LayerCurve:
-        return cls({lane: [float(value)] * points for lane in LANES})
+    def flat(cls, value: float, points: int = 5, lanes: tuple[CurveLane, ...] = DEFAULT_LANES) -> LayerCurve:
+        return cls({lane.name: [float(value)] * points for lane in lanes}, lanes)
 
     @classmethod
-    def from_setting(cls, setting: Setting, points: int = 5) -> LayerCurve | None:
+    def from_setting(
+        cls, setting: Setting, points: int = 5, lanes: tuple[CurveLane, ...] = DEFAULT_LANES
+    ) -> LayerCurve | None:
         """The curve a setting describes, or None when it is not a curve of numbers
         (a choice, a bool, or conditions on other module names)."""
-        lanes = {}
-        for lane in LANES:
-            value = _lane_value(setting, _LANE_SAMPLES[lane])
+        found: dict[str, list[float]] = {}
+        for spec in lanes:
+            lane = spec.name
+            value = _lane_value(setting, spec.sample)
             if isinstance(value, bool) or value is None:
                 return None
             if isinstance(value, int | float):
-                lanes[lane] = [float(value)] * points
+                found[lane] = [float(value)] * points
             elif isinstance(value, list) and value and all(_is_number(v) for v in value):
-                lanes[lane] = [float(v) for v in value]
+                found[lane] = [float(v) for v in value]
             else:
                 return None
-        return cls(lanes)
+        return cls(found, lanes)
 
     def is_flat(self) -> bool:
         values = {v for lane in self.lanes.values() for v in lane}
@@ -199,20 +229,22 @@ class LayerCurve:
         return max(len(values) for values in self.lanes.values())
 
     def resampled(self, points: int) -> LayerCurve:
-        return LayerCurve({lane: resample(values, points) for lane, values in self.lanes.items()})
+        return LayerCurve({lane: resample(values, points) for lane, values in self.lanes.items()}, self.lane_specs)
 
     def to_setting(self, param: Param) -> Setting:
         """The shortest mergekit form: a scalar, a gradient list, or ``filter`` conditions
-        per lane (a lane equal to the fallback gets no condition of its own)."""
+        per lane, in the family's lane order (trailing lanes equal to the fallback, the
+        last lane, get no condition of their own)."""
         compact = {lane: _compact(param, values) for lane, values in self.lanes.items()}
-        fallback = compact["other"]
+        *filtered, last = self.lane_specs
+        fallback = compact[last.name]
         if all(value == fallback for value in compact.values()):
             return fallback
         conditions: list[dict[str, Any]] = [
-            {"filter": LANE_FILTERS[lane], "value": compact[lane]}
-            for lane in ("attention", "mlp")
-            if compact[lane] != fallback
+            {"filter": pattern, "value": compact[lane.name]} for lane in filtered for pattern in lane.filters
         ]
+        while conditions and conditions[-1]["value"] == fallback:
+            conditions.pop()
         conditions.append({"value": fallback})
         return conditions
 

@@ -12,11 +12,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from mergestudio.architectures import ModelLayout, config_depths
 from mergestudio.io.dtypes import torch_dtype_name
 from mergestudio.io.safetensors_file import TensorInfo
 
 Status = Literal["ok", "warning", "error"]
-TOPICS = ("architecture", "layers", "tensor names", "shapes", "dtypes", "vocabulary")
+TOPICS = ("architecture", "family", "layers", "tensor names", "shapes", "dtypes", "vocabulary")
 _SHOWN = 3  # names listed in a message before "…"
 _VOCAB_KEYS = ("vocab_size", "n_vocab", "padded_vocab_size")
 
@@ -33,6 +34,9 @@ class ModelHeaders(Protocol):
 
     @property
     def num_layers(self) -> int: ...
+
+    @property
+    def layout(self) -> ModelLayout: ...
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ def compare(base: ModelHeaders, other: ModelHeaders) -> list[Check]:
     model = other.reference
     return [
         Check(model, "architecture", *_architecture(base, other)),
+        Check(model, "family", *_family(base, other)),
         Check(model, "layers", *_layers(base, other)),
         Check(model, "tensor names", *_names(base.tensors, other.tensors)),
         Check(model, "shapes", *_shapes(base.tensors, other.tensors)),
@@ -121,7 +126,35 @@ def _architecture(base: ModelHeaders, other: ModelHeaders) -> tuple[Status, str]
     return "ok", ours
 
 
+def _family(base: ModelHeaders, other: ModelHeaders) -> tuple[Status, str]:
+    """The detected family, its blocks and lanes: what gradients and lanes will follow."""
+    ours, theirs = base.layout, other.layout
+    if ours.family is not theirs.family:
+        return "error", (
+            f"{theirs.family.title}, but the base is {ours.family.title}: tensor names differ, so "
+            "blocks and tensors cannot be paired"
+        )
+    warnings = list(theirs.warnings) + _depth_warnings(other)
+    return ("warning" if warnings else "ok"), "; ".join([theirs.describe(), *warnings])
+
+
+def _depth_warnings(model: ModelHeaders) -> list[str]:
+    layout = model.layout
+    found = {stack: len(layout.stack(stack)) for stack in layout.stacks}
+    return [
+        f"config.json says {stack} has {depth} blocks, the tensor names show {found.get(stack, 0)}"
+        for stack, depth in config_depths(layout.family, model.config).items()
+        if found.get(stack, 0) != depth
+    ]
+
+
 def _layers(base: ModelHeaders, other: ModelHeaders) -> tuple[Status, str]:
+    ours, theirs = [b.label for b in base.layout.blocks], [b.label for b in other.layout.blocks]
+    if ours != theirs and base.layout.family is other.layout.family:
+        return "error", (
+            f"{len(theirs)} blocks, the base has {len(ours)}: a whole-model merge needs the same "
+            "blocks (use slices to stack layers)"
+        )
     if base.num_layers != other.num_layers:
         return "error", (
             f"{other.num_layers} layers, the base has {base.num_layers}: a whole-model merge needs "

@@ -161,9 +161,9 @@ def test_genome_lanes_and_layer_groups_become_mergekit_settings(model_family: di
     assert recipe["parameters"] == {"lambda": 1.25}
     ft1, ft2 = recipe["models"]
     assert ft1["parameters"]["weight"] == [
-        {"filter": "attn", "value": [0.1, 0.2]},
+        {"filter": "self_attn", "value": [0.1, 0.2]},  # Llama's lane filters
         {"filter": "mlp", "value": [0.3, 0.4]},
-        {"value": 0.7},  # the 'other' lane keeps the base recipe's value
+        {"value": 0.7},  # the norm and embedding lanes keep the base recipe's value
     ]
     assert ft2["parameters"] == {"weight": 0.5}
     # The engine accepts the candidate and resolves lanes per tensor.

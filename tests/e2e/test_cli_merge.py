@@ -42,6 +42,7 @@ def test_merge_and_dry_run(model_family: dict[str, Path], tmp_path: Path) -> Non
     dry = _mergestudio("merge", str(recipe), str(out), "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "bytes to read" in dry.stdout and "estimated peak memory" in dry.stdout
+    assert "family                 Llama: 2 blocks (0, 1); lanes attention, mlp, norm, embedding" in dry.stdout
     assert not out.exists()
     dry_json = json.loads(_mergestudio("merge", str(recipe), str(out), "--dry-run", "--json").stdout)
     assert dry_json["tensors"] == 21 and len(dry_json["inputs"]) == 3

@@ -121,13 +121,16 @@ class AnalysisJob(jobs.Job):
 
 
 class Heatmap(QWidget):
-    """Layers (x) × module groups (y) as one ImageItem with a diverging colour bar."""
+    """Blocks (x: layers, or a family's named blocks such as IN04) × lanes (y: the
+    family's module groups) as one ImageItem with a diverging colour bar."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.metric_key = "conflict"
         self.cells: dict[tuple[int, str], dict[str, Any]] = {}
         self.layer_count = 0
+        self.block_labels: dict[int, str] = {}  # block index → label, from the family
+        self.lane_order: list[str] = list(HEATMAP_GROUPS)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.plot = pg.PlotWidget()
@@ -149,6 +152,7 @@ class Heatmap(QWidget):
 
     def clear(self, layer_count: int) -> None:
         self.cells.clear()
+        self.block_labels = {}
         self.layer_count = layer_count
         self.redraw()
 
@@ -164,7 +168,8 @@ class Heatmap(QWidget):
         """Rows of the heatmap: the module groups that have per-layer tensors (attention,
         MLP and norms before anything is known)."""
         present = {group for _, group in self.cells}
-        return [g for g in HEATMAP_GROUPS if g in present] or list(HEATMAP_GROUPS[:3])
+        ordered = [g for g in self.lane_order if g in present] + sorted(present - set(self.lane_order))
+        return ordered or list(HEATMAP_GROUPS[:3])
 
     def grid(self) -> np.ndarray:
         """(groups, layers) float64 values of the current metric, NaN where not yet known."""
@@ -193,8 +198,13 @@ class Heatmap(QWidget):
         # NaN cells (not analysed yet) are drawn at the centre colour.
         middle = centre if centre is not None else (low + high) / 2
         self.image.setImage(np.where(np.isnan(values), middle, values), levels=(low, high))
-        self.plot.getPlotItem().getAxis("left").setTicks([list(enumerate(self.groups()))])
-        self.plot.getPlotItem().getAxis("bottom").setTicks([_layer_ticks(values.shape[1])])
+        left = self.plot.getPlotItem().getAxis("left")
+        left.setTicks([list(enumerate(self.groups()))])
+        # Room for the longest lane name ("cross-attention", "expert 12").
+        longest = max((self.fontMetrics().horizontalAdvance(g) for g in self.groups()), default=0)
+        left.setWidth(max(72, longest + 16))
+        ticks = [(i, self.block_labels.get(i, label)) for i, label in _layer_ticks(values.shape[1])]
+        self.plot.getPlotItem().getAxis("bottom").setTicks([ticks])
         self.image.setRect(-0.5, -0.5, values.shape[1], values.shape[0])
 
 
@@ -577,6 +587,8 @@ class InspectPage(QWidget):
     def _on_layer(self, event: Any) -> None:
         for group, summary in event.summary.get("groups", {}).items():
             self.heatmap.set_cell(event.layer, group, summary)
+        if "block" in event.summary:
+            self.heatmap.block_labels[event.layer] = str(event.summary["block"])
         self.heatmap.layer_count = max(self.heatmap.layer_count, event.layers_total)
         self._dirty_heatmap = True
 
@@ -622,6 +634,9 @@ class InspectPage(QWidget):
         from mergestudio.analysis import summarize
 
         self.heatmap.clear(max((layer for layer, _ in cells), default=-1) + 1)
+        self.heatmap.block_labels = dict(enumerate(report.blocks))
+        self.heatmap.lane_order = list(report.lanes) or list(HEATMAP_GROUPS)
+        self.heatmap.plot.getPlotItem().setLabel("bottom", f"block ({report.family})" if report.family else "layer")
         for (layer, group), sums in cells.items():
             self.heatmap.set_cell(layer, group, summarize(sums, report.density))
         self.heatmap.redraw()

@@ -261,7 +261,8 @@ class ModelsPage(QWidget):
         tooltip = _entry_tooltip(entry)
         for column, text in enumerate(cells, start=1):
             item = QTableWidgetItem(text)
-            item.setToolTip(tooltip)
+            # The architecture cell also says which family (blocks, lanes) was detected.
+            item.setToolTip(tooltip if column != 3 else f"{tooltip}\n{_family_tip(entry)}")
             if column >= 4 and column <= 7:
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.table.setItem(row, column, item)
@@ -442,6 +443,14 @@ def dropped_paths(urls: list) -> list[str]:  # type: ignore[type-arg]
         if path.is_dir() or path.suffix == ".safetensors":
             paths.append(str(path))
     return paths
+
+
+def _family_tip(entry: ModelEntry) -> str:
+    """The detected family, its blocks and lanes: what gradients and lanes will follow."""
+    lines = [f"config: {entry.architecture or 'none'}"]
+    if entry.source is not None:
+        lines += [entry.source.layout.describe(), *entry.source.layout.warnings]
+    return "\n".join(lines)
 
 
 def preflight_html(report: object, state: object) -> str:

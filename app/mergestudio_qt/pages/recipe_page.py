@@ -314,12 +314,12 @@ class RecipePage(QWidget):
         key = self._curve_key
         param = method.param(key[0]) if key else None
         if key is None or param is None or not recipe_edit.is_numeric(param):
-            self.curve_editor.set_target(None, None, self._layers())
+            self.curve_editor.set_target(None, None, self._layers(), self._layout())
             return
         name, index = key
         label = name if index is None else f"{name} of {self._model_name(self._model_reference(index))}"
         setting = recipe_edit.effective_setting(self.state.recipe, param, index)
-        self.curve_editor.set_target(CurveTarget(param, index, label), setting, self._layers())
+        self.curve_editor.set_target(CurveTarget(param, index, label), setting, self._layers(), self._layout())
 
     def _model_reference(self, index: int) -> str:
         models = self.state.recipe.get("models") or []
@@ -330,6 +330,12 @@ class RecipePage(QWidget):
         if base is not None:
             return base.layers
         return max((m.layers for m in self.state.models), default=1)
+
+    def _layout(self) -> Any:
+        """The family layout (blocks, lanes) of the base model, else of the first model."""
+        entry = self.state.model(self.state.base) if self.state.base else None
+        entry = entry or next(iter(self.state.models), None)
+        return entry.source.layout if entry is not None and entry.source is not None else None
 
     def _curve_edited(self, setting: Any, final: bool) -> None:
         target = self.curve_editor.target

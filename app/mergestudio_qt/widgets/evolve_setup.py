@@ -66,6 +66,10 @@ class SetupPanel(QScrollArea):
         self.spec_source = ""
         self.spec_folder: Path | None = None  # where "Load spec…" opens (the demo folder on the demo)
         self.method: MethodSpec | None = None
+        # Lane sets a gene can evolve: the fixed ones, plus every lane of the recipe's
+        # model family (SD UNets: self-attention, cross-attention, feed-forward, other).
+        self.lane_choices: list[tuple[str, list[str] | None]] = list(LANE_CHOICES)
+        self._family_lanes: dict[str, list[str]] = {}  # model reference → its lane names
         body = QWidget(self)
         grid = QGridLayout(body)
         grid.setContentsMargins(4, 8, 12, 8)
@@ -289,9 +293,51 @@ class SetupPanel(QScrollArea):
             self.recipe_label.setText(f"<b>{recipe.get('merge_method')}</b> of {names}{onto} — {origin}")
         self.studio_button.setVisible(self.spec_recipe is not None)
         self._refresh_param_choices()
+        self._refresh_lane_choices(recipe)
         if self.genome.rowCount() == 0:
             self.add_gene()
         self.changed.emit()
+
+    def _lane_names(self, recipe: dict[str, Any]) -> list[str]:
+        """The lanes of the recipe's reference model (read from its headers once)."""
+        from mergestudio.errors import MergeStudioError
+        from mergestudio.recipe.model import Recipe
+        from mergestudio.search.genome import reference_lanes
+
+        reference = recipe.get("base_model") or next((m.get("model") for m in recipe.get("models") or []), None)
+        if not reference:
+            return []
+        if str(reference) not in self._family_lanes:
+            try:
+                lanes = reference_lanes(Recipe.from_dict(recipe))
+            except MergeStudioError:
+                return []
+            self._family_lanes[str(reference)] = [lane.name for lane in lanes]
+        return self._family_lanes[str(reference)]
+
+    def _refresh_lane_choices(self, recipe: dict[str, Any]) -> None:
+        names = self._lane_names(recipe)
+        choices = list(LANE_CHOICES)
+        if names and names != ["attention", "mlp", "other"]:
+            if not {"attention", "mlp"} <= set(names):
+                choices = choices[:1]  # the attention/MLP sets do not exist in this family
+            choices.append((f"each lane: {', '.join(names)}", names))
+        self.lane_choices = choices
+        for row in range(self.genome.rowCount()):
+            combo = self.genome.cellWidget(row, 4)
+            if isinstance(combo, QComboBox):
+                self._fill_lane_combo(combo, combo.currentData())
+
+    def _fill_lane_combo(self, combo: QComboBox, lanes: list[str] | None) -> None:
+        choices = list(self.lane_choices)
+        if lanes is not None and all(value != lanes for _, value in choices):
+            choices.append((", ".join(lanes), lanes))  # a loaded spec's own lane set
+        combo.blockSignals(True)
+        combo.clear()
+        for text, value in choices:
+            combo.addItem(text, value)
+        combo.setCurrentIndex(next((i for i, (_, v) in enumerate(choices) if v == lanes), 0))
+        combo.blockSignals(False)
 
     def _float_params(self) -> list[str]:
         if self.method is None:
@@ -390,10 +436,7 @@ class SetupPanel(QScrollArea):
         spin_groups.valueChanged.connect(self.changed)
         self.genome.setCellWidget(row, 3, spin_groups)
         lane_combo = QComboBox(self.genome)
-        for text, value in LANE_CHOICES:
-            lane_combo.addItem(text, value)
-        index = next((i for i, (_, v) in enumerate(LANE_CHOICES) if v == lanes), 0)
-        lane_combo.setCurrentIndex(index)
+        self._fill_lane_combo(lane_combo, lanes)
         lane_combo.currentIndexChanged.connect(self.changed)
         self.genome.setCellWidget(row, 4, lane_combo)
         self.changed.emit()

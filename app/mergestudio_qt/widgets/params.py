@@ -204,14 +204,14 @@ def curve_summary(setting: Any) -> tuple[str, str]:
         return "custom conditions (see YAML)", "Conditions on tensor names; edit them in the YAML pane."
     lanes = curve.lanes
     if all(len(set(values)) == 1 for values in lanes.values()):
-        parts = [f"{recipe_edit.LANE_TITLES[lane]} {values[0]:g}" for lane, values in lanes.items()]
+        parts = [f"{recipe_edit.lane_title(lane)} {values[0]:g}" for lane, values in lanes.items()]
         return "per module: " + ", ".join(parts), "One value per module group: " + ", ".join(parts)
     values = [v for lane in lanes.values() for v in lane]
     mean = sum(values) / len(values)
     per_module = len({tuple(v) for v in lanes.values()}) > 1
     short = f"by layer{' and module' if per_module else ''}: {min(values):g}–{max(values):g}, mean {mean:.3g}"
     detail = "<br>".join(
-        f"{recipe_edit.LANE_TITLES[lane]}: {' → '.join(f'{v:g}' for v in values)}" for lane, values in lanes.items()
+        f"{recipe_edit.lane_title(lane)}: {' → '.join(f'{v:g}' for v in values)}" for lane, values in lanes.items()
     )
     return short, f"Varies along the layers (first → last):<br>{detail}"
 

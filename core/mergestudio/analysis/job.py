@@ -1,6 +1,7 @@
 """The analysis job: stream over the tensors shared by a base and its fine-tunes, one
 tensor (times the number of models, in chunks) in memory at a time, emitting progress
-per tensor and a ``LayerAnalyzed`` event as each layer completes, and cache the result.
+per tensor and a ``LayerAnalyzed`` event as each block completes, and cache the result.
+Blocks (layers, UNet blocks …) and lanes come from the base model's family.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from mergestudio.analysis.spectra import (
     spectrum_record,
 )
 from mergestudio.analysis.sums import StatSums, summarize, total
-from mergestudio.architecture import is_pre_layer, layer_index, module_group
+from mergestudio.architectures import ModelLayout
 from mergestudio.engine.device import torch_threads
 from mergestudio.errors import MergeStudioError
 from mergestudio.events import CancelToken, EventSink, ProgressReporter, check_cancel, emit, log
@@ -139,8 +140,11 @@ def shared_tensors(
     in index order, the rest), and the others with the reason each was skipped."""
     chosen: list[str] = []
     skipped: list[dict[str, str]] = []
+    layout = base.layout
     for name, info in base.tensors.items():
         reason = _skip_reason(name, info.dtype, info.shape, models)
+        if not reason and not layout.role(name).merge:
+            reason = f"a buffer, not a weight ({layout.family.title} keeps it from one model)"
         if reason:
             skipped.append({"name": name, "reason": reason})
         else:
@@ -149,7 +153,7 @@ def shared_tensors(
         for name in source.tensors.keys() - base.tensors.keys():
             skipped.append({"name": name, "reason": f"not in the base (only in {source.reference})"})
     position = {name: i for i, name in enumerate(chosen)}
-    chosen.sort(key=lambda name: (*_stream_rank(name), position[name]))
+    chosen.sort(key=lambda name: (*_stream_rank(layout, name), position[name]))
     return chosen, skipped
 
 
@@ -167,11 +171,16 @@ def _skip_reason(name: str, dtype: str, shape: tuple[int, ...], models: Sequence
     return ""
 
 
-def _stream_rank(name: str) -> tuple[int, int]:
-    index = layer_index(name)
-    if index is not None:
-        return (1, index)
-    return (0, 0) if is_pre_layer(name) else (2, 0)
+def _stream_rank(layout: ModelLayout, name: str) -> tuple[int, int]:
+    role = layout.role(name)
+    if role.block is not None:
+        return (1, role.block.order)
+    return (0, 0) if role.pre else (2, 0)
+
+
+def _block_index(layout: ModelLayout, name: str) -> int | None:
+    block = layout.role(name).block
+    return block.order if block is not None else None
 
 
 class _AnalysisJob:
@@ -212,7 +221,8 @@ class _AnalysisJob:
             log(self.events, f"spectra: {len(plan.matrices)} matrices, {plan.rule}")
         reporter = ProgressReporter(self.events, "analyze", len(names), sum(self._bytes(n) for n in names))
         reporter.start()
-        last_of_layer = {layer_index(name): i for i, name in enumerate(names)}
+        layout = self.base.layout
+        last_of_layer = {_block_index(layout, name): i for i, name in enumerate(names)}
         layers_total = sum(1 for index in last_of_layer if index is not None)
         records: list[TensorRecord] = []
         spectra: list[SpectrumResult] = []
@@ -225,7 +235,7 @@ class _AnalysisJob:
                 records.append(self._tensor(name))
                 if name in wanted_spectra:
                     spectra.append(self._spectrum(name))
-                index = layer_index(name)
+                index = _block_index(layout, name)
                 if index is not None and last_of_layer[index] == position:
                     self._layer_done(index, records, layers_total)
                 reporter.advance(1, self._bytes(name), name)
@@ -244,6 +254,9 @@ class _AnalysisJob:
             },
             skipped=skipped,
             elapsed_s=time.perf_counter() - started,
+            family=layout.family.title,
+            blocks=[block.label for block in layout.blocks],
+            lanes=[lane.name for lane in layout.lanes],
         )
 
     def _bytes(self, name: str) -> int:
@@ -258,10 +271,11 @@ class _AnalysisJob:
         base = self.base.read(name)
         tensors = [source.read(name) for source in self.models]
         result = self.analyzer.analyze(base, tensors, self.density)
+        role = self.base.layout.role(name)
         return TensorRecord(
             name=name,
-            layer=layer_index(name),
-            group=module_group(name),
+            layer=role.block.order if role.block else None,
+            group=role.lane,
             shape=tuple(base.shape),
             sums=result.sums,
             thresholds=result.thresholds,
@@ -276,7 +290,9 @@ class _AnalysisJob:
             check_cancel(self.cancel)
             task_matrix = source.read(name).to(torch.float32) - base
             records.append(spectrum_record(singular_values(task_matrix)))
-        return SpectrumResult(name, layer_index(name), module_group(name), tuple(base.shape), records)
+        role = self.base.layout.role(name)
+        layer = role.block.order if role.block else None
+        return SpectrumResult(name, layer, role.lane, tuple(base.shape), records)
 
     def _layer_done(self, index: int, records: list[TensorRecord], layers_total: int) -> None:
         parts: list[StatSums] = [r.sums for r in records if r.layer == index]
@@ -288,4 +304,5 @@ class _AnalysisJob:
         summary = summarize(total(parts, n), self.density)
         summary["groups"] = {g: summarize(total(p, n), self.density) for g, p in by_group.items()}
         done = len({r.layer for r in records if r.layer is not None})
-        emit(self.events, LayerAnalyzed(index, {"layer": index, **summary}, done, layers_total))
+        label = self.base.layout.blocks[index].label
+        emit(self.events, LayerAnalyzed(index, {"layer": index, "block": label, **summary}, done, layers_total))

@@ -99,6 +99,11 @@ class AnalysisReport:
     cache_key: str = ""
     elapsed_s: float = 0.0
     from_cache: bool = False
+    # The base model's family: ``TensorRecord.layer`` indexes ``blocks`` (labels such as
+    # "3", "decoder 1", "IN04"); ``group`` is one of ``lanes``.
+    family: str = ""
+    blocks: list[str] = field(default_factory=list)
+    lanes: list[str] = field(default_factory=list)
 
     @property
     def n_models(self) -> int:
@@ -122,7 +127,8 @@ class AnalysisReport:
         grouped: dict[str, list[StatSums]] = {}
         for record in self.tensors:
             grouped.setdefault(record.group, []).append(record.sums)
-        order = [g for g in MODULE_GROUPS if g in grouped] + sorted(set(grouped) - set(MODULE_GROUPS))
+        known = self.lanes or list(MODULE_GROUPS)
+        order = [g for g in known if g in grouped] + sorted(set(grouped) - set(known))
         return {group: total(grouped[group], self.n_models) for group in order}
 
     def layer_group_sums(self) -> dict[tuple[int, str], StatSums]:
@@ -141,7 +147,8 @@ class AnalysisReport:
         out = []
         for index, sums in self.layer_sums().items():
             groups = {g: summarize(s, self.density) for (i, g), s in cells.items() if i == index}
-            out.append({"layer": index, **summarize(sums, self.density), "groups": groups})
+            block = {"block": self.blocks[index]} if index < len(self.blocks) else {}
+            out.append({"layer": index, **block, **summarize(sums, self.density), "groups": groups})
         return out
 
     def groups(self) -> dict[str, dict[str, Any]]:
@@ -166,6 +173,9 @@ class AnalysisReport:
             "fingerprints": self.fingerprints,
             "cache_key": self.cache_key,
             "elapsed_s": self.elapsed_s,
+            "family": self.family,
+            "blocks": self.blocks,
+            "lanes": self.lanes,
             "cosine": overall["cosine"],
             "sign_conflict_rate": overall["sign_conflict_rate"],
             "overall": overall,
@@ -198,6 +208,9 @@ class AnalysisReport:
             fingerprints=dict(data.get("fingerprints", {})),
             cache_key=str(data.get("cache_key", "")),
             elapsed_s=float(data.get("elapsed_s", 0.0)),
+            family=str(data.get("family", "")),
+            blocks=[str(b) for b in data.get("blocks", [])],
+            lanes=[str(lane) for lane in data.get("lanes", [])],
         )
 
     @classmethod

@@ -158,6 +158,13 @@ def _dry_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _family_line(row: dict[str, Any]) -> str:
+    """What gradients and lanes will follow: the family, its blocks and lanes."""
+    from mergestudio.architectures.layout import describe_blocks
+
+    return f"{row['family']}: {describe_blocks(row['blocks'])}; lanes {', '.join(row['lanes'])}"
+
+
 def _print_dry_run(report: dict[str, Any], out: Path) -> None:
     write = sys.stdout.write
     write(f"dry run: {report['method']} -> {out} (nothing read, nothing written)\n\n")
@@ -167,8 +174,11 @@ def _print_dry_run(report: dict[str, Any], out: Path) -> None:
             f"{row['model'][-40:]:40} {row['role']:6} {str(row['architecture'])[:24]:24} "
             f"{row['layers']:>6} {row['parameters'] / 1e6:>9.1f}M {format_bytes(row['bytes']):>10}\n"
         )
+    for family in dict.fromkeys(_family_line(row) for row in report["inputs"]):
+        write(f"family                 {family}\n")
     write("\n")
-    write(f"tensors to write       {report['tensors']} ({report['output_layers']} layers)\n")
+    depth = f"{report['output_layers']} layers" if report["output_layers"] else f"{len(report['inputs'][0]['blocks'])} blocks"
+    write(f"tensors to write       {report['tensors']} ({depth})\n")
     write(f"bytes to read          {format_bytes(report['bytes_to_read'])}\n")
     write(f"output size            {format_bytes(report['output_bytes'])}\n")
     write(

@@ -151,7 +151,8 @@ def _merge_plan(
     card_extra: dict[str, Any] | None,
 ) -> MergeResult:
     slots = [TensorSlot(p.name, p.out_dtype, p.shape) for p in plan.tensors]
-    shards = layout_shards(slots, run.shard_size)
+    stem = plan.sources[plan.config_model].layout.family.weights_stem
+    shards = layout_shards(slots, run.shard_size, stem)
     with staged_folder(target, overwrite) as staging:
         writer = ShardWriter(staging, shards)
         try:

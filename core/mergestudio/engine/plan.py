@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mergestudio.architecture import is_pre_layer, parse_layer_name
+from mergestudio.architectures import TensorRole
 from mergestudio.engine.checks import check_plan
 from mergestudio.errors import PlanError, RecipeError
 from mergestudio.io.dtypes import FLOAT_CODES, ITEM_SIZE, dtype_code
@@ -176,17 +176,11 @@ class _Planner:
 
     def plan(self) -> MergePlan:
         self._check_architectures()
-        tensors: list[PlannedTensor] = []
-        first, last = self.slices[0], self.slices[-1]
-        tensors += self._plan_non_layer(first, pre=True)
-        output_layer = 0
-        for output_slice in self.slices:
-            length = self._slice_length(output_slice)
-            for offset in range(length):
-                t = offset / (length - 1) if length > 1 else 1.0
-                tensors += self._plan_layer(output_slice, offset, output_layer, t)
-                output_layer += 1
-        tensors += self._plan_non_layer(last, pre=False)
+        first = self.slices[0]
+        if self.recipe.slices:
+            tensors, output_layer = self._plan_slices()
+        else:
+            tensors, output_layer = self._plan_whole_models(first)
         self._warn_unused_tensors(tensors)
         config_model = self.recipe.base_model or first.sources[0].model
         return MergePlan(
@@ -202,24 +196,83 @@ class _Planner:
 
     def _check_architectures(self) -> None:
         seen: dict[str, str] = {}
+        families: dict[str, str] = {}
         for reference in self.recipe.referenced_models():
-            architecture = self.sources[reference].architecture
-            if architecture:
-                seen.setdefault(architecture, reference)
+            source = self.sources[reference]
+            if source.architecture:
+                seen.setdefault(source.architecture, reference)
+            families.setdefault(source.layout.family.title, reference)
+            for warning in source.layout.warnings:
+                self._warn_once(f"{reference}: {warning}")
         if len(seen) > 1:
             listing = "; ".join(f"{ref} is {arch}" for arch, ref in seen.items())
             raise PlanError(f"the models have different architectures: {listing}")
+        if len(families) > 1:
+            listing = "; ".join(f"{ref} is {title}" for title, ref in families.items())
+            raise PlanError(f"the models are of different families or tensor namings: {listing}")
 
-    def _slice_length(self, output_slice: OutputSlice) -> int:
+    # ---- a whole-model merge (``models``): every tensor of the reference model --------
+
+    def _plan_whole_models(self, output_slice: OutputSlice) -> tuple[list[PlannedTensor], int]:
+        """Output names are input names; a tensor's gradient position ``t`` is its block's
+        relative depth in its stack (0 outside the blocks, as mergekit does for embeddings
+        and heads), so LLM recipes keep mergekit's meaning and UNets get block weights."""
+        reference_model = self._reference_model(output_slice)
+        layout = self.sources[reference_model].layout
+        order = {name: i for i, name in enumerate(self.sources[reference_model].tensors)}
+        names = sorted(order, key=lambda n: (*_stream_rank(layout.role(n)), order[n]))
+        planned = []
+        for name in names:
+            role = layout.role(name)
+            t = role.block.t if role.block else 0.0
+            layer = role.block.order if role.block else None
+            input_names = {src.model: self._tied_name(src.model, name) for src in output_slice.sources}
+            planned.append(self._plan_tensor(output_slice, name, input_names, layer, t, role, "models"))
+        return planned, layout.layer_count
+
+    def _tied_name(self, model: str, name: str) -> str:
+        """``name``, or the tensor it is tied to when ``model`` stores only that one."""
+        source = self.sources[model]
+        if name in source.tensors:
+            return name
+        for tensor, tied_to in source.layout.family.tied:
+            if name == tensor and tied_to in source.tensors:
+                return tied_to
+        return name
+
+    # ---- mergekit slices: layer ranges of the sliceable stack -------------------------
+
+    def _plan_slices(self) -> tuple[list[PlannedTensor], int]:
+        tensors: list[PlannedTensor] = []
+        first, last = self.slices[0], self.slices[-1]
+        tensors += self._plan_non_layer(first, pre=True)
+        output_layer = 0
+        for index, output_slice in enumerate(self.slices):
+            length = self._slice_length(output_slice, index)
+            for offset in range(length):
+                t = offset / (length - 1) if length > 1 else 1.0
+                tensors += self._plan_layer(output_slice, offset, output_layer, t, index)
+                output_layer += 1
+        tensors += self._plan_non_layer(last, pre=False)
+        return tensors, output_layer
+
+    def _slice_length(self, output_slice: OutputSlice, index: int) -> int:
         lengths = {src.layer_range[1] - src.layer_range[0] for src in output_slice.sources}
         if len(lengths) != 1:
             ranges = ", ".join(f"{s.model} {list(s.layer_range)}" for s in output_slice.sources)
-            raise RecipeError(f"slices: every source of a slice must span as many layers ({ranges})")
+            raise RecipeError(f"slices[{index}]: every source of a slice must span as many layers ({ranges})")
         for src in output_slice.sources:
-            available = self.sources[src.model].num_layers
+            source = self.sources[src.model]
+            family = source.layout.family
+            if family.slice_stack is None:
+                raise RecipeError(
+                    f"slices[{index}]: {src.model} is a {family.title}, whose blocks cannot be sliced "
+                    "by layer_range; merge it with `models` (and a block-weight gradient) instead"
+                )
+            available = source.num_layers
             if src.layer_range[1] > available:
                 raise RecipeError(
-                    f"slices: layer_range {list(src.layer_range)} of {src.model} goes past its "
+                    f"slices[{index}]: layer_range {list(src.layer_range)} of {src.model} goes past its "
                     f"{available} layers"
                 )
         return lengths.pop()
@@ -235,34 +288,42 @@ class _Planner:
         return output_slice.base_model or self.recipe.base_model
 
     def _plan_non_layer(self, output_slice: OutputSlice, *, pre: bool) -> list[PlannedTensor]:
-        reference = self.sources[self._reference_model(output_slice)]
+        layout = self.sources[self._reference_model(output_slice)].layout
         names = [
-            name for name in reference.tensors if parse_layer_name(name) is None and is_pre_layer(name) == pre
+            name for name in layout.roles if layout.layer_slot(name) is None and layout.role(name).pre == pre
         ]
         # mergekit (0.1.x) evaluates gradients at t = 0 for every non-layer tensor,
         # before and after the layers alike.
         t = 0.0
+        where = "slices[0]" if pre else f"slices[{len(self.slices) - 1}]"
         return [
-            self._plan_tensor(output_slice, name, {src.model: name for src in output_slice.sources}, None, t)
+            self._plan_tensor(
+                output_slice, name, {src.model: self._tied_name(src.model, name) for src in output_slice.sources},
+                None, t, layout.role(name), where,
+            )
             for name in names
         ]
 
     def _plan_layer(
-        self, output_slice: OutputSlice, offset: int, output_layer: int, t: float
+        self, output_slice: OutputSlice, offset: int, output_layer: int, t: float, index: int
     ) -> list[PlannedTensor]:
         reference_model = self._reference_model(output_slice)
         reference_src = next(s for s in output_slice.sources if s.model == reference_model)
         reference_index = reference_src.layer_range[0] + offset
+        layout = self.sources[reference_model].layout
         planned = []
         for name in self.sources[reference_model].tensors:
-            parsed = parse_layer_name(name)
-            if parsed is None or parsed.index != reference_index:
+            slot = layout.layer_slot(name)
+            if slot is None or slot.index != reference_index:
                 continue
             input_names = {}
             for src in output_slice.sources:
-                input_names[src.model] = parsed.with_index(src.layer_range[0] + offset)
+                input_names[src.model] = slot.with_index(src.layer_range[0] + offset)
             planned.append(
-                self._plan_tensor(output_slice, parsed.with_index(output_layer), input_names, output_layer, t)
+                self._plan_tensor(
+                    output_slice, slot.with_index(output_layer), input_names, output_layer, t,
+                    layout.role(name), f"slices[{index}]",
+                )
             )
         return planned
 
@@ -273,14 +334,18 @@ class _Planner:
         input_names: dict[str, str],
         layer: int | None,
         t: float,
+        role: TensorRole,
+        where: str,
     ) -> PlannedTensor:
+        """``where`` names the recipe part the tensor comes from (``models``, ``slices[1]``)
+        for error messages."""
         reference_model = self._reference_model(output_slice)
-        reference = self._input_info(reference_model, input_names[reference_model])
+        reference = self._input_info(reference_model, input_names[reference_model], where)
         for model, name in input_names.items():
-            info = self._input_info(model, name)
+            info = self._input_info(model, name, where)
             if info.shape != reference.shape:
                 raise PlanError(
-                    f"tensor {name!r} has shape {list(info.shape)} in {model} but "
+                    f"{where}: tensor {name!r} has shape {list(info.shape)} in {model} but "
                     f"{list(reference.shape)} in {reference_model}: these models cannot be merged "
                     "tensor by tensor (different sizes or vocabularies)"
                 )
@@ -289,7 +354,9 @@ class _Planner:
                     f"dtype mismatch: {model} stores {info.dtype}, {reference_model} {reference.dtype}"
                 )
         out_dtype = self.out_dtype_override or reference.dtype
-        if reference.dtype not in FLOAT_CODES:
+        # Integer buffers, and buffers the family says are not weights (rotary caches,
+        # position ids), are copied from the reference model.
+        if reference.dtype not in FLOAT_CODES or not role.merge:
             source = TensorInput(reference_model, input_names[reference_model])
             return PlannedTensor(
                 output_name, reference.shape, reference.dtype, (), None, {}, {}, layer, t, copy_from=source
@@ -303,8 +370,9 @@ class _Planner:
         else:
             inputs = list(input_names)
         self._check_input_count(len(inputs), output_name)
-        global_params = self._global_params(output_slice, output_name, t)
-        model_params = self._model_params(output_slice, inputs, input_names, t)
+        block = role.block.label if role.block else None
+        global_params = self._global_params(output_slice, output_name, t, block)
+        model_params = self._model_params(output_slice, inputs, input_names, t, block)
         return PlannedTensor(
             name=output_name,
             shape=reference.shape,
@@ -317,10 +385,10 @@ class _Planner:
             t=t,
         )
 
-    def _input_info(self, model: str, name: str) -> TensorInfo:
+    def _input_info(self, model: str, name: str, where: str) -> TensorInfo:
         info = self.sources[model].tensors.get(name)
         if info is None:
-            raise PlanError(f"tensor {name!r} is missing from model {model}")
+            raise PlanError(f"{where}: tensor {name!r} is missing from model {model}")
         return info
 
     def _check_input_count(self, count: int, output_name: str) -> None:
@@ -341,11 +409,13 @@ class _Planner:
 
     # ---- parameters --------------------------------------------------------------------
 
-    def _global_params(self, output_slice: OutputSlice, tensor_name: str, t: float) -> dict[str, ScalarValue]:
+    def _global_params(
+        self, output_slice: OutputSlice, tensor_name: str, t: float, block: str | None
+    ) -> dict[str, ScalarValue]:
         blocks = [output_slice.parameters, self.recipe.parameters]
         values: dict[str, ScalarValue] = {}
         for param in self.method.global_params:
-            value = resolve(param.name, blocks, tensor_name, t)
+            value = resolve(param.name, blocks, tensor_name, t, block)
             if value is None:
                 if param.required:
                     raise RecipeError(f"parameters.{param.name}: required by {self.method.name!r}, not set")
@@ -355,7 +425,12 @@ class _Planner:
         return values
 
     def _model_params(
-        self, output_slice: OutputSlice, models: list[str], input_names: dict[str, str], t: float
+        self,
+        output_slice: OutputSlice,
+        models: list[str],
+        input_names: dict[str, str],
+        t: float,
+        block: str | None,
     ) -> dict[str, tuple[ScalarValue, ...]]:
         values: dict[str, tuple[ScalarValue, ...]] = {}
         for param in self.method.model_params:
@@ -365,7 +440,7 @@ class _Planner:
                     src.parameters for src in output_slice.sources if src.model == model
                 ]
                 blocks += [output_slice.parameters, self.recipe.parameters]
-                value = resolve(param.name, blocks, input_names[model], t)
+                value = resolve(param.name, blocks, input_names[model], t, block)
                 if value is None:
                     if param.required:
                         raise RecipeError(
@@ -398,6 +473,13 @@ class _Planner:
                 self._warn_once(f"{model} has {len(extra)} tensor(s) the output does not use: {shown}")
 
 
+def _stream_rank(role: TensorRole) -> tuple[int, int]:
+    """Outside tensors before the blocks first, then blocks in order, then the rest."""
+    if role.block is not None:
+        return (1, role.block.order)
+    return (0, 0) if role.pre else (2, 0)
+
+
 def _optional_dtype(name: str | None, key: str) -> str | None:
     if name is None:
         return None
@@ -416,6 +498,9 @@ def describe_sources(plan: MergePlan) -> list[dict[str, Any]]:
                 "model": reference,
                 "role": "base" if reference == plan.base_model else "input",
                 "architecture": source.architecture,
+                "family": source.layout.family.title,
+                "blocks": [block.label for block in source.layout.blocks],
+                "lanes": [lane.name for lane in source.layout.lanes],
                 "layers": source.num_layers,
                 "parameters": source.parameter_count,
                 "bytes": source.total_bytes,

@@ -61,10 +61,11 @@ class Shard:
         return raw + b" " * (-len(raw) % 8)  # data starts 8-byte aligned
 
 
-def layout_shards(slots: list[TensorSlot], max_shard_bytes: int) -> list[Shard]:
+def layout_shards(slots: list[TensorSlot], max_shard_bytes: int, stem: str = "model") -> list[Shard]:
     """Greedy, in order: a shard takes tensors until the next would pass the limit (a
     single tensor larger than the limit gets a shard of its own). File names follow the
-    Hugging Face convention."""
+    Hugging Face convention; ``stem`` is the library's weights name (diffusers:
+    ``diffusion_pytorch_model``)."""
     groups: list[list[TensorSlot]] = [[]]
     size = 0
     for slot in slots:
@@ -74,17 +75,18 @@ def layout_shards(slots: list[TensorSlot], max_shard_bytes: int) -> list[Shard]:
         groups[-1].append(slot)
         size += slot.nbytes
     if len(groups) == 1:
-        return [Shard(SINGLE_FILE, groups[0])]
+        return [Shard(f"{stem}.safetensors", groups[0])]
     total = len(groups)
-    return [Shard(f"model-{i + 1:05d}-of-{total:05d}.safetensors", group) for i, group in enumerate(groups)]
+    return [Shard(f"{stem}-{i + 1:05d}-of-{total:05d}.safetensors", group) for i, group in enumerate(groups)]
 
 
 def write_index(folder: Path, shards: list[Shard]) -> None:
     if len(shards) == 1:
         return
+    stem = shards[0].filename.rsplit("-", 3)[0]
     weight_map = {slot.name: shard.filename for shard in shards for slot in shard.slots}
     index = {"metadata": {"total_size": sum(s.nbytes for s in shards)}, "weight_map": weight_map}
-    (folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    (folder / f"{stem}.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
 class ShardWriter:

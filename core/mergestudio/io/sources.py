@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mergestudio.architecture import config_layer_count, layer_index
+from mergestudio.architectures import ModelLayout, layout_of
+from mergestudio.architectures.names import config_layer_count
 from mergestudio.errors import SourceError
 from mergestudio.io.safetensors_file import MappedFiles, TensorInfo, read_header
 
@@ -43,6 +44,7 @@ class ModelSource:
     _headers: tuple[bytes, ...] = ()
     _mapped: MappedFiles = field(default_factory=MappedFiles, repr=False)
     _loaded: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    _layout: ModelLayout | None = field(default=None, repr=False)
 
     @property
     def total_bytes(self) -> int:
@@ -57,16 +59,25 @@ class ModelSource:
         architectures = (self.config or {}).get("architectures")
         if isinstance(architectures, list) and architectures:
             return str(architectures[0])
-        model_type = (self.config or {}).get("model_type")
+        model_type = (self.config or {}).get("model_type") or (self.config or {}).get("_class_name")
         return str(model_type) if model_type else None
 
     @property
+    def layout(self) -> ModelLayout:
+        """The model's family, blocks and lanes (computed once from config and names)."""
+        if self._layout is None:
+            self._layout = layout_of(self.config, self.tensors)
+        return self._layout
+
+    @property
     def num_layers(self) -> int:
+        """Layers of the stack ``slices`` count (the config's count when it states one);
+        for families without such a stack (UNets, encoder-decoders), their block count."""
+        layout = self.layout
+        if layout.family.slice_stack is None:
+            return len(layout.blocks)
         from_config = config_layer_count(self.config)
-        if from_config is not None:
-            return from_config
-        indices = [layer_index(name) for name in self.tensors]
-        return max((i for i in indices if i is not None), default=-1) + 1
+        return from_config if from_config is not None else layout.layer_count
 
     @property
     def dtypes(self) -> dict[str, int]:
@@ -189,6 +200,10 @@ def _weight_files(folder: Path) -> list[Path]:
     index = folder / _INDEX_FILE
     if index.exists():
         return _files_from_index(index)
+    # Other libraries' own names (diffusers: diffusion_pytorch_model.safetensors.index.json)
+    other_indexes = sorted(folder.glob("*.safetensors.index.json"))
+    if other_indexes:
+        return _files_from_index(other_indexes[0])
     single = folder / "model.safetensors"
     if single.exists():
         return [single]

@@ -3,8 +3,11 @@
 Each ``GeneSpec`` expands into genes, one per (model, lane, layer group). A gene has a
 stable name, e.g. ``weight[math].mlp@1`` (the MLP lane of layer group 1 of model
 ``math``'s weight), and bounds. ``Genome.recipe(values)`` writes the values into the base
-recipe as mergekit settings: a scalar, a gradient over layer groups, or lane conditions
-(``filter: attn`` / ``filter: mlp`` / fallback) whose values are scalars or gradients.
+recipe as mergekit settings: a scalar, a gradient over layer groups (the family's blocks),
+or lane conditions whose values are scalars or gradients. Lanes and their ``filter``
+substrings come from the family of the recipe's reference model
+(``mergestudio.architectures``): ``self_attn`` / ``mlp`` for Llama, ``experts.3.`` for a
+Mixtral expert, ``attn2`` for an SD UNet's cross-attention; "other" is every lane not named.
 """
 
 from __future__ import annotations
@@ -14,14 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mergestudio.architectures import Lane as FamilyLane
 from mergestudio.search.schema import GeneSpec, Lane, SpecError
 
 if TYPE_CHECKING:
     from mergestudio.methods.registry import MethodSpec
     from mergestudio.recipe.model import Recipe
 
-# Substrings of tensor names that select a lane; the 'other' lane is the fallback.
-LANE_FILTERS: dict[Lane, str] = {"attention": "attn", "mlp": "mlp"}
+OTHER: Lane = "other"
+# Lanes when the reference model cannot be opened (a spec checked before its models
+# exist): the words every common family's names use.
+DEFAULT_LANES = (FamilyLane("attention", ("attn",)), FamilyLane("mlp", ("mlp",)), FamilyLane(OTHER, ()))
 
 
 @dataclass(frozen=True)
@@ -45,16 +51,33 @@ class _Target:
 class Genome:
     """Built from the spec's genome and the base recipe; turns gene values into recipes."""
 
-    def __init__(self, base: Recipe, targets: list[_Target]) -> None:
+    def __init__(self, base: Recipe, targets: list[_Target], lanes: tuple[FamilyLane, ...] = DEFAULT_LANES) -> None:
         self.base = base
         self._targets = targets
+        self.lanes = lanes
         self.genes: tuple[Gene, ...] = tuple(g for t in targets for g in t.genes)
 
     @classmethod
-    def build(cls, specs: Sequence[GeneSpec], base: Recipe, source: str = "search spec") -> Genome:
+    def build(
+        cls,
+        specs: Sequence[GeneSpec],
+        base: Recipe,
+        source: str = "search spec",
+        lanes: tuple[FamilyLane, ...] | None = None,
+    ) -> Genome:
+        """``lanes``: the family's lanes; by default those of the recipe's reference model."""
         from mergestudio.errors import RecipeError
         from mergestudio.methods.registry import get_method
 
+        lanes = lanes if lanes is not None else reference_lanes(base)
+        known = [lane.name for lane in lanes]
+        for index, spec in enumerate(specs):
+            unknown = [lane for lane in spec.lanes or [] if lane != OTHER and lane not in known]
+            if unknown:
+                raise SpecError(
+                    f"{source}: genome[{index}].lanes: {', '.join(unknown)} not a lane of this model "
+                    f"(lanes: {', '.join(known)}, or other)"
+                )
         try:
             method = get_method(base.merge_method)
         except RecipeError as error:
@@ -67,7 +90,7 @@ class Genome:
         duplicate = next((n for n in names if names.count(n) > 1), None)
         if duplicate:
             raise SpecError(f"{source}: genome: gene {duplicate!r} is evolved twice")
-        genome = cls(base, targets)
+        genome = cls(base, targets, lanes)
         genome._check_recipe(source)
         return genome
 
@@ -101,13 +124,18 @@ class Genome:
         if target.lanes is None:
             return per_lane[0]
         evolved = dict(zip(target.lanes, per_lane, strict=True))
-        fixed = self._fixed_value(target)
-        conditions = []
-        for lane in ("attention", "mlp"):
-            value = evolved.get(lane, fixed)
-            conditions.append({"filter": LANE_FILTERS[lane], "value": value})
-        conditions.append({"value": evolved.get("other", fixed)})
-        return conditions
+        rest = evolved.get(OTHER, self._fixed_value(target))
+        *filtered, fallback = self.lanes
+        conditions = [
+            {"filter": pattern, "value": evolved.get(lane.name, rest)}
+            for lane in filtered
+            for pattern in lane.filters
+        ]
+        fallback_value = evolved.get(fallback.name, rest)
+        # Trailing conditions that give the fallback's value change nothing: drop them.
+        while conditions and conditions[-1]["value"] == fallback_value:
+            conditions.pop()
+        return [*conditions, {"value": fallback_value}]
 
     def _fixed_value(self, target: _Target) -> Any:
         """The base recipe's value of the parameter for lanes the genome leaves alone."""
@@ -138,6 +166,23 @@ class Genome:
                 raise SpecError(
                     f"{source}: genome: the candidate recipes would be invalid: {error}"
                 ) from None
+
+
+def reference_lanes(recipe: Recipe) -> tuple[FamilyLane, ...]:
+    """The lanes of the recipe's base model (else its first model), read from headers;
+    ``DEFAULT_LANES`` when it cannot be opened."""
+    from mergestudio.errors import MergeStudioError
+    from mergestudio.io.sources import open_model
+
+    reference = recipe.base_model or next((m.model for m in recipe.models or []), None)
+    if reference is None:
+        return DEFAULT_LANES
+    try:
+        source = open_model(reference)
+    except (MergeStudioError, OSError):
+        return DEFAULT_LANES
+    source.close()
+    return source.layout.lanes if len(source.layout.lanes) > 1 else DEFAULT_LANES
 
 
 def _group_value(values: list[float]) -> float | list[float]:

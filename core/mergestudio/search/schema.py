@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mergestudio.errors import MergeStudioError
 
-Lane = Literal["attention", "mlp", "other"]
+Lane = str  # a lane of the model's family (attention, mlp, expert 3, cross-attention …) or "other"
 Direction = Literal["maximize", "minimize"]
 Algorithm = Literal["cmaes", "nsga2", "tpe", "random"]
 
@@ -35,9 +35,11 @@ class GeneSpec(_Strict):
     """One evolving recipe parameter.
 
     ``models``: the models it is evolved for (per-model parameters; default: every
-    non-base model). ``layer_groups``: N values spread over the depth, interpolated
-    between them (mergekit's gradient). ``lanes``: separate values for attention, MLP and
-    other tensors; lanes left out keep the base recipe's value.
+    non-base model). ``layer_groups``: N values spread over the family's blocks (each
+    stack's depth), interpolated between them (mergekit's gradient); an SD 1.5 UNet with
+    26 groups has one gene per block (BASE, IN00 … OUT11). ``lanes``: separate values for
+    lanes of the family (attention, mlp, norm, expert 3, cross-attention …; "other" is
+    every lane not named); lanes left out keep the base recipe's value.
     """
 
     param: str
@@ -52,7 +54,7 @@ class GeneSpec(_Strict):
         if not self.low < self.high:
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
         if self.lanes is not None and (not self.lanes or len(set(self.lanes)) != len(self.lanes)):
-            raise ValueError("lanes must list attention, mlp or other, each at most once")
+            raise ValueError("lanes must list lanes of the model's family (or other), each at most once")
         return self
 
 
