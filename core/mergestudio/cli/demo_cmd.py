@@ -44,6 +44,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
     info = demo_sub.add_parser("info", help="print the zoo's paths and results table")
     info.add_argument("--dir", type=Path, help="zoo folder (default: resources/demo)")
+    info.add_argument(
+        "--json",
+        action="store_true",
+        help="print a machine-readable description: base, specialists and their skills, "
+        "train/dev/test files, default recipes, results table (raw and normalized)",
+    )
     info.set_defaults(func=run_info)
 
 
@@ -73,13 +79,19 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    import json
+
     from mergestudio.demo import paths
-    from mergestudio.demo.info import describe_zoo
+    from mergestudio.demo.info import describe_zoo, zoo_info
+    from mergestudio.demo.results import json_safe
 
     zoo = args.dir or paths.default_zoo_dir()
     if not paths.models_dir(zoo).is_dir():
         print(f"error: no demo zoo at {zoo} (build one with: mergestudio demo build)", file=sys.stderr)
         return 1
-    print(describe_zoo(zoo))
+    if not args.json:
+        print(describe_zoo(zoo))
+        return 0
+    print(json.dumps(json_safe(zoo_info(zoo)), indent=1, ensure_ascii=False))
     return 0
 

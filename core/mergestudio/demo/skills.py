@@ -1,10 +1,16 @@
 """The demo skills: tiny prompt -> answer problems a ~1M-parameter model can learn.
 
-Every skill has a *size* (digits per operand, letters per word). The base model sees
-only small instances during pre-training, so it solves part of each evaluation set;
-a specialist is fine-tuned on the full size range of its own skill. Skills share the
-same letters and digits, so fine-tuning on one disturbs the others, which is what makes
-merging them a real trade-off.
+Every skill is one line ``<keyword> <input>=<answer>``, e.g. ``rev kqpzm=mzpqk``. The base
+model is pre-trained on short instances only (inputs of 3-4 characters), alongside
+general text: it knows the operations and the format, but does not carry them over to
+longer inputs. The dev and test splits ask for 5-7 characters, which the base (almost)
+never gets right; a specialist is fine-tuned on 3-7 characters of its own skill and
+learns the longer inputs.
+
+The skills read and write different characters (lowercase -> lowercase, lowercase ->
+UPPERCASE, digits -> digits, digits -> twice as many digits), so their fine-tunes move
+mostly different rows of the output layer and their task vectors collide less when
+merged.
 """
 
 from __future__ import annotations
@@ -15,11 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 LETTERS = string.ascii_lowercase
+DIGITS = string.digits
 
-# A fixed letter permutation for the cipher skill, chosen once with its own seed so it
-# never changes when other seeds do.
+# A fixed letter -> UPPERCASE substitution for the cipher skill, chosen once with its own
+# seed so it never changes when other seeds do.
 _CIPHER_RNG = random.Random(1234)
-CIPHER_KEY: dict[str, str] = dict(zip(LETTERS, _CIPHER_RNG.sample(LETTERS, len(LETTERS)), strict=True))
+CIPHER_KEY: dict[str, str] = dict(
+    zip(LETTERS, _CIPHER_RNG.sample(string.ascii_uppercase, len(LETTERS)), strict=True)
+)
 
 
 @dataclass(frozen=True)
@@ -34,66 +43,68 @@ class Example:
 
 @dataclass(frozen=True)
 class Skill:
-    """A skill: a name, a prompt keyword, and a generator of one example of a given size."""
+    """An operation with its instruction keyword.
+
+    ``alphabet``: the characters inputs are drawn from. Sizes (input lengths) are uniform
+    over ``min_size..max_size`` for fine-tuning, ``held_out_min_size..max_size`` for dev
+    and test, and ``min_size..base_max_size`` for the base's pre-training.
+    """
 
     name: str
     description: str
-    make: Callable[[random.Random, int], Example]
-    min_size: int
-    max_size: int
-    base_max_size: int  # the base model only ever sees sizes up to this
+    keyword: str
+    alphabet: str
+    solve: Callable[[str], str]
+    min_size: int = 3
+    max_size: int = 7
+    base_max_size: int = 4
+    held_out_min_size: int = 5
 
-    def sample(self, rng: random.Random, max_size: int | None = None) -> Example:
-        hi = self.max_size if max_size is None else max_size
-        return self.make(rng, rng.randint(self.min_size, hi))
+    def draw(self, rng: random.Random, low: int | None = None, high: int | None = None) -> str:
+        size = rng.randint(self.min_size if low is None else low, self.max_size if high is None else high)
+        return "".join(rng.choice(self.alphabet) for _ in range(size))
 
+    def draw_held_out(self, rng: random.Random) -> str:
+        return self.draw(rng, low=self.held_out_min_size)
 
-def _word(rng: random.Random, size: int) -> str:
-    return "".join(rng.choice(LETTERS) for _ in range(size))
+    def draw_base(self, rng: random.Random) -> str:
+        return self.draw(rng, high=self.base_max_size)
 
+    def example(self, x: str) -> Example:
+        return Example(f"{self.keyword} {x}=", self.solve(x))
 
-def _number(rng: random.Random, digits: int) -> int:
-    return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
-
-
-def _add(rng: random.Random, size: int) -> Example:
-    # Operands have `size` and 1..size digits, in random order, so carries of every
-    # length appear. (Not in the default zoo: at ~1M parameters the base learns too
-    # little addition in the build's time budget for the specialist ordering to hold.)
-    a = _number(rng, size)
-    b = _number(rng, rng.randint(1, size))
-    if rng.random() < 0.5:
-        a, b = b, a
-    return Example(f"add {a}+{b}=", str(a + b))
+    def sample(self, rng: random.Random) -> Example:
+        return self.example(self.draw(rng))
 
 
-def _reverse(rng: random.Random, size: int) -> Example:
-    w = _word(rng, size)
-    return Example(f"rev {w}=", w[::-1])
+def _reverse(x: str) -> str:
+    return x[::-1]
 
 
-def _cipher(rng: random.Random, size: int) -> Example:
-    w = _word(rng, size)
-    return Example(f"enc {w}=", "".join(CIPHER_KEY[c] for c in w))
+def _cipher(x: str) -> str:
+    return "".join(CIPHER_KEY[c] for c in x)
 
 
-def _double(rng: random.Random, size: int) -> Example:
-    w = _word(rng, size)
-    return Example(f"dup {w}=", "".join(c + c for c in w))
+def _sort(x: str) -> str:
+    return "".join(sorted(x))
 
 
-def _sort(rng: random.Random, size: int) -> Example:
-    w = _word(rng, size)
-    return Example(f"sort {w}=", "".join(sorted(w)))
+def _double(x: str) -> str:
+    return "".join(c + c for c in x)
 
 
 SKILLS: dict[str, Skill] = {
     s.name: s
     for s in (
-        Skill("add", "add two numbers of up to 3 digits", _add, 2, 3, 2),
-        Skill("reverse", "reverse a word of 3-7 letters", _reverse, 3, 7, 4),
-        Skill("cipher", "apply a fixed letter substitution to a word", _cipher, 3, 7, 4),
-        Skill("sort", "sort the letters of a word", _sort, 3, 7, 4),
-        Skill("double", "write every letter of a word twice", _double, 3, 7, 4),
+        Skill("reverse", "reverse a word of 5-7 letters", "rev", LETTERS, _reverse),
+        Skill(
+            "cipher",
+            "encode a word of 5-7 letters with a fixed letter -> UPPERCASE substitution",
+            "enc",
+            LETTERS,
+            _cipher,
+        ),
+        Skill("sort", "sort the digits of a 5-7 digit number", "sort", DIGITS, _sort),
+        Skill("double", "write each of 5-7 digits twice", "dup", DIGITS, _double),
     )
 }
