@@ -200,7 +200,13 @@ def test_rows_compare_with_the_base_and_each_skills_specialist() -> None:
 
     def row(name: str, kind: str, reverse: float, sort: float) -> dict:
         accuracy = {"reverse": reverse, "sort": sort}
-        return {"model": name, "kind": kind, "accuracy": accuracy, "mean": (reverse + sort) / 2, "perplexity": 2.0}
+        return {
+            "model": name,
+            "kind": kind,
+            "accuracy": accuracy,
+            "mean": (reverse + sort) / 2,
+            "perplexity": 2.0,
+        }
 
     rows = add_comparisons(
         [
@@ -219,3 +225,25 @@ def test_rows_compare_with_the_base_and_each_skills_specialist() -> None:
     # A specialist at 0 % on its own skill gives no ratio: null in JSON, "–" in the table.
     zero = add_comparisons([row("reverse", "specialist", 0.0, 0.0), row("linear", "merge", 0.5, 0.0)])
     assert json_safe(zero)[1]["normalized"] == {"reverse": None} and math.isnan(zero[1]["normalized_mean"])
+
+
+def test_remeasure_keeps_the_models_and_rewrites_recipes_and_table(
+    mini_zoo: tuple[Path, dict], tmp_path: Path
+) -> None:
+    import dataclasses
+    import shutil
+
+    from mergestudio.demo.build import remeasure_zoo
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(mini_zoo[0], zoo)
+    before = _digests(zoo)
+    config = dataclasses.replace(ZooConfig.miniature(), merges=("linear", "ties"))
+    results = remeasure_zoo(zoo, config, log=lambda _line: None, batch_size=16)
+    assert [r["model"] for r in results["rows"] if r["kind"] == "merge"] == ["linear", "ties"]
+    assert sorted(p.stem for p in paths.recipes_dir(zoo).glob("*.yml")) == ["linear", "ties"]
+    assert json.loads(paths.results_file(zoo).read_text())["rows"] == results["rows"]
+    assert _digests(zoo) == before
+    wrong = dataclasses.replace(config, skills=("reverse",))
+    with pytest.raises(ValueError, match="built for skills"):
+        remeasure_zoo(zoo, wrong, log=lambda _line: None)

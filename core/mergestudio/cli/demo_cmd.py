@@ -38,6 +38,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     build.add_argument("--no-eval", action="store_true", help="skip measuring the results table")
     build.add_argument(
+        "--measure-only",
+        action="store_true",
+        help="keep the built models; rewrite the default recipes and measure the table again",
+    )
+    build.add_argument(
         "--miniature", action="store_true", help="a toy zoo in seconds (for trying the pipeline)"
     )
     build.set_defaults(func=run_build)
@@ -61,7 +66,7 @@ def _help(parser: argparse.ArgumentParser) -> int:
 def run_build(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from mergestudio.demo.build import ZooConfig, build_zoo
+    from mergestudio.demo.build import ZooConfig, build_zoo, remeasure_zoo
     from mergestudio.demo.paths import default_zoo_dir
     from mergestudio.evaluate.lm import quiet_transformers
 
@@ -69,9 +74,11 @@ def run_build(args: argparse.Namespace) -> int:
     config = ZooConfig.miniature() if args.miniature else ZooConfig()
     config = dataclasses.replace(config, seed=args.seed, threads=args.threads)
     out = args.out or default_zoo_dir()
-    build_zoo(
-        out, config, log=lambda line: print(line, file=sys.stderr, flush=True), evaluate=not args.no_eval
-    )
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    if args.measure_only:
+        remeasure_zoo(out, config, log=log)
+    else:
+        build_zoo(out, config, log=log, evaluate=not args.no_eval)
     from mergestudio.demo.info import describe_zoo
 
     print(describe_zoo(out))
@@ -94,4 +101,3 @@ def run_info(args: argparse.Namespace) -> int:
         return 0
     print(json.dumps(json_safe(zoo_info(zoo)), indent=1, ensure_ascii=False))
     return 0
-

@@ -30,7 +30,7 @@ from mergestudio.demo import paths
 from mergestudio.demo.corpus import sentences
 from mergestudio.demo.recipes import DEFAULT_MERGE_NAMES, write_recipes
 from mergestudio.demo.results import evaluate_zoo, json_safe, write_readme
-from mergestudio.demo.skills import SKILLS, Example
+from mergestudio.demo.skills import COPY_TASKS, SKILLS, Example
 from mergestudio.demo.tokenizer import save_tokenizer
 from mergestudio.demo.train import ModelSpec, Schedule, finetune, make_model, pretrain, set_determinism
 from mergestudio.evaluate.tasks import GenerationItem, GenerationOptions, TextItem, write_task
@@ -54,8 +54,13 @@ class ZooConfig:
         default_factory=lambda: Schedule(steps=1200, batch_size=32, lr=3e-3, warmup=100, weight_decay=0.01)
     )
     finetune: Schedule = field(default_factory=lambda: Schedule(steps=300, batch_size=64, lr=3e-4, warmup=20))
+    # Skills that need another schedule than ``finetune`` (reverse: a harder skill).
+    finetune_by_skill: dict[str, Schedule] = field(
+        default_factory=lambda: {"reverse": Schedule(steps=400, batch_size=64, lr=2e-3, warmup=20)}
+    )
     base_sentences: int = 40_000  # general text
     base_task_lines: int = 25_000  # per skill: short instances (3-4 characters) only
+    base_copy_lines: int = 12_500  # per copy task (letters, digits): every size
     replay_rows: int = 16  # of every fine-tuning batch: lines of the base's corpus
     replay_lines: int = 5_000  # the pool they are drawn from
     train_items: int = 10_000  # per skill: the specialists' fine-tuning split
@@ -63,6 +68,9 @@ class ZooConfig:
     test_items: int = 200  # per skill: for the reported tables
     general_eval_texts: int = 200  # per split (dev and test)
     merges: tuple[str, ...] = DEFAULT_MERGE_NAMES
+
+    def finetune_schedule(self, skill: str) -> Schedule:
+        return self.finetune_by_skill.get(skill, self.finetune)
 
     @classmethod
     def miniature(cls) -> ZooConfig:
@@ -78,8 +86,10 @@ class ZooConfig:
             ),
             pretrain=Schedule(steps=4, batch_size=4, lr=1e-3, seq_len=32),
             finetune=Schedule(steps=3, batch_size=4, lr=1e-3),
+            finetune_by_skill={"reverse": Schedule(steps=4, batch_size=4, lr=2e-3)},
             base_sentences=200,
             base_task_lines=50,
+            base_copy_lines=20,
             replay_rows=1,
             replay_lines=20,
             train_items=40,
@@ -152,6 +162,8 @@ def make_data(config: ZooConfig) -> ZooData:
     base_lines = sentences(rng, config.base_sentences)
     for s in skills:
         base_lines += [s.example(x).text for x in _inputs(s.draw_base, rng, config.base_task_lines, set())]
+    for task in COPY_TASKS:
+        base_lines += [task.example(x).text for x in _inputs(task.draw, rng, config.base_copy_lines, set())]
     seen = set(base_lines)
     general: dict[str, list[str]] = {}
     eval_rng = random.Random(config.seed + 1)
@@ -241,7 +253,7 @@ def train_zoo(staging: Path, config: ZooConfig, data: ZooData, log: Log) -> dict
             model,
             tokenizer,
             pairs,
-            config.finetune,
+            config.finetune_schedule(skill),
             config.seed + index,
             log,
             label=skill,
@@ -304,6 +316,30 @@ def build_zoo(
     paths.results_file(out).write_text(json.dumps(results, indent=1) + "\n")
     write_readme(out, results)
     log(f"built {out} in {timings['total_s']:.0f}s")
+    return results
+
+
+def remeasure_zoo(out: Path, config: ZooConfig, log: Log = print, batch_size: int = 100) -> dict[str, Any]:
+    """Rewrite the default recipes of ``config.merges`` and measure the table again for
+    the models already in ``out`` (after a change to the default merges; the models and
+    their build record stay as they are). Returns what results.json then holds."""
+    from mergestudio.demo.info import load_results
+
+    results = load_results(out)
+    if results is None:
+        raise FileNotFoundError(f"{paths.results_file(out)}: no build record; run a full build first")
+    if tuple(results["config"]["skills"]) != config.skills:
+        raise ValueError(f"{out}: built for skills {results['config']['skills']}, not {list(config.skills)}")
+    if paths.recipes_dir(out).exists():
+        shutil.rmtree(paths.recipes_dir(out))
+    write_recipes(out, config.skills, config.merges)
+    start = time.perf_counter()
+    rows = evaluate_zoo(out, config.skills, config.merges, batch_size=batch_size, log=log)
+    results["rows"] = json_safe(rows)
+    results["config"]["merges"] = list(config.merges)
+    results["build"]["timings"]["evaluate_s"] = time.perf_counter() - start
+    paths.results_file(out).write_text(json.dumps(results, indent=1) + "\n")
+    write_readme(out, results)
     return results
 
 

@@ -174,7 +174,11 @@ def table_markdown(rows: list[Row]) -> str:
         mean = f"{100 * r['mean']:.1f}"
         cells.append(f"**{mean}**" if r["mean"] == best else mean)
         normalized = _percent(r.get("normalized_mean"))
-        is_best = r["kind"] == "merge" and best_normalized is not None and r.get("normalized_mean") == best_normalized
+        is_best = (
+            r["kind"] == "merge"
+            and best_normalized is not None
+            and r.get("normalized_mean") == best_normalized
+        )
         cells.append(f"**{normalized}**" if is_best else normalized)
         cells.append(f"{r['perplexity']:.3f}")
         lines.append("| " + " | ".join([label, *cells]) + " |")

@@ -93,6 +93,10 @@ def _double(x: str) -> str:
     return "".join(c + c for c in x)
 
 
+def _copy(x: str) -> str:
+    return x
+
+
 SKILLS: dict[str, Skill] = {
     s.name: s
     for s in (
@@ -108,3 +112,11 @@ SKILLS: dict[str, Skill] = {
         Skill("double", "write each of 5-7 digits twice", "dup", DIGITS, _double),
     )
 }
+
+# Copying at every size (letters and digits), in the instruction format: part of the
+# base's pre-training, so the base already handles inputs of 5-7 characters and what the
+# specialists share (reading longer inputs) is not learned four times over.
+COPY_TASKS: tuple[Skill, ...] = (
+    Skill("copy", "copy a word", "cpy", LETTERS, _copy),
+    Skill("copy-digits", "copy a number", "cpy", DIGITS, _copy),
+)
