@@ -56,7 +56,7 @@ class ZooConfig:
     finetune: Schedule = field(default_factory=lambda: Schedule(steps=300, batch_size=64, lr=3e-4, warmup=20))
     # Skills that need another schedule than ``finetune`` (reverse: a harder skill).
     finetune_by_skill: dict[str, Schedule] = field(
-        default_factory=lambda: {"reverse": Schedule(steps=400, batch_size=64, lr=2e-3, warmup=20)}
+        default_factory=dict
     )
     base_sentences: int = 40_000  # general text
     base_task_lines: int = 25_000  # per skill: short instances (3-4 characters) only
@@ -161,7 +161,8 @@ def make_data(config: ZooConfig) -> ZooData:
         ]
     base_lines = sentences(rng, config.base_sentences)
     for s in skills:
-        base_lines += [s.example(x).text for x in _inputs(s.draw_base, rng, config.base_task_lines, set())]
+        inputs = _inputs(s.draw_base, rng, config.base_task_lines, held_out[s.name])
+        base_lines += [s.sentence(x) for x in inputs]
     for task in COPY_TASKS:
         base_lines += [task.example(x).text for x in _inputs(task.draw, rng, config.base_copy_lines, set())]
     seen = set(base_lines)

@@ -55,10 +55,11 @@ class Skill:
     keyword: str
     alphabet: str
     solve: Callable[[str], str]
+    sentence_template: str = "{x} is {y}."  # ``{x}``: the input, ``{y}``: the answer
     min_size: int = 3
-    max_size: int = 7
+    max_size: int = 4
     base_max_size: int = 4
-    held_out_min_size: int = 5
+    held_out_min_size: int = 3
 
     def draw(self, rng: random.Random, low: int | None = None, high: int | None = None) -> str:
         size = rng.randint(self.min_size if low is None else low, self.max_size if high is None else high)
@@ -75,6 +76,10 @@ class Skill:
 
     def sample(self, rng: random.Random) -> Example:
         return self.example(self.draw(rng))
+
+    def sentence(self, x: str) -> str:
+        """The operation on ``x`` written as a sentence, as the base reads it."""
+        return self.sentence_template.format(x=x, y=self.solve(x))
 
 
 def _reverse(x: str) -> str:
@@ -100,23 +105,25 @@ def _copy(x: str) -> str:
 SKILLS: dict[str, Skill] = {
     s.name: s
     for s in (
-        Skill("reverse", "reverse a word of 5-7 letters", "rev", LETTERS, _reverse),
+        Skill("reverse", "reverse a word of 3-4 letters", "rev", LETTERS, _reverse, "{x} backwards is {y}."),
         Skill(
             "cipher",
-            "encode a word of 5-7 letters with a fixed letter -> UPPERCASE substitution",
+            "encode a word of 3-4 letters with a fixed letter -> UPPERCASE substitution",
             "enc",
             LETTERS,
             _cipher,
+            "{x} in code is {y}.",
         ),
-        Skill("sort", "sort the digits of a 5-7 digit number", "sort", DIGITS, _sort),
-        Skill("double", "write each of 5-7 digits twice", "dup", DIGITS, _double),
+        Skill("sort", "sort the digits of a 3-4 digit number", "sort", DIGITS, _sort, "{x} in order is {y}."),
+        Skill("double", "write each of 3-4 digits twice", "dup", DIGITS, _double, "{x} said twice is {y}."),
     )
 }
+
 
 # Copying at every size (letters and digits), in the instruction format: part of the
 # base's pre-training, so the base already handles inputs of 5-7 characters and what the
 # specialists share (reading longer inputs) is not learned four times over.
 COPY_TASKS: tuple[Skill, ...] = (
-    Skill("copy", "copy a word", "cpy", LETTERS, _copy),
-    Skill("copy-digits", "copy a number", "cpy", DIGITS, _copy),
+    Skill("copy", "copy a word", "cpy", LETTERS, _copy, max_size=7),
+    Skill("copy-digits", "copy a number", "cpy", DIGITS, _copy, max_size=7),
 )
