@@ -51,9 +51,11 @@ def test_skills_compute_their_answers() -> None:
         word = ex.prompt.removeprefix("enc ").removesuffix("=")
         assert ex.answer == "".join(CIPHER_KEY[c] for c in word) and ex.answer.isupper()
         for skill in SKILLS.values():
-            assert len(skill.draw_held_out(rng)) >= skill.held_out_min_size > skill.base_max_size
             assert len(skill.draw_base(rng)) <= skill.base_max_size
     assert len(set(CIPHER_KEY.values())) == len(CIPHER_KEY)  # a substitution: one letter each
+    # The sentence form (what the base reads) states the instruction form's answer.
+    assert SKILLS["reverse"].sentence("abc") == "abc backwards is cba."
+    assert SKILLS["double"].sentence("381") == "381 said twice is 338811."
 
 
 def test_data_is_seeded_and_splits_are_disjoint() -> None:
@@ -66,9 +68,18 @@ def test_data_is_seeded_and_splits_are_disjoint() -> None:
         train = {e.prompt for e in first.items["train"][skill]}
         assert len(test) == config.test_items and len(dev) == config.dev_items
         assert not test & dev and not (test | dev) & train
-        # The base sees the skill on short inputs only: never a dev or test prompt.
-        base_prompts = {line.split("=")[0] + "=" for line in first.base_lines if "=" in line}
-        assert base_prompts and not (test | dev) & base_prompts
+        # The base reads the skill only as sentences, never on a dev or test input, and
+        # never in the instruction form.
+        skill_ = SKILLS[skill]
+        assert not any(line.startswith(skill_.keyword + " ") for line in first.base_lines)
+        firsts = [line.split(" ")[0] for line in first.base_lines]
+        read = {
+            x
+            for x, line in zip(firsts, first.base_lines, strict=True)
+            if set(x) <= set(skill_.alphabet) and line == skill_.sentence(x)
+        }
+        held_out = {p.removeprefix(skill_.keyword + " ").removesuffix("=") for p in test | dev}
+        assert read and not held_out & read
     for split in ("dev", "test"):
         assert len(first.general[split]) == config.general_eval_texts
         assert not set(first.general[split]) & set(first.base_lines)
