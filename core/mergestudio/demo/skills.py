@@ -1,16 +1,17 @@
 """The demo skills: tiny prompt -> answer problems a ~1M-parameter model can learn.
 
-Every skill is one line ``<keyword> <input>=<answer>``, e.g. ``rev kqpzm=mzpqk``. The base
-model is pre-trained on short instances only (inputs of 3-4 characters), alongside
-general text: it knows the operations and the format, but does not carry them over to
-longer inputs. The dev and test splits ask for 5-7 characters, which the base (almost)
-never gets right; a specialist is fine-tuned on 3-7 characters of its own skill and
-learns the longer inputs.
+Each skill is an operation on a 3-4 character input with two surface forms:
+
+- the **instruction** form the specialists are fine-tuned and evaluated on, one line
+  ``<keyword> <input>=<answer>``, e.g. ``rev kqpz=zpqk``;
+- a **sentence** form the base reads during pre-training, e.g. ``kqpz backwards is zpqk.``:
+  competence that is there but not wired to the instruction, as in a real base model.
+  The base never sees the skills' keywords, so it (almost) never answers them right.
 
 The skills read and write different characters (lowercase -> lowercase, lowercase ->
 UPPERCASE, digits -> digits, digits -> twice as many digits), so their fine-tunes move
-mostly different rows of the output layer and their task vectors collide less when
-merged.
+mostly different rows of the output layer. ``COPY_TASKS`` (copying at every size, in the
+instruction format) teach the base the format itself.
 """
 
 from __future__ import annotations
@@ -121,8 +122,8 @@ SKILLS: dict[str, Skill] = {
 
 
 # Copying at every size (letters and digits), in the instruction format: part of the
-# base's pre-training, so the base already handles inputs of 5-7 characters and what the
-# specialists share (reading longer inputs) is not learned four times over.
+# base's pre-training, so the base knows the ``<keyword> <input>=`` format and when to
+# stop, and the specialists need not learn it four times over.
 COPY_TASKS: tuple[Skill, ...] = (
     Skill("copy", "copy a word", "cpy", LETTERS, _copy, max_size=7),
     Skill("copy-digits", "copy a number", "cpy", DIGITS, _copy, max_size=7),
