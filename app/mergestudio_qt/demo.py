@@ -66,7 +66,7 @@ def _eval_tasks(zoo: Path) -> list[Path]:
     try:
         from mergestudio.demo.paths import eval_task_files
     except ImportError:
-        return sorted((zoo / "tasks").glob("*.eval.jsonl"))
+        return sorted((zoo / "tasks").glob("*.test.jsonl"))
     return eval_task_files(zoo)
 
 

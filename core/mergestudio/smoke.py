@@ -230,8 +230,8 @@ def _evaluate_one_item(zoo: Path, merged: MergedInMemory) -> str:
 
     task_files = paths.eval_task_files(zoo)
     if not task_files:
-        raise RuntimeError(f"{paths.tasks_dir(zoo)}: no *.eval.jsonl task files")
-    skill_file = f"{merged.models[0]}.eval.jsonl"
+        raise RuntimeError(f"{paths.tasks_dir(zoo)}: no *.test.jsonl task files")
+    skill_file = paths.task_file(zoo, merged.models[0], "test").name
     task_file = next((f for f in task_files if f.name == skill_file), task_files[0])
     lm = CausalLM.load(merged.base, device="cpu", dtype="float32")
     target = ModuleTarget(lm.model)

@@ -54,7 +54,7 @@ def studio(zoo: Path, tmp_path: Path) -> Studio:
     for folder in folders:
         state.add_model(describe_source(open_model(folder), str(folder), "folder"))
     state.set_eval_tasks(
-        [str(paths.tasks_dir(zoo) / f"{t}.eval.jsonl") for t in ("reverse", "sort", "general")]
+        [str(paths.tasks_dir(zoo) / f"{t}.dev.jsonl") for t in ("reverse", "sort", "general")]
     )
     visited: list[str] = []
     studio = Studio(
@@ -77,9 +77,9 @@ def _set_up(page: EvolvePage, run: Path, evaluations: int) -> None:
     a 5-item subset estimator (the miniature zoo's splits have 8 items)."""
     setup = page.setup
     assert [Path(t).name for t in setup.task_files()] == [
-        "reverse.eval.jsonl",
-        "sort.eval.jsonl",
-        "general.eval.jsonl",
+        "reverse.dev.jsonl",
+        "sort.dev.jsonl",
+        "general.dev.jsonl",
     ]
     genome_lanes = setup.genome.cellWidget(0, 4)
     genome_lanes.setCurrentIndex(2)  # attention · MLP

@@ -168,7 +168,7 @@ def write_zoo(root: Path) -> Path:
     for seed, name in enumerate(("base", "ft_add", "ft_reverse")):
         write_checkpoint(root / "models" / name, TinyLlama(layers=4), seed=seed)
     (root / "tasks").mkdir(parents=True)
-    (root / "tasks" / "add.eval.jsonl").write_text('{"prompt": "1+1=", "choices": ["2", "3"], "answer": 0}\n')
+    (root / "tasks" / "add.test.jsonl").write_text('{"prompt": "1+1=", "choices": ["2", "3"], "answer": 0}\n')
     return root
 
 
@@ -180,7 +180,7 @@ def test_demo_project_loads_the_zoo(qtbot, window, tmp_path, monkeypatch) -> Non
     assert blocker.args == [True]
     assert window.state.base == str(zoo / "models" / "base")
     assert len(window.state.recipe["models"]) == 2
-    assert window.state.eval_tasks == [str(zoo / "tasks" / "add.eval.jsonl")]
+    assert window.state.eval_tasks == [str(zoo / "tasks" / "add.test.jsonl")]
     assert not window.state.merge.overwrite  # a second merge asks before replacing the first
     assert window.page("merge").chosen_tasks() == window.state.eval_tasks
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from mergestudio.demo import paths
-from mergestudio.demo.build import ZooConfig, build_zoo, make_data, recipe_dicts
+from mergestudio.demo.build import ZooConfig, build_zoo, make_data
+from mergestudio.demo.recipes import recipe_dicts
 from mergestudio.demo.skills import CIPHER_KEY, SKILLS
 from mergestudio.evaluate import load_task
 
@@ -34,32 +38,52 @@ def test_skills_compute_their_answers() -> None:
 
     rng = random.Random(3)
     for _ in range(50):
-        ex = SKILLS["add"].sample(rng)
-        a, b = ex.prompt.removeprefix("add ").removesuffix("=").split("+")
-        assert int(ex.answer) == int(a) + int(b)
-        word = SKILLS["reverse"].sample(rng).prompt.removeprefix("rev ").removesuffix("=")
-        assert 3 <= len(word) <= 7
+        ex = SKILLS["reverse"].sample(rng)
+        word = ex.prompt.removeprefix("rev ").removesuffix("=")
+        assert 3 <= len(word) <= 7 and word.islower() and ex.answer == word[::-1]
         ex = SKILLS["sort"].sample(rng)
-        assert ex.answer == "".join(sorted(ex.prompt[5:-1]))
+        digits = ex.prompt.removeprefix("sort ").removesuffix("=")
+        assert digits.isdigit() and ex.answer == "".join(sorted(digits))
         ex = SKILLS["double"].sample(rng)
-        assert ex.answer == "".join(c * 2 for c in ex.prompt[4:-1])
+        digits = ex.prompt.removeprefix("dup ").removesuffix("=")
+        assert digits.isdigit() and ex.answer == "".join(c * 2 for c in digits)
         ex = SKILLS["cipher"].sample(rng)
-        assert ex.answer == "".join(CIPHER_KEY[c] for c in ex.prompt[4:-1])
-    assert sorted(CIPHER_KEY.values()) == sorted(CIPHER_KEY)  # a permutation
+        word = ex.prompt.removeprefix("enc ").removesuffix("=")
+        assert ex.answer == "".join(CIPHER_KEY[c] for c in word) and ex.answer.isupper()
+        for skill in SKILLS.values():
+            assert len(skill.draw_base(rng)) <= skill.base_max_size
+    assert len(set(CIPHER_KEY.values())) == len(CIPHER_KEY)  # a substitution: one letter each
+    # The sentence form (what the base reads) states the instruction form's answer.
+    assert SKILLS["reverse"].sentence("abc") == "abc backwards is cba."
+    assert SKILLS["double"].sentence("381") == "381 said twice is 338811."
 
 
-def test_data_is_seeded_and_evaluation_is_held_out() -> None:
+def test_data_is_seeded_and_splits_are_disjoint() -> None:
     config = ZooConfig.miniature()
     first, second = make_data(config), make_data(config)
     assert first == second
-    for skill, items in first.eval_items.items():
-        eval_prompts = {e.prompt for e in items}
-        assert len(eval_prompts) == len(items) == config.eval_items
-        assert not eval_prompts & {e.prompt for e in first.train_items[skill]}
-        # The base only sees small instances, none of them evaluation prompts.
-        base_prompts = {line.split("=")[0] + "=" for line in first.base_lines if "=" in line}
-        assert not eval_prompts & base_prompts
-    assert not set(first.general_eval) & set(first.base_lines)
+    for skill in config.skills:
+        test = {e.prompt for e in first.items["test"][skill]}
+        dev = {e.prompt for e in first.items["dev"][skill]}
+        train = {e.prompt for e in first.items["train"][skill]}
+        assert len(test) == config.test_items and len(dev) == config.dev_items
+        assert not test & dev and not (test | dev) & train
+        # The base reads the skill only as sentences, never on a dev or test input, and
+        # never in the instruction form.
+        skill_ = SKILLS[skill]
+        assert not any(line.startswith(skill_.keyword + " ") for line in first.base_lines)
+        firsts = [line.split(" ")[0] for line in first.base_lines]
+        read = {
+            x
+            for x, line in zip(firsts, first.base_lines, strict=True)
+            if set(x) <= set(skill_.alphabet) and line == skill_.sentence(x)
+        }
+        held_out = {p.removeprefix(skill_.keyword + " ").removesuffix("=") for p in test | dev}
+        assert read and not held_out & read
+    for split in ("dev", "test"):
+        assert len(first.general[split]) == config.general_eval_texts
+        assert not set(first.general[split]) & set(first.base_lines)
+    assert not set(first.general["dev"]) & set(first.general["test"])
 
 
 def test_miniature_zoo_files_shapes_and_loading(mini_zoo: tuple[Path, dict]) -> None:
@@ -88,11 +112,14 @@ def test_miniature_zoo_files_shapes_and_loading(mini_zoo: tuple[Path, dict]) -> 
     weights = {k: v for k, v in _digests(zoo).items() if k.endswith("model.safetensors")}
     assert len(weights) == len(names) == len(set(weights.values()))
 
-    # Tasks: one eval split per skill plus general text, all readable.
-    tasks = {load_task(p).name: load_task(p) for p in paths.eval_task_files(zoo)}
-    assert set(tasks) == {*config.skills, "general"}
-    assert tasks["general"].kind == "perplexity"
-    assert all(len(tasks[s].items) == config.eval_items for s in config.skills)
+    # Tasks: train/dev/test per skill plus general text for dev and test, all readable.
+    for split, count in (("test", config.test_items), ("dev", config.dev_items)):
+        tasks = {load_task(p).name: load_task(p) for p in paths.eval_task_files(zoo, split)}
+        assert set(tasks) == {*config.skills, "general"}
+        assert tasks["general"].kind == "perplexity"
+        assert all(len(tasks[s].items) == count for s in config.skills)
+    for skill in config.skills:
+        assert len(load_task(paths.task_file(zoo, skill, "train")).items) == config.train_items
 
     # The table has the base, each specialist and every merge the engine offers.
     rows = {r["model"]: r for r in results["rows"]}
@@ -100,6 +127,9 @@ def test_miniature_zoo_files_shapes_and_loading(mini_zoo: tuple[Path, dict]) -> 
     for row in rows.values():
         assert set(row["accuracy"]) == set(config.skills)
         assert 0.0 <= row["mean"] <= 1.0 and row["perplexity"] > 1.0
+        for skill, value in row["normalized"].items():
+            own = rows[skill]["accuracy"][skill]
+            assert value is None if own == 0 else value == pytest.approx(row["accuracy"][skill] / own)
     saved = json.loads(paths.results_file(zoo).read_text())
     assert saved["rows"] == results["rows"]
     assert "| model |" in (zoo / "README.md").read_text()
@@ -133,6 +163,98 @@ def test_cli_demo_info(mini_zoo: tuple[Path, dict], capsys: pytest.CaptureFixtur
     assert main(["demo", "info", "--dir", str(zoo)]) == 0
     out = capsys.readouterr().out
     assert str(paths.models_dir(zoo) / "base") in out
-    assert "| base |" in out and "reverse.eval.jsonl" in out
+    assert "| base |" in out and "reverse.test.jsonl" in out and "normalized" in out
     assert main(["demo", "info", "--dir", str(zoo / "nothing")]) == 1  # a wrong --dir is an error
     assert "error: no demo zoo" in capsys.readouterr().err
+
+
+def test_cli_demo_info_json(mini_zoo: tuple[Path, dict], capsys: pytest.CaptureFixture[str]) -> None:
+    from mergestudio.cli.main import main
+
+    zoo, results = mini_zoo
+    config = ZooConfig.miniature()
+    assert main(["demo", "info", "--dir", str(zoo), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["base"]["path"] == str((paths.models_dir(zoo) / "base").resolve())
+    assert [s["skill"] for s in info["specialists"]] == list(config.skills)
+    for specialist in info["specialists"]:
+        assert Path(specialist["path"]).name == specialist["skill"]
+        assert specialist["skill"] in specialist["description"]
+    for skill in config.skills:
+        files = info["skills"][skill]
+        assert [Path(files[split]).name for split in ("train", "dev", "test")] == [
+            f"{skill}.train.jsonl",
+            f"{skill}.dev.jsonl",
+            f"{skill}.test.jsonl",
+        ]
+    assert {r["name"] for r in info["recipes"]} == set(config.merges)
+    assert info["results"]["split"] == "test"
+    rows = {r["model"]: r for r in info["results"]["rows"]}
+    assert set(rows) == {r["model"] for r in results["rows"]}
+    assert all(
+        {"accuracy", "normalized", "normalized_mean", "delta_vs_base"} <= set(r) for r in rows.values()
+    )
+    assert main(["demo", "info", "--dir", str(zoo / "nothing"), "--json"]) == 1
+
+
+def test_results_does_not_import_build() -> None:
+    """Measuring and describing a zoo must not pull in the training code (no import circle)."""
+    code = (
+        "import sys, mergestudio.demo.results, mergestudio.demo.info; "
+        "sys.exit('mergestudio.demo.build' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_rows_compare_with_the_base_and_each_skills_specialist() -> None:
+    from mergestudio.demo.results import add_comparisons, json_safe, table_markdown
+
+    def row(name: str, kind: str, reverse: float, sort: float) -> dict:
+        accuracy = {"reverse": reverse, "sort": sort}
+        return {
+            "model": name,
+            "kind": kind,
+            "accuracy": accuracy,
+            "mean": (reverse + sort) / 2,
+            "perplexity": 2.0,
+        }
+
+    rows = add_comparisons(
+        [
+            row("base", "base", 0.1, 0.0),
+            row("reverse", "specialist", 0.8, 0.0),
+            row("sort", "specialist", 0.1, 0.5),
+            row("linear", "merge", 0.6, 0.4),
+        ]
+    )
+    merged = rows[-1]
+    assert merged["normalized"] == pytest.approx({"reverse": 0.75, "sort": 0.8})
+    assert merged["normalized_mean"] == pytest.approx(0.775)
+    assert merged["delta_vs_base"] == pytest.approx(0.45)
+    table = table_markdown(json_safe(rows))
+    assert "| linear (merge) | 60.0 | 40.0 | **50.0** | **77.5** | 2.000 |" in table
+    # A specialist at 0 % on its own skill gives no ratio: null in JSON, "–" in the table.
+    zero = add_comparisons([row("reverse", "specialist", 0.0, 0.0), row("linear", "merge", 0.5, 0.0)])
+    assert json_safe(zero)[1]["normalized"] == {"reverse": None} and math.isnan(zero[1]["normalized_mean"])
+
+
+def test_remeasure_keeps_the_models_and_rewrites_recipes_and_table(
+    mini_zoo: tuple[Path, dict], tmp_path: Path
+) -> None:
+    import dataclasses
+    import shutil
+
+    from mergestudio.demo.build import remeasure_zoo
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(mini_zoo[0], zoo)
+    before = _digests(zoo)
+    config = dataclasses.replace(ZooConfig.miniature(), merges=("linear", "ties"))
+    results = remeasure_zoo(zoo, config, log=lambda _line: None, batch_size=16)
+    assert [r["model"] for r in results["rows"] if r["kind"] == "merge"] == ["linear", "ties"]
+    assert sorted(p.stem for p in paths.recipes_dir(zoo).glob("*.yml")) == ["linear", "ties"]
+    assert json.loads(paths.results_file(zoo).read_text())["rows"] == results["rows"]
+    assert _digests(zoo) == before
+    wrong = dataclasses.replace(config, skills=("reverse",))
+    with pytest.raises(ValueError, match="built for skills"):
+        remeasure_zoo(zoo, wrong, log=lambda _line: None)

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 from mergestudio.methods.registry import MethodSpec
-from mergestudio.search.spec import KNOWN_METRICS, SearchSpec, spec_from_dict
+from mergestudio.search.spec import KNOWN_METRICS, SearchSpec, objective_files, spec_from_dict
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -476,7 +476,8 @@ class SetupPanel(QScrollArea):
     def spec_dict(self) -> dict[str, Any]:
         objectives = []
         for row in range(self.objectives.rowCount()):
-            entry: dict[str, Any] = {"task": self.task_files()[row]}
+            # A test split with a dev split beside it: search on dev, report on test.
+            entry: dict[str, Any] = objective_files(self.task_files()[row])
             metric, direction = self.objectives.cellWidget(row, 1), self.objectives.cellWidget(row, 2)
             assert isinstance(metric, QComboBox) and isinstance(direction, QComboBox)
             if metric.currentText() != HEADLINE:

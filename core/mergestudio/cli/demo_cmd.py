@@ -38,12 +38,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     build.add_argument("--no-eval", action="store_true", help="skip measuring the results table")
     build.add_argument(
+        "--measure-only",
+        action="store_true",
+        help="keep the built models; rewrite the default recipes and measure the table again",
+    )
+    build.add_argument(
         "--miniature", action="store_true", help="a toy zoo in seconds (for trying the pipeline)"
     )
     build.set_defaults(func=run_build)
 
     info = demo_sub.add_parser("info", help="print the zoo's paths and results table")
     info.add_argument("--dir", type=Path, help="zoo folder (default: resources/demo)")
+    info.add_argument(
+        "--json",
+        action="store_true",
+        help="print a machine-readable description: base, specialists and their skills, "
+        "train/dev/test files, default recipes, results table (raw and normalized)",
+    )
     info.set_defaults(func=run_info)
 
 
@@ -55,7 +66,7 @@ def _help(parser: argparse.ArgumentParser) -> int:
 def run_build(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from mergestudio.demo.build import ZooConfig, build_zoo
+    from mergestudio.demo.build import ZooConfig, build_zoo, remeasure_zoo
     from mergestudio.demo.paths import default_zoo_dir
     from mergestudio.evaluate.lm import quiet_transformers
 
@@ -63,9 +74,11 @@ def run_build(args: argparse.Namespace) -> int:
     config = ZooConfig.miniature() if args.miniature else ZooConfig()
     config = dataclasses.replace(config, seed=args.seed, threads=args.threads)
     out = args.out or default_zoo_dir()
-    build_zoo(
-        out, config, log=lambda line: print(line, file=sys.stderr, flush=True), evaluate=not args.no_eval
-    )
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    if args.measure_only:
+        remeasure_zoo(out, config, log=log)
+    else:
+        build_zoo(out, config, log=log, evaluate=not args.no_eval)
     from mergestudio.demo.info import describe_zoo
 
     print(describe_zoo(out))
@@ -73,13 +86,18 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    import json
+
     from mergestudio.demo import paths
-    from mergestudio.demo.info import describe_zoo
+    from mergestudio.demo.info import describe_zoo, zoo_info
+    from mergestudio.demo.results import json_safe
 
     zoo = args.dir or paths.default_zoo_dir()
     if not paths.models_dir(zoo).is_dir():
         print(f"error: no demo zoo at {zoo} (build one with: mergestudio demo build)", file=sys.stderr)
         return 1
-    print(describe_zoo(zoo))
+    if not args.json:
+        print(describe_zoo(zoo))
+        return 0
+    print(json.dumps(json_safe(zoo_info(zoo)), indent=1, ensure_ascii=False))
     return 0
-

@@ -20,6 +20,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     show.add_argument("run", type=Path, help="run folder")
     show.add_argument("--last", type=non_negative_int, help="show only the last N trials of the table")
     show.add_argument("--json", action="store_true", help="print the summary as JSON")
+    show.add_argument(
+        "--test",
+        action="store_true",
+        help="first re-score the Pareto front on the objectives' held-out test files (test_scores.json)",
+    )
     show.set_defaults(func=run_show)
     parser.set_defaults(func=lambda _args: _help(parser))
 
@@ -30,11 +35,17 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from mergestudio.search.report import format_summary, summarize
+    from mergestudio.search.report import format_summary, load_test_scores, rescore_front, summarize
 
+    if args.test:
+        rescore_front(args.run)
     summary = summarize(args.run)
     if args.json:
-        print(json.dumps(summary.to_dict(), indent=1))
+        data = summary.to_dict()
+        test = load_test_scores(args.run)
+        if test is not None:
+            data["test_scores"] = test
+        print(json.dumps(data, indent=1))
     else:
         print(format_summary(summary, limit=args.last))
     return 0

@@ -28,7 +28,9 @@ from typing import Any
 
 from mergestudio.demo import paths
 from mergestudio.demo.corpus import sentences
-from mergestudio.demo.skills import SKILLS, Example, Skill
+from mergestudio.demo.recipes import DEFAULT_MERGE_NAMES, write_recipes
+from mergestudio.demo.results import evaluate_zoo, json_safe, write_readme
+from mergestudio.demo.skills import COPY_TASKS, SKILLS, Example
 from mergestudio.demo.tokenizer import save_tokenizer
 from mergestudio.demo.train import ModelSpec, Schedule, finetune, make_model, pretrain, set_determinism
 from mergestudio.evaluate.tasks import GenerationItem, GenerationOptions, TextItem, write_task
@@ -51,13 +53,24 @@ class ZooConfig:
     pretrain: Schedule = field(
         default_factory=lambda: Schedule(steps=1200, batch_size=32, lr=3e-3, warmup=100, weight_decay=0.01)
     )
-    finetune: Schedule = field(default_factory=lambda: Schedule(steps=300, batch_size=64, lr=2e-4, warmup=20))
-    base_sentences: int = 40_000
-    base_task_lines: int = 25_000  # per skill, small instances only
+    finetune: Schedule = field(default_factory=lambda: Schedule(steps=300, batch_size=64, lr=3e-4, warmup=20))
+    # Skills that need another schedule than ``finetune`` (reverse: a harder skill).
+    finetune_by_skill: dict[str, Schedule] = field(
+        default_factory=dict
+    )
+    base_sentences: int = 40_000  # general text
+    base_task_lines: int = 25_000  # per skill: short instances (3-4 characters) only
+    base_copy_lines: int = 12_500  # per copy task (letters, digits): every size
+    replay_rows: int = 16  # of every fine-tuning batch: lines of the base's corpus
+    replay_lines: int = 5_000  # the pool they are drawn from
     train_items: int = 10_000  # per skill: the specialists' fine-tuning split
-    eval_items: int = 200  # per skill: held out from every training set
-    general_eval_texts: int = 200
-    merges: tuple[str, ...] = ("linear", "task_arithmetic", "ties")
+    dev_items: int = 200  # per skill: for searches and cheap fitness
+    test_items: int = 200  # per skill: for the reported tables
+    general_eval_texts: int = 200  # per split (dev and test)
+    merges: tuple[str, ...] = DEFAULT_MERGE_NAMES
+
+    def finetune_schedule(self, skill: str) -> Schedule:
+        return self.finetune_by_skill.get(skill, self.finetune)
 
     @classmethod
     def miniature(cls) -> ZooConfig:
@@ -73,149 +86,116 @@ class ZooConfig:
             ),
             pretrain=Schedule(steps=4, batch_size=4, lr=1e-3, seq_len=32),
             finetune=Schedule(steps=3, batch_size=4, lr=1e-3),
+            finetune_by_skill={"reverse": Schedule(steps=4, batch_size=4, lr=2e-3)},
             base_sentences=200,
             base_task_lines=50,
+            base_copy_lines=20,
+            replay_rows=1,
+            replay_lines=20,
             train_items=40,
-            eval_items=8,
+            dev_items=8,
+            test_items=8,
             general_eval_texts=5,
         )
 
 
 # -- data ---------------------------------------------------------------------------------
 
+SPLITS = ("train", "dev", "test")
+
 
 @dataclass
 class ZooData:
-    eval_items: dict[str, list[Example]]
-    train_items: dict[str, list[Example]]
+    """``items[split][skill]``: the instruction examples of each split. ``base_lines``:
+    the pre-training corpus. ``general[split]``: held-out general text (dev, test)."""
+
+    items: dict[str, dict[str, list[Example]]]
     base_lines: list[str]
-    general_eval: list[str]
+    general: dict[str, list[str]]
 
 
-def _unique_examples(
-    skill: Skill, rng: random.Random, n: int, banned: set[str], max_size: int | None = None
-) -> list[Example]:
-    """``n`` examples whose prompts are not in ``banned`` (and are distinct, adding them)."""
-    out: list[Example] = []
+def _distinct_inputs(
+    draw: Callable[[random.Random], str], rng: random.Random, n: int, banned: set[str], skill: str
+) -> list[str]:
+    """``n`` distinct inputs from ``draw`` not in ``banned`` (adding them to it)."""
+    out: list[str] = []
     attempts = 0
     while len(out) < n:
         attempts += 1
         if attempts > 100 * n + 1000:
-            raise RuntimeError(f"skill {skill.name}: cannot find {n} distinct examples")
-        example = skill.sample(rng, max_size)
-        if example.prompt not in banned:
-            banned.add(example.prompt)
-            out.append(example)
+            raise RuntimeError(f"skill {skill}: cannot find {n} distinct inputs")
+        x = draw(rng)
+        if x not in banned:
+            banned.add(x)
+            out.append(x)
     return out
 
 
-def _examples(
-    skill: Skill, rng: random.Random, n: int, banned: set[str], max_size: int | None = None
-) -> list[Example]:
-    """``n`` examples (repeats allowed) whose prompts are not in ``banned``."""
-    out: list[Example] = []
+def _inputs(draw: Callable[[random.Random], str], rng: random.Random, n: int, banned: set[str]) -> list[str]:
+    """``n`` inputs from ``draw`` (repeats allowed) not in ``banned``."""
+    out: list[str] = []
     while len(out) < n:
-        example = skill.sample(rng, max_size)
-        if example.prompt not in banned:
-            out.append(example)
+        x = draw(rng)
+        if x not in banned:
+            out.append(x)
     return out
 
 
 def make_data(config: ZooConfig) -> ZooData:
-    """All data of the zoo, from ``config.seed``. Evaluation prompts are drawn first and
-    banned from every training set; general-text evaluation sentences never occur in
-    the pre-training corpus."""
+    """All data of the zoo, from ``config.seed``.
+
+    Test, then dev inputs (the longer sizes only) are drawn first, distinct, and banned
+    from the fine-tuning split. The base sees short inputs only, which no dev or test
+    input is. General-text dev/test sentences never occur in the pre-training corpus."""
     rng = random.Random(config.seed)
     skills = [SKILLS[name] for name in config.skills]
-    eval_prompts: set[str] = set()
-    eval_items = {s.name: _unique_examples(s, rng, config.eval_items, eval_prompts) for s in skills}
-    train_items = {s.name: _examples(s, rng, config.train_items, eval_prompts) for s in skills}
+    held_out: dict[str, set[str]] = {s.name: set() for s in skills}
+    items: dict[str, dict[str, list[Example]]] = {split: {} for split in SPLITS}
+    for split, n in (("test", config.test_items), ("dev", config.dev_items)):
+        for s in skills:
+            inputs = _distinct_inputs(s.draw_held_out, rng, n, held_out[s.name], s.name)
+            items[split][s.name] = [s.example(x) for x in inputs]
+    for s in skills:
+        items["train"][s.name] = [
+            s.example(x) for x in _inputs(s.draw, rng, config.train_items, held_out[s.name])
+        ]
     base_lines = sentences(rng, config.base_sentences)
     for s in skills:
-        base_lines += [
-            e.text for e in _examples(s, rng, config.base_task_lines, eval_prompts, s.base_max_size)
-        ]
+        inputs = _inputs(s.draw_base, rng, config.base_task_lines, held_out[s.name])
+        base_lines += [s.sentence(x) for x in inputs]
+    for task in COPY_TASKS:
+        base_lines += [task.example(x).text for x in _inputs(task.draw, rng, config.base_copy_lines, set())]
     seen = set(base_lines)
-    general_eval: list[str] = []
+    general: dict[str, list[str]] = {}
     eval_rng = random.Random(config.seed + 1)
-    while len(general_eval) < config.general_eval_texts:
-        text = sentences(eval_rng, 1)[0]
-        if text not in seen:
-            seen.add(text)
-            general_eval.append(text)
-    return ZooData(eval_items, train_items, base_lines, general_eval)
+    for split in ("test", "dev"):
+        general[split] = []
+        while len(general[split]) < config.general_eval_texts:
+            text = sentences(eval_rng, 1)[0]
+            if text not in seen:
+                seen.add(text)
+                general[split].append(text)
+    return ZooData(items, base_lines, general)
 
 
 def write_tasks(folder: Path, data: ZooData) -> None:
+    """``<skill>.{train,dev,test}.jsonl`` (exact-match generation items) and
+    ``general.{dev,test}.jsonl`` (perplexity)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for skill, items in data.eval_items.items():
+    for split, by_skill in data.items.items():
+        for skill, items in by_skill.items():
+            write_task(
+                paths.task_file(folder.parent, skill, split),
+                [GenerationItem(f"{skill}-{split}-{i}", e.prompt, (e.answer,)) for i, e in enumerate(items)],
+                name=skill,
+                generation=GENERATION,
+            )
+    for split, texts in data.general.items():
         write_task(
-            folder / f"{skill}.eval.jsonl",
-            [GenerationItem(f"{skill}-{i}", e.prompt, (e.answer,)) for i, e in enumerate(items)],
-            name=skill,
-            generation=GENERATION,
+            paths.task_file(folder.parent, "general", split),
+            [TextItem(f"general-{split}-{i}", t) for i, t in enumerate(texts)],
+            name="general",
         )
-    for skill, items in data.train_items.items():
-        write_task(
-            folder / f"{skill}.train.jsonl",
-            [GenerationItem(f"{skill}-train-{i}", e.prompt, (e.answer,)) for i, e in enumerate(items)],
-            name=f"{skill}-train",
-            generation=GENERATION,
-        )
-    write_task(
-        folder / "general.eval.jsonl",
-        [TextItem(f"general-{i}", t) for i, t in enumerate(data.general_eval)],
-        name="general",
-    )
-
-
-# -- recipes -------------------------------------------------------------------------------
-
-
-def recipe_dicts(zoo: Path, skills: tuple[str, ...], absolute: bool) -> dict[str, dict[str, Any]]:
-    """The default merges of the results table, over every specialist.
-
-    - linear: weight 1.0 each, normalised (the plain average of the specialists)
-    - task_arithmetic: base + sum of task vectors, weight 1.0 each (mergekit's λ = 1)
-    - ties: density 0.5 and weight 1.0 each, sign election, normalised (TIES paper defaults)
-    """
-
-    def ref(name: str) -> str:
-        folder = paths.models_dir(zoo) / name
-        return str(folder.resolve()) if absolute else paths.display_path(folder)
-
-    base = ref("base")
-
-    def models(**params: float) -> list[dict[str, Any]]:
-        return [{"model": ref(s), "parameters": dict(params)} for s in skills]
-
-    return {
-        "linear": {"merge_method": "linear", "models": models(weight=1.0), "dtype": "float32"},
-        "task_arithmetic": {
-            "merge_method": "task_arithmetic",
-            "base_model": base,
-            "models": models(weight=1.0),
-            "dtype": "float32",
-        },
-        "ties": {
-            "merge_method": "ties",
-            "base_model": base,
-            "models": models(weight=1.0, density=0.5),
-            "dtype": "float32",
-        },
-    }
-
-
-def write_recipes(zoo: Path, skills: tuple[str, ...], merges: tuple[str, ...]) -> None:
-    import yaml
-
-    folder = paths.recipes_dir(zoo)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, recipe in recipe_dicts(zoo, skills, absolute=False).items():
-        if name in merges:
-            header = f"# Default {name} merge of the demo zoo. Run from the repository root:\n"
-            header += f"#   mergestudio merge {paths.display_path(folder / (name + '.yml'))} out/{name}\n"
-            (folder / f"{name}.yml").write_text(header + yaml.safe_dump(recipe, sort_keys=False))
 
 
 # -- models ---------------------------------------------------------------------------------
@@ -259,14 +239,28 @@ def train_zoo(staging: Path, config: ZooConfig, data: ZooData, log: Log) -> dict
     _save_fp16(base, tokenizer_dir, models / "base")
     timings["pretrain_s"] = time.perf_counter() - start
 
+    # The replay pool: a fixed sample of the base's own corpus, the same for every skill.
+    replay = random.Random(config.seed + 2).sample(
+        data.base_lines, min(config.replay_lines, len(data.base_lines))
+    )
     for index, skill in enumerate(config.skills):
         start = time.perf_counter()
         set_determinism(config.seed + 100 + index, config.threads)
         # Start from the saved (fp16-rounded) base, so task vectors are exact differences
         # of the shipped files.
         model = _load_fp32(models / "base")
-        pairs = [(e.prompt, e.answer) for e in data.train_items[skill]]
-        finetune(model, tokenizer, pairs, config.finetune, config.seed + index, log, label=skill)
+        pairs = [(e.prompt, e.answer) for e in data.items["train"][skill]]
+        finetune(
+            model,
+            tokenizer,
+            pairs,
+            config.finetune_schedule(skill),
+            config.seed + index,
+            log,
+            label=skill,
+            replay=replay,
+            replay_rows=config.replay_rows,
+        )
         _save_fp16(model, tokenizer_dir, models / skill)
         timings[f"finetune_{skill}_s"] = time.perf_counter() - start
     shutil.rmtree(tokenizer_dir)
@@ -285,7 +279,6 @@ def build_zoo(
 ) -> dict[str, Any]:
     """Build the zoo into ``out`` (replacing what a previous build wrote there) and, with
     ``evaluate``, measure the results table. Returns what results.json holds."""
-    from mergestudio.demo.results import evaluate_zoo, write_readme
 
     config = config or ZooConfig()
     started = time.perf_counter()
@@ -317,12 +310,37 @@ def build_zoo(
     }
     if evaluate:
         start = time.perf_counter()
-        results["rows"] = evaluate_zoo(out, config.skills, config.merges, batch_size=batch_size, log=log)
+        rows = evaluate_zoo(out, config.skills, config.merges, batch_size=batch_size, log=log)
+        results["rows"] = json_safe(rows)
         timings["evaluate_s"] = time.perf_counter() - start
     timings["total_s"] = time.perf_counter() - started
     paths.results_file(out).write_text(json.dumps(results, indent=1) + "\n")
     write_readme(out, results)
     log(f"built {out} in {timings['total_s']:.0f}s")
+    return results
+
+
+def remeasure_zoo(out: Path, config: ZooConfig, log: Log = print, batch_size: int = 100) -> dict[str, Any]:
+    """Rewrite the default recipes of ``config.merges`` and measure the table again for
+    the models already in ``out`` (after a change to the default merges; the models and
+    their build record stay as they are). Returns what results.json then holds."""
+    from mergestudio.demo.info import load_results
+
+    results = load_results(out)
+    if results is None:
+        raise FileNotFoundError(f"{paths.results_file(out)}: no build record; run a full build first")
+    if tuple(results["config"]["skills"]) != config.skills:
+        raise ValueError(f"{out}: built for skills {results['config']['skills']}, not {list(config.skills)}")
+    if paths.recipes_dir(out).exists():
+        shutil.rmtree(paths.recipes_dir(out))
+    write_recipes(out, config.skills, config.merges)
+    start = time.perf_counter()
+    rows = evaluate_zoo(out, config.skills, config.merges, batch_size=batch_size, log=log)
+    results["rows"] = json_safe(rows)
+    results["config"]["merges"] = list(config.merges)
+    results["build"]["timings"]["evaluate_s"] = time.perf_counter() - start
+    paths.results_file(out).write_text(json.dumps(results, indent=1) + "\n")
+    write_readme(out, results)
     return results
 
 

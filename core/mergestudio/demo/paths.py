@@ -31,9 +31,17 @@ def results_file(zoo: Path) -> Path:
     return zoo / "results.json"
 
 
-def eval_task_files(zoo: Path) -> list[Path]:
-    """The held-out evaluation tasks: one per skill, then general-text perplexity."""
-    return sorted(tasks_dir(zoo).glob("*.eval.jsonl"), key=lambda p: (p.name == "general.eval.jsonl", p.name))
+def task_file(zoo: Path, name: str, split: str) -> Path:
+    """``tasks/<name>.<split>.jsonl``: ``name`` a skill or ``general``, ``split`` one of
+    train (skills only), dev (searches, cheap fitness) and test (reported tables)."""
+    return tasks_dir(zoo) / f"{name}.{split}.jsonl"
+
+
+def eval_task_files(zoo: Path, split: str = "test") -> list[Path]:
+    """The evaluation tasks of ``split`` (test: what tables report; dev: what searches
+    select on): one per skill, then general-text perplexity."""
+    general = f"general.{split}.jsonl"
+    return sorted(tasks_dir(zoo).glob(f"*.{split}.jsonl"), key=lambda p: (p.name == general, p.name))
 
 
 def display_path(path: Path) -> str:

@@ -1,10 +1,17 @@
 """The demo skills: tiny prompt -> answer problems a ~1M-parameter model can learn.
 
-Every skill has a *size* (digits per operand, letters per word). The base model sees
-only small instances during pre-training, so it solves part of each evaluation set;
-a specialist is fine-tuned on the full size range of its own skill. Skills share the
-same letters and digits, so fine-tuning on one disturbs the others, which is what makes
-merging them a real trade-off.
+Each skill is an operation on a 3-4 character input with two surface forms:
+
+- the **instruction** form the specialists are fine-tuned and evaluated on, one line
+  ``<keyword> <input>=<answer>``, e.g. ``rev kqpz=zpqk``;
+- a **sentence** form the base reads during pre-training, e.g. ``kqpz backwards is zpqk.``:
+  competence that is there but not wired to the instruction, as in a real base model.
+  The base never sees the skills' keywords, so it (almost) never answers them right.
+
+The skills read and write different characters (lowercase -> lowercase, lowercase ->
+UPPERCASE, digits -> digits, digits -> twice as many digits), so their fine-tunes move
+mostly different rows of the output layer. ``COPY_TASKS`` (copying at every size, in the
+instruction format) teach the base the format itself.
 """
 
 from __future__ import annotations
@@ -15,11 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 LETTERS = string.ascii_lowercase
+DIGITS = string.digits
 
-# A fixed letter permutation for the cipher skill, chosen once with its own seed so it
-# never changes when other seeds do.
+# A fixed letter -> UPPERCASE substitution for the cipher skill, chosen once with its own
+# seed so it never changes when other seeds do.
 _CIPHER_RNG = random.Random(1234)
-CIPHER_KEY: dict[str, str] = dict(zip(LETTERS, _CIPHER_RNG.sample(LETTERS, len(LETTERS)), strict=True))
+CIPHER_KEY: dict[str, str] = dict(
+    zip(LETTERS, _CIPHER_RNG.sample(string.ascii_uppercase, len(LETTERS)), strict=True)
+)
 
 
 @dataclass(frozen=True)
@@ -34,66 +44,87 @@ class Example:
 
 @dataclass(frozen=True)
 class Skill:
-    """A skill: a name, a prompt keyword, and a generator of one example of a given size."""
+    """An operation with its instruction keyword.
+
+    ``alphabet``: the characters inputs are drawn from. Sizes (input lengths) are uniform
+    over ``min_size..max_size`` for fine-tuning, ``held_out_min_size..max_size`` for dev
+    and test, and ``min_size..base_max_size`` for the base's pre-training.
+    """
 
     name: str
     description: str
-    make: Callable[[random.Random, int], Example]
-    min_size: int
-    max_size: int
-    base_max_size: int  # the base model only ever sees sizes up to this
+    keyword: str
+    alphabet: str
+    solve: Callable[[str], str]
+    sentence_template: str = "{x} is {y}."  # ``{x}``: the input, ``{y}``: the answer
+    min_size: int = 3
+    max_size: int = 4
+    base_max_size: int = 4
+    held_out_min_size: int = 3
 
-    def sample(self, rng: random.Random, max_size: int | None = None) -> Example:
-        hi = self.max_size if max_size is None else max_size
-        return self.make(rng, rng.randint(self.min_size, hi))
+    def draw(self, rng: random.Random, low: int | None = None, high: int | None = None) -> str:
+        size = rng.randint(self.min_size if low is None else low, self.max_size if high is None else high)
+        return "".join(rng.choice(self.alphabet) for _ in range(size))
 
+    def draw_held_out(self, rng: random.Random) -> str:
+        return self.draw(rng, low=self.held_out_min_size)
 
-def _word(rng: random.Random, size: int) -> str:
-    return "".join(rng.choice(LETTERS) for _ in range(size))
+    def draw_base(self, rng: random.Random) -> str:
+        return self.draw(rng, high=self.base_max_size)
 
+    def example(self, x: str) -> Example:
+        return Example(f"{self.keyword} {x}=", self.solve(x))
 
-def _number(rng: random.Random, digits: int) -> int:
-    return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
+    def sample(self, rng: random.Random) -> Example:
+        return self.example(self.draw(rng))
 
-
-def _add(rng: random.Random, size: int) -> Example:
-    # Operands have `size` and 1..size digits, in random order, so carries of every
-    # length appear. (Not in the default zoo: at ~1M parameters the base learns too
-    # little addition in the build's time budget for the specialist ordering to hold.)
-    a = _number(rng, size)
-    b = _number(rng, rng.randint(1, size))
-    if rng.random() < 0.5:
-        a, b = b, a
-    return Example(f"add {a}+{b}=", str(a + b))
-
-
-def _reverse(rng: random.Random, size: int) -> Example:
-    w = _word(rng, size)
-    return Example(f"rev {w}=", w[::-1])
+    def sentence(self, x: str) -> str:
+        """The operation on ``x`` written as a sentence, as the base reads it."""
+        return self.sentence_template.format(x=x, y=self.solve(x))
 
 
-def _cipher(rng: random.Random, size: int) -> Example:
-    w = _word(rng, size)
-    return Example(f"enc {w}=", "".join(CIPHER_KEY[c] for c in w))
+def _reverse(x: str) -> str:
+    return x[::-1]
 
 
-def _double(rng: random.Random, size: int) -> Example:
-    w = _word(rng, size)
-    return Example(f"dup {w}=", "".join(c + c for c in w))
+def _cipher(x: str) -> str:
+    return "".join(CIPHER_KEY[c] for c in x)
 
 
-def _sort(rng: random.Random, size: int) -> Example:
-    w = _word(rng, size)
-    return Example(f"sort {w}=", "".join(sorted(w)))
+def _sort(x: str) -> str:
+    return "".join(sorted(x))
+
+
+def _double(x: str) -> str:
+    return "".join(c + c for c in x)
+
+
+def _copy(x: str) -> str:
+    return x
 
 
 SKILLS: dict[str, Skill] = {
     s.name: s
     for s in (
-        Skill("add", "add two numbers of up to 3 digits", _add, 2, 3, 2),
-        Skill("reverse", "reverse a word of 3-7 letters", _reverse, 3, 7, 4),
-        Skill("cipher", "apply a fixed letter substitution to a word", _cipher, 3, 7, 4),
-        Skill("sort", "sort the letters of a word", _sort, 3, 7, 4),
-        Skill("double", "write every letter of a word twice", _double, 3, 7, 4),
+        Skill("reverse", "reverse a word of 3-4 letters", "rev", LETTERS, _reverse, "{x} backwards is {y}."),
+        Skill(
+            "cipher",
+            "encode a word of 3-4 letters with a fixed letter -> UPPERCASE substitution",
+            "enc",
+            LETTERS,
+            _cipher,
+            "{x} in code is {y}.",
+        ),
+        Skill("sort", "sort the digits of a 3-4 digit number", "sort", DIGITS, _sort, "{x} in order is {y}."),
+        Skill("double", "write each of 3-4 digits twice", "dup", DIGITS, _double, "{x} said twice is {y}."),
     )
 }
+
+
+# Copying at every size (letters and digits), in the instruction format: part of the
+# base's pre-training, so the base knows the ``<keyword> <input>=`` format and when to
+# stop, and the specialists need not learn it four times over.
+COPY_TASKS: tuple[Skill, ...] = (
+    Skill("copy", "copy a word", "cpy", LETTERS, _copy, max_size=7),
+    Skill("copy-digits", "copy a number", "cpy", DIGITS, _copy, max_size=7),
+)

@@ -96,15 +96,20 @@ def _optimizer(model: torch.nn.Module, schedule: Schedule) -> torch.optim.Optimi
     )
 
 
+Batch = list[tuple["torch.Tensor", "torch.Tensor"]]
+
+
 def _run(
     model: torch.nn.Module,
     schedule: Schedule,
-    next_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+    next_batch: Callable[[int], Batch],
     log: Log | None,
     label: str,
 ) -> list[float]:
-    """The shared loop. ``next_batch(step)`` returns (input_ids, labels), both (B, T) int64
-    with -100 in labels where no loss is taken. Returns the loss of every step."""
+    """The shared loop. ``next_batch(step)`` returns the step's micro-batches, each
+    (input_ids, labels), both (B, T) int64 with -100 in labels where no loss is taken;
+    their losses are averaged over every labelled token of the step (micro-batches keep
+    short rows from being padded to the width of long ones). Returns each step's loss."""
     import torch
 
     optimizer = _optimizer(model, schedule)
@@ -114,13 +119,19 @@ def _run(
     for step in range(schedule.steps):
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, schedule)
-        input_ids, labels = next_batch(step)
-        loss = model(input_ids=input_ids, labels=labels).loss
+        parts = next_batch(step)
+        counts = [int((labels[:, 1:] != -100).sum()) for _, labels in parts]
+        total = sum(counts)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        step_loss = 0.0
+        for (input_ids, labels), count in zip(parts, counts, strict=True):
+            # The model's loss is a mean over this part's tokens; weight it by its share.
+            loss = model(input_ids=input_ids, labels=labels).loss * (count / total)
+            loss.backward()
+            step_loss += loss.item()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        losses.append(loss.item())
+        losses.append(step_loss)
         if log is not None and (step % 100 == 0 or step == schedule.steps - 1):
             recent = sum(losses[-50:]) / len(losses[-50:])
             log(
@@ -159,8 +170,8 @@ def pretrain(
             stream.append(eos)
     data = torch.tensor(stream[:need], dtype=torch.long).view(schedule.steps, rows_per_step, schedule.seq_len)
 
-    def next_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return data[step], data[step]
+    def next_batch(step: int) -> Batch:
+        return [(data[step], data[step])]
 
     return _run(model, schedule, next_batch, log, "pretrain")
 
@@ -173,24 +184,36 @@ def finetune(
     seed: int,
     log: Log | None = None,
     label: str = "finetune",
+    replay: Sequence[str] = (),
+    replay_rows: int = 0,
 ) -> list[float]:
     """Supervised fine-tuning on (prompt, answer) pairs: one example per row, loss only on
-    the answer and the closing ``</s>``."""
+    the answer and the closing ``</s>``.
+
+    ``replay_rows`` of every batch's ``schedule.batch_size`` rows are lines of
+    ``replay`` (the base's own pre-training text, loss on every token), as instruction
+    tuning mixes in general data: it keeps the fine-tune near the base."""
     import torch
 
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     prompts = tokenizer([p for p, _ in examples], add_special_tokens=True)["input_ids"]
     answers = tokenizer([a for _, a in examples], add_special_tokens=False)["input_ids"]
+    # (prompt ids without loss, ids with loss)
     rows = [(p, [*a, eos]) for p, a in zip(prompts, answers, strict=True)]
+    replay_ids = (
+        tokenizer(list(replay), add_special_tokens=True, truncation=False)["input_ids"] if replay_rows else []
+    )
+    # Replayed lines are cut to the context pre-training used (its rows of seq_len tokens).
+    replayed = [(ids[:1], [*ids[1:], eos][: schedule.seq_len - 1]) for ids in replay_ids]
+    if replay_rows and not replayed:
+        raise ValueError("replay_rows > 0 needs replay lines")
+    task_rows = schedule.batch_size - replay_rows
     rng = random.Random(seed)
     order: list[int] = []
+    replay_order: list[int] = []
 
-    def next_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        nonlocal order
-        if len(order) < schedule.batch_size:
-            order = list(range(len(rows)))
-            rng.shuffle(order)
-        picked = [rows[order.pop()] for _ in range(schedule.batch_size)]
+    def padded(picked: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) input ids and labels; the loss is on each row's second part."""
         width = max(len(p) + len(a) for p, a in picked)
         ids = torch.full((len(picked), width), pad, dtype=torch.long)
         labels = torch.full((len(picked), width), -100, dtype=torch.long)
@@ -198,5 +221,18 @@ def finetune(
             ids[r, : len(p) + len(a)] = torch.tensor(p + a)
             labels[r, len(p) : len(p) + len(a)] = torch.tensor(a)
         return ids, labels
+
+    def next_batch(step: int) -> Batch:
+        nonlocal order, replay_order
+        if len(order) < task_rows:
+            order = list(range(len(rows)))
+            rng.shuffle(order)
+        batch = [padded([rows[order.pop()] for _ in range(task_rows)])]
+        if replay_rows:
+            if len(replay_order) < replay_rows:
+                replay_order = list(range(len(replayed)))
+                rng.shuffle(replay_order)
+            batch.append(padded([replayed[replay_order.pop()] for _ in range(replay_rows)]))
+        return batch
 
     return _run(model, schedule, next_batch, log, label)

@@ -164,13 +164,18 @@ def evaluate_full(
     cancel: CancelToken | None = None,
 ) -> dict[str, float]:
     """Trial ``number``'s objectives on every item of every task (for runs that used a
-    subset estimator); saved in ``full_eval.json`` beside the run's other files."""
+    subset estimator); saved in ``full_eval.json`` beside the run's other files. An
+    objective with a held-out ``test`` file is scored on that file, not on the task the
+    search selected on."""
     from mergestudio.search.export import trial_record
 
     run = RunFolder(run_dir)
     spec = run.load_spec()
     record = trial_record(run, number)
-    full = spec.model_copy(update={"fitness": spec.fitness.model_copy(update={"estimator": "full"})})
+    held_out = [o.model_copy(update={"task": o.test}) if o.test else o for o in spec.objectives]
+    full = spec.model_copy(
+        update={"fitness": spec.fitness.model_copy(update={"estimator": "full"}), "objectives": held_out}
+    )
     objectives = Objectives.build(full)
     with _resident(full, objectives) as resident:
         result = resident.evaluate(record.recipe_yaml, events=events, cancel=cancel)

@@ -3,6 +3,7 @@ trial per objective and on the mean of the accuracy-like objectives."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,10 @@ from typing import Any
 
 from mergestudio.search.front import FrontTracker
 from mergestudio.search.objectives import Objectives
-from mergestudio.search.store import RunFolder, TrialRecord
+from mergestudio.search.spec import SpecError
+from mergestudio.search.store import RunFolder, TrialRecord, write_atomic
+
+TEST_SCORES_FILE = "test_scores.json"  # in the run folder: the front re-scored on held-out files
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,66 @@ def summarize(run_dir: str | Path) -> RunSummary:
     )
 
 
+def rescore_front(
+    run_dir: str | Path, trials: list[int] | None = None, batch_size: int | None = None
+) -> dict[str, Any]:
+    """Re-score ``trials`` (default: the Pareto front) on every objective's held-out
+    ``test`` file, which the search never read, and write ``test_scores.json`` in the run
+    folder. Returns ``{"trials": {number: {objective: value}}, "mean": {number: mean of the
+    maximised objectives}}``. Raises ``SpecError`` when no objective names a test file."""
+    from mergestudio.engine.device import torch_threads
+    from mergestudio.evaluate import load_task
+    from mergestudio.evaluate.resident import ResidentEvaluator
+    from mergestudio.search.spec import base_recipe
+
+    run = RunFolder(run_dir)
+    spec = run.load_spec()
+    missing = [i for i, o in enumerate(spec.objectives) if o.test is None]
+    if missing:
+        raise SpecError(
+            f"{run.spec_path}: objectives{missing}: no 'test' file to re-score on "
+            "(give every objective a held-out test file)"
+        )
+    summary = summarize(run_dir)
+    wanted = list(summary.front) if trials is None else trials
+    by_number = {t.number: t for t in summary.complete}
+    unknown = [n for n in wanted if n not in by_number]
+    if unknown:
+        raise SpecError(f"{run.path}: no complete trial(s) {unknown}")
+    tasks = [load_task(str(o.test)) for o in spec.objectives]
+    recipe = base_recipe(spec)
+    template = recipe.base_model or (recipe.models or [])[0].model
+    scores: dict[int, dict[str, float]] = {}
+    with torch_threads(spec.evaluation.threads), ResidentEvaluator(
+        template,
+        tasks,
+        batch_size=batch_size or spec.evaluation.batch_size,
+        device=spec.evaluation.device,
+        dtype="float32",
+    ) as evaluator:
+        for number in wanted:
+            report = evaluator.evaluate(by_number[number].recipe_yaml).report
+            scores[number] = summary.objectives.values(report)
+    maximized = [o.name for o in summary.objectives.items if o.maximize]
+    result: dict[str, Any] = {
+        "split": "test",
+        "files": {o.name: str(spec.objectives[i].test) for i, o in enumerate(summary.objectives.items)},
+        "trials": {str(n): v for n, v in scores.items()},
+        "mean": {str(n): sum(v[m] for m in maximized) / len(maximized) if maximized else None for n, v in scores.items()},
+    }
+    write_atomic(run.path / TEST_SCORES_FILE, json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def load_test_scores(run_dir: str | Path) -> dict[str, Any] | None:
+    """What :func:`rescore_front` wrote, or None."""
+    path = Path(run_dir) / TEST_SCORES_FILE
+    if not path.is_file():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
 def _finite(value: float) -> float | None:
     return None if math.isnan(value) else value
 
@@ -137,6 +201,13 @@ def format_summary(summary: RunSummary, limit: int | None = None) -> str:
     best_mean = summary.best_mean()
     if best_mean is not None:
         lines.append(f"  {'mean':{width}}  trial {best_mean.number:>4}  {summary.mean(best_mean):.4g}")
+    test = load_test_scores(summary.run)
+    if test is not None and test.get("trials"):
+        lines += ["", "re-scored on the held-out test files (never read by the search):"]
+        for number, values in test["trials"].items():
+            cells = " ".join(f"{values.get(n, math.nan):>{width}.4g}" for n in names)
+            mean = test["mean"].get(number)
+            lines.append(f"{number:>5} {'test':11} {'':>3} {cells} {mean if mean is not None else math.nan:>8.4g}")
     return "\n".join(lines)
 
 

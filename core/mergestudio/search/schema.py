@@ -67,6 +67,10 @@ class ObjectiveSpec(_Strict):
     direction: Direction | None = None  # default: from the metric
     weight: float = 1.0  # in the weighted score, when there is one
     reference: float | None = None  # hypervolume reference on this axis (default: worst seen)
+    # A held-out file of the same task that the search never reads: the report re-scores
+    # the front on it (``search.report.rescore_front``), so what the search selected on
+    # (``task``, a dev split) is not what it reports.
+    test: str | None = None
 
 
 class ScoreSpec(_Strict):

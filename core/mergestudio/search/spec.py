@@ -55,9 +55,22 @@ __all__ = [
     "base_recipe",
     "check_spec",
     "load_spec",
+    "objective_files",
     "parse_spec",
     "spec_from_dict",
 ]
+
+def objective_files(task: str) -> dict[str, str]:
+    """An objective's files for a task file named ``<name>.test.jsonl`` that has a
+    ``<name>.dev.jsonl`` beside it (the demo zoo's splits): select on dev, re-score on
+    test. Any other file is the objective's task as it is."""
+    path = Path(task)
+    if path.name.endswith(".test.jsonl"):
+        dev = path.with_name(path.name.removesuffix(".test.jsonl") + ".dev.jsonl")
+        if dev.is_file():
+            return {"task": str(dev), "test": str(path)}
+    return {"task": task}
+
 
 # ---- loading -----------------------------------------------------------------------------
 
@@ -104,6 +117,14 @@ def check_spec(spec: SearchSpec, source: str = "search spec") -> None:
             )
         if not Path(objective.task).is_file():
             raise SpecError(f"{source}: objectives[{i}].task: no such task file {objective.task!r}")
+        if objective.test is not None:
+            if not Path(objective.test).is_file():
+                raise SpecError(f"{source}: objectives[{i}].test: no such task file {objective.test!r}")
+            if Path(objective.test).resolve() == Path(objective.task).resolve():
+                raise SpecError(
+                    f"{source}: objectives[{i}].test: the held-out file must differ from the task the "
+                    "search selects on"
+                )
     Objectives.build(spec, source)  # reads the tasks: raises SpecError naming objectives[i]
     multi = len(spec.objectives) > 1 and spec.score is None
     if spec.algorithm.name == "cmaes" and multi:
@@ -151,6 +172,8 @@ def _resolve_paths(spec: SearchSpec, root: Path, source: str) -> SearchSpec:
     data["recipe"] = recipe
     for objective in data["objectives"]:
         objective["task"] = _resolve_against(objective["task"], root)
+        if objective.get("test"):
+            objective["test"] = _resolve_against(objective["test"], root)
     for gene in data["genome"]:
         if gene.get("models"):
             gene["models"] = [_resolve_against(m, root_for_models) for m in gene["models"]]
