@@ -300,3 +300,44 @@ def test_padded_embedding_with_same_tokenizer_is_no_longer_refused(
     merge(recipe, out, device="cpu")
     assert _tensors(out)["lm_head.weight"].shape == (64, HIDDEN)
     assert open_model(out).config["vocab_size"] == 64  # type: ignore[index]
+
+
+def test_preflight_names_added_tokens_and_their_fate(pair: dict[str, Path]) -> None:
+    from mergestudio.preflight import preflight
+
+    a, b = open_model(pair["a"]), open_model(pair["b"])
+    conflict = open_model(_conflicting(pair))
+    try:
+        kept = preflight(a, [b], "union").for_model(b.reference)
+        vocab = next(c for c in kept if c.topic == "vocabulary")
+        assert vocab.status == "ok"
+        assert "59 tokens (base 51)" in vocab.message
+        assert "adds 8: '<|tool_0|>'" in vocab.message
+        assert "union adds them to the output" in vocab.message
+        dropped = next(c for c in preflight(a, [b], "base").checks if c.topic == "vocabulary")
+        assert dropped.status == "warning"
+        assert "dropped" in dropped.message
+        taken = next(c for c in preflight(a, [b], b.reference).checks if c.topic == "vocabulary")
+        assert "kept" in taken.message
+        clash = next(c for c in preflight(b, [conflict], "union").checks if c.topic == "vocabulary")
+        assert clash.status == "error"
+        assert "conflicting token ids" in clash.message
+    finally:
+        for source in (a, b, conflict):
+            source.close()
+
+
+def test_dry_run_reports_the_vocabulary_plan(
+    pair: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    path = tmp_path / "recipe.yml"
+    path.write_text(yaml.safe_dump(_recipe(pair, tokenizer_source="union", chat_template="chatml")))
+    out = tmp_path / "out"
+    assert cli_main(["merge", str(path), str(out), "--dry-run", "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "vocabulary             union: 59 tokens, 59 rows, rows matched by token" in text
+    assert "adds 8 over the base ('<|tool_0|>'" in text
+    assert "chat template" in text
+    assert not out.exists()

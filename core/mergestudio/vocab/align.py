@@ -82,6 +82,19 @@ class VocabPlan:
             for ref, m in self.row_maps.items()
         )
 
+    def describe(self) -> dict[str, object]:
+        """Plain data for dry runs: the source, sizes, the tokens added, and per model
+        what happens to its tokens."""
+        return {
+            "source": self.source,
+            "tokens": len(self.vocab),
+            "rows": self.rows,
+            "aligned_by_token": self.needs_alignment,
+            "added_tokens": [t.content for t in self.new_tokens],
+            "overrides": [o.token for o in self.overrides],
+            "models": dict(self.notes),
+        }
+
     def aligned_tensor(self, model: str, name: str, shape: tuple[int, ...]) -> bool:
         rows = self.embedding_rows.get(model)
         return rows is not None and len(shape) == 2 and shape[0] == rows and is_embedding(name)
@@ -120,7 +133,7 @@ def plan_vocabulary(recipe: Recipe, sources: Mapping[str, ModelSource], first_mo
             raise PlanError(
                 f"tokenizer_source: union needs every model's tokenizer.json; {', '.join(missing)} has none"
             )
-        vocab, new_tokens = _union(sources, tokenizers, first_model)
+        vocab, new_tokens = union_vocabulary(list(sources), tokenizers, first_model)
     else:
         source_tokenizer = tokenizers[choice]
         if source_tokenizer is None:
@@ -146,15 +159,18 @@ def _row_count(vocab_size: int, source_rows: int, pad: int | None) -> int:
     return rows
 
 
-def _union(
-    sources: Mapping[str, ModelSource], tokenizers: Mapping[str, TokenizerFiles | None], first: str
+def union_vocabulary(
+    models: Sequence[str], tokenizers: Mapping[str, TokenizerFiles | None], first: str
 ) -> tuple[dict[str, int], tuple[AddedToken, ...]]:
+    """The union's vocabulary (``first``'s, then each other model's new tokens) and the
+    tokens added over ``first``'s tokenizer; PlanError when an added special token
+    cannot keep its id."""
     base = tokenizers[first]
     assert base is not None
     _check_special_ids(tokenizers)
     vocab = dict(base.vocab)
     new_tokens: list[AddedToken] = []
-    for ref in [first, *(r for r in sources if r != first)]:
+    for ref in [first, *(r for r in models if r != first)]:
         tok = tokenizers[ref]
         assert tok is not None
         added = tok.added_by_content()
