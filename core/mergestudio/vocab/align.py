@@ -296,36 +296,38 @@ def _notes(plan: VocabPlan, tokenizers: Mapping[str, TokenizerFiles | None], fir
 def gather_rows(
     plan: VocabPlan, models: Sequence[str], tensors: Sequence[torch.Tensor], weights: Sequence[float]
 ) -> list[torch.Tensor]:
-    """Every input's (rows, hidden) tensor aligned to the output vocabulary, float32.
+    """Every input's (rows, hidden) tensor aligned to the output vocabulary, in its dtype.
 
     ``models``/``tensors``: the merge's inputs, then the base if any; ``weights``: one per
     non-base input. A row an input lacks is the weighted mean of the inputs that have it
-    (the base's row when no input has it, zero when no model has it)."""
+    (the base's row when no input has it, zero when no model has it), computed in float32
+    for those rows only: one gather per input is the whole cost when vocabularies agree."""
     import torch
 
-    count = plan.rows
-    hidden = tensors[0].shape[1]
-    aligned = []
-    present = []
+    aligned, present = [], []
     for model, tensor in zip(models, tensors, strict=True):
         index = torch.tensor(plan.row_maps[model].rows, dtype=torch.long)
-        mask = index >= 0
-        out = torch.zeros(count, hidden, dtype=torch.float32)
-        out[mask] = tensor[index[mask]].to(torch.float32)
-        aligned.append(out)
-        present.append(mask)
+        aligned.append(tensor.index_select(0, index.clamp_min(0)))
+        present.append(index >= 0)
+    masks = torch.stack(present)  # (models, rows) bool
+    gaps = (~masks).any(0).nonzero().squeeze(1)  # rows some model lacks
+    if gaps.numel() == 0:
+        return aligned
     n_inputs = len(weights)
     w = torch.tensor([float(x) for x in weights], dtype=torch.float32)
     if float(w.sum()) <= 0:
         w = torch.ones(n_inputs)
-    has = torch.stack(present[:n_inputs]).to(torch.float32) * w[:, None]  # (inputs, rows)
+    has = masks[:n_inputs, gaps].to(torch.float32) * w[:, None]  # (inputs, gaps)
     total = has.sum(0)
-    fill = torch.einsum("ir,irh->rh", has, torch.stack(aligned[:n_inputs])) / total.clamp_min(1e-12)[:, None]
+    rows = torch.stack([a[gaps].to(torch.float32) for a in aligned[:n_inputs]])  # (inputs, gaps, hidden)
+    fill = torch.einsum("ig,igh->gh", has, rows) / total.clamp_min(1e-12)[:, None]
     if len(aligned) > n_inputs:  # the base fills rows no input has
-        base_mask = present[-1] & (total == 0)
-        fill[base_mask] = aligned[-1][base_mask]
+        from_base = masks[-1, gaps] & (total == 0)
+        fill[from_base] = aligned[-1][gaps[from_base]].to(torch.float32)
+    fill[~masks[:, gaps].any(0)] = 0.0  # no model has these rows
     for out, mask in zip(aligned, present, strict=True):
-        out[~mask] = fill[~mask]
+        lacking = ~mask[gaps]
+        out[gaps[lacking]] = fill[lacking].to(out.dtype)
     return aligned
 
 
