@@ -341,3 +341,29 @@ def test_dry_run_reports_the_vocabulary_plan(
     assert "adds 8 over the base ('<|tool_0|>'" in text
     assert "chat template" in text
     assert not out.exists()
+
+
+def test_without_a_tokenizer_source_equal_rows_merge_by_index(pair: dict[str, Path]) -> None:
+    """mergekit's default: no tokenizer_source and embeddings of one size: no alignment,
+    even where the tokenizers order their tokens differently."""
+    reordered = pair["root"] / "a-reordered"
+    if not reordered.exists():
+        _save_model(reordered, 52, seed=5)
+        _save_tokenizer(reordered, CHARACTERS[::-1], ())
+    recipe = {
+        "merge_method": "linear",
+        "parameters": {"weight": 1.0},
+        "models": [{"model": str(pair["a"])}, {"model": str(reordered)}],
+    }
+    plan = plan_folder_merge(recipe, None, device="cpu")
+    try:
+        assert plan.vocab is None
+        assert not any(p.align_rows for p in plan.tensors)
+    finally:
+        plan.close()
+    plan = plan_folder_merge({**recipe, "tokenizer_source": "base"}, None, device="cpu")
+    try:
+        assert plan.vocab is not None
+        assert {p.name for p in plan.tensors if p.align_rows} == set(EMBEDDINGS)
+    finally:
+        plan.close()

@@ -114,8 +114,9 @@ def tokenizer_choice(recipe: Recipe) -> str | None:
 
 
 def plan_vocabulary(recipe: Recipe, sources: Mapping[str, ModelSource], first_model: str) -> VocabPlan | None:
-    """The vocabulary plan, or None when the recipe asks for nothing and the models'
-    rows line up by index (no tokenizer files to compare: the merge is tensor by tensor).
+    """The vocabulary plan, or None when the recipe names no tokenizer source and the
+    models' embeddings have the same rows (merged by index), or when the base has no
+    tokenizer.json to match rows with.
     Raises RecipeError/PlanError naming the model and token for every refusal."""
     choice = tokenizer_choice(recipe) or "base"
     settings = recipe.tokenizer
@@ -124,8 +125,10 @@ def plan_vocabulary(recipe: Recipe, sources: Mapping[str, ModelSource], first_mo
     elif choice != "union" and choice not in sources:
         models = ", ".join(sources)
         raise RecipeError(f"tokenizer_source: {choice!r} is not one of the recipe's models ({models})")
-    tokenizers = {ref: read_tokenizer(src.root) for ref, src in sources.items()}
     rows_of = {ref: n for ref, src in sources.items() if (n := embedding_rows(src)) is not None}
+    if settings is None and recipe.tokenizer_source is None and len(set(rows_of.values())) <= 1:
+        return None  # nothing asked and the rows agree: merged by index, as mergekit does
+    tokenizers = {ref: read_tokenizer(src.root) for ref, src in sources.items()}
     files_from = first_model if choice == "union" else choice
     if choice == "union":
         missing = [ref for ref, tok in tokenizers.items() if tok is None]
