@@ -115,8 +115,7 @@ def tokenizer_choice(recipe: Recipe) -> str | None:
 
 def plan_vocabulary(recipe: Recipe, sources: Mapping[str, ModelSource], first_model: str) -> VocabPlan | None:
     """The vocabulary plan, or None when the recipe names no tokenizer source and the
-    models' embeddings have the same rows (merged by index), or when the base has no
-    tokenizer.json to match rows with.
+    models' embeddings have the same rows (merged by index, as before).
     Raises RecipeError/PlanError naming the model and token for every refusal."""
     choice = tokenizer_choice(recipe) or "base"
     settings = recipe.tokenizer
@@ -140,9 +139,9 @@ def plan_vocabulary(recipe: Recipe, sources: Mapping[str, ModelSource], first_mo
     else:
         source_tokenizer = tokenizers[choice]
         if source_tokenizer is None:
-            if settings is None and recipe.tokenizer_source in (None, "base"):
-                return None  # no tokenizer to align with: index alignment, as before
-            raise PlanError(f"tokenizer_source: {choice} has no tokenizer.json to take the vocabulary from")
+            if settings is not None and settings.tokens:
+                raise PlanError(f"tokenizer.tokens: {choice} has no tokenizer.json to find the tokens in")
+            return _by_index(choice, rows_of, settings.pad_to_multiple_of if settings else None)
         vocab, new_tokens = dict(source_tokenizer.vocab), ()
     pad = settings.pad_to_multiple_of if settings is not None else None
     rows = _row_count(len(vocab) and max(vocab.values()) + 1, rows_of.get(files_from, 0), pad)
@@ -151,6 +150,23 @@ def plan_vocabulary(recipe: Recipe, sources: Mapping[str, ModelSource], first_mo
     plan = VocabPlan(choice, files_from, vocab, new_tokens, rows, row_maps, rows_of, overrides)
     plan.notes = _notes(plan, tokenizers, first_model)
     return plan
+
+
+def _by_index(choice: str, rows_of: Mapping[str, int], pad: int | None) -> VocabPlan:
+    """The source has no tokenizer.json: its files are copied and rows merged by index,
+    which needs every embedding to have the same rows."""
+    if len(set(rows_of.values())) > 1:
+        listing = ", ".join(f"{ref} {n}" for ref, n in rows_of.items())
+        raise PlanError(
+            f"tokenizer_source: {choice} has no tokenizer.json to match rows by token, and the embeddings "
+            f"differ in rows ({listing})"
+        )
+    count = rows_of.get(choice, 0)
+    rows = _row_count(count, count, pad)
+    identity = RowMap(tuple(range(count)) + (-1,) * (rows - count))
+    maps = {ref: identity for ref in rows_of}
+    notes = {ref: "no tokenizer.json used: rows merged by index" for ref in rows_of}
+    return VocabPlan(choice, choice, {}, (), rows, maps, dict(rows_of), (), notes)
 
 
 def _row_count(vocab_size: int, source_rows: int, pad: int | None) -> int:
