@@ -114,7 +114,7 @@ def compare(base: ModelHeaders, other: ModelHeaders, tokenizer_source: str | Non
         Check(model, "family", *_family(base, other)),
         Check(model, "layers", *_layers(base, other)),
         Check(model, "tensor names", *_names(base.tensors, other.tensors)),
-        Check(model, "shapes", *_shapes(base.tensors, other.tensors)),
+        Check(model, "shapes", *_shapes(base.tensors, other.tensors, _rows_by_token(base, other))),
         Check(model, "dtypes", *_dtypes(base.tensors, other.tensors)),
         Check(model, "vocabulary", *_vocabulary(base, other, tokenizer_source)),
     ]
@@ -176,15 +176,34 @@ def _names(base: Mapping[str, TensorInfo], other: Mapping[str, TensorInfo]) -> t
     return "ok", f"all {len(base)} tensor names match"
 
 
-def _shapes(base: Mapping[str, TensorInfo], other: Mapping[str, TensorInfo]) -> tuple[Status, str]:
-    differing = [
-        f"{name} {list(other[name].shape)} vs {list(info.shape)}"
-        for name, info in base.items()
-        if name in other and other[name].shape != info.shape
-    ]
+def _shapes(
+    base: Mapping[str, TensorInfo], other: Mapping[str, TensorInfo], rows_by_token: bool = False
+) -> tuple[Status, str]:
+    """Shared tensors whose shapes differ; with ``rows_by_token``, an embedding-like
+    tensor may differ in its row count (the merge matches its rows by token string)."""
+    from mergestudio.architecture import is_embedding
+
+    differing = []
+    realigned = []
+    for name, info in base.items():
+        if name not in other or other[name].shape == info.shape:
+            continue
+        theirs = other[name].shape
+        if rows_by_token and is_embedding(name) and len(theirs) == 2 and theirs[1:] == info.shape[1:]:
+            realigned.append(name)
+            continue
+        differing.append(f"{name} {list(theirs)} vs {list(info.shape)}")
     if differing:
         return "error", f"{len(differing)} tensor(s) differ in shape: {_listing(differing)}"
+    if realigned:
+        return "ok", f"every shared tensor has the base's shape but {_listing(realigned)} (rows matched by token)"
     return "ok", "every shared tensor has the base's shape"
+
+
+def _rows_by_token(base: ModelHeaders, other: ModelHeaders) -> bool:
+    """Both models have a tokenizer.json, so embedding rows can be matched by token."""
+    roots = [getattr(model, "root", None) for model in (base, other)]
+    return all(root is not None and (root / "tokenizer.json").is_file() for root in roots)
 
 
 def _dtypes(base: Mapping[str, TensorInfo], other: Mapping[str, TensorInfo]) -> tuple[Status, str]:

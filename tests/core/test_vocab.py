@@ -314,6 +314,9 @@ def test_preflight_names_added_tokens_and_their_fate(pair: dict[str, Path]) -> N
         assert "59 tokens (base 51)" in vocab.message
         assert "adds 8: '<|tool_0|>'" in vocab.message
         assert "union adds them to the output" in vocab.message
+        shapes = next(c for c in kept if c.topic == "shapes")
+        assert shapes.status == "ok"  # the padded embedding is matched by token, not refused
+        assert "lm_head.weight" in shapes.message
         dropped = next(c for c in preflight(a, [b], "base").checks if c.topic == "vocabulary")
         assert dropped.status == "warning"
         assert "dropped" in dropped.message
