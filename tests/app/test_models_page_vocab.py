@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mergestudio.demo.tokenizer import CHARACTERS
-
-from tests.core.test_vocab import ADDED, _save_model, _save_tokenizer
+from tests.core.test_vocab import ADDED, CHARACTERS, _save_model, _save_tokenizer
 
 
 def test_union_makes_the_padded_fine_tune_compatible(window, add_models, qtbot, tmp_path: Path) -> None:
