@@ -94,7 +94,22 @@ def _map_paths(data: ProjectData, convert: Callable[[str], str]) -> ProjectData:
     mapped.recipe = recipe = _map_recipe_paths(mapped.recipe, convert)
     if recipe.get("tokenizer_source") not in (None, "base", "union"):
         recipe["tokenizer_source"] = convert(recipe["tokenizer_source"])
+    _map_tokenizer_block(recipe.get("tokenizer"), convert)
     return mapped
+
+
+def _map_tokenizer_block(block: object, convert: Callable[[str], str]) -> None:
+    """The models a ``tokenizer:`` block names: its source and its token overrides'."""
+    if not isinstance(block, dict):
+        return
+    if block.get("source") not in (None, "base", "union"):
+        block["source"] = convert(block["source"])
+    for override in (block.get("tokens") or {}).values():
+        source = override.get("source") if isinstance(override, dict) else None
+        if isinstance(source, str):
+            override["source"] = convert(source)
+        elif isinstance(source, dict) and isinstance(source.get("model"), str):
+            source["model"] = convert(source["model"])
 
 
 def project_from_recipe(path: Path) -> ProjectData:

@@ -403,7 +403,8 @@ class StudioState(QObject):
         self.recipe = copy.deepcopy(new.recipe)
         models_changed = not new.same_models(old)
         base_changed = new.base != old.base
-        if models_changed or base_changed:
+        tokenizer_changed = _tokenizer_choice(new.recipe) != _tokenizer_choice(old.recipe)
+        if models_changed or base_changed or tokenizer_changed:
             self.update_preflight()
         self._verdict = None
         self._verdict_timer.start()
@@ -422,7 +423,7 @@ class StudioState(QObject):
         if base is None or base.source is None:
             self.preflight = None
         else:
-            self.preflight = preflight(base.source, sources)
+            self.preflight = preflight(base.source, sources, _tokenizer_choice(self.recipe))
         self.preflight_changed.emit()
 
     # ---- merge settings and project ----------------------------------------------------------
@@ -469,3 +470,14 @@ class StudioState(QObject):
         self.merge_settings_changed.emit()
         self.set_project_path(path)
         self.set_dirty(False)
+
+
+def _tokenizer_choice(recipe: object) -> str | None:
+    """The recipe's tokenizer source (``tokenizer.source`` or ``tokenizer_source``)."""
+    if not isinstance(recipe, dict):
+        return None
+    block = recipe.get("tokenizer")
+    if isinstance(block, dict):
+        return str(block.get("source", "union"))
+    choice = recipe.get("tokenizer_source")
+    return choice if isinstance(choice, str) else None

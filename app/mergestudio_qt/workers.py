@@ -175,6 +175,7 @@ class DryRun:
     largest_tensor: str
     warnings: list[str]
     sources: list[dict[str, Any]]
+    vocabulary: list[str]  # the tokenizer source's plan, one line per model; empty when none
 
 
 class DryRunJob(Job):
@@ -197,9 +198,19 @@ class DryRunJob(Job):
                 estimate.largest_tensor,
                 list(plan.warnings),
                 describe_sources(plan),
+                _vocabulary_lines(plan),
             )
         finally:
             plan.close()
+
+
+def _vocabulary_lines(plan: Any) -> list[str]:
+    vocab = plan.vocab
+    if vocab is None:
+        return []
+    lines = [f"vocabulary: {vocab.source}, {len(vocab.vocab)} tokens, {vocab.rows} embedding rows"]
+    lines += [f"{model}: {note}" for model, note in vocab.notes.items()]
+    return lines
 
 
 @dataclass(frozen=True)

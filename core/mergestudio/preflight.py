@@ -83,9 +83,12 @@ class PreflightReport:
         return "\n".join(lines)
 
 
-def preflight(base: ModelHeaders, others: Sequence[ModelHeaders]) -> PreflightReport:
+def preflight(
+    base: ModelHeaders, others: Sequence[ModelHeaders], tokenizer_source: str | None = None
+) -> PreflightReport:
     """Compare every model in ``others`` with ``base``; the base itself is checked for
-    what the merged folder takes from it (its config.json)."""
+    what the merged folder takes from it (its config.json). ``tokenizer_source`` (the
+    recipe's: base, union or a model) decides what happens to tokens a model adds."""
     checks: list[Check] = []
     if base.config is None:
         checks.append(
@@ -99,11 +102,11 @@ def preflight(base: ModelHeaders, others: Sequence[ModelHeaders]) -> PreflightRe
         )
     for other in others:
         if other.reference != base.reference:
-            checks += compare(base, other)
+            checks += compare(base, other, tokenizer_source)
     return PreflightReport(base.reference, tuple(checks))
 
 
-def compare(base: ModelHeaders, other: ModelHeaders) -> list[Check]:
+def compare(base: ModelHeaders, other: ModelHeaders, tokenizer_source: str | None = None) -> list[Check]:
     """Every topic's finding for one model against the base, in ``TOPICS`` order."""
     model = other.reference
     return [
@@ -111,9 +114,9 @@ def compare(base: ModelHeaders, other: ModelHeaders) -> list[Check]:
         Check(model, "family", *_family(base, other)),
         Check(model, "layers", *_layers(base, other)),
         Check(model, "tensor names", *_names(base.tensors, other.tensors)),
-        Check(model, "shapes", *_shapes(base.tensors, other.tensors)),
+        Check(model, "shapes", *_shapes(base.tensors, other.tensors, _rows_by_token(base, other))),
         Check(model, "dtypes", *_dtypes(base.tensors, other.tensors)),
-        Check(model, "vocabulary", *_vocabulary(base, other)),
+        Check(model, "vocabulary", *_vocabulary(base, other, tokenizer_source)),
     ]
 
 
@@ -173,15 +176,34 @@ def _names(base: Mapping[str, TensorInfo], other: Mapping[str, TensorInfo]) -> t
     return "ok", f"all {len(base)} tensor names match"
 
 
-def _shapes(base: Mapping[str, TensorInfo], other: Mapping[str, TensorInfo]) -> tuple[Status, str]:
-    differing = [
-        f"{name} {list(other[name].shape)} vs {list(info.shape)}"
-        for name, info in base.items()
-        if name in other and other[name].shape != info.shape
-    ]
+def _shapes(
+    base: Mapping[str, TensorInfo], other: Mapping[str, TensorInfo], rows_by_token: bool = False
+) -> tuple[Status, str]:
+    """Shared tensors whose shapes differ; with ``rows_by_token``, an embedding-like
+    tensor may differ in its row count (the merge matches its rows by token string)."""
+    from mergestudio.architecture import is_embedding
+
+    differing = []
+    realigned = []
+    for name, info in base.items():
+        if name not in other or other[name].shape == info.shape:
+            continue
+        theirs = other[name].shape
+        if rows_by_token and is_embedding(name) and len(theirs) == 2 and theirs[1:] == info.shape[1:]:
+            realigned.append(name)
+            continue
+        differing.append(f"{name} {list(theirs)} vs {list(info.shape)}")
     if differing:
         return "error", f"{len(differing)} tensor(s) differ in shape: {_listing(differing)}"
+    if realigned:
+        return "ok", f"every shared tensor has the base's shape but {_listing(realigned)} (rows matched by token)"
     return "ok", "every shared tensor has the base's shape"
+
+
+def _rows_by_token(base: ModelHeaders, other: ModelHeaders) -> bool:
+    """Both models have a tokenizer.json, so embedding rows can be matched by token."""
+    roots = [getattr(model, "root", None) for model in (base, other)]
+    return all(root is not None and (root / "tokenizer.json").is_file() for root in roots)
 
 
 def _dtypes(base: Mapping[str, TensorInfo], other: Mapping[str, TensorInfo]) -> tuple[Status, str]:
@@ -194,16 +216,46 @@ def _dtypes(base: Mapping[str, TensorInfo], other: Mapping[str, TensorInfo]) -> 
     return "ok", ", ".join(theirs)
 
 
-def _vocabulary(base: ModelHeaders, other: ModelHeaders) -> tuple[Status, str]:
+def _vocabulary(base: ModelHeaders, other: ModelHeaders, tokenizer_source: str | None) -> tuple[Status, str]:
+    """Sizes, the tokens ``other`` adds over the base, and what the tokenizer source does
+    with them. Rows are matched by token string when both have a tokenizer.json."""
+    from mergestudio.errors import PlanError
+    from mergestudio.vocab.align import union_vocabulary
+    from mergestudio.vocab.tokenizer_files import read_tokenizer
+
     ours, theirs = vocabulary_size(base), vocabulary_size(other)
-    if ours is None or theirs is None:
-        return "warning", "vocabulary size unknown (no config and no embedding tensor)"
-    if ours != theirs:
-        return "error", (
-            f"{theirs} tokens, the base has {ours}: embeddings cannot be merged row by row "
-            "(a different tokenizer or added tokens)"
-        )
-    return "ok", f"{theirs} tokens"
+    base_root, other_root = getattr(base, "root", None), getattr(other, "root", None)
+    base_tok = read_tokenizer(base_root) if base_root is not None else None
+    other_tok = read_tokenizer(other_root) if other_root is not None else None
+    source = tokenizer_source or "base"
+    if base_tok is None or other_tok is None:
+        if source == "union":
+            return "error", "no tokenizer.json on this model or the base: tokenizer_source union needs both"
+        if ours is None or theirs is None:
+            return "warning", "vocabulary size unknown (no config and no embedding tensor)"
+        if ours != theirs:
+            return "error", (
+                f"{theirs} tokens, the base has {ours}, and no tokenizer.json to match rows by token: "
+                "embeddings cannot be merged row by row"
+            )
+        return "ok", f"{theirs} tokens"
+    extra = [t for t in sorted(other_tok.vocab, key=other_tok.vocab.__getitem__) if t not in base_tok.vocab]
+    size = f"{len(other_tok)} tokens (base {len(base_tok)}), rows matched by token"
+    if not extra:
+        return "ok", size
+    shown = _listing([repr(t) for t in extra])
+    if source == "union":
+        try:
+            union_vocabulary([base.reference, other.reference], {base.reference: base_tok, other.reference: other_tok}, base.reference)
+        except PlanError as error:
+            return "error", f"{size}; adds {len(extra)}: {shown}; {error}"
+        return "ok", f"{size}; adds {len(extra)}: {shown}; union adds them to the output"
+    if source == other.reference:
+        return "ok", f"{size}; adds {len(extra)}: {shown}; kept (the output takes this model's tokenizer)"
+    return "warning", (
+        f"{size}; adds {len(extra)}: {shown}; dropped: the output keeps "
+        f"{'the base' if source == 'base' else source}'s vocabulary (tokenizer_source: union keeps them)"
+    )
 
 
 def vocabulary_size(model: ModelHeaders) -> int | None:

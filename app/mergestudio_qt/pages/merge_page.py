@@ -314,6 +314,8 @@ class MergePage(QWidget):
         self.dry_labels["read"].setText(format_bytes(result.bytes_to_read))
         self.dry_labels["output"].setText(format_bytes(result.output_bytes))
         self.dry_labels["peak"].setText(format_bytes(result.peak_memory_bytes))
+        for line in result.vocabulary:
+            self._log(line, "info")
         count = len(result.warnings)
         # Warnings go to the log and the tooltip: the note stays short and the page still.
         for warning in result.warnings:

@@ -288,6 +288,11 @@ class ModelsPage(QWidget):
         self.details_label.setText(f"{entry.name}: {about}\nSource ({entry.kind_text}): {entry.source_text}")
 
     def _show_preflight(self) -> None:
+        # The roles follow the report: it also changes with the recipe's tokenizer source.
+        self.table.blockSignals(True)
+        for row, entry in enumerate(self.state.models[: self.table.rowCount()]):
+            self._fill_row(row, entry)
+        self.table.blockSignals(False)
         report = self.state.preflight
         if report is None or not report.checks:
             text = "Add a base and at least one other model to check that they can be merged."

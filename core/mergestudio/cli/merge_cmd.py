@@ -148,6 +148,8 @@ def _dry_run(args: argparse.Namespace) -> int:
             "estimated_peak_memory_bytes": estimate.peak_memory_bytes,
             "largest_tensor": estimate.largest_tensor,
             "warnings": plan.warnings,
+            "vocabulary": plan.vocab.describe() if plan.vocab is not None else None,
+            "chat_template": plan.chat_template,
         }
     finally:
         plan.close()
@@ -185,5 +187,17 @@ def _print_dry_run(report: dict[str, Any], out: Path) -> None:
         f"estimated peak memory  {format_bytes(report['estimated_peak_memory_bytes'])} "
         f"(largest tensor: {report['largest_tensor']})\n"
     )
+    _print_vocabulary(report["vocabulary"], report["chat_template"])
     for warning in report["warnings"]:
         write(f"warning: {warning}\n")
+
+
+def _print_vocabulary(vocab: dict[str, Any] | None, chat_template: str | None) -> None:
+    write = sys.stdout.write
+    if vocab is not None:
+        how = "rows matched by token" if vocab["aligned_by_token"] else "rows already aligned"
+        write(f"vocabulary             {vocab['source']}: {vocab['tokens']} tokens, {vocab['rows']} rows, {how}\n")
+        for model, note in vocab["models"].items():
+            write(f"  {model[-40:]:40} {note}\n")
+    if chat_template is not None:
+        write(f"chat template          {len(chat_template)} characters, written to tokenizer_config.json\n")

@@ -30,21 +30,10 @@ COMPUTE_CODES = ("F32", "BF16", "F16", "F64")  # float8 stores, but torch cannot
 
 def check_plan(plan: MergePlan) -> None:
     """Raise RecipeError for a constraint the recipe breaks on some tensor (naming the
-    tensor and the key), or for a ``tokenizer_source`` naming no model of the recipe."""
-    check_tokenizer_source(plan)
+    tensor and the key). Tokenizer sources and chat templates are checked while planning
+    (mergestudio.vocab)."""
     _check_output_dtype(plan)
     _check_method_constraints(plan)
-
-
-def check_tokenizer_source(plan: MergePlan) -> None:
-    choice = plan.recipe.tokenizer_source
-    if choice in (None, "base"):
-        return
-    if choice == "union":
-        raise RecipeError("tokenizer_source: 'union' (merging vocabularies) is not supported yet")
-    if choice not in plan.sources:
-        models = ", ".join(plan.sources)
-        raise RecipeError(f"tokenizer_source: {choice!r} is not one of the recipe's models ({models})")
 
 
 def _check_output_dtype(plan: MergePlan) -> None:

@@ -147,6 +147,17 @@ class _TensorMerger:
             return self._read(planned.copy_from.model, planned.copy_from.tensor)
         inputs = [self._read(i.model, i.tensor) for i in planned.inputs]
         base = self._read(planned.base.model, planned.base.tensor) if planned.base else None
+        if planned.align_rows:
+            return self._merge_aligned(planned, inputs, base, out_dtype)
+        return self._merge_read(planned, inputs, base, out_dtype)
+
+    def _merge_read(
+        self,
+        planned: PlannedTensor,
+        inputs: list[torch.Tensor],
+        base: torch.Tensor | None,
+        out_dtype: torch.dtype,
+    ) -> torch.Tensor:
         try:
             if self.method.elementwise and planned.shape:
                 return self._merge_in_chunks(planned, inputs, base, out_dtype)
@@ -155,6 +166,37 @@ class _TensorMerger:
             raise
         except (RuntimeError, ValueError, ZeroDivisionError) as error:
             raise MergeError(f"{planned.name}: {self.method.name} failed: {error}") from error
+
+    def _merge_aligned(
+        self,
+        planned: PlannedTensor,
+        inputs: list[torch.Tensor],
+        base: torch.Tensor | None,
+        out_dtype: torch.dtype,
+    ) -> torch.Tensor:
+        """Embedding-like tensors: each input's rows moved to the output vocabulary (rows
+        an input lacks filled by the plan's rule), merged, then ``tokens:`` overrides."""
+        from mergestudio.vocab.align import apply_overrides, gather_rows
+
+        vocab = self.plan.vocab
+        assert vocab is not None
+        models = [i.model for i in planned.inputs] + ([planned.base.model] if planned.base else [])
+        raw = inputs + ([base] if base is not None else [])
+        weights = planned.model_params.get("weight", (1.0,) * len(inputs))
+        aligned = gather_rows(vocab, models, raw, [float(w) for w in weights])
+        result = self._merge_read(planned, aligned[: len(inputs)], aligned[-1] if base is not None else None, out_dtype)
+        if vocab.overrides:
+            rows_of_model = dict(zip(models, raw, strict=True))
+            for override in vocab.overrides:
+                if override.model is not None and override.model not in rows_of_model:
+                    name = self._tensor_name_in(planned, override.model)
+                    rows_of_model[override.model] = self._read(override.model, name)
+            apply_overrides(vocab, result, rows_of_model)
+        return result
+
+    @staticmethod
+    def _tensor_name_in(planned: PlannedTensor, model: str) -> str:
+        return next((i.tensor for i in planned.all_inputs() if i.model == model), planned.name)
 
     def _read(self, model: str, tensor: str) -> torch.Tensor:
         return self.plan.sources[model].read(tensor)

@@ -11,7 +11,6 @@ from mergestudio.engine.card import model_card
 from mergestudio.engine.checks import check_folder_output, check_output_path, check_run_options
 from mergestudio.engine.execute import ExecutionStats, execute_plan
 from mergestudio.engine.plan import MergePlan, build_plan
-from mergestudio.errors import RecipeError
 from mergestudio.events import CancelToken, EventSink, log
 from mergestudio.io.dtypes import torch_dtype_name
 from mergestudio.io.model_folder import (
@@ -24,6 +23,7 @@ from mergestudio.io.model_folder import (
 )
 from mergestudio.io.shards import ShardWriter, TensorSlot, layout_shards
 from mergestudio.recipe.model import Recipe
+from mergestudio.vocab.write import add_union_tokens, set_vocab_size, write_chat_template
 
 DEFAULT_SHARD_BYTES = 5 * 1000**3
 
@@ -180,8 +180,7 @@ def _write_side_files(plan: MergePlan, folder: Path, card_extra: dict[str, Any] 
     out_dtype = _dominant_out_dtype(plan)
     layers = plan.output_layers if plan.output_layers else None
     write_config(folder, config_source.config, torch_dtype_name(out_dtype), layers)
-    tokenizer_root = _tokenizer_source(plan)
-    copy_side_files(tokenizer_root, folder, TOKENIZER_FILES)
+    _write_tokenizer(plan, folder)
     copy_side_files(config_source.root, folder, GENERATION_FILES)
     (folder / "README.md").write_text(model_card(plan, card_extra))
 
@@ -193,13 +192,14 @@ def _dominant_out_dtype(plan: MergePlan) -> str:
     return max(counts, key=lambda code: counts[code])
 
 
-def _tokenizer_source(plan: MergePlan) -> Path:
-    """The folder the tokenizer files come from (the plan checked the choice already)."""
-    choice = plan.recipe.tokenizer_source
-    if choice in (None, "base"):
-        return plan.sources[plan.config_model].root
-    if choice == "union":
-        raise RecipeError("tokenizer_source: 'union' (merging vocabularies) is not supported yet")
-    if choice not in plan.sources:
-        raise RecipeError(f"tokenizer_source: {choice!r} is not one of the recipe's models")
-    return plan.sources[choice].root
+def _write_tokenizer(plan: MergePlan, folder: Path) -> None:
+    """The tokenizer files of the source the plan chose (checked already), the tokens a
+    union adds, the chat template, and the output's vocab_size."""
+    vocab = plan.vocab
+    files_from = vocab.files_from if vocab is not None else plan.config_model
+    copy_side_files(plan.sources[files_from].root, folder, TOKENIZER_FILES)
+    if vocab is not None:
+        add_union_tokens(vocab, folder)
+        set_vocab_size(folder, vocab.rows)
+    if plan.chat_template is not None:
+        write_chat_template(folder, plan.chat_template)

@@ -18,6 +18,9 @@ from mergestudio.methods.registry import MethodSpec, ScalarValue
 from mergestudio.recipe.model import InputSlice, OutputSlice, Parameters, Recipe
 from mergestudio.recipe.parameters import resolve
 from mergestudio.recipe.validate import validate_recipe
+from mergestudio.vocab.align import VocabPlan, plan_vocabulary
+from mergestudio.vocab.templates import resolve_chat_template
+from mergestudio.vocab.tokenizer_files import read_tokenizer
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class PlannedTensor:
     layer: int | None
     t: float
     copy_from: TensorInput | None = None
+    align_rows: bool = False  # embedding-like: gather rows by token (plan.vocab) first
 
     @property
     def numel(self) -> int:
@@ -82,6 +86,8 @@ class MergePlan:
     config_model: str  # whose config.json and tokenizer the output starts from
     output_layers: int
     warnings: list[str] = field(default_factory=list)
+    vocab: VocabPlan | None = None  # the output vocabulary and row maps, when tokenizers say
+    chat_template: str | None = None  # Jinja text for the output's tokenizer_config.json
 
     def tensor_info(self, tensor_input: TensorInput) -> TensorInfo:
         return self.sources[tensor_input.model].tensors[tensor_input.tensor]
@@ -151,6 +157,19 @@ class _Planner:
         self.warnings: list[str] = []
         self.slices = self._output_slices()
         self.out_dtype_override = _optional_dtype(recipe.out_dtype or recipe.dtype, "out_dtype")
+        self.first_model = recipe.base_model or self.slices[0].sources[0].model
+        # Tokenizer and chat-template problems surface here, before any tensor is planned.
+        self.vocab = plan_vocabulary(recipe, sources, self.first_model)
+        self.chat_template = resolve_chat_template(recipe.chat_template, self._model_templates())
+
+    def _model_templates(self) -> list[tuple[str, str | None]]:
+        if self.recipe.chat_template != "auto":
+            return []
+        templates = []
+        for reference, source in self.sources.items():
+            files = read_tokenizer(source.root)
+            templates.append((reference, files.chat_template if files else None))
+        return templates
 
     # ---- shape of the output ----------------------------------------------------------
 
@@ -182,16 +201,17 @@ class _Planner:
         else:
             tensors, output_layer = self._plan_whole_models(first)
         self._warn_unused_tensors(tensors)
-        config_model = self.recipe.base_model or first.sources[0].model
         return MergePlan(
             recipe=self.recipe,
             method=self.method,
             sources=self.sources,
             tensors=tensors,
             base_model=self.recipe.base_model,
-            config_model=config_model,
+            config_model=self.first_model,
             output_layers=output_layer,
             warnings=self.warnings,
+            vocab=self.vocab,
+            chat_template=self.chat_template,
         )
 
     def _check_architectures(self) -> None:
@@ -341,8 +361,11 @@ class _Planner:
         for error messages."""
         reference_model = self._reference_model(output_slice)
         reference = self._input_info(reference_model, input_names[reference_model], where)
+        align = self._aligns_rows(input_names, where)
         for model, name in input_names.items():
             info = self._input_info(model, name, where)
+            if align and info.shape[1:] == reference.shape[1:]:
+                continue  # rows are matched by token string, not by index
             if info.shape != reference.shape:
                 raise PlanError(
                     f"{where}: tensor {name!r} has shape {list(info.shape)} in {model} but "
@@ -373,9 +396,10 @@ class _Planner:
         block = role.block.label if role.block else None
         global_params = self._global_params(output_slice, output_name, t, block)
         model_params = self._model_params(output_slice, inputs, input_names, t, block)
+        shape = (self.vocab.rows, *reference.shape[1:]) if align and self.vocab else reference.shape
         return PlannedTensor(
             name=output_name,
-            shape=reference.shape,
+            shape=shape,
             out_dtype=out_dtype,
             inputs=tuple(TensorInput(m, input_names[m]) for m in inputs),
             base=TensorInput(base, input_names[base]) if takes_base and base else None,
@@ -383,6 +407,18 @@ class _Planner:
             model_params=model_params,
             layer=layer,
             t=t,
+            align_rows=align,
+        )
+
+    def _aligns_rows(self, input_names: dict[str, str], where: str) -> bool:
+        """Whether this tensor is embedding-like in every input and the vocabulary plan
+        moves rows (an output with the inputs' own rows needs no gathering)."""
+        vocab = self.vocab
+        if vocab is None or not vocab.needs_alignment:
+            return False
+        return all(
+            vocab.aligned_tensor(model, name, self._input_info(model, name, where).shape)
+            for model, name in input_names.items()
         )
 
     def _input_info(self, model: str, name: str, where: str) -> TensorInfo:

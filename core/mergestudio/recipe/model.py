@@ -9,7 +9,7 @@ the layers), or a list of ``{filter, value}`` conditions matched against tensor 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import yaml
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
@@ -55,6 +55,32 @@ class OutputSlice(_Strict):
     parameters: Parameters | None = None
 
 
+class ZeroToken(_Strict):
+    kind: Literal["zero"]
+
+
+class ModelToken(_Strict):
+    kind: Literal["model_token"]
+    model: str
+    token: str | None = None
+
+
+class TokenOverride(_Strict):
+    """``tokenizer.tokens.<token>``: where that token's embedding rows come from.
+    ``force`` is accepted for mergekit compatibility: overrides always apply."""
+
+    source: str | ZeroToken | ModelToken
+    force: bool = False
+
+
+class TokenizerSettings(_Strict):
+    """mergekit's ``tokenizer:`` block (its default source is ``union``)."""
+
+    source: str = "union"
+    tokens: dict[str, TokenOverride] | None = None
+    pad_to_multiple_of: int | None = None
+
+
 class Recipe(BaseModel):
     """A merge recipe. Accepts mergekit's keys; ``random_seed`` is ours (mergekit ignores
     it) and seeds stochastic methods."""
@@ -69,6 +95,7 @@ class Recipe(BaseModel):
     dtype: str | None = None
     out_dtype: str | None = None
     tokenizer_source: str | None = None
+    tokenizer: TokenizerSettings | None = None
     chat_template: str | None = None
     name: str | None = None
     random_seed: int | None = None
@@ -89,11 +116,8 @@ class Recipe(BaseModel):
     def from_dict(cls, data: dict[str, Any], source: str = "recipe") -> Recipe:
         if "modules" in data:
             raise RecipeError(f"{source}: key 'modules' (multi-module merges) is not supported yet")
-        if "tokenizer" in data:
-            raise RecipeError(
-                f"{source}: key 'tokenizer' (token-level tokenizer merging) is not supported; "
-                "use tokenizer_source: base or a model"
-            )
+        if data.get("tokenizer") is not None and data.get("tokenizer_source") is not None:
+            raise RecipeError(f"{source}: give either 'tokenizer' or 'tokenizer_source', not both")
         try:
             recipe = cls.model_validate(data)
         except ValidationError as error:
