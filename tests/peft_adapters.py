@@ -67,3 +67,17 @@ def edit_adapter_config(adapter: Path, **changes: Any) -> None:
     config = json.loads(path.read_text())
     config.update(changes)
     path.write_text(json.dumps(config))
+
+
+def logits(model_folder: Path, adapter: Path | None = None) -> torch.Tensor:
+    """Logits of a fixed token sequence: the model alone, or with an adapter loaded by peft."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_folder)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    tokens = torch.arange(3, 19).reshape(2, 8)
+    with torch.no_grad():
+        return model(tokens).logits

@@ -1,0 +1,106 @@
+"""Writing a PEFT LoRA folder that ``peft.PeftModel.from_pretrained`` loads:
+``adapter_config.json`` (made by peft's own ``LoraConfig``), ``adapter_model.safetensors``
+and a JSON report of how it was made."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from mergestudio.errors import MergeStudioError
+from mergestudio.io.adapters import ADAPTER_WEIGHTS, PEFT_PREFIX
+
+ModuleKind = Literal["linear", "embedding"]
+
+
+@dataclass(frozen=True)
+class LoraFactors:
+    """One module's update B·A, scale 1: ``b`` (out, r), ``a`` (r, in) in peft's
+    orientation (for embeddings b is (embedding_dim, r) and a (r, num_embeddings))."""
+
+    module: str
+    kind: ModuleKind
+    b: torch.Tensor
+    a: torch.Tensor
+
+    @property
+    def rank(self) -> int:
+        return int(self.a.shape[0])
+
+
+def lora_from_weight_layout(
+    module: str, kind: ModuleKind, left: torch.Tensor, right: torch.Tensor, transposed: bool
+) -> LoraFactors:
+    """Factors of a delta laid out like the weight (delta = left @ right) as peft's B, A:
+    weights stored (in, out) — embeddings, fan_in_fan_out Conv1D — take deltaᵀ = rightᵀ leftᵀ."""
+    if transposed:
+        return LoraFactors(module, kind, right.T.contiguous(), left.T.contiguous())
+    return LoraFactors(module, kind, left.contiguous(), right.contiguous())
+
+
+def write_peft_folder(
+    folder: Path,
+    *,
+    base_model: str,
+    factors: list[LoraFactors],
+    saved: dict[str, torch.Tensor],
+    dtype: torch.dtype,
+    fan_in_fan_out: bool = False,
+    report: dict[str, Any] | None = None,
+) -> None:
+    """Write the adapter into ``folder`` (which must exist). ``saved``: full tensors of
+    ``modules_to_save`` by tensor name. Every module gets alpha = its rank (scale 1)."""
+    config = _lora_config(base_model, factors, saved, fan_in_fan_out)
+    config.save_pretrained(str(folder))
+    tensors: dict[str, torch.Tensor] = {}
+    for item in factors:
+        key = f"{PEFT_PREFIX}{item.module}"
+        if item.kind == "embedding":
+            tensors[f"{key}.lora_embedding_A"] = item.a
+            tensors[f"{key}.lora_embedding_B"] = item.b
+        else:
+            tensors[f"{key}.lora_A.weight"] = item.a
+            tensors[f"{key}.lora_B.weight"] = item.b
+    for name, tensor in saved.items():
+        tensors[f"{PEFT_PREFIX}{name}"] = tensor
+    from safetensors.torch import save_file
+
+    contiguous = {name: t.detach().to("cpu", dtype).contiguous() for name, t in tensors.items()}
+    save_file(contiguous, str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    if report is not None:
+        (folder / "lora_report.json").write_text(json.dumps(report, indent=2))
+
+
+def _lora_config(
+    base_model: str, factors: list[LoraFactors], saved: dict[str, torch.Tensor], fan_in_fan_out: bool
+) -> Any:
+    try:
+        from peft import LoraConfig
+    except ImportError as error:
+        raise MergeStudioError(
+            "writing a LoRA adapter needs peft: pip install 'mergestudio[adapters]'"
+        ) from error
+    ranks = [item.rank for item in factors] or [1]
+    rank = max(set(ranks), key=ranks.count)  # the most common rank; the rest are patterns
+    # Patterns are regular expressions matched at the end of module names: escaped, a
+    # module path matches only itself.
+    pattern = {re.escape(i.module): i.rank for i in factors if i.rank != rank}
+    modules_to_save = sorted({name.rsplit(".", 1)[0] for name in saved}) or None
+    return LoraConfig(
+        r=rank,
+        lora_alpha=rank,
+        rank_pattern=pattern,
+        alpha_pattern=dict(pattern),
+        target_modules=sorted({item.module for item in factors}) or None,
+        modules_to_save=modules_to_save,
+        fan_in_fan_out=fan_in_fan_out,
+        base_model_name_or_path=base_model,
+        lora_dropout=0.0,
+        bias="none",
+        inference_mode=True,
+    )
