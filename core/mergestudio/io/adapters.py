@@ -87,6 +87,9 @@ class LoraAdapter:
     modules: dict[str, LoraModule]  # by target tensor name
     replacements: dict[str, TensorInfo]  # full tensors (modules_to_save, saved embeddings) by name
     revision: str | None = None
+    # Replacements that are peft's copies of base layers (saved beside an embedding LoRA in
+    # case the vocabulary was resized), not trained modules_to_save.
+    base_layer_copies: frozenset[str] = frozenset()
     _header: bytes = b""
     _mapped: MappedFiles = field(default_factory=MappedFiles, repr=False)
 
@@ -106,7 +109,12 @@ class LoraAdapter:
 
     @property
     def modules_to_save(self) -> list[str]:
-        return sorted({name.rsplit(".", 1)[0] for name in self.replacements})
+        return sorted({name.rsplit(".", 1)[0] for name in self.trained_replacements})
+
+    @property
+    def trained_replacements(self) -> list[str]:
+        """Tensors the adapter replaces with trained values (modules_to_save)."""
+        return [name for name in self.replacements if name not in self.base_layer_copies]
 
     @property
     def total_bytes(self) -> int:
@@ -242,6 +250,11 @@ def open_adapter(reference: str, *, token: str | bool | None = None) -> LoraAdap
         modules=modules,
         replacements=replacements,
         revision=revision,
+        base_layer_copies=frozenset(
+            key.removeprefix(PEFT_PREFIX).replace(".base_layer.", ".")
+            for key in header.tensors
+            if ".base_layer." in key
+        ),
         _header=header.header_bytes,
     )
 
