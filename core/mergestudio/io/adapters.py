@@ -290,7 +290,7 @@ def open_adapted_model(
     tensors = dict(base.tensors)
     tensors.update(adapter.replacements)
     return AdapterSource(
-        reference=reference or f"{base_name}+{adapter_reference}",
+        reference=reference or _written_reference(base_reference, adapter_reference),
         root=base.root,
         tensors=tensors,
         config=base.config,
@@ -299,6 +299,11 @@ def open_adapted_model(
         base=base,
         adapter=adapter,
     )
+
+
+def _written_reference(base_reference: str | None, adapter_reference: str) -> str:
+    """As the user writes it: the adapter alone, or BASE+ADAPTER."""
+    return f"{base_reference}+{adapter_reference}" if base_reference else adapter_reference
 
 
 def check_adapter_against_base(adapter: LoraAdapter, base: ModelSource) -> None:
@@ -429,3 +434,17 @@ def _pattern_value(patterns: dict[str, Any], module: str, default: float) -> flo
         if re.match(rf"(.*\.)?({pattern})$", module):
             return float(value)
     return default
+
+
+def adapter_summary(source: ModelSource) -> str | None:
+    """A one-line description of an adapted source (adapter of BASE · r 8 · q_proj, v_proj);
+    None for a model."""
+    if not isinstance(source, AdapterSource) or source.adapter is None or source.base is None:
+        return None
+    adapter = source.adapter
+    base_name = Path(source.base.reference).name or source.base.reference
+    ranks = "/".join(str(r) for r in adapter.ranks) or "–"
+    parts = [f"adapter of {base_name}", f"r {ranks}", ", ".join(adapter.target_modules)]
+    if adapter.modules_to_save:
+        parts.append(f"+{len(adapter.modules_to_save)} saved")
+    return " · ".join(part for part in parts if part)
