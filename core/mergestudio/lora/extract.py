@@ -10,6 +10,7 @@ adapter is written into a staging folder and moved into place only when complete
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +22,8 @@ from mergestudio.architecture import is_embedding
 from mergestudio.engine.device import resolve_device, torch_threads
 from mergestudio.errors import PlanError, RecipeError
 from mergestudio.events import CancelToken, EventSink, ProgressReporter, check_cancel, log
-from mergestudio.io.dtypes import FLOAT_CODES, to_torch
+from mergestudio.io.dtypes import FLOAT_CODES, ITEM_SIZE, to_torch
+from mergestudio.io.safetensors_file import TensorInfo
 from mergestudio.io.model_folder import staged_folder
 from mergestudio.io.sources import ModelSource, open_model
 from mergestudio.lora.factorize import LowRank, svd_for_energy, truncated_svd
@@ -164,8 +166,7 @@ def _check_pair(base: ModelSource, tune: ModelSource) -> list[str]:
 
 
 def _dominant_float(source: ModelSource) -> str:
-    counts = {code: n for code, n in source.dtypes.items() if code in FLOAT_CODES}
-    return max(counts, key=lambda code: counts[code]) if counts else "F32"
+    return _dominant_float_code(source.tensors)
 
 
 class _Extractor:
@@ -258,3 +259,60 @@ class _Extractor:
             if choice.action in ("lora", "unchanged"):
                 self.choices[index] = ModuleChoice(choice.tensor, choice.shape, "saved")
             self.saved[choice.tensor] = self.tune.read(choice.tensor).clone()
+
+
+def estimate_adapter_bytes(
+    tensors: dict[str, TensorInfo],
+    *,
+    rank: int | None = None,
+    energy: float | None = None,
+    spectra: list[tuple[list[float], int]] | None = None,
+    embeddings: EmbeddingChoice = "save",
+) -> int:
+    """What an extraction will write, from the base's headers: r·(m + n) per weight matrix
+    at ``rank``; at ``energy``, each matrix at the share of its rank that the sampled
+    ``spectra`` (leading singular values, full rank) needed on average. Embeddings and the
+    LM head add their full size when saved whole. An estimate: energy ranks are chosen
+    per matrix at extraction time."""
+    matrices = [
+        info
+        for name, info in tensors.items()
+        if len(info.shape) == 2 and info.dtype in FLOAT_CODES and not is_embedding(name)
+    ]
+    item_size = ITEM_SIZE[_dominant_float_code(tensors)]
+    if rank is None:
+        fraction = _energy_rank_fraction(spectra or [], energy if energy is not None else 0.9)
+    total = 0
+    for info in matrices:
+        rows, columns = info.shape
+        chosen = rank if rank is not None else max(1, math.ceil(fraction * min(rows, columns)))
+        total += min(chosen, rows, columns) * (rows + columns) * item_size
+    if embeddings == "save":
+        total += sum(info.nbytes for name, info in tensors.items() if is_embedding(name))
+    return total
+
+
+def _energy_rank_fraction(spectra: list[tuple[list[float], int]], energy: float) -> float:
+    """Mean share of the full rank needed to keep ``energy`` in the sampled spectra."""
+    shares = []
+    for values, full_rank in spectra:
+        squares = [v * v for v in values]
+        total = sum(squares)
+        if total <= 0 or full_rank <= 0:
+            continue
+        kept, needed = 0.0, len(squares)
+        for index, square in enumerate(squares):
+            kept += square
+            if kept >= energy * total:
+                needed = index + 1
+                break
+        shares.append(needed / full_rank)
+    return sum(shares) / len(shares) if shares else 1.0
+
+
+def _dominant_float_code(tensors: dict[str, TensorInfo]) -> str:
+    counts: dict[str, int] = {}
+    for info in tensors.values():
+        if info.dtype in FLOAT_CODES:
+            counts[info.dtype] = counts.get(info.dtype, 0) + info.numel
+    return max(counts, key=lambda code: counts[code]) if counts else "F32"
