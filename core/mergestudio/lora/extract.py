@@ -23,8 +23,8 @@ from mergestudio.engine.device import resolve_device, torch_threads
 from mergestudio.errors import PlanError, RecipeError
 from mergestudio.events import CancelToken, EventSink, ProgressReporter, check_cancel, log
 from mergestudio.io.dtypes import FLOAT_CODES, ITEM_SIZE, to_torch
-from mergestudio.io.safetensors_file import TensorInfo
 from mergestudio.io.model_folder import staged_folder
+from mergestudio.io.safetensors_file import TensorInfo
 from mergestudio.io.sources import ModelSource, open_model
 from mergestudio.lora.factorize import LowRank, svd_for_energy, truncated_svd
 from mergestudio.lora.peft_folder import LoraFactors, lora_from_weight_layout, write_peft_folder
