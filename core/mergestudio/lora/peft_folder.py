@@ -1,6 +1,6 @@
 """Writing a PEFT LoRA folder that ``peft.PeftModel.from_pretrained`` loads:
-``adapter_config.json`` (made by peft's own ``LoraConfig``), ``adapter_model.safetensors``
-and a JSON report of how it was made."""
+``adapter_config.json``, ``adapter_model.safetensors`` and a JSON report of how it was
+made."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from typing import Any, Literal
 
 import torch
 
-from mergestudio.errors import MergeStudioError
-from mergestudio.io.adapters import ADAPTER_WEIGHTS, PEFT_PREFIX
+from mergestudio.io.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX
 
 ModuleKind = Literal["linear", "embedding"]
 
@@ -56,7 +55,7 @@ def write_peft_folder(
     """Write the adapter into ``folder`` (which must exist). ``saved``: full tensors of
     ``modules_to_save`` by tensor name. Every module gets alpha = its rank (scale 1)."""
     config = _lora_config(base_model, factors, saved, fan_in_fan_out)
-    config.save_pretrained(str(folder))
+    (folder / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2))
     tensors: dict[str, torch.Tensor] = {}
     for item in factors:
         key = f"{PEFT_PREFIX}{item.module}"
@@ -78,29 +77,30 @@ def write_peft_folder(
 
 def _lora_config(
     base_model: str, factors: list[LoraFactors], saved: dict[str, torch.Tensor], fan_in_fan_out: bool
-) -> Any:
-    try:
-        from peft import LoraConfig
-    except ImportError as error:
-        raise MergeStudioError(
-            "writing a LoRA adapter needs peft: pip install 'mergestudio[adapters]'"
-        ) from error
+) -> dict[str, Any]:
+    """peft's LoraConfig as JSON. Written directly, not through peft: importing peft
+    (and transformers) takes longer than extracting a small model's adapter; keys left
+    out take peft's defaults, and the tests load every folder we write with peft."""
     ranks = [item.rank for item in factors] or [1]
     rank = max(set(ranks), key=ranks.count)  # the most common rank; the rest are patterns
     # Patterns are regular expressions matched at the end of module names: escaped, a
     # module path matches only itself.
     pattern = {re.escape(i.module): i.rank for i in factors if i.rank != rank}
-    modules_to_save = sorted({name.rsplit(".", 1)[0] for name in saved}) or None
-    return LoraConfig(
-        r=rank,
-        lora_alpha=rank,
-        rank_pattern=pattern,
-        alpha_pattern=dict(pattern),
-        target_modules=sorted({item.module for item in factors}) or None,
-        modules_to_save=modules_to_save,
-        fan_in_fan_out=fan_in_fan_out,
-        base_model_name_or_path=base_model,
-        lora_dropout=0.0,
-        bias="none",
-        inference_mode=True,
-    )
+    return {
+        "peft_type": "LORA",
+        "task_type": None,
+        "base_model_name_or_path": base_model,
+        "r": rank,
+        "lora_alpha": rank,
+        "rank_pattern": pattern,
+        "alpha_pattern": dict(pattern),
+        "target_modules": sorted({item.module for item in factors}) or None,
+        "modules_to_save": sorted({name.rsplit(".", 1)[0] for name in saved}) or None,
+        "fan_in_fan_out": fan_in_fan_out,
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "use_rslora": False,
+        "use_dora": False,
+        "inference_mode": True,
+        "init_lora_weights": True,
+    }
