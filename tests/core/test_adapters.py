@@ -198,3 +198,28 @@ def test_adapter_without_a_base_name_asks_for_one(
     adapter = make_lora(base, tmp_path / "lora", seed=1)
     edit_adapter_config(adapter, base_model_name_or_path=None)
     _refused(str(adapter), tmp_path, "BASE+ADAPTER")
+
+
+def test_hub_adapter_on_a_hub_base_offline_from_the_cache(
+    make_checkpoint: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.core.test_sources import _populate_hub_cache
+
+    base = make_checkpoint("base")
+    adapter = make_lora(base, tmp_path / "lora", seed=8)
+    reference = merged_reference(base, adapter)
+    edit_adapter_config(adapter, base_model_name_or_path="acme/base")
+    cache = tmp_path / "hub"
+    for repo, folder, commit in (("acme/base", base, "a" * 40), ("acme/lora", adapter, "b" * 40)):
+        _populate_hub_cache(
+            cache, repo, commit, {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+        )
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    _assert_matches(_apply("acme/base+acme/lora"), reference)
+    alone = open_model("acme/lora")  # its config names the base
+    assert isinstance(alone, AdapterSource) and alone.reference == "acme/lora"
+    assert alone.revision == "a" * 40  # the base's commit: the tensors come from it
+    alone.close()
