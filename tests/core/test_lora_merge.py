@@ -151,3 +151,17 @@ def test_knots_on_full_task_matrices_keeps_a_lone_task_and_the_base() -> None:
         **{**params, "density": [0.5, 0.5]},
     )
     assert torch.equal(same, base)
+
+
+def test_fan_in_fan_out_adapters_merge_into_a_fan_in_fan_out_adapter(tmp_path: Path) -> None:
+    from tests.peft_adapters import tiny_gpt2
+
+    base = tiny_gpt2(tmp_path / "gpt2")
+    one = make_lora(base, tmp_path / "one", seed=1, r=2, targets=("c_attn",), fan_in_fan_out=True)
+    two = make_lora(base, tmp_path / "two", seed=2, r=3, targets=("c_attn", "c_fc"), fan_in_fan_out=True)
+    models = [{"model": f"{base}+{a}", "parameters": {"weight": 1.0, "density": 0.7}} for a in (one, two)]
+    recipe = {"merge_method": "knots", "base_model": str(base), "models": models}
+    result, applied, full, _ = _both(recipe, tmp_path)
+    assert {m.tensor: m.rank for m in result.modules}["transformer.h.0.attn.c_attn.weight"] == 5
+    for name, tensor in full.items():
+        assert torch.allclose(applied[name], tensor, atol=2e-5), name
