@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 from pathlib import Path
 
 from mergestudio.cli.progress import TerminalProgress, format_bytes, format_seconds
+from mergestudio.cli.signals import on_stop_signals
 from mergestudio.events import CancelToken
 
 
@@ -49,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
         rank=args.rank, energy=args.energy, max_rank=args.max_rank, embeddings=args.embeddings
     )
     cancel = CancelToken()
-    previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
-    try:
+    with on_stop_signals(lambda _signum: cancel.cancel()):
         result = extract_lora(
             args.base,
             args.model,
@@ -63,8 +62,6 @@ def run(args: argparse.Namespace) -> int:
             events=TerminalProgress(quiet=args.quiet),
             cancel=cancel,
         )
-    finally:
-        signal.signal(signal.SIGINT, previous)
     if args.json:
         print(json.dumps(result.report(), indent=2))
         return 0

@@ -26,7 +26,10 @@ from typing import Literal
 import torch
 
 from mergestudio.engine.device import resolve_device, torch_threads
-from mergestudio.engine.execute import _TensorMerger
+
+# The executor's per-tensor merge (reads, conversion, the method call, the NaN/Inf policy),
+# reused so that a re-factorised module is exactly what a full-model merge would compute.
+from mergestudio.engine.execute import _NonFiniteGuard, _TensorMerger
 from mergestudio.engine.plan import MergePlan, PlannedTensor, build_plan
 from mergestudio.errors import RecipeError
 from mergestudio.events import CancelToken, EventSink, ProgressReporter, check_cancel, log
@@ -90,7 +93,7 @@ def merge_to_adapter(
     try:
         adapters, base_reference = _adapters_of_one_base(plan)
         torch_device = resolve_device(device)
-        merger = _AdapterMerger(plan, adapters, rank, torch_device)
+        merger = _AdapterMerger(plan, adapters, rank, torch_device, events)
         with staged_folder(Path(out_dir), overwrite) as staging:
             with torch.inference_mode(), torch_threads(threads or 1):
                 merger.run(events, cancel)
@@ -153,12 +156,13 @@ class _AdapterMerger:
         adapters: dict[str, LoraAdapter],
         rank: int | None,
         device: torch.device,
+        events: EventSink | None,
     ) -> None:
         self.plan = plan
         self.adapters = adapters
         self.rank = rank
         self.device = device
-        self.full = _TensorMerger(plan, device, torch.float32, 8 << 20)
+        self.full = _TensorMerger(plan, device, torch.float32, 8 << 20, _NonFiniteGuard(plan, False, events))
         self.factors: list[LoraFactors] = []
         self.saved: dict[str, torch.Tensor] = {}
         self.reports: list[AdapterModuleReport] = []
