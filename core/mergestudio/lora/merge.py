@@ -37,7 +37,6 @@ from mergestudio.io.adapters import AdapterSource, LoraAdapter, LoraModule
 from mergestudio.io.model_folder import staged_folder
 from mergestudio.lora.factorize import LowRank, product_svd, truncate_product, truncated_svd
 from mergestudio.lora.peft_folder import LoraFactors, lora_from_weight_layout, write_peft_folder
-from mergestudio.methods.knots import merge_in_shared_basis
 from mergestudio.recipe.model import Recipe
 
 Route = Literal["concatenation", "knots", "svd", "saved"]
@@ -272,6 +271,10 @@ class _AdapterMerger:
             rank = pair[1].shape[0]
             joined_right[offset : offset + rank, index * columns : (index + 1) * columns] = pair[1]
             offset += rank
+        # Imported here, after build_plan loaded every method family: importing a family
+        # module first would change the registry's order (the docs table follows it).
+        from mergestudio.methods.knots import merge_in_shared_basis
+
         u, s, vh = product_svd(torch.cat(lefts, dim=1), joined_right)
         params = {**planned.global_params, **planned.model_params}
         left, right = merge_in_shared_basis(
