@@ -258,7 +258,9 @@ class _Extractor:
                 )
             if choice.action in ("lora", "unchanged"):
                 self.choices[index] = ModuleChoice(choice.tensor, choice.shape, "saved")
-            self.saved[choice.tensor] = self.tune.read(choice.tensor).clone()
+            # A memory-mapped view, not a copy: the sources stay open until the adapter is
+            # written, and saved embeddings are the largest part of an adapter.
+            self.saved[choice.tensor] = self.tune.read(choice.tensor)
 
 
 def estimate_adapter_bytes(

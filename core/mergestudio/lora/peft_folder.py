@@ -67,12 +67,28 @@ def write_peft_folder(
             tensors[f"{key}.lora_B.weight"] = item.b
     for name, tensor in saved.items():
         tensors[f"{PEFT_PREFIX}{name}"] = tensor
-    from safetensors.torch import save_file
-
-    contiguous = {name: t.detach().to("cpu", dtype).contiguous() for name, t in tensors.items()}
-    save_file(contiguous, str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    _stream_tensors(folder, tensors, dtype)
     if report is not None:
         (folder / "lora_report.json").write_text(json.dumps(report, indent=2))
+
+
+def _stream_tensors(folder: Path, tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> None:
+    """``adapter_model.safetensors`` through the streaming shard writer (header first,
+    tensors one by one): safetensors' save_file builds the whole file in memory first."""
+    from mergestudio.io.dtypes import from_torch
+    from mergestudio.io.shards import ShardWriter, TensorSlot, layout_shards
+
+    code = from_torch(dtype)
+    slots = [TensorSlot(name, code, tuple(tensor.shape)) for name, tensor in tensors.items()]
+    shards = layout_shards(slots, 1 << 62, stem=ADAPTER_WEIGHTS.removesuffix(".safetensors"))
+    writer = ShardWriter(folder, shards)
+    try:
+        for name, tensor in tensors.items():
+            writer.accept(name, tensor.detach().to("cpu", dtype))
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def _lora_config(
