@@ -48,6 +48,7 @@ class ModelEntry:
     source: ModelSource | None = field(default=None, repr=False)  # closed; headers only
     include: bool = True  # a view of the project model's ticks; set only by StudioState
     description: str | None = None  # from the model card or the demo zoo's metadata
+    adapter: str | None = None  # "adapter of BASE · r 8 · q_proj, v_proj" for a LoRA adapter
 
     @property
     def dtype_text(self) -> str:
@@ -108,7 +109,11 @@ class RecipeVerdict:
 
 def describe_source(source: ModelSource, reference: str, kind: str) -> ModelEntry:
     """A ``ModelEntry`` from an open source (closes its memory maps: headers stay)."""
+    from mergestudio.io.adapters import AdapterSource, adapter_summary
+
     disk = sum(path.stat().st_size for path in source.files if path.exists())
+    if isinstance(source, AdapterSource) and source.adapter is not None:
+        disk = source.adapter.file.stat().st_size  # the adapter's own file, not its base's
     entry = ModelEntry(
         reference=reference,
         name=display_name(reference),
@@ -121,6 +126,7 @@ def describe_source(source: ModelSource, reference: str, kind: str) -> ModelEntr
         revision=source.revision,
         source=source,
         description=_description(source),
+        adapter=adapter_summary(source),
     )
     source.close()
     return entry

@@ -17,7 +17,7 @@ from mergestudio.io.dtypes import torch_dtype_name
 from mergestudio.io.safetensors_file import TensorInfo
 
 Status = Literal["ok", "warning", "error"]
-TOPICS = ("architecture", "family", "layers", "tensor names", "shapes", "dtypes", "vocabulary")
+TOPICS = ("adapter", "architecture", "family", "layers", "tensor names", "shapes", "dtypes", "vocabulary")
 _SHOWN = 3  # names listed in a message before "…"
 _VOCAB_KEYS = ("vocab_size", "n_vocab", "padded_vocab_size")
 
@@ -107,9 +107,12 @@ def preflight(
 
 
 def compare(base: ModelHeaders, other: ModelHeaders, tokenizer_source: str | None = None) -> list[Check]:
-    """Every topic's finding for one model against the base, in ``TOPICS`` order."""
+    """Every topic's finding for one model against the base, in ``TOPICS`` order; a LoRA
+    adapter is first checked against the chosen base."""
     model = other.reference
+    adapter = _adapter(base, other)
     return [
+        *([Check(model, "adapter", *adapter)] if adapter else []),
         Check(model, "architecture", *_architecture(base, other)),
         Check(model, "family", *_family(base, other)),
         Check(model, "layers", *_layers(base, other)),
@@ -118,6 +121,30 @@ def compare(base: ModelHeaders, other: ModelHeaders, tokenizer_source: str | Non
         Check(model, "dtypes", *_dtypes(base.tensors, other.tensors)),
         Check(model, "vocabulary", *_vocabulary(base, other, tokenizer_source)),
     ]
+
+
+def _adapter(base: ModelHeaders, other: ModelHeaders) -> tuple[Status, str] | None:
+    """For an adapter: do its modules exist in the chosen base with fitting shapes, and is
+    the chosen base the one it is applied to?"""
+    from mergestudio.errors import SourceError
+    from mergestudio.io.adapters import AdapterSource, adapter_summary, check_adapter_against_base
+    from mergestudio.io.sources import ModelSource
+
+    if not isinstance(other, AdapterSource) or other.adapter is None or other.base is None:
+        return None
+    summary = adapter_summary(other) or ""
+    if isinstance(base, ModelSource):
+        try:
+            check_adapter_against_base(other.adapter, base)
+        except SourceError as error:
+            return "error", str(error)
+        same = {p.resolve() for p in base.files} == {p.resolve() for p in other.base.files}
+        if not same:
+            return "warning", (
+                f"{summary}; it is applied to {other.base.reference}, not to the chosen base "
+                "(the shapes fit, but the update was learned on another model)"
+            )
+    return "ok", summary
 
 
 def _architecture(base: ModelHeaders, other: ModelHeaders) -> tuple[Status, str]:

@@ -38,6 +38,7 @@ from mergestudio_qt import jobs
 from mergestudio_qt.context import Studio
 from mergestudio_qt.pages import PageSpec, register_page
 from mergestudio_qt.widgets.inspect_advice import DensityAdvice, recipe_density, recipe_with_density
+from mergestudio_qt.widgets.lora_extract import ExtractLoraBar
 
 REDRAW_MS = 50  # heatmaps and progress redraw at 20 Hz at most, however fast layers finish
 HEATMAP_GROUPS = ("attention", "mlp", "norm", "other")
@@ -498,10 +499,17 @@ class InspectPage(QWidget):
         self.histograms = HistogramView()
         self.histograms.density_picked.connect(self.density.setValue)
         self.spectra = SpectrumView()
+        # The spectra and, under them, the "Extract LoRA" row that uses them.
+        self.extract_lora = ExtractLoraBar(self.studio)
+        spectra_panel = QWidget()
+        spectra_layout = QVBoxLayout(spectra_panel)
+        spectra_layout.setContentsMargins(0, 0, 0, 0)
+        spectra_layout.addWidget(self.spectra, 1)
+        spectra_layout.addWidget(self.extract_lora)
         for view, title, key in (
             (self.pairs, "Model pairs", "pairs"),
             (self.histograms, "Histograms", "histograms"),
-            (self.spectra, "Spectra", "spectra"),
+            (spectra_panel, "Spectra", "spectra"),
         ):
             self.tabs.addTab(_explained(view, EXPLANATIONS[key]), title)
         splitter.addWidget(left)
@@ -644,6 +652,7 @@ class InspectPage(QWidget):
         self.pairs.show_matrix(overall["cosine"]["matrix"], names)
         self.histograms.show_histograms(overall, names, report.density)
         self.spectra.show_spectra(report.spectra, report.spectra_plan.get("rule", ""), names)
+        self.extract_lora.set_spectra(report.spectra)
         conflict = overall["sign_conflict_rate"]["overall"]
         cosine = overall["cosine"]["overall"]
         self.summary.setText(

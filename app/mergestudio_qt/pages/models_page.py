@@ -251,7 +251,7 @@ class ModelsPage(QWidget):
         cells = (
             entry.name,
             self._role_text(entry, is_base),
-            entry.architecture or "unknown",
+            entry.adapter or entry.architecture or "unknown",
             str(entry.layers),
             format_count(entry.parameters),
             entry.dtype_text,

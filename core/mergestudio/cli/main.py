@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "mergestudio.cli.runs_cmd",
     "mergestudio.cli.export_cmd",
     "mergestudio.cli.clean_cmd",
+    "mergestudio.cli.extract_cmd",
 )
 DEBUG_FLAG = "--debug"
 

@@ -73,6 +73,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         action="store_true",
         help="merge inputs that hold NaN/Inf (with a warning) instead of refusing them",
     )
+    parser.add_argument(
+        "--output-adapter",
+        action="store_true",
+        help="write a PEFT LoRA adapter instead of a full model (every input an adapter of one base)",
+    )
+    parser.add_argument(
+        "--adapter-rank", type=int, help="rank of re-factorised adapter modules (default: sum of input ranks)"
+    )
     parser.add_argument("--json", action="store_true", help="print the dry run or result as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
@@ -81,6 +89,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(args)
+    if args.output_adapter:
+        return _merge_to_adapter(args)
     from mergestudio.engine.merge import merge
 
     cancel = CancelToken()
@@ -115,6 +125,33 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"merged {stats.tensors} tensors into {result.output} in {format_seconds(stats.seconds)} "
             f"({format_bytes(stats.bytes_read / max(stats.seconds, 1e-9))}/s read)"
+        )
+    return 0
+
+
+def _merge_to_adapter(args: argparse.Namespace) -> int:
+    from mergestudio.engine.merge import load_recipe
+    from mergestudio.lora.merge import merge_to_adapter
+
+    cancel = CancelToken()
+    with on_stop_signals(lambda _signum: cancel.cancel()):
+        result = merge_to_adapter(
+            load_recipe(args.recipe),
+            args.out,
+            rank=args.adapter_rank,
+            device=args.device,
+            overwrite=args.overwrite,
+            threads=args.threads,
+            events=TerminalProgress(quiet=args.quiet),
+            cancel=cancel,
+        )
+    if args.json:
+        print(json.dumps(result.report(), indent=2))
+    else:
+        routes = sorted({m.route for m in result.modules})
+        print(
+            f"wrote adapter {result.output}: {len(result.modules)} tensors ({', '.join(routes)}), "
+            f"largest re-factorisation error {result.max_relative_error:.2e}"
         )
     return 0
 

@@ -130,15 +130,26 @@ def open_model(
     allow_pickle: bool = False,
     token: str | bool | None = None,
 ) -> ModelSource:
-    """Resolve a local folder, a ``.safetensors`` file, or ``org/name[@revision]``."""
+    """Resolve a local folder, a ``.safetensors`` file, or ``org/name[@revision]``;
+    ``BASE+ADAPTER`` or a LoRA adapter on its own opens the base with the adapter applied
+    (``io.adapters``)."""
+    from mergestudio.io import adapters
+
     text = str(reference)
+    split = adapters.split_adapter_reference(text)
+    if split is not None:
+        return adapters.open_adapted_model(*split, allow_pickle=allow_pickle, token=token, reference=text)
     path = Path(text).expanduser()
     if path.exists():
+        if adapters.is_adapter_path(path):
+            return adapters.open_adapted_model(None, text, allow_pickle=allow_pickle, token=token)
         return _open_local(text, path, allow_pickle=allow_pickle, revision=None)
     match = _HUB_REFERENCE.match(text)
     if match is None:
         raise SourceError(f"{text}: no such file or folder, and not a Hub id (org/name[@revision])")
     folder, revision = _download_from_hub(match["repo"], match["revision"], token)
+    if adapters.is_adapter_path(folder):
+        return adapters.open_adapted_model(None, text, allow_pickle=allow_pickle, token=token)
     return _open_local(text, folder, allow_pickle=allow_pickle, revision=revision)
 
 
