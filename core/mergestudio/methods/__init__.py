@@ -22,6 +22,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "mergestudio.methods.selection",
     "mergestudio.methods.spectral",
     "mergestudio.methods.masks",
+    "mergestudio.methods.interference",
 )
 
 _loaded = False
