@@ -23,6 +23,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "mergestudio.methods.spectral",
     "mergestudio.methods.masks",
     "mergestudio.methods.interference",
+    "mergestudio.methods.calibration",
 )
 
 _loaded = False

@@ -85,7 +85,8 @@ def solve_closed_form(tau: torch.Tensor) -> torch.Tensor:
     keep = values > PINV_RCOND * values.max()
     basis = vectors[:, keep]
     inverse = basis / values[keep]  # columns qⱼ/λⱼ: G⁺ = inverse @ basisᵀ
-    return start + ((target - start @ gram) @ inverse) @ basis.T
+    merged: torch.Tensor = start + ((target - start @ gram) @ inverse) @ basis.T
+    return merged
 
 
 @register(
