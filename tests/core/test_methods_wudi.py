@@ -98,3 +98,20 @@ def test_an_all_zero_task_vector_adds_nothing() -> None:
     tau = torch.stack([task, torch.zeros_like(task)])
     assert torch.allclose(solve_closed_form(tau), task, atol=1e-5)
     assert torch.isfinite(solve_adam(tau, 5, 1e-3)).all()
+
+
+@pytest.mark.parametrize("shape", [(3, 12, 20), (2, 3, 40)])
+def test_both_gradient_forms_take_the_same_steps(
+    monkeypatch: pytest.MonkeyPatch, shape: tuple[int, ...]
+) -> None:
+    # The solver picks τ_m·G or task by task by cost; the steps must not depend on it.
+    from mergestudio.methods import interference
+
+    n, rows, columns = shape
+    tau = low_rank_tasks(n, rows, columns, 1, seed=8).double()
+    results = []
+    for gram in (True, False):
+        monkeypatch.setattr(interference, "_gram_is_cheaper", lambda _tau, use=gram: use)
+        results.append(solve_adam(tau, 30, 1e-2))
+    assert torch.allclose(results[0], results[1], atol=1e-9)
+    assert not torch.allclose(results[0], tau.sum(0))
