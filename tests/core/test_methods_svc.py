@@ -127,3 +127,24 @@ def test_post_process_needs_a_method_that_uses_the_base(model_family: dict[str, 
     assert not get_method("linear").takes_base(str(model_family["base"]))
     with pytest.raises(RecipeError, match="'linear' does not"):
         build_plan(load_recipe(recipe))
+
+
+def test_nan_in_an_input_is_named_before_the_plug_in_runs(
+    model_family: dict[str, Path], tmp_path: Path
+) -> None:
+    # task_arithmetic passes NaN on (the executor would only check its result), but SVC's
+    # SVD fails on NaN: the input must be found first and named.
+    from mergestudio.errors import MergeStudioError
+    from safetensors.torch import load_file, save_file
+
+    folder = model_family["ft2"]
+    weights = load_file(str(folder / "model.safetensors"))
+    weights[MATRIX][0, 0] = float("nan")
+    save_file(weights, str(folder / "model.safetensors"))
+    plan = build_plan(load_recipe(_recipe(model_family, post_process={"name": "svc"})))
+    try:
+        with pytest.raises(MergeStudioError, match="NaN") as raised:
+            execute_plan(plan, DictTarget(), device="cpu")
+    finally:
+        plan.close()
+    assert MATRIX in str(raised.value)

@@ -327,7 +327,8 @@ class _NonFiniteGuard:
         self.plan = plan
         self.allow = allow
         self.events = events
-        self.result_proves_inputs = plan.method.propagates_nonfinite
+        # A post-process (SVC's SVD) fails on NaN rather than passing it on: scan inputs.
+        self.result_proves_inputs = plan.method.propagates_nonfinite and plan.recipe.post_process is None
         self._tainted: set[str] = set()  # outputs whose inputs hold NaN/Inf (allowed)
 
     def wants_input_scan(self, planned: PlannedTensor) -> bool:
