@@ -14,6 +14,8 @@ from mergestudio.methods.plugins import all_post_processes  # noqa: E402
 from mergestudio.methods.registry import MethodSpec, Param  # noqa: E402
 
 OUTPUT = ROOT / "docs" / "methods.md"
+# Measured results (hand-written from benchmark runs), appended verbatim.
+MEASURED = ROOT / "docs" / "methods_measured.md"
 
 HEADER = """# Merge methods
 
@@ -75,6 +77,8 @@ def render() -> str:
         lines.append(f"- **`{method.name}`**: {_cell(text)}{aliases}")
     lines.append("")
     lines += _post_processes()
+    if MEASURED.is_file():
+        lines += [*MEASURED.read_text(encoding="utf-8").rstrip("\n").split("\n"), ""]
     return "\n".join(lines)
 
 
