@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mergestudio.demo import paths
-from mergestudio.demo.build import recipe_dicts
+from mergestudio.demo.recipes import recipe_dicts
 from mergestudio.engine.device import torch_threads
 from mergestudio.evaluate import CausalLM, evaluate_tasks, load_task
 from mergestudio.evaluate.normalized import normalized_accuracy
@@ -45,9 +45,9 @@ def recipes() -> dict[str, dict[str, Any]]:
         return built
 
     return {
-        "task_arithmetic (λ=1)": defaults["task_arithmetic"],
+        "task_arithmetic (zoo default, λ=0.4)": defaults["task_arithmetic"],
         "task_arithmetic (λ=0.3)": recipe("task_arithmetic", weight=0.3),
-        "ties": defaults["ties"],
+        "ties (zoo default)": defaults["ties"],
         "tsv": recipe("tsv"),
         "iso_cts": recipe("iso_cts"),
         "wudi (adam, paper defaults)": recipe("wudi"),
