@@ -10,9 +10,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "core"))
 
 from mergestudio.methods import all_methods  # noqa: E402
+from mergestudio.methods.plugins import all_post_processes  # noqa: E402
 from mergestudio.methods.registry import MethodSpec, Param  # noqa: E402
 
 OUTPUT = ROOT / "docs" / "methods.md"
+# Measured results (hand-written from benchmark runs), appended verbatim.
+MEASURED = ROOT / "docs" / "methods_measured.md"
 
 HEADER = """# Merge methods
 
@@ -73,7 +76,37 @@ def render() -> str:
         aliases = f" Also known as {', '.join(f'`{a}`' for a in method.aliases)}." if method.aliases else ""
         lines.append(f"- **`{method.name}`**: {_cell(text)}{aliases}")
     lines.append("")
+    lines += _post_processes()
+    if MEASURED.is_file():
+        lines += [*MEASURED.read_text(encoding="utf-8").rstrip("\n").split("\n"), ""]
     return "\n".join(lines)
+
+
+def _post_processes() -> list[str]:
+    lines = [
+        "## Post-processing plug-ins",
+        "",
+        "A plug-in runs on the output of any method that uses the base model, tensor by tensor. "
+        "A recipe names one under `post_process`:",
+        "",
+        "```yaml",
+        "post_process:",
+        "  name: svc",
+        "  parameters: {alpha: 0.1}",
+        "```",
+        "",
+        "| Plug-in | Parameters | Paper | Math |",
+        "|---|---|---|---|",
+    ]
+    plugins = all_post_processes()
+    for plugin in plugins:
+        params = "<br>".join(_param(p) for p in plugin.params) or "—"
+        lines.append(f"| `{plugin.name}` | {params} | {_cell(plugin.paper or '—')} | {_cell(plugin.math)} |")
+    lines.append("")
+    for plugin in plugins:
+        lines.append(f"- **`{plugin.name}`**: {_cell(plugin.summary + ' ' + plugin.notes)}")
+    lines.append("")
+    return lines
 
 
 def main() -> int:

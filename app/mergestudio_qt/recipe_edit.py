@@ -323,3 +323,38 @@ def _lane_value(setting: Setting, tensor_name: str) -> Setting | None:
                 return _lane_value(condition.get("value"), tensor_name)
         return None
     return setting
+
+
+# ---- the post-processing plug-in --------------------------------------------------------
+
+
+def post_process_name(recipe: dict[str, Any]) -> str | None:
+    post = recipe.get("post_process")
+    return str(post["name"]) if isinstance(post, dict) and post.get("name") else None
+
+
+def with_post_process(recipe: dict[str, Any], name: str | None) -> dict[str, Any]:
+    """``recipe`` running plug-in ``name`` on the method's output (None: none), with the
+    plug-in's parameters left at their declared defaults."""
+    updated = copy.deepcopy(recipe)
+    if name is None:
+        updated.pop("post_process", None)
+    elif post_process_name(recipe) != name:
+        updated["post_process"] = {"name": name}
+    return updated
+
+
+def post_process_value(recipe: dict[str, Any], param: Param) -> bool | int | float | str | None:
+    """The value the plug-in runs with: the recipe's, else the declared default."""
+    post = recipe.get("post_process") or {}
+    value = (post.get("parameters") or {}).get(param.name)
+    return param.default if value is None else value
+
+
+def set_post_param(recipe: dict[str, Any], name: str, value: Any) -> dict[str, Any]:
+    updated = copy.deepcopy(recipe)
+    post = updated.get("post_process")
+    if not isinstance(post, dict):
+        return updated
+    post.setdefault("parameters", {})[name] = value
+    return updated

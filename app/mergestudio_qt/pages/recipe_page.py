@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from mergestudio.methods import all_methods
+from mergestudio.methods.plugins import all_post_processes, get_post_process
 from mergestudio.methods.registry import MethodSpec, Param
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
@@ -49,6 +50,8 @@ class RecipePage(QWidget):
         self.studio = studio
         self.state = studio.state
         self.editors: dict[EditorKey, ParamEditor] = {}
+        self.post_editors: dict[str, ParamEditor] = {}
+        self.post_combo: QComboBox | None = None
         self._structure: tuple[Any, ...] | None = None
         self._edit_serial = 0
         self._curve_key: EditorKey | None = None
@@ -136,16 +139,19 @@ class RecipePage(QWidget):
 
     def _structure_of(self, recipe: dict[str, Any]) -> tuple[Any, ...]:
         models = tuple(m.get("model") for m in recipe.get("models") or [])
-        return (recipe.get("merge_method"), models, bool(recipe.get("slices")))
+        post = recipe_edit.post_process_name(recipe)
+        return (recipe.get("merge_method"), models, bool(recipe.get("slices")), post)
 
     def _rebuild(self, method: MethodSpec) -> None:
         _clear_layout(self.params_layout)
         self.editors = {}
+        self.post_editors = {}
         recipe = self.state.recipe
         if method.global_params:
             self.params_layout.addWidget(self._section("Parameters", "One value for the whole merge."))
             rows = [(p.name, param_tooltip(p), self._editor(p, None)) for p in method.global_params]
             self.params_layout.addLayout(self._grid(rows))
+        self._build_post_process(recipe)
         models = recipe.get("models") or []
         if recipe.get("slices"):
             self.params_layout.addWidget(
@@ -162,6 +168,51 @@ class RecipePage(QWidget):
                 self.params_layout.addLayout(self._grid(rows))
             else:
                 self.params_layout.addWidget(QLabel("Add models on the Models page.", self.params_box))
+
+    def _build_post_process(self, recipe: dict[str, Any]) -> None:
+        """A plug-in run on the method's output: a choice among the declared plug-ins and,
+        for the chosen one, an editor per declared parameter."""
+        plugins = all_post_processes()
+        if not plugins:
+            return
+        self.params_layout.addWidget(
+            self._section("Post-processing", "Optional: a step applied to every tensor the method merges.")
+        )
+        combo = QComboBox(self.params_box)
+        combo.setObjectName("postProcessCombo")
+        self.post_combo = combo
+        combo.addItem("none", None)
+        for plugin in plugins:
+            combo.addItem(plugin.name, plugin.name)
+            combo.setItemData(combo.count() - 1, f"{plugin.summary}\n{plugin.paper or ''}", Qt.ItemDataRole.ToolTipRole)
+        chosen = recipe_edit.post_process_name(recipe)
+        combo.setCurrentIndex(max(0, combo.findData(chosen)))
+        combo.currentIndexChanged.connect(lambda i: self._post_process_chosen(combo.itemData(i)))
+        rows: list[tuple[str, str, QWidget]] = [("plug-in", "Post-processing plug-in", combo)]
+        if chosen is not None:
+            plugin = get_post_process(chosen)
+            for param in plugin.params:
+                editor = ParamEditor(param, self.params_box)
+                if editor.curve_button is not None:
+                    editor.curve_button.hide()  # one value for the whole merge
+                editor.edited.connect(
+                    lambda value, final, name=param.name: self._post_param_edited(name, value, final)
+                )
+                self.post_editors[param.name] = editor
+                rows.append((param.name, param_tooltip(param), editor))
+        self.params_layout.addLayout(self._grid(rows))
+
+    def _post_process_chosen(self, name: str | None) -> None:
+        if name != recipe_edit.post_process_name(self.state.recipe):
+            updated = recipe_edit.with_post_process(self.state.recipe, name)
+            self.state.set_recipe(updated, "widgets", f"post-process {name or 'none'}")
+
+    def _post_param_edited(self, name: str, value: Any, final: bool) -> None:
+        updated = recipe_edit.set_post_param(self.state.recipe, name, value)
+        # One slider drag is one undo step, as for the method's parameters.
+        self.state.set_recipe(updated, "widgets", f"set post-process {name}", f"post:{name}:{self._edit_serial}")
+        if final:
+            self._edit_serial += 1
 
     def _grid(self, rows: list[tuple[str, str, QWidget]]) -> QGridLayout:
         """Label and editor rows; every section uses the same label width so the sliders
@@ -223,6 +274,8 @@ class RecipePage(QWidget):
             param = method.param(name)
             if param is not None:
                 editor.set_setting(recipe_edit.effective_setting(recipe, param, index))
+        for editor in self.post_editors.values():
+            editor.set_setting(recipe_edit.post_process_value(recipe, editor.param))
         # Also after a YAML edit: the project may have completed it (the base, the ticks,
         # required values), and the pane must show what will be merged. A no-op when the
         # text already means this recipe.

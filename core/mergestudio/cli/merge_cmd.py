@@ -81,12 +81,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument(
         "--adapter-rank", type=int, help="rank of re-factorised adapter modules (default: sum of input ranks)"
     )
+    parser.add_argument(
+        "--keep-intermediates",
+        type=Path,
+        metavar="DIR",
+        help="multi-stage recipes: write each intermediate stage to DIR/<stage> (default: kept in memory)",
+    )
     parser.add_argument("--json", action="store_true", help="print the dry run or result as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from mergestudio.recipe.multi import is_multi_stage
+
+    if args.recipe.is_file() and is_multi_stage(args.recipe.read_text()):
+        return _run_multi(args)
     if args.dry_run:
         return _dry_run(args)
     if args.output_adapter:
@@ -238,3 +248,64 @@ def _print_vocabulary(vocab: dict[str, Any] | None, chat_template: str | None) -
             write(f"  {model[-40:]:40} {note}\n")
     if chat_template is not None:
         write(f"chat template          {len(chat_template)} characters, written to tokenizer_config.json\n")
+
+
+def _run_multi(args: argparse.Namespace) -> int:
+    """A multi-stage recipe: the dry run plans every stage (checking the whole graph);
+    the merge runs them in order, the final one into ``args.out``."""
+    from mergestudio.engine.graph import close_stages, merge_multi, plan_stages
+    from mergestudio.recipe.multi import load_multi
+
+    multi = load_multi(args.recipe)
+    if args.dry_run:
+        staged = plan_stages(multi, allow_pickle=args.allow_pickle)
+        try:
+            report: list[dict[str, Any]] = [
+                {
+                    "stage": item.stage.name,
+                    "method": item.plan.method.name,
+                    "needs": list(item.stage.needs),
+                    "tensors": len(item.plan.tensors),
+                    "output_bytes": item.plan.estimate().output_bytes,
+                    "warnings": item.plan.warnings,
+                }
+                for item in staged
+            ]
+        finally:
+            close_stages(staged)
+        if args.json:
+            print(json.dumps({"stages": report}, indent=2))
+            return 0
+        print(f"dry run: {len(report)} stages -> {args.out} (nothing read, nothing written)")
+        for row in report:
+            needs = f" <- {', '.join(row['needs'])}" if row["needs"] else ""
+            print(f"  {row['stage']:16} {row['method']:16} {row['tensors']:>6} tensors{needs}")
+            for warning in row["warnings"]:
+                print(f"    warning: {warning}")
+        return 0
+    cancel = CancelToken()
+    with on_stop_signals(lambda _signum: cancel.cancel()):
+        result = merge_multi(
+            multi,
+            args.out,
+            keep_intermediates=args.keep_intermediates,
+            device=args.device,
+            compute_dtype=args.compute_dtype,
+            shard_size=args.shard_size,
+            overwrite=args.overwrite,
+            allow_pickle=args.allow_pickle,
+            allow_no_config=args.allow_no_config,
+            allow_nonfinite=args.allow_nonfinite,
+            threads=args.threads,
+            events=TerminalProgress(quiet=args.quiet),
+            cancel=cancel,
+        )
+    summary = {
+        "output": str(result.output),
+        "stages": [
+            {"stage": name, "seconds": round(stats.seconds, 3) if stats else None} for name, stats in result.stages
+        ],
+        "intermediates": {name: str(path) for name, path in result.intermediates.items()},
+    }
+    print(json.dumps(summary, indent=2) if args.json else f"merged {len(result.stages)} stages into {result.output}")
+    return 0

@@ -15,8 +15,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 def run(args: argparse.Namespace) -> int:
     from mergestudio.methods import all_methods, get_method
+    from mergestudio.methods.plugins import all_post_processes
 
-    methods = [get_method(args.name)] if args.name else all_methods()
+    plugins = [p for p in all_post_processes() if args.name in (None, p.name)]
+    methods = all_methods() if not args.name else [] if plugins else [get_method(args.name)]
     if args.json:
         print(json.dumps([_as_dict(m) for m in methods], indent=2))
         return 0
@@ -31,6 +33,16 @@ def run(args: argparse.Namespace) -> int:
             scope = "per model" if param.per_model else "global"
             default = "required" if param.required else f"default {param.default}"
             print(f"    {param.name:14} {param.kind:6} {scope:9} {default:16} {param.doc}")
+    if not args.json and plugins:
+        print("\npost_process plug-ins (recipe key post_process: {name: …, parameters: {…}}):")
+        for plugin in plugins:
+            print(f"{plugin.name:18} {'post-process':18} {plugin.summary}")
+            if plugin.paper:
+                print(f"    paper: {plugin.paper}")
+            for param in plugin.params:
+                print(
+                    f"    {param.name:14} {param.kind:6} {'global':9} {f'default {param.default}':16} {param.doc}"
+                )
     return 0
 
 

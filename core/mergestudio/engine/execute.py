@@ -20,6 +20,7 @@ from mergestudio.engine.targets import TensorTarget
 from mergestudio.errors import MergeError, MergeStudioError
 from mergestudio.events import CancelToken, EventSink, ProgressReporter, check_cancel, log
 from mergestudio.io.dtypes import dtype_code, to_torch
+from mergestudio.methods.plugins import PostProcessSpec, get_post_process
 from mergestudio.methods.registry import MergeInputs
 from mergestudio.parallel import run_parallel
 
@@ -135,6 +136,9 @@ class _TensorMerger:
         self.compute = compute
         self.chunk_bytes = chunk_bytes
         self.method = plan.method
+        post = plan.recipe.post_process
+        self.post: PostProcessSpec | None = get_post_process(post.name) if post else None
+        self.post_params: dict[str, object] = dict(post.parameters or {}) if post else {}
         self.seed = plan.recipe.random_seed or 0
         self._buffer: torch.Tensor | None = None
         self._scratch: torch.Tensor | None = None
@@ -159,7 +163,8 @@ class _TensorMerger:
         out_dtype: torch.dtype,
     ) -> torch.Tensor:
         try:
-            if self.method.elementwise and planned.shape:
+            # A post-process sees whole tensors (SVC decomposes them), so no row chunks.
+            if self.method.elementwise and planned.shape and self.post is None:
                 return self._merge_in_chunks(planned, inputs, base, out_dtype)
             return self._output(planned, self._call(planned, inputs, base), out_dtype)
         except MergeStudioError:
@@ -262,6 +267,8 @@ class _TensorMerger:
         params: dict[str, object] = dict(planned.global_params)
         params.update(planned.model_params)
         result = self.method.function(merge_inputs, **params)
+        if self.post is not None:
+            result = self.post.apply(merge_inputs, result, self.post_params)
         self.nonfinite.check_result(planned, result)
         return result
 
@@ -320,7 +327,8 @@ class _NonFiniteGuard:
         self.plan = plan
         self.allow = allow
         self.events = events
-        self.result_proves_inputs = plan.method.propagates_nonfinite
+        # A post-process (SVC's SVD) fails on NaN rather than passing it on: scan inputs.
+        self.result_proves_inputs = plan.method.propagates_nonfinite and plan.recipe.post_process is None
         self._tainted: set[str] = set()  # outputs whose inputs hold NaN/Inf (allowed)
 
     def wants_input_scan(self, planned: PlannedTensor) -> bool:

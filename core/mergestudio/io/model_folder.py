@@ -164,8 +164,15 @@ def _move_into_place(staging: Path, target: Path) -> None:
 
 
 def write_config(folder: Path, config: dict[str, Any] | None, torch_dtype: str, layers: int | None) -> None:
+    merged = merged_config(config, torch_dtype, layers)
+    if merged is not None:
+        (folder / "config.json").write_text(json.dumps(merged, indent=2) + "\n")
+
+
+def merged_config(config: dict[str, Any] | None, torch_dtype: str, layers: int | None) -> dict[str, Any] | None:
+    """The config.json a merged model gets: ``config`` with the output dtype and layer count."""
     if config is None:
-        return
+        return None
     from mergestudio.architecture import config_layer_count, set_config_layer_count
 
     config = json.loads(json.dumps(config))  # a deep copy: never edit the input's dict
@@ -174,7 +181,7 @@ def write_config(folder: Path, config: dict[str, Any] | None, torch_dtype: str, 
         config["dtype"] = torch_dtype
     if layers is not None and config_layer_count(config) not in (None, layers):
         set_config_layer_count(config, layers)
-    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return config
 
 
 def copy_side_files(source_root: Path, folder: Path, names: tuple[str, ...]) -> list[str]:

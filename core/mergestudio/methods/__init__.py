@@ -23,6 +23,8 @@ FAMILY_MODULES: tuple[str, ...] = (
     "mergestudio.methods.spectral",
     "mergestudio.methods.masks",
     "mergestudio.methods.knots",
+    "mergestudio.methods.interference",
+    "mergestudio.methods.calibration",
 )
 
 _loaded = False

@@ -5,6 +5,7 @@ help, the methods table in the docs, and the sliders in the window."""
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeAlias
@@ -164,6 +165,8 @@ class MethodSpec:
     # it is not finite, instead of scanning every input (which cost 15-25 % of a linear
     # merge's CPU time).
     propagates_nonfinite: bool = False
+    # The family module that declared it (orders ``all_methods``).
+    module: str = ""
 
     def takes_base(self, base_model: str | None) -> bool:
         """Whether the base model is handed to the function (and kept out of the inputs)."""
@@ -204,6 +207,9 @@ def register(
     propagates_nonfinite: bool = False,
 ) -> Callable[[MethodFunction], MethodFunction]:
     """Declare a merge method. See ``MethodSpec`` for the meaning of each field."""
+    # The declaring module, whichever module defined the function (consensus registers
+    # variants built elsewhere): it orders ``all_methods`` the same however imported.
+    module = str(sys._getframe(1).f_globals.get("__name__", ""))
 
     def decorate(function: MethodFunction) -> MethodFunction:
         spec = MethodSpec(
@@ -224,6 +230,7 @@ def register(
             aliases=tuple(aliases),
             check=check,
             propagates_nonfinite=propagates_nonfinite,
+            module=module,
         )
         for key in (name, *aliases):
             if key in _REGISTRY:
@@ -244,9 +251,15 @@ def get_method(name: str) -> MethodSpec:
 
 
 def all_methods() -> list[MethodSpec]:
-    """Every registered method once (aliases folded), in registration order."""
+    """Every registered method once (aliases folded): family modules in their listed
+    order, each module's methods in registration order. Not plain registration order,
+    which depends on which module some caller imported first."""
+    from mergestudio.methods import FAMILY_MODULES
+
     _load_all()
-    return list({id(spec): spec for spec in _REGISTRY.values()}.values())
+    unique = list({id(spec): spec for spec in _REGISTRY.values()}.values())
+    rank = {module: index for index, module in enumerate(FAMILY_MODULES)}
+    return sorted(unique, key=lambda spec: rank.get(spec.module, len(rank)))
 
 
 def _load_all() -> None:

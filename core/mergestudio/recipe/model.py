@@ -81,9 +81,17 @@ class TokenizerSettings(_Strict):
     pad_to_multiple_of: int | None = None
 
 
+class PostProcess(_Strict):
+    """``post_process: {name: svc, parameters: {alpha: 0.1}}``: a registered plug-in
+    applied to every tensor the method merges (ours; mergekit has none)."""
+
+    name: str
+    parameters: dict[str, Scalar] | None = None
+
+
 class Recipe(BaseModel):
-    """A merge recipe. Accepts mergekit's keys; ``random_seed`` is ours (mergekit ignores
-    it) and seeds stochastic methods."""
+    """A merge recipe. Accepts mergekit's keys; ``random_seed`` (seeds stochastic
+    methods) and ``post_process`` (a plug-in run on the method's output) are ours."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -99,6 +107,7 @@ class Recipe(BaseModel):
     chat_template: str | None = None
     name: str | None = None
     random_seed: int | None = None
+    post_process: PostProcess | None = None
 
     # ---- reading and writing -------------------------------------------------------
 

@@ -4,8 +4,9 @@ name belongs to it, sits at a level it may sit, and every value fits its declara
 from __future__ import annotations
 
 from mergestudio.errors import RecipeError
+from mergestudio.methods.plugins import get_post_process
 from mergestudio.methods.registry import MethodSpec, get_method
-from mergestudio.recipe.model import Condition, ParameterSetting, Recipe
+from mergestudio.recipe.model import Condition, ParameterSetting, PostProcess, Recipe
 
 
 def validate_recipe(recipe: Recipe) -> MethodSpec:
@@ -28,7 +29,25 @@ def validate_recipe(recipe: Recipe) -> MethodSpec:
                 )
             for value in _values(setting):
                 param.check(value, f"{where}.{key}")
+    if recipe.post_process is not None:
+        _validate_post_process(recipe, method, recipe.post_process)
     return method
+
+
+def _validate_post_process(recipe: Recipe, method: MethodSpec, post: PostProcess) -> None:
+    plugin = get_post_process(post.name)
+    base = recipe.base_model or next((s.base_model for s in recipe.slices or [] if s.base_model), None)
+    if plugin.needs_base and not method.takes_base(base):
+        reason = f"a method that uses it ({method.name!r} does not)" if base else "a base_model"
+        raise RecipeError(f"post_process: {plugin.name!r} works on task vectors: it needs {reason}")
+    for key, value in (post.parameters or {}).items():
+        param = plugin.param(key)
+        if param is None:
+            valid = ", ".join(p.name for p in plugin.params) or "none"
+            raise RecipeError(
+                f"post_process.parameters.{key}: unknown parameter for {plugin.name!r}; valid: {valid}"
+            )
+        param.check(value, f"post_process.parameters.{key}")
 
 
 def _values(setting: ParameterSetting) -> list[bool | int | float | str]:

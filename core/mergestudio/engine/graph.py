@@ -1,0 +1,171 @@
+"""Running a multi-stage recipe (``recipe.multi``): plan every stage before reading any
+tensor, then run them in order, each stage's output kept in memory and read by the
+stages that name it, unless intermediates are written to folders.
+
+A stage's output appears to later stages as a ``ModelSource`` whose tensor metadata
+comes from the stage's plan (so shapes and architectures are checked across the whole
+graph at planning time) and whose data is filled in when the stage has run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mergestudio.engine.checks import check_folder_output, check_output_path, check_run_options
+from mergestudio.engine.execute import ExecutionStats, execute_plan
+from mergestudio.engine.merge import (
+    DEFAULT_SHARD_BYTES,
+    _dominant_out_dtype,
+    _merge_plan,
+    _Run,
+)
+from mergestudio.engine.plan import MergePlan, build_plan
+from mergestudio.engine.targets import DictTarget
+from mergestudio.errors import MergeStudioError
+from mergestudio.events import CancelToken, EventSink, check_cancel, log
+from mergestudio.io.dtypes import torch_dtype_name
+from mergestudio.io.model_folder import merged_config
+from mergestudio.io.safetensors_file import TensorInfo
+from mergestudio.io.sources import ModelSource, open_model
+from mergestudio.recipe.multi import MultiRecipe, Stage
+
+
+@dataclass
+class StagedPlan:
+    stage: Stage
+    plan: MergePlan
+    output: ModelSource  # what later stages read; data filled in once the stage has run
+
+
+@dataclass
+class MultiResult:
+    output: Path
+    stages: list[tuple[str, ExecutionStats | None]] = field(default_factory=list)
+    intermediates: dict[str, Path] = field(default_factory=dict)
+
+
+def plan_stages(multi: MultiRecipe, *, allow_pickle: bool = False) -> list[StagedPlan]:
+    """Validate and plan every stage (metadata only). A problem in any stage raises before
+    anything is read, its message naming the stage."""
+    staged: list[StagedPlan] = []
+    outputs: dict[str, ModelSource] = {}
+    try:
+        for stage in multi.stages:
+            sources = {name: outputs[name] for name in stage.needs}
+            try:
+                plan = build_plan(stage.recipe, sources=sources, allow_pickle=allow_pickle)
+            except MergeStudioError as error:
+                raise type(error)(f"stage {stage.name!r}: {error}") from error
+            outputs[stage.name] = stage_output_source(stage.name, plan)
+            staged.append(StagedPlan(stage, plan, outputs[stage.name]))
+    except BaseException:
+        close_stages(staged)
+        raise
+    return staged
+
+
+def stage_output_source(name: str, plan: MergePlan) -> ModelSource:
+    """A source standing for ``plan``'s output before it exists: tensor names, shapes and
+    dtypes from the plan, the config the output folder would get, the tokenizer's folder."""
+    tensors = {
+        p.name: TensorInfo(p.name, p.out_dtype, tuple(p.shape), Path(), 0, p.out_bytes) for p in plan.tensors
+    }
+    config_source = plan.sources[plan.config_model]
+    layers = plan.output_layers if plan.output_layers else None
+    config = merged_config(config_source.config, torch_dtype_name(_dominant_out_dtype(plan)), layers)
+    return ModelSource(name, _tokenizer_root(plan), tensors, config, (), _loaded={})
+
+
+def _tokenizer_root(plan: MergePlan) -> Path:
+    """The folder whose tokenizer files the stage's output would get. (Tokens a union
+    vocabulary adds and a new chat template exist only in a written folder: a later stage
+    that needs them should run with ``keep_intermediates``.)"""
+    files_from = plan.vocab.files_from if plan.vocab is not None else plan.config_model
+    return plan.sources[files_from].root
+
+
+def close_stages(staged: list[StagedPlan]) -> None:
+    for item in staged:
+        item.plan.close()
+        item.output.close()
+
+
+def merge_multi(
+    multi: MultiRecipe,
+    out_dir: str | Path,
+    *,
+    keep_intermediates: str | Path | None = None,
+    device: str = "auto",
+    compute_dtype: str = "float32",
+    shard_size: int = DEFAULT_SHARD_BYTES,
+    overwrite: bool = False,
+    allow_pickle: bool = False,
+    allow_no_config: bool = False,
+    allow_nonfinite: bool = False,
+    events: EventSink | None = None,
+    cancel: CancelToken | None = None,
+    threads: int | None = None,
+) -> MultiResult:
+    """Run every stage; the final one is written to ``out_dir`` as ``merge`` would.
+
+    Intermediate outputs stay in memory (freed once no later stage needs them) unless
+    ``keep_intermediates`` names a folder: then each is written to ``<folder>/<stage>``
+    and later stages read it from there, exactly as if run one by one.
+    """
+    check_run_options(device, compute_dtype, threads, shard_size)
+    check_output_path(Path(out_dir), overwrite)
+    staged = plan_stages(multi, allow_pickle=allow_pickle)
+    result = MultiResult(Path(out_dir))
+    run = _Run(device, compute_dtype, shard_size, threads, allow_nonfinite)
+    try:
+        for item in staged:
+            if item is staged[-1] or keep_intermediates is not None:
+                check_folder_output(item.plan, allow_no_config=allow_no_config)
+        for index, item in enumerate(staged):
+            check_cancel(cancel)
+            log(events, f"stage {index + 1}/{len(staged)}: {item.stage.name} ({item.plan.method.name})")
+            for warning in item.plan.warnings:
+                log(events, f"stage {item.stage.name!r}: {warning}", "warning")
+            is_final = index == len(staged) - 1
+            if is_final or keep_intermediates is not None:
+                folder = Path(out_dir) if is_final else Path(keep_intermediates or ".") / item.stage.name
+                merged = _merge_plan(item.plan, folder, run, overwrite, events, cancel, None)
+                result.stages.append((item.stage.name, merged.stats))
+                if not is_final:
+                    result.intermediates[item.stage.name] = folder
+                    _read_from_folder(item.output, folder)
+            else:
+                target = DictTarget()
+                stats = execute_plan(
+                    item.plan,
+                    target,
+                    device=device,
+                    compute_dtype=compute_dtype,
+                    events=events,
+                    cancel=cancel,
+                    threads=threads,
+                    allow_nonfinite=allow_nonfinite,
+                )
+                item.output._loaded = target.tensors
+                result.stages.append((item.stage.name, stats))
+            _release_finished(staged, index)
+    finally:
+        close_stages(staged)
+    return result
+
+
+def _read_from_folder(output: ModelSource, folder: Path) -> None:
+    """Point ``output`` at the written folder's files (same names, shapes and dtypes)."""
+    written = open_model(str(folder))
+    output.tensors.clear()
+    output.tensors.update(written.tensors)
+    output.root, output.files, output._mapped, output._loaded = folder, written.files, written._mapped, None
+
+
+def _release_finished(staged: list[StagedPlan], done: int) -> None:
+    """Free in-memory outputs no stage after ``done`` reads."""
+    later = {name for item in staged[done + 1 :] for name in item.stage.needs}
+    for item in staged[: done + 1]:
+        if item.stage.name not in later and item.output._loaded:
+            item.output._loaded = {}

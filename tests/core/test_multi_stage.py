@@ -1,0 +1,174 @@
+"""Multi-stage recipes: stages fed in memory give bit-identical models to running each
+stage through files; graph errors are found by the dry run, before anything is written."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from mergestudio.engine import merge
+from mergestudio.engine.graph import merge_multi, plan_stages
+from mergestudio.errors import Cancelled, PlanError, RecipeError
+from mergestudio.events import CancelToken, LogLine
+from mergestudio.recipe.multi import parse_multi
+from safetensors.torch import load_file
+
+
+def _stages(family: dict[str, Path]) -> list[dict]:
+    base, ft1, ft2, ft3 = (str(family[k]) for k in ("base", "ft1", "ft2", "ft3"))
+    return [
+        {
+            "name": "pair",
+            "merge_method": "task_arithmetic",
+            "base_model": base,
+            "models": [
+                {"model": ft1, "parameters": {"weight": 0.7}},
+                {"model": ft2, "parameters": {"weight": [0.2, 0.9]}},
+            ],
+        },
+        {
+            "name": "trio",
+            "merge_method": "ties",
+            "base_model": base,
+            "models": [
+                {"model": "pair", "parameters": {"weight": 1.0, "density": 0.6}},
+                {"model": ft3, "parameters": {"weight": 0.5, "density": 0.6}},
+            ],
+        },
+        {
+            "merge_method": "slerp",
+            "base_model": "pair",
+            "models": [{"model": "pair"}, {"model": "trio"}],
+            "parameters": {"t": [0.1, 0.8]},
+        },
+    ]
+
+
+def _text(stages: list[dict]) -> str:
+    return yaml.safe_dump_all(stages, sort_keys=False)
+
+
+def _one_by_one(stages: list[dict], folder: Path) -> Path:
+    """Each stage merged to its own folder with the plain merge, names replaced by paths."""
+    written: dict[str, str] = {}
+    out = folder
+    for index, stage in enumerate(stages):
+        recipe = copy.deepcopy(stage)
+        recipe["base_model"] = written.get(recipe["base_model"], recipe["base_model"])
+        for model in recipe.get("models", []):
+            model["model"] = written.get(model["model"], model["model"])
+        name = recipe.pop("name", f"stage{index}")
+        out = folder / name
+        merge(recipe, out, device="cpu")
+        written[name] = str(out)
+    return out
+
+
+def _weights(folder: Path) -> dict:
+    return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_stages_in_memory_match_stages_through_files(model_family, tmp_path: Path, count: int) -> None:
+    stages = _stages(model_family)[:count]
+    if count == 2:
+        del stages[1]["name"]  # the final stage goes without a name
+    expected = _weights(_one_by_one(stages, tmp_path / "files"))
+    logs: list[str] = []
+    result = merge_multi(
+        parse_multi(_text(stages)),
+        tmp_path / "out",
+        device="cpu",
+        events=lambda e: logs.append(e.message) if isinstance(e, LogLine) else None,
+    )
+    actual = _weights(result.output)
+    assert set(actual) == set(expected)
+    for name in expected:
+        assert actual[name].dtype == expected[name].dtype
+        assert actual[name].equal(expected[name]), name
+    assert [name for name, _ in result.stages] == [s.get("name", "final") for s in stages]
+    assert sum("stage " in line and f"/{count}:" in line for line in logs) == count
+    assert not result.intermediates
+    # nothing else written: no intermediate folder beside the inputs and the outputs
+    assert {p.name for p in tmp_path.iterdir()} - set(model_family) == {"files", "out"}
+
+
+def test_keep_intermediates_writes_each_stage_and_gives_the_same_model(model_family, tmp_path: Path) -> None:
+    stages = _stages(model_family)
+    in_memory = merge_multi(parse_multi(_text(stages)), tmp_path / "a", device="cpu")
+    kept = merge_multi(
+        parse_multi(_text(stages)), tmp_path / "b", device="cpu", keep_intermediates=tmp_path / "mid"
+    )
+    assert set(kept.intermediates) == {"pair", "trio"}
+    assert (tmp_path / "mid" / "pair" / "config.json").is_file()
+    first, second = _weights(in_memory.output), _weights(kept.output)
+    assert all(first[name].equal(second[name]) for name in first)
+
+
+def test_a_cycle_is_a_clear_error(model_family) -> None:
+    stages = _stages(model_family)
+    stages[0]["models"][0]["model"] = "trio"  # pair <- trio <- pair
+    with pytest.raises(RecipeError, match="cycle: .*pair.*trio|cycle: .*trio.*pair"):
+        parse_multi(_text(stages))
+
+
+def test_a_missing_stage_name_is_a_clear_error(model_family) -> None:
+    stages = _stages(model_family)
+    stages[2]["models"][1]["model"] = "tiro"
+    with pytest.raises(
+        RecipeError, match="stage 'final' names 'tiro', which is no stage \\(pair, trio, final\\)"
+    ):
+        parse_multi(_text(stages))
+
+
+def test_unnamed_middle_stage_and_duplicate_names_are_errors(model_family) -> None:
+    stages = _stages(model_family)
+    del stages[0]["name"]
+    with pytest.raises(RecipeError, match="only the final stage may go without one"):
+        parse_multi(_text(stages))
+    stages = _stages(model_family)
+    stages[1]["name"] = "pair"
+    with pytest.raises(RecipeError, match="'pair' is used by another stage"):
+        parse_multi(_text(stages))
+
+
+def test_a_stage_no_one_uses_is_an_error(model_family) -> None:
+    stages = _stages(model_family)
+    stages[1]["models"][0]["model"] = str(model_family["ft1"])  # trio no longer reads pair
+    stages[2]["models"] = [{"model": "trio"}, {"model": str(model_family["ft2"])}]
+    stages[2]["base_model"] = "trio"
+    with pytest.raises(RecipeError, match="stage 'pair' feeds no later stage"):
+        parse_multi(_text(stages))
+
+
+def test_shape_mismatch_across_stages_fails_at_planning(
+    model_family, make_checkpoint, tmp_path: Path
+) -> None:
+    wide = make_checkpoint("wide", seed=5, hidden=24)
+    stages = _stages(model_family)[:2]
+    stages[1]["models"][1]["model"] = str(wide)
+    with pytest.raises((PlanError, RecipeError), match="stage 'trio'"):
+        plan_stages(parse_multi(_text(stages)))
+    assert not (tmp_path / "out").exists()
+
+
+def test_cancel_stops_between_and_within_stages(model_family, tmp_path: Path) -> None:
+    token = CancelToken()
+    seen: list[str] = []
+
+    def events(event: object) -> None:
+        if isinstance(event, LogLine) and event.message.startswith("stage 2/"):
+            seen.append(event.message)
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        merge_multi(
+            parse_multi(_text(_stages(model_family))),
+            tmp_path / "out",
+            device="cpu",
+            events=events,
+            cancel=token,
+        )
+    assert seen and not (tmp_path / "out").exists()
