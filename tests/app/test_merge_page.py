@@ -12,8 +12,8 @@ import pytest
 import torch
 from mergestudio.engine import DictTarget, build_plan, execute_plan, load_recipe
 from mergestudio.io import open_model
-from PySide6.QtCore import Qt
 from mergestudio_qt import workers
+from PySide6.QtCore import Qt
 from safetensors.torch import load_file
 
 

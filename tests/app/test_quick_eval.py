@@ -13,9 +13,9 @@ import pytest
 pytest.importorskip("transformers")
 
 from mergestudio.events import Progress
+from mergestudio_qt import workers
 from PySide6.QtCore import Qt
 
-from mergestudio_qt import workers
 from tests.core.evalfixtures import write_bigram_model
 
 BASE = {"q": "a", "a": "</s>", "r": "x", "x": "</s>"}
