@@ -73,6 +73,7 @@ class MergePage(QWidget):
         self.last_dry_run: DryRun | None = None
         self.eval_reports: dict[str, Any] = {}
         self.last_eval: QuickEval | None = None
+        self._eval_ok = False  # how the running quick eval ended, told when its thread is done
         self._pending: Progress | None = None
         self._eta = MeasuredEta()
         self._redraw = QTimer(self)
@@ -606,23 +607,25 @@ class MergePage(QWidget):
             f"scored {', '.join(result.evaluated) or 'nothing'}"
             + (f"; {len(cached)} from the cache" if cached else "")
         )
-        self.eval_finished.emit(True)
+        self._eval_ok = True
 
     def _eval_cancelled(self) -> None:
         self._stop_redraw()
         self.progress.setFormat("cancelled")
-        self.eval_finished.emit(False)
 
     def _eval_failed(self, message: str) -> None:
         self._stop_redraw()
         self.progress.setFormat("quick eval failed")
         self._log(f"quick eval failed: {message}", "error")
-        self.eval_finished.emit(False)
 
     def _eval_job_finished(self) -> None:
+        """The job's thread is done: only now say how it ended, so a listener finds the
+        page idle (Run quick eval enabled again)."""
         self._redraw.stop()
         self.eval_job = None
         self.eval_button.setEnabled(self.last_output is not None)
+        ok, self._eval_ok = self._eval_ok, False
+        self.eval_finished.emit(ok)
 
     def _show_eval(self, result: QuickEval) -> None:
         """Rows are tasks and a mean row; columns the merge, its Δ vs the base and its
