@@ -34,7 +34,6 @@ def main() -> None:
     from mergestudio.engine import merge
     from mergestudio.evaluate import evaluate_path
     from mergestudio.evaluate.lm import quiet_transformers
-
     from mergestudio_qt.demo import demo_project
     from mergestudio_qt.workers import QUICK_EVAL_BATCH, EvalJob
 
