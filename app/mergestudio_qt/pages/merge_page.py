@@ -113,7 +113,7 @@ class MergePage(QWidget):
         splitter.addWidget(log_box)
         splitter.addWidget(self._build_eval())
         splitter.setStretchFactor(0, 1)
-        splitter.setStretchFactor(1, 1)
+        splitter.setStretchFactor(1, 2)  # the quick-eval table needs the room more than the log
         layout.addWidget(splitter, 1)
 
     def _build_settings(self) -> QWidget:
