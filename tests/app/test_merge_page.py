@@ -198,18 +198,11 @@ def test_quick_eval_scores_merged_model_next_to_parents(qtbot, window, add_model
         page.eval_button.click()
     assert blocker.args == [True]
     headers = [page.eval_table.horizontalHeaderItem(i).text() for i in range(page.eval_table.columnCount())]
-<<<<<<< HEAD
-    assert headers == ["merged", "base", "ft1"]
-    assert page.eval_table.verticalHeaderItem(0).text() == "next (acc)"
-    scores = [float(page.eval_table.item(0, i).text()) for i in range(3)]
-    assert scores == [1.0, 0.5, 0.5]
-    # The merged column is the merged folder's own score, as the engine's evaluator finds it.
-=======
     assert headers == ["merged", "Δ base", "normalized", "base", "ft1"]
     assert page.eval_table.verticalHeaderItem(0).text() == "next · accuracy % ↑"
-    scores = [page.eval_table.item(0, i).data(Qt.ItemDataRole.UserRole) for i in (3, 4)]
-    assert scores == [0.0, 1.0]  # the base prefers b, ft1 prefers c
->>>>>>> 98f2094 (Merge page quick eval: Δ vs base, normalized accuracy, mean row and verdict; cached parents; one progress bar; demo defaults to the test split)
+    scores = [page.eval_table.item(0, i).data(Qt.ItemDataRole.UserRole) for i in (0, 3, 4)]
+    assert scores == [1.0, 0.5, 0.5]
+    # The merged column is the merged folder's own score, as the engine's evaluator finds it.
     assert Path(page.last_output).exists()
     report = evaluate_path(page.last_output, [task], device="cpu")
     assert report.task("next").value == scores[0]
