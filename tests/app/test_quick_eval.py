@@ -144,6 +144,7 @@ def test_repeat_run_scores_only_the_new_merge(qtbot, window, merge_setup, monkey
     models = [{**m, "parameters": {**(m.get("parameters") or {}), "weight": w}}
               for m, w in zip(recipe["models"], (0.9, 0.1, 0.5), strict=False)]
     window.state.set_recipe({**recipe, "models": models}, "widgets")
+    page.overwrite_check.setChecked(True)  # replace the first merge without asking
     with qtbot.waitSignal(page.merge_finished, timeout=60_000):
         page.merge_button.click()
     loaded.clear()
