@@ -14,6 +14,15 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 from tests.checkpoints import TinyLlama, write_checkpoint
 
 
+@pytest.fixture(autouse=True)
+def isolated_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Caches (evaluations, analyses) go to a temp folder, never the user's, and a test
+    never reuses another test's results."""
+    folder = tmp_path / "user-cache"
+    monkeypatch.setenv("MERGESTUDIO_CACHE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def make_checkpoint(tmp_path: Path) -> Callable[..., Path]:
     """``make_checkpoint(name, seed=…, **shape)`` writes a tiny Llama-shaped model folder."""

@@ -19,6 +19,7 @@ from mergestudio_qt.state import ModelEntry, describe_source
 
 if TYPE_CHECKING:
     from mergestudio.evaluate import EvalReport
+    from mergestudio.evaluate.normalized import Comparison
 
 
 # ---- models -------------------------------------------------------------------------------
@@ -252,33 +253,68 @@ class MergeJob(Job):
 # ---- evaluation ---------------------------------------------------------------------------
 
 
-class EvalJob(Job):
-    """Evaluate several models (label -> folder) on the same task files."""
+QUICK_EVAL_BATCH = 64  # requests per forward pass; the demo's tiny models score 64 at once
 
-    def __init__(self, models: dict[str, str], task_files: Sequence[str], limit: int | None = None) -> None:
+
+@dataclass(frozen=True)
+class QuickEval:
+    """A merge scored next to its base and parents. ``reports``: label -> report, in the
+    order asked; ``evaluated``: the labels scored now (the rest came from the cache);
+    ``comparison``: the merge against the base and each task's specialist (the parent
+    scoring highest on it), from the engine's ``compare_to_parents``."""
+
+    reports: dict[str, EvalReport]
+    evaluated: tuple[str, ...]
+    merged_label: str
+    base_label: str | None
+    comparison: Comparison
+
+
+class EvalJob(Job):
+    """Evaluate several models (label -> folder) on the same task files in one job: one
+    progress stream, reports of unchanged models from the content-hash cache under
+    ``cache_dir``. ``merged_label`` and ``base_label`` say which model is which; every
+    other model is a parent that may be a task's specialist."""
+
+    def __init__(self, models: dict[str, str], task_files: Sequence[str], limit: int | None = None,
+                 *, merged_label: str, base_label: str | None, cache_dir: str | None) -> None:
         super().__init__()
         self.models = models
         self.task_files = list(task_files)
         self.limit = limit
+        self.merged_label = merged_label
+        self.base_label = base_label
+        self.cache_dir = cache_dir
 
-    def work(self) -> dict[str, EvalReport]:
-        reports = {}
-        for label, folder in self.models.items():
-            self.cancel_token.raise_if_cancelled()
-            self.log.emit(f"evaluating {label}", "info")
-            reports[label] = evaluate_model(folder, self.task_files, self.limit, self.events, self.cancel_token)
-        return reports
+    def work(self) -> QuickEval:
+        from mergestudio.evaluate.cache import (
+            EvalSettings,
+            EvaluationCache,
+            evaluate_models,
+            evaluation_cache_dir,
+        )
+        from mergestudio.evaluate.lm import quiet_transformers
+        from mergestudio.evaluate.normalized import compare_to_parents
 
-
-def evaluate_model(folder: str, task_files: Sequence[str], limit: int | None, events: Any,
-                   cancel: CancelToken) -> EvalReport:
-    """The evaluation package's entry point, on the CPU (demo models are tiny)."""
-    from mergestudio.evaluate import evaluate_path
-    from mergestudio.evaluate.lm import quiet_transformers
-
-    quiet_transformers()
-    return evaluate_path(folder, task_files, limit=limit, device="cpu", events=events, cancel=cancel)
-
+        quiet_transformers()
+        evaluation = evaluate_models(
+            self.models,
+            self.task_files,
+            EvalSettings(limit=self.limit, batch_size=QUICK_EVAL_BATCH, device="cpu", dtype="float32"),
+            cache=EvaluationCache(evaluation_cache_dir(self.cache_dir)),
+            events=self.events,
+            cancel=self.cancel_token,
+        )
+        reports = evaluation.reports
+        merged = reports[self.merged_label]
+        parents = {k: r.scores for k, r in reports.items() if k not in (self.merged_label, self.base_label)}
+        comparison = compare_to_parents(
+            merged.scores,
+            base=reports[self.base_label].scores if self.base_label else None,
+            parents=parents,
+            lower_is_better=[t.task for t in merged.tasks if not t.higher_is_better],
+        )
+        return QuickEval(reports, evaluation.evaluated, self.merged_label, self.base_label, comparison)
 
 
 # ---- environment --------------------------------------------------------------------------

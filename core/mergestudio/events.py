@@ -19,7 +19,9 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 
 @dataclass(frozen=True)
 class Progress:
-    """How far a job is. ``done``/``total`` count work items (tensors, items, trials)."""
+    """How far a job is. ``done``/``total`` count work items (tensors, items, trials).
+    ``remaining_s``: the job's own estimate of the seconds left, for jobs whose items
+    differ in cost (it knows what each costs); None: extrapolate from the counts."""
 
     job: str
     done: int
@@ -28,6 +30,7 @@ class Progress:
     bytes_done: int = 0
     bytes_total: int = 0
     current: str = ""
+    remaining_s: float | None = None
 
     @property
     def fraction(self) -> float:
@@ -39,7 +42,10 @@ class Progress:
 
     @property
     def eta_s(self) -> float | None:
-        """Seconds left, extrapolated from bytes when known, else from items."""
+        """Seconds left: the job's own estimate when it gave one, else extrapolated from
+        bytes when known, else from items."""
+        if self.remaining_s is not None:
+            return self.remaining_s
         if self.elapsed_s <= 0:
             return None
         if self.bytes_total and self.bytes_done:

@@ -13,6 +13,7 @@ import torch
 from mergestudio.engine import DictTarget, build_plan, execute_plan, load_recipe
 from mergestudio.io import open_model
 from mergestudio_qt import workers
+from PySide6.QtCore import Qt
 from safetensors.torch import load_file
 
 
@@ -197,9 +198,9 @@ def test_quick_eval_scores_merged_model_next_to_parents(qtbot, window, add_model
         page.eval_button.click()
     assert blocker.args == [True]
     headers = [page.eval_table.horizontalHeaderItem(i).text() for i in range(page.eval_table.columnCount())]
-    assert headers == ["merged", "base", "ft1"]
-    assert page.eval_table.verticalHeaderItem(0).text() == "next (acc)"
-    scores = [float(page.eval_table.item(0, i).text()) for i in range(3)]
+    assert headers == ["merged", "Δ base", "normalized", "base", "ft1"]
+    assert page.eval_table.verticalHeaderItem(0).text() == "next · accuracy % ↑"
+    scores = [page.eval_table.item(0, i).data(Qt.ItemDataRole.UserRole) for i in (0, 3, 4)]
     assert scores == [1.0, 0.5, 0.5]
     # The merged column is the merged folder's own score, as the engine's evaluator finds it.
     assert Path(page.last_output).exists()

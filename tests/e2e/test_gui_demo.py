@@ -74,8 +74,9 @@ def test_first_run_opens_the_demo_merges_and_scores(qtbot, studio, zoo: Path) ->
     with qtbot.waitSignal(page.eval_finished, timeout=120_000) as evaluated:
         page.eval_button.click()
     assert evaluated.args == [True]
-    assert page.eval_table.columnCount() == len(state.models) + 1  # merged + base + specialists
-    assert page.eval_table.rowCount() == len(page.chosen_tasks())
+    # merged, Δ base, normalized, then the base and every specialist
+    assert page.eval_table.columnCount() == len(state.models) + 3
+    assert page.eval_table.rowCount() == len(page.chosen_tasks()) + 1  # the tasks and their mean
 
 
 def test_studio_command_is_listed() -> None:

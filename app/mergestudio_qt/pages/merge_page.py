@@ -41,9 +41,10 @@ from mergestudio_qt import jobs
 from mergestudio_qt.context import Studio
 from mergestudio_qt.format import MeasuredEta, format_bytes, format_duration
 from mergestudio_qt.pages import PageSpec, register_page
+from mergestudio_qt.quick_eval_table import MERGED_TINT, EvalCell, build_eval_table
 from mergestudio_qt.state import MergeSettings
 from mergestudio_qt.widgets.folder_row import folder_row
-from mergestudio_qt.workers import DryRun, DryRunJob, EvalJob, MergeJob, MergeOptions
+from mergestudio_qt.workers import DryRun, DryRunJob, EvalJob, MergeJob, MergeOptions, QuickEval
 
 OUTPUT_DTYPES = (("bfloat16", "bfloat16"), ("float16", "float16"), ("float32", "float32"),
                  ("same as inputs", ""))
@@ -71,7 +72,8 @@ class MergePage(QWidget):
         self.last_output: Path | None = None
         self.last_dry_run: DryRun | None = None
         self.eval_reports: dict[str, Any] = {}
-        self._parent_cache: dict[tuple[str, tuple[str, ...], int], Any] = {}
+        self.last_eval: QuickEval | None = None
+        self._eval_ok = False  # how the running quick eval ended, told when its thread is done
         self._pending: Progress | None = None
         self._eta = MeasuredEta()
         self._redraw = QTimer(self)
@@ -111,7 +113,7 @@ class MergePage(QWidget):
         splitter.addWidget(log_box)
         splitter.addWidget(self._build_eval())
         splitter.setStretchFactor(0, 1)
-        splitter.setStretchFactor(1, 1)
+        splitter.setStretchFactor(1, 2)  # the quick-eval table needs the room more than the log
         layout.addWidget(splitter, 1)
 
     def _build_settings(self) -> QWidget:
@@ -238,7 +240,10 @@ class MergePage(QWidget):
         self.limit_spin.setToolTip("Items per task (0: all). Fewer items answer faster and noisier.")
         self.eval_button = QPushButton("Run quick eval", box)
         self.eval_button.setEnabled(False)
-        self.eval_button.setToolTip("Evaluate the merged model and its parents on the ticked tasks")
+        self.eval_button.setToolTip(
+            "Evaluate the merged model next to its base and parents on the ticked tasks; models "
+            "scored before with the same files and settings come from the cache"
+        )
         self.eval_button.clicked.connect(self.start_eval)
         row.addWidget(add)
         row.addWidget(self.limit_spin)
@@ -248,8 +253,18 @@ class MergePage(QWidget):
         self.eval_table = QTableWidget(0, 0, box)
         self.eval_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.eval_table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.eval_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        # Columns fit their headers and numbers; a narrow window scrolls rather than clips.
+        self.eval_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.eval_table.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         layout.addWidget(self.eval_table, 1)
+        self.eval_verdict = QLabel("", box)
+        self.eval_verdict.setWordWrap(True)
+        self.eval_verdict.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.eval_verdict)
+        self.eval_legend = QLabel("", box)
+        self.eval_legend.setObjectName("hint")
+        self.eval_legend.setWordWrap(True)
+        layout.addWidget(self.eval_legend)
         return box
 
     # ---- settings ------------------------------------------------------------------------
@@ -523,18 +538,31 @@ class MergePage(QWidget):
         project's base counts even when the recipe names none (a linear average): it is
         the reference every fine-tune is measured against."""
         folders: dict[str, str] = {}
-        references = [self.state.recipe.get("base_model") or self.state.base] + [
-            m.get("model") for m in self.state.recipe.get("models") or []
-        ]
-        for reference in references:
-            if not reference:
-                continue
-            entry = self.state.model(str(reference))
-            if entry is not None and entry.source is not None:
-                folders[entry.name] = str(entry.source.root)
-            elif Path(str(reference)).is_dir():
-                folders[Path(str(reference)).name] = str(reference)
+        for reference in self._references():
+            name_and_folder = self._local_model(reference)
+            if name_and_folder is not None:
+                folders[name_and_folder[0]] = name_and_folder[1]
         return folders
+
+    def base_label(self) -> str | None:
+        """The base's name in ``parents()``, None when it is not a local model."""
+        base = self._references()[0]
+        found = self._local_model(base) if base else None
+        return found[0] if found is not None else None
+
+    def _references(self) -> list[str]:
+        base = self.state.recipe.get("base_model") or self.state.base
+        return [str(base or "")] + [str(m.get("model")) for m in self.state.recipe.get("models") or [] if m.get("model")]
+
+    def _local_model(self, reference: str) -> tuple[str, str] | None:
+        if not reference:
+            return None
+        entry = self.state.model(reference)
+        if entry is not None and entry.source is not None:
+            return entry.name, str(entry.source.root)
+        if Path(reference).is_dir():
+            return Path(reference).name, reference
+        return None
 
     def start_eval(self) -> None:
         tasks = self.chosen_tasks()
@@ -542,12 +570,17 @@ class MergePage(QWidget):
             if not tasks:
                 self.studio.show_message("tick at least one task file")
             return
-        limit = self.limit_spin.value() or None
         models = {MERGED_LABEL: str(self.last_output)}
         for name, folder in self.parents().items():
-            if self._cache_key(folder, tasks, limit) not in self._parent_cache:
-                models[name] = folder
-        job = EvalJob(models, tasks, limit)
+            models.setdefault(name, folder)
+        job = EvalJob(
+            models,
+            tasks,
+            self.limit_spin.value() or None,
+            merged_label=MERGED_LABEL,
+            base_label=self.base_label(),
+            cache_dir=str(self.studio.preferences.effective_cache_dir()),
+        )
         job.log.connect(self._log)
         job.progress.connect(self._merge_progress)
         job.succeeded.connect(self._eval_done)
@@ -556,64 +589,78 @@ class MergePage(QWidget):
         job.finished.connect(self._eval_job_finished)
         self.eval_job = job
         self.eval_button.setEnabled(False)
+        self.progress.setValue(0)
         self.progress.setFormat("evaluating…")
+        self.stats_label.setText("")
         self._redraw.start()
         jobs.start(job)
 
-    @staticmethod
-    def _cache_key(folder: str, tasks: list[str], limit: int | None) -> tuple[str, tuple[str, ...], int]:
-        return (folder, tuple(tasks), limit or 0)
-
-    def _eval_done(self, reports: dict[str, Any]) -> None:
-        assert self.eval_job is not None
-        tasks, limit = self.eval_job.task_files, self.eval_job.limit
-        parents = self.parents()
-        for name, folder in parents.items():
-            key = self._cache_key(folder, tasks, limit)
-            if name in reports:
-                self._parent_cache[key] = reports[name]
-        self.eval_reports = {MERGED_LABEL: reports[MERGED_LABEL]}
-        for name, folder in parents.items():
-            self.eval_reports[name] = self._parent_cache[self._cache_key(folder, tasks, limit)]
+    def _eval_done(self, result: QuickEval) -> None:
         self._stop_redraw()
-        self._show_eval(self.eval_reports)
+        self.last_eval = result
+        self.eval_reports = dict(result.reports)
+        self._show_eval(result)
+        cached = [label for label in result.reports if label not in result.evaluated]
         self.progress.setValue(self.progress.maximum())
         self.progress.setFormat("evaluated")
-        self.eval_finished.emit(True)
+        self.stats_label.setText(
+            f"scored {', '.join(result.evaluated) or 'nothing'}"
+            + (f"; {len(cached)} from the cache" if cached else "")
+        )
+        self._eval_ok = True
 
     def _eval_cancelled(self) -> None:
-        self.eval_finished.emit(False)
+        self._stop_redraw()
+        self.progress.setFormat("cancelled")
 
     def _eval_failed(self, message: str) -> None:
         self._stop_redraw()
+        self.progress.setFormat("quick eval failed")
         self._log(f"quick eval failed: {message}", "error")
-        self.eval_finished.emit(False)
 
     def _eval_job_finished(self) -> None:
+        """The job's thread is done: only now say how it ended, so a listener finds the
+        page idle (Run quick eval enabled again)."""
         self._redraw.stop()
         self.eval_job = None
         self.eval_button.setEnabled(self.last_output is not None)
+        ok, self._eval_ok = self._eval_ok, False
+        self.eval_finished.emit(ok)
 
-    def _show_eval(self, reports: dict[str, Any]) -> None:
-        """Rows are tasks, columns models; the best score of each row is bold."""
-        labels = list(reports)
-        first = reports[labels[0]]
+    def _show_eval(self, result: QuickEval) -> None:
+        """Rows are tasks and a mean row; columns the merge, its Δ vs the base and its
+        normalized accuracy, then the base and every parent. The merge's column is bold;
+        each task's specialist (the denominator of normalized) is underlined."""
+        table = build_eval_table(result)
         self.eval_table.clear()
-        self.eval_table.setColumnCount(len(labels))
-        self.eval_table.setRowCount(len(first.tasks))
-        self.eval_table.setHorizontalHeaderLabels(labels)
-        self.eval_table.setVerticalHeaderLabels([f"{t.task} ({t.primary_metric})" for t in first.tasks])
-        for row, task in enumerate(first.tasks):
-            values = [reports[label].task(task.task).value for label in labels]
-            best = max(values) if task.higher_is_better else min(values)
-            for column, value in enumerate(values):
-                item = QTableWidgetItem(f"{value:.3f}")
-                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                if value == best:
-                    font = item.font()
-                    font.setBold(True)
-                    item.setFont(font)
-                self.eval_table.setItem(row, column, item)
+        self.eval_table.setRowCount(len(table.rows))
+        self.eval_table.setColumnCount(len(table.columns))
+        # Labels first, then tooltips on the items the table made: it owns them.
+        self.eval_table.setHorizontalHeaderLabels([label for label, _tip in table.columns])
+        self.eval_table.setVerticalHeaderLabels([row.label for row in table.rows])
+        for column, (_label, tip) in enumerate(table.columns):
+            self.eval_table.horizontalHeaderItem(column).setToolTip(tip)
+        for row, spec in enumerate(table.rows):
+            self.eval_table.verticalHeaderItem(row).setToolTip(spec.tip)
+            for column, cell in enumerate(spec.cells):
+                self.eval_table.setItem(row, column, self._cell_item(cell))
+        self.eval_verdict.setText(table.verdict)
+        self.eval_legend.setText(table.legend)
+
+    @staticmethod
+    def _cell_item(cell: EvalCell) -> QTableWidgetItem:
+        item = QTableWidgetItem(cell.text)
+        item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        item.setData(Qt.ItemDataRole.UserRole, cell.value)
+        if cell.tip:
+            item.setToolTip(cell.tip)
+        font = item.font()
+        font.setBold(cell.merged)
+        font.setUnderline(cell.specialist)
+        item.setFont(font)
+        if cell.merged:
+            item.setBackground(MERGED_TINT)
+        return item
 
 
 register_page(PageSpec("merge", "Merge", "Dry run, merge in the background, quick eval", MergePage))

@@ -25,6 +25,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         action="store_true",
         help="first re-score the Pareto front on the objectives' held-out test files (test_scores.json)",
     )
+    show.add_argument(
+        "--baselines",
+        action="store_true",
+        help="score the parents and default merges first when the run has not (cached in the run "
+        "folder): trials then show Δ vs the base and normalized accuracy",
+    )
     show.set_defaults(func=run_show)
     parser.set_defaults(func=lambda _args: _help(parser))
 
@@ -35,11 +41,14 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from mergestudio.cli.progress import TerminalProgress
+    from mergestudio.search.baselines import run_baselines
     from mergestudio.search.report import format_summary, load_test_scores, rescore_front, summarize
 
     if args.test:
         rescore_front(args.run)
-    summary = summarize(args.run)
+    baselines = run_baselines(args.run, events=TerminalProgress(quiet=args.json)) if args.baselines else None
+    summary = summarize(args.run, baselines)
     if args.json:
         data = summary.to_dict()
         test = load_test_scores(args.run)

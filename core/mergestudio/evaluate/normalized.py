@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 def best_model_per_task(scores_by_model: Mapping[str, Mapping[str, float]], tasks: Iterable[str]) -> dict[str, str]:
@@ -52,12 +53,18 @@ class Comparison:
     ``delta_vs_base``: ``raw - base`` per task, where the base was scored.
     ``normalized``: ``raw / specialist`` per task, where a specialist is known.
     ``lower_is_better``: raw values of perplexity-like tasks, kept apart from the means.
+    ``specialist_of``: the name of the model each normalized value divides by, where known.
+    ``specialist``: that model's value on the task (the denominator).
+    ``base_lower_is_better``: the base's values of the perplexity-like tasks.
     """
 
     raw: dict[str, float]
     delta_vs_base: dict[str, float] = field(default_factory=dict)
     normalized: dict[str, float] = field(default_factory=dict)
     lower_is_better: dict[str, float] = field(default_factory=dict)
+    specialist_of: dict[str, str] = field(default_factory=dict)
+    specialist: dict[str, float] = field(default_factory=dict)
+    base_lower_is_better: dict[str, float] = field(default_factory=dict)
 
     @property
     def mean_raw(self) -> float:
@@ -85,6 +92,39 @@ class Comparison:
             return "no base or specialist scored: nothing to compare with"
         return "; ".join(parts)
 
+    def lower_is_better_change(self) -> dict[str, float]:
+        """Relative change against the base of each perplexity-like task (+0.05: 5 %
+        higher, i.e. worse), where the base was scored."""
+        return {
+            task: value / self.base_lower_is_better[task] - 1.0
+            for task, value in self.lower_is_better.items()
+            if self.base_lower_is_better.get(task, 0) > 0
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data: every per-task mapping, the three means (None when there is
+        nothing to average) and the verdict for fractions (``percent_scale=False``)."""
+        return {
+            "raw": dict(self.raw),
+            "delta_vs_base": dict(self.delta_vs_base),
+            "normalized": _finite_values(self.normalized),
+            "specialist_of": dict(self.specialist_of),
+            "specialist": dict(self.specialist),
+            "lower_is_better": dict(self.lower_is_better),
+            "base_lower_is_better": dict(self.base_lower_is_better),
+            "mean_raw": _finite(self.mean_raw),
+            "mean_delta_vs_base": _finite(self.mean_delta_vs_base),
+            "mean_normalized": _finite(self.mean_normalized),
+        }
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _finite_values(values: Mapping[str, float]) -> dict[str, float | None]:
+    return {k: _finite(v) for k, v in values.items()}
+
 
 def compare(
     merged: Mapping[str, float],
@@ -92,15 +132,48 @@ def compare(
     base: Mapping[str, float] | None = None,
     specialist: Mapping[str, float] | None = None,
     lower_is_better: Iterable[str] = (),
+    specialist_of: Mapping[str, str] | None = None,
 ) -> Comparison:
     """Build a :class:`Comparison`. ``specialist[task]`` is the specialist's value on its
-    own task; ``lower_is_better`` names tasks (perplexity) kept out of the means."""
+    own task; ``lower_is_better`` names tasks (perplexity) kept out of the means;
+    ``specialist_of`` names the specialists (only carried along, for display)."""
     skip = set(lower_is_better)
     raw = {t: v for t, v in merged.items() if t not in skip}
     delta = {t: v - base[t] for t, v in raw.items() if base is not None and t in base}
+    reference = {t: v for t, v in (specialist or {}).items() if t in raw}
     return Comparison(
         raw=raw,
         delta_vs_base=delta,
         normalized=normalized_accuracy(raw, specialist or {}),
         lower_is_better={t: v for t, v in merged.items() if t in skip},
+        specialist_of={t: n for t, n in (specialist_of or {}).items() if t in reference},
+        specialist=reference,
+        base_lower_is_better={t: base[t] for t in skip if base is not None and t in base and t in merged},
+    )
+
+
+def compare_to_parents(
+    merged: Mapping[str, float],
+    *,
+    base: Mapping[str, float] | None,
+    parents: Mapping[str, Mapping[str, float]],
+    lower_is_better: Iterable[str] = (),
+    specialist_of: Mapping[str, str] | None = None,
+) -> Comparison:
+    """A merge against the models it came from. ``parents``: name -> scores of the
+    fine-tuned inputs (not the base). Each task's specialist is ``specialist_of[task]``
+    when given (the zoo's metadata, the user's choice), else the parent scoring highest
+    on it (:func:`best_model_per_task`). Lower-is-better tasks get no specialist."""
+    skip = set(lower_is_better)
+    tasks = [t for t in merged if t not in skip]
+    chosen = best_model_per_task(parents, tasks)
+    for task, name in (specialist_of or {}).items():
+        if task in tasks and task in parents.get(name, {}):
+            chosen[task] = name
+    return compare(
+        merged,
+        base=base,
+        specialist={t: parents[n][t] for t, n in chosen.items()},
+        lower_is_better=skip,
+        specialist_of=chosen,
     )

@@ -10,24 +10,32 @@ instant. ``evaluate_full`` re-scores one trial on every item (``full_eval.json``
 The default merges are those of the demo zoo's table, over the recipe's own models:
 linear (weight 1 each, normalised), task arithmetic (weight 1 each, λ = 1) and TIES
 (weight 1, density 0.5); the last two only when the recipe has a base model.
+
+Every baseline also carries its scores against the run's references: Δ vs the base
+model and **normalized accuracy** (÷ each objective's specialist, the parent scoring
+highest on it). ``score_references`` gives those references, and ``trial_comparison``
+compares any trial's objectives with them, so the CLI and the Evolve page say the same.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from mergestudio.errors import MergeStudioError
 from mergestudio.events import CancelToken, EventSink, log
 from mergestudio.search.objectives import Objectives
 from mergestudio.search.spec import SearchSpec, base_recipe
 from mergestudio.search.store import RunFolder, write_atomic
 
 if TYPE_CHECKING:
+    from mergestudio.evaluate.normalized import Comparison
     from mergestudio.evaluate.resident import ResidentEvaluator
     from mergestudio.recipe.model import Recipe
 
@@ -39,11 +47,94 @@ BaselineKind = Literal["parent", "merge"]
 
 @dataclass(frozen=True)
 class Baseline:
+    """One reference point. ``objectives``: raw values by objective name.
+    ``is_base``: this is the recipe's base model (the reference for Δ).
+    ``delta_vs_base`` / ``normalized``: per maximised objective, against the run's
+    references (see ``score_references``); empty when the run has no base or no
+    fine-tuned parent. Filled by ``compute_baselines`` and ``load_baselines``."""
+
     label: str  # the model's folder name, or the merge method
     kind: BaselineKind
     recipe: dict[str, Any] = field(repr=False)
     objectives: dict[str, float]
     estimator: str  # how it was scored, in words (the run's estimator)
+    is_base: bool = False
+    delta_vs_base: dict[str, float] = field(default_factory=dict)
+    normalized: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def mean_delta_vs_base(self) -> float:
+        return _mean(self.delta_vs_base.values())
+
+    @property
+    def mean_normalized(self) -> float:
+        return _mean(self.normalized.values())
+
+
+def _mean(values: Any) -> float:
+    kept = [float(v) for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else math.nan
+
+
+@dataclass(frozen=True)
+class ScoreReferences:
+    """What a run's scores are compared with. ``base``: the base model's objectives
+    (empty without a base). ``specialist_of``: maximised objective -> the fine-tuned
+    parent scoring highest on it. ``lower_is_better``: the minimised objectives (kept out
+    of Δ and normalized means)."""
+
+    base: dict[str, float]
+    specialist_of: dict[str, str]
+    specialist: dict[str, float]
+    lower_is_better: frozenset[str]
+
+    def compare(self, values: Mapping[str, float]) -> Comparison:
+        """``values`` (a trial's or a baseline's objectives) against the references."""
+        from mergestudio.evaluate.normalized import compare
+
+        return compare(
+            values,
+            base=self.base or None,
+            specialist=self.specialist,
+            lower_is_better=self.lower_is_better,
+            specialist_of=self.specialist_of,
+        )
+
+
+def score_references(baselines: Sequence[Baseline], objectives: Objectives) -> ScoreReferences:
+    """The base is the baseline marked ``is_base``; each maximised objective's specialist
+    is the parent (other than the base) that scores highest on it."""
+    from mergestudio.evaluate.normalized import best_model_per_task
+
+    base = next((b for b in baselines if b.is_base), None)
+    parents = {b.label: b.objectives for b in baselines if b.kind == "parent" and not b.is_base}
+    maximised = [o.name for o in objectives.items if o.maximize]
+    chosen = best_model_per_task(parents, maximised)
+    return ScoreReferences(
+        base=dict(base.objectives) if base is not None else {},
+        specialist_of=chosen,
+        specialist={name: parents[label][name] for name, label in chosen.items()},
+        lower_is_better=frozenset(o.name for o in objectives.items if not o.maximize),
+    )
+
+
+def trial_comparison(
+    values: Mapping[str, float], baselines: Sequence[Baseline], objectives: Objectives
+) -> Comparison:
+    """A trial's objectives against the run's base and specialists: per-objective Δ and
+    normalized values, their means (``mean_delta_vs_base``, ``mean_normalized``) and a
+    one-line ``verdict(percent_scale=False)``. With no baselines, only ``raw`` is set."""
+    return score_references(baselines, objectives).compare(values)
+
+
+def with_comparisons(baselines: Sequence[Baseline], objectives: Objectives) -> list[Baseline]:
+    """The baselines with ``delta_vs_base`` and ``normalized`` filled in."""
+    references = score_references(baselines, objectives)
+    out = []
+    for baseline in baselines:
+        comparison = references.compare(baseline.objectives)
+        out.append(replace(baseline, delta_vs_base=comparison.delta_vs_base, normalized=comparison.normalized))
+    return out
 
 
 def estimator_label(spec: SearchSpec) -> str:
@@ -92,6 +183,7 @@ def compute_baselines(
     """Score every baseline recipe with the search's estimator and settings."""
     objectives = Objectives.build(spec)
     estimator = estimator_label(spec)
+    base_label = _base_label(base_recipe(spec))
     baselines = []
     with _resident(spec, objectives) as resident:
         for label, kind, recipe in baseline_recipes(base_recipe(spec)):
@@ -100,9 +192,18 @@ def compute_baselines(
             log(events, f"baseline {label}: evaluating")
             result = resident.evaluate(recipe, cancel=cancel)
             values = objectives.values(result.report)
-            baselines.append(Baseline(label, kind, recipe, values, estimator))
+            is_base = kind == "parent" and label == base_label
+            baselines.append(Baseline(label, kind, recipe, values, estimator, is_base))
             log(events, f"baseline {label}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
-    return baselines
+    return with_comparisons(baselines, objectives)
+
+
+def _base_label(recipe: Recipe) -> str | None:
+    """The base model's baseline label (the first parent's, as ``baseline_recipes`` names it)."""
+    if not recipe.base_model:
+        return None
+    labels = baseline_recipes(recipe)
+    return labels[0][0] if labels else None
 
 
 def run_baselines(
@@ -135,18 +236,26 @@ def load_baselines(run_dir: Path, spec: SearchSpec) -> list[Baseline] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("key") != _scoring_key(spec):
             return None
-        return [
+        base_label = _base_label(base_recipe(spec))
+        baselines = [
             Baseline(
                 str(b["label"]),
                 "merge" if b["kind"] == "merge" else "parent",
                 dict(b["recipe"]),
                 {str(k): float(v) for k, v in b["objectives"].items()},
                 str(b["estimator"]),
+                b["kind"] == "parent" and b["label"] == base_label,
             )
             for b in data["baselines"]
         ]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # a missing or stale cache is recomputed, never trusted
+    # Δ and normalized are arithmetic over the scores: recomputed, so a file written
+    # before they existed reads the same as a new one.
+    try:
+        return with_comparisons(baselines, Objectives.build(spec))
+    except MergeStudioError:  # a task file gone since: the raw scores still stand
+        return baselines
 
 
 def _scoring_key(spec: SearchSpec) -> str:

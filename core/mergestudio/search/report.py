@@ -1,5 +1,6 @@
 """A run's summary, read back from its folder: every trial, the Pareto front, the best
-trial per objective and on the mean of the accuracy-like objectives."""
+trial per objective and on the mean of the accuracy-like objectives, and, when the run's
+baselines have been scored, each trial's Δ vs the base and normalized accuracy."""
 
 from __future__ import annotations
 
@@ -7,14 +8,18 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mergestudio.search.baselines import Baseline, load_baselines, trial_comparison
 from mergestudio.search.front import FrontTracker
 from mergestudio.search.objectives import Objectives
 from mergestudio.search.spec import SpecError
 from mergestudio.search.store import RunFolder, TrialRecord, write_atomic
 
 TEST_SCORES_FILE = "test_scores.json"  # in the run folder: the front re-scored on held-out files
+
+if TYPE_CHECKING:
+    from mergestudio.evaluate.normalized import Comparison
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,12 @@ class RunSummary:
     hypervolume: float
     reference: tuple[float, ...]
     elapsed_s: float
+    baselines: tuple[Baseline, ...] = ()  # as cached in the run folder; empty when not scored
+
+    def comparison(self, record: TrialRecord) -> Comparison:
+        """The trial against the run's base and specialists (nothing but raw values
+        when the baselines are not scored)."""
+        return trial_comparison(record.objectives, self.baselines, self.objectives)
 
     @property
     def complete(self) -> list[TrialRecord]:
@@ -66,6 +77,7 @@ class RunSummary:
                     "generation": t.generation,
                     "objectives": t.objectives,
                     "mean": None if t.state != "complete" else _finite(self.mean(t)),
+                    **self._compared(t),
                     "duration_s": t.duration_s,
                     "on_front": t.number in self.front,
                     "genome": t.genome,
@@ -84,10 +96,36 @@ class RunSummary:
             if best_mean is None
             else {"trial": best_mean.number, "mean": self.mean(best_mean)},
             "elapsed_s": self.elapsed_s,
+            "baselines": [
+                {
+                    "label": b.label,
+                    "kind": b.kind,
+                    "is_base": b.is_base,
+                    "objectives": b.objectives,
+                    "delta_vs_base": b.delta_vs_base,
+                    "normalized": {k: _finite(v) for k, v in b.normalized.items()},
+                    "mean_delta_vs_base": _finite(b.mean_delta_vs_base),
+                    "mean_normalized": _finite(b.mean_normalized),
+                    "estimator": b.estimator,
+                }
+                for b in self.baselines
+            ],
+        }
+
+    def _compared(self, record: TrialRecord) -> dict[str, Any]:
+        if record.state != "complete" or not self.baselines:
+            return {}
+        comparison = self.comparison(record)
+        return {
+            "delta_vs_base": comparison.delta_vs_base,
+            "normalized": {k: _finite(v) for k, v in comparison.normalized.items()},
+            "mean_delta_vs_base": _finite(comparison.mean_delta_vs_base),
+            "mean_normalized": _finite(comparison.mean_normalized),
         }
 
 
-def summarize(run_dir: str | Path) -> RunSummary:
+def summarize(run_dir: str | Path, baselines: list[Baseline] | None = None) -> RunSummary:
+    """The run's summary; ``baselines`` default to those cached in the run folder."""
     run = RunFolder(run_dir)
     spec = run.load_spec()
     objectives = Objectives.build(spec)
@@ -106,6 +144,7 @@ def summarize(run_dir: str | Path) -> RunSummary:
         hypervolume=tracker.hypervolume,
         reference=tracker.reference,
         elapsed_s=float(study.user_attrs.get("elapsed_s", 0.0)),
+        baselines=tuple(baselines if baselines is not None else load_baselines(run.path, spec) or ()),
     )
 
 
@@ -174,18 +213,23 @@ def _finite(value: float) -> float | None:
 
 
 def format_summary(summary: RunSummary, limit: int | None = None) -> str:
-    """The ``mergestudio runs show`` text: a trial table, the front, the best trials."""
+    """The ``mergestudio runs show`` text: a trial table, the front, the best trials, and
+    the baselines. With baselines, every complete trial also shows its mean Δ vs the base
+    (points of accuracy) and its mean normalized accuracy."""
     names = summary.objectives.names
     width = max(8, *(len(n) for n in names))
+    compared = bool(summary.baselines)
+    extra = f" {'Δ base':>7} {'norm.':>6}" if compared else ""
     head = f"{'trial':>5} {'state':11} {'gen':>3} " + " ".join(f"{n:>{width}}" for n in names)
     lines = [
         f"run {summary.run} ({summary.algorithm}, {len(summary.complete)} complete trials, {summary.elapsed_s:.0f} s)"
     ]
     if limit != 0:
-        lines += ["", head + f" {'mean':>8} {'time':>7}  front"]
+        lines += ["", head + f" {'mean':>8}{extra} {'time':>7}  front"]
         shown = summary.trials if limit is None else summary.trials[-limit:]
         for t in shown:
             lines.append(_trial_row(summary, t, names, width))
+    lines += _baseline_lines(summary, names, width)
     if not summary.complete:
         return "\n".join([*lines, "", "no complete trials yet"])
     lines += [
@@ -200,7 +244,8 @@ def format_summary(summary: RunSummary, limit: int | None = None) -> str:
         lines.append(f"  {name:{width}}  trial {record.number:>4}  {record.objectives[name]:.4g}")
     best_mean = summary.best_mean()
     if best_mean is not None:
-        lines.append(f"  {'mean':{width}}  trial {best_mean.number:>4}  {summary.mean(best_mean):.4g}")
+        verdict = f"  ({summary.comparison(best_mean).verdict(percent_scale=False)})" if compared else ""
+        lines.append(f"  {'mean':{width}}  trial {best_mean.number:>4}  {summary.mean(best_mean):.4g}{verdict}")
     test = load_test_scores(summary.run)
     if test is not None and test.get("trials"):
         lines += ["", "re-scored on the held-out test files (never read by the search):"]
@@ -211,8 +256,46 @@ def format_summary(summary: RunSummary, limit: int | None = None) -> str:
     return "\n".join(lines)
 
 
+def _baseline_lines(summary: RunSummary, names: list[str], width: int) -> list[str]:
+    if not summary.baselines:
+        return ["", f"baselines not scored yet: `mergestudio runs show {summary.run} --baselines` scores them"]
+    lines = ["", f"baselines ({summary.baselines[0].estimator}; Δ base in points, norm. = ÷ each skill's specialist):"]
+    label_width = max(len(b.label) for b in summary.baselines) + len(" (base)")
+    header = " ".join(f"{n:>{width}}" for n in names)
+    lines.append(f"  {'':<{label_width}} {header} {'mean':>8} {'Δ base':>7} {'norm.':>6}")
+    for b in summary.baselines:
+        values = " ".join(f"{b.objectives.get(n, math.nan):>{width}.4g}" for n in names)
+        maximised = [b.objectives[o.name] for o in summary.objectives.items if o.maximize and o.name in b.objectives]
+        mean = sum(maximised) / len(maximised) if maximised else math.nan
+        label = f"{b.label} (base)" if b.is_base else b.label
+        lines.append(
+            f"  {label:<{label_width}} {values} {mean:>8.4g} "
+            f"{_points(b.mean_delta_vs_base):>7} {_percent(b.mean_normalized):>6}"
+        )
+    return lines
+
+
 def _trial_row(summary: RunSummary, t: TrialRecord, names: list[str], width: int) -> str:
     values = " ".join(f"{t.objectives.get(n, math.nan):>{width}.4g}" for n in names)
-    mean = summary.mean(t) if t.state == "complete" else math.nan
+    complete = t.state == "complete"
+    mean = summary.mean(t) if complete else math.nan
     mark = "*" if t.number in summary.front else ""
-    return f"{t.number:>5} {t.state:11} {t.generation:>3} {values} {mean:>8.4g} {t.duration_s:>6.2f}s  {mark}"
+    compared = ""
+    if summary.baselines:
+        comparison = summary.comparison(t) if complete else None
+        delta = comparison.mean_delta_vs_base if comparison else math.nan
+        normalized = comparison.mean_normalized if comparison else math.nan
+        compared = f" {_points(delta):>7} {_percent(normalized):>6}"
+    return (
+        f"{t.number:>5} {t.state:11} {t.generation:>3} {values} {mean:>8.4g}{compared} "
+        f"{t.duration_s:>6.2f}s  {mark}"
+    )
+
+
+def _points(fraction: float) -> str:
+    """A difference of accuracies (fractions) in points: +0.21 -> '+21.0'."""
+    return "—" if math.isnan(fraction) else f"{100 * fraction:+.1f}"
+
+
+def _percent(fraction: float) -> str:
+    return "—" if math.isnan(fraction) else f"{100 * fraction:.0f} %"
