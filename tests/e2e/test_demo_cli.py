@@ -5,6 +5,7 @@ and sizes (the zoo's contents are tested in tests/core/test_demo.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -36,7 +37,14 @@ def test_demo_build_miniature_through_the_cli(tmp_path: Path, capsys: pytest.Cap
     tunes = [_shapes(f) for f in sorted((zoo / "models").iterdir()) if f.name != "base"]
     assert tunes, "at least one fine-tune"
     assert all(tune == base for tune in tunes)  # fine-tunes of the base, mergeable with it
-    assert sorted((zoo / "tasks").glob("*.eval.jsonl"))
+    info = _mergestudio("demo", "info", "--dir", str(zoo), "--json")
+    assert info.returncode == 0, info.stderr
+    skills = json.loads(info.stdout)["skills"]
+    assert skills, "at least one skill"
+    for files in skills.values():  # split hygiene: three distinct, existing files per skill
+        splits = [Path(files[split]) for split in ("train", "dev", "test")]
+        assert all(s.is_file() and s.parent == zoo / "tasks" for s in splits), files
+        assert len({s.read_text() for s in splits}) == 3, files
     recipes = sorted((zoo / "recipes").glob("*.yml"))
     assert recipes
     # Every shipped recipe plans against this zoo; the first one merges (the same entry

@@ -178,10 +178,12 @@ def evaluate_models(
     is cached are not loaded. One ``Progress`` stream (job ``"evaluate"``) covers the
     items of every model evaluated, in order; ``current`` is ``"label: task"``."""
     from mergestudio.evaluate.evaluator import evaluate_tasks
-    from mergestudio.evaluate.lm import CausalLM
+    from mergestudio.evaluate.lm import CausalLM, check_weight_headers
     from mergestudio.evaluate.tasks import load_task
 
     tasks = [load_task(p) for p in task_files]  # a bad task file fails before any model loads
+    for folder in models.values():  # a corrupt model fails before the cache writes its hashes
+        check_weight_headers(Path(folder))
     keys = {label: cache.key(folder, task_files, settings) for label, folder in models.items()} if cache else {}
     reports: dict[str, EvalReport] = {}
     for label in models:

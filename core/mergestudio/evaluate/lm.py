@@ -59,7 +59,7 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
-def _check_weight_headers(path: Path) -> None:
+def check_weight_headers(path: Path) -> None:
     """Our own safetensors header checks first, so a corrupt file is reported by name and
     tensor (as ``merge`` reports it), not as a loader's traceback."""
     from mergestudio.io.safetensors_file import read_header
@@ -106,7 +106,7 @@ class CausalLM:
             torch_dtype = resolve_dtype(dtype, dev)
         except ValueError as exc:
             raise ModelLoadError(f"dtype: {exc}") from None
-        _check_weight_headers(Path(path))
+        check_weight_headers(Path(path))
         # Loading imports the family's modules lazily: not at the same time as a warm-up.
         with IMPORT_LOCK:
             from transformers import AutoModelForCausalLM, AutoTokenizer
