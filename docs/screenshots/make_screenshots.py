@@ -4,10 +4,9 @@
 
 Uses the demo zoo (resources/demo, or a miniature one built into a temp folder when it is
 missing), merges it, runs the quick eval, and grabs every page in the light palette at
-1280x800 (Inspect after a finished analysis) and the Models, Recipe and Merge pages in
-the dark palette at 1920x1080. evolve-1280.png is grabbed the same way from the Evolve
-page after a finished run of resources/demo/search.yml. Images are
-PNGs at the highest compression.
+1280x800 and 1024x700 (Inspect after a finished analysis, Evolve after a finished run of
+the demo search, resources/demo/search.yml) and the Models, Recipe and Merge pages in the
+dark palette at 1920x1080. Images are PNGs at the highest compression.
 """
 
 from __future__ import annotations
@@ -66,10 +65,13 @@ def _save(widget: object, name: str) -> None:
 
 
 def _shape_curve(window: object) -> None:
-    """Give the first specialist's weight a ramp in the attention lane, so the curve
-    editor and the YAML show what per-layer conditions look like."""
+    """Give the first specialist's first parameter a ramp in the attention lane, so the
+    curve editor and the YAML show what per-layer conditions look like (skipped when the
+    demo's method has no per-model parameter)."""
     page = window.page("recipe")  # type: ignore[attr-defined]
-    key = next(k for k in page.editors if k[1] == 0 and k[0] == "weight")
+    key = next((k for k in page.editors if k[1] == 0), None)
+    if key is None:
+        return
     page.show_curve(key)
     curve = page.curve_editor
     curve.lane_combo.setCurrentIndex(curve.lane_combo.findData("attention"))
@@ -102,6 +104,18 @@ def _open_demo(window: object) -> None:
     _wait(lambda: "checking" not in window.device_label.text())  # type: ignore[attr-defined]
 
 
+def _run_demo_search(window: object, run_dir: Path) -> None:
+    """Start the demo project's search (the Setup tab holds the demo spec) into ``run_dir``
+    and wait for it to finish."""
+    page = window.page("evolve")  # type: ignore[attr-defined]
+    outcome: list[str] = []
+    page.search_finished.connect(outcome.append)
+    page.setup.run_edit.setText(str(run_dir))
+    page.start_search()
+    _wait(lambda: bool(outcome), timeout_s=900.0)
+    page.tabs.setCurrentIndex(0)
+
+
 def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="screens_"))
     os.environ["MERGESTUDIO_CONFIG_DIR"] = str(scratch / "config")
@@ -114,7 +128,8 @@ def main() -> int:
 
     app = create_app(["screenshots"])
     preload_engine()
-    for dark, size, pages in ((False, (1280, 800), ("models", "recipe", "merge", "inspect")),
+    light_pages = ("models", "recipe", "merge", "inspect", "evolve")
+    for dark, size, pages in ((False, (1280, 800), light_pages), (False, (1024, 700), light_pages),
                               (True, (1920, 1080), ("models", "recipe", "merge"))):
         apply_style(app, dark=dark)
         window = MainWindow(Preferences(demo_opened=True, cache_dir=str(scratch / "cache")))
@@ -123,12 +138,14 @@ def main() -> int:
         window.show()
         _open_demo(window)
         _prepare(window, scratch)
-        suffix = "dark-1920" if dark else "1280"
+        if "evolve" in pages:
+            _run_demo_search(window, scratch / f"run-{size[0]}")
+        suffix = "dark-1920" if dark else str(size[0])
         for key in pages:
             window.go_to(key)
             _settle()
             _save(window, f"{key}-{suffix}")
-        if not dark:
+        if not dark and size[0] == 1280:
             dialog = SettingsDialog(window.preferences, window)
             dialog.show()
             _settle()
