@@ -122,7 +122,7 @@ def test_analysis_fills_every_view(qtbot, page: InspectPage, folders: list[Path]
     for index, metric in enumerate(("conflict", "cosine", "relative_norm")):
         page.metric_choice.setCurrentIndex(index)
         assert page.heatmap.metric_key == metric
-        assert METRICS[metric][0] in page.heatmap.plot.getPlotItem().titleLabel.text
+        assert METRICS[metric][0] in page.heatmap.plot.getPlotItem().titleLabel.text.replace("<br>", " ")
         expected = expected_grid(folders, metric, report.density, groups)
         np.testing.assert_allclose(page.heatmap.grid(), expected, rtol=1e-5, err_msg=metric)
         image = page.heatmap.image.image

@@ -184,7 +184,9 @@ class Heatmap(QWidget):
     def redraw(self) -> None:
         values = self.grid()
         title, fixed, centre = METRICS[self.metric_key]
-        self.plot.getPlotItem().setTitle(title)
+        # A long title's parenthesis goes on a second line: the plot is narrow at 1024 px
+        # and pyqtgraph's title never wraps or elides by itself.
+        self.plot.getPlotItem().setTitle(title.replace(" (", "<br>(", 1))
         known = values[~np.isnan(values)]
         if fixed is not None:
             low, high = fixed
