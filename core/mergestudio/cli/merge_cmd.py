@@ -92,6 +92,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.set_defaults(func=run)
 
 
+def _merge_options(args: argparse.Namespace, cancel: CancelToken) -> dict[str, Any]:
+    """The keyword arguments a single- or multi-stage merge takes from the command line."""
+    return {
+        "device": args.device,
+        "compute_dtype": args.compute_dtype,
+        "shard_size": args.shard_size,
+        "overwrite": args.overwrite,
+        "allow_pickle": args.allow_pickle,
+        "allow_no_config": args.allow_no_config,
+        "allow_nonfinite": args.allow_nonfinite,
+        "threads": args.threads,
+        "events": TerminalProgress(quiet=args.quiet),
+        "cancel": cancel,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     from mergestudio.recipe.multi import is_multi_stage
 
@@ -108,16 +124,7 @@ def run(args: argparse.Namespace) -> int:
         result = merge(
             args.recipe,
             args.out,
-            device=args.device,
-            compute_dtype=args.compute_dtype,
-            shard_size=args.shard_size,
-            overwrite=args.overwrite,
-            allow_pickle=args.allow_pickle,
-            allow_no_config=args.allow_no_config,
-            allow_nonfinite=args.allow_nonfinite,
-            threads=args.threads,
-            events=TerminalProgress(quiet=args.quiet),
-            cancel=cancel,
+            **_merge_options(args, cancel),
         )
     stats = result.stats
     summary = {
@@ -289,16 +296,7 @@ def _run_multi(args: argparse.Namespace) -> int:
             multi,
             args.out,
             keep_intermediates=args.keep_intermediates,
-            device=args.device,
-            compute_dtype=args.compute_dtype,
-            shard_size=args.shard_size,
-            overwrite=args.overwrite,
-            allow_pickle=args.allow_pickle,
-            allow_no_config=args.allow_no_config,
-            allow_nonfinite=args.allow_nonfinite,
-            threads=args.threads,
-            events=TerminalProgress(quiet=args.quiet),
-            cancel=cancel,
+            **_merge_options(args, cancel),
         )
     summary = {
         "output": str(result.output),

@@ -40,7 +40,8 @@ def normalized_accuracy(merged: Mapping[str, float], specialist: Mapping[str, fl
     return out
 
 
-def _mean(values: Iterable[float]) -> float:
+def mean_of_known(values: Iterable[float]) -> float:
+    """The mean of the values that are not NaN; NaN when none is."""
     kept = [v for v in values if not math.isnan(v)]
     return sum(kept) / len(kept) if kept else math.nan
 
@@ -68,15 +69,15 @@ class Comparison:
 
     @property
     def mean_raw(self) -> float:
-        return _mean(self.raw.values())
+        return mean_of_known(self.raw.values())
 
     @property
     def mean_delta_vs_base(self) -> float:
-        return _mean(self.delta_vs_base.values())
+        return mean_of_known(self.delta_vs_base.values())
 
     @property
     def mean_normalized(self) -> float:
-        return _mean(self.normalized.values())
+        return mean_of_known(self.normalized.values())
 
     def verdict(self, percent_scale: bool = True) -> str:
         """One line that says what the numbers mean, e.g. "keeps 78 % of the specialists'

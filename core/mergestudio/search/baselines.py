@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from mergestudio.errors import MergeStudioError
+from mergestudio.evaluate.normalized import mean_of_known
 from mergestudio.events import CancelToken, EventSink, log
 from mergestudio.search.objectives import Objectives
 from mergestudio.search.spec import SearchSpec, base_recipe
@@ -64,16 +64,11 @@ class Baseline:
 
     @property
     def mean_delta_vs_base(self) -> float:
-        return _mean(self.delta_vs_base.values())
+        return mean_of_known(self.delta_vs_base.values())
 
     @property
     def mean_normalized(self) -> float:
-        return _mean(self.normalized.values())
-
-
-def _mean(values: Any) -> float:
-    kept = [float(v) for v in values if not math.isnan(v)]
-    return sum(kept) / len(kept) if kept else math.nan
+        return mean_of_known(self.normalized.values())
 
 
 @dataclass(frozen=True)
