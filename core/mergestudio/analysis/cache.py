@@ -34,15 +34,19 @@ def user_cache_root() -> Path:
     return (Path(xdg) if xdg else home / ".cache") / "mergestudio"
 
 
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """The studio's cache folder: ``cache_dir`` when given, else ``$MERGESTUDIO_CACHE_DIR``,
+    else the platform's user cache folder (not created here)."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return user_cache_root()
+
+
 def analysis_cache_dir(cache_dir: str | Path | None = None) -> Path:
     """Where analyses are cached (not created here)."""
-    if cache_dir is not None:
-        root = Path(cache_dir).expanduser()
-    elif os.environ.get(CACHE_ENV):
-        root = Path(os.environ[CACHE_ENV]).expanduser()
-    else:
-        root = user_cache_root()
-    return root / _SUBFOLDER
+    return cache_root(cache_dir) / _SUBFOLDER
 
 
 def cache_key(fingerprints: dict[str, Any], density: float, options: dict[str, Any]) -> str:

@@ -43,15 +43,9 @@ _CHUNK = 1 << 22
 
 def evaluation_cache_dir(cache_dir: str | Path | None = None) -> Path:
     """Where evaluation reports are cached (not created here)."""
-    from mergestudio.analysis.cache import CACHE_ENV, user_cache_root
+    from mergestudio.analysis.cache import cache_root
 
-    if cache_dir is not None:
-        root = Path(cache_dir).expanduser()
-    elif os.environ.get(CACHE_ENV):
-        root = Path(os.environ[CACHE_ENV]).expanduser()
-    else:
-        root = user_cache_root()
-    return root / _SUBFOLDER
+    return cache_root(cache_dir) / _SUBFOLDER
 
 
 @dataclass(frozen=True)
