@@ -47,7 +47,33 @@ def demo_project(merge_dir: Path) -> ProjectData:
         merge={"out_dir": str(merge_dir), "out_dtype": "", "device": "auto", "shard_mb": 2000,
                "overwrite": False},
         eval_tasks=[str(p) for p in _eval_tasks(zoo)],
+        specialists=_zoo_specialists(zoo),
     )
+
+
+def _zoo_specialists(zoo: Path) -> dict[str, str]:
+    """Task name -> the specialist trained on it, for every split of every skill, from
+    the zoo's metadata (empty for a zoo without it): the quick eval's normalized accuracy
+    then divides by the model that learned the skill, not whichever parent scores best."""
+    try:
+        from mergestudio.demo.info import zoo_info
+        from mergestudio.evaluate.tasks import TaskFormatError, load_task
+    except ImportError:
+        return {}
+    try:
+        info = zoo_info(zoo)
+    except (OSError, ValueError):
+        return {}
+    pins: dict[str, str] = {}
+    for specialist in info.get("specialists", []):
+        files = info.get("skills", {}).get(specialist.get("skill"), {})
+        for split in ("dev", "test"):
+            if files.get(split):
+                try:
+                    pins[load_task(files[split]).name] = str(specialist["path"])
+                except TaskFormatError:
+                    continue
+    return pins
 
 
 def _model_folders(zoo: Path) -> list[Path]:

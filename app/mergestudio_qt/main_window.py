@@ -261,6 +261,7 @@ class MainWindow(QMainWindow):
             recipe=state.recipe,
             merge=asdict(state.merge),
             eval_tasks=state.eval_tasks,
+            specialists=dict(state.specialists),
         )
 
     def _choose_recipe_to_import(self) -> None:
@@ -359,7 +360,8 @@ class MainWindow(QMainWindow):
             entry.include = includes.get(entry.reference, True)
         known = {f for f in MergeSettings.__dataclass_fields__}
         merge = MergeSettings(**{k: v for k, v in data.merge.items() if k in known})
-        self.state.load(opened.entries, data.base, data.recipe, merge, data.eval_tasks, path)
+        self.state.load(opened.entries, data.base, data.recipe, merge, data.eval_tasks, path,
+                        data.specialists)
         if path is not None:
             self.preferences.add_recent(path)
             self.studio.save_preferences()

@@ -30,6 +30,9 @@ class ProjectData:
     recipe: dict[str, Any] = field(default_factory=lambda: {"merge_method": "task_arithmetic"})
     merge: dict[str, Any] = field(default_factory=dict)
     eval_tasks: list[str] = field(default_factory=list)
+    # task name -> the model whose score on it normalized accuracy divides by (pinned by
+    # the user or the zoo's metadata); tasks not named use the best-scoring parent
+    specialists: dict[str, str] = field(default_factory=dict)
 
     @property
     def references(self) -> list[str]:
@@ -89,6 +92,7 @@ def _map_paths(data: ProjectData, convert: Callable[[str], str]) -> ProjectData:
         model["reference"] = convert(model["reference"])
     mapped.base = convert(mapped.base) if mapped.base else None
     mapped.eval_tasks = [convert(task) for task in mapped.eval_tasks]
+    mapped.specialists = {task: convert(model) for task, model in mapped.specialists.items()}
     if mapped.merge.get("out_dir"):
         mapped.merge["out_dir"] = convert(mapped.merge["out_dir"])
     mapped.recipe = recipe = _map_recipe_paths(mapped.recipe, convert)

@@ -37,6 +37,7 @@ class EvalCell:
     merged: bool = False
     specialist: bool = False
     tip: str = ""
+    parent: str | None = None  # the base's or a parent's label, for its own score cells
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class EvalRow:
     label: str
     tip: str
     cells: tuple[EvalCell, ...]
+    task: str | None = None  # None for the mean row
 
 
 @dataclass(frozen=True)
@@ -94,9 +96,14 @@ def _task_row(task: TaskResult, result: QuickEval, others: list[str], show_delta
     for label in others:
         value = result.reports[label].task(name).value
         is_specialist = label == specialist
-        cell_tip = f"{label}'s own skill: normalized accuracy divides by this" if is_specialist else ""
-        cells.append(EvalCell(_value_text(value, higher), value, specialist=is_specialist, tip=cell_tip))
-    return EvalRow(row_label, tip, tuple(cells))
+        if is_specialist:
+            how = "you chose it" if result.specialist_of.get(name) == label else "it scores highest"
+            cell_tip = f"{label} is {name}'s specialist ({how}): normalized accuracy divides by this"
+        else:
+            cell_tip = f"right-click to make {label} the specialist of {name}" if higher else ""
+        cells.append(EvalCell(_value_text(value, higher), value, specialist=is_specialist, tip=cell_tip,
+                              parent=label))
+    return EvalRow(row_label, tip, tuple(cells), task=name)
 
 
 def _delta_cell(comparison: Comparison, task: str, higher: bool) -> EvalCell:
@@ -160,7 +167,9 @@ def _legend(result: QuickEval) -> str:
     cached = [label for label in result.reports if label not in result.evaluated]
     parts = ["Bold: the merge."]
     if result.comparison.specialist_of:
-        parts.append("Underlined: each task's specialist, the parent scoring highest on it.")
+        pinned = any(result.specialist_of.get(t) == s for t, s in result.comparison.specialist_of.items())
+        rule = "the one chosen for it, else the parent scoring highest" if pinned else "the parent scoring highest"
+        parts.append(f"Underlined: each task's specialist ({rule}; right-click a score to choose).")
     parts.append(f"{items} items per task.")
     if cached:
         parts.append(f"From the cache: {', '.join(cached)}.")

@@ -227,6 +227,7 @@ class StudioState(QObject):
     recipe_refused = Signal(str)  # why set_recipe did not apply a recipe
     merge_settings_changed = Signal()
     preflight_changed = Signal()
+    specialists_changed = Signal()
     project_changed = Signal(object)  # Path | None
     dirty_changed = Signal(bool)
 
@@ -238,6 +239,7 @@ class StudioState(QObject):
         self.recipe: dict[str, Any] = copy.deepcopy(self._snapshot.recipe)
         self.merge = MergeSettings()
         self.eval_tasks: list[str] = []
+        self.specialists: dict[str, str] = {}  # task name -> model reference (pinned)
         self.project_path: Path | None = None
         self.preflight: PreflightReport | None = None
         self.undo_stack = QUndoStack(self)
@@ -445,6 +447,18 @@ class StudioState(QObject):
             self.eval_tasks = list(tasks)
             self.set_dirty(True)
 
+    def set_specialist(self, task: str, reference: str | None) -> None:
+        """Pin ``reference`` as the specialist of ``task`` (None: the best-scoring parent)."""
+        pins = dict(self.specialists)
+        if reference is None:
+            pins.pop(task, None)
+        else:
+            pins[task] = reference
+        if pins != self.specialists:
+            self.specialists = pins
+            self.specialists_changed.emit()
+            self.set_dirty(True)
+
     @property
     def dirty(self) -> bool:
         return self._dirty
@@ -463,17 +477,20 @@ class StudioState(QObject):
         self.load([], None, {"merge_method": DEFAULT_METHOD}, MergeSettings(), [], None)
 
     def load(self, models: list[ModelEntry], base: str | None, recipe: dict[str, Any],
-             merge: MergeSettings, eval_tasks: list[str], path: Path | None) -> None:
+             merge: MergeSettings, eval_tasks: list[str], path: Path | None,
+             specialists: dict[str, str] | None = None) -> None:
         """Replace everything at once (opening a project, the demo, an imported recipe).
         The project's base and ticks win over a recipe that disagrees with them."""
         included = [m.reference for m in models if m.include]
         self.merge = merge
         self.eval_tasks = list(eval_tasks)
+        self.specialists = dict(specialists or {})
         self._apply(_consistent(models, included, base, recipe), "load")
         self.undo_stack.clear()
         self.base_changed.emit(self.base)
         self.models_changed.emit()
         self.merge_settings_changed.emit()
+        self.specialists_changed.emit()
         self.set_project_path(path)
         self.set_dirty(False)
 

@@ -7,7 +7,7 @@ import io
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -261,13 +261,37 @@ class QuickEval:
     """A merge scored next to its base and parents. ``reports``: label -> report, in the
     order asked; ``evaluated``: the labels scored now (the rest came from the cache);
     ``comparison``: the merge against the base and each task's specialist (the parent
-    scoring highest on it), from the engine's ``compare_to_parents``."""
+    ``specialist_of`` names for the task, else the parent scoring highest on it), from
+    the engine's ``compare_to_parents``."""
 
     reports: dict[str, EvalReport]
     evaluated: tuple[str, ...]
     merged_label: str
     base_label: str | None
     comparison: Comparison
+    specialist_of: dict[str, str] = field(default_factory=dict)  # task -> pinned parent label
+
+    def with_specialists(self, specialist_of: dict[str, str]) -> QuickEval:
+        """The same scores compared with other pinned specialists (nothing re-evaluated)."""
+        comparison = compare_quick_eval(self.reports, self.merged_label, self.base_label, specialist_of)
+        return replace(self, comparison=comparison, specialist_of=dict(specialist_of))
+
+
+def compare_quick_eval(reports: dict[str, EvalReport], merged_label: str, base_label: str | None,
+                       specialist_of: dict[str, str]) -> Comparison:
+    """The merge's report against the base's and the parents' (``specialist_of``: task ->
+    parent label pinned as its specialist)."""
+    from mergestudio.evaluate.normalized import compare_to_parents
+
+    merged = reports[merged_label]
+    parents = {k: r.scores for k, r in reports.items() if k not in (merged_label, base_label)}
+    return compare_to_parents(
+        merged.scores,
+        base=reports[base_label].scores if base_label else None,
+        parents=parents,
+        lower_is_better=[t.task for t in merged.tasks if not t.higher_is_better],
+        specialist_of=specialist_of,
+    )
 
 
 class EvalJob(Job):
@@ -277,8 +301,10 @@ class EvalJob(Job):
     other model is a parent that may be a task's specialist."""
 
     def __init__(self, models: dict[str, str], task_files: Sequence[str], limit: int | None = None,
-                 *, merged_label: str, base_label: str | None, cache_dir: str | None) -> None:
+                 *, merged_label: str, base_label: str | None, cache_dir: str | None,
+                 specialist_of: dict[str, str] | None = None) -> None:
         super().__init__()
+        self.specialist_of = dict(specialist_of or {})
         self.models = models
         self.task_files = list(task_files)
         self.limit = limit
@@ -294,7 +320,6 @@ class EvalJob(Job):
             evaluation_cache_dir,
         )
         from mergestudio.evaluate.lm import quiet_transformers
-        from mergestudio.evaluate.normalized import compare_to_parents
 
         quiet_transformers()
         evaluation = evaluate_models(
@@ -306,15 +331,9 @@ class EvalJob(Job):
             cancel=self.cancel_token,
         )
         reports = evaluation.reports
-        merged = reports[self.merged_label]
-        parents = {k: r.scores for k, r in reports.items() if k not in (self.merged_label, self.base_label)}
-        comparison = compare_to_parents(
-            merged.scores,
-            base=reports[self.base_label].scores if self.base_label else None,
-            parents=parents,
-            lower_is_better=[t.task for t in merged.tasks if not t.higher_is_better],
-        )
-        return QuickEval(reports, evaluation.evaluated, self.merged_label, self.base_label, comparison)
+        comparison = compare_quick_eval(reports, self.merged_label, self.base_label, self.specialist_of)
+        return QuickEval(reports, evaluation.evaluated, self.merged_label, self.base_label, comparison,
+                         self.specialist_of)
 
 
 # ---- environment --------------------------------------------------------------------------

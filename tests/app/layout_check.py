@@ -1,6 +1,6 @@
 """What "clipped" means for the layout test: a label, button or combo box whose text does
-not fit the room it has (and no tooltip gives it in full), wrapped text cut at the
-bottom, and a widget that sticks out of its parent. Scrolling is allowed: whatever sits
+not fit the room it has (and no tooltip gives it in full), a table header or cell cut
+the same way, wrapped text cut at the bottom, and a widget that sticks out of its parent. Scrolling is allowed: whatever sits
 in a scroll area's viewport may be larger than it."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QStyle,
     QStyleOptionComboBox,
+    QTableView,
     QWidget,
 )
 
@@ -101,6 +102,42 @@ def _combo_problem(combo: QComboBox) -> str | None:
     return None
 
 
+def _fits_or_has_tooltip(text: str, width: float, room: int, tooltip: object) -> bool:
+    return width <= room + SLACK_PX or (isinstance(tooltip, str) and text in tooltip)
+
+
+def _table_problems(view: QTableView) -> list[str]:
+    """Header names and cell texts of the visible part of a table that do not fit their
+    column and that no tooltip repeats (a number cut to "0.12…" says nothing)."""
+    model, header = view.model(), view.horizontalHeader()
+    if model is None:
+        return []
+    margin = view.style().pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin, None, view)
+    problems = []
+    top, bottom = view.rowAt(0), view.rowAt(view.viewport().height() - 1)
+    rows = range(max(top, 0), (bottom if bottom >= 0 else model.rowCount() - 1) + 1)
+    for column in range(model.columnCount()):
+        if view.isColumnHidden(column) or header.sectionSize(column) == 0:
+            continue
+        room = header.sectionSize(column)
+        title = model.headerData(column, Qt.Orientation.Horizontal, Qt.ItemDataRole.DisplayRole)
+        tip = model.headerData(column, Qt.Orientation.Horizontal, Qt.ItemDataRole.ToolTipRole)
+        if header.isVisible() and title:
+            needed = header.fontMetrics().horizontalAdvance(str(title)) + 2 * (margin + 1)
+            if not _fits_or_has_tooltip(str(title), needed, room, tip):
+                problems.append(f"column header needs {needed}px, has {room}px: {title!r}")
+        for row in rows:
+            index = model.index(row, column)
+            text = model.data(index, Qt.ItemDataRole.DisplayRole)
+            if text is None or str(text) == "":
+                continue
+            needed = view.fontMetrics().horizontalAdvance(str(text)) + 2 * (margin + 1)
+            if not _fits_or_has_tooltip(str(text), needed, room, model.data(index, Qt.ItemDataRole.ToolTipRole)):
+                problems.append(f"cell ({row}, {column}) needs {needed}px, has {room}px: {str(text)[:40]!r}")
+                break  # one cut cell per column says enough
+    return problems
+
+
 def _inside_scrolling_or_graphics(widget: QWidget) -> bool:
     """Children of a scroll area's viewport may be larger than it (that is scrolling), and
     a graphics view's internals are drawn by the scene."""
@@ -146,5 +183,7 @@ def clipping_problems(root: QWidget) -> list[str]:
             checks.append(_button_problem(widget))
         elif isinstance(widget, QComboBox):
             checks.append(_combo_problem(widget))
+        elif isinstance(widget, QTableView):
+            checks += _table_problems(widget)
         problems += [f"{describe(widget)}: {problem}" for problem in checks if problem]
     return problems

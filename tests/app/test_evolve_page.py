@@ -468,3 +468,18 @@ def test_on_the_demo_project_start_runs_the_readme_search(qtbot, window, monkeyp
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda _p, _t, folder, _f: (opened.append(folder), ("", ""))[1])
     page.setup.load_spec_button.click()
     assert opened == [str(DEMO)]
+
+
+def test_parallel_axis_names_shorten_to_distinct_prefixes_not_ellipses() -> None:
+    from mergestudio_qt.widgets.evolve_parallel import axis_names
+
+    def width(text: str) -> int:
+        return 7 * len(text)  # a fixed-pitch font of 7 px per character
+
+    names = ["reverse", "cipher", "sort", "double", "sorted_pairs"]
+    assert axis_names(names, 100, width) == names  # room enough: whole names
+    # 35 px is 5 characters: each name cut to 5, never below what tells it apart.
+    assert axis_names(names, 35, width) == ["rever", "ciphe", "sort", "doubl", "sorte"]
+    # Too narrow for even that: the distinct prefix wins over the room ("sort" vs "sorted_pairs").
+    assert axis_names(names, 7, width) == ["rev", "cip", "sort", "dou", "sorte"]
+    assert all("…" not in n for n in axis_names(names, 7, width))

@@ -185,6 +185,25 @@ def test_demo_project_loads_the_zoo(qtbot, window, tmp_path, monkeypatch) -> Non
     assert window.page("merge").chosen_tasks() == window.state.eval_tasks
 
 
+def test_the_demo_project_pins_each_skills_specialist(tmp_path) -> None:
+    """Normalized accuracy on the demo divides by the model trained on the skill (the
+    zoo's metadata), whichever parent happens to score best."""
+    from mergestudio.demo.info import zoo_info
+    from mergestudio.evaluate.tasks import load_task
+    from mergestudio_qt.demo import demo_project, zoo_dir
+
+    info = zoo_info(zoo_dir())
+    pins = demo_project(tmp_path / "merges").specialists
+    assert info["specialists"]
+    named = set()
+    for specialist in info["specialists"]:
+        for split in ("dev", "test"):
+            task = load_task(info["skills"][specialist["skill"]][split]).name
+            assert pins[task] == specialist["path"]
+            named.add(task)
+    assert set(pins) == named
+
+
 def test_missing_demo_zoo_is_explained(qtbot, window, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MERGESTUDIO_DEMO_DIR", str(tmp_path / "nowhere"))
     with qtbot.waitSignal(window.project_loaded, timeout=2000) as blocker:

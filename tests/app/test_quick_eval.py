@@ -173,3 +173,42 @@ def test_one_progress_bar_rises_over_the_whole_job(qtbot, merge_setup, monkeypat
     assert values == sorted(values) and values[-1] == page.progress.maximum()
     assert page.progress.format() == "evaluated"
     assert not math.isnan(page.last_eval.comparison.mean_normalized)
+
+
+def test_a_pinned_specialist_recompares_without_scoring_again(qtbot, window, merge_setup, monkeypatch,
+                                                               tmp_path: Path) -> None:
+    from mergestudio.evaluate import lm as lm_module
+    from mergestudio.evaluate.normalized import compare_to_parents
+    from mergestudio_qt.project import load_project, save_project
+
+    page, folders, _tasks = merge_setup
+    _run_eval(qtbot, page)
+    scores = {label: report.scores for label, report in page.last_eval.reports.items()}
+    loaded: list[str] = []
+    monkeypatch.setattr(lm_module.CausalLM, "load", classmethod(lambda cls, path, *a, **k: loaded.append(path)))
+
+    # The user makes skill_r the specialist of tq (the menu's action calls this).
+    window.state.set_specialist("tq", page._reference_of("skill_r"))
+    assert loaded == []  # only the comparison changed
+    expected = compare_to_parents(
+        scores["merged"], base=scores["base"], parents={k: scores[k] for k in ("skill_q", "skill_r")},
+        lower_is_better=["general"], specialist_of={"tq": "skill_r"},
+    )
+    assert page.last_eval.comparison.specialist_of == {"tq": "skill_r", "tr": "skill_r"}
+    assert page.eval_table.item(0, _column(page, "skill_r")).font().underline()
+    assert not page.eval_table.item(0, _column(page, "skill_q")).font().underline()
+    shown = _value(page, 0, "normalized")
+    if math.isnan(expected.normalized["tq"]):
+        assert page.eval_table.item(0, _column(page, "normalized")).text() == "—"
+    else:
+        assert shown == pytest.approx(expected.normalized["tq"])
+    assert "you chose it" in page.eval_table.item(0, _column(page, "skill_r")).toolTip()
+
+    # The pin is project state: saved, reopened, and used by the next quick eval.
+    project = tmp_path / "pinned.msproj"
+    save_project(window.project_data(), project)
+    assert load_project(project).specialists == {"tq": str(folders["skill_r"])}
+    assert page.pinned_specialists() == {"tq": "skill_r"}
+
+    window.state.set_specialist("tq", None)  # back to the best-scoring parent
+    assert page.last_eval.comparison.specialist_of == {"tq": "skill_q", "tr": "skill_r"}

@@ -30,7 +30,7 @@ from mergestudio.search import events as ev
 from mergestudio.search.baselines import Baseline
 from mergestudio.search.dashboard import TrialHistory, best_trial
 from mergestudio.search.spec import SearchSpec, SpecError
-from mergestudio.search.standing import References, references, standing
+from mergestudio.search.standing import References, references
 from mergestudio.search.store import RunFolder
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut, QShowEvent
@@ -127,7 +127,6 @@ class EvolvePage(QWidget):
         self.elapsed_s = 0.0
         self.last_redraw_s = 0.0
         self._genome_builder: Any = None
-        self._base_model: str | None = None  # the run's recipe's base: the baseline trials must beat
         self.references = References()
         self._outcome = ""
         # Parts of the dashboard (each plot; the table with the genome) redrawn one per
@@ -592,7 +591,6 @@ class EvolvePage(QWidget):
         self.failed_trials = 0
         recipe = None if spec is None else base_recipe(spec)
         self._genome_builder = None if spec is None or recipe is None else Genome.build(spec.genome, recipe)
-        self._base_model = None if recipe is None else recipe.base_model
         self.run_label.set_full_text(f"run: {run_dir}" if run_dir else "trials of no run folder", str(run_dir or ""))
         self.inspector.set_history(history, self.full_evaluations)
         self._update_references()
@@ -698,7 +696,7 @@ class EvolvePage(QWidget):
         history = self.history
         if history is None:
             return ""
-        result = standing(values, self.references, history.objectives)
+        result = self.references.compare(values)
         if math.isnan(result.mean_raw):
             return ""
         return f"mean {result.mean_raw:.3g}: {result.verdict(percent_scale=False)}"
@@ -713,14 +711,12 @@ class EvolvePage(QWidget):
         return lines
 
     def _base_label(self) -> str | None:
-        from mergestudio.search.standing import is_base
-
-        return next((b.label for b in self.baselines if is_base(b, self._base_model)), None)
+        return next((b.label for b in self.baselines if b.is_base), None)
 
     def _update_references(self) -> None:
         history = self.history
         self.references = (
-            References() if history is None else references(self.baselines, history.objectives, self._base_model)
+            References() if history is None else references(self.baselines, history.objectives)
         )
         self.inspector.table_model.set_references(self.references)
         if self.selected is None:

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QListWidget,
     QListWidgetItem,
+    QMenu,
     QMessageBox,
     QPlainTextEdit,
     QProgressBar,
@@ -256,6 +257,9 @@ class MergePage(QWidget):
         # Columns fit their headers and numbers; a narrow window scrolls rather than clips.
         self.eval_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.eval_table.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.eval_table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.eval_table.customContextMenuRequested.connect(self._eval_menu)
+        self.state.specialists_changed.connect(self._specialists_changed)
         layout.addWidget(self.eval_table, 1)
         self.eval_verdict = QLabel("", box)
         self.eval_verdict.setWordWrap(True)
@@ -580,6 +584,7 @@ class MergePage(QWidget):
             merged_label=MERGED_LABEL,
             base_label=self.base_label(),
             cache_dir=str(self.studio.preferences.effective_cache_dir()),
+            specialist_of=self.pinned_specialists(),
         )
         job.log.connect(self._log)
         job.progress.connect(self._merge_progress)
@@ -594,6 +599,45 @@ class MergePage(QWidget):
         self.stats_label.setText("")
         self._redraw.start()
         jobs.start(job)
+
+    # ---- which parent is each task's specialist ---------------------------------------------
+
+    def pinned_specialists(self) -> dict[str, str]:
+        """Task name -> the label (as the quick eval names models) of its pinned specialist."""
+        label_of = {reference: found[0] for reference in self._references()
+                    if (found := self._local_model(reference)) is not None}
+        return {task: label_of[ref] for task, ref in self.state.specialists.items() if ref in label_of}
+
+    def _eval_menu(self, position: Any) -> None:
+        """Right-click on a parent's score: make that parent the task's specialist."""
+        item = self.eval_table.itemAt(position)
+        result = self.last_eval
+        if item is None or result is None:
+            return
+        row = build_eval_table(result).rows[item.row()]
+        cell = row.cells[item.column()]
+        if row.task is None or cell.parent is None or cell.parent == result.base_label:
+            return
+        menu = QMenu(self.eval_table)
+        choose = menu.addAction(f"Use {cell.parent} as the specialist of {row.task}")
+        choose.setEnabled(not cell.specialist)
+        automatic = menu.addAction(f"Let the best-scoring parent be {row.task}'s specialist")
+        automatic.setEnabled(row.task in self.state.specialists)
+        picked = menu.exec(self.eval_table.viewport().mapToGlobal(position))
+        if picked is choose:
+            self.state.set_specialist(row.task, self._reference_of(cell.parent))
+        elif picked is automatic:
+            self.state.set_specialist(row.task, None)
+
+    def _reference_of(self, label: str) -> str | None:
+        return next((ref for ref in self._references()
+                     if (found := self._local_model(ref)) is not None and found[0] == label), None)
+
+    def _specialists_changed(self) -> None:
+        """Re-compare the last quick eval with the new pins (no model is evaluated again)."""
+        if self.last_eval is not None:
+            self.last_eval = self.last_eval.with_specialists(self.pinned_specialists())
+            self._show_eval(self.last_eval)
 
     def _eval_done(self, result: QuickEval) -> None:
         self._stop_redraw()

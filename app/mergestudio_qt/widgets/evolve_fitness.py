@@ -23,14 +23,18 @@ from mergestudio_qt.widgets.evolve_items import (
     PointCloud,
     group_baselines,
     keep_rendering,
+    label_fill,
     legend_html,
     ring,
     set_label,
     set_scatter,
+    short_label,
     step_points,
     with_alpha,
 )
 from mergestudio_qt.widgets.evolve_trial_plot import TrialPlot, objective_items
+
+BASELINE_LABEL_Z = 20  # pyqtgraph stacks items by insertion: points added later would cover labels
 
 # ---- fitness vs evaluations ---------------------------------------------------------------
 
@@ -142,10 +146,16 @@ class FitnessPlot(TrialPlot):
                 angle=0,
                 movable=False,
                 pen=pg.mkPen(color, width=1, style=Qt.PenStyle.DashLine),
-                label=label,
-                labelOpts={"position": 0.97 - 0.12 * (i % 3), "color": color, "anchors": [anchor, anchor]},
+                label=short_label(members, 10),
+                labelOpts={
+                    "position": 0.97 - 0.12 * (i % 3),
+                    "color": color,
+                    "anchors": [anchor, anchor],
+                    "fill": label_fill(),
+                },
             )
             line.setToolTip(f"{label}: {value:.4g} ({members[0].estimator})")
+            line.setZValue(BASELINE_LABEL_Z)  # its label above the trial points, on a backdrop
             keep_rendering(line)
             self.plot_item.addItem(line)
             self.baseline_lines.append(line)
@@ -186,9 +196,11 @@ class HypervolumePlot(TrialPlot):
         self.header.addWidget(self.note)
         self.legend.setText("of the Pareto front, up to the worst value seen on each objective")
         self.zero_note = pg.TextItem(
-            "0 so far: no trial beats the\nreference on every objective", color="#6b7280", anchor=(0, 1.2)
+            "0 so far: no trial beats the reference on every objective", color="#6b7280", anchor=(0, 1.05)
         )
         self.zero_note.setVisible(False)
+        # Wrapped to the plot's width, which is a quarter of the window at 1024 px.
+        item.getViewBox().sigResized.connect(self._wrap_zero_note)
         keep_rendering(self.zero_note)
         item.addItem(self.zero_note)
 
@@ -211,6 +223,11 @@ class HypervolumePlot(TrialPlot):
         else:
             self.fit(y=axis_range(hv))
         self.draw_selection()
+
+    def _wrap_zero_note(self, *_args: object) -> None:
+        width = float(self.plot_item.getViewBox().width())
+        if width > 40:
+            self.zero_note.setTextWidth(width - 12)
 
     def draw_selection(self) -> None:
         history = self.history

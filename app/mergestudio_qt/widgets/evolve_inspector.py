@@ -9,7 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from mergestudio.search.dashboard import TrialHistory, genome_layout
-from PySide6.QtCore import QItemSelectionModel, QModelIndex, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtCore import (
+    QEvent,
+    QItemSelectionModel,
+    QModelIndex,
+    QObject,
+    QSortFilterProxyModel,
+    Qt,
+    Signal,
+)
 from PySide6.QtGui import QFont, QFontDatabase
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -29,7 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from mergestudio_qt.widgets.evolve_genome import GenomeHeatmap
-from mergestudio_qt.widgets.evolve_trials import SORT_ROLE, TrialTableModel
+from mergestudio_qt.widgets.evolve_trials import BEATS_BASE, SORT_ROLE, TrialTableModel
 
 LOG_LINES = 2000
 NO_SELECTION = "Select a trial in a plot or in the table."
@@ -69,9 +77,9 @@ class TrialInspector(QSplitter):
         self.table.verticalHeader().setDefaultSectionSize(22)
         header = self.table.horizontalHeader()
         header.setMinimumSectionSize(28)
-        header.setTextElideMode(Qt.TextElideMode.ElideRight)  # "reve…" (tooltip: the objective), not "everse"
         header.setStyleSheet("QHeaderView::section { padding: 3px 4px; }")
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)  # objectives share the width
+        # Columns are sized to their text (size_table_columns), again when the panel resizes.
+        self.table.viewport().installEventFilter(self)
         self.table.setToolTip("Every complete trial; click a row to select it in the plots")
         self.table.selectionModel().currentRowChanged.connect(self._table_row_changed)
         return self.table
@@ -137,6 +145,11 @@ class TrialInspector(QSplitter):
 
     # ---- the table ----------------------------------------------------------------------
 
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.table.viewport() and event.type() == QEvent.Type.Resize:
+            self.size_table_columns()
+        return super().eventFilter(watched, event)
+
     def set_history(self, history: TrialHistory, full: dict[int, dict[str, float]]) -> None:
         self.table_model.set_history(history)
         self.table_model.full = full
@@ -150,22 +163,42 @@ class TrialInspector(QSplitter):
             self.size_table_columns()
 
     def size_table_columns(self) -> None:
-        """Trial number and front mark as narrow as their contents; the objectives share
-        the rest, so every column stays in view. Sized from the widest trial number and
-        the headers, not by ResizeToContents: that measures up to 1,000 rows of the
-        column whenever a row is added or the front changes (~40 ms at 5,000 trials)."""
+        """Every column as wide as its header and its widest value, so no number or name
+        is elided; the width left over goes to the objectives and the mean. When the panel
+        is too narrow for that, the table scrolls sideways instead of cutting text.
+
+        Widths come from templates of the cell formats ("0.0000 ▲"), not from
+        ResizeToContents: that measures up to 1,000 rows of a column whenever a row is
+        added or the front changes (~40 ms at 5,000 trials)."""
         header = self.table.horizontalHeader()
         count = self.table_model.columnCount()
         history = self.table_model.history
         widest = str(int(history.numbers.max())) if history is not None and len(history) else "0"
         self._number_digits = len(widest)
+        needed = [self._column_width(column, count, widest) for column in range(count)]
+        spare = self.table.viewport().width() - sum(needed)
+        shared = list(range(1, count - 1))  # the objectives and the mean
+        for column, width in enumerate(needed):
+            extra = spare // len(shared) if spare > 0 and column in shared else 0
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Fixed)
+            header.resizeSection(column, width + extra)
+
+    def _column_width(self, column: int, count: int, widest_number: str) -> int:
+        """Pixels a column needs: its header's text or its widest cell, with Qt's margins."""
+        metrics = self.table.fontMetrics()
         margin = self.table.style().pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin, None, self.table)
         padding = 2 * (margin + 1) + 2  # an item's text margins and the grid line, as Qt sizes them
-        for column, text in ((0, widest), (count - 1, "✓")):
-            if 0 <= column < count:
-                header.setSectionResizeMode(column, QHeaderView.ResizeMode.Fixed)
-                width = self.table.fontMetrics().horizontalAdvance(text) + padding
-                header.resizeSection(column, max(header.sectionSizeHint(column), width))
+        title = self.table_model.headerData(column, Qt.Orientation.Horizontal)
+        header_width = self.table.horizontalHeader().fontMetrics().horizontalAdvance(str(title or "")) + 10
+        if column == 0:
+            cell = widest_number
+        elif column == count - 1:
+            cell = "✓"
+        elif column == count - 2:
+            cell = f"0.0000 {BEATS_BASE}"
+        else:
+            cell = "0.0000"  # 3 significant digits: the widest is 0.0xyz
+        return max(header_width, metrics.horizontalAdvance(cell) + padding)
 
     def select_row(self, history: TrialHistory, number: int | None) -> None:
         """Select trial ``number``'s row (None: clear) without reporting it back."""

@@ -111,6 +111,12 @@ def keep_axes_rendering(item: pg.PlotItem) -> None:
         keep_rendering(axis)
 
 
+def label_fill() -> QColor:
+    """A label's backdrop: the plot's background, nearly opaque, so a label drawn over
+    trial points stays readable (the points show faintly through)."""
+    return with_alpha(str(pg.mkColor(pg.getConfigOption("background")).name()), 215)
+
+
 def short_label(members: Sequence[Baseline], limit: int = 14) -> str:
     """``task_arithmetic +2`` for three baselines on one spot, elided to ``limit``."""
     first = members[0].label

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,31 @@ from mergestudio_qt.widgets.evolve_trial_plot import TrialPlot
 # ---- parallel coordinates -----------------------------------------------------------------
 
 
+def axis_names(names: list[str], room_px: int, width_of: Callable[[str], int]) -> list[str]:
+    """Each name whole when it fits ``room_px``, else its longest prefix that does, but
+    never shorter than what tells it apart from the others ("rev", "cip"): an ellipsis
+    costs the room of two letters, and "r…" names nothing. The axis tooltip names it."""
+    shortened = []
+    for name in names:
+        if width_of(name) <= room_px:
+            shortened.append(name)
+            continue
+        distinct = _distinct_prefix(name, [n for n in names if n != name])
+        size = len(distinct)
+        while size < len(name) and width_of(name[: size + 1]) <= room_px:
+            size += 1
+        shortened.append(name[:size])
+    return shortened
+
+
+def _distinct_prefix(name: str, others: list[str]) -> str:
+    """The shortest prefix of ``name`` (at least 3 characters) that starts no other name."""
+    for size in range(min(3, len(name)), len(name) + 1):
+        if not any(other.startswith(name[:size]) for other in others):
+            return name[:size]
+    return name
+
+
 class ParallelPlot(TrialPlot):
     """Every trial a polyline over all objectives, each axis scaled so the better end is
     up; front members in colour, the rest faded, baselines dashed, the selection red.
@@ -43,6 +69,8 @@ class ParallelPlot(TrialPlot):
         item.setLabel("left", "worse → better")
         item.getAxis("left").setToolTip("each axis scaled to its range over the run, better end up")
         item.hideButtons()
+        # Names may reach past the outer axes by half their width: draw them all the same.
+        item.getAxis("bottom").setStyle(hideOverlappingLabels=False)
         # The faded background of thousands of lines: no antialiasing (2-3x faster to paint).
         self.all_lines = GrowingLines(pg.mkPen(with_alpha("#7f8896", 45), width=1))
         # Width 1: Qt strokes wider pens on long multi-line paths many times slower.
@@ -82,6 +110,7 @@ class ParallelPlot(TrialPlot):
         self._label_px = 0  # the widest baseline label, in pixels
         self._names: list[str] = []  # the axes' objectives, named under them (elided to fit)
         self._ticks: list[tuple[int, str]] = []
+        self._room_px = 10_000  # between two axes, measured by _fit_view
         # The room for labels is measured in pixels, so it is fitted again on a resize.
         self.plot_item.getViewBox().sigResized.connect(self._fit_view)
 
@@ -127,6 +156,7 @@ class ParallelPlot(TrialPlot):
                 keep_rendering(label)
                 self.plot_item.addItem(label)
                 self.value_labels.append(label)
+        self._show_value_labels()
 
     def _fit_view(self) -> None:
         """Room right of the last axis for the widest baseline label, and above and below
@@ -147,17 +177,34 @@ class ParallelPlot(TrialPlot):
             pad = min(0.6, max(0.12, text_px / (height - 2 * text_px)))
         self.plot_item.setXRange(-0.45, k - 1 + room, padding=0)
         self.plot_item.setYRange(-pad, 1 + pad, padding=0)
-        # Objective names under their axes, elided to the room between two axes.
+        # Objective names under their axes, shortened to the room between two axes.
         metrics = self.plot.fontMetrics()
         room_px = int(width / (span_x + room)) - 6 if width > 0 else 10_000
-        ticks = [
-            (i, metrics.elidedText(name, Qt.TextElideMode.ElideRight, max(room_px, 24)))
-            for i, name in enumerate(self._names)
-        ]
+        ticks = list(enumerate(axis_names(self._names, room_px, metrics.horizontalAdvance)))
+        if ticks and [name for _, name in ticks] != self._names:
+            # Two rows of names, every other one lower, give each name twice the room.
+            staggered = axis_names(self._names, 2 * room_px - 6, metrics.horizontalAdvance)
+            ticks = [(i, name if i % 2 == 0 else "\n" + name) for i, name in enumerate(staggered)]
         if ticks != self._ticks:
             self._ticks = ticks
-            self.plot_item.getAxis("bottom").setTicks([ticks])
+            bottom = self.plot_item.getAxis("bottom")
+            bottom.setTicks([ticks])
+            two_rows = any(name.startswith("\n") for _, name in ticks)
+            bottom.setHeight(2 * metrics.height() + 12 if two_rows else None)
+        self._room_px = room_px
+        self._show_value_labels()
         self.axis_lines.setData(np.repeat(np.arange(k, dtype=np.float64), 2), np.tile([-pad, 1 + pad], k))
+
+    def _show_value_labels(self) -> None:
+        """Each axis's range at its ends when the labels fit between the axes; when the
+        plot is too narrow they would run together ("10.981"), so the range moves to the
+        axis's tooltip instead."""
+        metrics = self.plot.fontMetrics()
+        widest = max((metrics.horizontalAdvance(label.textItem.toPlainText()) for label in self.value_labels),
+                     default=0)
+        fits = widest + 4 <= self._room_px
+        for label in self.value_labels:
+            label.setVisible(fits)
 
     def _draw_baselines(self, usable: list[Baseline], names: list[str], extra: np.ndarray | None) -> None:
         key = (self._axis_key, tuple((b.label, tuple(b.objectives.values())) for b in usable))
@@ -196,13 +243,19 @@ class ParallelPlot(TrialPlot):
         set_curve(self.selected_line, np.arange(self.scaled.shape[1], dtype=np.float64), self.scaled[row])
 
     def tooltip_at(self, x: float, y: float) -> str:
-        """The trial near the pointer, else the objective whose axis it is on."""
+        """The trial near the pointer, else the objective whose axis it is on and its range."""
         text = super().tooltip_at(x, y)
         axis = round(x)
         if text or self.history is None or not 0 <= axis < len(self.history.objectives):
             return text
         width, _ = self._pixel()
-        return self.history.objectives[axis].label if abs(x - axis) <= PICK_RADIUS_PX * width else ""
+        if abs(x - axis) > PICK_RADIUS_PX * width:
+            return ""
+        objective = self.history.objectives[axis]
+        if axis >= len(self.low):
+            return objective.label
+        # ``low`` is each axis's worse end, drawn at the bottom.
+        return f"{objective.label}: {self.low[axis]:.3g} (bottom) to {self.high[axis]:.3g} (top) over the run"
 
     def pick(self, x: float, y: float) -> int | None:
         if self.history is None or self.scaled.size == 0:

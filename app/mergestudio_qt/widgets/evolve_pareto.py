@@ -33,6 +33,7 @@ from mergestudio_qt.widgets.evolve_items import (
     group_baselines,
     keep_axes_rendering,
     keep_rendering,
+    label_fill,
     legend_html,
     ring,
     set_curve,
@@ -173,7 +174,8 @@ class ParetoPlot(TrialPlot):
             # Labels point inwards, so one at the right edge is not cut off.
             anchor = (-0.1, 0.5) if x <= middle else (1.1, 0.5)
             text = pg.TextItem(
-                short_label(members, 10), color=PARENT if kind == "parent" else MERGE, anchor=anchor
+                short_label(members, 10), color=PARENT if kind == "parent" else MERGE, anchor=anchor,
+                fill=label_fill(),
             )
             text.setPos(x, y)
             text.setToolTip(f"{label}: scored on the run's estimator ({members[0].estimator})")

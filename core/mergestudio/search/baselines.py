@@ -13,8 +13,8 @@ linear (weight 1 each, normalised), task arithmetic (weight 1 each, λ = 1) and 
 
 Every baseline also carries its scores against the run's references: Δ vs the base
 model and **normalized accuracy** (÷ each objective's specialist, the parent scoring
-highest on it). ``score_references`` gives those references, and ``trial_comparison``
-compares any trial's objectives with them, so the CLI and the Evolve page say the same.
+highest on it, unless the spec names it). ``search.standing.references`` gives those
+references, and ``trial_comparison`` compares any trial's objectives with them.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from mergestudio.evaluate.normalized import mean_of_known
 from mergestudio.events import CancelToken, EventSink, log
 from mergestudio.search.objectives import Objectives
 from mergestudio.search.spec import SearchSpec, base_recipe
+from mergestudio.search.standing import references
 from mergestudio.search.store import RunFolder, write_atomic
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class Baseline:
     """One reference point. ``objectives``: raw values by objective name.
     ``is_base``: this is the recipe's base model (the reference for Δ).
     ``delta_vs_base`` / ``normalized``: per maximised objective, against the run's
-    references (see ``score_references``); empty when the run has no base or no
+    references (see ``search.standing``); empty when the run has no base or no
     fine-tuned parent. Filled by ``compute_baselines`` and ``load_baselines``."""
 
     label: str  # the model's folder name, or the merge method
@@ -71,63 +72,21 @@ class Baseline:
         return mean_of_known(self.normalized.values())
 
 
-@dataclass(frozen=True)
-class ScoreReferences:
-    """What a run's scores are compared with. ``base``: the base model's objectives
-    (empty without a base). ``specialist_of``: maximised objective -> the fine-tuned
-    parent scoring highest on it. ``lower_is_better``: the minimised objectives (kept out
-    of Δ and normalized means)."""
-
-    base: dict[str, float]
-    specialist_of: dict[str, str]
-    specialist: dict[str, float]
-    lower_is_better: frozenset[str]
-
-    def compare(self, values: Mapping[str, float]) -> Comparison:
-        """``values`` (a trial's or a baseline's objectives) against the references."""
-        from mergestudio.evaluate.normalized import compare
-
-        return compare(
-            values,
-            base=self.base or None,
-            specialist=self.specialist,
-            lower_is_better=self.lower_is_better,
-            specialist_of=self.specialist_of,
-        )
-
-
-def score_references(baselines: Sequence[Baseline], objectives: Objectives) -> ScoreReferences:
-    """The base is the baseline marked ``is_base``; each maximised objective's specialist
-    is the parent (other than the base) that scores highest on it."""
-    from mergestudio.evaluate.normalized import best_model_per_task
-
-    base = next((b for b in baselines if b.is_base), None)
-    parents = {b.label: b.objectives for b in baselines if b.kind == "parent" and not b.is_base}
-    maximised = [o.name for o in objectives.items if o.maximize]
-    chosen = best_model_per_task(parents, maximised)
-    return ScoreReferences(
-        base=dict(base.objectives) if base is not None else {},
-        specialist_of=chosen,
-        specialist={name: parents[label][name] for name, label in chosen.items()},
-        lower_is_better=frozenset(o.name for o in objectives.items if not o.maximize),
-    )
-
-
 def trial_comparison(
     values: Mapping[str, float], baselines: Sequence[Baseline], objectives: Objectives
 ) -> Comparison:
     """A trial's objectives against the run's base and specialists: per-objective Δ and
     normalized values, their means (``mean_delta_vs_base``, ``mean_normalized``) and a
     one-line ``verdict(percent_scale=False)``. With no baselines, only ``raw`` is set."""
-    return score_references(baselines, objectives).compare(values)
+    return references(baselines, objectives.items).compare(values)
 
 
 def with_comparisons(baselines: Sequence[Baseline], objectives: Objectives) -> list[Baseline]:
     """The baselines with ``delta_vs_base`` and ``normalized`` filled in."""
-    references = score_references(baselines, objectives)
+    refs = references(baselines, objectives.items)
     out = []
     for baseline in baselines:
-        comparison = references.compare(baseline.objectives)
+        comparison = refs.compare(baseline.objectives)
         out.append(replace(baseline, delta_vs_base=comparison.delta_vs_base, normalized=comparison.normalized))
     return out
 

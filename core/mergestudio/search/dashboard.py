@@ -57,6 +57,7 @@ class ObjectiveAxis:
     direction: Direction
     metric: str
     task: str
+    specialist: str | None = None  # the model the spec names for normalized accuracy
 
     @property
     def maximize(self) -> bool:
@@ -129,7 +130,7 @@ class TrialHistory:
         objectives = Objectives.build(spec)
         genome = Genome.build(spec.genome, base_recipe(spec))
         return cls(
-            [ObjectiveAxis(o.name, o.direction, o.metric, o.task) for o in objectives.items],
+            [ObjectiveAxis(o.name, o.direction, o.metric, o.task, o.specialist) for o in objectives.items],
             [GeneBounds(g.name, g.low, g.high) for g in genome.genes],
             objectives.directions,
             spec.algorithm.population_size,

@@ -27,6 +27,7 @@ class Objective:
     direction: Direction
     weight: float
     reference: float | None
+    specialist: str | None = None  # the model normalized accuracy divides by (spec), if named
 
     @property
     def maximize(self) -> bool:
@@ -64,7 +65,9 @@ class Objectives:
                 )
             direction = entry.direction or ("maximize" if metric in HIGHER_IS_BETTER else "minimize")
             name = entry.name or (task.name if entry.metric is None else f"{task.name}.{metric}")
-            objectives.append(Objective(name, task.name, metric, direction, entry.weight, entry.reference))
+            objectives.append(
+                Objective(name, task.name, metric, direction, entry.weight, entry.reference, entry.specialist)
+            )
         names = [o.name for o in objectives]
         duplicate = next((n for n in names if names.count(n) > 1), None)
         if duplicate:

@@ -71,6 +71,10 @@ class ObjectiveSpec(_Strict):
     # the front on it (``search.report.rescore_front``), so what the search selected on
     # (``task``, a dev split) is not what it reports.
     test: str | None = None
+    # The model whose score on this objective normalized accuracy divides by: one of the
+    # recipe's fine-tuned models (its reference or folder name). Default: the parent that
+    # scores highest on it.
+    specialist: str | None = None
 
 
 class ScoreSpec(_Strict):

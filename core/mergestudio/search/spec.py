@@ -125,6 +125,7 @@ def check_spec(spec: SearchSpec, source: str = "search spec") -> None:
                     f"{source}: objectives[{i}].test: the held-out file must differ from the task the "
                     "search selects on"
                 )
+    _check_specialists(spec, recipe, source)
     Objectives.build(spec, source)  # reads the tasks: raises SpecError naming objectives[i]
     multi = len(spec.objectives) > 1 and spec.score is None
     if spec.algorithm.name == "cmaes" and multi:
@@ -135,6 +136,22 @@ def check_spec(spec: SearchSpec, source: str = "search spec") -> None:
     if spec.algorithm.name == "cmaes" and spec.algorithm.population_size < 4:
         raise SpecError(f"{source}: algorithm.population_size: CMA-ES needs a population of at least 4")
     Genome.build(spec.genome, recipe, source)  # raises SpecError naming genome[i]
+
+
+def _check_specialists(spec: SearchSpec, recipe: Recipe, source: str) -> None:
+    """A pinned specialist must be one of the recipe's fine-tuned models."""
+    from mergestudio.search.standing import same_model
+
+    tuned = [m.model for m in recipe.models or [] if not same_model(m.model, recipe.base_model)]
+    for i, objective in enumerate(spec.objectives):
+        wanted = objective.specialist
+        if wanted is None or any(same_model(wanted, m) or Path(m).name == wanted for m in tuned):
+            continue
+        names = ", ".join(Path(m).name for m in tuned) or "none"
+        raise SpecError(
+            f"{source}: objectives[{i}].specialist: {wanted!r} is not one of the recipe's fine-tuned "
+            f"models ({names})"
+        )
 
 
 def base_recipe(spec: SearchSpec, source: str = "search spec") -> Recipe:
@@ -174,6 +191,8 @@ def _resolve_paths(spec: SearchSpec, root: Path, source: str) -> SearchSpec:
         objective["task"] = _resolve_against(objective["task"], root)
         if objective.get("test"):
             objective["test"] = _resolve_against(objective["test"], root)
+        if objective.get("specialist"):
+            objective["specialist"] = _resolve_against(objective["specialist"], root_for_models)
     for gene in data["genome"]:
         if gene.get("models"):
             gene["models"] = [_resolve_against(m, root_for_models) for m in gene["models"]]

@@ -1,12 +1,15 @@
-"""How a search's trials stand against their references: the mean of the accuracy-like
-objectives, whether a trial beats the unmerged base, and its normalized accuracy (its
-score on each task over that task's specialist's, ``evaluate.normalized``).
+"""How a search's trials and baselines stand against their references: the mean of the
+accuracy-like objectives, whether a trial beats the unmerged base, Δ against the base and
+**normalized accuracy** (a score on each task over that task's specialist's,
+``evaluate.normalized``).
 
-The references are the run's own baselines (scored with the run's estimator): the base
-is the parent whose model is the recipe's ``base_model``; the specialist of a task is the
-fine-tuned parent scoring best on it (the base too when no fine-tune was scored), which
-is FusionBench's convention when nothing names the specialists.
-Objectives minimised (perplexity) are shown raw and left out of every mean and ratio.
+The references are the run's own baselines, scored with the run's estimator. The base is
+the baseline marked ``is_base`` (the parent whose model is the recipe's ``base_model``).
+The specialist of an objective is the parent the spec names for it (``objectives[i].
+specialist``), else the fine-tuned parent scoring best on it (FusionBench's convention
+when nothing names the specialists). Objectives minimised (perplexity) are shown raw and
+left out of every mean and ratio. The CLI's report and the Evolve page both compare
+through ``References.compare``, so they say the same.
 """
 
 from __future__ import annotations
@@ -14,25 +17,43 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from mergestudio.evaluate.normalized import Comparison, best_model_per_task, compare
-from mergestudio.search.baselines import Baseline
-from mergestudio.search.dashboard import ObjectiveAxis
+
+if TYPE_CHECKING:
+    from mergestudio.search.baselines import Baseline
+
+
+class ScoredObjective(Protocol):
+    """What references need of an objective (``objectives.Objective``, ``dashboard.ObjectiveAxis``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def maximize(self) -> bool: ...
+
+    @property
+    def specialist(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
 class References:
     """``base``: the unmerged base's value per objective (None: not scored);
-    ``specialist``: task → label of its specialist; ``specialist_scores``: task → that
-    specialist's value on it; ``accuracy``: the objectives means and ratios use."""
+    ``specialist_of``: objective → label of its specialist; ``specialist_scores``:
+    objective → that specialist's value on it; ``accuracy``: the objectives that means
+    and ratios use; ``lower_is_better``: the minimised objectives, kept out of them."""
 
     base: dict[str, float] | None = None
-    specialist: dict[str, str] = field(default_factory=dict)
+    specialist_of: dict[str, str] = field(default_factory=dict)
     specialist_scores: dict[str, float] = field(default_factory=dict)
     accuracy: tuple[str, ...] = ()
+    lower_is_better: frozenset[str] = frozenset()
 
     @property
     def base_mean(self) -> float | None:
@@ -42,31 +63,64 @@ class References:
         kept = [v for v in values if not math.isnan(v)]
         return sum(kept) / len(kept) if kept else None
 
+    def compare(self, values: Mapping[str, float]) -> Comparison:
+        """``values`` (a trial's or a baseline's objectives) against the references."""
+        return compare(
+            dict(values),
+            base=self.base,
+            specialist=self.specialist_scores,
+            lower_is_better=self.lower_is_better,
+            specialist_of=self.specialist_of,
+        )
 
-def is_base(baseline: Baseline, base_model: str | None) -> bool:
-    """Whether ``baseline`` is the unmerged base (a parent whose one model is ``base_model``)."""
-    if base_model is None or baseline.kind != "parent":
-        return False
-    models = baseline.recipe.get("models") or []
-    return len(models) == 1 and str(models[0].get("model")) == str(base_model)
 
-
-def references(
-    baselines: Sequence[Baseline], objectives: Sequence[ObjectiveAxis], base_model: str | None
-) -> References:
-    """The base and the specialists among a run's ``baselines``."""
+def references(baselines: Sequence[Baseline], objectives: Sequence[ScoredObjective]) -> References:
+    """The base and the specialists among a run's ``baselines``. An objective's pinned
+    specialist that no parent baseline matches falls back to the best-scoring parent
+    (a run scored before the pin was added)."""
     accuracy = tuple(o.name for o in objectives if o.maximize)
-    base = next((b for b in baselines if is_base(b, base_model)), None)
+    base = next((b for b in baselines if b.is_base), None)
     parents = [b for b in baselines if b.kind == "parent"]
     tuned = [b for b in parents if b is not base] or parents
     scores = {b.label: dict(b.objectives) for b in tuned}
     chosen = best_model_per_task(scores, accuracy)
+    for objective in objectives:
+        pinned = _matching_parent(objective.specialist, tuned) if objective.maximize else None
+        if pinned is not None and objective.name in pinned.objectives:
+            chosen[objective.name] = pinned.label
     return References(
         base=None if base is None else dict(base.objectives),
-        specialist=chosen,
-        specialist_scores={task: scores[label][task] for task, label in chosen.items()},
+        specialist_of=chosen,
+        specialist_scores={name: scores[label][name] for name, label in chosen.items()},
         accuracy=accuracy,
+        lower_is_better=frozenset(o.name for o in objectives if not o.maximize),
     )
+
+
+def _matching_parent(reference: str | None, parents: Sequence[Baseline]) -> Baseline | None:
+    """The parent baseline ``reference`` names: by label, or by its model's reference."""
+    if not reference:
+        return None
+    for parent in parents:
+        if parent.label == reference or same_model(parent_model(parent), reference):
+            return parent
+    return None
+
+
+def parent_model(baseline: Baseline) -> str | None:
+    """The model reference a parent baseline scores (None for a merge)."""
+    models = baseline.recipe.get("models") or []
+    return str(models[0].get("model")) if baseline.kind == "parent" and len(models) == 1 else None
+
+
+def same_model(a: str | None, b: str | None) -> bool:
+    """Two model references name the same model: equal, or the same local folder."""
+    if a is None or b is None:
+        return False
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
 def accuracy_means(values: NDArray[np.float64], maximize: Sequence[bool]) -> NDArray[np.float64]:
@@ -88,13 +142,3 @@ def beats_base(means: NDArray[np.float64], refs: References) -> NDArray[np.bool_
         return np.zeros(means.shape[0], dtype=bool)
     with np.errstate(invalid="ignore"):
         return np.asarray(means > base_mean, dtype=bool)
-
-
-def standing(objectives: Mapping[str, float], refs: References, names: Sequence[ObjectiveAxis]) -> Comparison:
-    """One trial's (or baseline's) ``Comparison`` against the base and the specialists."""
-    return compare(
-        dict(objectives),
-        base=refs.base,
-        specialist=refs.specialist_scores,
-        lower_is_better=[o.name for o in names if not o.maximize],
-    )
