@@ -97,7 +97,7 @@ def test_columns_stream_the_candidate_and_its_parents(
     panel.generate_button.clicked.connect(lambda: threads.add(panel.job.thread()) if panel.job else None)
     assert _run(qtbot, panel) == "succeeded"
     assert threads and QThread.currentThread() not in threads
-    assert [c.title.full_text() for c in panel.columns] == ["task arithmetic (in memory)", "reverse"]
+    assert [c.title.full_text() for c in panel.columns] == ["task arithmetic", "reverse"]
     options = SamplingOptions(max_new_tokens=panel.max_tokens_spin.value())
     models = LoadedModels(device="cpu")
     try:
@@ -192,7 +192,7 @@ def test_merge_page_tries_the_recipe_in_memory_and_writes_nothing(
     dialog = page.generation
     assert dialog is not None and dialog.isVisible()
     generation = dialog.panel
-    assert generation.candidate_combo.currentText() == "the recipe, merged in memory"
+    assert generation.candidate_combo.currentText() == "recipe (in memory)"
     assert generation.parents_button.text() == "Parents: 3 of 3"
     generation.prompt_edit.setPlainText(PROMPT)
     assert _run(qtbot, generation) == "succeeded"
@@ -217,7 +217,7 @@ def test_evolve_page_tries_a_trial_merged_in_memory(
     assert page.inspector.try_button.isEnabled()
     page.inspector.try_button.click()
     panel = page.generation.panel
-    assert panel.candidate_combo.currentText() == "trial 7"
+    assert panel.candidate_combo.currentText() == "trial 7 (in memory)"
     assert set(recipe_parents(task_arithmetic)) == {"base", "reverse", "cipher", "sort", "double"}
     for name in ("cipher", "sort", "double", "base"):
         panel.set_parent_checked(name, False)
@@ -234,7 +234,7 @@ def test_evolve_page_tries_a_trial_merged_in_memory(
 
 @pytest.mark.parametrize("size", [(1280, 800), (1024, 700)])
 def test_the_panel_clips_nothing(qtbot, panel: GeneratePanel, paths: dict[str, str], size: tuple[int, int]) -> None:
-    panel.set_subject([Candidate("the recipe, merged in memory", {"models": []}),
+    panel.set_subject([Candidate("recipe (in memory)", {"models": []}),
                        Candidate("last merge: a-folder-name-that-is-rather-long", paths["base"])],
                       {name: folder for name, folder in paths.items()})
     panel.set_parent_checked("double", False)

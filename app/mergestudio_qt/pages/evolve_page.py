@@ -833,7 +833,7 @@ class EvolvePage(QWidget):
         except MergeStudioError as error:
             self._log(str(error))
             return
-        candidate = Candidate(f"trial {self.selected}", recipe, f"trial {self.selected}, merged in memory")
+        candidate = Candidate(f"trial {self.selected} (in memory)", recipe, f"trial {self.selected}, merged in memory")
         self.generation = show_generation(self, self.studio, self.generation, [candidate],
                                           recipe_parents(recipe), f"Try trial {self.selected}")
 

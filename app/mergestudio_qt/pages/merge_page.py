@@ -515,7 +515,7 @@ class MergePage(QWidget):
     def try_generation(self) -> None:
         """The generation window for the recipe merged in memory (nothing written), and
         the last merged folder when there is one, beside the base and parents."""
-        candidates = [Candidate("the recipe, merged in memory", self.merge_recipe(),
+        candidates = [Candidate("recipe (in memory)", self.merge_recipe(),
                                 "The project's recipe merged into a resident model; nothing is written")]
         if self.last_output is not None:
             candidates.append(Candidate(f"last merge: {self.last_output.name}", str(self.last_output),

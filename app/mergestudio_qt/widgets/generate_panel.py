@@ -29,7 +29,6 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSpinBox,
     QSplitter,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -45,10 +44,10 @@ if TYPE_CHECKING:
 REDRAW_MS = 33  # streamed text is drawn at ~30 Hz, however fast tokens come
 DEFAULT_PROMPT = "rev ynbi="
 MODES = ("Greedy", "Sample")
-STOP_WORDS = {
-    "eos": "ended (end-of-sequence token)",
-    "length": "reached the token limit",
-    "context": "filled the model's context",
+STOP_WORDS = {  # why a column ended, in the few words its status line has room for
+    "eos": "end of text",
+    "length": "token limit",
+    "context": "context full",
     "stopped": "stopped",
 }
 
@@ -135,8 +134,8 @@ class GeneratePanel(QWidget):
         self.candidate_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.candidate_combo.setMinimumContentsLength(24)
         top.addWidget(self.candidate_combo, 1)
-        self.parents_button = QToolButton(self)
-        self.parents_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        # A push button reserves room for its menu's arrow; a tool button draws it over the text.
+        self.parents_button = QPushButton(self)
         self.parents_button.setToolTip("Parents generated beside the candidate, with the same prompt and seed")
         self.parents_menu = QMenu(self.parents_button)
         self.parents_button.setMenu(self.parents_menu)
@@ -322,7 +321,7 @@ class GeneratePanel(QWidget):
         self.job = job
         self._outcome = "failed"
         self.last_results = []
-        self._set_columns([c.label + (" (in memory)" if c.in_memory else "") for c in columns])
+        self._set_columns([c.label for c in columns])
         self.status.set_full_text("starting…")
         self._set_running(True)
         self._redraw.start()

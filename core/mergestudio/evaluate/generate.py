@@ -257,7 +257,18 @@ def generate_side_by_side(
     """Generate from every model with the same prompt and options, one token of each in
     turn, so the columns fill at the same pace. A cancel stops all of them before the
     next forward pass; their text so far is kept (stop reason "stopped")."""
+    from mergestudio.collector import paused
+
     streams = [TokenStream(lm, prompt, options) for lm in models]
+    # Every forward pass leaves transformers' output objects behind, which starts the
+    # cyclic collector again and again; its full collections walk millions of objects
+    # and hold the GIL for 100-200 ms, freezing a window that shows the tokens. With it
+    # paused (as the merge loop does) reference counting still frees each step.
+    with paused():
+        return _interleave(streams, on_token, cancel)
+
+
+def _interleave(streams: list[TokenStream], on_token: OnToken | None, cancel: CancelToken | None) -> list[Generation]:
     running = list(range(len(streams)))
     while running:
         for index in list(running):
