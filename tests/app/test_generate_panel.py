@@ -24,6 +24,7 @@ from mergestudio_qt.widgets.generate_panel import Candidate, GeneratePanel, reci
 from PySide6.QtCore import QThread, QTimer
 
 from tests.app.layout_check import clipping_problems
+from tests.app.test_layout_clipping import studio_style  # noqa: F401  (a fixture: the studio's fonts and paddings)
 
 PROMPT = "rev ynbi="
 FINISH_MS = 60_000
@@ -235,11 +236,14 @@ def test_evolve_page_tries_a_trial_merged_in_memory(
 
 
 @pytest.mark.parametrize("size", [(1280, 800), (1024, 700)])
-def test_the_panel_clips_nothing(qtbot, panel: GeneratePanel, paths: dict[str, str], size: tuple[int, int]) -> None:
+def test_the_panel_clips_nothing(
+    qtbot, studio_style, panel: GeneratePanel, paths: dict[str, str], size: tuple[int, int]  # noqa: F811
+) -> None:
     panel.set_subject([Candidate("recipe (in memory)", {"models": []}),
                        Candidate("last merge: a-folder-name-that-is-rather-long", paths["base"])],
                       {name: folder for name, folder in paths.items()})
     panel.set_parent_checked("double", False)
     panel.resize(*size)
     qtbot.wait(50)
+    assert (panel.width(), panel.height()) == size, f"the panel cannot be {size}: minimum {panel.minimumSizeHint()}"
     assert not clipping_problems(panel)

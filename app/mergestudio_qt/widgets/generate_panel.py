@@ -178,7 +178,7 @@ class GeneratePanel(QWidget):
         self.max_tokens_spin.setValue(64)
         self.max_tokens_spin.setToolTip("Most new tokens per column")
         self.seed_spin = QSpinBox(self)
-        self.seed_spin.setRange(0, 2**31 - 1)
+        self.seed_spin.setRange(0, 99_999_999)
         self.seed_spin.setToolTip("Seed of the sampler; every column uses the same one")
         self.chat_check = QCheckBox("Chat template", self)
         self.chat_check.setChecked(True)
@@ -193,6 +193,8 @@ class GeneratePanel(QWidget):
             row.addSpacing(4)
         row.addWidget(self.chat_check)
         row.addStretch(1)
+        actions = QHBoxLayout()
+        actions.setSpacing(6)
         self.generate_button = QPushButton("Generate", self)
         self.generate_button.setObjectName("primary")
         self.generate_button.setToolTip("Generate from the candidate and the ticked parents (Ctrl+Enter)")
@@ -201,14 +203,17 @@ class GeneratePanel(QWidget):
         self.stop_button.setToolTip("Stop every column before its next token (Esc)")
         self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(self.stop)
-        row.addWidget(self.generate_button)
-        row.addWidget(self.stop_button)
         self.status = ElidedLabel("", self)
         self.status.setObjectName("hint")
+        actions.addWidget(self.status, 1)
+        actions.addWidget(self.generate_button)
+        actions.addWidget(self.stop_button)
+        # Two rows, so the window fits 1024 pixels: the sampling controls, then the status
+        # and the buttons.
         outer = QVBoxLayout()
-        outer.setSpacing(4)
+        outer.setSpacing(6)
         outer.addLayout(row)
-        outer.addWidget(self.status)
+        outer.addLayout(actions)
         return outer
 
     def _mode_changed(self) -> None:
