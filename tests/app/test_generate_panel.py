@@ -4,6 +4,7 @@ Stop, the event loop's heartbeat while tokens stream, the Merge and Evolve pages
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import time
@@ -28,6 +29,16 @@ from tests.app.test_layout_clipping import studio_style  # noqa: F401  (a fixtur
 
 PROMPT = "rev ynbi="
 FINISH_MS = 60_000
+
+
+@pytest.fixture(autouse=True)
+def collect_here(qtbot) -> None:
+    """Collect this test's cyclic garbage (widgets kept alive by test lambdas) now, on the
+    GUI thread: collected later by a worker thread's allocation, a widget's destructor
+    would run there and touch its timers from the wrong thread."""
+    yield
+    qtbot.wait(1)  # deleteLater() of the closed widgets
+    gc.collect()
 
 
 @pytest.fixture(scope="module")
