@@ -93,6 +93,7 @@ def run(shape: str, tokens: int, work: Path) -> dict[str, object]:
     panel = dialog.panel
     recipe = {"merge_method": "linear", "models": [{"model": str(f), "parameters": {"weight": 1.0}} for f in folders]}
     panel.set_subject([Candidate("linear (in memory)", recipe)], {"parent": str(folders[1])})
+    panel.set_parent_checked("parent", True)
     panel.prompt_edit.setPlainText("the")
     panel.mode_combo.setCurrentIndex(1)
     panel.max_tokens_spin.setValue(tokens)

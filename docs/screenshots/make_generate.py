@@ -42,8 +42,8 @@ def main() -> int:
     page.try_generation()
     dialog = page.generation
     panel = dialog.panel
-    for name in ("sort", "double"):
-        panel.set_parent_checked(name, False)
+    for name in ("base", "reverse", "cipher"):
+        panel.set_parent_checked(name, True)
     panel.prompt_edit.setPlainText("rev ynbi=")
     finished: list[str] = []
     panel.generation_finished.connect(finished.append)

@@ -101,8 +101,8 @@ def test_columns_stream_the_candidate_and_its_parents(
     """A recipe merged in memory beside two parents: each column holds what that model
     generates on its own, and the tokens were made on a thread other than the GUI's."""
     panel.set_subject([Candidate("task arithmetic", task_arithmetic)], {"reverse": paths["reverse"], "base": paths["base"]})
-    assert panel.parents_button.text() == "Parents: 2 of 2"
-    panel.set_parent_checked("base", False)
+    assert panel.parents_button.text() == "Parents: 0 of 2"  # each one costs memory: none at first
+    panel.set_parent_checked("reverse", True)
     assert panel.parents_button.text() == "Parents: 1 of 2"
     panel.prompt_edit.setPlainText(PROMPT)
     threads: set[QThread] = set()
@@ -126,6 +126,7 @@ def test_sampling_controls_and_the_same_seed_in_every_column(
     qtbot, panel: GeneratePanel, paths: dict[str, str]
 ) -> None:
     panel.set_subject([Candidate("base", paths["base"])], {"base again": paths["base"]})
+    panel.set_parent_checked("base again", True)
     assert not panel.temperature_spin.isEnabled()  # greedy first
     panel.mode_combo.setCurrentIndex(1)
     assert panel.temperature_spin.isEnabled() and panel.seed_spin.isEnabled()
@@ -143,6 +144,7 @@ def test_sampling_controls_and_the_same_seed_in_every_column(
 
 def test_stop_ends_every_column_at_once(qtbot, panel: GeneratePanel, long_context: str, paths: dict[str, str]) -> None:
     panel.set_subject([Candidate("long", long_context)], {"base": paths["base"]})
+    panel.set_parent_checked("base", True)
     panel.max_tokens_spin.setValue(4000)
     panel.mode_combo.setCurrentIndex(1)  # sampled: a greedy tiny model may settle on eos
     panel.generate_button.click()
@@ -207,6 +209,8 @@ def test_merge_page_tries_the_recipe_in_memory_and_writes_nothing(
     assert dialog is not None and dialog.isVisible()
     generation = dialog.panel
     assert generation.candidate_combo.currentText() == "recipe (in memory)"
+    for name in ("base", "reverse", "sort"):
+        generation.set_parent_checked(name, True)
     assert generation.parents_button.text() == "Parents: 3 of 3"
     generation.prompt_edit.setPlainText(PROMPT)
     assert _run(qtbot, generation) == "succeeded"
@@ -233,8 +237,7 @@ def test_evolve_page_tries_a_trial_merged_in_memory(
     panel = page.generation.panel
     assert panel.candidate_combo.currentText() == "trial 7 (in memory)"
     assert set(recipe_parents(task_arithmetic)) == {"base", "reverse", "cipher", "sort", "double"}
-    for name in ("cipher", "sort", "double", "base"):
-        panel.set_parent_checked(name, False)
+    panel.set_parent_checked("reverse", True)
     panel.prompt_edit.setPlainText(PROMPT)
     assert _run(qtbot, panel) == "succeeded"
     models = LoadedModels(device="cpu")
@@ -253,7 +256,8 @@ def test_the_panel_clips_nothing(
     panel.set_subject([Candidate("recipe (in memory)", {"models": []}),
                        Candidate("last merge: a-folder-name-that-is-rather-long", paths["base"])],
                       {name: folder for name, folder in paths.items()})
-    panel.set_parent_checked("double", False)
+    for name in ("base", "reverse", "cipher"):
+        panel.set_parent_checked(name, True)
     panel.resize(*size)
     qtbot.wait(50)
     assert (panel.width(), panel.height()) == size, f"the panel cannot be {size}: minimum {panel.minimumSizeHint()}"

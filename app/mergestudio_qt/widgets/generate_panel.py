@@ -238,9 +238,9 @@ class GeneratePanel(QWidget):
 
     def set_subject(self, candidates: Sequence[Candidate], parents: Mapping[str, str]) -> None:
         """The candidates to choose from (first selected) and the parents that can be
-        generated beside them (name -> model folder; the ticks of names seen before
-        are kept)."""
-        ticked = set(self.chosen_parents()) if self._parents else set(parents)
+        generated beside them (name -> model folder). None is ticked at first: each
+        ticked parent is one more model in memory; ticks of names seen before are kept."""
+        ticked = set(self.chosen_parents())
         self._candidates = list(candidates)
         self._parents = dict(parents)
         self.candidate_combo.clear()
