@@ -54,6 +54,7 @@ from mergestudio_qt.widgets.evolve_dashboard import EvolveDashboard
 from mergestudio_qt.widgets.evolve_jobs import ExportTrialJob, FullEvalJob, OpenRunJob, RunSnapshot, SearchJob
 from mergestudio_qt.widgets.evolve_setup import SetupPanel
 from mergestudio_qt.widgets.evolve_trial_plot import TrialPlot
+from mergestudio_qt.widgets.generate_panel import Candidate, GenerateDialog, recipe_parents, show_generation
 
 # The hidden dashboard is rendered ahead this long after the page first shows, a piece
 # every step (each 5-25 ms).
@@ -122,6 +123,7 @@ class EvolvePage(QWidget):
         self.open_job: OpenRunJob | None = None
         self.export_job: ExportTrialJob | None = None
         self.full_job: FullEvalJob | None = None
+        self.generation: GenerateDialog | None = None  # the "Try it…" window, made on first use
         self.engine_state = "idle"
         self.failed_trials = 0
         self.elapsed_s = 0.0
@@ -228,6 +230,7 @@ class EvolvePage(QWidget):
         inspector.export_button.clicked.connect(lambda: self.export_selected())
         inspector.recipe_button.clicked.connect(self.open_in_recipe_editor)
         inspector.full_button.clicked.connect(self.evaluate_full)
+        inspector.try_button.clicked.connect(self.try_selected)
         return dashboard
 
     def showEvent(self, event: QShowEvent) -> None:
@@ -403,6 +406,8 @@ class EvolvePage(QWidget):
         for job in (self.search_job, self.open_job, self.export_job, self.full_job):
             if job is not None:
                 job.cancel()
+        if self.generation is not None:
+            self.generation.panel.stop()
 
     def _busy(self) -> bool:
         # One scoring job at a time: each takes the cores it was given (the search, in its
@@ -750,6 +755,7 @@ class EvolvePage(QWidget):
         subset = self.spec is not None and self.spec.fitness.estimator == "subset"
         self.inspector.export_button.setEnabled(has and self.export_job is None)
         self.inspector.recipe_button.setEnabled(self.selected is not None)
+        self.inspector.try_button.setEnabled(self.selected is not None)
         self.inspector.full_button.setEnabled(has and subset and self.full_job is None and self.search_job is None)
         self.inspector.full_button.setToolTip(
             "Re-score this trial on every item of every task"
@@ -814,6 +820,22 @@ class EvolvePage(QWidget):
         self.state.set_recipe(recipe.to_dict(), "load", f"recipe of trial {self.selected}")
         self.studio.show_message(f"the Recipe page shows trial {self.selected}'s recipe (Ctrl+Z undoes)")
         self.studio.go_to("recipe")
+
+    def try_selected(self) -> None:
+        """The generation window for the selected trial, merged in memory into a resident
+        model (nothing written), beside the models its recipe merges."""
+        from mergestudio.recipe.model import Recipe
+
+        if self.selected is None:
+            return
+        try:
+            recipe = Recipe.from_yaml(self.recipe_yaml(self.selected), f"trial {self.selected}'s recipe").to_dict()
+        except MergeStudioError as error:
+            self._log(str(error))
+            return
+        candidate = Candidate(f"trial {self.selected} (in memory)", recipe, f"trial {self.selected}, merged in memory")
+        self.generation = show_generation(self, self.studio, self.generation, [candidate],
+                                          recipe_parents(recipe), f"Try trial {self.selected}")
 
     def evaluate_full(self) -> None:
         if self.selected is None or self.run_dir is None or self._busy():

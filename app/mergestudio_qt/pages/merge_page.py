@@ -45,6 +45,7 @@ from mergestudio_qt.pages import PageSpec, register_page
 from mergestudio_qt.quick_eval_table import MERGED_TINT, EvalCell, build_eval_table
 from mergestudio_qt.state import MergeSettings
 from mergestudio_qt.widgets.folder_row import folder_row
+from mergestudio_qt.widgets.generate_panel import Candidate, GenerateDialog, show_generation
 from mergestudio_qt.workers import DryRun, DryRunJob, EvalJob, MergeJob, MergeOptions, QuickEval
 
 OUTPUT_DTYPES = (("bfloat16", "bfloat16"), ("float16", "float16"), ("float32", "float32"),
@@ -74,6 +75,7 @@ class MergePage(QWidget):
         self.last_dry_run: DryRun | None = None
         self.eval_reports: dict[str, Any] = {}
         self.last_eval: QuickEval | None = None
+        self.generation: GenerateDialog | None = None
         self._eval_ok = False  # how the running quick eval ended, told when its thread is done
         self._pending: Progress | None = None
         self._eta = MeasuredEta()
@@ -210,11 +212,15 @@ class MergePage(QWidget):
         self.open_button = QPushButton("Open folder", self)
         self.open_button.setEnabled(False)
         self.open_button.clicked.connect(self.open_output)
+        self.try_button = QPushButton("Try it…", self)
+        self.try_button.setToolTip("Generate text from the recipe merged in memory (or the last merge) beside its parents")
+        self.try_button.clicked.connect(self.try_generation)
         for widget in (self.dry_button, self.merge_button, self.cancel_button):
             row.addWidget(widget)
         row.addWidget(self.progress, 1)
         row.addWidget(self.stats_label)
         row.addWidget(self.open_button)
+        row.addWidget(self.try_button)
         return row
 
     def _build_eval(self) -> QWidget:
@@ -503,6 +509,19 @@ class MergePage(QWidget):
         for job in (self.merge_job, self.dry_job, self.eval_job):
             if job is not None:
                 job.cancel()
+        if self.generation is not None:
+            self.generation.panel.stop()
+
+    def try_generation(self) -> None:
+        """The generation window for the recipe merged in memory (nothing written), and
+        the last merged folder when there is one, beside the base and parents."""
+        candidates = [Candidate("recipe (in memory)", self.merge_recipe(),
+                                "The project's recipe merged into a resident model; nothing is written")]
+        if self.last_output is not None:
+            candidates.append(Candidate(f"last merge: {self.last_output.name}", str(self.last_output),
+                                        str(self.last_output)))
+        self.generation = show_generation(self, self.studio, self.generation, candidates, self.parents(),
+                                          "Try the merge")
 
     # ---- quick eval ------------------------------------------------------------------------
 

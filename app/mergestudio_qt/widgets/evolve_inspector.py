@@ -115,6 +115,9 @@ class TrialInspector(QSplitter):
         buttons.addWidget(self.export_button, 0, 0)
         buttons.addWidget(self.recipe_button, 0, 1)
         buttons.addWidget(self.full_button, 1, 0)
+        self.try_button = QPushButton("Try it…", details)
+        self.try_button.setToolTip("Generate text from this trial, merged in memory, beside its parents")
+        buttons.addWidget(self.try_button, 1, 1)
         buttons.setColumnStretch(2, 1)
         box.addLayout(buttons)
         # Where the last export went, as a link that opens the folder (full path, wrapped).

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "mergestudio.cli.merge_cmd",
     "mergestudio.cli.methods_cmd",
     "mergestudio.cli.eval_cmd",
+    "mergestudio.cli.generate_cmd",
     "mergestudio.cli.demo_cmd",
     "mergestudio.cli.analyze_cmd",
     "mergestudio.cli.evolve_cmd",
