@@ -9,8 +9,8 @@ token's hidden state (logits = hidden @ rows.T).
 
 Prompt modes subtract the negative prompts' vector from the positive one and scale each
 row to unit length. Prompts are tokenized as mergekit does: the BOS token's text, then
-the prompt, with no other special tokens. Unlike mergekit, prompts run one at a time, so
-a short prompt's "last token" is its own last token, never padding.
+the prompt, with no other special tokens. They run one at a time (mergekit batches them,
+padded on the left, where padding can shift a short prompt's positions).
 """
 
 from __future__ import annotations
