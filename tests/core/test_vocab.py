@@ -216,7 +216,57 @@ def _conflicting(pair: dict[str, Path]) -> Path:
     return folder
 
 
+def _slow_only(pair: dict[str, Path], files: dict[str, str | bytes], tokenizer_class: str) -> Path:
+    """a's weights with only slow tokenizer files (no tokenizer.json)."""
+    import shutil
+
+    folder = pair["root"] / f"slow-{tokenizer_class}"
+    if not folder.exists():
+        folder.mkdir()
+        for name in ("config.json", "model.safetensors"):
+            shutil.copy(pair["a"] / name, folder / name)
+        for name, content in files.items():
+            (folder / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+        config = {"tokenizer_class": tokenizer_class, "bos_token": BOS, "eos_token": EOS, "unk_token": UNK,
+                  "pad_token": PAD}
+        (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _gpt2_style(pair: dict[str, Path]) -> Path:
+    """a's vocabulary as GPT-2's vocab.json + merges.txt."""
+    from tokenizers import Tokenizer
+
+    vocab = Tokenizer.from_file(str(pair["a"] / "tokenizer.json")).get_vocab(with_added_tokens=False)
+    return _slow_only(pair, {"vocab.json": json.dumps(vocab), "merges.txt": "#version: 0.2\n"}, "GPT2Tokenizer")
+
+
+def test_union_converts_a_tokenizer_without_tokenizer_json(pair: dict[str, Path], tmp_path: Path) -> None:
+    """The same vocabulary given as vocab.json + merges.txt merges exactly like a's
+    tokenizer.json; the output gets a tokenizer.json transformers loads."""
+    from transformers import AutoTokenizer
+
+    slow, fast = tmp_path / "slow", tmp_path / "fast"
+    recipe = _recipe(pair, tokenizer_source="union")
+    merge(recipe, fast, device="cpu")
+    recipe["models"][0]["model"] = str(_gpt2_style(pair))
+    merge(recipe, slow, device="cpu")
+    for name in EMBEDDINGS:
+        assert torch.equal(_tensors(slow)[name], _tensors(fast)[name])
+    assert {t: _vocab(slow)[t] for t in ADDED} == {t: _vocab(fast)[t] for t in ADDED}
+    assert len(AutoTokenizer.from_pretrained(str(slow))) == 59
+
+
 ERRORS = {
+    "union-sentencepiece-unreadable": (
+        lambda p: {
+            **_recipe(p, tokenizer_source="union"),
+            "models": [{"model": str(p["b"])},
+                       {"model": str(_slow_only(p, {"tokenizer.model": b"not a sentencepiece model"},
+                                                "LlamaTokenizer"))}],
+        },
+        "has no tokenizer.json, and transformers cannot build one from its tokenizer files",
+    ),
     "unknown-source": (
         lambda p: _recipe(p, tokenizer_source="ghost"),
         "tokenizer_source: 'ghost' is not one of",
@@ -226,7 +276,7 @@ ERRORS = {
             **_recipe(p, tokenizer_source="union"),
             "models": [{"model": str(p["a"])}, {"model": str(_without_tokenizer(p))}],
         },
-        "union needs every model's tokenizer.json",
+        "union needs every model's tokenizer (tokenizer.json, or files transformers converts",
     ),
     "conflicting-ids": (
         lambda p: {

@@ -35,13 +35,14 @@ class PageSpec:
 _PAGES: list[PageSpec] = []
 # The order of the sidebar, whatever order the page modules are imported in; pages not
 # listed come after these, in registration order.
-PAGE_ORDER = ("models", "recipe", "merge", "inspect", "evolve")
+PAGE_ORDER = ("models", "recipe", "merge", "moe", "inspect", "evolve")
 # Modules that register pages when imported; a missing one (an issue not merged yet) is
 # skipped and its placeholder stays.
 PAGE_MODULES = (
     "mergestudio_qt.pages.models_page",
     "mergestudio_qt.pages.recipe_page",
     "mergestudio_qt.pages.merge_page",
+    "mergestudio_qt.pages.experts_page",
     "mergestudio_qt.pages.placeholders",
     "mergestudio_qt.pages.inspect_page",
     "mergestudio_qt.pages.evolve_page",

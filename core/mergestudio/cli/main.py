@@ -17,6 +17,7 @@ from mergestudio.plugins import COMMANDS_GROUP, entry_points
 # works in a partial install (no evaluation extras, say).
 COMMAND_MODULES = (
     "mergestudio.cli.merge_cmd",
+    "mergestudio.cli.moe_cmd",
     "mergestudio.cli.methods_cmd",
     "mergestudio.cli.eval_cmd",
     "mergestudio.cli.generate_cmd",

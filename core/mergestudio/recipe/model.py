@@ -130,7 +130,7 @@ class Recipe(BaseModel):
         try:
             recipe = cls.model_validate(data)
         except ValidationError as error:
-            raise RecipeError(_describe(error, source)) from None
+            raise RecipeError(describe_validation_error(error, source)) from None
         recipe._check_shape(source)
         return recipe
 
@@ -196,7 +196,7 @@ class Recipe(BaseModel):
         return blocks
 
 
-def _describe(error: ValidationError, source: str) -> str:
+def describe_validation_error(error: ValidationError, source: str) -> str:
     """Turn pydantic's errors into one line per problem, naming the key path."""
     lines = []
     for item in error.errors():

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from mergestudio.architecture import is_embedding
 from mergestudio.errors import PlanError, RecipeError
-from mergestudio.vocab.tokenizer_files import AddedToken, TokenizerFiles, read_tokenizer
+from mergestudio.vocab.tokenizer_files import SLOW_TOKENIZER_FILES, AddedToken, TokenizerFiles, read_tokenizer
 
 if TYPE_CHECKING:
     import torch
@@ -130,10 +130,13 @@ def plan_vocabulary(recipe: Recipe, sources: Mapping[str, ModelSource], first_mo
     tokenizers = {ref: read_tokenizer(src.root) for ref, src in sources.items()}
     files_from = first_model if choice == "union" else choice
     if choice == "union":
+        # Slow-only tokenizers (a SentencePiece tokenizer.model) are converted by transformers.
+        tokenizers = {ref: tok or read_tokenizer(sources[ref].root, convert=True) for ref, tok in tokenizers.items()}
         missing = [ref for ref, tok in tokenizers.items() if tok is None]
         if missing:
             raise PlanError(
-                f"tokenizer_source: union needs every model's tokenizer.json; {', '.join(missing)} has none"
+                f"tokenizer_source: union needs every model's tokenizer (tokenizer.json, or files transformers "
+                f"converts: {', '.join(SLOW_TOKENIZER_FILES)}); {', '.join(missing)} has none"
             )
         vocab, new_tokens = union_vocabulary(list(sources), tokenizers, first_model)
     else:

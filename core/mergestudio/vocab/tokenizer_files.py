@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mergestudio.errors import PlanError
 
@@ -35,11 +36,20 @@ class TokenizerFiles:
         return {token.content: token for token in self.added}
 
 
-def read_tokenizer(root: Path) -> TokenizerFiles | None:
+# A tokenizer without tokenizer.json: SentencePiece models, GPT-2 style BPE, WordPiece.
+SLOW_TOKENIZER_FILES = ("tokenizer.model", "spiece.model", "vocab.json", "vocab.txt")
+
+
+def read_tokenizer(root: Path, *, convert: bool = False) -> TokenizerFiles | None:
     """The tokenizer of the folder ``root``, or None when it has no tokenizer.json (the
-    only format whose vocabulary can be read without loading a tokenizer class)."""
+    only format whose vocabulary can be read without loading a tokenizer class).
+    ``convert``: a folder with only slow tokenizer files gets the fast tokenizer
+    `transformers` converts them to (SentencePiece needs the sentencepiece and protobuf
+    packages); when it cannot, a PlanError says why."""
     path = root / "tokenizer.json"
     if not path.is_file():
+        if convert and any((root / name).is_file() for name in SLOW_TOKENIZER_FILES):
+            return _files_of(root, _converted(root))
         return None
     from tokenizers import Tokenizer
 
@@ -47,6 +57,29 @@ def read_tokenizer(root: Path) -> TokenizerFiles | None:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as error:  # tokenizers raises its own Exception subclass
         raise PlanError(f"{path}: cannot read the tokenizer ({error})") from error
+    return _files_of(root, tokenizer)
+
+
+def _converted(root: Path) -> Any:
+    """The `tokenizers.Tokenizer` transformers builds from ``root``'s slow files."""
+    from transformers import AutoTokenizer
+
+    try:
+        loaded = AutoTokenizer.from_pretrained(str(root))
+    except Exception as error:  # transformers raises many kinds (ImportError for sentencepiece)
+        raise PlanError(
+            f"{root}: has no tokenizer.json, and transformers cannot build one from its tokenizer files "
+            f"({type(error).__name__}: {error}). SentencePiece models (tokenizer.model) need the "
+            "sentencepiece and protobuf packages; or save the tokenizer with a fast tokenizer first"
+        ) from error
+    backend = getattr(loaded, "backend_tokenizer", None)
+    if backend is None:
+        raise PlanError(f"{root}: has no tokenizer.json, and transformers loads only a slow "
+                        f"{type(loaded).__name__}, which it cannot convert")
+    return backend
+
+
+def _files_of(root: Path, tokenizer: Any) -> TokenizerFiles:
     vocab = tokenizer.get_vocab(with_added_tokens=True)
     added = tuple(
         AddedToken(token.content, token_id, bool(token.special))
