@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QApplication, QTabWidget
 from tests.app.layout_check import clipping_problems
 
 DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
-PAGES = ("models", "recipe", "merge", "inspect", "evolve")
+PAGES = ("models", "recipe", "merge", "moe", "inspect", "evolve")
 SIZES = ((1024, 700), (1920, 1080))
 
 
