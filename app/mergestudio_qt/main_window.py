@@ -27,7 +27,7 @@ from mergestudio_qt.context import Studio
 from mergestudio_qt.demo import DemoUnavailable, demo_project
 from mergestudio_qt.format import format_bytes
 from mergestudio_qt.pages import PageSpec, pages
-from mergestudio_qt.preferences import Preferences, load_preferences, window_settings
+from mergestudio_qt.preferences import Preferences, load_preferences, share_cache_dir, window_settings
 from mergestudio_qt.project import SUFFIX, ProjectData, ProjectError, load_project, save_project
 from mergestudio_qt.state import MergeSettings, StudioState
 from mergestudio_qt.workers import DeviceProbeJob, OpenedModels, OpenModelsJob
@@ -57,6 +57,7 @@ class MainWindow(QMainWindow):
     def __init__(self, preferences: Preferences | None = None) -> None:
         super().__init__()
         self.preferences = preferences or load_preferences()
+        share_cache_dir(self.preferences)
         self.state = StudioState(self)
         self.studio = Studio(self.state, self.preferences, self.show_message, self.go_to)
         self.prompt_on_close = True
@@ -342,7 +343,7 @@ class MainWindow(QMainWindow):
     def _load(self, data: ProjectData, path: Path | None, imported: Path | None = None) -> None:
         if self._open_job is not None:
             self._open_job.cancel()
-        job = OpenModelsJob(data.references, str(self.preferences.effective_cache_dir() / "hub"))
+        job = OpenModelsJob(data.references, str(self.preferences.effective_cache_dir()))
         job.succeeded.connect(self._loaded)
         job.failed.connect(self._load_failed)
         job.cancelled.connect(self._load_cancelled)
@@ -439,6 +440,7 @@ class MainWindow(QMainWindow):
         dialog = SettingsDialog(self.preferences, self)
         if dialog.exec():
             dialog.apply()
+            share_cache_dir(self.preferences)
             self.studio.save_preferences()
             self.show_message("settings saved")
 

@@ -178,18 +178,21 @@ def _dry_run(args: argparse.Namespace) -> int:
     the estimate."""
     from mergestudio.engine.merge import plan_folder_merge
     from mergestudio.engine.plan import describe_sources
+    from mergestudio.io.hub import hub_transfer
 
-    plan = plan_folder_merge(
-        args.recipe,
-        args.out,
-        device=args.device,
-        compute_dtype=args.compute_dtype,
-        shard_size=args.shard_size,
-        threads=args.threads,
-        overwrite=args.overwrite,
-        allow_pickle=args.allow_pickle,
-        allow_no_config=args.allow_no_config,
-    )
+    cancel = CancelToken()
+    with on_stop_signals(lambda _signum: cancel.cancel()), hub_transfer(TerminalProgress(quiet=args.quiet), cancel):
+        plan = plan_folder_merge(
+            args.recipe,
+            args.out,
+            device=args.device,
+            compute_dtype=args.compute_dtype,
+            shard_size=args.shard_size,
+            threads=args.threads,
+            overwrite=args.overwrite,
+            allow_pickle=args.allow_pickle,
+            allow_no_config=args.allow_no_config,
+        )
     try:
         estimate = plan.estimate()
         report = {
