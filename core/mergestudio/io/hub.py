@@ -157,7 +157,9 @@ def progress_bar_class(events: EventSink | None, cancel: CancelToken | None) -> 
 
     class _Bar(tqdm):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs.pop("name", None)
+            # snapshot_download keeps two byte bars: bytes written (reported) and network
+            # bytes (".transfer", its total a growing guess: not reported).
+            self.reports = not str(kwargs.pop("name", "") or "").endswith("transfer")
             kwargs["file"] = io.StringIO()  # the engine's events are the only output
             kwargs["disable"] = False
             super().__init__(*args, **kwargs)
@@ -166,7 +168,7 @@ def progress_bar_class(events: EventSink | None, cancel: CancelToken | None) -> 
             if cancel is not None:
                 cancel.raise_if_cancelled()
             result: bool | None = super().update(n)
-            if self.unit == "B":
+            if self.unit == "B" and self.reports:
                 done, total = int(self.n), int(self.total or 0)
                 elapsed = time.perf_counter() - started
                 emit(events, Progress(DOWNLOAD_JOB, done, total, elapsed, done, total, current="Hub download"))
