@@ -16,6 +16,7 @@ from mergestudio_qt.jobs import Job
 from mergestudio_qt.state import ModelEntry, describe_source
 
 if TYPE_CHECKING:
+    from mergestudio.engine.estimate import TimeEstimate
     from mergestudio.evaluate import EvalReport
     from mergestudio.evaluate.normalized import Comparison
 
@@ -95,6 +96,7 @@ class DryRun:
     warnings: list[str]
     sources: list[dict[str, Any]]
     vocabulary: list[str]  # the tokenizer source's plan, one line per model; empty when none
+    time: TimeEstimate  # read, compute, write on this machine (engine/estimate.py)
 
 
 class DryRunJob(Job):
@@ -103,6 +105,7 @@ class DryRunJob(Job):
         self.recipe = recipe
 
     def work(self) -> DryRun:
+        from mergestudio.engine.estimate import estimate_time
         from mergestudio.engine.merge import plan_folder_merge
         from mergestudio.engine.plan import describe_sources
 
@@ -119,6 +122,7 @@ class DryRunJob(Job):
                 list(plan.warnings),
                 describe_sources(plan),
                 _vocabulary_lines(plan),
+                estimate_time(plan),
             )
         finally:
             plan.close()
