@@ -162,6 +162,11 @@ class MainWindow(QMainWindow):
         self._action(merge_menu, "&Dry run", lambda: self._merge_page_call("dry_run"), "Ctrl+D")
         self._action(merge_menu, "&Merge", lambda: self._merge_page_call("start_merge"), "Ctrl+M")
         self._action(merge_menu, "&Cancel", lambda: self._merge_page_call("cancel"), "Ctrl+.")
+        merge_menu.addSeparator()
+        self._action(merge_menu, "Export &GGUF…", lambda: self.open_share_dialog("gguf"), tip=(
+            "Write a merged model as one GGUF file for llama.cpp and Ollama"))
+        self._action(merge_menu, "&Upload to Hub…", lambda: self.open_share_dialog("upload"), tip=(
+            "Upload a merged model folder to the Hugging Face Hub"))
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "&Method reference", self.show_method_reference, QKeySequence.StandardKey.HelpContents,
                      "Every merge method, its parameters and their ranges")
@@ -169,6 +174,17 @@ class MainWindow(QMainWindow):
         help_menu.addSeparator()
         self._action(help_menu, "&About Merge Studio", self._about)
         self._fill_recent_menu()
+
+    def open_share_dialog(self, kind: str) -> QDialog:
+        """Export GGUF… or Upload to Hub…, on the last merge's folder by default."""
+        from mergestudio_qt.share_dialogs import ExportGgufDialog, UploadDialog
+
+        page = self.page_widgets.get("merge")
+        folder = getattr(page, "last_output", None)
+        dialog = ExportGgufDialog(folder, self) if kind == "gguf" else UploadDialog(folder, self)
+        dialog.setModal(True)
+        dialog.show()
+        return dialog
 
     def _merge_page_call(self, name: str) -> None:
         page = self.page_widgets.get("merge")
