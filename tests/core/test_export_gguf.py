@@ -192,3 +192,32 @@ def test_unknown_tensor_is_named_before_writing(llama_folder: Path, tmp_path: Pa
     with pytest.raises(ExportError, match="model.layers.0.mystery.weight"):
         export_gguf(folder, tmp_path / "x.gguf")
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_qwen2_keeps_rotary_order_and_maps_biases(tmp_path: Path) -> None:
+    """A real Qwen2 (transformers' class, toy size, grouped kv heads): attention biases get
+    gguf's names, q/k rows stay in Hugging Face's order (llama.cpp's NeoX rotary)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         tie_word_embeddings=True)
+    torch.manual_seed(0)
+    folder = tmp_path / "qwen2"
+    Qwen2ForCausalLM(config).save_pretrained(folder)
+    _write_bpe_tokenizer(folder)
+    out = tmp_path / "qwen2.gguf"
+    export_gguf(folder, out)
+    reader = gguf.GGUFReader(out)
+    tensors = {t.name: t for t in reader.tensors}
+    source = load_file(str(folder / "model.safetensors"))
+    assert "output.weight" not in tensors  # tied: llama.cpp reads token_embd
+    for hf_name, gguf_name in (("model.layers.1.self_attn.q_proj.bias", "blk.1.attn_q.bias"),
+                               ("model.layers.1.self_attn.k_proj.weight", "blk.1.attn_k.weight"),
+                               ("model.layers.1.self_attn.q_proj.weight", "blk.1.attn_q.weight")):
+        stored = gguf.quants.dequantize(tensors[gguf_name].data, tensors[gguf_name].tensor_type)
+        expected = source[hf_name].float().numpy()
+        np.testing.assert_allclose(stored.reshape(expected.shape), expected, rtol=1e-3, atol=1e-4)
+    fields = _fields(reader)
+    assert fields["general.architecture"] == "qwen2" and fields["tokenizer.ggml.pre"] == "qwen2"
+    assert fields["qwen2.attention.head_count_kv"] == 2

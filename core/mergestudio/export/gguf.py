@@ -114,6 +114,10 @@ def export_gguf(
 
     if qtype not in GGUF_TYPES:
         raise ExportError(f"--type: {qtype!r} is not one of {', '.join(GGUF_TYPES)}")
+    try:
+        import gguf  # noqa: F401
+    except ImportError as error:
+        raise ExportError("GGUF export needs the gguf package: pip install 'mergestudio[gguf]'") from error
     target = Path(out)
     if target.exists() and not overwrite:
         raise ExportError(f"{target}: exists (pass --overwrite to replace it)")
