@@ -20,7 +20,7 @@ def _recipe(family: dict[str, Path], method: str = "ties") -> dict[str, object]:
     }
 
 
-def test_estimate_is_read_compute_write_from_the_stored_rates(
+def test_estimate_is_the_slowest_of_read_compute_write_from_the_stored_rates(
     model_family: dict[str, Path], isolated_cache_dir: Path
 ) -> None:
     path = est.calibration_path()
@@ -37,6 +37,7 @@ def test_estimate_is_read_compute_write_from_the_stored_rates(
         assert estimate.read_s == pytest.approx(sizes.bytes_to_read / 1e6)
         assert estimate.write_s == pytest.approx(sizes.output_bytes / 5e5)
         assert estimate.compute_s == pytest.approx(compute)
+        assert estimate.total_s == max(estimate.read_s, estimate.compute_s, estimate.write_s)  # overlapped
         assert est.estimate_time(plan, write=False).write_s == 0.0
     finally:
         plan.close()

@@ -3,17 +3,19 @@
 The rates come from this machine, measured once and kept in the studio cache
 (``<cache>/estimate/calibration.json``, keyed by host, cores and torch version):
 
-- reading: a 32 MB bfloat16 safetensors file written, then read back as the executor
-  reads (memory map, conversion into a float32 buffer); writing: the same file, left to
-  the OS to flush as merges do. Both run on the cache folder's disk with the file in the
-  page cache, so reading from a cold disk is slower than estimated.
+- reading: a 32 MB bfloat16 safetensors file read as the executor reads (memory map,
+  conversion into a float32 buffer); writing: the same bytes written as the shard writer
+  writes them, left to the OS to flush as merges do. Both run on the cache folder's disk
+  with the file in the page cache, so reading from a cold disk is slower than estimated.
 - each method, the first time a dry run uses it: its function on three 256×1024 float32
   models and a base with its default parameters (density 0.5 where it has one) after a
   warm-up call (numba's compilation does not count, though the first dry run waits for
   it), giving seconds per input element, and on a tiny tensor, the fixed cost per tensor.
 
-A merge's estimate sums, over its merged tensors, ``per_tensor + per_element × inputs ×
-elements``, with the matrix families (spectral decompositions, KnOTS) scaled by the
+A merge's time is its slowest stage (reading ahead, compute and the shard writer's
+thread overlap): reading is the bytes to read over the read rate, writing the output bytes
+over the write rate, compute the sum over merged tensors of ``per_tensor + per_element ×
+inputs × elements``, with the matrix families (spectral decompositions, KnOTS) scaled by the
 tensor's smaller side over the calibration's (an SVD costs m·n·min(m, n)). Compute runs
 on one CPU thread, as merges do by default; other devices are estimated as the CPU.
 """
@@ -68,7 +70,9 @@ class TimeEstimate:
 
     @property
     def total_s(self) -> float:
-        return self.read_s + self.compute_s + self.write_s
+        """The slowest stage: the executor reads ahead while it computes, and the shard
+        writer writes on its own thread, so the three overlap."""
+        return max(self.read_s, self.compute_s, self.write_s)
 
     def describe(self) -> str:
         """One line: ``≈ 12 s (read 4.1 s, compute 6.0 s, write 2.2 s)``."""
@@ -163,9 +167,11 @@ def _store(path: Path, calibration: Calibration) -> None:
 
 
 def measure_io(folder: Path) -> tuple[float, float]:
-    """(read, write) bytes per second for a 32 MB bfloat16 safetensors file in ``folder``,
-    read the executor's way: a zero-copy view of the memory map converted into a reused
-    float32 buffer (the second pass counts: the first faults the buffer in)."""
+    """(read, write) bytes per second for 32 MB of bfloat16 in ``folder``, each done the
+    engine's way: reading is a zero-copy view of a safetensors memory map converted into a
+    reused float32 buffer; writing is the tensor's bytes handed to the file, as the shard
+    writer does (no fsync: merges leave flushing to the OS). Best of two passes (the first
+    faults the buffer in)."""
     import torch
     from safetensors.torch import save_file
 
@@ -174,17 +180,20 @@ def measure_io(folder: Path) -> tuple[float, float]:
     folder.mkdir(parents=True, exist_ok=True)
     data = torch.randn(_PROBE_BYTES // 2 // 1024, 1024).to(torch.bfloat16)
     buffer = torch.empty(data.shape, dtype=torch.float32)
-    with _probe_file(folder) as probe:
-        start = time.perf_counter()
-        save_file({"probe": data}, str(probe))  # no fsync: merges leave flushing to the OS too
-        write_s = time.perf_counter() - start
+    raw = data.reshape(-1).view(torch.uint8).numpy().data
+    read_s = write_s = math.inf
+    with _probe_file(folder, ".safetensors") as probe, _probe_file(folder, ".bin") as written:
+        save_file({"probe": data}, str(probe))
         source = open_model(probe)
         try:
-            read_s = math.inf
             for _ in range(2):
                 start = time.perf_counter()
                 buffer.copy_(source.read("probe"))
-                read_s = time.perf_counter() - start
+                read_s = min(read_s, time.perf_counter() - start)
+                start = time.perf_counter()
+                with written.open("wb") as handle:
+                    handle.write(raw)
+                write_s = min(write_s, time.perf_counter() - start)
         finally:
             source.close()
     nbytes = data.numel() * data.element_size()
@@ -192,8 +201,8 @@ def measure_io(folder: Path) -> tuple[float, float]:
 
 
 @contextlib.contextmanager
-def _probe_file(folder: Path) -> Iterator[Path]:
-    probe = folder / f".probe-{os.getpid()}.safetensors"
+def _probe_file(folder: Path, suffix: str) -> Iterator[Path]:
+    probe = folder / f".probe-{os.getpid()}{suffix}"
     try:
         yield probe
     finally:
