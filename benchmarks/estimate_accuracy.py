@@ -2,7 +2,7 @@
 three families (linear: averaging; ties: sparse task arithmetic; tsv: spectral) on two
 synthetic Llama sizes, in one process (imports and numba compilation done before timing).
 
-    python benchmarks/estimate_accuracy.py --shapes tiny,134m --methods linear,ties,tsv
+    python benchmarks/estimate_accuracy.py --shapes tiny,30m --methods linear,ties,tsv
 
 Calibration runs first, in a fresh cache folder (its time is printed); each merge is then
 timed from ``merge()``'s call to its return (plan, read, compute, write, rename) with the
@@ -20,9 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.llama_family import SHAPES, write_family
+from benchmarks.llama_family import SHAPES, LlamaShape, write_family
 
 WORK = Path(__file__).resolve().parent / "_work"
+# A size between "tiny" and "134m" at which a spectral merge still takes seconds, not minutes.
+SIZES = {**SHAPES, "30m": LlamaShape("30m", 512, 8, 1376, 8000, 8, 8)}
 _PARAMETERS = {
     "linear": {"weight": 0.5},
     "ties": {"weight": 0.5, "density": 0.5},
@@ -42,7 +44,7 @@ def recipe_for(method: str, folders: list[Path]) -> dict[str, object]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", default="tiny,134m")
+    parser.add_argument("--shapes", default="tiny,30m", help=f"any of {', '.join(SIZES)}")
     parser.add_argument("--methods", default="linear,ties,tsv")
     args = parser.parse_args()
 
@@ -61,7 +63,7 @@ def main() -> int:
         print(f"calibration for {method}: {time.perf_counter() - started:.1f} s")
     rows = []
     for shape_name in args.shapes.split(","):
-        folders = write_family(WORK / f"estimate-{shape_name}", SHAPES[shape_name], fine_tunes=2)
+        folders = write_family(WORK / f"estimate-{shape_name}", SIZES[shape_name], fine_tunes=2)
         for method in methods:
             recipe = recipe_for(method, folders)
             out = WORK / f"estimate-out-{shape_name}-{method}"
