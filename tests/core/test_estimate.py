@@ -25,7 +25,7 @@ def test_estimate_is_the_slowest_of_read_compute_write_from_the_stored_rates(
 ) -> None:
     path = est.calibration_path()
     path.parent.mkdir(parents=True)
-    rates = {"read_bytes_per_s": 1e6, "write_bytes_per_s": 5e5,
+    rates = {"read_bytes_per_s": 1e6, "write_bytes_per_s": 5e5, "merge_overhead_s": 0.25, "tensor_overhead_s": 2e-4,
              "methods": {"ties": {"seconds_per_element": 1e-8, "seconds_per_tensor": 1e-3}}}
     path.write_text(json.dumps({"machine": est.machine_key(), **rates}))
     plan = plan_folder_merge(_recipe(model_family), None)
@@ -33,12 +33,14 @@ def test_estimate_is_the_slowest_of_read_compute_write_from_the_stored_rates(
         estimate = est.estimate_time(plan)
         sizes = plan.estimate()
         merged = [p for p in plan.tensors if p.copy_from is None]
-        compute = sum(1e-3 + 1e-8 * len(p.all_inputs()) * p.numel for p in merged)
+        compute = 2e-4 * len(plan.tensors) + sum(1e-3 + 1e-8 * len(p.all_inputs()) * p.numel for p in merged)
         assert estimate.read_s == pytest.approx(sizes.bytes_to_read / 1e6)
         assert estimate.write_s == pytest.approx(sizes.output_bytes / 5e5)
         assert estimate.compute_s == pytest.approx(compute)
-        assert estimate.total_s == max(estimate.read_s, estimate.compute_s, estimate.write_s)  # overlapped
-        assert est.estimate_time(plan, write=False).write_s == 0.0
+        assert estimate.overhead_s == 0.25
+        assert estimate.total_s == 0.25 + max(estimate.read_s, estimate.compute_s, estimate.write_s)  # overlapped
+        in_memory = est.estimate_time(plan, write=False)
+        assert in_memory.write_s == in_memory.overhead_s == 0.0
     finally:
         plan.close()
     assert estimate.describe().startswith("≈ ")
@@ -49,6 +51,7 @@ def test_calibration_runs_once_per_machine_and_method(
 ) -> None:
     calls: list[str] = []
     monkeypatch.setattr(est, "measure_io", lambda folder: calls.append("io") or (2e8, 1e8))
+    monkeypatch.setattr(est, "measure_engine", lambda folder: (0.1, 1e-4))
     real_measure = est.measure_method
     monkeypatch.setattr(est, "measure_method", lambda m: calls.append(m.name) or real_measure(m))
     est.calibrated(get_method("ties"))
@@ -78,7 +81,8 @@ def test_cli_dry_run_prints_the_estimate(
     assert "estimated time         ≈ " in capsys.readouterr().out
     assert main(["merge", str(recipe), str(tmp_path / "out"), "--dry-run", "--json"]) == 0
     seconds = json.loads(capsys.readouterr().out)["estimated_seconds"]
-    assert set(seconds) == {"read_s", "compute_s", "write_s"} and all(v > 0 for v in seconds.values())
+    assert set(seconds) == {"read_s", "compute_s", "write_s", "overhead_s"}
+    assert all(v >= 0 for v in seconds.values()) and seconds["read_s"] > 0 and seconds["write_s"] > 0
 
 
 def test_candidate_estimate_writes_nothing(model_family: dict[str, Path]) -> None:

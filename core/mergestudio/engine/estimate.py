@@ -12,8 +12,12 @@ The rates come from this machine, measured once and kept in the studio cache
   warm-up call (numba's compilation does not count, though the first dry run waits for
   it), giving seconds per input element, and on a tiny tensor, the fixed cost per tensor.
 
-A merge's time is its slowest stage (reading ahead, compute and the shard writer's
-thread overlap): reading is the bytes to read over the read rate, writing the output bytes
+- the engine around the methods: real ``linear`` merges of 8 and of 128 tiny tensors,
+  giving a folder merge's fixed cost (plan, staging folder, side files, rename) and the
+  executor's cost per tensor.
+
+A merge's time is its fixed cost plus its slowest stage (reading ahead, compute and the
+shard writer's thread overlap): reading is the bytes to read over the read rate, writing the output bytes
 over the write rate, compute the sum over merged tensors of ``per_tensor + per_element ×
 inputs × elements``, with the matrix families (spectral decompositions, KnOTS) scaled by the
 tensor's smaller side over the calibration's (an SVD costs m·n·min(m, n)). Compute runs
@@ -30,7 +34,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +44,7 @@ if TYPE_CHECKING:
     from mergestudio.engine.plan import MergePlan
     from mergestudio.methods.registry import MethodSpec
 
-FORMAT = 1
+FORMAT = 2
 _PROBE_BYTES = 32 * 1024 * 1024
 _ROWS, _COLS = 256, 1024  # the calibration tensor
 _MODELS = 3
@@ -59,20 +63,23 @@ class Calibration:
     machine: str
     read_bytes_per_s: float
     write_bytes_per_s: float
+    merge_overhead_s: float  # a folder merge's fixed cost: plan, staging folder, side files, rename
+    tensor_overhead_s: float  # the executor's cost per tensor beyond the method's
     methods: dict[str, MethodRate]
 
 
 @dataclass(frozen=True)
 class TimeEstimate:
     read_s: float
-    compute_s: float
+    compute_s: float  # the method's arithmetic and the executor's per-tensor work
     write_s: float
+    overhead_s: float = 0.0  # fixed: planning, the staging folder, side files
 
     @property
     def total_s(self) -> float:
-        """The slowest stage: the executor reads ahead while it computes, and the shard
-        writer writes on its own thread, so the three overlap."""
-        return max(self.read_s, self.compute_s, self.write_s)
+        """The fixed cost plus the slowest stage: the executor reads ahead while it
+        computes, and the shard writer writes on its own thread, so the three overlap."""
+        return self.overhead_s + max(self.read_s, self.compute_s, self.write_s)
 
     def describe(self) -> str:
         """One line: ``≈ 12 s (read 4.1 s, compute 6.0 s, write 2.2 s)``."""
@@ -88,7 +95,7 @@ def estimate_time(plan: MergePlan, *, write: bool = True, cache_dir: str | Path 
     calibration = calibrated(plan.method, cache_dir)
     rate = calibration.methods[plan.method.name]
     estimate = plan.estimate()
-    compute = 0.0
+    compute = calibration.tensor_overhead_s * len(plan.tensors)
     for planned in plan.tensors:
         if planned.copy_from is not None:
             continue
@@ -96,7 +103,8 @@ def estimate_time(plan: MergePlan, *, write: bool = True, cache_dir: str | Path 
         scale = _matrix_scale(planned.shape) if plan.method.family in MATRIX_FAMILIES else 1.0
         compute += rate.seconds_per_tensor + rate.seconds_per_element * inputs * planned.numel * scale
     write_s = estimate.output_bytes / calibration.write_bytes_per_s if write else 0.0
-    return TimeEstimate(estimate.bytes_to_read / calibration.read_bytes_per_s, compute, write_s)
+    overhead = calibration.merge_overhead_s if write else 0.0
+    return TimeEstimate(estimate.bytes_to_read / calibration.read_bytes_per_s, compute, write_s, overhead)
 
 
 def _matrix_scale(shape: tuple[int, ...]) -> float:
@@ -136,11 +144,11 @@ def calibrated(method: MethodSpec, cache_dir: str | Path | None = None) -> Calib
     calibration = _load(path)
     if calibration is None:
         read, write = measure_io(path.parent)
-        calibration = Calibration(machine_key(), read, write, {})
+        merge_overhead, tensor_overhead = measure_engine(path.parent)
+        calibration = Calibration(machine_key(), read, write, merge_overhead, tensor_overhead, {})
     if method.name not in calibration.methods:
         methods = {**calibration.methods, method.name: measure_method(method)}
-        calibration = Calibration(calibration.machine, calibration.read_bytes_per_s,
-                                  calibration.write_bytes_per_s, methods)
+        calibration = replace(calibration, methods=methods)
         _store(path, calibration)
     return calibration
 
@@ -151,7 +159,7 @@ def _load(path: Path) -> Calibration | None:
         if data.get("machine") != machine_key():
             return None
         methods = {name: MethodRate(**rate) for name, rate in data["methods"].items()}
-        return Calibration(data["machine"], float(data["read_bytes_per_s"]), float(data["write_bytes_per_s"]), methods)
+        return Calibration(**{**data, "methods": methods})
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -198,6 +206,44 @@ def measure_io(folder: Path) -> tuple[float, float]:
             source.close()
     nbytes = data.numel() * data.element_size()
     return nbytes / max(read_s, 1e-6), nbytes / max(write_s, 1e-6)
+
+
+def measure_engine(folder: Path) -> tuple[float, float]:
+    """(seconds per folder merge, seconds per tensor) of the engine around the methods:
+    real ``linear`` merges of two models with 8 and with 128 tiny tensors (best of two
+    each, after a warm-up), the per-tensor cost from the difference."""
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    from mergestudio.engine.merge import merge
+
+    def merge_seconds(root: Path, tensors: int) -> float:
+        models = []
+        for seed in range(2):
+            model = root / f"m{tensors}-{seed}"
+            model.mkdir(parents=True)
+            generator = torch.Generator().manual_seed(seed)
+            save_file({f"t{i}": torch.randn(8, 8, generator=generator) for i in range(tensors)},
+                      str(model / "model.safetensors"))
+            models.append({"model": str(model), "parameters": {"weight": 0.5}})
+        recipe = {"merge_method": "linear", "models": models}
+        best = math.inf
+        for attempt in range(3):
+            out = root / f"out{tensors}-{attempt}"
+            start = time.perf_counter()
+            merge(recipe, out, device="cpu", allow_no_config=True)
+            if attempt:
+                best = min(best, time.perf_counter() - start)
+            shutil.rmtree(out)
+        return best
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".probe-") as temporary:
+        few, many = merge_seconds(Path(temporary), 8), merge_seconds(Path(temporary), 128)
+    per_tensor = max(many - few, 0.0) / 120
+    return max(few - 8 * per_tensor, 0.0), per_tensor
 
 
 @contextlib.contextmanager
