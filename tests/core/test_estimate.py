@@ -20,27 +20,26 @@ def _recipe(family: dict[str, Path], method: str = "ties") -> dict[str, object]:
     }
 
 
-def test_estimate_is_the_slowest_of_read_compute_write_from_the_stored_rates(
+def test_estimate_is_overhead_read_compute_write_from_the_stored_rates(
     model_family: dict[str, Path], isolated_cache_dir: Path
 ) -> None:
     path = est.calibration_path()
     path.parent.mkdir(parents=True)
-    rates = {"read_bytes_per_s": 1e6, "write_bytes_per_s": 5e5, "merge_overhead_s": 0.25, "tensor_overhead_s": 2e-4,
-             "methods": {"ties": {"seconds_per_element": 1e-8, "seconds_per_tensor": 1e-3}}}
-    path.write_text(json.dumps({"machine": est.machine_key(), **rates}))
+    engine = {"merge_s": 0.25, "tensor_s": 2e-4, "input_element_s": 3e-9, "output_element_s": 5e-9}
+    methods = {"ties": {"seconds_per_element": 1e-8, "seconds_per_tensor": 1e-3}}
+    path.write_text(json.dumps({"machine": est.machine_key(), "engine": engine, "methods": methods}))
     plan = plan_folder_merge(_recipe(model_family), None)
     try:
         estimate = est.estimate_time(plan)
-        sizes = plan.estimate()
         merged = [p for p in plan.tensors if p.copy_from is None]
         compute = 2e-4 * len(plan.tensors) + sum(1e-3 + 1e-8 * len(p.all_inputs()) * p.numel for p in merged)
-        assert estimate.read_s == pytest.approx(sizes.bytes_to_read / 1e6)
-        assert estimate.write_s == pytest.approx(sizes.output_bytes / 5e5)
+        assert estimate.read_s == pytest.approx(3e-9 * sum(len(p.all_inputs()) * p.numel for p in plan.tensors))
+        assert estimate.write_s == pytest.approx(5e-9 * sum(p.numel for p in plan.tensors))
         assert estimate.compute_s == pytest.approx(compute)
         assert estimate.overhead_s == 0.25
-        assert estimate.total_s == 0.25 + max(estimate.read_s, estimate.compute_s, estimate.write_s)  # overlapped
+        assert estimate.total_s == pytest.approx(0.25 + estimate.read_s + estimate.compute_s + estimate.write_s)
         in_memory = est.estimate_time(plan, write=False)
-        assert in_memory.write_s == in_memory.overhead_s == 0.0
+        assert in_memory.write_s == in_memory.overhead_s == 0.0 and in_memory.read_s == estimate.read_s
     finally:
         plan.close()
     assert estimate.describe().startswith("≈ ")
@@ -50,21 +49,21 @@ def test_calibration_runs_once_per_machine_and_method(
     model_family: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
-    monkeypatch.setattr(est, "measure_io", lambda folder: calls.append("io") or (2e8, 1e8))
-    monkeypatch.setattr(est, "measure_engine", lambda folder: (0.1, 1e-4))
+    rates = est.EngineRates(0.1, 1e-4, 1e-9, 1e-9)
+    monkeypatch.setattr(est, "measure_engine", lambda folder: calls.append("engine") or rates)
     real_measure = est.measure_method
     monkeypatch.setattr(est, "measure_method", lambda m: calls.append(m.name) or real_measure(m))
     est.calibrated(get_method("ties"))
     est.calibrated(get_method("ties"))
     est.calibrated(get_method("linear"))
-    assert calls == ["io", "ties", "linear"]
+    assert calls == ["engine", "ties", "linear"]
     stored = json.loads(est.calibration_path().read_text())
     assert stored["machine"] == est.machine_key() and set(stored["methods"]) == {"ties", "linear"}
     assert stored["methods"]["ties"]["seconds_per_element"] > 0
     # another machine's file (or another torch) is measured again
     est.calibration_path().write_text(json.dumps({**stored, "machine": "elsewhere"}))
     est.calibrated(get_method("ties"))
-    assert calls == ["io", "ties", "linear", "io", "ties"]
+    assert calls == ["engine", "ties", "linear", "engine", "ties"]
 
 
 def test_cli_dry_run_prints_the_estimate(
@@ -82,9 +81,9 @@ def test_cli_dry_run_prints_the_estimate(
     assert main(["merge", str(recipe), str(tmp_path / "out"), "--dry-run", "--json"]) == 0
     seconds = json.loads(capsys.readouterr().out)["estimated_seconds"]
     assert set(seconds) == {"read_s", "compute_s", "write_s", "overhead_s"}
-    assert all(v >= 0 for v in seconds.values()) and seconds["read_s"] > 0 and seconds["write_s"] > 0
+    assert all(v >= 0 for v in seconds.values()) and sum(seconds.values()) > 0  # measured: any part may round to 0
 
 
 def test_candidate_estimate_writes_nothing(model_family: dict[str, Path]) -> None:
     estimate = est.estimate_candidate_time(_recipe(model_family))
-    assert estimate.write_s == 0 and estimate.read_s > 0 and estimate.compute_s > 0
+    assert estimate.write_s == estimate.overhead_s == 0 and estimate.compute_s > 0

@@ -3,25 +3,23 @@
 The rates come from this machine, measured once and kept in the studio cache
 (``<cache>/estimate/calibration.json``, keyed by host, cores and torch version):
 
-- reading: a 32 MB bfloat16 safetensors file read as the executor reads (memory map,
-  conversion into a float32 buffer); writing: the same bytes written as the shard writer
-  writes them, left to the OS to flush as merges do. Both run on the cache folder's disk
-  with the file in the page cache, so reading from a cold disk is slower than estimated.
+- the engine itself, by real ``linear`` merges in the cache folder (the files in the page
+  cache, as after a download or a previous merge): 8 and 128 tiny tensors give a folder
+  merge's fixed cost (plan, staging folder, side files, rename) and the executor's cost
+  per tensor; 8 tensors of 512×512 bfloat16 from two and from four models give the cost
+  per input element (map, convert, stack) and per output element (convert, write);
 - each method, the first time a dry run uses it: its function on three 256×1024 float32
   models and a base with its default parameters (density 0.5 where it has one) after a
   warm-up call (numba's compilation does not count, though the first dry run waits for
   it), giving seconds per input element, and on a tiny tensor, the fixed cost per tensor.
 
-- the engine around the methods: real ``linear`` merges of 8 and of 128 tiny tensors,
-  giving a folder merge's fixed cost (plan, staging folder, side files, rename) and the
-  executor's cost per tensor.
-
-A merge's time is its fixed cost plus its slowest stage (reading ahead, compute and the
-shard writer's thread overlap): reading is the bytes to read over the read rate, writing the output bytes
-over the write rate, compute the sum over merged tensors of ``per_tensor + per_element ×
-inputs × elements``, with the matrix families (spectral decompositions, KnOTS) scaled by the
-tensor's smaller side over the calibration's (an SVD costs m·n·min(m, n)). Compute runs
-on one CPU thread, as merges do by default; other devices are estimated as the CPU.
+A merge's time is the fixed cost + reading (input elements) + compute (tensors, and the
+method's ``per_tensor + per_element × inputs × elements``, the matrix families —
+spectral decompositions, KnOTS — scaled by the tensor's smaller side over the
+calibration's, as an SVD costs m·n·min(m, n)) + writing (output elements). Measured from
+whole merges, the engine terms already include how reading ahead and the writer thread
+overlap. Compute runs on one CPU thread, as merges do by default; other devices are
+estimated as the CPU; a cold disk reads slower than estimated.
 """
 
 from __future__ import annotations
@@ -33,7 +31,6 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,10 +41,11 @@ if TYPE_CHECKING:
     from mergestudio.engine.plan import MergePlan
     from mergestudio.methods.registry import MethodSpec
 
-FORMAT = 2
+FORMAT = 3
 _PROBE_BYTES = 32 * 1024 * 1024
 _ROWS, _COLS = 256, 1024  # the calibration tensor
 _MODELS = 3
+_PROBE_SIDE = 512  # the engine probe's large tensors
 # Families whose methods decompose each matrix: cost grows with its smaller side too.
 MATRIX_FAMILIES = frozenset({"spectral", "adapter space"})
 
@@ -59,12 +57,17 @@ class MethodRate:
 
 
 @dataclass(frozen=True)
+class EngineRates:
+    merge_s: float  # a folder merge's fixed cost: plan, staging folder, side files, rename
+    tensor_s: float  # the executor's cost per tensor beyond the method's
+    input_element_s: float  # per element of each input: map, convert, stack
+    output_element_s: float  # per output element: convert, hand to the writer, write
+
+
+@dataclass(frozen=True)
 class Calibration:
     machine: str
-    read_bytes_per_s: float
-    write_bytes_per_s: float
-    merge_overhead_s: float  # a folder merge's fixed cost: plan, staging folder, side files, rename
-    tensor_overhead_s: float  # the executor's cost per tensor beyond the method's
+    engine: EngineRates
     methods: dict[str, MethodRate]
 
 
@@ -77,9 +80,7 @@ class TimeEstimate:
 
     @property
     def total_s(self) -> float:
-        """The fixed cost plus the slowest stage: the executor reads ahead while it
-        computes, and the shard writer writes on its own thread, so the three overlap."""
-        return self.overhead_s + max(self.read_s, self.compute_s, self.write_s)
+        return self.overhead_s + self.read_s + self.compute_s + self.write_s
 
     def describe(self) -> str:
         """One line: ``≈ 12 s (read 4.1 s, compute 6.0 s, write 2.2 s)``."""
@@ -93,18 +94,21 @@ def estimate_time(plan: MergePlan, *, write: bool = True, cache_dir: str | Path 
     """The plan's time on this machine; ``write=False`` for a merge held in memory (an
     Evolve candidate). Calibrates first when this machine or the method has no rates."""
     calibration = calibrated(plan.method, cache_dir)
-    rate = calibration.methods[plan.method.name]
-    estimate = plan.estimate()
-    compute = calibration.tensor_overhead_s * len(plan.tensors)
+    rate, engine = calibration.methods[plan.method.name], calibration.engine
+    compute = engine.tensor_s * len(plan.tensors)
+    input_elements = output_elements = 0
     for planned in plan.tensors:
+        input_elements += len(planned.all_inputs()) * planned.numel
+        output_elements += planned.numel
         if planned.copy_from is not None:
             continue
         inputs = len(planned.all_inputs())
         scale = _matrix_scale(planned.shape) if plan.method.family in MATRIX_FAMILIES else 1.0
         compute += rate.seconds_per_tensor + rate.seconds_per_element * inputs * planned.numel * scale
-    write_s = estimate.output_bytes / calibration.write_bytes_per_s if write else 0.0
-    overhead = calibration.merge_overhead_s if write else 0.0
-    return TimeEstimate(estimate.bytes_to_read / calibration.read_bytes_per_s, compute, write_s, overhead)
+    read_s = engine.input_element_s * input_elements
+    if not write:  # in memory: no folder, nothing written
+        return TimeEstimate(read_s, compute, 0.0, 0.0)
+    return TimeEstimate(read_s, compute, engine.output_element_s * output_elements, engine.merge_s)
 
 
 def _matrix_scale(shape: tuple[int, ...]) -> float:
@@ -143,9 +147,7 @@ def calibrated(method: MethodSpec, cache_dir: str | Path | None = None) -> Calib
     path = calibration_path(cache_dir)
     calibration = _load(path)
     if calibration is None:
-        read, write = measure_io(path.parent)
-        merge_overhead, tensor_overhead = measure_engine(path.parent)
-        calibration = Calibration(machine_key(), read, write, merge_overhead, tensor_overhead, {})
+        calibration = Calibration(machine_key(), measure_engine(path.parent), {})
     if method.name not in calibration.methods:
         methods = {**calibration.methods, method.name: measure_method(method)}
         calibration = replace(calibration, methods=methods)
@@ -159,7 +161,7 @@ def _load(path: Path) -> Calibration | None:
         if data.get("machine") != machine_key():
             return None
         methods = {name: MethodRate(**rate) for name, rate in data["methods"].items()}
-        return Calibration(**{**data, "methods": methods})
+        return Calibration(data["machine"], EngineRates(**data["engine"]), methods)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -174,44 +176,30 @@ def _store(path: Path, calibration: Calibration) -> None:
         os.replace(handle.name, path)
 
 
-def measure_io(folder: Path) -> tuple[float, float]:
-    """(read, write) bytes per second for 32 MB of bfloat16 in ``folder``, each done the
-    engine's way: reading is a zero-copy view of a safetensors memory map converted into a
-    reused float32 buffer; writing is the tensor's bytes handed to the file, as the shard
-    writer does (no fsync: merges leave flushing to the OS). Best of two passes (the first
-    faults the buffer in)."""
-    import torch
-    from safetensors.torch import save_file
+def measure_engine(folder: Path) -> EngineRates:
+    """The engine's own rates from real ``linear`` merges in ``folder`` (each timed once,
+    after a warm-up): see the module's docstring."""
+    with tempfile.TemporaryDirectory(dir=_made(folder), prefix=".probe-") as temporary:
+        root = Path(temporary)
+        few = _probe_merge(root, models=2, tensors=8, side=8)
+        many = _probe_merge(root, models=2, tensors=128, side=8)
+        two = _probe_merge(root, models=2, tensors=8, side=_PROBE_SIDE)
+        four = _probe_merge(root, models=4, tensors=8, side=_PROBE_SIDE)
+    per_tensor = max(many - few, 0.0) / 120
+    elements = 8 * _PROBE_SIDE * _PROBE_SIDE
+    per_input = max(four - two, 0.0) / (2 * elements)
+    per_output = max(two - few - 2 * elements * per_input, 0.0) / elements
+    return EngineRates(max(few - 8 * per_tensor, 0.0), per_tensor, per_input, per_output)
 
-    from mergestudio.io.sources import open_model
 
+def _made(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    data = torch.randn(_PROBE_BYTES // 2 // 1024, 1024).to(torch.bfloat16)
-    buffer = torch.empty(data.shape, dtype=torch.float32)
-    raw = data.reshape(-1).view(torch.uint8).numpy().data
-    read_s = write_s = math.inf
-    with _probe_file(folder, ".safetensors") as probe, _probe_file(folder, ".bin") as written:
-        save_file({"probe": data}, str(probe))
-        source = open_model(probe)
-        try:
-            for _ in range(2):
-                start = time.perf_counter()
-                buffer.copy_(source.read("probe"))
-                read_s = min(read_s, time.perf_counter() - start)
-                start = time.perf_counter()
-                with written.open("wb") as handle:
-                    handle.write(raw)
-                write_s = min(write_s, time.perf_counter() - start)
-        finally:
-            source.close()
-    nbytes = data.numel() * data.element_size()
-    return nbytes / max(read_s, 1e-6), nbytes / max(write_s, 1e-6)
+    return folder
 
 
-def measure_engine(folder: Path) -> tuple[float, float]:
-    """(seconds per folder merge, seconds per tensor) of the engine around the methods:
-    real ``linear`` merges of two models with 8 and with 128 tiny tensors (best of two
-    each, after a warm-up), the per-tensor cost from the difference."""
+def _probe_merge(root: Path, *, models: int, tensors: int, side: int) -> float:
+    """Seconds of a ``linear`` merge of ``models`` bfloat16 models of ``tensors`` side×side
+    tensors, written and read in ``root``."""
     import shutil
 
     import torch
@@ -219,40 +207,24 @@ def measure_engine(folder: Path) -> tuple[float, float]:
 
     from mergestudio.engine.merge import merge
 
-    def merge_seconds(root: Path, tensors: int) -> float:
-        models = []
-        for seed in range(2):
-            model = root / f"m{tensors}-{seed}"
-            model.mkdir(parents=True)
-            generator = torch.Generator().manual_seed(seed)
-            save_file({f"t{i}": torch.randn(8, 8, generator=generator) for i in range(tensors)},
-                      str(model / "model.safetensors"))
-            models.append({"model": str(model), "parameters": {"weight": 0.5}})
-        recipe = {"merge_method": "linear", "models": models}
-        best = math.inf
-        for attempt in range(3):
-            out = root / f"out{tensors}-{attempt}"
-            start = time.perf_counter()
-            merge(recipe, out, device="cpu", allow_no_config=True)
-            if attempt:
-                best = min(best, time.perf_counter() - start)
-            shutil.rmtree(out)
-        return best
-
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".probe-") as temporary:
-        few, many = merge_seconds(Path(temporary), 8), merge_seconds(Path(temporary), 128)
-    per_tensor = max(many - few, 0.0) / 120
-    return max(few - 8 * per_tensor, 0.0), per_tensor
-
-
-@contextlib.contextmanager
-def _probe_file(folder: Path, suffix: str) -> Iterator[Path]:
-    probe = folder / f".probe-{os.getpid()}{suffix}"
-    try:
-        yield probe
-    finally:
-        probe.unlink(missing_ok=True)
+    entries = []
+    for seed in range(models):
+        model = root / f"m{models}-{tensors}-{side}-{seed}"
+        model.mkdir(parents=True)
+        generator = torch.Generator().manual_seed(seed)
+        weights = {f"t{i}": torch.randn(side, side, generator=generator).to(torch.bfloat16) for i in range(tensors)}
+        save_file(weights, str(model / "model.safetensors"))
+        entries.append({"model": str(model), "parameters": {"weight": 1.0 / models}})
+    recipe = {"merge_method": "linear", "models": entries}
+    best = 0.0
+    for attempt in range(2):
+        out = root / f"out-{attempt}"
+        start = time.perf_counter()
+        merge(recipe, out, device="cpu", allow_no_config=True)
+        if attempt:  # the first warms lazy imports and the page cache
+            best = time.perf_counter() - start
+        shutil.rmtree(out)
+    return best
 
 
 def measure_method(method: MethodSpec) -> MethodRate:
