@@ -6,8 +6,8 @@ The rates come from this machine, measured once and kept in the studio cache
 - the engine itself, by real ``linear`` merges in the cache folder (the files in the page
   cache, as after a download or a previous merge): 8 and 128 tiny tensors give a folder
   merge's fixed cost (plan, staging folder, side files, rename) and the executor's cost
-  per tensor; 8 tensors of 512×512 bfloat16 from two and from four models give the cost
-  per input element (map, convert, stack) and per output element (convert, write);
+  per tensor; 8 tensors of 512×512 bfloat16 from two models give the cost per element
+  read (map, convert, stack) or written (convert, write), one rate for both;
 - each method, the first time a dry run uses it: its function on three 256×1024 float32
   models and a base with its default parameters (density 0.5 where it has one) after a
   warm-up call (numba's compilation does not count, though the first dry run waits for
@@ -61,7 +61,7 @@ class EngineRates:
     merge_s: float  # a folder merge's fixed cost: plan, staging folder, side files, rename
     tensor_s: float  # the executor's cost per tensor beyond the method's
     input_element_s: float  # per element of each input: map, convert, stack
-    output_element_s: float  # per output element: convert, hand to the writer, write
+    output_element_s: float  # per output element: convert, hand to the writer, write (measured as the same rate)
 
 
 @dataclass(frozen=True)
@@ -183,13 +183,12 @@ def measure_engine(folder: Path) -> EngineRates:
         root = Path(temporary)
         few = _probe_merge(root, models=2, tensors=8, side=8)
         many = _probe_merge(root, models=2, tensors=128, side=8)
-        two = _probe_merge(root, models=2, tensors=8, side=_PROBE_SIDE)
-        four = _probe_merge(root, models=4, tensors=8, side=_PROBE_SIDE)
+        large = _probe_merge(root, models=2, tensors=8, side=_PROBE_SIDE)
     per_tensor = max(many - few, 0.0) / 120
-    elements = 8 * _PROBE_SIDE * _PROBE_SIDE
-    per_input = max(four - two, 0.0) / (2 * elements)
-    per_output = max(two - few - 2 * elements * per_input, 0.0) / elements
-    return EngineRates(max(few - 8 * per_tensor, 0.0), per_tensor, per_input, per_output)
+    # Each element is touched three times (two inputs read, one output written); one
+    # rate for all three: separate rates from two more merges were mostly noise here.
+    per_element = max(large - few, 0.0) / (3 * 8 * _PROBE_SIDE * _PROBE_SIDE)
+    return EngineRates(max(few - 8 * per_tensor, 0.0), per_tensor, per_element, per_element)
 
 
 def _made(folder: Path) -> Path:
