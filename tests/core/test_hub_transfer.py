@@ -23,9 +23,13 @@ from tests.hub_server import FakeHub, serve_fake_hub
 
 @pytest.fixture
 def fake_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    import huggingface_hub.constants
+
     with serve_fake_hub() as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        # read once at import: an earlier test (the window's set HF_HUB_OFFLINE) may have fixed it
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
         monkeypatch.delenv("HF_HUB_CACHE", raising=False)
         monkeypatch.delenv("HF_HOME", raising=False)
         monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token_0123456789")
