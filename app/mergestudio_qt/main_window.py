@@ -27,7 +27,7 @@ from mergestudio_qt.context import Studio
 from mergestudio_qt.demo import DemoUnavailable, demo_project
 from mergestudio_qt.format import format_bytes
 from mergestudio_qt.pages import PageSpec, pages
-from mergestudio_qt.preferences import Preferences, load_preferences, window_settings
+from mergestudio_qt.preferences import Preferences, load_preferences, share_cache_dir, window_settings
 from mergestudio_qt.project import SUFFIX, ProjectData, ProjectError, load_project, save_project
 from mergestudio_qt.state import MergeSettings, StudioState
 from mergestudio_qt.workers import DeviceProbeJob, OpenedModels, OpenModelsJob
@@ -57,6 +57,7 @@ class MainWindow(QMainWindow):
     def __init__(self, preferences: Preferences | None = None) -> None:
         super().__init__()
         self.preferences = preferences or load_preferences()
+        share_cache_dir(self.preferences)
         self.state = StudioState(self)
         self.studio = Studio(self.state, self.preferences, self.show_message, self.go_to)
         self.prompt_on_close = True
@@ -161,6 +162,11 @@ class MainWindow(QMainWindow):
         self._action(merge_menu, "&Dry run", lambda: self._merge_page_call("dry_run"), "Ctrl+D")
         self._action(merge_menu, "&Merge", lambda: self._merge_page_call("start_merge"), "Ctrl+M")
         self._action(merge_menu, "&Cancel", lambda: self._merge_page_call("cancel"), "Ctrl+.")
+        merge_menu.addSeparator()
+        self._action(merge_menu, "Export &GGUF…", lambda: self.open_share_dialog("gguf"), tip=(
+            "Write a merged model as one GGUF file for llama.cpp and Ollama"))
+        self._action(merge_menu, "&Upload to Hub…", lambda: self.open_share_dialog("upload"), tip=(
+            "Upload a merged model folder to the Hugging Face Hub"))
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "&Method reference", self.show_method_reference, QKeySequence.StandardKey.HelpContents,
                      "Every merge method, its parameters and their ranges")
@@ -168,6 +174,17 @@ class MainWindow(QMainWindow):
         help_menu.addSeparator()
         self._action(help_menu, "&About Merge Studio", self._about)
         self._fill_recent_menu()
+
+    def open_share_dialog(self, kind: str) -> QDialog:
+        """Export GGUF… or Upload to Hub…, on the last merge's folder by default."""
+        from mergestudio_qt.share_dialogs import ExportGgufDialog, UploadDialog
+
+        page = self.page_widgets.get("merge")
+        folder = getattr(page, "last_output", None)
+        dialog = ExportGgufDialog(folder, self) if kind == "gguf" else UploadDialog(folder, self)
+        dialog.setModal(True)
+        dialog.show()
+        return dialog
 
     def _merge_page_call(self, name: str) -> None:
         page = self.page_widgets.get("merge")
@@ -342,7 +359,7 @@ class MainWindow(QMainWindow):
     def _load(self, data: ProjectData, path: Path | None, imported: Path | None = None) -> None:
         if self._open_job is not None:
             self._open_job.cancel()
-        job = OpenModelsJob(data.references, str(self.preferences.effective_cache_dir() / "hub"))
+        job = OpenModelsJob(data.references, str(self.preferences.effective_cache_dir()))
         job.succeeded.connect(self._loaded)
         job.failed.connect(self._load_failed)
         job.cancelled.connect(self._load_cancelled)
@@ -439,6 +456,7 @@ class MainWindow(QMainWindow):
         dialog = SettingsDialog(self.preferences, self)
         if dialog.exec():
             dialog.apply()
+            share_cache_dir(self.preferences)
             self.studio.save_preferences()
             self.show_message("settings saved")
 

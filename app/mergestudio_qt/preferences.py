@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from mergestudio.analysis.cache import CACHE_ENV, cache_root
 from PySide6.QtCore import QSettings, QStandardPaths
 
 VERSION = 1
@@ -37,10 +38,32 @@ class Preferences:
         del self.recent_projects[MAX_RECENT:]
 
     def effective_cache_dir(self) -> Path:
+        """The Settings folder, else the engine's own default (``cache_root``), so the
+        window and the CLI share analyses, evaluations and Hub downloads."""
         if self.cache_dir:
-            return Path(self.cache_dir)
-        location = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.CacheLocation)
-        return Path(location or Path.home() / ".cache" / "mergestudio")
+            return Path(self.cache_dir).expanduser()
+        return cache_root()  # never a folder share_cache_dir set: it restores the variable
+
+
+# The engine's cache variable as it was before ``share_cache_dir`` set it (None: it did not).
+_inherited_cache_env: list[str | None] = []
+
+
+def share_cache_dir(preferences: Preferences) -> None:
+    """Make the Settings cache folder the engine's cache root (``$MERGESTUDIO_CACHE_DIR``)
+    in this process and the processes it starts (a search runs in a child): every job
+    then finds Hub models where the Models page downloaded them (``io.hub``). An empty
+    setting gives the variable back its value from before."""
+    if preferences.cache_dir:
+        if not _inherited_cache_env:
+            _inherited_cache_env.append(os.environ.get(CACHE_ENV))
+        os.environ[CACHE_ENV] = str(preferences.effective_cache_dir())
+    elif _inherited_cache_env:
+        inherited = _inherited_cache_env.pop()
+        if inherited is None:
+            os.environ.pop(CACHE_ENV, None)
+        else:
+            os.environ[CACHE_ENV] = inherited
 
 
 def config_dir() -> Path:

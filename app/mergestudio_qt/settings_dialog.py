@@ -34,6 +34,17 @@ def hub_status() -> str:
     return "Signed in (token kept by huggingface_hub)" if get_token() else "Not signed in"
 
 
+def _cache_tip() -> str:
+    """Where things go; says so when HF_HUB_CACHE or HF_HOME moves the Hub cache elsewhere."""
+    import os
+
+    tip = "Analyses, evaluations, calibration, default merge outputs and Hub downloads (in hub/) go here"
+    for variable in ("HF_HUB_CACHE", "HF_HOME"):
+        if os.environ.get(variable):
+            return f"{tip}; Hub downloads go to ${variable} instead ({os.environ[variable]})"
+    return tip
+
+
 class SettingsDialog(QDialog):
     def __init__(self, preferences: Preferences, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -71,7 +82,7 @@ class SettingsDialog(QDialog):
         cache_row = QHBoxLayout()
         self.cache_edit = QLineEdit(self.preferences.cache_dir, box)
         self.cache_edit.setPlaceholderText(str(Preferences().effective_cache_dir()))
-        self.cache_edit.setToolTip("Hub downloads and default merge outputs go here")
+        self.cache_edit.setToolTip(_cache_tip())
         browse = QPushButton("Browse…", box)
         browse.clicked.connect(self._browse_cache)
         cache_row.addWidget(self.cache_edit, 1)

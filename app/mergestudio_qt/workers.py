@@ -3,21 +3,20 @@ probe the device, sign in to the Hub. Each calls the engine and returns plain da
 
 from __future__ import annotations
 
-import io
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mergestudio.errors import Cancelled, SourceError
-from mergestudio.events import CancelToken, Progress
+from mergestudio.errors import SourceError
+from mergestudio.io.hub import hub_transfer
 
 from mergestudio_qt.jobs import Job
 from mergestudio_qt.state import ModelEntry, describe_source
 
 if TYPE_CHECKING:
+    from mergestudio.engine.estimate import TimeEstimate
     from mergestudio.evaluate import EvalReport
     from mergestudio.evaluate.normalized import Comparison
 
@@ -25,8 +24,11 @@ if TYPE_CHECKING:
 # ---- models -------------------------------------------------------------------------------
 
 
-def open_entry(reference: str, cache_dir: str | None = None, bar_class: type | None = None) -> ModelEntry:
-    """Open a local model or download a Hub one, and describe it (headers only)."""
+def open_entry(reference: str, cache_dir: str | None = None) -> ModelEntry:
+    """Open a local model or download a Hub one into the studio's Hub cache (``io.hub``;
+    ``cache_dir`` is the Settings cache folder), and describe it (headers only). Download
+    progress and cancel come from the caller's ``hub_transfer`` scope."""
+    from mergestudio.io.hub import download_snapshot
     from mergestudio.io.sources import is_hub_reference, open_model
 
     path = Path(reference).expanduser()
@@ -35,94 +37,11 @@ def open_entry(reference: str, cache_dir: str | None = None, bar_class: type | N
         return describe_source(open_model(path), str(path), kind)
     if not is_hub_reference(reference):
         raise SourceError(f"{reference}: no such file or folder, and not a Hub id (org/name[@revision])")
-    folder, revision = download_snapshot(reference, cache_dir, bar_class)
-    source = open_model(folder)
-    source.revision = revision
-    return describe_source(source, reference, "hub")
-
-
-def download_snapshot(reference: str, cache_dir: str | None, bar_class: type | None) -> tuple[Path, str]:
-    """Fetch weights, configs and tokenizer files of ``org/name[@revision]`` (never pickles).
-    The token comes from huggingface_hub's own store."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-    from mergestudio.io.sources import HUB_ALLOW_PATTERNS
-
     repo_id, _, revision = reference.partition("@")
-    try:
-        folder = Path(
-            snapshot_download(
-                repo_id,
-                revision=revision or None,
-                cache_dir=cache_dir or None,
-                allow_patterns=list(HUB_ALLOW_PATTERNS),
-                tqdm_class=bar_class,
-            )
-        )
-    except Cancelled:
-        raise
-    # One short sentence a person can act on, then the library's own text on the next
-    # line (the page shows the first line and keeps the rest for its tooltip and log).
-    except LocalEntryNotFoundError as error:
-        raise SourceError(_hub_failure(
-            f"{repo_id}: the Hugging Face Hub cannot be reached and the model is not in the cache. "
-            "Check the network connection, then try again.", error)) from error
-    except GatedRepoError as error:
-        raise SourceError(_hub_failure(
-            f"{repo_id}: the repository is gated. Accept its terms on the Hub and sign in "
-            "(File → Settings).", error)) from error
-    except RepositoryNotFoundError as error:
-        raise SourceError(_hub_failure(
-            f"{repo_id}: no such repository on the Hub, or it is private (sign in under File → Settings).",
-            error)) from error
-    except RevisionNotFoundError as error:
-        raise SourceError(_hub_failure(f"{repo_id}: the Hub has no revision {revision!r}.", error)) from error
-    except HfHubHTTPError as error:
-        status = getattr(getattr(error, "response", None), "status_code", None)
-        raise SourceError(_hub_failure(
-            f"{repo_id}: the Hub refused the download{f' (HTTP {status})' if status else ''}.", error)) from error
-    except (OSError, ValueError) as error:
-        raise SourceError(_hub_failure(f"{repo_id}: cannot download the model.", error)) from error
-    return folder, folder.name
-
-
-def _hub_failure(summary: str, error: BaseException) -> str:
-    """``summary``, then the error's own text on one line (whitespace collapsed)."""
-    detail = " ".join(f"{type(error).__name__}: {error}".split())
-    return f"{summary}\n{detail}"
-
-
-def progress_bar_class(job: Job, cancel: CancelToken) -> type:
-    """A tqdm class for huggingface_hub that reports byte progress as ``Progress`` events
-    and stops the download when ``cancel`` is set (raising inside ``update``)."""
-    from tqdm import tqdm
-
-    started = time.perf_counter()
-
-    class _Bar(tqdm):  # type: ignore[misc]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs.pop("name", None)
-            kwargs["file"] = io.StringIO()  # no console output from a window
-            kwargs["disable"] = False
-            super().__init__(*args, **kwargs)
-
-        def update(self, n: float | None = 1) -> bool | None:
-            cancel.raise_if_cancelled()
-            result = super().update(n)
-            if self.unit == "B":
-                done, total = int(self.n), int(self.total or 0)
-                job.progress.emit(
-                    Progress("download", done, total, time.perf_counter() - started, done, total)
-                )
-            return result
-
-    return _Bar
+    folder, commit = download_snapshot(repo_id, revision or None, cache_dir=cache_dir)
+    source = open_model(folder)
+    source.revision = commit
+    return describe_source(source, reference, "hub")
 
 
 class OpenModelJob(Job):
@@ -134,8 +53,8 @@ class OpenModelJob(Job):
         self.cache_dir = cache_dir
 
     def work(self) -> ModelEntry:
-        bar = progress_bar_class(self, self.cancel_token)
-        return open_entry(self.reference, self.cache_dir, bar)
+        with hub_transfer(self.events, self.cancel_token):
+            return open_entry(self.reference, self.cache_dir)
 
 
 @dataclass(frozen=True)
@@ -154,11 +73,11 @@ class OpenModelsJob(Job):
 
     def work(self) -> OpenedModels:
         entries, errors = [], []
-        bar = progress_bar_class(self, self.cancel_token)
         for reference in self.references:
             self.cancel_token.raise_if_cancelled()
             try:
-                entries.append(open_entry(reference, self.cache_dir, bar))
+                with hub_transfer(self.events, self.cancel_token):
+                    entries.append(open_entry(reference, self.cache_dir))
             except SourceError as error:
                 errors.append(str(error))
         return OpenedModels(entries, errors)
@@ -177,6 +96,7 @@ class DryRun:
     warnings: list[str]
     sources: list[dict[str, Any]]
     vocabulary: list[str]  # the tokenizer source's plan, one line per model; empty when none
+    time: TimeEstimate  # read, compute, write on this machine (engine/estimate.py)
 
 
 class DryRunJob(Job):
@@ -185,10 +105,12 @@ class DryRunJob(Job):
         self.recipe = recipe
 
     def work(self) -> DryRun:
+        from mergestudio.engine.estimate import estimate_time
         from mergestudio.engine.merge import plan_folder_merge
         from mergestudio.engine.plan import describe_sources
 
-        plan = plan_folder_merge(self.recipe, None)  # every check a merge makes before writing
+        with hub_transfer(self.events, self.cancel_token):  # Hub models: progress and cancel
+            plan = plan_folder_merge(self.recipe, None)  # every check a merge makes before writing
         try:
             estimate = plan.estimate()
             return DryRun(
@@ -200,6 +122,7 @@ class DryRunJob(Job):
                 list(plan.warnings),
                 describe_sources(plan),
                 _vocabulary_lines(plan),
+                estimate_time(plan),
             )
         finally:
             plan.close()

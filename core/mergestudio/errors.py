@@ -25,3 +25,8 @@ class MergeError(MergeStudioError):
 
 class Cancelled(MergeStudioError):
     """A job stopped because its cancel token was set."""
+
+
+class ExportError(MergeStudioError):
+    """A model cannot be exported (GGUF, Hub upload): unsupported family, bad tokenizer,
+    the Hub refused."""

@@ -96,6 +96,15 @@ def _complete(run: Path) -> list:
     return [r for r in RunFolder(run).records() if r.state == "complete"]
 
 
+def test_setup_check_shows_the_time_to_merge_a_candidate(qtbot, studio: Studio, tmp_path: Path) -> None:
+    page = _page(qtbot, studio)
+    _set_up(page, tmp_path / "run", evaluations=4)
+    assert page.check_setup() is not None
+    qtbot.waitUntil(lambda: "merge per candidate ≈ " in page.setup.check_label.text(), timeout=30_000)
+    assert "write" not in page.setup.check_label.text()  # a candidate is merged in memory
+    qtbot.waitUntil(lambda: page.time_job is None, timeout=10_000)
+
+
 def test_search_plots_what_the_store_holds_and_pauses(
     qtbot, studio: Studio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -35,6 +35,9 @@ def test_dry_run_estimates_bytes_and_memory(qtbot, merge_page) -> None:
     assert merge_page.dry_labels["read"].text().endswith("KB")
     assert merge_page.last_dry_run.bytes_to_read == 3 * merge_page.last_dry_run.output_bytes * 2
     assert "valid" in merge_page.dry_note.text()
+    # the estimate calibrated on this machine: read, compute, write
+    assert merge_page.dry_labels["time"].text().startswith("≈ ")
+    assert "compute" in merge_page.dry_labels["time"].toolTip()
 
 
 def test_dry_run_reports_an_invalid_recipe(qtbot, window, merge_page) -> None:

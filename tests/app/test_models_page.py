@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mergestudio_qt import workers
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
@@ -85,19 +84,28 @@ def test_unknown_path_fails_with_a_message(qtbot, window) -> None:
 
 
 def _fake_download(folder: Path, steps: int):
-    def download(reference: str, cache_dir: str | None, bar_class: type | None) -> tuple[Path, str]:
-        assert bar_class is not None
+    """Stands in for huggingface_hub.snapshot_download: bytes reported through the tqdm
+    class the engine passes (io.hub), the folder returned by name of its commit."""
+
+    def download(repo_id: str, **options) -> str:
+        bar_class = options["tqdm_class"]
         bar = bar_class(total=steps * 1000, unit="B")
         for _ in range(steps):
             bar.update(1000)
         bar.close()
-        return folder, "0123456789abcdef"
+        snapshot = folder.parent / "snapshots" / "0123456789abcdef"
+        if not snapshot.exists():
+            snapshot.parent.mkdir(parents=True)
+            snapshot.symlink_to(folder)
+        return str(snapshot)
 
     return download
 
 
 def test_hub_model_downloads_with_progress(qtbot, window, family, monkeypatch) -> None:
-    monkeypatch.setattr(workers, "download_snapshot", _fake_download(family["ft1"], 5))
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", _fake_download(family["ft1"], 5))
     page = window.page("models")
     page.hub_edit.setText("someorg/tiny-llama@main")
     progress = []
@@ -116,13 +124,15 @@ def test_hub_download_can_be_cancelled(qtbot, window, family, monkeypatch) -> No
 
     started = threading.Event()
 
-    def slow_download(reference, cache_dir, bar_class):
-        bar = bar_class(total=10**9, unit="B")
+    def slow_download(repo_id, **options):
+        bar = options["tqdm_class"](total=10**9, unit="B")
         started.set()
         while True:  # a download that never ends unless cancelled (update raises)
             bar.update(1)
 
-    monkeypatch.setattr(workers, "download_snapshot", slow_download)
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", slow_download)
     page = window.page("models")
     page.hub_edit.setText("someorg/huge-model")
     page.hub_button.click()

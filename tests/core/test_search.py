@@ -446,3 +446,24 @@ def test_demo_search_spec_fits_the_demo_zoo() -> None:
         pytest.skip("the demo zoo is not built")
     spec = load_spec(spec_path)
     assert spec.algorithm.name == "nsga2" and len(spec.objectives) >= 2
+
+
+def test_a_search_over_hub_models_uses_the_studio_hub_cache(
+    tmp_path: Path, isolated_cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Models named by Hub id, in the studio's Hub cache (as the window downloads them),
+    offline: the baselines' and the search's resident model load from that cache."""
+    from tests.hubcache import populate_hub_cache
+
+    root = write_search_fixture(tmp_path / "fixture")
+    for name in ("a", "b"):
+        populate_hub_cache(isolated_cache_dir / "hub", f"acme/bigram-{name}", root / name)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_HOME", raising=False)
+    recipe = {"merge_method": "linear", "models": [{"model": "acme/bigram-a"}, {"model": "acme/bigram-b"}]}
+    spec = write_spec(root, recipe=recipe, algorithm={"name": "random", "population_size": 2, "seed": 1},
+                      budget={"evaluations": 2})
+    outcome = start_search(spec, tmp_path / "run")
+    assert outcome.state == "finished", outcome
+    assert len(_complete(tmp_path / "run")) == 2

@@ -51,7 +51,14 @@ from mergestudio_qt.format import format_duration
 from mergestudio_qt.pages import PageSpec, register_page
 from mergestudio_qt.widgets.elide import ElidedLabel
 from mergestudio_qt.widgets.evolve_dashboard import EvolveDashboard
-from mergestudio_qt.widgets.evolve_jobs import ExportTrialJob, FullEvalJob, OpenRunJob, RunSnapshot, SearchJob
+from mergestudio_qt.widgets.evolve_jobs import (
+    CandidateTimeJob,
+    ExportTrialJob,
+    FullEvalJob,
+    OpenRunJob,
+    RunSnapshot,
+    SearchJob,
+)
 from mergestudio_qt.widgets.evolve_setup import SetupPanel
 from mergestudio_qt.widgets.evolve_trial_plot import TrialPlot
 from mergestudio_qt.widgets.generate_panel import Candidate, GenerateDialog, recipe_parents, show_generation
@@ -124,6 +131,8 @@ class EvolvePage(QWidget):
         self.export_job: ExportTrialJob | None = None
         self.full_job: FullEvalJob | None = None
         self.generation: GenerateDialog | None = None  # the "Try it…" window, made on first use
+        self.time_job: CandidateTimeJob | None = None  # the Setup check's time per candidate
+        self._time_summary = ""
         self.engine_state = "idle"
         self.failed_trials = 0
         self.elapsed_s = 0.0
@@ -302,7 +311,29 @@ class EvolvePage(QWidget):
         if run_dir is not None and RunFolder(run_dir).exists():
             summary += " — this folder holds a run: Resume continues it; Start needs a new folder"
         self.setup.show_check(summary, True)
+        self._estimate_candidate_time(spec, summary)
         return spec
+
+    def _estimate_candidate_time(self, spec: SearchSpec, summary: str) -> None:
+        """Adds "merge per candidate ≈ N s" to the check line, computed off the GUI thread
+        (opening headers can download a Hub model; the first use of a method calibrates)."""
+        self._time_summary = summary
+        if self.time_job is not None:
+            return  # one at a time; the next check estimates again
+        from mergestudio.search.spec import base_recipe
+
+        job = CandidateTimeJob(base_recipe(spec))
+        job.succeeded.connect(self._candidate_time_done)
+        job.finished.connect(self._candidate_time_finished)
+        self.time_job = job
+        jobs.start(job)
+
+    def _candidate_time_done(self, text: str) -> None:
+        if self.setup.check_label.text() == "✓ " + self._time_summary:
+            self.setup.show_check(f"{self._time_summary}; merge per candidate {text}", True)
+
+    def _candidate_time_finished(self) -> None:
+        self.time_job = None
 
     def start_search(self) -> None:
         if self._busy():

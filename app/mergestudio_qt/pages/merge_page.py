@@ -170,7 +170,7 @@ class MergePage(QWidget):
         grid.setVerticalSpacing(4)
         self.dry_labels: dict[str, QLabel] = {}
         rows = (("tensors", "Tensors"), ("read", "Bytes to read"), ("output", "Output size"),
-                ("peak", "Peak memory"))
+                ("peak", "Peak memory"), ("time", "Estimated time"))
         for row, (key, text) in enumerate(rows):
             grid.addWidget(QLabel(text, box), row, 0)
             value = QLabel("—", box)
@@ -339,6 +339,8 @@ class MergePage(QWidget):
         self.dry_labels["read"].setText(format_bytes(result.bytes_to_read))
         self.dry_labels["output"].setText(format_bytes(result.output_bytes))
         self.dry_labels["peak"].setText(format_bytes(result.peak_memory_bytes))
+        self.dry_labels["time"].setText(result.time.describe().split(" (")[0])
+        self.dry_labels["time"].setToolTip(f"{result.time.describe()}, from rates measured on this machine")
         for line in result.vocabulary:
             self._log(line, "info")
         count = len(result.warnings)

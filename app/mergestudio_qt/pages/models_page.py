@@ -321,7 +321,7 @@ class ModelsPage(QWidget):
             self.queue_empty.emit()
             return
         reference = self._queue.pop(0)
-        cache = str(self.studio.preferences.effective_cache_dir() / "hub")
+        cache = str(self.studio.preferences.effective_cache_dir())
         job = OpenModelJob(reference, cache)
         job.progress.connect(self._job_progress)
         job.succeeded.connect(self._job_done)

@@ -23,6 +23,7 @@ from PySide6.QtCore import Signal
 from mergestudio_qt.jobs import Job
 
 if TYPE_CHECKING:
+    from mergestudio.recipe.model import Recipe
     from mergestudio.search.baselines import Baseline
     from mergestudio.search.dashboard import TrialHistory
     from mergestudio.search.spec import SearchSpec
@@ -197,3 +198,19 @@ class FullEvalJob(Job):
 
         quiet_transformers()
         return self.number, evaluate_full(self.run_dir, self.number, events=self.events, cancel=self.cancel_token)
+
+
+class CandidateTimeJob(Job):
+    """The estimated time to merge one candidate of a spec's recipe in memory
+    (``engine/estimate.py``: headers only, plus this machine's calibration)."""
+
+    def __init__(self, recipe: Recipe) -> None:
+        super().__init__()
+        self.recipe = recipe
+
+    def work(self) -> str:
+        from mergestudio.engine.estimate import estimate_candidate_time
+        from mergestudio.io.hub import hub_transfer
+
+        with hub_transfer(self.events, self.cancel_token):
+            return estimate_candidate_time(self.recipe).describe()

@@ -29,6 +29,7 @@ from mergestudio.architectures import ModelLayout
 from mergestudio.engine.device import torch_threads
 from mergestudio.errors import MergeStudioError
 from mergestudio.events import CancelToken, EventSink, ProgressReporter, check_cancel, emit, log
+from mergestudio.io.hub import hub_transfer
 from mergestudio.io.sources import ModelSource, open_model
 
 READ_AHEAD = 2  # tensors whose pages are requested before they are needed
@@ -80,8 +81,9 @@ def analyze(
     _check_options(density, tall_lambda, spectra, models)
     opened: list[ModelSource] = []
     try:
-        base_source = open_source(base, opened, allow_pickle)
-        sources = [open_source(m, opened, allow_pickle) for m in models]
+        with hub_transfer(events, cancel):  # Hub models download with progress and cancel
+            base_source = open_source(base, opened, allow_pickle)
+            sources = [open_source(m, opened, allow_pickle) for m in models]
         options = {
             "tall_lambda": float(tall_lambda),
             "spectra": spectra,

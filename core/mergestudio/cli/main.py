@@ -28,6 +28,8 @@ COMMAND_MODULES = (
     "mergestudio.cli.export_cmd",
     "mergestudio.cli.clean_cmd",
     "mergestudio.cli.extract_cmd",
+    "mergestudio.cli.gguf_cmd",
+    "mergestudio.cli.upload_cmd",
 )
 DEBUG_FLAG = "--debug"
 

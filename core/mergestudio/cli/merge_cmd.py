@@ -176,20 +176,26 @@ def _merge_to_adapter(args: argparse.Namespace) -> int:
 def _dry_run(args: argparse.Namespace) -> int:
     """Every check the merge would make (arguments, output path, recipe, headers), then
     the estimate."""
+    from dataclasses import asdict
+
+    from mergestudio.engine.estimate import estimate_time
     from mergestudio.engine.merge import plan_folder_merge
     from mergestudio.engine.plan import describe_sources
+    from mergestudio.io.hub import hub_transfer
 
-    plan = plan_folder_merge(
-        args.recipe,
-        args.out,
-        device=args.device,
-        compute_dtype=args.compute_dtype,
-        shard_size=args.shard_size,
-        threads=args.threads,
-        overwrite=args.overwrite,
-        allow_pickle=args.allow_pickle,
-        allow_no_config=args.allow_no_config,
-    )
+    cancel = CancelToken()
+    with on_stop_signals(lambda _signum: cancel.cancel()), hub_transfer(TerminalProgress(quiet=args.quiet), cancel):
+        plan = plan_folder_merge(
+            args.recipe,
+            args.out,
+            device=args.device,
+            compute_dtype=args.compute_dtype,
+            shard_size=args.shard_size,
+            threads=args.threads,
+            overwrite=args.overwrite,
+            allow_pickle=args.allow_pickle,
+            allow_no_config=args.allow_no_config,
+        )
     try:
         estimate = plan.estimate()
         report = {
@@ -200,6 +206,7 @@ def _dry_run(args: argparse.Namespace) -> int:
             "bytes_to_read": estimate.bytes_to_read,
             "output_bytes": estimate.output_bytes,
             "estimated_peak_memory_bytes": estimate.peak_memory_bytes,
+            "estimated_seconds": asdict(estimate_time(plan)),
             "largest_tensor": estimate.largest_tensor,
             "warnings": plan.warnings,
             "vocabulary": plan.vocab.describe() if plan.vocab is not None else None,
@@ -241,9 +248,16 @@ def _print_dry_run(report: dict[str, Any], out: Path) -> None:
         f"estimated peak memory  {format_bytes(report['estimated_peak_memory_bytes'])} "
         f"(largest tensor: {report['largest_tensor']})\n"
     )
+    write(f"estimated time         {_time_line(report['estimated_seconds'])}\n")
     _print_vocabulary(report["vocabulary"], report["chat_template"])
     for warning in report["warnings"]:
         write(f"warning: {warning}\n")
+
+
+def _time_line(seconds: dict[str, float]) -> str:
+    from mergestudio.engine.estimate import TimeEstimate
+
+    return f"{TimeEstimate(**seconds).describe()}, calibrated on this machine"
 
 
 def _print_vocabulary(vocab: dict[str, Any] | None, chat_template: str | None) -> None:

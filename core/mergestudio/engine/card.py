@@ -9,6 +9,7 @@ import yaml
 
 from mergestudio import __version__
 from mergestudio.engine.plan import MergePlan, describe_sources
+from mergestudio.io.hub import published_model_id
 
 
 def model_card(plan: MergePlan, extra: dict[str, Any] | None = None) -> str:
@@ -16,11 +17,14 @@ def model_card(plan: MergePlan, extra: dict[str, Any] | None = None) -> str:
     under 'Provenance' (a search run and trial, say)."""
     recipe_yaml = plan.recipe.to_yaml()
     inputs = describe_sources(plan)
-    front = {
+    front: dict[str, Any] = {
         "library_name": "transformers",
         "tags": ["merge", "mergestudio", plan.method.name],
-        "base_model": [row["model"] for row in inputs],
     }
+    # The Hub reads base_model as repo ids: inputs from the Hub only, never a local path.
+    hub_ids = [published_model_id(str(row["model"])) for row in inputs]
+    if any(hub_ids):
+        front["base_model"] = list(dict.fromkeys(i for i in hub_ids if i))
     lines = [
         "---",
         yaml.safe_dump(front, sort_keys=False).rstrip(),

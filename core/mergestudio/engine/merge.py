@@ -13,6 +13,7 @@ from mergestudio.engine.execute import ExecutionStats, execute_plan
 from mergestudio.engine.plan import MergePlan, build_plan
 from mergestudio.events import CancelToken, EventSink, log
 from mergestudio.io.dtypes import torch_dtype_name
+from mergestudio.io.hub import hub_transfer
 from mergestudio.io.model_folder import (
     GENERATION_FILES,
     TOKENIZER_FILES,
@@ -100,17 +101,18 @@ def merge(
     Inf in an input is an error unless ``allow_nonfinite``; a method that makes them
     from finite inputs always is.
     """
-    plan = plan_folder_merge(
-        recipe,
-        out_dir,
-        device=device,
-        compute_dtype=compute_dtype,
-        shard_size=shard_size,
-        threads=threads,
-        overwrite=overwrite,
-        allow_pickle=allow_pickle,
-        allow_no_config=allow_no_config,
-    )
+    with hub_transfer(events, cancel):  # Hub models download with progress and cancel
+        plan = plan_folder_merge(
+            recipe,
+            out_dir,
+            device=device,
+            compute_dtype=compute_dtype,
+            shard_size=shard_size,
+            threads=threads,
+            overwrite=overwrite,
+            allow_pickle=allow_pickle,
+            allow_no_config=allow_no_config,
+        )
     try:
         for warning in plan.warnings:
             log(events, warning, "warning")

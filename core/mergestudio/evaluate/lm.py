@@ -59,6 +59,19 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
+def _local_folder(path: str | Path) -> Path:
+    """``path``, or for ``org/name[@revision]`` its snapshot folder (downloaded into the
+    studio's Hub cache when missing, with the caller's ``hub_transfer`` progress)."""
+    from mergestudio.io.sources import is_hub_reference
+
+    if not is_hub_reference(str(path)):
+        return Path(path)
+    from mergestudio.io.hub import download_snapshot
+
+    repo_id, _, revision = str(path).partition("@")
+    return download_snapshot(repo_id, revision or None)[0]
+
+
 def check_weight_headers(path: Path) -> None:
     """Our own safetensors header checks first, so a corrupt file is reported by name and
     tensor (as ``merge`` reports it), not as a loader's traceback."""
@@ -100,7 +113,9 @@ class CausalLM:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", dtype: str = "auto") -> CausalLM:
-        """Load a `transformers` causal LM folder (config, weights, tokenizer)."""
+        """Load a `transformers` causal LM folder (config, weights, tokenizer); a Hub id is
+        the snapshot in the studio's one Hub cache (``io.hub``), never transformers' own."""
+        path = _local_folder(path)
         dev = resolve_device(device)
         try:
             torch_dtype = resolve_dtype(dtype, dev)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from mergestudio.architectures import ModelLayout, layout_of
 from mergestudio.architectures.names import config_layer_count
 from mergestudio.errors import SourceError
+from mergestudio.io.hub import download_snapshot
 from mergestudio.io.safetensors_file import MappedFiles, TensorInfo, read_header
 
 if TYPE_CHECKING:
@@ -23,8 +24,6 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 _INDEX_FILE = "model.safetensors.index.json"
 _FINGERPRINT_BLOCKS = 64
 _HUB_REFERENCE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
-# Files a merge needs from a Hub repo: weights, configs and tokenizer files. Never pickles.
-HUB_ALLOW_PATTERNS = ("*.safetensors", "*.json", "tokenizer*", "*.model", "*.tiktoken", "*.txt", "*.jinja")
 
 
 @dataclass
@@ -154,27 +153,9 @@ def open_model(
 
 
 def _download_from_hub(repo_id: str, revision: str | None, token: str | bool | None) -> tuple[Path, str]:
-    """Fetch (or find in the HF cache) a snapshot. Returns its folder and commit hash."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    kwargs: dict[str, Any] = {
-        "repo_id": repo_id,
-        "revision": revision,
-        "allow_patterns": list(HUB_ALLOW_PATTERNS),
-        "token": token,
-    }
-    try:
-        folder = Path(snapshot_download(**kwargs))
-    except LocalEntryNotFoundError as error:
-        raise SourceError(
-            f"{repo_id}: not in the Hugging Face cache and the Hub cannot be reached ({error})"
-        ) from error
-    except HfHubHTTPError as error:
-        raise SourceError(f"{repo_id}: the Hub refused the download ({error})") from error
-    except OSError as error:
-        raise SourceError(f"{repo_id}: cannot download ({error})") from error
-    return folder, folder.name
+    """Fetch (or find in the studio's Hub cache, ``io.hub``) a snapshot. Returns its folder
+    and commit hash."""
+    return download_snapshot(repo_id, revision, token=token)
 
 
 def _open_local(reference: str, path: Path, *, allow_pickle: bool, revision: str | None) -> ModelSource:

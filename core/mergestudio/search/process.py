@@ -95,9 +95,22 @@ def run_request(
     """Score the baselines, then start or resume the search. Baselines that cannot be
     scored are logged, not fatal; ``baselines_cancel`` ends their scoring (Stop does
     too), and a search stopped then never starts."""
-    from mergestudio.search.runner import resume_search, start_search
+    from mergestudio.io.hub import hub_transfer
 
     control = control or SearchControl()
+    # Hub models the baselines or the search open download with progress, and Cancel stops them.
+    with hub_transfer(events, control.cancel_token):
+        return _run_request(request, events, control, baselines_cancel)
+
+
+def _run_request(
+    request: SearchRequest,
+    events: EventSink | None,
+    control: SearchControl,
+    baselines_cancel: CancelToken | None,
+) -> SearchOutcome:
+    from mergestudio.search.runner import resume_search, start_search
+
     if request.spec is None:
         _emit_baselines(events, _resumed_baselines(request.run_dir, events, baselines_cancel))
         _stop_if_asked(control)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from mergestudio.engine.device import torch_threads
 from mergestudio.errors import Cancelled, MergeStudioError
 from mergestudio.events import EventSink, emit, log
+from mergestudio.io.hub import hub_transfer
 from mergestudio.search.control import SearchControl
 from mergestudio.search.events import (
     GeneInfo,
@@ -69,7 +70,9 @@ def start_search(
         spec = load_spec(spec)
     run = RunFolder(run_dir)
     run.create(spec)
-    return _Search(run, spec, events, control or SearchControl(), resumed=False).run()
+    control = control or SearchControl()
+    with hub_transfer(events, control.cancel_token):  # Hub models download with progress
+        return _Search(run, spec, events, control, resumed=False).run()
 
 
 def resume_search(
@@ -85,7 +88,9 @@ def resume_search(
     spec = run.load_spec()
     if evaluations is not None:
         spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"evaluations": evaluations})})
-    return _Search(run, spec, events, control or SearchControl(), resumed=True).run()
+    control = control or SearchControl()
+    with hub_transfer(events, control.cancel_token):  # Hub models download with progress
+        return _Search(run, spec, events, control, resumed=True).run()
 
 
 class _Search:
