@@ -165,7 +165,16 @@ def merge_multi(
                         result.intermediates[item.stage.name] = folder
                     _read_from_folder(item.output, folder)
             else:
-                result.stages.append((item.stage.name, run_stage_in_memory(item, run, events, cancel)))
+                stats = run_stage_in_memory(
+                    item,
+                    device=device,
+                    compute_dtype=compute_dtype,
+                    threads=threads,
+                    allow_nonfinite=allow_nonfinite,
+                    events=events,
+                    cancel=cancel,
+                )
+                result.stages.append((item.stage.name, stats))
             _release_finished(staged, index)
     finally:
         close_stages(staged)
@@ -175,19 +184,26 @@ def merge_multi(
 
 
 def run_stage_in_memory(
-    item: StagedPlan, run: _Run, events: EventSink | None, cancel: CancelToken | None
+    item: StagedPlan,
+    *,
+    device: str = "auto",
+    compute_dtype: str = "float32",
+    threads: int | None = None,
+    allow_nonfinite: bool = False,
+    events: EventSink | None = None,
+    cancel: CancelToken | None = None,
 ) -> ExecutionStats:
     """Merge one stage into memory; later stages read it through ``item.output``."""
     target = DictTarget()
     stats = execute_plan(
         item.plan,
         target,
-        device=run.device,
-        compute_dtype=run.compute_dtype,
+        device=device,
+        compute_dtype=compute_dtype,
         events=events,
         cancel=cancel,
-        threads=run.threads,
-        allow_nonfinite=run.allow_nonfinite,
+        threads=threads,
+        allow_nonfinite=allow_nonfinite,
     )
     item.output._loaded = target.tensors
     return stats
