@@ -4,7 +4,6 @@ evaluation of the result next to its parents."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -312,12 +311,14 @@ class MergePage(QWidget):
             self.out_edit.setText(str(Path(folder) / "merged"))
             self._save_settings()
 
-    def merge_recipe(self) -> dict[str, Any]:
-        """The recipe as merged: the project's, with the output dtype chosen here."""
-        recipe = copy.deepcopy(self.state.recipe)
+    def merge_recipe(self) -> dict[str, Any] | list[dict[str, Any]]:
+        """The recipe as merged: the project's, with the output dtype chosen here (for a
+        multi-stage recipe, the list of stages; the dtype applies to the final one)."""
+        document = self.state.document()
+        recipe = document[-1] if isinstance(document, list) else document
         if self.state.merge.out_dtype:
             recipe["out_dtype"] = self.state.merge.out_dtype
-        return recipe
+        return document
 
     # ---- dry run -------------------------------------------------------------------------
 
