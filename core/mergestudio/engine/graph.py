@@ -24,7 +24,7 @@ from mergestudio.engine.merge import (
 )
 from mergestudio.engine.plan import MergePlan, build_plan
 from mergestudio.engine.targets import DictTarget
-from mergestudio.errors import MergeStudioError
+from mergestudio.errors import MergeStudioError, RecipeError
 from mergestudio.events import CancelToken, EventSink, check_cancel, log
 from mergestudio.io.dtypes import torch_dtype_name
 from mergestudio.io.model_folder import merged_config
@@ -61,6 +61,11 @@ def plan_stages(
     known = dict(sources or {})
     try:
         for stage in multi.stages:
+            if stage.recipe.writes_adapter:
+                raise RecipeError(
+                    f"stage {stage.name!r}: output.format adapter is for one-stage recipes; "
+                    "a multi-stage recipe writes a model"
+                )
             given = {r: known[r] for r in stage.recipe.referenced_models() if r in known}
             given.update({name: outputs[name] for name in stage.needs})
             try:

@@ -105,7 +105,7 @@ class MergePlan:
         largest_out = 0
         for planned in self.tensors:
             inputs = planned.all_inputs()
-            bytes_to_read += sum(self.tensor_info(i).nbytes for i in inputs)
+            bytes_to_read += sum(self.sources[i.model].input_bytes(i.tensor) for i in inputs)
             per_entry = (len(inputs) + 3) * compute_bytes
             working = planned.numel * per_entry
             if self.method.elementwise:

@@ -176,6 +176,13 @@ class AdapterSource(ModelSource):
             return weight
         return (weight.float() + adapter.delta(name)).to(weight.dtype)
 
+    def input_bytes(self, name: str) -> int:
+        """The base tensor (or the adapter's saved replacement) plus the LoRA factors."""
+        base, adapter = self._parts()
+        stored = adapter.replacements[name].nbytes if name in adapter.replacements else base.input_bytes(name)
+        module = adapter.modules.get(name)
+        return stored + (module.a.nbytes + module.b.nbytes if module is not None else 0)
+
     def prefetch(self, name: str) -> None:
         base, adapter = self._parts()
         if name not in adapter.replacements:
