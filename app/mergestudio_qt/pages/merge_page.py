@@ -43,6 +43,7 @@ from mergestudio_qt.format import MeasuredEta, format_bytes, format_duration
 from mergestudio_qt.pages import PageSpec, register_page
 from mergestudio_qt.quick_eval_table import MERGED_TINT, EvalCell, build_eval_table
 from mergestudio_qt.state import MergeSettings
+from mergestudio_qt.widgets.adapter_output import AdapterOutputRow
 from mergestudio_qt.widgets.folder_row import folder_row
 from mergestudio_qt.widgets.generate_panel import Candidate, GenerateDialog, show_generation
 from mergestudio_qt.workers import DryRun, DryRunJob, EvalJob, MergeJob, MergeOptions, QuickEval
@@ -159,6 +160,8 @@ class MergePage(QWidget):
         row.addWidget(self.shard_spin)
         row.addStretch(1)
         form.addRow("Dtype", row)
+        self.adapter_output = AdapterOutputRow(self.state, box)
+        form.addRow("Write as", self.adapter_output)
         form.addRow("", self.overwrite_check)
         return box
 

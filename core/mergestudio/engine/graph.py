@@ -22,7 +22,7 @@ from mergestudio.engine.merge import (
     _merge_plan,
     _Run,
 )
-from mergestudio.engine.plan import MergePlan, build_plan
+from mergestudio.engine.plan import MergePlan, PlanEstimate, build_plan
 from mergestudio.engine.targets import DictTarget
 from mergestudio.errors import MergeStudioError, RecipeError
 from mergestudio.events import CancelToken, EventSink, check_cancel, log
@@ -98,6 +98,21 @@ def _tokenizer_root(plan: MergePlan) -> Path:
     that needs them should run with ``keep_intermediates``.)"""
     files_from = plan.vocab.files_from if plan.vocab is not None else plan.config_model
     return plan.sources[files_from].root
+
+
+def estimate_stages(staged: list[StagedPlan]) -> PlanEstimate:
+    """The dry run's numbers for the whole graph: tensors and bytes read summed over the
+    stages, the final stage's output, the largest stage's peak plus the intermediates
+    held in memory while it runs (an upper bound)."""
+    estimates = [item.plan.estimate() for item in staged]
+    largest = max(estimates, key=lambda e: e.peak_memory_bytes)
+    return PlanEstimate(
+        sum(e.tensor_count for e in estimates),
+        sum(e.bytes_to_read for e in estimates),
+        estimates[-1].output_bytes,
+        largest.peak_memory_bytes + intermediate_peak_bytes(staged),
+        largest.largest_tensor,
+    )
 
 
 def close_stages(staged: list[StagedPlan]) -> None:

@@ -72,11 +72,7 @@ def plan_folder_merge(
         check_output_path(Path(out_dir), overwrite)
     plan = build_plan(load_recipe(recipe), allow_pickle=allow_pickle)
     try:
-        if plan.recipe.writes_adapter:
-            from mergestudio.lora.merge import adapters_of_one_base
-
-            adapters_of_one_base(plan)
-        else:
+        if not plan.recipe.writes_adapter:  # an adapter's inputs were checked by build_plan
             check_folder_output(plan, allow_no_config=allow_no_config)
     except BaseException:
         plan.close()

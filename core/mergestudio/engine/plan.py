@@ -141,6 +141,11 @@ def build_plan(
                 opened[reference] = open_model(reference, allow_pickle=allow_pickle)
         plan = _Planner(recipe, method, opened).plan()
         check_plan(plan)
+        if recipe.writes_adapter:
+            # Imported here: the adapter merge is built on this module.
+            from mergestudio.lora.merge import adapters_of_one_base
+
+            adapters_of_one_base(plan)  # every input an adapter of one base
     except BaseException:
         for reference, source in opened.items():  # close what this call opened, not the caller's
             if reference not in (sources or {}):
