@@ -409,6 +409,7 @@ def _clear_layout(layout: Any) -> None:
         item = layout.takeAt(0)
         widget = item.widget()
         if widget is not None:
+            widget.hide()  # gone at once, not when the event loop gets to deleting it
             widget.deleteLater()
         elif item.layout() is not None:
             _clear_layout(item.layout())

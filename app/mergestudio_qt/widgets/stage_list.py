@@ -79,8 +79,8 @@ class StageList(QWidget):
         self.list.setCurrentRow(self.state.current_stage if stages else -1)
         self.list.blockSignals(False)
         rows = min(max(len(stages), 1), ROW_LIMIT)
-        height = self.list.sizeHintForRow(0) if stages else self.fontMetrics().lineSpacing()
-        self.list.setFixedHeight(rows * max(height, self.fontMetrics().lineSpacing() + 6) + 2 * self.list.frameWidth() + 2)
+        row_height = max(self.list.sizeHintForRow(0), self.fontMetrics().height() + 2)
+        self.list.setFixedHeight(rows * row_height + 2 * self.list.frameWidth() + 2)
 
     def _row_text(self, index: int, name: str, recipe: dict[str, Any], names: list[str]) -> str:
         inputs = ", ".join(self._input_text(m, names) for m in _inputs(recipe))
