@@ -99,3 +99,22 @@ def test_multi_stage_yaml_opens_saves_and_merges(window, family, add_models, qtb
     page = window.page("merge")
     document = page.merge_recipe()
     assert isinstance(document, list) and len(document) == 2
+
+
+def test_a_project_file_keeps_every_stage(window, family, add_models, qtbot, tmp_path: Path) -> None:
+    from mergestudio_qt.project import load_project, save_project
+
+    state, _ = _two_stages(window, family, add_models)
+    state.select_stage(0)
+    state.set_method("ties")
+    path = tmp_path / "p.msproj"
+    save_project(window.project_data(), path)
+    data = load_project(path)
+    assert [s.get("name") for s in data.stages] == ["stage1", None]
+    assert data.current_stage == 0 and data.recipe["merge_method"] == "ties"
+    assert data.stages[1]["models"][0]["model"] == "stage1"  # a stage name is no path
+    with qtbot.waitSignal(window.project_loaded, timeout=20_000):
+        window.open_project(path)
+    assert window.state.stage_names() == ["stage1", "final"]
+    assert window.state.current_stage == 0 and window.state.recipe["merge_method"] == "ties"
+    assert window.state.verdict().ok, window.state.verdict().message
