@@ -208,7 +208,7 @@ class _Extractor:
         if info.dtype not in FLOAT_CODES:
             return ModuleChoice(name, shape, "unchanged")
         embedding = is_embedding(name)
-        if embedding and self.settings.embeddings != "lora" or len(shape) != 2:
+        if (embedding and self.settings.embeddings != "lora") or len(shape) != 2:
             # Saved whole or skipped: compare as stored, without a float32 delta (for an
             # embedding that delta would be the largest allocation of the whole run).
             if torch.equal(self.tune.read(name), self.base.read(name)):

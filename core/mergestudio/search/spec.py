@@ -110,7 +110,7 @@ def spec_from_dict(data: dict[str, Any], source: str = "search spec", root: Path
 
 def check_spec(spec: SearchSpec, source: str = "search spec") -> None:
     """Cross-field checks that need the recipe and the method registry."""
-    base_recipe(spec, source)  # raises SpecError naming the recipe
+    recipe = base_recipe(spec, source)  # raises SpecError naming the recipe (a graph: its final stage)
     for i, objective in enumerate(spec.objectives):
         if objective.metric is not None and objective.metric not in KNOWN_METRICS:
             known = ", ".join(sorted(KNOWN_METRICS))
