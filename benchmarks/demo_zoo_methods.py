@@ -11,12 +11,11 @@ averaged over the skills (``mergestudio.evaluate.normalized``).
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
-from mergestudio.demo import paths
-from mergestudio.demo.recipes import recipe_dicts
+import yaml
+from mergestudio.demo.info import zoo_info
 from mergestudio.engine.device import torch_threads
 from mergestudio.evaluate import CausalLM, evaluate_tasks, load_task
 from mergestudio.evaluate.normalized import normalized_accuracy
@@ -24,13 +23,14 @@ from mergestudio.evaluate.resident import ResidentEvaluator
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = ROOT / "resources" / "demo"
-SKILLS = ("reverse", "cipher", "sort", "double")
 
 
-def recipes() -> dict[str, dict[str, Any]]:
-    defaults = recipe_dicts(ZOO, SKILLS, absolute=True)
-    base = defaults["task_arithmetic"]["base_model"]
-    specialists = [m["model"] for m in defaults["task_arithmetic"]["models"]]
+def recipes(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The zoo's default recipes (its recipe files, model paths made absolute) and the
+    round-two methods on the same base and specialists."""
+    base = info["base"]["path"]
+    specialists = [s["path"] for s in info["specialists"]]
+    defaults = {r["name"]: _absolute(yaml.safe_load(Path(r["path"]).read_text()), info) for r in info["recipes"]}
 
     def recipe(method: str, post: str | None = None, **params: Any) -> dict[str, Any]:
         built: dict[str, Any] = {
@@ -45,7 +45,7 @@ def recipes() -> dict[str, dict[str, Any]]:
         return built
 
     return {
-        "task_arithmetic (zoo default, λ=0.4)": defaults["task_arithmetic"],
+        "task_arithmetic (zoo default)": defaults["task_arithmetic"],
         "task_arithmetic (λ=0.3)": recipe("task_arithmetic", weight=0.3),
         "ties (zoo default)": defaults["ties"],
         "tsv": recipe("tsv"),
@@ -54,37 +54,54 @@ def recipes() -> dict[str, dict[str, Any]]:
         "wudi (closed form)": recipe("wudi", solver="closed_form"),
         "task_arithmetic (λ=1) + svc": recipe("task_arithmetic", post="svc", weight=1.0),
         "task_arithmetic (λ=0.3) + svc": recipe("task_arithmetic", post="svc", weight=0.3),
+        "ties (zoo default) + svc": {**defaults["ties"], "post_process": {"name": "svc"}},
         "iso_cts + svc": recipe("iso_cts", post="svc"),
         "wudi (closed form) + svc": recipe("wudi", post="svc", solver="closed_form"),
     }
 
 
+def _absolute(recipe: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """Recipe files name models relative to the repository root: use the zoo's paths."""
+    by_name = {"base": info["base"]["path"], **{s["name"]: s["path"] for s in info["specialists"]}}
+
+    def resolve(reference: str) -> str:
+        return by_name.get(Path(reference).name, reference)
+
+    if recipe.get("base_model"):
+        recipe["base_model"] = resolve(recipe["base_model"])
+    for model in recipe.get("models") or []:
+        model["model"] = resolve(model["model"])
+    return recipe
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--zoo", type=Path, default=ZOO, help="the demo zoo's folder (default: resources/demo)")
     parser.add_argument("--limit", type=int, default=None, help="items per task (default: all)")
     args = parser.parse_args()
-    tasks = [load_task(p) for p in paths.eval_task_files(ZOO)]
-    tasks = [t for t in tasks if t.name in SKILLS]
+    info = zoo_info(args.zoo)
+    skills = [s["skill"] for s in info["specialists"]]
+    tasks = [load_task(info["skills"][skill]["test"]) for skill in skills]
     with torch_threads(1):
         specialist: dict[str, float] = {}
-        for skill in SKILLS:
-            lm = CausalLM.load(paths.models_dir(ZOO) / skill, device="cpu", dtype="float32")
-            specialist[skill] = evaluate_tasks(lm, tasks, limit=args.limit, batch_size=100).scores[skill]
-        print("| merge | " + " | ".join(SKILLS) + " | mean acc. | normalized | merge s |")
-        print("|---|" + "---:|" * (len(SKILLS) + 3))
+        for entry in info["specialists"]:
+            lm = CausalLM.load(entry["path"], device="cpu", dtype="float32")
+            report = evaluate_tasks(lm, tasks, limit=args.limit, batch_size=100)
+            specialist[entry["skill"]] = report.scores[entry["skill"]]
+        print(f"zoo: {info['zoo']} (test split, {args.limit or 'all'} items per skill)")
+        print("| merge | " + " | ".join(skills) + " | mean acc. | normalized | merge s |")
+        print("|---|" + "---:|" * (len(skills) + 3))
         with ResidentEvaluator(
-            paths.models_dir(ZOO) / "base", tasks, limit=args.limit, batch_size=100, device="cpu", dtype="float32"
+            info["base"]["path"], tasks, limit=args.limit, batch_size=100, device="cpu", dtype="float32"
         ) as resident:
-            for name, recipe in recipes().items():
-                started = time.perf_counter()
+            for name, recipe in recipes(info).items():
                 result = resident.evaluate(recipe)
-                scores = {s: result.report.scores[s] for s in SKILLS}
+                scores = {s: result.report.scores[s] for s in skills}
                 normalized = normalized_accuracy(scores, specialist)
-                cells = " | ".join(f"{100 * scores[s]:.1f}" for s in SKILLS)
-                mean = 100 * sum(scores.values()) / len(SKILLS)
+                cells = " | ".join(f"{100 * scores[s]:.1f}" for s in skills)
+                mean = 100 * sum(scores.values()) / len(skills)
                 norm = 100 * sum(normalized.values()) / len(normalized)
                 print(f"| {name} | {cells} | {mean:.1f} | {norm:.1f} | {result.merge_s:.2f} |", flush=True)
-                del started
     return 0
 
 

@@ -279,6 +279,8 @@ class MainWindow(QMainWindow):
             merge=asdict(state.merge),
             eval_tasks=state.eval_tasks,
             specialists=dict(state.specialists),
+            stages=state.stages(),
+            current_stage=state.current_stage,
         )
 
     def _choose_recipe_to_import(self) -> None:
@@ -312,9 +314,11 @@ class MainWindow(QMainWindow):
         from mergestudio_qt.widgets.yaml_pane import to_yaml
 
         merge_page = self.page_widgets.get("merge")
-        recipe = merge_page.merge_recipe() if hasattr(merge_page, "merge_recipe") else dict(self.state.recipe)
+        recipe = merge_page.merge_recipe() if hasattr(merge_page, "merge_recipe") else self.state.document()
+        # A multi-stage recipe: one YAML document per stage, as mergekit-multi writes them.
+        text = "---\n".join(to_yaml(d) for d in recipe) if isinstance(recipe, list) else to_yaml(recipe)
         try:
-            path.write_text(to_yaml(recipe), encoding="utf-8")
+            path.write_text(text, encoding="utf-8")
         except OSError as error:
             QMessageBox.warning(self, "Cannot export the recipe", f"{path}: {error.strerror}")
             return False
@@ -378,7 +382,7 @@ class MainWindow(QMainWindow):
         known = {f for f in MergeSettings.__dataclass_fields__}
         merge = MergeSettings(**{k: v for k, v in data.merge.items() if k in known})
         self.state.load(opened.entries, data.base, data.recipe, merge, data.eval_tasks, path,
-                        data.specialists)
+                        data.specialists, data.stages, data.current_stage)
         if path is not None:
             self.preferences.add_recent(path)
             self.studio.save_preferences()

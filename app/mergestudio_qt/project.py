@@ -33,6 +33,9 @@ class ProjectData:
     # task name -> the model whose score on it normalized accuracy divides by (pinned by
     # the user or the zoo's metadata); tasks not named use the best-scoring parent
     specialists: dict[str, str] = field(default_factory=dict)
+    # A multi-stage recipe: every stage in document order; ``recipe`` is the one edited.
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    current_stage: int = 0
 
     @property
     def references(self) -> list[str]:
@@ -95,7 +98,9 @@ def _map_paths(data: ProjectData, convert: Callable[[str], str]) -> ProjectData:
     mapped.specialists = {task: convert(model) for task, model in mapped.specialists.items()}
     if mapped.merge.get("out_dir"):
         mapped.merge["out_dir"] = convert(mapped.merge["out_dir"])
-    mapped.recipe = recipe = _map_recipe_paths(mapped.recipe, convert)
+    names = {str(s.get("name")) for s in mapped.stages if s.get("name")}
+    mapped.stages = [_map_recipe_paths(s, lambda ref: ref if ref in names else convert(ref)) for s in mapped.stages]
+    mapped.recipe = recipe = _map_recipe_paths(mapped.recipe, lambda ref: ref if ref in names else convert(ref))
     if recipe.get("tokenizer_source") not in (None, "base", "union"):
         recipe["tokenizer_source"] = convert(recipe["tokenizer_source"])
     _map_tokenizer_block(recipe.get("tokenizer"), convert)
@@ -123,8 +128,11 @@ def project_from_recipe(path: Path) -> ProjectData:
     root); Hub ids stay as written."""
     from mergestudio.errors import MergeStudioError
     from mergestudio.recipe import Recipe, validate_recipe
+    from mergestudio.recipe.multi import is_multi_stage
 
     try:
+        if is_multi_stage(path.read_text()):
+            return _project_from_stages(path)
         recipe = Recipe.load(path)
         validate_recipe(recipe)
     except OSError as error:
@@ -139,6 +147,38 @@ def project_from_recipe(path: Path) -> ProjectData:
         models=[{"reference": ref, "include": True} for ref in dict.fromkeys(references)],
         base=base,
         recipe=document,
+    )
+
+
+def _project_from_stages(path: Path) -> ProjectData:
+    """A multi-stage recipe: every model any stage names (stage names aside) is listed;
+    the final stage is the one edited first."""
+    from mergestudio.errors import MergeStudioError
+    from mergestudio.recipe.multi import load_multi
+
+    try:
+        graph = load_multi(path)
+    except MergeStudioError as error:
+        raise ProjectError(str(error)) from error
+    folder = path.resolve().parent
+    names = {s.name for s in graph.stages}
+    stages = [
+        _map_recipe_paths(s.recipe.to_dict(), lambda ref: ref if ref in names else _find_model(ref, folder))
+        for s in graph.stages
+    ]
+    references: list[str] = []
+    for stage in stages:
+        base = stage.get("base_model")
+        references += ([base] if base else []) + _recipe_models(stage)
+    references = [r for r in dict.fromkeys(references) if r not in names]
+    final = stages[-1]
+    base = next((s.get("base_model") for s in reversed(stages) if s.get("base_model") in references), None)
+    return ProjectData(
+        models=[{"reference": ref, "include": True} for ref in references],
+        base=base,
+        recipe=final,
+        stages=stages,
+        current_stage=len(stages) - 1,
     )
 
 

@@ -358,3 +358,28 @@ def set_post_param(recipe: dict[str, Any], name: str, value: Any) -> dict[str, A
         return updated
     post.setdefault("parameters", {})[name] = value
     return updated
+
+
+# ---- output --------------------------------------------------------------------------------
+
+
+def writes_adapter(recipe: dict[str, Any]) -> bool:
+    output = recipe.get("output")
+    return isinstance(output, dict) and output.get("format") == "adapter"
+
+
+def adapter_rank(recipe: dict[str, Any]) -> int | None:
+    output = recipe.get("output")
+    rank = output.get("rank") if isinstance(output, dict) else None
+    return int(rank) if isinstance(rank, int) else None
+
+
+def with_adapter_output(recipe: dict[str, Any], adapter: bool, rank: int | None = None) -> dict[str, Any]:
+    """A copy of ``recipe`` written as a LoRA adapter (``output: {format: adapter,
+    rank}``; no rank: the inputs' ranks summed) or as a model (no ``output`` key)."""
+    updated = copy.deepcopy(recipe)
+    if adapter:
+        updated["output"] = {"format": "adapter", **({"rank": rank} if rank else {})}
+    else:
+        updated.pop("output", None)
+    return updated

@@ -88,6 +88,10 @@ class ProjectSnapshot:
     included: frozenset[str]
     base: str | None
     recipe: dict[str, Any]  # never mutated once in a snapshot
+    # A multi-stage recipe: every stage's recipe in document order, ``stages[current]``
+    # being ``recipe`` (the stage the pages edit). Empty for a one-stage recipe.
+    stages: tuple[dict[str, Any], ...] = ()
+    current: int = 0
 
     @property
     def references(self) -> list[str]:
@@ -95,6 +99,10 @@ class ProjectSnapshot:
 
     def same_models(self, other: ProjectSnapshot) -> bool:
         return self.references == other.references and self.included == other.included
+
+    def other_stage_names(self) -> list[str]:
+        """Names the edited stage may use as models: every other stage's."""
+        return [stage_name(s, i, len(self.stages)) for i, s in enumerate(self.stages) if i != self.current]
 
 
 @dataclass(frozen=True)
@@ -146,6 +154,30 @@ def display_name(reference: str) -> str:
     return path.name or reference
 
 
+def stage_name(recipe: dict[str, Any], index: int, count: int) -> str:
+    """A stage's name as the engine knows it: its ``name``, else "final" for the last."""
+    from mergestudio.recipe.multi import FINAL_NAME
+
+    return str(recipe.get("name") or (FINAL_NAME if index == count - 1 else f"stage {index + 1}"))
+
+
+def check_stages(stages: Sequence[dict[str, Any]], sources: dict[str, ModelSource]) -> RecipeVerdict:
+    """Check a multi-stage recipe as the engine's dry run does: the graph (cycles, names),
+    then every stage planned against the models' headers and the earlier stages' plans."""
+    import yaml
+    from mergestudio.engine.graph import close_stages, plan_stages
+    from mergestudio.errors import MergeStudioError
+    from mergestudio.recipe.multi import parse_multi
+
+    try:
+        staged = plan_stages(parse_multi(yaml.safe_dump_all(list(stages), sort_keys=False)), sources=sources)
+    except MergeStudioError as error:
+        return RecipeVerdict(False, str(error))
+    warnings = tuple(f"stage {item.stage.name!r}: {w}" for item in staged for w in item.plan.warnings)
+    close_stages(staged)
+    return RecipeVerdict(True, "", warnings)
+
+
 def check_recipe(recipe: dict[str, Any], sources: dict[str, ModelSource]) -> RecipeVerdict:
     """Validate and plan ``recipe`` with the engine (headers only, no tensor read): the
     checks ``merge`` runs before it writes anything."""
@@ -165,16 +197,21 @@ def check_recipe(recipe: dict[str, Any], sources: dict[str, ModelSource]) -> Rec
 
 
 def _consistent(entries: Sequence[ModelEntry], included: Iterable[str], base: str | None,
-                recipe: dict[str, Any]) -> ProjectSnapshot:
+                recipe: dict[str, Any], stages: Sequence[dict[str, Any]] = (),
+                current: int = 0) -> ProjectSnapshot:
     """A snapshot whose recipe says what the model list says: ``base_model`` is the base,
-    ``models`` the ticked models besides it (each keeping its parameters)."""
-    references = [e.reference for e in entries]
+    ``models`` the ticked models besides it (each keeping its parameters). In a
+    multi-stage recipe the other stages' names count as models too."""
+    names = [stage_name(s, i, len(stages)) for i, s in enumerate(stages) if i != current]
+    references = [e.reference for e in entries] + [n for n in names if n not in {e.reference for e in entries}]
     base = base if base in references else None
     ticked = frozenset(r for r in included if r in references)
     if not recipe.get("slices"):
         merged = [r for r in references if r in ticked and r != base]
         recipe = recipe_edit.with_models(recipe, base, merged, method_of(recipe))
-    return ProjectSnapshot(tuple(entries), ticked, base, copy.deepcopy(recipe))
+    recipe = copy.deepcopy(recipe)
+    all_stages = tuple(copy.deepcopy(recipe) if i == current else copy.deepcopy(s) for i, s in enumerate(stages))
+    return ProjectSnapshot(tuple(entries), ticked, base, recipe, all_stages, current if all_stages else 0)
 
 
 def method_of(recipe: dict[str, Any]) -> MethodSpec:
@@ -225,6 +262,7 @@ class StudioState(QObject):
     recipe_changed = Signal(str)  # who changed it: "widgets", "yaml", "curve", "models", "undo", "load"
     verdict_changed = Signal(object)  # RecipeVerdict
     recipe_refused = Signal(str)  # why set_recipe did not apply a recipe
+    stages_changed = Signal()  # a stage added, removed, renamed or chosen for editing
     merge_settings_changed = Signal()
     preflight_changed = Signal()
     specialists_changed = Signal()
@@ -272,11 +310,86 @@ class StudioState(QObject):
         return method_of(self.recipe)
 
     def verdict(self) -> RecipeVerdict:
-        """The engine's verdict on the current recipe (computed now if stale)."""
+        """The engine's verdict on the current recipe, or on the whole graph of a
+        multi-stage one (computed now if stale)."""
         if self._verdict is None:
             sources = {m.reference: m.source for m in self.models if m.source is not None}
-            self._verdict = check_recipe(self.recipe, sources)
+            stages = self._snapshot.stages
+            self._verdict = check_stages(stages, sources) if stages else check_recipe(self.recipe, sources)
         return self._verdict
+
+    # ---- stages of a multi-stage recipe --------------------------------------------------
+
+    def stages(self) -> list[dict[str, Any]]:
+        """Every stage's recipe in document order; empty for a one-stage recipe."""
+        return [copy.deepcopy(s) for s in self._snapshot.stages]
+
+    @property
+    def current_stage(self) -> int:
+        return self._snapshot.current
+
+    def stage_names(self) -> list[str]:
+        stages = self._snapshot.stages
+        return [stage_name(s, i, len(stages)) for i, s in enumerate(stages)]
+
+    def document(self) -> dict[str, Any] | list[dict[str, Any]]:
+        """What a merge runs: the recipe, or the list of stages of a multi-stage one."""
+        return self.stages() if self._snapshot.stages else copy.deepcopy(self.recipe)
+
+    def select_stage(self, index: int) -> None:
+        """Edit stage ``index``: the pages show its method, parameters and models. Not an
+        undo step (nothing changes); undoing an edit returns to the stage it was made in."""
+        current = self._snapshot
+        if not current.stages or index == current.current or not 0 <= index < len(current.stages):
+            return
+        self._apply(self._stage_snapshot(current, list(current.stages), index), "stage")
+
+    def add_stage(self) -> None:
+        """A new final stage that takes the current final stage's output as its first
+        model (with the same method and base); the old final stage gets a name."""
+        current = self._snapshot
+        stages = [copy.deepcopy(s) for s in current.stages] or [copy.deepcopy(self.recipe)]
+        last = stages[-1]
+        if not last.get("name"):
+            taken = set(self.stage_names())
+            last["name"] = next(f"stage{n}" for n in range(len(stages), len(stages) + 100) if f"stage{n}" not in taken)
+        base = last.get("base_model") if last.get("base_model") in current.references else None
+        method = method_of(last)
+        stages.append(recipe_edit.with_models({"merge_method": method.name}, base, [str(last["name"])], method))
+        self._commit_stages(stages, len(stages) - 1, f"add stage after {last['name']}")
+
+    def remove_stage(self, index: int) -> str | None:
+        """Remove stage ``index``; refused (returns why) while another stage reads it."""
+        current = self._snapshot
+        stages = [copy.deepcopy(s) for s in current.stages]
+        if not 0 <= index < len(stages):
+            return None
+        name = self.stage_names()[index]
+        readers = [self.stage_names()[i] for i, s in enumerate(stages) if name in _stage_inputs(s)]
+        if readers:
+            reason = f"stage {name!r} feeds {', '.join(readers)}: change that stage's models first"
+            self.recipe_refused.emit(reason)
+            return reason
+        del stages[index]
+        if len(stages) == 1:
+            stages[0].pop("name", None)
+        self._commit_stages(stages, min(current.current, len(stages) - 1), f"remove stage {name}")
+        return None
+
+    def _commit_stages(self, stages: list[dict[str, Any]], index: int, text: str) -> None:
+        old = self._snapshot
+        new = self._stage_snapshot(old, stages, index)
+        if len(stages) == 1:  # one stage left: a plain recipe again
+            new = _consistent(new.entries, new.included, new.base, new.recipe)
+        self._apply(new, "stage")
+        self.undo_stack.push(_ProjectChange(self, old, new, text, None))
+
+    @staticmethod
+    def _stage_snapshot(current: ProjectSnapshot, stages: list[dict[str, Any]], index: int) -> ProjectSnapshot:
+        recipe = stages[index]
+        base = recipe.get("base_model")
+        included = set(_stage_inputs(recipe)) | ({base} if base else set())
+        return _consistent(current.entries, included, base, recipe, stages, index)
 
     def verdict_pending(self) -> bool:
         """Whether the verdict is stale (it is announced after a short pause)."""
@@ -354,6 +467,9 @@ class StudioState(QObject):
         self._commit(current.entries, included, base, mapped, text, merge_key, origin)
         return None
 
+    def _stage_reference(self, reference: str) -> bool:
+        return reference in self._snapshot.other_stage_names()
+
     def _known_references(self, recipe: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """``recipe`` with each model reference spelled as on the Models page (a relative
         path that names a listed folder becomes its listed spelling), and the references
@@ -366,6 +482,8 @@ class StudioState(QObject):
         unknown: list[str] = []
 
         def known(reference: str) -> str:
+            if self._stage_reference(reference):
+                return reference
             found = by_path.get(reference)
             if found is None and not Path(reference).is_absolute():
                 found = by_path.get(str(Path(reference).expanduser().resolve()))
@@ -391,8 +509,8 @@ class StudioState(QObject):
     def _commit(self, entries: Sequence[ModelEntry], included: Iterable[str], base: str | None,
                 recipe: dict[str, Any], text: str, merge_key: str | None = None,
                 origin: str = "models") -> None:
-        new = _consistent(entries, included, base, recipe)
         old = self._snapshot
+        new = _consistent(entries, included, base, recipe, old.stages, old.current)
         if new.same_models(old) and new.base == old.base and new.recipe == old.recipe:
             if origin == "yaml":  # the text may differ from the recipe it means: show it
                 self.recipe_changed.emit("normalized")
@@ -420,8 +538,11 @@ class StudioState(QObject):
             self.base_changed.emit(new.base)
         if models_changed or base_changed:
             self.models_changed.emit()
-        if new.recipe != old.recipe or origin in ("load", "undo"):
+        if new.recipe != old.recipe or origin in ("load", "undo", "stage"):
             self.recipe_changed.emit(origin)
+        if (self.stage_names(), new.current) != ([stage_name(s, i, len(old.stages)) for i, s in enumerate(old.stages)],
+                                                 old.current) or origin == "load":
+            self.stages_changed.emit()
 
     def update_preflight(self) -> None:
         from mergestudio.preflight import preflight
@@ -478,14 +599,23 @@ class StudioState(QObject):
 
     def load(self, models: list[ModelEntry], base: str | None, recipe: dict[str, Any],
              merge: MergeSettings, eval_tasks: list[str], path: Path | None,
-             specialists: dict[str, str] | None = None) -> None:
+             specialists: dict[str, str] | None = None,
+             stages: Sequence[dict[str, Any]] = (), current_stage: int = 0) -> None:
         """Replace everything at once (opening a project, the demo, an imported recipe).
-        The project's base and ticks win over a recipe that disagrees with them."""
+        The project's base and ticks win over a recipe that disagrees with them. With
+        ``stages`` (a multi-stage recipe), ``recipe`` is ``stages[current_stage]``."""
         included = [m.reference for m in models if m.include]
         self.merge = merge
         self.eval_tasks = list(eval_tasks)
         self.specialists = dict(specialists or {})
-        self._apply(_consistent(models, included, base, recipe), "load")
+        if len(stages) > 1:
+            current_stage = min(max(current_stage, 0), len(stages) - 1)
+            recipe = stages[current_stage]
+            base = recipe.get("base_model")
+            included = [*_stage_inputs(recipe), *([base] if base else [])]
+        else:
+            stages = ()
+        self._apply(_consistent(models, included, base, recipe, stages, current_stage), "load")
         self.undo_stack.clear()
         self.base_changed.emit(self.base)
         self.models_changed.emit()
@@ -493,6 +623,10 @@ class StudioState(QObject):
         self.specialists_changed.emit()
         self.set_project_path(path)
         self.set_dirty(False)
+
+
+def _stage_inputs(recipe: dict[str, Any]) -> list[str]:
+    return [str(m.get("model")) for m in recipe.get("models") or []]
 
 
 def _tokenizer_choice(recipe: object) -> str | None:

@@ -17,6 +17,7 @@ from mergestudio_qt.state import ModelEntry, describe_source
 
 if TYPE_CHECKING:
     from mergestudio.engine.estimate import TimeEstimate
+    from mergestudio.engine.execute import ExecutionStats
     from mergestudio.evaluate import EvalReport
     from mergestudio.evaluate.normalized import Comparison
 
@@ -100,7 +101,10 @@ class DryRun:
 
 
 class DryRunJob(Job):
-    def __init__(self, recipe: dict[str, Any]) -> None:
+    """Every check a merge makes before it writes, and the estimate: of one recipe, or
+    of every stage of a multi-stage one (a list of stage recipes)."""
+
+    def __init__(self, recipe: dict[str, Any] | list[dict[str, Any]]) -> None:
         super().__init__()
         self.recipe = recipe
 
@@ -109,6 +113,8 @@ class DryRunJob(Job):
         from mergestudio.engine.merge import plan_folder_merge
         from mergestudio.engine.plan import describe_sources
 
+        if isinstance(self.recipe, list):
+            return self._stages(self.recipe)
         with hub_transfer(self.events, self.cancel_token):  # Hub models: progress and cancel
             plan = plan_folder_merge(self.recipe, None)  # every check a merge makes before writing
         try:
@@ -126,6 +132,40 @@ class DryRunJob(Job):
             )
         finally:
             plan.close()
+
+    @staticmethod
+    def _stages(stages: list[dict[str, Any]]) -> DryRun:
+        from mergestudio.engine.checks import check_folder_output
+        from mergestudio.engine.estimate import combined, estimate_time
+        from mergestudio.engine.graph import close_stages, estimate_stages, plan_stages
+        from mergestudio.engine.plan import describe_sources
+        from mergestudio.recipe.multi import parse_multi
+
+        staged = plan_stages(parse_multi(_yaml_documents(stages)))
+        try:
+            check_folder_output(staged[-1].plan)
+            estimate = estimate_stages(staged)
+            final = staged[-1].plan
+            return DryRun(
+                estimate.tensor_count,
+                estimate.bytes_to_read,
+                estimate.output_bytes,
+                estimate.peak_memory_bytes,
+                estimate.largest_tensor,
+                [f"stage {item.stage.name!r}: {w}" for item in staged for w in item.plan.warnings],
+                describe_sources(final),
+                _vocabulary_lines(final),
+                # Intermediates stay in memory: only the last stage writes.
+                combined([estimate_time(item.plan, write=item is staged[-1]) for item in staged]),
+            )
+        finally:
+            close_stages(staged)
+
+
+def _yaml_documents(stages: list[dict[str, Any]]) -> str:
+    import yaml
+
+    return yaml.safe_dump_all(stages, sort_keys=False)
 
 
 def _vocabulary_lines(plan: Any) -> list[str]:
@@ -147,21 +187,37 @@ class MergeOptions:
     threads: int | None = None
 
 
-class MergeJob(Job):
-    """Run a merge. A cancelled merge leaves nothing at ``out_dir`` (the engine stages
-    into a hidden folder and renames only when complete)."""
+@dataclass(frozen=True)
+class MergeDone:
+    """What the Merge page shows of a finished merge, whichever kind it was."""
 
-    def __init__(self, recipe: dict[str, Any], options: MergeOptions) -> None:
+    output: Path
+    stats: ExecutionStats
+
+
+class MergeJob(Job):
+    """Run a merge: one recipe into a model folder, a recipe whose ``output.format`` is
+    ``adapter`` into a PEFT folder, or a multi-stage recipe (a list of stages). A
+    cancelled merge leaves nothing at ``out_dir`` (the engine stages into a hidden
+    folder and renames only when complete)."""
+
+    def __init__(self, recipe: dict[str, Any] | list[dict[str, Any]], options: MergeOptions) -> None:
         super().__init__()
         self.recipe = recipe
         self.options = options
 
     def work(self) -> Any:
         from mergestudio.engine import merge
+        from mergestudio.engine.merge import load_recipe
 
         options = self.options
+        if isinstance(self.recipe, list):
+            return self._stages(self.recipe)
+        recipe = load_recipe(self.recipe)
+        if recipe.writes_adapter:
+            return self._adapter(recipe)
         return merge(
-            self.recipe,
+            recipe,
             options.out_dir,
             device=options.device,
             compute_dtype=options.compute_dtype,
@@ -171,6 +227,52 @@ class MergeJob(Job):
             cancel=self.cancel_token,
             threads=options.threads,
         )
+
+    def _stages(self, stages: list[dict[str, Any]]) -> MergeDone:
+        from mergestudio.engine.execute import ExecutionStats
+        from mergestudio.engine.graph import merge_multi
+        from mergestudio.recipe.multi import parse_multi
+
+        options = self.options
+        result = merge_multi(
+            parse_multi(_yaml_documents(stages)),
+            options.out_dir,
+            device=options.device,
+            compute_dtype=options.compute_dtype,
+            shard_size=options.shard_bytes,
+            overwrite=options.overwrite,
+            events=self.events,
+            cancel=self.cancel_token,
+            threads=options.threads,
+        )
+        runs = [stats for _, stats in result.stages if stats is not None]
+        total = ExecutionStats(
+            sum(s.tensors for s in runs),
+            sum(s.bytes_read for s in runs),
+            sum(s.bytes_written for s in runs),
+            sum(s.seconds for s in runs),
+            runs[-1].device if runs else "",
+        )
+        return MergeDone(result.output, total)
+
+    def _adapter(self, recipe: Any) -> MergeDone:
+        from mergestudio.engine.device import resolve_device
+        from mergestudio.engine.execute import ExecutionStats
+        from mergestudio.lora.merge import merge_to_adapter
+
+        options = self.options
+        result = merge_to_adapter(
+            recipe,
+            options.out_dir,
+            device=options.device,
+            overwrite=options.overwrite,
+            threads=options.threads,
+            events=self.events,
+            cancel=self.cancel_token,
+        )
+        written = (result.output / "adapter_model.safetensors").stat().st_size
+        device = str(resolve_device(options.device))
+        return MergeDone(result.output, ExecutionStats(len(result.modules), 0, written, result.seconds, device))
 
 
 # ---- evaluation ---------------------------------------------------------------------------

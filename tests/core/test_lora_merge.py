@@ -124,7 +124,7 @@ def test_inputs_that_are_not_adapters_of_one_base_are_refused(
 ) -> None:
     recipe = _recipe(adapters, "task_arithmetic")
     recipe["models"][1]["model"] = str(make_checkpoint("full", seed=5))
-    with pytest.raises(RecipeError, match="is not"):
+    with pytest.raises(RecipeError, match="is a full model"):
         merge_to_adapter(load_recipe(recipe), tmp_path / "out")
     other = make_checkpoint("other", seed=9)
     recipe = _recipe(adapters, "task_arithmetic")
@@ -165,3 +165,49 @@ def test_fan_in_fan_out_adapters_merge_into_a_fan_in_fan_out_adapter(tmp_path: P
     assert {m.tensor: m.rank for m in result.modules}["transformer.h.0.attn.c_attn.weight"] == 5
     for name, tensor in full.items():
         assert torch.allclose(applied[name], tensor, atol=2e-5), name
+
+
+def test_the_recipe_s_output_key_writes_the_adapter_and_its_dry_run_checks_the_inputs(
+    adapters: dict[str, Path], make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    from mergestudio.engine.merge import plan_folder_merge
+
+    recipe = _recipe(adapters, "ties", density=0.6)
+    recipe["output"] = {"format": "adapter", "rank": 3}
+    plan_folder_merge(recipe, tmp_path / "out").close()  # the dry run: every input an adapter of one base
+    by_key = merge_to_adapter(load_recipe(recipe), tmp_path / "by_key")
+    assert {m.rank for m in by_key.modules if m.route == "svd"} == {3}
+    del recipe["output"]
+    by_argument = merge_to_adapter(load_recipe(recipe), tmp_path / "by_argument", rank=3)
+    assert [m.relative_error for m in by_key.modules] == [m.relative_error for m in by_argument.modules]
+    # A full model among the inputs: the dry run names it; merge() refuses adapter outputs.
+    recipe["output"] = {"format": "adapter"}
+    recipe["models"][1]["model"] = str(make_checkpoint("full", seed=5))
+    with pytest.raises(RecipeError, match=r"output.format adapter: every input must be a LoRA adapter; .*full"):
+        plan_folder_merge(recipe, tmp_path / "out")
+    with pytest.raises(RecipeError, match="writes a LoRA adapter"):
+        merge(recipe, tmp_path / "out2", device="cpu")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
+
+
+def test_the_dry_run_counts_the_adapter_tensors_it_reads(adapters: dict[str, Path]) -> None:
+    from mergestudio.engine import build_plan
+
+    plan = build_plan(load_recipe(_recipe(adapters, "linear")))
+    stored = sum(plan.tensor_info(i).nbytes for p in plan.tensors for i in p.all_inputs())
+    estimate = plan.estimate().bytes_to_read
+    plan.close()
+    base = load_file(adapters["base"] / "model.safetensors")
+    # Each adapter's LoRA factors are read on top of the base tensors they change, and a
+    # saved embedding copy is read instead of the base's rows.
+    expected = 0
+    for name in ("one", "two"):
+        for key, tensor in load_file(adapters[name] / "adapter_model.safetensors").items():
+            size = tensor.numel() * tensor.element_size()
+            if ".lora_" in key:
+                expected += size
+            else:
+                replaced = base[key.removeprefix("base_model.model.").replace(".base_layer", "")]
+                expected += size - replaced.numel() * replaced.element_size()
+    assert expected > 0
+    assert estimate - stored == expected

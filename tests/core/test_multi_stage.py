@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from mergestudio.engine import merge
-from mergestudio.engine.graph import merge_multi, plan_stages
+from mergestudio.engine.graph import close_stages, intermediate_peak_bytes, merge_multi, plan_stages
 from mergestudio.errors import Cancelled, PlanError, RecipeError
 from mergestudio.events import CancelToken, LogLine
 from mergestudio.recipe.multi import parse_multi
@@ -105,6 +105,37 @@ def test_keep_intermediates_writes_each_stage_and_gives_the_same_model(model_fam
     assert (tmp_path / "mid" / "pair" / "config.json").is_file()
     first, second = _weights(in_memory.output), _weights(kept.output)
     assert all(first[name].equal(second[name]) for name in first)
+
+
+def test_intermediates_over_the_memory_limit_go_to_a_temporary_folder(model_family, tmp_path: Path) -> None:
+    stages = _stages(model_family)
+    in_memory = merge_multi(parse_multi(_text(stages)), tmp_path / "a", device="cpu")
+    staged = plan_stages(parse_multi(_text(stages)))
+    peak = intermediate_peak_bytes(staged)
+    close_stages(staged)
+    # While "trio" runs, "pair" (read again by the final stage) and "trio" are both held.
+    sizes = {s.stage.name: sum(p.out_bytes for p in s.plan.tensors) for s in staged}
+    assert peak == sizes["pair"] + sizes["trio"]
+    seen: list[str] = []
+    written: list[Path] = []
+
+    def watch(event: object) -> None:
+        if isinstance(event, LogLine):
+            seen.append(event.message)
+            written.extend(p for p in (tmp_path / "b").parent.glob(".mergestudio-stages-*/*") if p.is_dir())
+
+    forced = merge_multi(parse_multi(_text(stages)), tmp_path / "b", device="cpu", memory_limit=peak - 1, events=watch)
+    assert any("over the" in line and "temporary folder" not in line for line in seen)
+    assert {p.name for p in written} >= {"pair", "trio"}  # the stages went through files
+    assert not list(tmp_path.glob(".mergestudio-stages-*"))  # and the folder is gone
+    assert not forced.intermediates
+    first, second = _weights(in_memory.output), _weights(forced.output)
+    assert set(first) == set(second)
+    assert all(first[name].equal(second[name]) for name in first)
+    # At the limit, nothing is spilled.
+    seen.clear()
+    merge_multi(parse_multi(_text(stages)), tmp_path / "c", device="cpu", memory_limit=peak, events=watch)
+    assert not any("over the" in line for line in seen)
 
 
 def test_a_cycle_is_a_clear_error(model_family) -> None:

@@ -619,14 +619,12 @@ class EvolvePage(QWidget):
         baselines: list[Baseline],
         full: dict[int, dict[str, float]],
     ) -> None:
-        from mergestudio.search.genome import Genome
-        from mergestudio.search.spec import base_recipe
+        from mergestudio.search.spec import build_genome
 
         self.run_dir, self.spec, self.history = run_dir, spec, history
         self.baselines, self.full_evaluations = list(baselines), dict(full)
         self.failed_trials = 0
-        recipe = None if spec is None else base_recipe(spec)
-        self._genome_builder = None if spec is None or recipe is None else Genome.build(spec.genome, recipe)
+        self._genome_builder = None if spec is None else build_genome(spec)
         self.run_label.set_full_text(f"run: {run_dir}" if run_dir else "trials of no run folder", str(run_dir or ""))
         self.inspector.set_history(history, self.full_evaluations)
         self._update_references()

@@ -4,7 +4,6 @@ evaluation of the result next to its parents."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ from mergestudio_qt.format import MeasuredEta, format_bytes, format_duration
 from mergestudio_qt.pages import PageSpec, register_page
 from mergestudio_qt.quick_eval_table import MERGED_TINT, EvalCell, build_eval_table
 from mergestudio_qt.state import MergeSettings
+from mergestudio_qt.widgets.adapter_output import AdapterOutputRow
 from mergestudio_qt.widgets.folder_row import folder_row
 from mergestudio_qt.widgets.generate_panel import Candidate, GenerateDialog, show_generation
 from mergestudio_qt.workers import DryRun, DryRunJob, EvalJob, MergeJob, MergeOptions, QuickEval
@@ -160,6 +160,8 @@ class MergePage(QWidget):
         row.addWidget(self.shard_spin)
         row.addStretch(1)
         form.addRow("Dtype", row)
+        self.adapter_output = AdapterOutputRow(self.state, box)
+        form.addRow("Write as", self.adapter_output)
         form.addRow("", self.overwrite_check)
         return box
 
@@ -312,12 +314,14 @@ class MergePage(QWidget):
             self.out_edit.setText(str(Path(folder) / "merged"))
             self._save_settings()
 
-    def merge_recipe(self) -> dict[str, Any]:
-        """The recipe as merged: the project's, with the output dtype chosen here."""
-        recipe = copy.deepcopy(self.state.recipe)
+    def merge_recipe(self) -> dict[str, Any] | list[dict[str, Any]]:
+        """The recipe as merged: the project's, with the output dtype chosen here (for a
+        multi-stage recipe, the list of stages; the dtype applies to the final one)."""
+        document = self.state.document()
+        recipe = document[-1] if isinstance(document, list) else document
         if self.state.merge.out_dtype:
             recipe["out_dtype"] = self.state.merge.out_dtype
-        return recipe
+        return document
 
     # ---- dry run -------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from mergestudio_qt.pages import PageSpec, register_page
 from mergestudio_qt.state import RecipeVerdict, display_name
 from mergestudio_qt.widgets.curve_editor import CurveTarget, LayerCurveEditor
 from mergestudio_qt.widgets.params import ParamEditor, param_tooltip
+from mergestudio_qt.widgets.stage_list import StageList
 from mergestudio_qt.widgets.yaml_pane import YamlPane
 
 LABEL_WIDTH = 112  # px; long model names are elided in the middle, full name in the tooltip
@@ -97,6 +98,8 @@ class RecipePage(QWidget):
         title = QLabel("Recipe", body)
         title.setObjectName("pageTitle")
         self.left_layout.addWidget(title)
+        self.stage_list = StageList(self.state, body)
+        self.left_layout.addWidget(self.stage_list)
         method_row = QHBoxLayout()
         method_row.setSpacing(8)
         method_label = QLabel("Method", body)
@@ -140,7 +143,7 @@ class RecipePage(QWidget):
     def _structure_of(self, recipe: dict[str, Any]) -> tuple[Any, ...]:
         models = tuple(m.get("model") for m in recipe.get("models") or [])
         post = recipe_edit.post_process_name(recipe)
-        return (recipe.get("merge_method"), models, bool(recipe.get("slices")), post)
+        return (recipe.get("merge_method"), models, bool(recipe.get("slices")), post, self.state.current_stage)
 
     def _rebuild(self, method: MethodSpec) -> None:
         _clear_layout(self.params_layout)
@@ -406,6 +409,7 @@ def _clear_layout(layout: Any) -> None:
         item = layout.takeAt(0)
         widget = item.widget()
         if widget is not None:
+            widget.hide()  # gone at once, not when the event loop gets to deleting it
             widget.deleteLater()
         elif item.layout() is not None:
             _clear_layout(item.layout())

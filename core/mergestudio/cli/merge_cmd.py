@@ -113,9 +113,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.recipe.is_file() and is_multi_stage(args.recipe.read_text()):
         return _run_multi(args)
+    if args.output_adapter:
+        args.recipe = _with_adapter_output(args)
     if args.dry_run:
         return _dry_run(args)
-    if args.output_adapter:
+    if _writes_adapter(args.recipe):
         return _merge_to_adapter(args)
     from mergestudio.engine.merge import merge
 
@@ -144,6 +146,21 @@ def run(args: argparse.Namespace) -> int:
             f"({format_bytes(stats.bytes_read / max(stats.seconds, 1e-9))}/s read)"
         )
     return 0
+
+
+def _with_adapter_output(args: argparse.Namespace) -> Any:
+    """``--output-adapter [--adapter-rank N]`` as the recipe's ``output`` key."""
+    from mergestudio.engine.merge import load_recipe
+
+    recipe = load_recipe(args.recipe).to_dict()
+    recipe["output"] = {"format": "adapter", **({"rank": args.adapter_rank} if args.adapter_rank else {})}
+    return recipe
+
+
+def _writes_adapter(recipe: Any) -> bool:
+    from mergestudio.engine.merge import load_recipe
+
+    return load_recipe(recipe).writes_adapter
 
 
 def _merge_to_adapter(args: argparse.Namespace) -> int:

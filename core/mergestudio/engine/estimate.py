@@ -31,6 +31,7 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,16 @@ class TimeEstimate:
         if self.write_s:
             parts.append(f"write {_seconds(self.write_s)}")
         return f"≈ {_seconds(self.total_s)} ({', '.join(parts)})"
+
+
+def combined(estimates: Sequence[TimeEstimate]) -> TimeEstimate:
+    """Stages run one after another: their times add up."""
+    return TimeEstimate(
+        read_s=sum(e.read_s for e in estimates),
+        compute_s=sum(e.compute_s for e in estimates),
+        write_s=sum(e.write_s for e in estimates),
+        overhead_s=sum(e.overhead_s for e in estimates),
+    )
 
 
 def estimate_time(plan: MergePlan, *, write: bool = True, cache_dir: str | Path | None = None) -> TimeEstimate:

@@ -401,3 +401,29 @@ def _nonfinite_count(tensor: torch.Tensor) -> int:
     if not tensor.is_floating_point():
         return 0
     return int(tensor.numel() - torch.isfinite(tensor).sum())
+
+
+class TensorMerge:
+    """The executor's merge of one planned tensor, for engines built on it (adapter
+    outputs): reading, conversion, the method and its plug-in, the NaN/Inf policy, and
+    the seeded generator, exactly as ``execute_plan`` runs them. No row chunking."""
+
+    def __init__(
+        self,
+        plan: MergePlan,
+        device: torch.device,
+        *,
+        compute_dtype: str = "float32",
+        allow_nonfinite: bool = False,
+        events: EventSink | None = None,
+    ) -> None:
+        guard = _NonFiniteGuard(plan, allow_nonfinite, events)
+        self._merger = _TensorMerger(plan, device, to_torch(dtype_code(compute_dtype)), 1 << 62, guard)
+
+    def merge(self, planned: PlannedTensor) -> torch.Tensor:
+        """The merged tensor on the CPU in ``planned.out_dtype``, shape ``planned.shape``."""
+        return self._merger.merge(planned)
+
+    def generator(self, planned: PlannedTensor) -> torch.Generator:
+        """The generator a stochastic method gets for this tensor (seed and name)."""
+        return self._merger._generator(planned)

@@ -9,6 +9,8 @@ graph at planning time) and whose data is filled in when the stage has run.
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +22,9 @@ from mergestudio.engine.merge import (
     _merge_plan,
     _Run,
 )
-from mergestudio.engine.plan import MergePlan, build_plan
+from mergestudio.engine.plan import MergePlan, PlanEstimate, build_plan
 from mergestudio.engine.targets import DictTarget
-from mergestudio.errors import MergeStudioError
+from mergestudio.errors import MergeStudioError, RecipeError
 from mergestudio.events import CancelToken, EventSink, check_cancel, log
 from mergestudio.io.dtypes import torch_dtype_name
 from mergestudio.io.model_folder import merged_config
@@ -45,16 +47,29 @@ class MultiResult:
     intermediates: dict[str, Path] = field(default_factory=dict)
 
 
-def plan_stages(multi: MultiRecipe, *, allow_pickle: bool = False) -> list[StagedPlan]:
+def plan_stages(
+    multi: MultiRecipe,
+    *,
+    allow_pickle: bool = False,
+    sources: Mapping[str, ModelSource] | None = None,
+) -> list[StagedPlan]:
     """Validate and plan every stage (metadata only). A problem in any stage raises before
-    anything is read, its message naming the stage."""
+    anything is read, its message naming the stage. ``sources``: models already open, by
+    reference (the window's models, a search's from candidate to candidate)."""
     staged: list[StagedPlan] = []
     outputs: dict[str, ModelSource] = {}
+    known = dict(sources or {})
     try:
         for stage in multi.stages:
-            sources = {name: outputs[name] for name in stage.needs}
+            if stage.recipe.writes_adapter:
+                raise RecipeError(
+                    f"stage {stage.name!r}: output.format adapter is for one-stage recipes; "
+                    "a multi-stage recipe writes a model"
+                )
+            given = {r: known[r] for r in stage.recipe.referenced_models() if r in known}
+            given.update({name: outputs[name] for name in stage.needs})
             try:
-                plan = build_plan(stage.recipe, sources=sources, allow_pickle=allow_pickle)
+                plan = build_plan(stage.recipe, sources=given, allow_pickle=allow_pickle)
             except MergeStudioError as error:
                 raise type(error)(f"stage {stage.name!r}: {error}") from error
             outputs[stage.name] = stage_output_source(stage.name, plan)
@@ -85,6 +100,21 @@ def _tokenizer_root(plan: MergePlan) -> Path:
     return plan.sources[files_from].root
 
 
+def estimate_stages(staged: list[StagedPlan]) -> PlanEstimate:
+    """The dry run's numbers for the whole graph: tensors and bytes read summed over the
+    stages, the final stage's output, the largest stage's peak plus the intermediates
+    held in memory while it runs (an upper bound)."""
+    estimates = [item.plan.estimate() for item in staged]
+    largest = max(estimates, key=lambda e: e.peak_memory_bytes)
+    return PlanEstimate(
+        sum(e.tensor_count for e in estimates),
+        sum(e.bytes_to_read for e in estimates),
+        estimates[-1].output_bytes,
+        largest.peak_memory_bytes + intermediate_peak_bytes(staged),
+        largest.largest_tensor,
+    )
+
+
 def close_stages(staged: list[StagedPlan]) -> None:
     for item in staged:
         item.plan.close()
@@ -96,6 +126,7 @@ def merge_multi(
     out_dir: str | Path,
     *,
     keep_intermediates: str | Path | None = None,
+    memory_limit: int | None = None,
     device: str = "auto",
     compute_dtype: str = "float32",
     shard_size: int = DEFAULT_SHARD_BYTES,
@@ -111,16 +142,33 @@ def merge_multi(
 
     Intermediate outputs stay in memory (freed once no later stage needs them) unless
     ``keep_intermediates`` names a folder: then each is written to ``<folder>/<stage>``
-    and later stages read it from there, exactly as if run one by one.
+    and later stages read it from there, exactly as if run one by one. When the
+    intermediates held in memory at once would exceed ``memory_limit`` bytes (default:
+    half the memory available now), they go to a temporary folder beside ``out_dir``
+    instead, removed at the end. Either way the result is bit-identical.
     """
     check_run_options(device, compute_dtype, threads, shard_size)
     check_output_path(Path(out_dir), overwrite)
     staged = plan_stages(multi, allow_pickle=allow_pickle)
     result = MultiResult(Path(out_dir))
     run = _Run(device, compute_dtype, shard_size, threads, allow_nonfinite)
+    spill: tempfile.TemporaryDirectory[str] | None = None
     try:
+        folder_for = keep_intermediates
+        if folder_for is None:
+            peak, limit = intermediate_peak_bytes(staged), _memory_limit(memory_limit)
+            if peak > limit:
+                Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
+                spill = tempfile.TemporaryDirectory(prefix=".mergestudio-stages-", dir=Path(out_dir).parent)
+                folder_for = spill.name
+                log(
+                    events,
+                    f"intermediate stages would hold {peak / 1e9:.2f} GB in memory at once, over the "
+                    f"{limit / 1e9:.2f} GB limit: writing them to {folder_for} (removed at the end)",
+                    "warning",
+                )
         for item in staged:
-            if item is staged[-1] or keep_intermediates is not None:
+            if item is staged[-1] or folder_for is not None:
                 check_folder_output(item.plan, allow_no_config=allow_no_config)
         for index, item in enumerate(staged):
             check_cancel(cancel)
@@ -128,31 +176,78 @@ def merge_multi(
             for warning in item.plan.warnings:
                 log(events, f"stage {item.stage.name!r}: {warning}", "warning")
             is_final = index == len(staged) - 1
-            if is_final or keep_intermediates is not None:
-                folder = Path(out_dir) if is_final else Path(keep_intermediates or ".") / item.stage.name
+            if is_final or folder_for is not None:
+                folder = Path(out_dir) if is_final else Path(folder_for or ".") / item.stage.name
                 merged = _merge_plan(item.plan, folder, run, overwrite, events, cancel, None)
                 result.stages.append((item.stage.name, merged.stats))
                 if not is_final:
-                    result.intermediates[item.stage.name] = folder
+                    if spill is None:
+                        result.intermediates[item.stage.name] = folder
                     _read_from_folder(item.output, folder)
             else:
-                target = DictTarget()
-                stats = execute_plan(
-                    item.plan,
-                    target,
+                stats = run_stage_in_memory(
+                    item,
                     device=device,
                     compute_dtype=compute_dtype,
-                    events=events,
-                    cancel=cancel,
                     threads=threads,
                     allow_nonfinite=allow_nonfinite,
+                    events=events,
+                    cancel=cancel,
                 )
-                item.output._loaded = target.tensors
                 result.stages.append((item.stage.name, stats))
             _release_finished(staged, index)
     finally:
         close_stages(staged)
+        if spill is not None:
+            spill.cleanup()
     return result
+
+
+def run_stage_in_memory(
+    item: StagedPlan,
+    *,
+    device: str = "auto",
+    compute_dtype: str = "float32",
+    threads: int | None = None,
+    allow_nonfinite: bool = False,
+    events: EventSink | None = None,
+    cancel: CancelToken | None = None,
+) -> ExecutionStats:
+    """Merge one stage into memory; later stages read it through ``item.output``."""
+    target = DictTarget()
+    stats = execute_plan(
+        item.plan,
+        target,
+        device=device,
+        compute_dtype=compute_dtype,
+        events=events,
+        cancel=cancel,
+        threads=threads,
+        allow_nonfinite=allow_nonfinite,
+    )
+    item.output._loaded = target.tensors
+    return stats
+
+
+def intermediate_peak_bytes(staged: list[StagedPlan]) -> int:
+    """The most bytes of intermediate outputs held in memory at once when every stage
+    but the final one stays in memory: while stage i runs, its own output and every
+    earlier output a stage from i on still reads."""
+    peak = 0
+    for index, item in enumerate(staged[:-1]):
+        later = {name for other in staged[index:] for name in other.stage.needs}
+        alive = [s for s in staged[:index] if s.stage.name in later] + [item]
+        peak = max(peak, sum(p.out_bytes for s in alive for p in s.plan.tensors))
+    return peak
+
+
+def _memory_limit(limit: int | None) -> int:
+    """``limit``, else half the memory available now: the merge of each stage needs the rest."""
+    if limit is not None:
+        return limit
+    import psutil
+
+    return int(psutil.virtual_memory().available) // 2
 
 
 def _read_from_folder(output: ModelSource, folder: Path) -> None:

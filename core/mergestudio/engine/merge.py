@@ -11,6 +11,7 @@ from mergestudio.engine.card import model_card
 from mergestudio.engine.checks import check_folder_output, check_output_path, check_run_options
 from mergestudio.engine.execute import ExecutionStats, execute_plan
 from mergestudio.engine.plan import MergePlan, build_plan
+from mergestudio.errors import RecipeError
 from mergestudio.events import CancelToken, EventSink, log
 from mergestudio.io.dtypes import torch_dtype_name
 from mergestudio.io.hub import hub_transfer
@@ -64,13 +65,16 @@ def plan_folder_merge(
     """Every check a merge into a folder makes before it reads a tensor or creates a
     folder: the arguments, the output path (skipped when ``out_dir`` is None), the
     recipe against the models' headers, and a config source for a loadable folder.
-    The dry run is this function; the caller closes the plan."""
+    The dry run is this function; the caller closes the plan. A recipe whose
+    ``output.format`` is ``adapter`` gets the adapter output's checks instead (every
+    input an adapter of one base)."""
     check_run_options(device, compute_dtype, threads, shard_size)
     if out_dir is not None:
         check_output_path(Path(out_dir), overwrite)
     plan = build_plan(load_recipe(recipe), allow_pickle=allow_pickle)
     try:
-        check_folder_output(plan, allow_no_config=allow_no_config)
+        if not plan.recipe.writes_adapter:  # an adapter's inputs were checked by build_plan
+            check_folder_output(plan, allow_no_config=allow_no_config)
     except BaseException:
         plan.close()
         raise
@@ -99,8 +103,14 @@ def merge(
     staging folder beside it, created only once every check of ``plan_folder_merge``
     passed. An existing non-empty ``out_dir`` is an error unless ``overwrite``. NaN or
     Inf in an input is an error unless ``allow_nonfinite``; a method that makes them
-    from finite inputs always is.
+    from finite inputs always is. A recipe with ``output.format: adapter`` is merged by
+    ``merge_to_adapter`` (``mergestudio.lora.merge``), not here.
     """
+    if load_recipe(recipe).writes_adapter:
+        raise RecipeError(
+            "output.format is adapter: this recipe writes a LoRA adapter; run it with "
+            "`mergestudio merge` or mergestudio.lora.merge.merge_to_adapter"
+        )
     with hub_transfer(events, cancel):  # Hub models download with progress and cancel
         plan = plan_folder_merge(
             recipe,

@@ -105,7 +105,7 @@ class MergePlan:
         largest_out = 0
         for planned in self.tensors:
             inputs = planned.all_inputs()
-            bytes_to_read += sum(self.tensor_info(i).nbytes for i in inputs)
+            bytes_to_read += sum(self.sources[i.model].input_bytes(i.tensor) for i in inputs)
             per_entry = (len(inputs) + 3) * compute_bytes
             working = planned.numel * per_entry
             if self.method.elementwise:
@@ -141,6 +141,11 @@ def build_plan(
                 opened[reference] = open_model(reference, allow_pickle=allow_pickle)
         plan = _Planner(recipe, method, opened).plan()
         check_plan(plan)
+        if recipe.writes_adapter:
+            # Imported here: the adapter merge is built on this module.
+            from mergestudio.lora.merge import adapters_of_one_base
+
+            adapters_of_one_base(plan)  # every input an adapter of one base
     except BaseException:
         for reference, source in opened.items():  # close what this call opened, not the caller's
             if reference not in (sources or {}):

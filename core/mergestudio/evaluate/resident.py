@@ -26,8 +26,10 @@ from mergestudio.events import CancelToken, EventSink
 if TYPE_CHECKING:
     import torch
 
+    from mergestudio.engine.plan import MergePlan
     from mergestudio.io.sources import ModelSource
     from mergestudio.recipe.model import Recipe
+    from mergestudio.recipe.multi import MultiRecipe
 
 
 class ModuleTarget:
@@ -116,15 +118,22 @@ class ResidentEvaluator:
         self._sources: dict[str, ModelSource] = {}
 
     def merge_into_model(
-        self, recipe: Recipe | str | dict[str, Any], cancel: CancelToken | None = None
+        self, recipe: Recipe | MultiRecipe | str | dict[str, Any], cancel: CancelToken | None = None
     ) -> None:
         """Merge ``recipe`` into the resident model's parameters. Every parameter must be
-        written, so no weight of an earlier candidate survives into this one."""
+        written, so no weight of an earlier candidate survives into this one. A
+        multi-stage recipe (or its YAML) runs its earlier stages in memory first."""
         from mergestudio.engine import build_plan, execute_plan, load_recipe
+        from mergestudio.recipe.multi import MultiRecipe, is_multi_stage, parse_multi
 
-        plan = build_plan(load_recipe(recipe), sources=self._sources)
-        # Keep what the plan opened, so the next candidate reuses the memory maps.
-        self._sources.update(plan.sources)
+        if isinstance(recipe, str) and is_multi_stage(recipe):
+            recipe = parse_multi(recipe, "candidate recipe")
+        if isinstance(recipe, MultiRecipe):
+            plan = self._run_earlier_stages(recipe, cancel)
+        else:
+            plan = build_plan(load_recipe(recipe), sources=self._sources)
+            # Keep what the plan opened, so the next candidate reuses the memory maps.
+            self._sources.update(plan.sources)
         self._target.reset()
         execute_plan(plan, self._target, device=self.lm.device, cancel=cancel, threads=self.merge_threads)
         missing = self._target.missing()
@@ -133,9 +142,21 @@ class ResidentEvaluator:
                 f"the recipe left {len(missing)} parameter(s) of the loaded model unset, first '{missing[0]}'"
             )
 
+    def _run_earlier_stages(self, graph: MultiRecipe, cancel: CancelToken | None) -> MergePlan:
+        """Plan every stage, merge all but the final one in memory; the final stage's plan."""
+        from mergestudio.engine.graph import plan_stages, run_stage_in_memory
+
+        staged = plan_stages(graph, sources=self._sources)
+        stage_names = {item.stage.name for item in staged}
+        for item in staged:
+            self._sources.update({r: s for r, s in item.plan.sources.items() if r not in stage_names})
+        for item in staged[:-1]:
+            run_stage_in_memory(item, device=str(self.lm.device), threads=self.merge_threads, cancel=cancel)
+        return staged[-1].plan
+
     def evaluate(
         self,
-        recipe: Recipe | str | dict[str, Any],
+        recipe: Recipe | MultiRecipe | str | dict[str, Any],
         events: EventSink | None = None,
         cancel: CancelToken | None = None,
     ) -> CandidateResult:

@@ -176,6 +176,13 @@ class AdapterSource(ModelSource):
             return weight
         return (weight.float() + adapter.delta(name)).to(weight.dtype)
 
+    def input_bytes(self, name: str) -> int:
+        """The base tensor (or the adapter's saved replacement) plus the LoRA factors."""
+        base, adapter = self._parts()
+        stored = adapter.replacements[name].nbytes if name in adapter.replacements else base.input_bytes(name)
+        module = adapter.modules.get(name)
+        return stored + (module.a.nbytes + module.b.nbytes if module is not None else 0)
+
     def prefetch(self, name: str) -> None:
         base, adapter = self._parts()
         if name not in adapter.replacements:
@@ -241,7 +248,7 @@ def open_adapter(reference: str, *, token: str | bool | None = None) -> LoraAdap
     root, weights = _adapter_files(reference, path)
     config = _read_adapter_config(root / ADAPTER_CONFIG, reference)
     header = read_header(weights)
-    modules, replacements = _parse_tensors(reference, config, header.tensors)
+    modules, replacements, copies = _parse_tensors(reference, config, header.tensors)
     return LoraAdapter(
         reference=reference,
         root=root,
@@ -250,11 +257,7 @@ def open_adapter(reference: str, *, token: str | bool | None = None) -> LoraAdap
         modules=modules,
         replacements=replacements,
         revision=revision,
-        base_layer_copies=frozenset(
-            key.removeprefix(PEFT_PREFIX).replace(".base_layer.", ".")
-            for key in header.tensors
-            if ".base_layer." in key
-        ),
+        base_layer_copies=copies,
         _header=header.header_bytes,
     )
 
@@ -284,16 +287,23 @@ def open_adapted_model(
         raise SourceError(f"{base_name}: the base of an adapter must be a full model, not an adapter")
     try:
         check_adapter_against_base(adapter, base)
+        rows = resized_vocabulary(adapter, base)
     except SourceError:
         base.close()
         raise
     tensors = dict(base.tensors)
     tensors.update(adapter.replacements)
+    root, config = base.root, base.config
+    if rows is not None:
+        # The adapter's embeddings have another row count: its own tokenizer says what
+        # the rows mean (the vocabulary plan aligns them by token), and the adapted
+        # model's config says the new size.
+        root, config = adapter.root, {**(base.config or {}), "vocab_size": rows}
     return AdapterSource(
         reference=reference or _written_reference(base_reference, adapter_reference),
-        root=base.root,
+        root=root,
         tensors=tensors,
-        config=base.config,
+        config=config,
         files=base.files,
         revision=base.revision,
         base=base,
@@ -308,10 +318,11 @@ def _written_reference(base_reference: str | None, adapter_reference: str) -> st
 
 def check_adapter_against_base(adapter: LoraAdapter, base: ModelSource) -> None:
     """Every adapted module and saved tensor must exist in the base with a fitting shape:
-    otherwise the adapter was trained on another model."""
+    otherwise the adapter was trained on another model. Saved embeddings (input embedding,
+    LM head) may have other rows: a resized vocabulary (``resized_vocabulary``)."""
     problems: list[str] = []
     for target, module in adapter.modules.items():
-        info = base.tensors.get(target)
+        info = adapter.replacements.get(target) or base.tensors.get(target)
         if info is None:
             problems.append(f"adapts {module.module!r}, but the base has no tensor {target!r}")
         elif tuple(info.shape) != module.delta_shape:
@@ -323,13 +334,65 @@ def check_adapter_against_base(adapter: LoraAdapter, base: ModelSource) -> None:
         info = base.tensors.get(name)
         if info is None:
             problems.append(f"saves {name!r}, which the base does not have")
-        elif info.shape != replacement.shape:
+        elif info.shape != replacement.shape and not _resized_rows(name, replacement, info):
             problems.append(f"saves {name!r} as {list(replacement.shape)}, the base has {list(info.shape)}")
     if problems:
         shown = "; ".join(problems[:4]) + (f"; … {len(problems) - 4} more" if len(problems) > 4 else "")
         raise SourceError(
             f"{adapter.reference} does not fit base {base.reference} (an adapter for another model?): {shown}"
         )
+
+
+def resized_vocabulary(adapter: LoraAdapter, base: ModelSource) -> int | None:
+    """The adapter's embedding rows when it saves embeddings with another row count than
+    the base's (trained after ``resize_token_embeddings``), else None. Every embedding-like
+    tensor of the base must then be saved at that count, and the adapter's folder must
+    hold the tokenizer that gives the rows their tokens."""
+    from mergestudio.architectures.names import is_embedding
+    from mergestudio.vocab.tokenizer_files import read_tokenizer
+
+    resized = {
+        name: info.shape[0]
+        for name, info in adapter.replacements.items()
+        if name in base.tensors and _resized_rows(name, info, base.tensors[name])
+    }
+    if not resized:
+        return None
+    counts = set(resized.values())
+    left = [
+        name for name, info in base.tensors.items()
+        if is_embedding(name) and len(info.shape) == 2 and name not in resized
+        and info.shape[0] == base.tensors[next(iter(resized))].shape[0]
+    ]
+    if len(counts) > 1 or left:
+        shown = ", ".join(f"{n} {r} rows" for n, r in resized.items())
+        kept = f"; it leaves {', '.join(left)} at the base's rows" if left else ""
+        raise SourceError(
+            f"{adapter.reference}: resizes the vocabulary inconsistently ({shown}{kept}): every "
+            "embedding and LM head must be saved at the new size (modules_to_save)"
+        )
+    rows = counts.pop()
+    if read_tokenizer(adapter.root) is None:
+        base_rows = base.tensors[next(iter(resized))].shape[0]
+        raise SourceError(
+            f"{adapter.reference}: resizes the vocabulary ({base_rows} -> {rows} rows) but its folder "
+            f"has no tokenizer.json to say what the new rows are: save the tokenizer with the adapter "
+            "(tokenizer.save_pretrained(ADAPTER_FOLDER))"
+        )
+    return rows
+
+
+def _resized_rows(name: str, saved: TensorInfo, base: TensorInfo) -> bool:
+    """``saved`` is ``base`` with another number of rows, on an embedding-like tensor."""
+    from mergestudio.architectures.names import is_embedding
+
+    return (
+        is_embedding(name)
+        and len(saved.shape) == 2
+        and len(base.shape) == 2
+        and saved.shape[1] == base.shape[1]
+        and saved.shape[0] != base.shape[0]
+    )
 
 
 def _adapter_files(reference: str, path: Path) -> tuple[Path, Path]:
@@ -378,18 +441,29 @@ def _read_adapter_config(path: Path, reference: str) -> dict[str, Any]:
     return config
 
 
+# Full tensors peft saves, by the part of their key that says which copy they are: the
+# trained copy of a module in modules_to_save wins over the module as saved plainly, which
+# wins over a copy of the base layer (saved beside an embedding LoRA or a resized vocabulary).
+_COPY_PARTS = ((".modules_to_save.", 2), (".original_module.", 0), (".base_layer.", 0))
+
+
 def _parse_tensors(
     reference: str, config: dict[str, Any], infos: dict[str, TensorInfo]
-) -> tuple[dict[str, LoraModule], dict[str, TensorInfo]]:
-    """Group LoRA pairs by module; every other tensor replaces the base's by name."""
+) -> tuple[dict[str, LoraModule], dict[str, TensorInfo], frozenset[str]]:
+    """Group LoRA pairs by module; every other tensor replaces the base's by name.
+    Returns the modules, the replacements, and the replacements that are only copies of
+    base layers."""
     pairs: dict[tuple[str, ModuleKind], dict[str, TensorInfo]] = {}
     replacements: dict[str, TensorInfo] = {}
+    rank_of: dict[str, int] = {}
     for key, info in infos.items():
         name = key.removeprefix(PEFT_PREFIX)
         part = next((p for p in _LORA_PARTS if name.endswith(p)), None)
         if part is None:
-            # modules_to_save copies, and full embeddings peft saves beside an embedding LoRA
-            replacements[name.replace(".base_layer.", ".")] = info
+            marker, rank = next(((m, r) for m, r in _COPY_PARTS if m in name), ("", 1))
+            target = name.replace(marker, ".") if marker else name
+            if rank >= rank_of.get(target, -1):
+                replacements[target], rank_of[target] = info, rank
             continue
         kind: ModuleKind = "embedding" if "embedding" in part else "linear"
         pairs.setdefault((name.removesuffix(part), kind), {})["A" if "_A" in part else "B"] = info
@@ -400,7 +474,7 @@ def _parse_tensors(
         modules[f"{module}.weight"] = _lora_module(reference, config, module, kind, pair["A"], pair["B"])
     if not modules and not replacements:
         raise SourceError(f"{reference}: the adapter holds no LoRA tensors")
-    return modules, replacements
+    return modules, replacements, frozenset(name for name, rank in rank_of.items() if rank == 0)
 
 
 def _lora_module(

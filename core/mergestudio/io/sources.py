@@ -96,6 +96,11 @@ class ModelSource:
             raise SourceError(f"{self.reference}: has no tensor {name!r}") from None
         return self._mapped.tensor(info)
 
+    def input_bytes(self, name: str) -> int:
+        """Bytes read from disk to produce tensor ``name`` (its stored size here; an
+        adapted model adds its adapter's tensors)."""
+        return self.tensors[name].nbytes
+
     def prefetch(self, name: str) -> None:
         if self._loaded is None and name in self.tensors:
             self._mapped.prefetch(self.tensors[name])

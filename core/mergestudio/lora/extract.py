@@ -115,7 +115,9 @@ def extract_lora(
         names = _check_pair(base_source, tune_source)
         out_dtype = to_torch(dtype.upper() if dtype else _dominant_float(tune_source))
         transposed = (base_source.config or {}).get("model_type") in FAN_IN_FAN_OUT_MODEL_TYPES
-        extractor = _Extractor(base_source, tune_source, settings, resolve_device(device), bool(transposed))
+        extractor = _Extractor(
+            base_source, tune_source, settings, resolve_device(device), bool(transposed), out_dtype
+        )
         with staged_folder(Path(out_dir), overwrite) as staging:
             with torch.inference_mode(), torch_threads(threads or 1):
                 extractor.run(names, events, cancel)
@@ -177,7 +179,9 @@ class _Extractor:
         settings: ExtractSettings,
         device: torch.device,
         conv1d: bool,
+        out_dtype: torch.dtype = torch.float32,
     ) -> None:
+        self.out_dtype = out_dtype  # factors are kept in it: the adapter holds them until written
         self.base = base
         self.tune = tune
         self.settings = settings
@@ -203,10 +207,19 @@ class _Extractor:
         shape = tuple(info.shape)
         if info.dtype not in FLOAT_CODES:
             return ModuleChoice(name, shape, "unchanged")
+        embedding = is_embedding(name)
+        if (embedding and self.settings.embeddings != "lora") or len(shape) != 2:
+            # Saved whole or skipped: compare as stored, without a float32 delta (for an
+            # embedding that delta would be the largest allocation of the whole run).
+            if torch.equal(self.tune.read(name), self.base.read(name)):
+                return ModuleChoice(name, shape, "unchanged")
+            if embedding and self.settings.embeddings == "skip":
+                self.warnings.append(f"{name} differs from the base and was left out (--embeddings skip)")
+                return ModuleChoice(name, shape, "skipped")
+            return ModuleChoice(name, shape, "saved")
         delta = self._delta(name)
         if not bool(delta.any()):
             return ModuleChoice(name, shape, "unchanged")
-        embedding = is_embedding(name)
         if embedding and self.settings.embeddings == "skip":
             self.warnings.append(f"{name} differs from the base and was left out (--embeddings skip)")
             return ModuleChoice(name, shape, "skipped")
@@ -222,7 +235,8 @@ class _Extractor:
         """Δ (*shape,) float32 on the device. The copy is explicit: a float32 read is a
         read-only memory map, and subtracting in place would write to it."""
         tuned = self.tune.read(name).to(self.device, torch.float32, copy=True)
-        return tuned.sub_(self.base.read(name).to(self.device, torch.float32))
+        # The base is subtracted as stored (promoted element by element): no float32 copy.
+        return tuned.sub_(self.base.read(name).to(self.device))
 
     def _factorise(self, name: str, delta: torch.Tensor, embedding: bool) -> ModuleChoice:
         module = name.removesuffix(".weight")
@@ -231,9 +245,8 @@ class _Extractor:
         transposed = is_input_embedding or (self.conv1d and not embedding)
         low_rank = self._low_rank(delta)
         kind: Literal["linear", "embedding"] = "embedding" if is_input_embedding else "linear"
-        self.factors.append(
-            lora_from_weight_layout(module, kind, low_rank.left.cpu(), low_rank.right.cpu(), transposed)
-        )
+        left, right = (x.to("cpu", self.out_dtype) for x in (low_rank.left, low_rank.right))
+        self.factors.append(lora_from_weight_layout(module, kind, left, right, transposed))
         return ModuleChoice(name, tuple(delta.shape), "lora", low_rank.rank, low_rank.energy)
 
     def _low_rank(self, delta: torch.Tensor) -> LowRank:

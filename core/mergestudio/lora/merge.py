@@ -29,7 +29,7 @@ from mergestudio.engine.device import resolve_device, torch_threads
 
 # The executor's per-tensor merge (reads, conversion, the method call, the NaN/Inf policy),
 # reused so that a re-factorised module is exactly what a full-model merge would compute.
-from mergestudio.engine.execute import _NonFiniteGuard, _TensorMerger
+from mergestudio.engine.execute import TensorMerge
 from mergestudio.engine.plan import MergePlan, PlannedTensor, build_plan
 from mergestudio.errors import RecipeError
 from mergestudio.events import CancelToken, EventSink, ProgressReporter, check_cancel, log
@@ -84,13 +84,16 @@ def merge_to_adapter(
 ) -> AdapterMergeResult:
     """Merge a recipe whose inputs are all LoRA adapters of one base into a PEFT folder
     at ``out_dir`` (with ``lora_report.json``). ``rank``: the rank of re-factorised
-    modules (default: the sum of the inputs' ranks), and a cap on exact ones."""
+    modules (default: the recipe's ``output.rank``, else the sum of the inputs' ranks),
+    and a cap on exact ones."""
     if rank is not None and rank < 1:
         raise RecipeError(f"adapter output: rank must be at least 1, got {rank}")
+    if rank is None and recipe.output is not None:
+        rank = recipe.output.rank
     started = time.perf_counter()
     plan = build_plan(recipe)
     try:
-        adapters, base_reference = _adapters_of_one_base(plan)
+        adapters, base_reference = adapters_of_one_base(plan)
         torch_device = resolve_device(device)
         merger = _AdapterMerger(plan, adapters, rank, torch_device, events)
         with staged_folder(Path(out_dir), overwrite) as staging:
@@ -115,9 +118,10 @@ def merge_to_adapter(
         plan.close()
 
 
-def _adapters_of_one_base(plan: MergePlan) -> tuple[dict[str, LoraAdapter], str]:
+def adapters_of_one_base(plan: MergePlan) -> tuple[dict[str, LoraAdapter], str]:
     """The recipe's adapters by model reference, after checking they share one base and
-    the recipe moves no layers (an adapter output keeps the base's tensor names)."""
+    the recipe moves no layers (an adapter output keeps the base's tensor names): the
+    adapter output's check, made by its dry run (headers only)."""
     adapters: dict[str, LoraAdapter] = {}
     bases: dict[tuple[str, ...], str] = {}
     for planned in plan.tensors:
@@ -125,7 +129,8 @@ def _adapters_of_one_base(plan: MergePlan) -> tuple[dict[str, LoraAdapter], str]
             source = plan.sources[tensor_input.model]
             if not isinstance(source, AdapterSource) or source.adapter is None or source.base is None:
                 raise RecipeError(
-                    f"an adapter output needs every input to be a LoRA adapter; {tensor_input.model} is not"
+                    f"output.format adapter: every input must be a LoRA adapter; {tensor_input.model} is "
+                    "a full model (write the result as a model, or give BASE+ADAPTER inputs)"
                 )
             if tensor_input.tensor != planned.name:
                 raise RecipeError(
@@ -142,7 +147,7 @@ def _adapters_of_one_base(plan: MergePlan) -> tuple[dict[str, LoraAdapter], str]
         bases.setdefault(tuple(str(p.resolve()) for p in base_source.files), plan.base_model)
     if len(bases) != 1:
         raise RecipeError(
-            "an adapter output needs every adapter (and base_model) on the same base; found "
+            "output.format adapter: every adapter (and base_model) must be on the same base; found "
             + ", ".join(sorted(bases.values()))
         )
     return adapters, next(iter(bases.values()))
@@ -161,7 +166,7 @@ class _AdapterMerger:
         self.adapters = adapters
         self.rank = rank
         self.device = device
-        self.full = _TensorMerger(plan, device, torch.float32, 8 << 20, _NonFiniteGuard(plan, False, events))
+        self.full = TensorMerge(plan, device, events=events)
         self.factors: list[LoraFactors] = []
         self.saved: dict[str, torch.Tensor] = {}
         self.reports: list[AdapterModuleReport] = []
@@ -283,7 +288,7 @@ class _AdapterMerger:
             s,
             vh,
             n,
-            generator=self.full._generator(planned),
+            generator=self.full.generator(planned),
             weight=params["weight"],  # type: ignore[arg-type]
             density=params["density"],  # type: ignore[arg-type]
             sparsification=str(params["sparsification"]),

@@ -12,7 +12,17 @@ from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
 import yaml
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 from mergestudio.errors import RecipeError
 
@@ -89,9 +99,29 @@ class PostProcess(_Strict):
     parameters: dict[str, Scalar] | None = None
 
 
+class OutputSettings(_Strict):
+    """``output: {format: adapter, rank: 16}``: write the merge as a PEFT LoRA adapter
+    (every input an adapter of one base) instead of a model folder (ours; mergekit has
+    none). ``rank``: the rank of re-factorised modules (default: the inputs' ranks summed)."""
+
+    format: Literal["model", "adapter"] = "model"
+    rank: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _rank_for_adapters(self) -> OutputSettings:
+        if self.rank is not None and self.format != "adapter":
+            raise ValueError("rank applies to format: adapter only")
+        return self
+
+    @property
+    def adapter(self) -> bool:
+        return self.format == "adapter"
+
+
 class Recipe(BaseModel):
     """A merge recipe. Accepts mergekit's keys; ``random_seed`` (seeds stochastic
-    methods) and ``post_process`` (a plug-in run on the method's output) are ours."""
+    methods), ``post_process`` (a plug-in run on the method's output) and ``output``
+    (write a LoRA adapter) are ours."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -108,6 +138,7 @@ class Recipe(BaseModel):
     name: str | None = None
     random_seed: int | None = None
     post_process: PostProcess | None = None
+    output: OutputSettings | None = None
 
     # ---- reading and writing -------------------------------------------------------
 
@@ -164,6 +195,11 @@ class Recipe(BaseModel):
                         f"{source}: slices[{index}].sources[{j}].layer_range {list(src.layer_range)} "
                         "must be [start, end) with 0 <= start < end"
                     )
+
+    @property
+    def writes_adapter(self) -> bool:
+        """Whether the merge is written as a LoRA adapter (``output.format: adapter``)."""
+        return self.output is not None and self.output.adapter
 
     def referenced_models(self) -> list[str]:
         """Every model the recipe names, base first, each once, in order of appearance."""

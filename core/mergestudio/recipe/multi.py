@@ -44,6 +44,12 @@ class MultiRecipe:
     def consumers(self, name: str) -> list[str]:
         return [s.name for s in self.stages if name in s.needs]
 
+    def to_yaml(self) -> str:
+        """The stages as mergekit-multi YAML, one document each, in running order."""
+        documents = [{**s.recipe.to_dict(), "name": s.name} if s.recipe.name or s is not self.final
+                     else s.recipe.to_dict() for s in self.stages]
+        return "---\n".join(Recipe.from_dict(d).to_yaml() for d in documents)
+
 
 def is_multi_stage(text: str) -> bool:
     """Whether YAML ``text`` holds more than one document (a multi-stage recipe)."""

@@ -123,12 +123,11 @@ class TrialHistory:
     @classmethod
     def for_spec(cls, spec: SearchSpec) -> TrialHistory:
         """An empty history shaped by a spec (reads the task files, loads no model)."""
-        from mergestudio.search.genome import Genome
         from mergestudio.search.objectives import Objectives
-        from mergestudio.search.spec import base_recipe
+        from mergestudio.search.spec import build_genome
 
         objectives = Objectives.build(spec)
-        genome = Genome.build(spec.genome, base_recipe(spec))
+        genome = build_genome(spec)
         return cls(
             [ObjectiveAxis(o.name, o.direction, o.metric, o.task, o.specialist) for o in objectives.items],
             [GeneBounds(g.name, g.low, g.high) for g in genome.genes],

@@ -47,10 +47,16 @@ def export_trial(
     """Merge trial ``number`` of the run in ``run_dir`` into ``out_dir``."""
     from mergestudio.engine.merge import merge
     from mergestudio.recipe.model import Recipe
+    from mergestudio.recipe.multi import is_multi_stage
 
     run = RunFolder(run_dir)
     spec = run.load_spec()
     record = trial_record(run, number)
+    if is_multi_stage(record.recipe_yaml):
+        raise RunError(
+            f"{run.path}: trial {number} is a multi-stage recipe: save its YAML (the Evolve page's "
+            "recipe view) and merge it with `mergestudio merge RECIPE OUT`"
+        )
     recipe = Recipe.from_yaml(record.recipe_yaml, f"trial {number}'s recipe")
     lineage = _lineage(run, spec.algorithm.name, spec.algorithm.seed, record)
     card_extra = {

@@ -23,6 +23,7 @@ from mergestudio.search.schema import GeneSpec, Lane, SpecError
 if TYPE_CHECKING:
     from mergestudio.methods.registry import MethodSpec
     from mergestudio.recipe.model import Recipe
+    from mergestudio.recipe.multi import MultiRecipe
 
 OTHER: Lane = "other"
 # Lanes when the reference model cannot be opened (a spec checked before its models
@@ -98,6 +99,10 @@ class Genome:
     def names(self) -> list[str]:
         return [g.name for g in self.genes]
 
+    def template_model(self) -> str:
+        """A model with the output's architecture, loaded once to merge candidates into."""
+        return self.base.base_model or (self.base.models or [])[0].model
+
     def midpoint(self) -> dict[str, float]:
         return {g.name: (g.low + g.high) / 2 for g in self.genes}
 
@@ -166,6 +171,88 @@ class Genome:
                 raise SpecError(
                     f"{source}: genome: the candidate recipes would be invalid: {error}"
                 ) from None
+
+
+class StagedGenome:
+    """Genes over the stages of a multi-stage recipe: each ``GeneSpec`` names its stage
+    (``stage: NAME``; the final stage when left out), gene names are ``NAME:gene``, and a
+    candidate is the whole graph with every stage's evolved parameters set."""
+
+    def __init__(self, graph: MultiRecipe, genomes: dict[str, Genome]) -> None:
+        self.graph = graph
+        self._genomes = genomes
+        self.base: Recipe = graph.final.recipe
+        self.genes: tuple[Gene, ...] = tuple(
+            Gene(f"{stage}:{g.name}", g.low, g.high) for stage, genome in genomes.items() for g in genome.genes
+        )
+
+    @classmethod
+    def build(cls, specs: Sequence[GeneSpec], graph: MultiRecipe, source: str = "search spec") -> StagedGenome:
+        names = [s.name for s in graph.stages]
+        by_stage: dict[str, list[GeneSpec]] = {}
+        for index, spec in enumerate(specs):
+            stage = spec.stage or graph.final.name
+            if stage not in names:
+                raise SpecError(f"{source}: genome[{index}].stage: no stage {stage!r} (stages: {', '.join(names)})")
+            by_stage.setdefault(stage, []).append(spec)
+        lanes = _model_lanes(template_of_graph(graph))
+        genomes = {
+            stage.name: Genome.build(by_stage[stage.name], stage.recipe, f"{source} (stage {stage.name!r})", lanes)
+            for stage in graph.stages
+            if stage.name in by_stage
+        }
+        return cls(graph, genomes)
+
+    @property
+    def names(self) -> list[str]:
+        return [g.name for g in self.genes]
+
+    def midpoint(self) -> dict[str, float]:
+        return {g.name: (g.low + g.high) / 2 for g in self.genes}
+
+    def template_model(self) -> str:
+        return template_of_graph(self.graph)
+
+    def recipe(self, values: Mapping[str, float]) -> MultiRecipe:
+        """The graph with every evolved stage's parameters set from ``values``."""
+        from dataclasses import replace
+
+        from mergestudio.recipe.multi import MultiRecipe
+
+        stages = []
+        for stage in self.graph.stages:
+            genome = self._genomes.get(stage.name)
+            if genome is not None:
+                prefix = f"{stage.name}:"
+                own = {k.removeprefix(prefix): v for k, v in values.items() if k.startswith(prefix)}
+                stage = replace(stage, recipe=genome.recipe(own))
+            stages.append(stage)
+        return MultiRecipe(tuple(stages))
+
+
+def template_of_graph(graph: MultiRecipe) -> str:
+    """The model whose architecture the final output has: the final stage's base (else
+    first model), followed through stage names to a model of the inputs."""
+    stages = {s.name: s for s in graph.stages}
+    recipe = graph.final.recipe
+    while True:
+        reference = recipe.base_model or next((m.model for m in recipe.models or []), None)
+        reference = reference or recipe.referenced_models()[0]
+        if reference not in stages:
+            return reference
+        recipe = stages[reference].recipe
+
+
+def _model_lanes(reference: str) -> tuple[FamilyLane, ...]:
+    from mergestudio.errors import MergeStudioError
+    from mergestudio.io.sources import open_model
+
+    try:
+        source = open_model(reference)
+    except (MergeStudioError, OSError):
+        return DEFAULT_LANES
+    source.close()
+    return source.layout.lanes if len(source.layout.lanes) > 1 else DEFAULT_LANES
 
 
 def reference_lanes(recipe: Recipe) -> tuple[FamilyLane, ...]:

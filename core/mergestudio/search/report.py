@@ -158,7 +158,7 @@ def rescore_front(
     from mergestudio.engine.device import torch_threads
     from mergestudio.evaluate import load_task
     from mergestudio.evaluate.resident import ResidentEvaluator
-    from mergestudio.search.spec import base_recipe
+    from mergestudio.search.spec import build_genome
 
     run = RunFolder(run_dir)
     spec = run.load_spec()
@@ -175,8 +175,7 @@ def rescore_front(
     if unknown:
         raise SpecError(f"{run.path}: no complete trial(s) {unknown}")
     tasks = [load_task(str(o.test)) for o in spec.objectives]
-    recipe = base_recipe(spec)
-    template = recipe.base_model or (recipe.models or [])[0].model
+    template = build_genome(spec).template_model()
     scores: dict[int, dict[str, float]] = {}
     with torch_threads(spec.evaluation.threads), ResidentEvaluator(
         template,

@@ -30,10 +30,9 @@ from mergestudio.search.events import (
     TrialStarted,
 )
 from mergestudio.search.front import FrontTracker
-from mergestudio.search.genome import Genome
 from mergestudio.search.objectives import Objectives
 from mergestudio.search.samplers import make_sampler
-from mergestudio.search.spec import SearchSpec, base_recipe, load_spec
+from mergestudio.search.spec import SearchSpec, build_genome, load_spec
 from mergestudio.search.store import INTERRUPTED_ATTR, RunFolder, record_of, recover_interrupted
 
 if TYPE_CHECKING:
@@ -108,7 +107,7 @@ class _Search:
         self.control = control
         self.resumed = resumed
         self.objectives = Objectives.build(spec)
-        self.genome = Genome.build(spec.genome, base_recipe(spec))
+        self.genome = build_genome(spec)
         self.front = FrontTracker(self.objectives, events)
         self.failures = 0
         self.elapsed_before = 0.0
@@ -324,8 +323,7 @@ class _Search:
     def _resident(self) -> Iterator[ResidentEvaluator]:
         from mergestudio.evaluate.resident import ResidentEvaluator
 
-        recipe = self.genome.base
-        template = recipe.base_model or (recipe.models or [])[0].model
+        template = self.genome.template_model()
         evaluation = self.spec.evaluation
         with ResidentEvaluator(
             template,

@@ -48,6 +48,7 @@ class GeneSpec(_Strict):
     models: list[str] | None = None
     layer_groups: int = Field(default=1, ge=1, le=64)
     lanes: list[Lane] | None = None
+    stage: str | None = None  # multi-stage recipes: the stage it evolves (default: the final one)
 
     @model_validator(mode="after")
     def _check(self) -> GeneSpec:
@@ -127,7 +128,7 @@ class EvaluationSpec(_Strict):
 
 class SearchSpec(_Strict):
     name: str | None = None
-    recipe: dict[str, Any] | str
+    recipe: dict[str, Any] | list[dict[str, Any]] | str  # a list: the stages of a multi-stage recipe
     genome: list[GeneSpec] = Field(min_length=1)
     objectives: list[ObjectiveSpec] = Field(min_length=1)
     score: ScoreSpec | None = None

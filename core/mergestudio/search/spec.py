@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import ValidationError
 
-from mergestudio.search.genome import Genome
+from mergestudio.search.genome import Genome, StagedGenome
 from mergestudio.search.objectives import Objectives
 from mergestudio.search.schema import (
     HIGHER_IS_BETTER,
@@ -35,6 +35,7 @@ from mergestudio.search.schema import (
 
 if TYPE_CHECKING:
     from mergestudio.recipe.model import Recipe
+    from mergestudio.recipe.multi import MultiRecipe
 
 # The schema's names are part of this module's interface: callers load and name specs here.
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "SearchSpec",
     "SpecError",
     "base_recipe",
+    "build_genome",
     "check_spec",
     "load_spec",
     "objective_files",
@@ -108,7 +110,7 @@ def spec_from_dict(data: dict[str, Any], source: str = "search spec", root: Path
 
 def check_spec(spec: SearchSpec, source: str = "search spec") -> None:
     """Cross-field checks that need the recipe and the method registry."""
-    recipe = base_recipe(spec, source)
+    recipe = base_recipe(spec, source)  # raises SpecError naming the recipe (a graph: its final stage)
     for i, objective in enumerate(spec.objectives):
         if objective.metric is not None and objective.metric not in KNOWN_METRICS:
             known = ", ".join(sorted(KNOWN_METRICS))
@@ -135,7 +137,42 @@ def check_spec(spec: SearchSpec, source: str = "search spec") -> None:
         )
     if spec.algorithm.name == "cmaes" and spec.algorithm.population_size < 4:
         raise SpecError(f"{source}: algorithm.population_size: CMA-ES needs a population of at least 4")
-    Genome.build(spec.genome, recipe, source)  # raises SpecError naming genome[i]
+    build_genome(spec, source)  # raises SpecError naming genome[i]
+
+
+def build_genome(spec: SearchSpec, source: str = "search spec") -> Genome | StagedGenome:
+    """The genome of ``spec``: over one recipe, or over the stages of a multi-stage one."""
+    graph = search_graph(spec, source)
+    if graph is None:
+        for index, gene in enumerate(spec.genome):
+            if gene.stage is not None:
+                raise SpecError(f"{source}: genome[{index}].stage: the recipe has one stage; leave 'stage' out")
+        return Genome.build(spec.genome, base_recipe(spec, source), source)
+    return StagedGenome.build(spec.genome, graph, source)
+
+
+def search_graph(spec: SearchSpec, source: str = "search spec") -> MultiRecipe | None:
+    """The spec's recipe as a graph of stages when it has several (a list of stage
+    mappings, or multi-document YAML text or file); None for a one-stage recipe."""
+    from mergestudio.errors import RecipeError
+    from mergestudio.recipe.multi import is_multi_stage, parse_multi
+
+    text: str | None = None
+    if isinstance(spec.recipe, list):
+        text = yaml.safe_dump_all(spec.recipe, sort_keys=False)
+    elif isinstance(spec.recipe, str):
+        path = Path(spec.recipe)
+        text = spec.recipe if "\n" in spec.recipe or not path.is_file() else path.read_text(encoding="utf-8")
+    if text is None or not is_multi_stage(text):
+        return None
+    try:
+        graph = parse_multi(text, "recipe")
+    except RecipeError as error:
+        raise SpecError(f"{source}: {error}") from None
+    for stage in graph.stages:
+        if not stage.recipe.models:
+            raise SpecError(f"{source}: recipe: stage {stage.name!r}: a search needs stages with 'models'")
+    return graph
 
 
 def _check_specialists(spec: SearchSpec, recipe: Recipe, source: str) -> None:
@@ -155,11 +192,18 @@ def _check_specialists(spec: SearchSpec, recipe: Recipe, source: str) -> None:
 
 
 def base_recipe(spec: SearchSpec, source: str = "search spec") -> Recipe:
+    """The spec's recipe; for a multi-stage recipe, its final stage."""
     from mergestudio.engine.merge import load_recipe
     from mergestudio.errors import RecipeError
 
+    graph = search_graph(spec, source)
+    if graph is not None:
+        return graph.final.recipe
+    data = spec.recipe[0] if isinstance(spec.recipe, list) and spec.recipe else spec.recipe
     try:
-        recipe = load_recipe(spec.recipe)
+        if isinstance(data, list):
+            raise RecipeError("an empty list of stages")
+        recipe = load_recipe(data)
     except RecipeError as error:
         raise SpecError(f"{source}: recipe: {error}") from None
     if not recipe.models:
@@ -179,13 +223,22 @@ def _resolve_paths(spec: SearchSpec, root: Path, source: str) -> SearchSpec:
         recipe_path = Path(_resolve_against(recipe, root))
         if not recipe_path.is_file():
             raise SpecError(f"{source}: recipe: no such recipe file {recipe!r}")
-        recipe = yaml.safe_load(recipe_path.read_text(encoding="utf-8"))
+        documents = [d for d in yaml.safe_load_all(recipe_path.read_text(encoding="utf-8")) if d is not None]
+        recipe = documents if len(documents) > 1 else documents[0] if documents else None
         # A recipe file's own relative model paths are relative to the recipe file.
         root_for_models = recipe_path.parent
     else:
         root_for_models = root
     if isinstance(recipe, dict):
         recipe = _resolve_recipe_models(recipe, lambda r: _resolve_against(r, root_for_models))
+    elif isinstance(recipe, list):
+        stage_names = {d.get("name") for d in recipe if isinstance(d, dict)}
+        recipe = [
+            _resolve_recipe_models(d, lambda r: r if r in stage_names else _resolve_against(r, root_for_models))
+            if isinstance(d, dict)
+            else d
+            for d in recipe
+        ]
     data["recipe"] = recipe
     for objective in data["objectives"]:
         objective["task"] = _resolve_against(objective["task"], root)
