@@ -62,6 +62,9 @@ class Baseline:
     is_base: bool = False
     delta_vs_base: dict[str, float] = field(default_factory=dict)
     normalized: dict[str, float] = field(default_factory=dict)
+    # Every item's score by task, in the task's item order: what an IRT estimator is
+    # calibrated on (``search/fitness.py``); empty in files written before it was kept.
+    responses: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
     @property
     def mean_delta_vs_base(self) -> float:
@@ -93,6 +96,9 @@ def with_comparisons(baselines: Sequence[Baseline], objectives: Objectives) -> l
 
 def estimator_label(spec: SearchSpec) -> str:
     fitness = spec.fitness
+    if fitness.estimator == "irt":
+        # Baselines are the IRT calibration's models: scored on every item.
+        return "full task sets (IRT calibration)"
     if fitness.estimator == "subset" and fitness.items_per_task is not None:
         return f"subset: {fitness.items_per_task} items per task (seed {fitness.seed})"
     return "full task sets"
@@ -132,14 +138,19 @@ def _labels(references: Sequence[str]) -> dict[str, str]:
 
 
 def compute_baselines(
-    spec: SearchSpec, *, events: EventSink | None = None, cancel: CancelToken | None = None
+    spec: SearchSpec,
+    *,
+    events: EventSink | None = None,
+    cancel: CancelToken | None = None,
+    resident: ResidentEvaluator | None = None,
 ) -> list[Baseline]:
-    """Score every baseline recipe with the search's estimator and settings."""
+    """Score every baseline recipe with the search's estimator and settings (on
+    ``resident`` when given: the search's own evaluator, holding the run's tasks)."""
     objectives = Objectives.build(spec)
     estimator = estimator_label(spec)
     base_label = _base_label(base_recipe(spec))
     baselines = []
-    with _resident(spec, objectives) as resident:
+    with _resident(spec, objectives, resident) as resident:
         for label, kind, recipe in baseline_recipes(base_recipe(spec)):
             if cancel is not None:
                 cancel.raise_if_cancelled()
@@ -147,7 +158,8 @@ def compute_baselines(
             result = resident.evaluate(recipe, cancel=cancel)
             values = objectives.values(result.report)
             is_base = kind == "parent" and label == base_label
-            baselines.append(Baseline(label, kind, recipe, values, estimator, is_base))
+            responses = {t.task: [i.score for i in t.items] for t in result.report.tasks}
+            baselines.append(Baseline(label, kind, recipe, values, estimator, is_base, responses=responses))
             log(events, f"baseline {label}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
     return with_comparisons(baselines, objectives)
 
@@ -199,6 +211,7 @@ def load_baselines(run_dir: Path, spec: SearchSpec) -> list[Baseline] | None:
                 {str(k): float(v) for k, v in b["objectives"].items()},
                 str(b["estimator"]),
                 b["kind"] == "parent" and b["label"] == base_label,
+                responses={str(t): [float(v) for v in r] for t, r in b.get("responses", {}).items()},
             )
             for b in data["baselines"]
         ]
@@ -267,11 +280,17 @@ def load_full_evaluations(run_dir: str | Path) -> dict[int, dict[str, float]]:
 
 
 @contextmanager
-def _resident(spec: SearchSpec, objectives: Objectives) -> Iterator[ResidentEvaluator]:
+def _resident(
+    spec: SearchSpec, objectives: Objectives, open_already: ResidentEvaluator | None = None
+) -> Iterator[ResidentEvaluator]:
     """The evaluator the search itself uses: same template, tasks, batch, device and
     thread count, so a baseline's score is exactly what a trial with its recipe gets."""
     from mergestudio.engine.device import torch_threads
     from mergestudio.evaluate.resident import ResidentEvaluator
+
+    if open_already is not None:
+        yield open_already
+        return
 
     recipe = base_recipe(spec)
     template = recipe.base_model or (recipe.models or [])[0].model

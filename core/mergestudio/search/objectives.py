@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from mergestudio.evaluate.tasks import Task
 
 
+# Metrics whose per-item scores are right (1.0) or wrong (0.0): what an IRT model fits.
+IRT_METRICS = frozenset({"acc", "exact_match"})
+
+
 @dataclass(frozen=True)
 class Objective:
     name: str
@@ -68,6 +72,11 @@ class Objectives:
             objectives.append(
                 Objective(name, task.name, metric, direction, entry.weight, entry.reference, entry.specialist)
             )
+            if spec.fitness.estimator == "irt" and metric not in IRT_METRICS:
+                raise SpecError(
+                    f"{source}: objectives[{i}].metric: estimator 'irt' needs right/wrong items "
+                    f"({', '.join(sorted(IRT_METRICS))}); {metric!r} is not one"
+                )
         names = [o.name for o in objectives]
         duplicate = next((n for n in names if names.count(n) > 1), None)
         if duplicate:
@@ -128,8 +137,8 @@ def _metrics_of(kind: str) -> tuple[str, ...]:
 def _estimator_subset(task: Task, fitness: FitnessSpec) -> Task:
     """The task's items the fitness estimator uses: all, or a fixed random subset (kept
     in file order) drawn from a generator seeded by the spec and the task name."""
-    if fitness.estimator == "full" or fitness.items_per_task is None:
-        return task
+    if fitness.estimator != "subset" or fitness.items_per_task is None:
+        return task  # full, or irt: its anchors are chosen at calibration (search/fitness.py)
     if fitness.items_per_task >= len(task.items):
         return task
     rng = random.Random(f"{fitness.seed}:{task.name}")

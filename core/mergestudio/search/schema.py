@@ -106,16 +106,26 @@ class BudgetSpec(_Strict):
 
 class FitnessSpec(_Strict):
     """``full``: every item of every task; ``subset``: a fixed random ``items_per_task``
-    items of each task (the same items for every candidate)."""
+    items of each task (the same items for every candidate); ``irt``: ``anchors_per_task``
+    anchor items per task, chosen and weighted by an item response model fitted on the
+    baselines' answers to every item (and on the run's first ``calibration_trials``
+    candidates, scored in full), with each task's accuracy estimated from the anchors'
+    answers by ``irt_estimate`` (``search/irt.py``). The calibration is kept in the run
+    folder (``calibration.json``), so a resumed run estimates exactly as before."""
 
-    estimator: Literal["full", "subset"] = "full"
+    estimator: Literal["full", "subset", "irt"] = "full"
     items_per_task: int | None = Field(default=None, ge=1)
+    anchors_per_task: int | None = Field(default=None, ge=1)
+    irt_estimate: Literal["gp-irt", "p-irt", "anchor"] = "gp-irt"
+    calibration_trials: int = Field(default=0, ge=0)
     seed: int = 0
 
     @model_validator(mode="after")
     def _check(self) -> FitnessSpec:
         if self.estimator == "subset" and self.items_per_task is None:
             raise ValueError("estimator 'subset' needs items_per_task")
+        if self.estimator == "irt" and self.anchors_per_task is None:
+            raise ValueError("estimator 'irt' needs anchors_per_task")
         return self
 
 
