@@ -14,14 +14,18 @@ from pathlib import Path
 
 from mergestudio.evaluate import metrics
 from mergestudio.evaluate.lm import BatchDone, CausalLM
+from mergestudio.evaluate.lm_eval_adapter import LmEvalTask, evaluate_lm_eval
 from mergestudio.evaluate.results import EvalReport, ItemResult, TaskResult
 from mergestudio.evaluate.tasks import ChoiceItem, GenerationItem, Task, TextItem, load_task
 from mergestudio.events import CancelToken, EventSink, ProgressReporter, check_cancel
 
+# Our JSONL tasks, or an lm-evaluation-harness task run through ``lm_eval_adapter``.
+AnyTask = Task | LmEvalTask
+
 
 def evaluate_tasks(
     lm: CausalLM,
-    tasks: Sequence[Task],
+    tasks: Sequence[AnyTask],
     limit: int | None = None,
     batch_size: int = 32,
     events: EventSink | None = None,
@@ -35,6 +39,11 @@ def evaluate_tasks(
     results = []
     for task in chosen:
         check_cancel(cancel)
+        if isinstance(task, LmEvalTask):
+            result = evaluate_lm_eval(lm, task, batch_size)
+            progress.advance(len(task.items))
+            results.append(result)
+            continue
         results.append(_evaluate_task(lm, task, batch_size, progress, cancel))
     return EvalReport(model=lm.name, tasks=tuple(results), elapsed_s=time.perf_counter() - start)
 

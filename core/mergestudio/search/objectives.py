@@ -12,9 +12,17 @@ import random
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from mergestudio.search.schema import HIGHER_IS_BETTER, Direction, FitnessSpec, SearchSpec, SpecError
+from mergestudio.search.schema import (
+    HIGHER_IS_BETTER,
+    Direction,
+    FitnessSpec,
+    ObjectiveSpec,
+    SearchSpec,
+    SpecError,
+)
 
 if TYPE_CHECKING:
+    from mergestudio.evaluate.lm_eval_adapter import LmEvalTask
     from mergestudio.evaluate.results import EvalReport
     from mergestudio.evaluate.tasks import Task
 
@@ -43,7 +51,7 @@ class Objectives:
     """The objectives, the tasks they are measured on, and what the study optimises."""
 
     items: tuple[Objective, ...]
-    tasks: tuple[Task, ...]  # after the fitness estimator's subsetting
+    tasks: tuple[Task | LmEvalTask, ...]  # after the fitness estimator's subsetting
     score_name: str | None  # set when the objectives are combined into one score
     score_direction: Direction
     score_reference: float | None
@@ -53,9 +61,12 @@ class Objectives:
         from mergestudio.evaluate.results import PRIMARY_METRIC
         from mergestudio.evaluate.tasks import TaskFormatError, load_task
 
-        tasks: dict[str, Task] = {}
+        tasks: dict[str, Task | LmEvalTask] = {}
         objectives = []
         for i, entry in enumerate(spec.objectives):
+            if entry.lm_eval is not None:
+                objectives.append(_lm_eval_objective(entry, i, source, tasks))
+                continue
             try:
                 task = load_task(entry.task)
             except TaskFormatError as error:
@@ -126,6 +137,28 @@ class Objectives:
         return [score]
 
 
+def _lm_eval_objective(
+    entry: ObjectiveSpec, index: int, source: str, tasks: dict[str, Task | LmEvalTask]
+) -> Objective:
+    """An objective on an lm-evaluation-harness task (loaded to count its documents and
+    check its metric; lm-eval itself says whether the metric is better higher)."""
+    from mergestudio.evaluate.lm_eval_adapter import LmEvalError, LmEvalTask, check_evaluate_args
+
+    spec = entry.lm_eval
+    assert spec is not None
+    name = entry.name or spec.task
+    try:
+        check_evaluate_args(spec)
+        task = LmEvalTask.load(spec, name)
+    except LmEvalError as error:
+        raise SpecError(f"{source}: objectives[{index}].lm_eval: {error}") from None
+    if name in tasks:
+        raise SpecError(f"{source}: objectives[{index}]: two objectives are named {name!r}; give each a 'name'")
+    tasks[name] = task
+    direction = entry.direction or ("maximize" if task.higher_is_better else "minimize")
+    return Objective(name, name, spec.metric, direction, entry.weight, entry.reference)
+
+
 def _metrics_of(kind: str) -> tuple[str, ...]:
     return {
         "multiple_choice": ("acc", "acc_norm"),
@@ -134,7 +167,7 @@ def _metrics_of(kind: str) -> tuple[str, ...]:
     }[kind]
 
 
-def _estimator_subset(task: Task, fitness: FitnessSpec) -> Task:
+def _estimator_subset(task: Task | LmEvalTask, fitness: FitnessSpec) -> Task | LmEvalTask:
     """The task's items the fitness estimator uses: all, or a fixed random subset (kept
     in file order) drawn from a generator seeded by the spec and the task name."""
     if fitness.estimator != "subset" or fitness.items_per_task is None:

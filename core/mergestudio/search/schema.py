@@ -58,10 +58,29 @@ class GeneSpec(_Strict):
         return self
 
 
-class ObjectiveSpec(_Strict):
-    """A metric of ``mergestudio.evaluate`` on one task file."""
+class LmEvalSpec(_Strict):
+    """A task of lm-evaluation-harness run on the resident candidate
+    (``evaluate/lm_eval_adapter.py``). ``task``: a task name lm-eval knows, or one defined by
+    a YAML file in ``include_path`` (a folder, relative to the spec). ``metric`` and
+    ``filter`` pick the number from lm-eval's results (``acc,none``). ``limit``: the first N
+    documents. ``evaluate_args``: further keyword arguments of ``lm_eval.simple_evaluate``
+    (``gen_kwargs``, ``fewshot_random_seed``, ``system_instruction`` …)."""
 
     task: str
+    metric: str = "acc"
+    filter: str = "none"
+    limit: int | None = Field(default=None, ge=1)
+    num_fewshot: int | None = Field(default=None, ge=0)
+    include_path: str | None = None
+    evaluate_args: dict[str, Any] = Field(default_factory=dict)
+
+
+class ObjectiveSpec(_Strict):
+    """A metric of ``mergestudio.evaluate`` on one task file, or of an lm-evaluation-harness
+    task (``lm_eval``; then ``task`` is left out)."""
+
+    task: str = ""
+    lm_eval: LmEvalSpec | None = None
     name: str | None = None  # default: the task's name
     metric: str | None = None  # default: the task kind's headline metric
     direction: Direction | None = None  # default: from the metric
@@ -75,6 +94,14 @@ class ObjectiveSpec(_Strict):
     # recipe's fine-tuned models (its reference or folder name). Default: the parent that
     # scores highest on it.
     specialist: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ObjectiveSpec:
+        if bool(self.task) == (self.lm_eval is not None):
+            raise ValueError("give either task (a task file) or lm_eval (an lm-evaluation-harness task)")
+        if self.lm_eval is not None and self.test is not None:
+            raise ValueError("test (a held-out task file) applies to task files, not to lm_eval tasks")
+        return self
 
 
 class ScoreSpec(_Strict):
