@@ -33,9 +33,13 @@ SUBSET_SEEDS = 20  # the subset estimator's error is averaged over this many ran
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--zoo", type=Path, help="demo zoo folder (default: the repository's)")
-    parser.add_argument("--candidates", type=int, default=120, help="random candidates scored as the test set")
+    parser.add_argument(
+        "--candidates", type=int, default=120, help="random candidates scored as the test set"
+    )
     parser.add_argument("--calibration-trials", type=int, default=16, help="extra candidates scored in full")
     parser.add_argument("--anchors", type=int, nargs="+", default=[5, 10, 20, 40])
     parser.add_argument("--responses", type=Path, default=Path("runs/irt-bench/responses.json"))
@@ -92,13 +96,20 @@ def _score_everything(spec: Any, count: int, cache: Path, seed: int) -> dict[str
     data["tasks"] = {t.name: [i.id for i in t.items] for t in objectives.tasks}
     genome = Genome.build(spec.genome, base_recipe(spec))
     rng = random.Random(seed)
-    todo: list[tuple[str, Any]] = [(label, recipe) for label, _, recipe in baseline_recipes(base_recipe(spec))]
+    todo: list[tuple[str, Any]] = [
+        (label, recipe) for label, _, recipe in baseline_recipes(base_recipe(spec))
+    ]
     for n in range(count):
         values = {g.name: rng.uniform(g.low, g.high) for g in genome.genes}
         todo.append((f"candidate-{n:03d}", genome.recipe(values).to_dict()))
     cache.parent.mkdir(parents=True, exist_ok=True)
     template = base_recipe(spec).base_model
-    with torch_threads(1), ResidentEvaluator(template, objectives.tasks, batch_size=100, device="cpu", dtype="float32") as resident:
+    with (
+        torch_threads(1),
+        ResidentEvaluator(
+            template, objectives.tasks, batch_size=100, device="cpu", dtype="float32"
+        ) as resident,
+    ):
         for label, recipe in todo:
             if label in data["models"]:
                 continue
@@ -112,7 +123,12 @@ def _score_everything(spec: Any, count: int, cache: Path, seed: int) -> dict[str
 
 
 def analyse(
-    spec: Any, data: dict[str, Any], candidates: int, calibration_trials: int, anchor_counts: list[int], seed: int
+    spec: Any,
+    data: dict[str, Any],
+    candidates: int,
+    calibration_trials: int,
+    anchor_counts: list[int],
+    seed: int,
 ) -> dict[str, Any]:
     from mergestudio.search.irt import calibrate_task
 
@@ -124,13 +140,18 @@ def analyse(
     full_items = sum(len(ids) for ids in data["tasks"].values())
     truth = np.array([[np.mean(models[m][t]) for t in tasks] for m in test])  # (C, T)
     rows = []
-    for calibration_name, subjects in (("baselines", baselines), (f"baselines + {calibration_trials} trials", baselines + extra)):
+    for calibration_name, subjects in (
+        ("baselines", baselines),
+        (f"baselines + {calibration_trials} trials", baselines + extra),
+    ):
         if calibration_name.endswith(" 0 trials"):
             continue
         for k in anchor_counts:
             start = time.perf_counter()
             calibrations = {
-                t: calibrate_task(t, data["tasks"][t], np.array([models[m][t] for m in subjects]), k, seed=seed)
+                t: calibrate_task(
+                    t, data["tasks"][t], np.array([models[m][t] for m in subjects]), k, seed=seed
+                )
                 for t in tasks
             }
             fit_s = time.perf_counter() - start
@@ -139,7 +160,9 @@ def analyse(
                 estimates[name] = np.array(
                     [
                         [
-                            calibrations[t].estimates(np.array(models[m][t])[list(calibrations[t].anchors.indices)])[name]  # type: ignore[index]
+                            calibrations[t].estimates(
+                                np.array(models[m][t])[list(calibrations[t].anchors.indices)]
+                            )[name]  # type: ignore[index]
                             for t in tasks
                         ]
                         for m in test
@@ -152,9 +175,13 @@ def analyse(
         runs = []
         for s in range(SUBSET_SEEDS):
             rng = random.Random(f"{seed + s}")
-            picks = {t: rng.sample(range(len(data["tasks"][t])), min(k, len(data["tasks"][t]))) for t in tasks}
+            picks = {
+                t: rng.sample(range(len(data["tasks"][t])), min(k, len(data["tasks"][t]))) for t in tasks
+            }
             values = np.array([[np.mean(np.array(models[m][t])[picks[t]]) for t in tasks] for m in test])
-            runs.append(_row("subset", "none", k, sum(len(p) for p in picks.values()), full_items, values, truth, 0.0))
+            runs.append(
+                _row("subset", "none", k, sum(len(p) for p in picks.values()), full_items, values, truth, 0.0)
+            )
         rows.append(_mean_row(runs))
     return {
         "candidates": len(test),
@@ -167,7 +194,14 @@ def analyse(
 
 
 def _row(
-    estimator: str, calibration: str, k: int, items: int, full: int, values: np.ndarray, truth: np.ndarray, fit_s: float
+    estimator: str,
+    calibration: str,
+    k: int,
+    items: int,
+    full: int,
+    values: np.ndarray,
+    truth: np.ndarray,
+    fit_s: float,
 ) -> dict[str, Any]:
     errors = np.abs(values - truth) * 100  # accuracy points
     rhos = [_spearman(values[:, t], truth[:, t]) for t in range(truth.shape[1])]

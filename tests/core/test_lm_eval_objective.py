@@ -47,7 +47,9 @@ def tasks_dir(zoo: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
         while len(choices) < 3:
             choices.append(target + str(len(choices)))
         rng.shuffle(choices)
-        rows.append({"prompt": item["prompt"], "choices": choices, "answer": choices.index(target), "target": target})
+        rows.append(
+            {"prompt": item["prompt"], "choices": choices, "answer": choices.index(target), "target": target}
+        )
     data = root / "sort.json"
     data.write_text(json.dumps(rows))
     common = {
@@ -121,7 +123,9 @@ def _harness_own_score(model: Path, task: str, include_path: Path) -> tuple[floa
     return output["results"][task][f"{metric},none"], [float(s[metric]) for s in samples]
 
 
-@pytest.mark.parametrize(("task", "metric"), [("demo_sort_choice", "acc"), ("demo_sort_write", "exact_match")])
+@pytest.mark.parametrize(
+    ("task", "metric"), [("demo_sort_choice", "acc"), ("demo_sort_write", "exact_match")]
+)
 def test_resident_candidate_scores_what_lm_eval_scores_on_the_saved_merge(
     task: str, metric: str, tasks_dir: Path, saved_merge: tuple[dict, Path]
 ) -> None:
@@ -163,7 +167,14 @@ def test_lm_eval_objective_in_an_irt_search(zoo: dict, tasks_dir: Path, tmp_path
         "genome": [{"param": "weight", "low": 0.0, "high": 1.0}],
         "objectives": [
             {"name": "choice", "lm_eval": {"task": "demo_sort_choice", "include_path": str(tasks_dir)}},
-            {"name": "write", "lm_eval": {"task": "demo_sort_write", "metric": "exact_match", "include_path": str(tasks_dir)}},
+            {
+                "name": "write",
+                "lm_eval": {
+                    "task": "demo_sort_write",
+                    "metric": "exact_match",
+                    "include_path": str(tasks_dir),
+                },
+            },
         ],
         "algorithm": {"name": "random", "population_size": 2, "seed": 0},
         "budget": {"evaluations": 3},

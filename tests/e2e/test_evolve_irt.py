@@ -55,7 +55,11 @@ def spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "objectives": objectives,
         "algorithm": {"name": "nsga2", "population_size": 4, "seed": 0},
         "budget": {"evaluations": BUDGET},
-        "fitness": {"estimator": "irt", "anchors_per_task": ANCHORS, "calibration_trials": CALIBRATION_TRIALS},
+        "fitness": {
+            "estimator": "irt",
+            "anchors_per_task": ANCHORS,
+            "calibration_trials": CALIBRATION_TRIALS,
+        },
         "evaluation": {"batch_size": 24, "threads": 1},
     }
     path = root / "spec.yml"

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from mergestudio.evaluate import metrics
@@ -21,6 +22,14 @@ from mergestudio.events import CancelToken, EventSink, ProgressReporter, check_c
 
 # Our JSONL tasks, or an lm-evaluation-harness task run through ``lm_eval_adapter``.
 AnyTask = Task | LmEvalTask
+
+
+def task_items_subset(task: AnyTask, keep: Collection[int]) -> AnyTask:
+    """``task`` with only the items at indices ``keep`` (in the task's own order): what a
+    fitness estimator scores candidates on."""
+    if isinstance(task, Task):
+        return replace(task, items=tuple(item for k, item in enumerate(task.items) if k in keep))
+    return replace(task, items=tuple(item for k, item in enumerate(task.items) if k in keep))
 
 
 def evaluate_tasks(

@@ -114,7 +114,9 @@ def _build_task(spec: LmEvalSpec) -> Any:
         where = f" (include_path {spec.include_path})" if spec.include_path else ""
         raise LmEvalError(f"lm-eval task {spec.task!r}{where}: {type(error).__name__}: {error}") from None
     if spec.task not in tasks:
-        raise LmEvalError(f"lm-eval task {spec.task!r} is a group ({', '.join(map(str, tasks))}); name one task")
+        raise LmEvalError(
+            f"lm-eval task {spec.task!r} is a group ({', '.join(map(str, tasks))}); name one task"
+        )
     return tasks[spec.task]
 
 
@@ -126,7 +128,9 @@ def check_evaluate_args(spec: LmEvalSpec) -> None:
     known = set(inspect.signature(evaluate).parameters) - ours
     unknown = sorted(set(spec.evaluate_args) - known)
     if unknown:
-        raise LmEvalError(f"evaluate_args: {unknown[0]!r} is not an lm_eval.simple_evaluate argument we pass on")
+        raise LmEvalError(
+            f"evaluate_args: {unknown[0]!r} is not an lm_eval.simple_evaluate argument we pass on"
+        )
 
 
 def evaluate_lm_eval(lm: CausalLM, task: LmEvalTask, batch_size: int) -> TaskResult:
@@ -263,7 +267,7 @@ class _ResidentLMBase:
         out: list[str] = [""] * len(requests)
         groups: dict[tuple[tuple[str, ...], int], list[int]] = {}
         for index, request in enumerate(requests):
-            context, gen_kwargs = request.args
+            _context, gen_kwargs = request.args
             kwargs = dict(gen_kwargs or {})
             if kwargs.get("do_sample") or float(kwargs.get("temperature", 0.0) or 0.0) > 0.0:
                 raise LmEvalError("lm-eval generation: only greedy decoding is supported (do_sample: false)")
@@ -284,6 +288,6 @@ def _resident_lm_class() -> type:
     return type("ResidentLM", (_ResidentLMBase, _template_lm()), {})
 
 
-def ResidentLM(lm: CausalLM, batch_size: int) -> Any:  # noqa: N802 (a class made on first use)
+def ResidentLM(lm: CausalLM, batch_size: int) -> Any:  # a class made on first use, once lm-eval is imported
     """An ``lm_eval.api.model.TemplateLM`` over ``lm``."""
     return _resident_lm_class()(lm, batch_size)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,9 +32,9 @@ from mergestudio.search.schema import SearchSpec
 from mergestudio.search.store import RunFolder, write_atomic
 
 if TYPE_CHECKING:
+    from mergestudio.evaluate.evaluator import AnyTask
     from mergestudio.evaluate.resident import ResidentEvaluator
     from mergestudio.evaluate.results import EvalReport
-    from mergestudio.evaluate.tasks import Task
 
 CALIBRATION_FILE = "calibration.json"
 
@@ -78,7 +78,7 @@ class Fitness:
     before that (``calibrating``) candidates are scored in full."""
 
     label: str
-    tasks: tuple[Task, ...]
+    tasks: tuple[AnyTask, ...]
     calibration: Calibration | None = None
     calibrating: bool = False
     full_items: int = field(default=0)
@@ -105,7 +105,8 @@ class Fitness:
             missing = [i for i in task.anchor_ids if i not in scores]
             if missing:
                 raise CalibrationError(f"task {name!r}: anchor item {missing[0]!r} was not evaluated")
-            out[name] = {k: round(v, 6) for k, v in task.estimates([scores[i] for i in task.anchor_ids]).items()}
+            estimates = task.estimates([scores[i] for i in task.anchor_ids])
+            out[name] = {str(k): round(v, 6) for k, v in estimates.items()}
         return out
 
     def details(self, report: EvalReport) -> dict[str, Any]:
@@ -127,7 +128,9 @@ def fitness_label(spec: SearchSpec, calibration: Calibration | None = None, item
             text += " (calibrating: candidates scored in full)"
         return text
     if f.estimator == "subset":
-        return f"subset: {f.items_per_task} items per task (seed {f.seed})" + (f", {items} items per candidate" if items else "")
+        return f"subset: {f.items_per_task} items per task (seed {f.seed})" + (
+            f", {items} items per candidate" if items else ""
+        )
     return "full task sets" + (f", {items} items per candidate" if items else "")
 
 
@@ -148,7 +151,9 @@ def load_calibration(run_dir: str | Path, spec: SearchSpec) -> Calibration | Non
     try:
         calibration = Calibration.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise CalibrationError(f"{path}: unreadable IRT calibration ({type(error).__name__}: {error})") from None
+        raise CalibrationError(
+            f"{path}: unreadable IRT calibration ({type(error).__name__}: {error})"
+        ) from None
     return calibration if calibration.key == calibration_key(spec) else None
 
 
@@ -179,27 +184,35 @@ def prepare_fitness(
     if calibration is None:
         if len(complete_trials) < spec.fitness.calibration_trials:
             return Fitness(fitness_label(spec), objectives.tasks, calibrating=True, full_items=full_items)
-        calibration = calibrate(run, spec, objectives, complete_trials, resident, events=events, cancel=cancel)
+        calibration = calibrate(
+            run, spec, objectives, complete_trials, resident, events=events, cancel=cancel
+        )
         save_calibration(run.path, calibration)
         log(events, f"IRT calibration: {fitness_label(spec, calibration)}")
     return Fitness(
-        fitness_label(spec, calibration), anchor_tasks(objectives.tasks, calibration), calibration, full_items=full_items
+        fitness_label(spec, calibration),
+        anchor_tasks(objectives.tasks, calibration),
+        calibration,
+        full_items=full_items,
     )
 
 
-def anchor_tasks(tasks: Sequence[Task], calibration: Calibration) -> tuple[Task, ...]:
+def anchor_tasks(tasks: Sequence[AnyTask], calibration: Calibration) -> tuple[AnyTask, ...]:
     """Each task cut to its anchor items (in file order)."""
+    from mergestudio.evaluate.evaluator import task_items_subset
+
     out = []
     for task in tasks:
         chosen = calibration.tasks.get(task.name)
         if chosen is None:
-            raise CalibrationError(f"the IRT calibration has no task {task.name!r}; it was fitted for other tasks")
+            raise CalibrationError(
+                f"the IRT calibration has no task {task.name!r}; it was fitted for other tasks"
+            )
         if tuple(i.id for i in task.items) != chosen.item_ids:
             raise CalibrationError(
                 f"task {task.name!r} ({task.source}) changed since the IRT calibration: its items differ"
             )
-        keep = set(chosen.anchors.indices)
-        out.append(replace(task, items=tuple(item for k, item in enumerate(task.items) if k in keep)))
+        out.append(task_items_subset(task, set(chosen.anchors.indices)))
     return tuple(out)
 
 

@@ -14,20 +14,22 @@ Three estimates of a task's accuracy from the anchors' answers ``y``:
 - ``anchor``: the anchors' answers weighted by the share of items each anchor stands
   for (its cluster's size);
 - ``p-irt``: the anchors' answers plus, for every other item, its predicted probability of
-  being right at the ability ``θ̂`` fitted to the anchors (maximum a posteriori);
+  being right at the ability ``θ̂`` fitted to the anchors (maximum a posteriori, under
+  a normal prior with the calibration models' mean and spread of abilities);
 - ``gp-irt``: ``λ · anchor + (1 − λ) · p-irt``, ``λ`` chosen per task at calibration
   from how far each estimate was off on the calibration models.
 
 The fit is a few hundred L-BFGS steps in torch on a (subjects × items) matrix; the
-estimate is a grid search over ``θ`` in numpy. Neither needs more than milliseconds for
-the hundreds of items and tens of models a search calibrates on.
+estimate is a grid search over ``θ`` in numpy: about a second per task to fit, and
+milliseconds per estimate, for the hundreds of items and tens of models a search
+calibrates on.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -44,8 +46,9 @@ IRT_ESTIMATES: tuple[IrtEstimate, ...] = ("gp-irt", "p-irt", "anchor")
 LOG_DISCRIMINATION_SD = 0.5
 DIFFICULTY_SD = 3.0
 FIT_STEPS = 300
-# θ grid for the ability estimate: ±5 covers every ability the N(0, 1) prior allows.
-THETA_GRID = np.linspace(-5.0, 5.0, 1001)
+# θ grid for the ability estimate: wider than any fitted ability (a specialist reaches ~6).
+THETA_GRID = np.linspace(-8.0, 8.0, 1601)
+MIN_ABILITY_SD = 1.0
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -107,7 +110,9 @@ def fit_2pl(responses: npt.ArrayLike, steps: int = FIT_STEPS, seed: int = 0) -> 
     def loss() -> torch.Tensor:
         optimizer.zero_grad()
         logits = torch.exp(log_a)[None, :] * theta[:, None] - b[None, :]  # (S, I)
-        nll = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, weight=mask, reduction="sum")
+        nll = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, target, weight=mask, reduction="sum"
+        )
         prior = (
             0.5 * (theta**2).sum()
             + 0.5 * ((log_a / LOG_DISCRIMINATION_SD) ** 2).sum()
@@ -119,20 +124,26 @@ def fit_2pl(responses: npt.ArrayLike, steps: int = FIT_STEPS, seed: int = 0) -> 
 
     optimizer.step(loss)  # type: ignore[no-untyped-call]
     with torch.no_grad():
-        items = ItemParameters(
-            tuple(float(v) for v in torch.exp(log_a)), tuple(float(v) for v in b)
-        )
+        items = ItemParameters(tuple(float(v) for v in torch.exp(log_a)), tuple(float(v) for v in b))
         return Fit(items, tuple(float(v) for v in theta))
 
 
-def estimate_ability(items: ItemParameters, indices: Sequence[int], answers: Sequence[float]) -> float:
-    """MAP ability (N(0, 1) prior) from the answers (1.0/0.0) to items ``indices``."""
+def estimate_ability(
+    items: ItemParameters,
+    indices: Sequence[int],
+    answers: Sequence[float],
+    prior_mean: float = 0.0,
+    prior_sd: float = 1.0,
+) -> float:
+    """MAP ability from the answers (1.0/0.0) to items ``indices``, under a normal prior
+    (by default the fit's N(0, 1))."""
     if len(indices) != len(answers):
         raise CalibrationError(f"{len(indices)} anchor items but {len(answers)} answers")
     p = items.probabilities(THETA_GRID)[:, list(indices)]  # (grid, anchors)
     y = np.asarray(answers, dtype=np.float64)
     eps = 1e-12
-    log_posterior = (y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)).sum(axis=1) - 0.5 * THETA_GRID**2
+    log_prior = -0.5 * ((THETA_GRID - prior_mean) / prior_sd) ** 2
+    log_posterior = (y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)).sum(axis=1) + log_prior
     return float(THETA_GRID[int(np.argmax(log_posterior))])
 
 
@@ -215,13 +226,18 @@ def _kmeans_plus_plus(points: FloatArray, k: int, rng: np.random.Generator) -> F
 @dataclass(frozen=True)
 class TaskCalibration:
     """What estimating one task needs: its items' ids (the full task, in order), their
-    fitted parameters, the anchors, and the gp-IRT weight ``lam`` of the anchor estimate."""
+    fitted parameters, the anchors, the gp-IRT weight ``lam`` of the anchor estimate, and
+    the ability prior of new models: the mean and spread of the calibration models'
+    fitted abilities (merges of a few fine-tunes are far from N(0, 1): mostly weak, a few
+    specialists very strong; the N(0, 1) prior pulled every estimate to the middle)."""
 
     task: str
     item_ids: tuple[str, ...]
     items: ItemParameters
     anchors: Anchors
     lam: float
+    ability_mean: float = 0.0
+    ability_sd: float = 1.0
 
     @property
     def anchor_ids(self) -> tuple[str, ...]:
@@ -235,7 +251,9 @@ class TaskCalibration:
                 f"task {self.task!r}: {len(self.anchors.indices)} anchors but {len(y)} answers"
             )
         anchor = float(np.dot(self.anchors.weights, y))
-        theta = estimate_ability(self.items, self.anchors.indices, y)
+        theta = estimate_ability(
+            self.items, self.anchors.indices, [float(v) for v in y], self.ability_mean, self.ability_sd
+        )
         predicted = self.items.probabilities(theta)  # (I,)
         observed = predicted.copy()
         observed[list(self.anchors.indices)] = y
@@ -255,8 +273,12 @@ class TaskCalibration:
             items=ItemParameters(
                 tuple(float(v) for v in items["discrimination"]), tuple(float(v) for v in items["difficulty"])
             ),
-            anchors=Anchors(tuple(int(i) for i in anchors["indices"]), tuple(float(w) for w in anchors["weights"])),
+            anchors=Anchors(
+                tuple(int(i) for i in anchors["indices"]), tuple(float(w) for w in anchors["weights"])
+            ),
             lam=float(data["lam"]),
+            ability_mean=float(data.get("ability_mean", 0.0)),
+            ability_sd=float(data.get("ability_sd", 1.0)),
         )
 
 
@@ -270,10 +292,13 @@ def calibrate_task(
         raise CalibrationError(f"task {task!r}: responses of shape {y.shape} for {len(item_ids)} items")
     fit = fit_2pl(y, seed=seed)
     anchors = select_anchors(fit.items, anchors_per_task, seed=seed)
-    calibration = TaskCalibration(task, tuple(item_ids), fit.items, anchors, lam=0.5)
-    return TaskCalibration(
-        task, tuple(item_ids), fit.items, anchors, lam=_gp_weight(calibration, y, fit.abilities)
+    abilities = np.asarray(fit.abilities)
+    # A floor on the spread: a calibration of near-identical models must not pin θ.
+    spread = max(float(abilities.std()), MIN_ABILITY_SD)
+    calibration = TaskCalibration(
+        task, tuple(item_ids), fit.items, anchors, 0.5, float(abilities.mean()), spread
     )
+    return replace(calibration, lam=_gp_weight(calibration, y, fit.abilities))
 
 
 def _gp_weight(calibration: TaskCalibration, responses: FloatArray, abilities: Sequence[float]) -> float:

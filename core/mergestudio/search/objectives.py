@@ -9,7 +9,7 @@ candidates stay comparable.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mergestudio.search.schema import (
@@ -174,6 +174,8 @@ def _estimator_subset(task: Task | LmEvalTask, fitness: FitnessSpec) -> Task | L
         return task  # full, or irt: its anchors are chosen at calibration (search/fitness.py)
     if fitness.items_per_task >= len(task.items):
         return task
+    from mergestudio.evaluate.evaluator import task_items_subset
+
     rng = random.Random(f"{fitness.seed}:{task.name}")
     keep = sorted(rng.sample(range(len(task.items)), fitness.items_per_task))
-    return replace(task, items=tuple(task.items[i] for i in keep))
+    return task_items_subset(task, set(keep))
