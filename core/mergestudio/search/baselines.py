@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 BASELINES_FILE = "baselines.json"
 FULL_EVAL_FILE = "full_eval.json"
+FULL_DEV_EVAL_FILE = "full_dev_eval.json"  # re-scores on the selection split, beside estimates
 TIES_DENSITY = 0.5  # the demo zoo's TIES row; the registry's default (1.0) trims nothing
 BaselineKind = Literal["parent", "merge"]
 
@@ -255,21 +256,39 @@ def evaluate_full(
     objectives = Objectives.build(full)
     with _resident(full, objectives) as resident:
         result = resident.evaluate(record.recipe_yaml, events=events, cancel=cancel)
-    values = objectives.values(result.report)
-    saved = load_full_evaluations(run.path)
-    saved[number] = values
-    write_atomic(
-        run.path / FULL_EVAL_FILE,
-        json.dumps({str(k): v for k, v in sorted(saved.items())}, indent=1) + "\n",
-    )
+        values = objectives.values(result.report)
+        if spec.fitness.estimator != "full" and any(o.test for o in spec.objectives):
+            # The estimate was of the dev split: score that in full too, to set beside it.
+            dev = Objectives.build(full.model_copy(update={"objectives": spec.objectives}))
+            resident.tasks = list(dev.tasks)
+            report = resident.evaluate(record.recipe_yaml, events=events, cancel=cancel).report
+            _save_values(run.path / FULL_DEV_EVAL_FILE, number, dev.values(report))
+    _save_values(run.path / FULL_EVAL_FILE, number, values)
     return values
+
+
+def _save_values(path: Path, number: int, values: dict[str, float]) -> None:
+    saved = _load_values(path)
+    saved[number] = values
+    write_atomic(path, json.dumps({str(k): v for k, v in sorted(saved.items())}, indent=1) + "\n")
 
 
 def load_full_evaluations(run_dir: str | Path) -> dict[int, dict[str, float]]:
     """Trial number -> objectives on the full task sets, for the trials re-scored so far.
     A cache like the baselines: an unreadable file counts as empty (and is rewritten by
     the next re-score), so it never keeps a run from opening."""
-    path = Path(run_dir) / FULL_EVAL_FILE
+    return _load_values(Path(run_dir) / FULL_EVAL_FILE)
+
+
+def load_full_dev_evaluations(run_dir: str | Path) -> dict[int, dict[str, float]]:
+    """Trial number -> objectives on every item of the tasks the search selected on (the
+    split its estimates are of): ``full_dev_eval.json`` where objectives have held-out
+    test files, else the same as ``load_full_evaluations``."""
+    path = Path(run_dir) / FULL_DEV_EVAL_FILE
+    return _load_values(path) if path.is_file() else load_full_evaluations(run_dir)
+
+
+def _load_values(path: Path) -> dict[int, dict[str, float]]:
     if not path.is_file():
         return {}
     try:

@@ -134,6 +134,24 @@ def fitness_label(spec: SearchSpec, calibration: Calibration | None = None, item
     return "full task sets" + (f", {items} items per candidate" if items else "")
 
 
+def run_fitness_label(run_dir: str | Path | None, spec: SearchSpec) -> str:
+    """The run's estimator in words with what a candidate costs, read from the run folder
+    (its calibration, once fitted) without loading any task: for the Evolve page."""
+    f = spec.fitness
+    calibration = None
+    if f.estimator == "irt" and run_dir is not None:
+        try:
+            calibration = load_calibration(run_dir, spec)
+        except CalibrationError:
+            calibration = None
+    tasks = len({o.lm_eval.task if o.lm_eval else o.task for o in spec.objectives})
+    if f.estimator == "subset":
+        return fitness_label(spec) + f", at most {(f.items_per_task or 0) * tasks} items per candidate"
+    if f.estimator == "full":
+        return f"full task sets: every item of {tasks} task(s) per candidate"
+    return fitness_label(spec, calibration)
+
+
 def calibration_key(spec: SearchSpec) -> str:
     """What decides a calibration: the models, the objectives' tasks, the estimator settings
     and the evaluation settings (not the genome, algorithm or budget)."""
