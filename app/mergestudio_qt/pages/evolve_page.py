@@ -707,12 +707,16 @@ class EvolvePage(QWidget):
         if self.fitness_text:
             lines.append(f"fitness: {self.fitness_text}")
         full = self.full_evaluations.get(number, {})
+        # With held-out test files the full set is the test split, so the dev split the
+        # estimate is of was scored in full too; without them the full set is that split.
         dev = self.full_dev_evaluations.get(number, {})
+        held_out = self.spec is not None and any(o.test for o in self.spec.objectives)
+        estimated = self.spec is not None and self.spec.fitness.estimator != "full"
         for objective, value in zip(history.objectives, history.values[row], strict=True):
-            extra = [f"full dev split {dev[objective.name]:.4g}"] if objective.name in dev else []
-            if objective.name in full and full is not dev and full.get(objective.name) != dev.get(objective.name):
+            extra = [f"full dev split {dev[objective.name]:.4g}"] if held_out and objective.name in dev else []
+            if objective.name in full:
                 extra.append(f"full set {full[objective.name]:.4g}")
-            estimate = "estimate " if dev else ""
+            estimate = "estimate " if estimated else ""
             suffix = f"  ({', '.join(extra)})" if extra else ""
             lines.append(f"{objective.name}: {estimate}{value:.4g} {objective.unit}{suffix}")
         verdict = self.standing_text(history.objectives_of(number))
