@@ -155,7 +155,10 @@ def run_fitness_label(run_dir: str | Path | None, spec: SearchSpec) -> str:
 def calibration_key(spec: SearchSpec) -> str:
     """What decides a calibration: the models, the objectives' tasks, the estimator settings
     and the evaluation settings (not the genome, algorithm or budget)."""
-    data = spec.model_dump(mode="json", include={"recipe", "objectives", "fitness", "evaluation"})
+    # Defaults left out: a later version adding a defaulted spec key keeps old runs' key.
+    data = spec.model_dump(
+        mode="json", include={"recipe", "objectives", "fitness", "evaluation"}, exclude_defaults=True
+    )
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
