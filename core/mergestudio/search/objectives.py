@@ -156,7 +156,7 @@ def _lm_eval_objective(
         raise SpecError(f"{source}: objectives[{index}]: two objectives are named {name!r}; give each a 'name'")
     tasks[name] = task
     direction = entry.direction or ("maximize" if task.higher_is_better else "minimize")
-    return Objective(name, name, spec.metric, direction, entry.weight, entry.reference)
+    return Objective(name, name, spec.metric, direction, entry.weight, entry.reference, entry.specialist)
 
 
 def _metrics_of(kind: str) -> tuple[str, ...]:
