@@ -43,7 +43,7 @@ def test_fit_recovers_known_parameters(truth):
     assert np.corrcoef(got_b, b)[0, 1] > 0.95
     assert np.corrcoef(got_a, a)[0, 1] > 0.6
     # The N(0, 1) ability prior fixes the scale to the generating one: values, not only ranks.
-    assert np.abs(got_b - b).mean() < 0.35
+    assert np.abs(got_b - b).mean() < 0.25  # ~0.18; the start values alone are ~0.30 off
     assert np.abs(got_a - a).mean() < 0.4
 
 
