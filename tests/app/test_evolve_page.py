@@ -36,6 +36,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog, QGraphicsItem
 
 SEARCH_TIMEOUT_MS = 90_000
+IRT_TIMEOUT_MS = 300_000  # seven baselines scored on every item first, in a child process
 
 
 @pytest.fixture(scope="module")
@@ -492,3 +493,39 @@ def test_parallel_axis_names_shorten_to_distinct_prefixes_not_ellipses() -> None
     # Too narrow for even that: the distinct prefix wins over the room ("sort" vs "sorted_pairs").
     assert axis_names(names, 7, width) == ["rev", "cip", "sort", "dou", "sorte"]
     assert all("…" not in n for n in axis_names(names, 7, width))
+
+
+def test_an_irt_run_shows_its_estimator_cost_and_estimates_beside_the_full_split(
+    qtbot, studio: Studio, zoo: Path, tmp_path: Path
+) -> None:
+    """An IRT run set up in the page: reopened, every trial says which estimator scored it
+    and how many items a candidate cost; a trial re-scored in full shows its estimate
+    beside the full dev split (what was estimated) and the held-out test split."""
+    page = _page(qtbot, studio)
+    run = tmp_path / "run"
+    _set_up(page, run, evaluations=2)
+    # Right/wrong tasks only (IRT has nothing to fit on perplexity), each with a test file.
+    page.setup.set_tasks([str(paths.tasks_dir(zoo) / f"{t}.test.jsonl") for t in ("reverse", "sort")])
+    page.setup.estimator.setCurrentIndex(page.setup.estimator.findData("irt"))
+    page.setup.items.setValue(3)
+    spec = page.setup.build_spec()
+    assert spec.fitness.estimator == "irt" and spec.fitness.anchors_per_task == 3
+    assert all(o.test for o in spec.objectives)
+    with qtbot.waitSignal(page.search_finished, timeout=IRT_TIMEOUT_MS) as finished:
+        page.start_search()
+    assert finished.args == ["finished"]
+
+    again = _page(qtbot, studio)
+    with qtbot.waitSignal(again.run_opened, timeout=IRT_TIMEOUT_MS):
+        again.open_run(run)
+    number = _complete(run)[0].number
+    text = again.describe_trial(number)
+    assert "fitness: IRT gp-irt, 3 anchors per task (6 items per candidate, 7 calibration models)" in text
+    again.select_trial(number)
+    assert again.inspector.full_button.isEnabled()
+    with qtbot.waitSignal(again.full_eval_finished, timeout=IRT_TIMEOUT_MS) as full:
+        again.evaluate_full()
+    assert full.args == [True]
+    text = again.describe_trial(number)
+    assert "reverse: estimate " in text and "full dev split" in text and "full set" in text
+    assert (run / "full_dev_eval.json").is_file()

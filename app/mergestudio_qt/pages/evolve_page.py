@@ -125,6 +125,8 @@ class EvolvePage(QWidget):
         self.run_dir: Path | None = None
         self.baselines: list[Baseline] = []
         self.full_evaluations: dict[int, dict[str, float]] = {}
+        self.full_dev_evaluations: dict[int, dict[str, float]] = {}  # estimates' truth (selection split)
+        self.fitness_text = ""  # the estimator in words, with what a candidate costs
         self.selected: int | None = None
         self.search_job: SearchJob | None = None
         self.open_job: OpenRunJob | None = None
@@ -462,6 +464,8 @@ class EvolvePage(QWidget):
     def _on_trial_finished(self, event: ev.TrialFinished) -> None:
         if self.history is None:
             return
+        if self.spec is not None and self.spec.fitness.estimator == "irt" and "calibrating" in self.fitness_text:
+            self._load_fitness_files()  # the run calibrates on its first trials: say so once it has
         if event.state != "complete":
             self.failed_trials += 0 if event.replayed else 1
             self._log(f"trial {event.number} failed: {event.error}")
@@ -623,6 +627,7 @@ class EvolvePage(QWidget):
 
         self.run_dir, self.spec, self.history = run_dir, spec, history
         self.baselines, self.full_evaluations = list(baselines), dict(full)
+        self._load_fitness_files()
         self.failed_trials = 0
         self._genome_builder = None if spec is None else build_genome(spec)
         self.run_label.set_full_text(f"run: {run_dir}" if run_dir else "trials of no run folder", str(run_dir or ""))
@@ -707,8 +712,20 @@ class EvolvePage(QWidget):
         self._show_details(number)
         self._update_trial_buttons()
 
+    def _load_fitness_files(self) -> None:
+        """The run's estimator in words and its trials re-scored on the full selection
+        split (read from the run folder: a calibration and a small JSON file)."""
+        from mergestudio.search.baselines import load_full_dev_evaluations
+        from mergestudio.search.fitness import run_fitness_label
+
+        spec, run_dir = self.spec, self.run_dir
+        self.fitness_text = "" if spec is None else run_fitness_label(run_dir, spec)
+        estimated = spec is not None and spec.fitness.estimator != "full" and run_dir is not None
+        self.full_dev_evaluations = load_full_dev_evaluations(run_dir) if estimated and run_dir else {}
+
     def describe_trial(self, number: int) -> str:
-        """The hover text: a trial's objectives (and full-set scores when known)."""
+        """The hover text: a trial's objectives (and full-set scores when known); for runs
+        that estimate fitness, the estimate beside the full selection split's value."""
         history = self.history
         if history is None or history.row_of(number) is None:
             return ""
@@ -716,10 +733,21 @@ class EvolvePage(QWidget):
         assert row is not None
         front = " · on the Pareto front" if number in history.front else ""
         lines = [f"trial {number} · generation {int(history.generations[row])}{front}"]
+        if self.fitness_text:
+            lines.append(f"fitness: {self.fitness_text}")
         full = self.full_evaluations.get(number, {})
+        # With held-out test files the full set is the test split, so the dev split the
+        # estimate is of was scored in full too; without them the full set is that split.
+        dev = self.full_dev_evaluations.get(number, {})
+        held_out = self.spec is not None and any(o.test for o in self.spec.objectives)
+        estimated = self.spec is not None and self.spec.fitness.estimator != "full"
         for objective, value in zip(history.objectives, history.values[row], strict=True):
-            extra = f"  (full set {full[objective.name]:.4g})" if objective.name in full else ""
-            lines.append(f"{objective.name}: {value:.4g} {objective.unit}{extra}")
+            extra = [f"full dev split {dev[objective.name]:.4g}"] if held_out and objective.name in dev else []
+            if objective.name in full:
+                extra.append(f"full set {full[objective.name]:.4g}")
+            estimate = "estimate " if estimated else ""
+            suffix = f"  ({', '.join(extra)})" if extra else ""
+            lines.append(f"{objective.name}: {estimate}{value:.4g} {objective.unit}{suffix}")
         verdict = self.standing_text(history.objectives_of(number))
         if verdict:
             lines.append(verdict)
@@ -781,7 +809,7 @@ class EvolvePage(QWidget):
 
     def _update_trial_buttons(self) -> None:
         has = self.selected is not None and self.run_dir is not None
-        subset = self.spec is not None and self.spec.fitness.estimator == "subset"
+        subset = self.spec is not None and self.spec.fitness.estimator != "full"  # subset or irt
         self.inspector.export_button.setEnabled(has and self.export_job is None)
         self.inspector.recipe_button.setEnabled(self.selected is not None)
         self.inspector.try_button.setEnabled(self.selected is not None)
@@ -884,6 +912,7 @@ class EvolvePage(QWidget):
     def _on_full_done(self, result: tuple[int, dict[str, float]]) -> None:
         number, values = result
         self.full_evaluations[number] = values
+        self._load_fitness_files()
         self._full_ok = True
         self._log(f"trial {number} on the full sets: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
         if number == self.selected:

@@ -203,7 +203,12 @@ class SetupPanel(QScrollArea):
         self.estimator = QComboBox(box)
         self.estimator.addItem("full task sets", "full")
         self.estimator.addItem("fixed random subset", "subset")
-        self.estimator.setToolTip("A subset is cheaper; every candidate sees the same items")
+        self.estimator.addItem("IRT anchors (calibrated on the baselines)", "irt")
+        self.estimator.setToolTip(
+            "A subset is cheaper; every candidate sees the same items. IRT scores each candidate on "
+            "a few anchor items per task and estimates the whole task from them, calibrated on the "
+            "parents' and default merges' answers to every item"
+        )
         self.estimator.currentIndexChanged.connect(self._estimator_chosen)
         self.items = self._spin(box, 1, 1_000_000, 50, "Items per task in the subset")
         self.subset_seed = self._spin(box, 0, 2**31 - 1, 0, "Which items the subset keeps")
@@ -466,8 +471,10 @@ class SetupPanel(QScrollArea):
         self.changed.emit()
 
     def _estimator_chosen(self, _index: int) -> None:
-        subset = self.estimator.currentData() == "subset"
+        chosen = self.estimator.currentData()
+        subset = chosen in ("subset", "irt")  # items per task: the subset's, or IRT's anchors
         self.items.setEnabled(subset)
+        self.items.setToolTip("Anchor items per task (IRT)" if chosen == "irt" else "Items per task in the subset")
         self.subset_seed.setEnabled(subset)
         self.changed.emit()
 
@@ -493,6 +500,8 @@ class SetupPanel(QScrollArea):
         fitness: dict[str, Any] = {"estimator": self.estimator.currentData()}
         if fitness["estimator"] == "subset":
             fitness.update(items_per_task=self.items.value(), seed=self.subset_seed.value())
+        elif fitness["estimator"] == "irt":
+            fitness.update(anchors_per_task=self.items.value(), seed=self.subset_seed.value())
         data: dict[str, Any] = {
             "name": Path(self.run_edit.text().strip() or "search").name,
             "recipe": self.recipe(),
@@ -541,7 +550,7 @@ class SetupPanel(QScrollArea):
         self.evaluations.setValue(spec.budget.evaluations or 0)
         self.wall_minutes.setValue((spec.budget.wall_time_s or 0.0) / 60)
         self.estimator.setCurrentIndex(max(0, self.estimator.findData(spec.fitness.estimator)))
-        self.items.setValue(spec.fitness.items_per_task or self.items.value())
+        self.items.setValue(spec.fitness.items_per_task or spec.fitness.anchors_per_task or self.items.value())
         self.subset_seed.setValue(spec.fitness.seed)
         self.batch.setValue(spec.evaluation.batch_size)
         self.threads.setValue(spec.evaluation.threads)

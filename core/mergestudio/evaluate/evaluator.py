@@ -9,19 +9,32 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from mergestudio.evaluate import metrics
 from mergestudio.evaluate.lm import BatchDone, CausalLM
+from mergestudio.evaluate.lm_eval_adapter import LmEvalTask, evaluate_lm_eval
 from mergestudio.evaluate.results import EvalReport, ItemResult, TaskResult
 from mergestudio.evaluate.tasks import ChoiceItem, GenerationItem, Task, TextItem, load_task
 from mergestudio.events import CancelToken, EventSink, ProgressReporter, check_cancel
 
+# Our JSONL tasks, or an lm-evaluation-harness task run through ``lm_eval_adapter``.
+AnyTask = Task | LmEvalTask
+
+
+def task_items_subset(task: AnyTask, keep: Collection[int]) -> AnyTask:
+    """``task`` with only the items at indices ``keep`` (in the task's own order): what a
+    fitness estimator scores candidates on."""
+    if isinstance(task, Task):
+        return replace(task, items=tuple(item for k, item in enumerate(task.items) if k in keep))
+    return replace(task, items=tuple(item for k, item in enumerate(task.items) if k in keep))
+
 
 def evaluate_tasks(
     lm: CausalLM,
-    tasks: Sequence[Task],
+    tasks: Sequence[AnyTask],
     limit: int | None = None,
     batch_size: int = 32,
     events: EventSink | None = None,
@@ -35,6 +48,11 @@ def evaluate_tasks(
     results = []
     for task in chosen:
         check_cancel(cancel)
+        if isinstance(task, LmEvalTask):
+            result = evaluate_lm_eval(lm, task, batch_size)
+            progress.advance(len(task.items))
+            results.append(result)
+            continue
         results.append(_evaluate_task(lm, task, batch_size, progress, cancel))
     return EvalReport(model=lm.name, tasks=tuple(results), elapsed_s=time.perf_counter() - start)
 

@@ -177,6 +177,16 @@ class CausalLM:
     ) -> list[LogLikelihood]:
         """log p(continuation | context) for each (context, continuation)."""
         encoded = [self._context_and_continuation(c, x) for c, x in requests]
+        return self.loglikelihood_ids(encoded, batch_size, on_batch)
+
+    def loglikelihood_ids(
+        self,
+        encoded: Sequence[tuple[list[int], list[int]]],
+        batch_size: int,
+        on_batch: BatchDone | None = None,
+    ) -> list[LogLikelihood]:
+        """log p(continuation | context) for each (context ids, continuation ids): for
+        callers that tokenise themselves (the lm-evaluation-harness wrapper)."""
         rows: list[tuple[list[int], int]] = []
         for ctx, cont in encoded:
             # Keep the most recent tokens that fit; at least one token must stay as

@@ -17,10 +17,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from mergestudio.errors import MergeError
-from mergestudio.evaluate.evaluator import evaluate_tasks
+from mergestudio.evaluate.evaluator import AnyTask, evaluate_tasks
 from mergestudio.evaluate.lm import CausalLM
 from mergestudio.evaluate.results import EvalReport
-from mergestudio.evaluate.tasks import Task
 from mergestudio.events import CancelToken, EventSink
 
 if TYPE_CHECKING:
@@ -102,7 +101,7 @@ class ResidentEvaluator:
     def __init__(
         self,
         template: str | Path,
-        tasks: Sequence[Task],
+        tasks: Sequence[AnyTask],
         *,
         limit: int | None = None,
         batch_size: int = 32,

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 BASELINES_FILE = "baselines.json"
 FULL_EVAL_FILE = "full_eval.json"
+FULL_DEV_EVAL_FILE = "full_dev_eval.json"  # re-scores on the selection split, beside estimates
 TIES_DENSITY = 0.5  # the demo zoo's TIES row; the registry's default (1.0) trims nothing
 BaselineKind = Literal["parent", "merge"]
 
@@ -62,6 +63,9 @@ class Baseline:
     is_base: bool = False
     delta_vs_base: dict[str, float] = field(default_factory=dict)
     normalized: dict[str, float] = field(default_factory=dict)
+    # Every item's score by task, in the task's item order: what an IRT estimator is
+    # calibrated on (``search/fitness.py``); empty in files written before it was kept.
+    responses: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
     @property
     def mean_delta_vs_base(self) -> float:
@@ -93,6 +97,9 @@ def with_comparisons(baselines: Sequence[Baseline], objectives: Objectives) -> l
 
 def estimator_label(spec: SearchSpec) -> str:
     fitness = spec.fitness
+    if fitness.estimator == "irt":
+        # Baselines are the IRT calibration's models: scored on every item.
+        return "full task sets (IRT calibration)"
     if fitness.estimator == "subset" and fitness.items_per_task is not None:
         return f"subset: {fitness.items_per_task} items per task (seed {fitness.seed})"
     return "full task sets"
@@ -132,14 +139,19 @@ def _labels(references: Sequence[str]) -> dict[str, str]:
 
 
 def compute_baselines(
-    spec: SearchSpec, *, events: EventSink | None = None, cancel: CancelToken | None = None
+    spec: SearchSpec,
+    *,
+    events: EventSink | None = None,
+    cancel: CancelToken | None = None,
+    resident: ResidentEvaluator | None = None,
 ) -> list[Baseline]:
-    """Score every baseline recipe with the search's estimator and settings."""
+    """Score every baseline recipe with the search's estimator and settings (on
+    ``resident`` when given: the search's own evaluator, holding the run's tasks)."""
     objectives = Objectives.build(spec)
     estimator = estimator_label(spec)
     base_label = _base_label(base_recipe(spec))
     baselines = []
-    with _resident(spec, objectives) as resident:
+    with _resident(spec, objectives, resident) as resident:
         for label, kind, recipe in baseline_recipes(base_recipe(spec)):
             if cancel is not None:
                 cancel.raise_if_cancelled()
@@ -147,7 +159,8 @@ def compute_baselines(
             result = resident.evaluate(recipe, cancel=cancel)
             values = objectives.values(result.report)
             is_base = kind == "parent" and label == base_label
-            baselines.append(Baseline(label, kind, recipe, values, estimator, is_base))
+            responses = {t.task: [i.score for i in t.items] for t in result.report.tasks}
+            baselines.append(Baseline(label, kind, recipe, values, estimator, is_base, responses=responses))
             log(events, f"baseline {label}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
     return with_comparisons(baselines, objectives)
 
@@ -199,6 +212,7 @@ def load_baselines(run_dir: Path, spec: SearchSpec) -> list[Baseline] | None:
                 {str(k): float(v) for k, v in b["objectives"].items()},
                 str(b["estimator"]),
                 b["kind"] == "parent" and b["label"] == base_label,
+                responses={str(t): [float(v) for v in r] for t, r in b.get("responses", {}).items()},
             )
             for b in data["baselines"]
         ]
@@ -242,21 +256,39 @@ def evaluate_full(
     objectives = Objectives.build(full)
     with _resident(full, objectives) as resident:
         result = resident.evaluate(record.recipe_yaml, events=events, cancel=cancel)
-    values = objectives.values(result.report)
-    saved = load_full_evaluations(run.path)
-    saved[number] = values
-    write_atomic(
-        run.path / FULL_EVAL_FILE,
-        json.dumps({str(k): v for k, v in sorted(saved.items())}, indent=1) + "\n",
-    )
+        values = objectives.values(result.report)
+        if spec.fitness.estimator != "full" and any(o.test for o in spec.objectives):
+            # The estimate was of the dev split: score that in full too, to set beside it.
+            dev = Objectives.build(full.model_copy(update={"objectives": spec.objectives}))
+            resident.tasks = list(dev.tasks)
+            report = resident.evaluate(record.recipe_yaml, events=events, cancel=cancel).report
+            _save_values(run.path / FULL_DEV_EVAL_FILE, number, dev.values(report))
+    _save_values(run.path / FULL_EVAL_FILE, number, values)
     return values
+
+
+def _save_values(path: Path, number: int, values: dict[str, float]) -> None:
+    saved = _load_values(path)
+    saved[number] = values
+    write_atomic(path, json.dumps({str(k): v for k, v in sorted(saved.items())}, indent=1) + "\n")
 
 
 def load_full_evaluations(run_dir: str | Path) -> dict[int, dict[str, float]]:
     """Trial number -> objectives on the full task sets, for the trials re-scored so far.
     A cache like the baselines: an unreadable file counts as empty (and is rewritten by
     the next re-score), so it never keeps a run from opening."""
-    path = Path(run_dir) / FULL_EVAL_FILE
+    return _load_values(Path(run_dir) / FULL_EVAL_FILE)
+
+
+def load_full_dev_evaluations(run_dir: str | Path) -> dict[int, dict[str, float]]:
+    """Trial number -> objectives on every item of the tasks the search selected on (the
+    split its estimates are of): ``full_dev_eval.json`` where objectives have held-out
+    test files, else the same as ``load_full_evaluations``."""
+    path = Path(run_dir) / FULL_DEV_EVAL_FILE
+    return _load_values(path) if path.is_file() else load_full_evaluations(run_dir)
+
+
+def _load_values(path: Path) -> dict[int, dict[str, float]]:
     if not path.is_file():
         return {}
     try:
@@ -267,11 +299,17 @@ def load_full_evaluations(run_dir: str | Path) -> dict[int, dict[str, float]]:
 
 
 @contextmanager
-def _resident(spec: SearchSpec, objectives: Objectives) -> Iterator[ResidentEvaluator]:
+def _resident(
+    spec: SearchSpec, objectives: Objectives, open_already: ResidentEvaluator | None = None
+) -> Iterator[ResidentEvaluator]:
     """The evaluator the search itself uses: same template, tasks, batch, device and
     thread count, so a baseline's score is exactly what a trial with its recipe gets."""
     from mergestudio.engine.device import torch_threads
     from mergestudio.evaluate.resident import ResidentEvaluator
+
+    if open_already is not None:
+        yield open_already
+        return
 
     recipe = base_recipe(spec)
     template = recipe.base_model or (recipe.models or [])[0].model

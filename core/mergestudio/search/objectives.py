@@ -9,14 +9,26 @@ candidates stay comparable.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mergestudio.search.schema import HIGHER_IS_BETTER, Direction, FitnessSpec, SearchSpec, SpecError
+from mergestudio.search.schema import (
+    HIGHER_IS_BETTER,
+    Direction,
+    FitnessSpec,
+    ObjectiveSpec,
+    SearchSpec,
+    SpecError,
+)
 
 if TYPE_CHECKING:
+    from mergestudio.evaluate.lm_eval_adapter import LmEvalTask
     from mergestudio.evaluate.results import EvalReport
     from mergestudio.evaluate.tasks import Task
+
+
+# Metrics whose per-item scores are right (1.0) or wrong (0.0): what an IRT model fits.
+IRT_METRICS = frozenset({"acc", "exact_match"})
 
 
 @dataclass(frozen=True)
@@ -39,7 +51,7 @@ class Objectives:
     """The objectives, the tasks they are measured on, and what the study optimises."""
 
     items: tuple[Objective, ...]
-    tasks: tuple[Task, ...]  # after the fitness estimator's subsetting
+    tasks: tuple[Task | LmEvalTask, ...]  # after the fitness estimator's subsetting
     score_name: str | None  # set when the objectives are combined into one score
     score_direction: Direction
     score_reference: float | None
@@ -49,9 +61,12 @@ class Objectives:
         from mergestudio.evaluate.results import PRIMARY_METRIC
         from mergestudio.evaluate.tasks import TaskFormatError, load_task
 
-        tasks: dict[str, Task] = {}
+        tasks: dict[str, Task | LmEvalTask] = {}
         objectives = []
         for i, entry in enumerate(spec.objectives):
+            if entry.lm_eval is not None:
+                objectives.append(_lm_eval_objective(entry, i, source, tasks))
+                continue
             try:
                 task = load_task(entry.task)
             except TaskFormatError as error:
@@ -68,6 +83,11 @@ class Objectives:
             objectives.append(
                 Objective(name, task.name, metric, direction, entry.weight, entry.reference, entry.specialist)
             )
+            if spec.fitness.estimator == "irt" and metric not in IRT_METRICS:
+                raise SpecError(
+                    f"{source}: objectives[{i}].metric: estimator 'irt' needs right/wrong items "
+                    f"({', '.join(sorted(IRT_METRICS))}); {metric!r} is not one"
+                )
         names = [o.name for o in objectives]
         duplicate = next((n for n in names if names.count(n) > 1), None)
         if duplicate:
@@ -117,6 +137,28 @@ class Objectives:
         return [score]
 
 
+def _lm_eval_objective(
+    entry: ObjectiveSpec, index: int, source: str, tasks: dict[str, Task | LmEvalTask]
+) -> Objective:
+    """An objective on an lm-evaluation-harness task (loaded to count its documents and
+    check its metric; lm-eval itself says whether the metric is better higher)."""
+    from mergestudio.evaluate.lm_eval_adapter import LmEvalError, LmEvalTask, check_evaluate_args
+
+    spec = entry.lm_eval
+    assert spec is not None
+    name = entry.name or spec.task
+    try:
+        check_evaluate_args(spec)
+        task = LmEvalTask.load(spec, name)
+    except LmEvalError as error:
+        raise SpecError(f"{source}: objectives[{index}].lm_eval: {error}") from None
+    if name in tasks:
+        raise SpecError(f"{source}: objectives[{index}]: two objectives are named {name!r}; give each a 'name'")
+    tasks[name] = task
+    direction = entry.direction or ("maximize" if task.higher_is_better else "minimize")
+    return Objective(name, name, spec.metric, direction, entry.weight, entry.reference, entry.specialist)
+
+
 def _metrics_of(kind: str) -> tuple[str, ...]:
     return {
         "multiple_choice": ("acc", "acc_norm"),
@@ -125,13 +167,15 @@ def _metrics_of(kind: str) -> tuple[str, ...]:
     }[kind]
 
 
-def _estimator_subset(task: Task, fitness: FitnessSpec) -> Task:
+def _estimator_subset(task: Task | LmEvalTask, fitness: FitnessSpec) -> Task | LmEvalTask:
     """The task's items the fitness estimator uses: all, or a fixed random subset (kept
     in file order) drawn from a generator seeded by the spec and the task name."""
-    if fitness.estimator == "full" or fitness.items_per_task is None:
-        return task
+    if fitness.estimator != "subset" or fitness.items_per_task is None:
+        return task  # full, or irt: its anchors are chosen at calibration (search/fitness.py)
     if fitness.items_per_task >= len(task.items):
         return task
+    from mergestudio.evaluate.evaluator import task_items_subset
+
     rng = random.Random(f"{fitness.seed}:{task.name}")
     keep = sorted(rng.sample(range(len(task.items)), fitness.items_per_task))
-    return replace(task, items=tuple(task.items[i] for i in keep))
+    return task_items_subset(task, set(keep))

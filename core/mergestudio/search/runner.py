@@ -29,6 +29,7 @@ from mergestudio.search.events import (
     TrialFinished,
     TrialStarted,
 )
+from mergestudio.search.fitness import Fitness, prepare_fitness
 from mergestudio.search.front import FrontTracker
 from mergestudio.search.objectives import Objectives
 from mergestudio.search.samplers import make_sampler
@@ -109,6 +110,7 @@ class _Search:
         self.objectives = Objectives.build(spec)
         self.genome = build_genome(spec)
         self.front = FrontTracker(self.objectives, events)
+        self.fitness: Fitness | None = None  # set in the loop: IRT calibrates on the resident model
         self.failures = 0
         self.elapsed_before = 0.0
         self.session_start = time.perf_counter()
@@ -166,6 +168,7 @@ class _Search:
     def _trial(self, study: optuna.Study, resident: ResidentEvaluator) -> None:
         from optuna.trial import TrialState
 
+        fitness = self._current_fitness(study, resident)
         started = time.perf_counter()
         study.sampler = make_sampler(self.spec.algorithm, self._draw_index(study))
         trial = study.ask()
@@ -186,7 +189,7 @@ class _Search:
         except MergeStudioError as error:
             self._fail(study, trial, genome, generation, started, str(error))
             return
-        values = self.objectives.values(result.report)
+        values = fitness.values(self.objectives, result.report)
         study_values = self.objectives.study_values(values)
         timings = {
             "merge_s": round(result.merge_s, 4),
@@ -200,6 +203,7 @@ class _Search:
                 "genome": genome,
                 "objectives": values,
                 "timings": timings,
+                "fitness": fitness.details(result.report),
                 "report": result.report.to_dict(),
             },
         )
@@ -209,6 +213,25 @@ class _Search:
         self.failures = 0
         self._save_elapsed(study)
         self._after_trial(study, trial.number)
+
+    def _current_fitness(self, study: optuna.Study, resident: ResidentEvaluator) -> Fitness:
+        """The run's estimator, prepared on the first trial of a session and, while an IRT
+        run is still scoring its calibration trials in full, before every trial."""
+        from optuna.trial import TrialState
+
+        if self.fitness is None or self.fitness.calibrating:
+            complete = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+            self.fitness = prepare_fitness(
+                self.run_folder,
+                self.spec,
+                self.objectives,
+                complete,
+                resident,
+                events=self.events,
+                cancel=self.control.cancel_token,
+            )
+            resident.tasks = list(self.fitness.tasks)
+        return self.fitness
 
     def _fail(
         self,

@@ -59,10 +59,29 @@ class GeneSpec(_Strict):
         return self
 
 
-class ObjectiveSpec(_Strict):
-    """A metric of ``mergestudio.evaluate`` on one task file."""
+class LmEvalSpec(_Strict):
+    """A task of lm-evaluation-harness run on the resident candidate
+    (``evaluate/lm_eval_adapter.py``). ``task``: a task name lm-eval knows, or one defined by
+    a YAML file in ``include_path`` (a folder, relative to the spec). ``metric`` and
+    ``filter`` pick the number from lm-eval's results (``acc,none``). ``limit``: the first N
+    documents. ``evaluate_args``: further keyword arguments of ``lm_eval.simple_evaluate``
+    (``gen_kwargs``, ``fewshot_random_seed``, ``system_instruction`` …)."""
 
     task: str
+    metric: str = "acc"
+    filter: str = "none"
+    limit: int | None = Field(default=None, ge=1)
+    num_fewshot: int | None = Field(default=None, ge=0)
+    include_path: str | None = None
+    evaluate_args: dict[str, Any] = Field(default_factory=dict)
+
+
+class ObjectiveSpec(_Strict):
+    """A metric of ``mergestudio.evaluate`` on one task file, or of an lm-evaluation-harness
+    task (``lm_eval``; then ``task`` is left out)."""
+
+    task: str = ""
+    lm_eval: LmEvalSpec | None = None
     name: str | None = None  # default: the task's name
     metric: str | None = None  # default: the task kind's headline metric
     direction: Direction | None = None  # default: from the metric
@@ -76,6 +95,14 @@ class ObjectiveSpec(_Strict):
     # recipe's fine-tuned models (its reference or folder name). Default: the parent that
     # scores highest on it.
     specialist: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ObjectiveSpec:
+        if bool(self.task) == (self.lm_eval is not None):
+            raise ValueError("give either task (a task file) or lm_eval (an lm-evaluation-harness task)")
+        if self.lm_eval is not None and self.test is not None:
+            raise ValueError("test (a held-out task file) applies to task files, not to lm_eval tasks")
+        return self
 
 
 class ScoreSpec(_Strict):
@@ -107,16 +134,26 @@ class BudgetSpec(_Strict):
 
 class FitnessSpec(_Strict):
     """``full``: every item of every task; ``subset``: a fixed random ``items_per_task``
-    items of each task (the same items for every candidate)."""
+    items of each task (the same items for every candidate); ``irt``: ``anchors_per_task``
+    anchor items per task, chosen and weighted by an item response model fitted on the
+    baselines' answers to every item (and on the run's first ``calibration_trials``
+    candidates, scored in full), with each task's accuracy estimated from the anchors'
+    answers by ``irt_estimate`` (``search/irt.py``). The calibration is kept in the run
+    folder (``calibration.json``), so a resumed run estimates exactly as before."""
 
-    estimator: Literal["full", "subset"] = "full"
+    estimator: Literal["full", "subset", "irt"] = "full"
     items_per_task: int | None = Field(default=None, ge=1)
+    anchors_per_task: int | None = Field(default=None, ge=1)
+    irt_estimate: Literal["gp-irt", "p-irt", "anchor"] = "gp-irt"
+    calibration_trials: int = Field(default=0, ge=0)
     seed: int = 0
 
     @model_validator(mode="after")
     def _check(self) -> FitnessSpec:
         if self.estimator == "subset" and self.items_per_task is None:
             raise ValueError("estimator 'subset' needs items_per_task")
+        if self.estimator == "irt" and self.anchors_per_task is None:
+            raise ValueError("estimator 'irt' needs anchors_per_task")
         return self
 
 

@@ -117,6 +117,8 @@ def check_spec(spec: SearchSpec, source: str = "search spec") -> None:
             raise SpecError(
                 f"{source}: objectives[{i}].metric: unknown metric {objective.metric!r}; known: {known}"
             )
+        if objective.lm_eval is not None:
+            continue  # lm-eval checks its own tasks when Objectives.build loads them
         if not Path(objective.task).is_file():
             raise SpecError(f"{source}: objectives[{i}].task: no such task file {objective.task!r}")
         if objective.test is not None:
@@ -241,6 +243,10 @@ def _resolve_paths(spec: SearchSpec, root: Path, source: str) -> SearchSpec:
         ]
     data["recipe"] = recipe
     for objective in data["objectives"]:
+        if objective.get("lm_eval", {}).get("include_path"):
+            objective["lm_eval"]["include_path"] = _resolve_against(objective["lm_eval"]["include_path"], root)
+        if not objective.get("task"):
+            continue  # an lm-eval task: named, not a file
         objective["task"] = _resolve_against(objective["task"], root)
         if objective.get("test"):
             objective["test"] = _resolve_against(objective["test"], root)

@@ -1,0 +1,265 @@
+"""How well the IRT fitness estimator predicts a candidate's full dev-split accuracy, against
+the ``subset`` estimator at the same item count (issue 22).
+
+Over the demo search space (the genome of the zoo's ``search.yml``) on the demo zoo, every
+candidate is scored on every dev item of every skill (the truth). Calibration uses what a
+search has: the baselines (parents and default merges) scored on the full dev split, and
+optionally the first ``--calibration-trials`` candidates of the run scored in full. The
+estimators then see only the anchors' answers (IRT) or a fixed random subset of the same
+size (``subset``); since greedy decoding is deterministic, an item's answer is the same
+whether it is asked alone or with the whole split, so both read them from the full
+responses. Reported per anchor count: items per candidate, how many times fewer than the
+full split, the mean absolute error in accuracy points and Spearman's ρ across candidates
+(per skill, then averaged; and of the mean over skills).
+
+Paths come from ``mergestudio.demo.info.zoo_info`` (the zoo may be rebuilt elsewhere).
+Evaluations are cached in ``--responses`` so a second run only re-analyses.
+
+    python benchmarks/irt_accuracy.py [--candidates 120] [--responses runs/irt-bench/responses.json] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SUBSET_SEEDS = 20  # the subset estimator's error is averaged over this many random subsets
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--zoo", type=Path, help="demo zoo folder (default: the repository's)")
+    parser.add_argument(
+        "--candidates", type=int, default=120, help="random candidates scored as the test set"
+    )
+    parser.add_argument("--calibration-trials", type=int, default=16, help="extra candidates scored in full")
+    parser.add_argument("--anchors", type=int, nargs="+", default=[5, 10, 20, 40])
+    parser.add_argument("--responses", type=Path, default=Path("runs/irt-bench/responses.json"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="write the table here")
+    parser.add_argument("--evaluate-only", action="store_true")
+    args = parser.parse_args()
+
+    spec = _demo_spec(args.zoo)
+    responses = _score_everything(spec, args.candidates + args.calibration_trials, args.responses, args.seed)
+    if args.evaluate_only:
+        return
+    result = analyse(spec, responses, args.candidates, args.calibration_trials, args.anchors, args.seed)
+    print(markdown_table(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def _demo_spec(zoo: Path | None) -> Any:
+    """The demo search spec (its genome), over the zoo's models and dev splits as
+    ``zoo_info`` names them, scored on every item."""
+    from mergestudio.demo.info import zoo_info
+    from mergestudio.demo.paths import default_zoo_dir
+    from mergestudio.search.spec import load_spec, spec_from_dict
+
+    info = zoo_info(zoo or default_zoo_dir())
+    demo = load_spec(Path(info["zoo"]) / "search.yml")
+    data = demo.model_dump(mode="json", exclude_none=True)
+    data["recipe"] = {
+        "merge_method": "task_arithmetic",
+        "base_model": info["base"]["path"],
+        "models": [{"model": s["path"]} for s in info["specialists"]],
+        "dtype": "float32",
+    }
+    data["objectives"] = [{"task": info["skills"][s["skill"]]["dev"]} for s in info["specialists"]]
+    data["fitness"] = {"estimator": "full"}
+    return spec_from_dict(data, "irt benchmark spec")
+
+
+def _score_everything(spec: Any, count: int, cache: Path, seed: int) -> dict[str, Any]:
+    """Per-item answers of the baselines and of ``count`` random candidates on the full
+    dev split: {"tasks": {task: [item ids]}, "models": {label: {task: [0/1 ...]}}}."""
+    from mergestudio.engine.device import torch_threads
+    from mergestudio.evaluate.lm import quiet_transformers
+    from mergestudio.evaluate.resident import ResidentEvaluator
+    from mergestudio.search.baselines import baseline_recipes
+    from mergestudio.search.genome import Genome
+    from mergestudio.search.objectives import Objectives
+    from mergestudio.search.spec import base_recipe
+
+    quiet_transformers()
+    data: dict[str, Any] = json.loads(cache.read_text()) if cache.is_file() else {"models": {}, "seconds": {}}
+    objectives = Objectives.build(spec)
+    data["tasks"] = {t.name: [i.id for i in t.items] for t in objectives.tasks}
+    genome = Genome.build(spec.genome, base_recipe(spec))
+    rng = random.Random(seed)
+    todo: list[tuple[str, Any]] = [
+        (label, recipe) for label, _, recipe in baseline_recipes(base_recipe(spec))
+    ]
+    for n in range(count):
+        values = {g.name: rng.uniform(g.low, g.high) for g in genome.genes}
+        todo.append((f"candidate-{n:03d}", genome.recipe(values).to_dict()))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    template = base_recipe(spec).base_model
+    with (
+        torch_threads(1),
+        ResidentEvaluator(
+            template, objectives.tasks, batch_size=100, device="cpu", dtype="float32"
+        ) as resident,
+    ):
+        for label, recipe in todo:
+            if label in data["models"]:
+                continue
+            start = time.perf_counter()
+            report = resident.evaluate(recipe).report
+            data["models"][label] = {t.task: [float(i.score) for i in t.items] for t in report.tasks}
+            data["seconds"][label] = round(time.perf_counter() - start, 2)
+            cache.write_text(json.dumps(data) + "\n")
+            print(f"{label}: {data['seconds'][label]} s", flush=True)
+    return data
+
+
+def analyse(
+    spec: Any,
+    data: dict[str, Any],
+    candidates: int,
+    calibration_trials: int,
+    anchor_counts: list[int],
+    seed: int,
+) -> dict[str, Any]:
+    from mergestudio.search.irt import calibrate_task
+
+    tasks = list(data["tasks"])
+    models = data["models"]
+    baselines = [m for m in models if not m.startswith("candidate-")]
+    extra = [f"candidate-{n:03d}" for n in range(calibration_trials)]
+    test = [f"candidate-{n:03d}" for n in range(calibration_trials, calibration_trials + candidates)]
+    full_items = sum(len(ids) for ids in data["tasks"].values())
+    truth = np.array([[np.mean(models[m][t]) for t in tasks] for m in test])  # (C, T)
+    rows = []
+    for calibration_name, subjects in (
+        ("baselines", baselines),
+        (f"baselines + {calibration_trials} trials", baselines + extra),
+    ):
+        if calibration_name.endswith(" 0 trials"):
+            continue
+        for k in anchor_counts:
+            start = time.perf_counter()
+            calibrations = {
+                t: calibrate_task(
+                    t, data["tasks"][t], np.array([models[m][t] for m in subjects]), k, seed=seed
+                )
+                for t in tasks
+            }
+            fit_s = time.perf_counter() - start
+            estimates: dict[str, np.ndarray] = {}
+            for name in ("gp-irt", "p-irt", "anchor"):
+                estimates[name] = np.array(
+                    [
+                        [
+                            calibrations[t].estimates(
+                                np.array(models[m][t])[list(calibrations[t].anchors.indices)]
+                            )[name]  # type: ignore[index]
+                            for t in tasks
+                        ]
+                        for m in test
+                    ]
+                )
+            items = sum(len(c.anchors.indices) for c in calibrations.values())
+            for name, values in estimates.items():
+                rows.append(_row(f"irt {name}", calibration_name, k, items, full_items, values, truth, fit_s))
+    for k in anchor_counts:
+        runs = []
+        for s in range(SUBSET_SEEDS):
+            rng = random.Random(f"{seed + s}")
+            picks = {
+                t: rng.sample(range(len(data["tasks"][t])), min(k, len(data["tasks"][t]))) for t in tasks
+            }
+            values = np.array([[np.mean(np.array(models[m][t])[picks[t]]) for t in tasks] for m in test])
+            runs.append(
+                _row("subset", "none", k, sum(len(p) for p in picks.values()), full_items, values, truth, 0.0)
+            )
+        rows.append(_mean_row(runs))
+    return {
+        "candidates": len(test),
+        "calibration_models": {"baselines": baselines, "extra_trials": len(extra)},
+        "tasks": tasks,
+        "full_items_per_candidate": full_items,
+        "truth_range_points": [round(100 * float(truth.min()), 1), round(100 * float(truth.max()), 1)],
+        "rows": rows,
+    }
+
+
+def _row(
+    estimator: str,
+    calibration: str,
+    k: int,
+    items: int,
+    full: int,
+    values: np.ndarray,
+    truth: np.ndarray,
+    fit_s: float,
+) -> dict[str, Any]:
+    errors = np.abs(values - truth) * 100  # accuracy points
+    rhos = [_spearman(values[:, t], truth[:, t]) for t in range(truth.shape[1])]
+    return {
+        "estimator": estimator,
+        "calibration": calibration,
+        "anchors_per_task": k,
+        "items_per_candidate": items,
+        "times_fewer": round(full / items, 1),
+        "mae_points": round(float(errors.mean()), 2),
+        "spearman_per_task": round(float(np.nanmean(rhos)), 3),
+        "spearman_mean": round(_spearman(values.mean(axis=1), truth.mean(axis=1)), 3),
+        "mae_mean_points": round(float(np.abs(values.mean(axis=1) - truth.mean(axis=1)).mean() * 100), 2),
+        "calibration_fit_s": round(fit_s, 2),
+    }
+
+
+def _mean_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    row = dict(runs[0])
+    for key in ("mae_points", "spearman_per_task", "spearman_mean", "mae_mean_points"):
+        row[key] = round(float(np.mean([r[key] for r in runs])), 3)
+    row["calibration"] = f"none (mean of {len(runs)} subsets)"
+    return row
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's ρ with average ranks for ties (NaN when either side is constant)."""
+
+    def ranks(v: np.ndarray) -> np.ndarray:
+        order = np.argsort(v, kind="mergesort")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=float)
+        for value in np.unique(v):  # ties share their mean rank
+            same = v == value
+            r[same] = r[same].mean()
+        return r
+
+    rx, ry = ranks(np.asarray(x, float)), ranks(np.asarray(y, float))
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['candidates']} candidates, {result['full_items_per_candidate']} dev items each in full; "
+        f"true mean accuracy spans {result['truth_range_points'][0]}-{result['truth_range_points'][1]} points",
+        "",
+        "| estimator | calibration | items/candidate | × fewer | MAE (points) | ρ per skill | ρ of mean | MAE of mean |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(result["rows"], key=lambda r: (r["anchors_per_task"], r["estimator"] != "subset")):
+        lines.append(
+            f"| {r['estimator']} | {r['calibration']} | {r['items_per_candidate']} | {r['times_fewer']} | "
+            f"{r['mae_points']} | {r['spearman_per_task']} | {r['spearman_mean']} | {r['mae_mean_points']} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""The fitness estimator of a run: which items each candidate is scored on, and how its
+objective values are read from that evaluation.
+
+``full`` and ``subset`` read the metrics of the evaluated items as they are. ``irt``
+scores each candidate on a few anchor items per task and estimates each task's accuracy
+(``search/irt.py``). Its calibration is fitted once per run on every item's answers of
+
+- the baselines (parents and default merges), scored on the full tasks, and
+- the run's first ``calibration_trials`` candidates, which the search scores in full
+  (their values are exact, not estimates),
+
+and saved as ``calibration.json`` in the run folder, keyed by what decides it (models,
+objectives, estimator settings). A resumed run, an export or a report reads it back
+instead of fitting again, so every trial of a run is estimated the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mergestudio.events import CancelToken, EventSink, log
+from mergestudio.search.irt import CalibrationError, TaskCalibration, calibrate_task
+from mergestudio.search.objectives import Objectives
+from mergestudio.search.schema import SearchSpec
+from mergestudio.search.store import RunFolder, write_atomic
+
+if TYPE_CHECKING:
+    from mergestudio.evaluate.evaluator import AnyTask
+    from mergestudio.evaluate.resident import ResidentEvaluator
+    from mergestudio.evaluate.results import EvalReport
+
+CALIBRATION_FILE = "calibration.json"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A run's IRT calibration: one ``TaskCalibration`` per task, the models it was
+    fitted on, and the key of the spec settings it belongs to."""
+
+    key: str
+    estimate: str  # gp-irt, p-irt or anchor
+    subjects: tuple[str, ...]  # baseline labels, then "trial N" for calibration trials
+    tasks: dict[str, TaskCalibration]
+
+    @property
+    def items_per_candidate(self) -> int:
+        return sum(len(t.anchors.indices) for t in self.tasks.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "estimate": self.estimate,
+            "subjects": list(self.subjects),
+            "tasks": {name: t.to_dict() for name, t in self.tasks.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
+        return cls(
+            key=str(data["key"]),
+            estimate=str(data["estimate"]),
+            subjects=tuple(str(s) for s in data["subjects"]),
+            tasks={str(n): TaskCalibration.from_dict(t) for n, t in data["tasks"].items()},
+        )
+
+
+@dataclass(frozen=True)
+class Fitness:
+    """What the search evaluates each candidate on (``tasks``) and how it reads the
+    objectives from that report. ``calibration`` is set once an IRT run is calibrated;
+    before that (``calibrating``) candidates are scored in full."""
+
+    label: str
+    tasks: tuple[AnyTask, ...]
+    calibration: Calibration | None = None
+    calibrating: bool = False
+    full_items: int = field(default=0)
+
+    @property
+    def items_per_candidate(self) -> int:
+        return sum(len(t.items) for t in self.tasks)
+
+    def values(self, objectives: Objectives, report: EvalReport) -> dict[str, float]:
+        """Each objective's value: the report's metric, or the IRT estimate of it."""
+        if self.calibration is None:
+            return objectives.values(report)
+        estimates = self.estimates(report)
+        return {o.name: estimates[o.task][self.calibration.estimate] for o in objectives.items}
+
+    def estimates(self, report: EvalReport) -> dict[str, dict[str, float]]:
+        """Every IRT estimate of every task from the report's anchor answers (empty
+        without a calibration)."""
+        if self.calibration is None:
+            return {}
+        out = {}
+        for name, task in self.calibration.tasks.items():
+            scores = {item.id: item.score for item in report.task(name).items}
+            missing = [i for i in task.anchor_ids if i not in scores]
+            if missing:
+                raise CalibrationError(f"task {name!r}: anchor item {missing[0]!r} was not evaluated")
+            estimates = task.estimates([scores[i] for i in task.anchor_ids])
+            out[name] = {str(k): round(v, 6) for k, v in estimates.items()}
+        return out
+
+    def details(self, report: EvalReport) -> dict[str, Any]:
+        """What a trial's items file records about how it was scored."""
+        data: dict[str, Any] = {"estimator": self.label, "items": self.items_per_candidate}
+        if self.calibration is not None:
+            data["estimates"] = self.estimates(report)
+        return data
+
+
+def fitness_label(spec: SearchSpec, calibration: Calibration | None = None, items: int | None = None) -> str:
+    """The estimator in words, as the CLI and the Evolve page show it."""
+    f = spec.fitness
+    if f.estimator == "irt":
+        text = f"IRT {f.irt_estimate}, {f.anchors_per_task} anchors per task"
+        if calibration is not None:
+            text += f" ({calibration.items_per_candidate} items per candidate, {len(calibration.subjects)} calibration models)"
+        else:
+            text += " (calibrating: candidates scored in full)"
+        return text
+    if f.estimator == "subset":
+        return f"subset: {f.items_per_task} items per task (seed {f.seed})" + (
+            f", {items} items per candidate" if items else ""
+        )
+    return "full task sets" + (f", {items} items per candidate" if items else "")
+
+
+def run_fitness_label(run_dir: str | Path | None, spec: SearchSpec) -> str:
+    """The run's estimator in words with what a candidate costs, read from the run folder
+    (its calibration, once fitted) without loading any task: for the Evolve page."""
+    f = spec.fitness
+    calibration = None
+    if f.estimator == "irt" and run_dir is not None:
+        try:
+            calibration = load_calibration(run_dir, spec)
+        except CalibrationError:
+            calibration = None
+    tasks = len({o.lm_eval.task if o.lm_eval else o.task for o in spec.objectives})
+    if f.estimator == "subset":
+        return fitness_label(spec) + f", at most {(f.items_per_task or 0) * tasks} items per candidate"
+    if f.estimator == "full":
+        return f"full task sets: every item of {tasks} task(s) per candidate"
+    return fitness_label(spec, calibration)
+
+
+def calibration_key(spec: SearchSpec) -> str:
+    """What decides a calibration: the models, the objectives' tasks, the estimator settings
+    and the evaluation settings (not the genome, algorithm or budget)."""
+    # Defaults left out: a later version adding a defaulted spec key keeps old runs' key.
+    data = spec.model_dump(
+        mode="json", include={"recipe", "objectives", "fitness", "evaluation"}, exclude_defaults=True
+    )
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_calibration(run_dir: str | Path, spec: SearchSpec) -> Calibration | None:
+    """The run's saved calibration, or None when there is none or it belongs to other
+    settings. A file that cannot be read is an error, not a silent refit: the run's
+    earlier estimates were made with it."""
+    path = Path(run_dir) / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        calibration = Calibration.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CalibrationError(
+            f"{path}: unreadable IRT calibration ({type(error).__name__}: {error})"
+        ) from None
+    return calibration if calibration.key == calibration_key(spec) else None
+
+
+def save_calibration(run_dir: str | Path, calibration: Calibration) -> Path:
+    path = Path(run_dir) / CALIBRATION_FILE
+    write_atomic(path, json.dumps(calibration.to_dict(), indent=1) + "\n")
+    return path
+
+
+def prepare_fitness(
+    run: RunFolder,
+    spec: SearchSpec,
+    objectives: Objectives,
+    complete_trials: Sequence[int],
+    resident: ResidentEvaluator | None = None,
+    *,
+    events: EventSink | None = None,
+    cancel: CancelToken | None = None,
+) -> Fitness:
+    """The run's fitness estimator now. For ``irt``: the saved calibration; else, while
+    fewer than ``calibration_trials`` candidates are complete, scoring in full; else a
+    calibration fitted now (scoring the baselines with ``resident`` when the run folder has
+    no answers of theirs) and saved."""
+    full_items = sum(len(t.items) for t in objectives.tasks)
+    if spec.fitness.estimator != "irt":
+        return Fitness(fitness_label(spec), objectives.tasks, full_items=full_items)
+    calibration = load_calibration(run.path, spec)
+    if calibration is None:
+        if len(complete_trials) < spec.fitness.calibration_trials:
+            return Fitness(fitness_label(spec), objectives.tasks, calibrating=True, full_items=full_items)
+        calibration = calibrate(
+            run, spec, objectives, complete_trials, resident, events=events, cancel=cancel
+        )
+        save_calibration(run.path, calibration)
+        log(events, f"IRT calibration: {fitness_label(spec, calibration)}")
+    return Fitness(
+        fitness_label(spec, calibration),
+        anchor_tasks(objectives.tasks, calibration),
+        calibration,
+        full_items=full_items,
+    )
+
+
+def anchor_tasks(tasks: Sequence[AnyTask], calibration: Calibration) -> tuple[AnyTask, ...]:
+    """Each task cut to its anchor items (in file order)."""
+    from mergestudio.evaluate.evaluator import task_items_subset
+
+    out = []
+    for task in tasks:
+        chosen = calibration.tasks.get(task.name)
+        if chosen is None:
+            raise CalibrationError(
+                f"the IRT calibration has no task {task.name!r}; it was fitted for other tasks"
+            )
+        if tuple(i.id for i in task.items) != chosen.item_ids:
+            raise CalibrationError(
+                f"task {task.name!r} ({task.source}) changed since the IRT calibration: its items differ"
+            )
+        out.append(task_items_subset(task, set(chosen.anchors.indices)))
+    return tuple(out)
+
+
+def calibrate(
+    run: RunFolder,
+    spec: SearchSpec,
+    objectives: Objectives,
+    complete_trials: Sequence[int],
+    resident: ResidentEvaluator | None,
+    *,
+    events: EventSink | None = None,
+    cancel: CancelToken | None = None,
+) -> Calibration:
+    """Fit every task on the baselines' answers and the complete trials' (all scored in
+    full), and choose its anchors."""
+    subjects, rows = _baseline_answers(run, spec, objectives, resident, events, cancel)
+    for number in complete_trials:
+        report = run.read_items(number).get("report", {})
+        answers = {t["task"]: [float(i["score"]) for i in t["items"]] for t in report.get("tasks", [])}
+        subjects.append(f"trial {number}")
+        rows.append(answers)
+    fitness = spec.fitness
+    assert fitness.anchors_per_task is not None  # the schema's check
+    tasks = {}
+    for task in objectives.tasks:
+        ids = [i.id for i in task.items]
+        matrix = []
+        for subject, answers in zip(subjects, rows, strict=True):
+            if len(answers.get(task.name, [])) != len(ids):
+                raise CalibrationError(
+                    f"IRT calibration: {subject} has no answer to every item of task {task.name!r}"
+                )
+            matrix.append(answers[task.name])
+        tasks[task.name] = calibrate_task(
+            task.name, ids, np.asarray(matrix), fitness.anchors_per_task, seed=fitness.seed
+        )
+    return Calibration(calibration_key(spec), fitness.irt_estimate, tuple(subjects), tasks)
+
+
+def _baseline_answers(
+    run: RunFolder,
+    spec: SearchSpec,
+    objectives: Objectives,
+    resident: ResidentEvaluator | None,
+    events: EventSink | None,
+    cancel: CancelToken | None,
+) -> tuple[list[str], list[dict[str, list[float]]]]:
+    """The baselines' labels and answers: from ``baselines.json`` when it has them (the
+    window scores the baselines before the search starts), else scored now with the
+    search's own resident evaluator (on the full tasks) and saved there."""
+    from mergestudio.search.baselines import compute_baselines, load_baselines, save_baselines
+
+    names = {t.name for t in objectives.tasks}
+    cached = load_baselines(run.path, spec)
+    if cached is None or any(not names <= set(b.responses) for b in cached):
+        log(events, "IRT calibration: scoring the baselines on every item")
+        cached = compute_baselines(spec, events=events, cancel=cancel, resident=resident)
+        save_baselines(run.path, spec, cached)
+    return [b.label for b in cached], [dict(b.responses) for b in cached]

@@ -1,0 +1,102 @@
+"""IRT calibration and estimation on synthetic answers drawn from a known 2PL model: the
+fit recovers the abilities and item parameters, the anchors stand for the task, and the
+estimates from the anchors alone land near each new model's accuracy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mergestudio.search.irt import (
+    CalibrationError,
+    ItemParameters,
+    TaskCalibration,
+    calibrate_task,
+    estimate_ability,
+    fit_2pl,
+    select_anchors,
+)
+
+N_ITEMS = 100
+
+
+def _population(rng: np.random.Generator, n_subjects: int, a: np.ndarray, b: np.ndarray):
+    theta = rng.normal(size=n_subjects)
+    p = 1.0 / (1.0 + np.exp(-(np.outer(theta, a) - b)))  # (S, I)
+    return theta, p, (rng.random(p.shape) < p).astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def truth():
+    rng = np.random.default_rng(7)
+    a = rng.uniform(0.7, 2.0, N_ITEMS)
+    b = rng.normal(0.0, 1.2, N_ITEMS)
+    theta, _, answers = _population(rng, 150, a, b)
+    return rng, a, b, theta, answers
+
+
+def test_fit_recovers_known_parameters(truth):
+    _, a, b, theta, answers = truth
+    fit = fit_2pl(answers)
+    got_b = np.asarray(fit.items.difficulty)
+    got_a = np.asarray(fit.items.discrimination)
+    assert np.corrcoef(fit.abilities, theta)[0, 1] > 0.95
+    assert np.corrcoef(got_b, b)[0, 1] > 0.95
+    assert np.corrcoef(got_a, a)[0, 1] > 0.6
+    # The N(0, 1) ability prior fixes the scale to the generating one: values, not only ranks.
+    assert np.abs(got_b - b).mean() < 0.25  # ~0.18; the start values alone are ~0.30 off
+    assert np.abs(got_a - a).mean() < 0.4
+
+
+def test_ability_estimate_from_answers_follows_the_truth():
+    items = ItemParameters(tuple([1.5] * 40), tuple(np.linspace(-2, 2, 40)))
+    rng = np.random.default_rng(1)
+    for theta in (-1.5, 0.0, 1.5):
+        p = items.probabilities(theta)
+        answers = (rng.random((20, 40)) < p).astype(float)
+        estimates = [estimate_ability(items, range(40), row) for row in answers]
+        assert abs(np.mean(estimates) - theta) < 0.35
+
+
+def test_anchors_cover_the_task_and_weights_sum_to_one(truth):
+    _, a, b, _, _ = truth
+    anchors = select_anchors(ItemParameters(tuple(a), tuple(b)), 12)
+    assert len(anchors.indices) == 12 == len(set(anchors.indices))
+    assert sum(anchors.weights) == pytest.approx(1.0)
+    assert min(b[list(anchors.indices)]) < -1.0 < 1.0 < max(b[list(anchors.indices)])
+    everything = select_anchors(ItemParameters(tuple(a[:5]), tuple(b[:5])), 12)
+    assert everything.indices == (0, 1, 2, 3, 4)
+
+
+def test_estimates_from_anchors_beat_random_items_of_the_same_count(truth):
+    rng, a, b, _, answers = truth
+    calibration = calibrate_task("synthetic", [f"i{k}" for k in range(N_ITEMS)], answers, anchors_per_task=10)
+    assert 0.0 <= calibration.lam <= 1.0
+    _, p_new, new = _population(rng, 400, a, b)
+    expected = p_new.mean(axis=1)  # each new model's true expected accuracy
+    anchors = list(calibration.anchors.indices)
+    errors = {name: [] for name in ("anchor", "p-irt", "gp-irt")}
+    for row, target in zip(new, expected, strict=True):
+        for name, value in calibration.estimates(row[anchors]).items():
+            errors[name].append(abs(value - target))
+    random_error = [
+        abs(row[rng.choice(N_ITEMS, 10, replace=False)].mean() - target)
+        for row, target in zip(new, expected, strict=True)
+    ]
+    # Ten right/wrong answers bound any estimate; p-IRT gets within ~8 points here.
+    assert np.mean(errors["p-irt"]) < 0.1
+    assert np.mean(errors["gp-irt"]) < np.mean(random_error)
+    assert np.mean(errors["p-irt"]) < 0.8 * np.mean(random_error)
+
+
+def test_calibration_round_trips_and_refuses_bad_input(truth):
+    _, _, _, _, answers = truth
+    calibration = calibrate_task("t", [str(k) for k in range(N_ITEMS)], answers[:20], anchors_per_task=5)
+    again = TaskCalibration.from_dict(calibration.to_dict())
+    assert again == calibration
+    assert again.anchor_ids == tuple(str(i) for i in calibration.anchors.indices)
+    with pytest.raises(CalibrationError, match="right/wrong"):
+        fit_2pl(np.full((3, 4), 0.5))
+    with pytest.raises(CalibrationError, match="at least 2 models"):
+        fit_2pl(np.ones((1, 4)))
+    with pytest.raises(CalibrationError, match="5 anchors but 2 answers"):
+        calibration.estimates([1.0, 0.0])
