@@ -489,12 +489,12 @@ class _Heartbeat:
     storage's grace period has passed. Storages without heartbeats: nothing."""
 
     def __init__(self, study: optuna.Study, trial_id: int) -> None:
-        from optuna.storages import RDBStorage
-
-        # ``_storage``: a study's storage has no public accessor.
-        storage = study._storage
-        self._storage = storage if isinstance(storage, RDBStorage) else None
-        interval = None if self._storage is None else self._storage.get_heartbeat_interval()
+        # ``_storage``: a study's storage has no public accessor. Optuna wraps an RDB
+        # storage in a cache that passes heartbeats on, so this asks for the methods of
+        # its heartbeat interface rather than for a class.
+        storage: Any = study._storage
+        interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+        self._storage = storage
         self._interval = float(interval or 0)
         self._trial_id = trial_id
         self._stop = threading.Event()
@@ -517,7 +517,6 @@ class _Heartbeat:
             self._beat()
 
     def _beat(self) -> None:
-        assert self._storage is not None
         self._storage.record_heartbeat(self._trial_id)
 
 
