@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -36,14 +38,33 @@ def _finish(process: subprocess.Popen[str], timeout_s: float = 400) -> str:
     return output
 
 
-def _trials(run: Path) -> list[Any]:
-    """The study's trials (FrozenTrial), read while the run is written; [] before it exists."""
-    if not (run / "study.db").exists():
+def _study_rows(run: Path, query: str) -> list[tuple[Any, ...]]:
+    """Rows of a query on the study's SQLite file, read while the run writes it (plain
+    sqlite3: cheaper than opening Optuna's storage several times a second)."""
+    db = run / "study.db"
+    if not db.exists():
         return []
     try:
-        return RunFolder(run).open_study().get_trials(deepcopy=False)
-    except Exception:  # the study is still being created
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
+            return connection.execute(query).fetchall()
+    except sqlite3.OperationalError:  # tables not created yet
         return []
+
+
+def _complete_count(run: Path) -> int:
+    rows = _study_rows(run, "SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'")
+    return int(rows[0][0]) if rows else 0
+
+
+def _being_evaluated(run: Path) -> list[tuple[int, dict[str, Any]]]:
+    """Running trials whose recipe is stored (being evaluated): number and worker."""
+    rows = _study_rows(
+        run,
+        "SELECT t.number, w.value_json FROM trials t JOIN trial_user_attributes w ON w.trial_id = t.trial_id "
+        "AND w.key = 'worker' WHERE t.state = 'RUNNING' AND EXISTS (SELECT 1 FROM trial_user_attributes a "
+        "WHERE a.trial_id = t.trial_id AND a.key = 'recipe')",
+    )
+    return [(int(number), json.loads(worker)) for number, worker in rows]
 
 
 def _wait_for(
@@ -107,33 +128,26 @@ def test_a_killed_workers_trial_runs_again(spec: Path, tmp_path: Path) -> None:
     controller = _cli("evolve", str(spec), str(run), "--workers", "2", "--heartbeat", HEARTBEAT)
 
     def w1_mid_trial() -> Any:
-        running = [
-            t
-            for t in _trials(run)
-            if t.state.name == "RUNNING" and "recipe" in t.user_attrs and t.user_attrs["worker"]["name"] == "w1"
-        ]
-        return running[0] if running and t_done(run) >= 2 else None
+        if _complete_count(run) < 2:
+            return None
+        return next(((n, w) for n, w in _being_evaluated(run) if w["name"] == "w1"), None)
 
-    victim = _wait_for(w1_mid_trial, controller, "worker w1 was in the middle of a trial")
-    pid = int(victim.user_attrs["worker"]["pid"])
+    number, worker = _wait_for(w1_mid_trial, controller, "worker w1 was in the middle of a trial")
+    pid = int(worker["pid"])
     os.kill(pid, signal.SIGKILL)
     output = _finish(controller)
 
     assert f"worker w1 (pid {pid}) died (signal 9)" in output
     records = RunFolder(run).records()
-    assert records[victim.number].state == "interrupted"
+    assert records[number].state == "interrupted"
     complete = _assert_budget_spent_once(records)
     trials = RunFolder(run).open_study().get_trials(deepcopy=False)
-    reruns = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    reruns = [t for t in trials if t.system_attrs.get("failed_trial") == number]
     assert len(reruns) == 1  # queued again once, with its genome, and run to the end
     rerun = records[reruns[0].number]
-    assert rerun.state == "complete" and rerun.genome == records[victim.number].genome
+    assert rerun.state == "complete" and rerun.genome == records[number].genome
     assert rerun.worker == "w0"  # the survivor ran it
     assert rerun in complete
-
-
-def t_done(run: Path) -> int:
-    return sum(1 for t in _trials(run) if t.state.name == "COMPLETE")
 
 
 def test_a_second_resume_is_refused_and_the_first_finishes(
@@ -145,7 +159,7 @@ def test_a_second_resume_is_refused_and_the_first_finishes(
     assert main(["evolve", str(spec), str(run), "--evaluations", "2", "-q"]) == 0
     first = _cli("evolve", "--resume", str(run), "--evaluations", str(BUDGET), "-q")
     _wait_for(
-        lambda: t_done(run) >= 3 and any(t.state.name == "RUNNING" for t in _trials(run)),
+        lambda: _complete_count(run) >= 3 and _being_evaluated(run),
         first,
         "the first resume was in the middle of a trial",
     )

@@ -33,7 +33,7 @@ from mergestudio.errors import MergeStudioError
 from mergestudio.search import events as ev
 from mergestudio.search.baselines import Baseline
 from mergestudio.search.dashboard import TrialHistory, best_trial
-from mergestudio.search.lock import LockOwner, run_owner
+from mergestudio.search.lock import LOCK_FILE, LockOwner, run_owner
 from mergestudio.search.spec import SearchSpec, SpecError
 from mergestudio.search.standing import References, references
 from mergestudio.search.store import RunFolder
@@ -336,7 +336,8 @@ class EvolvePage(QWidget):
             self._set_status("Fix the setup first (see the Setup tab).")
             return
         run = RunFolder(run_dir)
-        if run.exists() or (run_dir.exists() and any(run_dir.iterdir())):
+        # The lock file alone is what a start stopped while scoring baselines leaves.
+        if run.exists() or (run_dir.exists() and any(p.name != LOCK_FILE for p in run_dir.iterdir())):
             self.setup.show_check(f"{run_dir} is not empty: pick a new folder, or open it as a run.", False)
             self.tabs.setCurrentWidget(self.setup)
             return
