@@ -1,10 +1,12 @@
 """The Evolve page opening a run that ``mergestudio evolve --workers 2`` is running in
 another process: it attaches read-only, follows the trials of both workers live, shows
-which worker runs which trial, changes nothing, and becomes resumable when the run ends."""
+which worker runs which trial, changes nothing, and becomes resumable when the run ends
+(Ctrl-C in the run's terminal: its workers finish their trials and it releases the run)."""
 
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +22,7 @@ from mergestudio_qt.state import StudioState
 
 from tests.core.test_search import write_search_fixture, write_spec
 
-BUDGET = 8
+BUDGET = 500  # more than the test waits for: it stops the run itself (Ctrl-C)
 RUN_TIMEOUT_MS = 400_000
 
 
@@ -62,8 +64,8 @@ def test_the_page_follows_a_running_run_read_only(qtbot, tmp_path: Path) -> None
             page.open_run(run)
         assert opened.args == [True]
         assert page.follow_job is not None and page.engine_state == "attached"
-        assert "read-only" in page.run_label.toolTip() + page.run_label.text() or "read-only" in page.status.text()
-        assert f"pid {controller.pid}" in page.status.toolTip()
+        assert "read-only" in page.run_label.full_text() and "read-only" in page.status.full_text()
+        assert f"pid {controller.pid}" in page.status.full_text()
         assert not page.resume_button.isEnabled() and not page.stop_button.isEnabled()
         page.resume()  # refused while another process controls the run
         assert page.search_job is None
@@ -71,9 +73,14 @@ def test_the_page_follows_a_running_run_read_only(qtbot, tmp_path: Path) -> None
         # Trials of both workers arrive live, and the page says who runs what.
         with qtbot.waitSignal(page.trial_added, timeout=RUN_TIMEOUT_MS):
             pass
-        qtbot.waitUntil(lambda: "trial" in page.workers_label.text() and page.workers_label.isVisible(), timeout=60_000)
+        qtbot.waitUntil(
+            lambda: page.workers_label.isVisible()
+            and all(f"w{i} → trial" in page.workers_label.full_text() for i in (0, 1)),
+            timeout=RUN_TIMEOUT_MS,
+        )
         page.grab().save(str(tmp_path / "attached-1024x700.png"))
 
+        controller.send_signal(signal.SIGINT)
         with qtbot.waitSignal(page.follow_ended, timeout=RUN_TIMEOUT_MS):
             pass
         assert controller.wait(60) == 0
@@ -84,11 +91,11 @@ def test_the_page_follows_a_running_run_read_only(qtbot, tmp_path: Path) -> None
 
     records = RunFolder(run).records()
     complete = sorted(r.number for r in records if r.state == "complete")
-    assert len(complete) == BUDGET
+    assert 2 < len(complete) < BUDGET and not [r for r in records if r.state == "running"]
     assert page.history is not None and sorted(int(n) for n in page.history.numbers) == complete
     assert {r.worker for r in records if r.state == "complete"} == {"w0", "w1"}
     assert not (run / BASELINES_FILE).exists()  # the page wrote nothing into the run
     assert page.follow_job is None and page.resume_button.isEnabled()
     assert not page.workers_label.isVisible()
-    assert "controller ended" in page.status.text()
+    assert "controller ended" in page.status.full_text()
 

@@ -20,7 +20,7 @@ from mergestudio.search.store import RunFolder, TrialRecord
 from tests.core.test_search import write_search_fixture, write_spec
 
 BUDGET = 8
-HEARTBEAT = "1"  # seconds: a dead worker's trial is stale after 3
+HEARTBEAT = "2"  # seconds: a dead worker's trial is stale after 6 (a busy machine beats late)
 
 
 def _cli(*args: str) -> subprocess.Popen[str]:

@@ -237,6 +237,8 @@ class _Search:
                 return "failed", f"{self.failures} trials in a row failed; see the last trial's error"
 
     def _trial(self, study: optuna.Study, resident: ResidentEvaluator) -> None:
+        import optuna
+
         started = time.perf_counter()
         worker = None if self.role is None else self.role.index
         study.sampler = make_sampler(self.spec.algorithm, self._draw_index(study), worker)
@@ -245,8 +247,18 @@ class _Search:
             # beats its own (``_Heartbeat``).
             warnings.simplefilter("ignore", UserWarning)
             trial = study.ask()
-        with _Heartbeat(study, trial._trial_id):
-            self._evaluate(study, trial, resident, started)
+        try:
+            with _Heartbeat(study, trial._trial_id):
+                self._evaluate(study, trial, resident, started)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Our heartbeat was late (a machine too busy to beat within the grace period):
+            # another worker took the trial for a dead worker's and queued it again.
+            log(
+                self.events,
+                f"trial {trial.number} was taken for a dead worker's (its heartbeat was late) and runs "
+                "again; this result is dropped",
+                "warning",
+            )
 
     def _evaluate(
         self, study: optuna.Study, trial: optuna.Trial, resident: ResidentEvaluator, started: float
