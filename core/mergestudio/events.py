@@ -86,6 +86,10 @@ class CancelToken:
     def cancelled(self) -> bool:
         return self._flag.is_set()
 
+    def wait(self, timeout_s: float) -> bool:
+        """Sleep up to ``timeout_s``, waking at once on cancel; True if cancelled."""
+        return self._flag.wait(timeout_s)
+
     def raise_if_cancelled(self) -> None:
         if self._flag.is_set():
             raise Cancelled("cancelled by the user")

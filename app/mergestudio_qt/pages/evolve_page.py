@@ -12,6 +12,10 @@ estimator, are drawn as labelled reference points; the table's mean column marks
 trials that beat the unmerged base, and the details give a trial's normalized accuracy
 (its score over each task's specialist's).
 
+A run that another process controls (``mergestudio evolve`` in a terminal, workers on
+other machines) opens read-only: the page follows its study live, lists the workers and
+the trials they run, and its controls stay off until that controller ends.
+
 On the demo project the Setup tab holds the README's demo search (resources/demo/search.yml).
 """
 
@@ -29,6 +33,7 @@ from mergestudio.errors import MergeStudioError
 from mergestudio.search import events as ev
 from mergestudio.search.baselines import Baseline
 from mergestudio.search.dashboard import TrialHistory, best_trial
+from mergestudio.search.lock import LOCK_FILE, LockOwner, run_owner
 from mergestudio.search.spec import SearchSpec, SpecError
 from mergestudio.search.standing import References, references
 from mergestudio.search.store import RunFolder
@@ -54,6 +59,7 @@ from mergestudio_qt.widgets.evolve_dashboard import EvolveDashboard
 from mergestudio_qt.widgets.evolve_jobs import (
     CandidateTimeJob,
     ExportTrialJob,
+    FollowJob,
     FullEvalJob,
     OpenRunJob,
     RunSnapshot,
@@ -106,7 +112,8 @@ class EvolvePage(QWidget):
     worker has ended ("finished", "stopped", "failed" or "cancelled");
     ``search_state(state)`` on every engine state change; ``run_opened(ok)``;
     ``export_finished(path)`` ("" on failure); ``full_eval_finished(ok)``;
-    ``baselines_changed()``."""
+    ``baselines_changed()``; ``follow_ended()`` once a run followed read-only has no
+    controller any more."""
 
     search_finished = Signal(str)
     search_state = Signal(str)
@@ -115,6 +122,7 @@ class EvolvePage(QWidget):
     full_eval_finished = Signal(bool)
     baselines_changed = Signal()
     trial_added = Signal(int)
+    follow_ended = Signal()
 
     def __init__(self, studio: Studio) -> None:
         super().__init__()
@@ -135,6 +143,7 @@ class EvolvePage(QWidget):
         self.generation: GenerateDialog | None = None  # the "Try it…" window, made on first use
         self.time_job: CandidateTimeJob | None = None  # the Setup check's time per candidate
         self._time_summary = ""
+        self.follow_job: FollowJob | None = None
         self.engine_state = "idle"
         self.failed_trials = 0
         self.elapsed_s = 0.0
@@ -188,6 +197,10 @@ class EvolvePage(QWidget):
         top.addWidget(self.open_button)
         layout.addLayout(top)
         layout.addLayout(self._build_controls())
+        self.workers_label = ElidedLabel("", self)
+        self.workers_label.setObjectName("hint")
+        self.workers_label.hide()
+        layout.addWidget(self.workers_label)
         self.tabs = QTabWidget(self)
         self.setup = SetupPanel(self.tabs)
         self.dashboard = self._build_dashboard()
@@ -340,6 +353,7 @@ class EvolvePage(QWidget):
     def start_search(self) -> None:
         if self._busy():
             return
+        self._stop_following()
         spec = self.check_setup()
         run_dir = self.setup.run_dir()
         if spec is None or run_dir is None:
@@ -349,7 +363,8 @@ class EvolvePage(QWidget):
             self._set_status("Fix the setup first (see the Setup tab).")
             return
         run = RunFolder(run_dir)
-        if run.exists() or (run_dir.exists() and any(run_dir.iterdir())):
+        # The lock file alone is what a start stopped while scoring baselines leaves.
+        if run.exists() or (run_dir.exists() and any(p.name != LOCK_FILE for p in run_dir.iterdir())):
             self.setup.show_check(f"{run_dir} is not empty: pick a new folder, or open it as a run.", False)
             self.tabs.setCurrentWidget(self.setup)
             return
@@ -369,7 +384,13 @@ class EvolvePage(QWidget):
         if self.search_job is not None:
             self.search_job.resume()
             return
-        if self._busy() or self.run_dir is None or self.history is None:
+        if self._busy() or self.follow_job is not None or self.run_dir is None or self.history is None:
+            return
+        owner = run_owner(self.run_dir)
+        if owner is not None:  # started elsewhere since the page opened it: follow it instead
+            self._set_status(f"This run is already running ({owner.describe()}); following it read-only.")
+            if self.spec is not None:
+                self._follow(self.run_dir, self.spec, owner)
             return
         evaluations = self._resume_budget()
         self._log(f"resuming {self.run_dir}" + (f" up to {evaluations} evaluations" if evaluations else ""))
@@ -436,7 +457,7 @@ class EvolvePage(QWidget):
 
     def cancel_all(self) -> None:
         """The window is closing: abandon the current trial (it runs again on resume)."""
-        for job in (self.search_job, self.open_job, self.export_job, self.full_job):
+        for job in (self.search_job, self.open_job, self.export_job, self.full_job, self.follow_job):
             if job is not None:
                 job.cancel()
         if self.generation is not None:
@@ -556,7 +577,10 @@ class EvolvePage(QWidget):
             self._set_status(f"{run_dir}: not a search run (no spec.yml and study.db)")
             self.run_opened.emit(False)
             return
-        job = OpenRunJob(run_dir, score_baselines)
+        self._stop_following()
+        # A run another process controls is only read: its baselines are not scored here
+        # (that writes into the run folder).
+        job = OpenRunJob(run_dir, score_baselines and run_owner(run_dir) is None)
         job.opened.connect(self._on_opened)
         job.hypervolume_ready.connect(self._on_hypervolume)
         job.baselines_ready.connect(self._on_baselines)
@@ -595,6 +619,94 @@ class EvolvePage(QWidget):
         self._outcome = "opened"
         self.tabs.setCurrentIndex(0)
         self._flush()
+        owner = run_owner(snapshot.run_dir)
+        if owner is not None:
+            self._follow(snapshot.run_dir, snapshot.spec, owner)
+
+    # ---- following a run another process controls ---------------------------------------
+
+    def _follow(self, run_dir: Path, spec: SearchSpec, owner: LockOwner) -> None:
+        """Attach read-only: draw the run's trials as its workers finish them."""
+        job = FollowJob(run_dir, spec, owner)
+        for signal in (
+            job.trial_started,
+            job.trial_finished,
+            job.front_changed,
+            job.generation_finished,
+            job.workers_changed,
+        ):
+            signal.connect(self._on_followed)
+        job.log.connect(self._on_log)
+        job.succeeded.connect(self._on_follow_done)
+        job.failed.connect(self._on_follow_failed)
+        job.finished.connect(self._on_follow_finished)
+        self.follow_job = job
+        self.engine_state = "attached"
+        self.run_label.set_full_text(f"run: {run_dir} (read-only: running elsewhere)", str(run_dir))
+        self._set_status(f"following live, read-only · run by {owner.describe()}", owner.describe())
+        self._log(f"this run is running elsewhere ({owner.describe()}); following it read-only")
+        self._update_controls()
+        jobs.start(job)
+
+    def _on_followed(self, event: object) -> None:
+        if self.sender() is not self.follow_job:
+            return  # a follow stopped for another run: its last events are stale
+        if isinstance(event, ev.TrialFinished):
+            self._on_trial_finished(event)
+        elif isinstance(event, ev.ParetoFrontChanged):
+            self._on_front(event)
+        elif isinstance(event, ev.GenerationFinished):
+            self._on_generation(event)
+        elif isinstance(event, ev.WorkersChanged):
+            self._on_workers(event)
+        elif isinstance(event, ev.TrialStarted):
+            self._set_progress()
+
+    def _on_workers(self, event: ev.WorkersChanged) -> None:
+        if not event.workers:
+            self.workers_label.set_full_text("workers: none running a trial now", "")
+        else:
+            now = time.time()
+            parts = [
+                f"{w.name} → trial {w.trial} ({format_duration(max(0.0, now - w.since))})" for w in event.workers
+            ]
+            self.workers_label.set_full_text(
+                f"{len(event.workers)} trial(s) running: " + " · ".join(parts), "\n".join(parts)
+            )
+        self.workers_label.show()
+
+    def _on_follow_done(self, owner: LockOwner) -> None:
+        if self.sender() is not self.follow_job:
+            return
+        self.engine_state = "opened"
+        done = 0 if self.history is None else len(self.history)
+        self._set_status(f"the run's controller ended ({done} trials); Resume continues it", owner.describe())
+        self._log(f"the run's controller ended ({owner.describe()})")
+        if self.run_dir is not None:
+            self.run_label.set_full_text(f"run: {self.run_dir}", str(self.run_dir))
+
+    def _on_follow_failed(self, message: str) -> None:
+        if self.sender() is self.follow_job:
+            self._set_status(f"stopped following the run: {message}")
+
+    def _on_follow_finished(self) -> None:
+        if self.sender() is not self.follow_job:
+            return
+        self.follow_job = None
+        self.workers_label.hide()
+        if self.engine_state == "attached":
+            self.engine_state = "opened"
+        self._flush()
+        self._update_controls()
+        self.follow_ended.emit()
+
+    def _stop_following(self) -> None:
+        """Stop following (another run is opened or started); its late events are dropped."""
+        job = self.follow_job
+        if job is not None:
+            self.follow_job = None
+            job.cancel()
+            self.workers_label.hide()
 
     def _on_hypervolume(self, curve: Any) -> None:
         if self.history is not None:
@@ -934,7 +1046,9 @@ class EvolvePage(QWidget):
         paused = running and self.engine_state == "paused"
         self.start_button.setEnabled(not self._busy())
         self.pause_button.setEnabled(running and self.engine_state == "running")
-        resumable = not self._busy() and self.run_dir is not None and self.history is not None
+        resumable = (
+            not self._busy() and self.follow_job is None and self.run_dir is not None and self.history is not None
+        )
         self.resume_button.setEnabled(paused or resumable)
         self.stop_button.setEnabled(running and self.engine_state != "stopping")
         self.open_button.setEnabled(not self._busy())

@@ -26,13 +26,12 @@ if TYPE_CHECKING:
     from mergestudio.recipe.model import Recipe
     from mergestudio.search.baselines import Baseline
     from mergestudio.search.dashboard import TrialHistory
+    from mergestudio.search.lock import LockOwner
     from mergestudio.search.spec import SearchSpec
 
 
-class SearchJob(Job):
-    """Start a new run (``spec`` given) or resume the one in ``run_dir``, in a child
-    process. Pause, resume and stop are safe from the GUI thread; ``cancel`` abandons the
-    current trial (it is re-queued for the next resume)."""
+class _SearchEvents(Job):
+    """A job that relays a search's events as signals."""
 
     search_started = Signal(object)  # SearchStarted
     trial_started = Signal(object)  # TrialStarted
@@ -41,6 +40,33 @@ class SearchJob(Job):
     front_changed = Signal(object)  # ParetoFrontChanged
     state_changed = Signal(object)  # SearchStateChanged
     baselines_ready = Signal(object)  # list[Baseline]
+    workers_changed = Signal(object)  # WorkersChanged
+
+    def events(self, event: object) -> None:
+        if isinstance(event, ev.TrialFinished):
+            self.trial_finished.emit(event)
+        elif isinstance(event, ev.ParetoFrontChanged):
+            self.front_changed.emit(event)
+        elif isinstance(event, ev.TrialStarted):
+            self.trial_started.emit(event)
+        elif isinstance(event, ev.GenerationFinished):
+            self.generation_finished.emit(event)
+        elif isinstance(event, ev.SearchStateChanged):
+            self.state_changed.emit(event)
+        elif isinstance(event, ev.SearchStarted):
+            self.search_started.emit(event)
+        elif isinstance(event, ev.WorkersChanged):
+            self.workers_changed.emit(event)
+        elif isinstance(event, BaselinesScored):
+            self.baselines_ready.emit(list(event.baselines))
+        else:
+            super().events(event)
+
+
+class SearchJob(_SearchEvents):
+    """Start a new run (``spec`` given) or resume the one in ``run_dir``, in a child
+    process. Pause, resume and stop are safe from the GUI thread; ``cancel`` abandons the
+    current trial (it is re-queued for the next resume)."""
 
     def __init__(self, run_dir: Path, spec: SearchSpec | None = None, evaluations: int | None = None) -> None:
         super().__init__()
@@ -78,23 +104,31 @@ class SearchJob(Job):
             raise MergeStudioError(ended.error)
         return ended.outcome
 
-    def events(self, event: object) -> None:
-        if isinstance(event, ev.TrialFinished):
-            self.trial_finished.emit(event)
-        elif isinstance(event, ev.ParetoFrontChanged):
-            self.front_changed.emit(event)
-        elif isinstance(event, ev.TrialStarted):
-            self.trial_started.emit(event)
-        elif isinstance(event, ev.GenerationFinished):
-            self.generation_finished.emit(event)
-        elif isinstance(event, ev.SearchStateChanged):
-            self.state_changed.emit(event)
-        elif isinstance(event, ev.SearchStarted):
-            self.search_started.emit(event)
-        elif isinstance(event, BaselinesScored):
-            self.baselines_ready.emit(list(event.baselines))
-        else:
-            super().events(event)
+
+class FollowJob(_SearchEvents):
+    """Follow a run that another process controls, reading its study only (the engine's
+    ``RunFollower``), until its controller releases the run or the job is cancelled.
+    Returns the controller that was followed (``LockOwner``)."""
+
+    def __init__(self, run_dir: Path, spec: SearchSpec, owner: LockOwner) -> None:
+        super().__init__()
+        self.run_dir, self.spec, self.owner = run_dir, spec, owner
+
+    def work(self) -> LockOwner:
+        from mergestudio.search.follow import FOLLOW_INTERVAL_S, RunFollower
+        from mergestudio.search.lock import run_owner
+        from mergestudio.search.store import RunFolder
+
+        follower = RunFollower(RunFolder(self.run_dir), self.spec, self.events)
+        while True:
+            # The owner is checked before the last read, so the trials its last moments
+            # added are read too.
+            ended = run_owner(self.run_dir) is None
+            follower.poll()
+            if ended:
+                return self.owner
+            if self.cancel_token.wait(FOLLOW_INTERVAL_S):
+                raise Cancelled("stopped following the run")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from mergestudio.cli.signals import on_stop_signals
 from mergestudio.events import LogLine, Progress
 
 if TYPE_CHECKING:
+    from mergestudio.search.runner import SearchOutcome
     from mergestudio.search.spec import SearchSpec
 
 
@@ -25,9 +26,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         description=(
             "Run an evolutionary search over merge recipes as a search spec says, into a run folder "
             "(an Optuna study that optuna-dashboard can open). Ctrl-C stops after the current trial "
-            "(twice: at once); --resume continues a stopped or killed run."
+            "(twice: at once); --resume continues a stopped or killed run. One process controls a "
+            "run at a time; --workers N runs N worker processes on it, and `mergestudio worker RUN` "
+            "adds workers from other machines."
         ),
-        usage="mergestudio evolve SPEC RUN | mergestudio evolve --resume RUN",
+        usage="mergestudio evolve SPEC RUN | mergestudio evolve --resume RUN  [--workers N]",
     )
     parser.add_argument(
         "paths", nargs="+", type=Path, metavar="SPEC RUN", help="search spec YAML and run folder"
@@ -36,7 +39,43 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--evaluations", type=positive_int, help="evaluation budget (replaces the spec's)")
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-trial lines")
+    add_worker_options(parser)
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=0,
+        metavar="N",
+        help="run N worker processes on the run, each with its own model and --threads torch threads",
+    )
+    parser.add_argument(
+        "--devices",
+        metavar="LIST",
+        help="devices dealt to the workers in turn, comma-separated (cuda:0,cuda:1: one GPU each)",
+    )
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="keep a new run's study here instead of RUN/study.db: an RDB URL (postgresql://…, "
+        "mysql://…) or journal:PATH (a journal file), so workers on other machines can join",
+    )
     parser.set_defaults(func=run)
+
+
+def add_worker_options(parser: argparse.ArgumentParser) -> None:
+    """Options a worker process takes, shared by ``evolve --workers`` and ``worker``."""
+    from mergestudio.search.store import HEARTBEAT_S
+
+    parser.add_argument(
+        "--threads", type=positive_int, metavar="T", help="torch threads per worker (default: 1 with --workers)"
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=positive_int,
+        default=HEARTBEAT_S,
+        metavar="S",
+        help=f"seconds between a running trial's heartbeats; a trial silent for 3 of them belongs to "
+        f"a dead worker and runs again (default {HEARTBEAT_S})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,20 +87,38 @@ def run(args: argparse.Namespace) -> int:
     if args.resume != (len(args.paths) == 1) or len(args.paths) > 2:
         print("usage: mergestudio evolve SPEC RUN | mergestudio evolve --resume RUN", file=sys.stderr)
         return 2
+    if args.storage and args.resume:
+        print("error: --storage: a run keeps the storage it was started with", file=sys.stderr)
+        return 2
     quiet_transformers()
     control = SearchControl()
     sink = SearchPrinter(quiet=args.quiet or args.json)
     with on_stop_signals(lambda signum: _interrupt(control, signum)):
-        if args.resume:
+        if args.workers:
+            outcome = _with_workers(args, control, sink)
+        elif args.resume:
             outcome = resume_search(args.paths[0], events=sink, control=control, evaluations=args.evaluations)
         else:
             spec = _spec_with_budget(args.paths[0], args.evaluations)
-            outcome = start_search(spec, args.paths[1], events=sink, control=control)
+            outcome = start_search(spec, args.paths[1], events=sink, control=control, storage=args.storage)
     if args.json:
         print(json.dumps(describe_outcome(outcome), indent=2))
     else:
         print(format_summary(summarize(outcome.run), limit=0))
     return 0 if outcome.state != "failed" else 1
+
+
+def _with_workers(args: argparse.Namespace, control: object, sink: SearchPrinter) -> SearchOutcome:
+    from mergestudio.search.control import SearchControl
+    from mergestudio.search.workers import WorkerPlan, run_with_workers
+
+    assert isinstance(control, SearchControl)
+    devices = tuple(d.strip() for d in args.devices.split(",") if d.strip()) if args.devices else None
+    plan = WorkerPlan(args.workers, args.threads or 1, devices, args.heartbeat)
+    if args.resume:
+        return run_with_workers(args.paths[0], plan, evaluations=args.evaluations, events=sink, control=control)
+    spec = _spec_with_budget(args.paths[0], args.evaluations)
+    return run_with_workers(args.paths[1], plan, spec=spec, storage=args.storage, events=sink, control=control)
 
 
 def _spec_with_budget(path: Path, evaluations: int | None) -> SearchSpec:

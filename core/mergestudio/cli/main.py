@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "mergestudio.cli.demo_cmd",
     "mergestudio.cli.analyze_cmd",
     "mergestudio.cli.evolve_cmd",
+    "mergestudio.cli.worker_cmd",
     "mergestudio.cli.runs_cmd",
     "mergestudio.cli.export_cmd",
     "mergestudio.cli.clean_cmd",

@@ -7,6 +7,8 @@
 - ``store``: the run folder (spec, Optuna study, per-trial item results)
 - ``runner``: the ask/tell loop around the resident evaluator; resume after a crash
 - ``events`` / ``control``: what a search reports, and pause/resume/stop
+- ``lock``: one controller per run; ``workers`` / ``follow``: worker processes sharing
+  a run through its study, and following a study that others write
 - ``export``: any trial to a merged model folder with its provenance
 
 Importing this package does not import optuna or torch.

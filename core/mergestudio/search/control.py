@@ -43,6 +43,10 @@ class SearchControl:
     def stop_requested(self) -> bool:
         return self._stop.is_set() or self.cancel_token.cancelled
 
+    def wait_for_stop(self, timeout_s: float) -> bool:
+        """Sleep up to ``timeout_s``, waking early on Stop or Cancel; True if stopping."""
+        return self._stop.wait(timeout_s) or self.cancel_token.cancelled
+
     def wait_while_paused(self, timeout_s: float | None = None) -> bool:
         """Block while paused; True once running (or stopping), False on timeout."""
         return self._running.wait(timeout_s)

@@ -5,7 +5,9 @@ A search sends them through the ``mergestudio.events`` sink, in this order: one
 True, on resume) so plots can redraw the history; then per trial ``TrialStarted``,
 ``TrialFinished`` and, when they change, ``ParetoFrontChanged``; a
 ``GenerationFinished`` after every ``population_size`` finished trials; and
-``SearchStateChanged`` whenever the search pauses, resumes, stops or ends.
+``SearchStateChanged`` whenever the search pauses, resumes, stops or ends. Whoever
+follows a run's study rather than running it (``search.follow``) sends the same events,
+and ``WorkersChanged`` when the running trials change hands.
 """
 
 from __future__ import annotations
@@ -111,3 +113,20 @@ class SearchStateChanged:
     finished_trials: int = 0
     elapsed_s: float = 0.0
     extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkerActivity:
+    """One worker and the trial it runs now (``trial`` None: between trials)."""
+
+    name: str
+    trial: int | None
+    since: float  # Unix time the trial started
+
+
+@dataclass(frozen=True)
+class WorkersChanged:
+    """The workers running trials of a run, as its study shows them (sent by whoever
+    follows the study: the controller of local workers, a window attached to a run)."""
+
+    workers: tuple[WorkerActivity, ...]

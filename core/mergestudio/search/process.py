@@ -35,6 +35,7 @@ from mergestudio.errors import Cancelled, MergeStudioError
 from mergestudio.events import CancelToken, EventSink, emit, log
 from mergestudio.search.control import SearchControl
 from mergestudio.search.events import SearchStarted
+from mergestudio.search.lock import RunLock
 
 if TYPE_CHECKING:
     from mergestudio.search.baselines import Baseline
@@ -111,17 +112,22 @@ def _run_request(
 ) -> SearchOutcome:
     from mergestudio.search.runner import resume_search, start_search
 
-    if request.spec is None:
-        _emit_baselines(events, _resumed_baselines(request.run_dir, events, baselines_cancel))
+    # The run's lock is held from the baselines on: a run another process controls is
+    # refused before anything is scored or written (the search's own lock nests in it).
+    with RunLock(request.run_dir):
+        if request.spec is None:
+            _emit_baselines(events, _resumed_baselines(request.run_dir, events, baselines_cancel))
+            _stop_if_asked(control)
+            return resume_search(
+                request.run_dir, events=events, control=control, evaluations=request.evaluations
+            )
+        spec = request.spec
+        baselines = _new_baselines(spec, events, baselines_cancel)
+        _emit_baselines(events, baselines)
         _stop_if_asked(control)
-        return resume_search(request.run_dir, events=events, control=control, evaluations=request.evaluations)
-    spec = request.spec
-    baselines = _new_baselines(spec, events, baselines_cancel)
-    _emit_baselines(events, baselines)
-    _stop_if_asked(control)
-    # Saved once the run folder exists, which the search creates before SearchStarted.
-    saving = _SaveBaselinesOnStart(request.run_dir, spec, baselines, events)
-    return start_search(spec, request.run_dir, events=saving, control=control)
+        # Saved once the run folder exists, which the search creates before SearchStarted.
+        saving = _SaveBaselinesOnStart(request.run_dir, spec, baselines, events)
+        return start_search(spec, request.run_dir, events=saving, control=control)
 
 
 def _new_baselines(

@@ -4,10 +4,16 @@ Every candidate is merged into one loaded model (no files per candidate), evalua
 and told to the study, which lives in the run folder. A run killed at any moment
 resumes from the study: trials it left running are queued again, finished trials are
 never repeated (see ``store.recover_interrupted``).
+
+One controller runs a run at a time (``search.lock``); any number of workers may join
+it (``join_search``): the same loop, drawing apart from each other, beating a heartbeat
+per trial, re-running trials of dead workers, and counting the budget in the study so
+it is spent exactly once however many workers share it.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -31,10 +37,20 @@ from mergestudio.search.events import (
 )
 from mergestudio.search.fitness import Fitness, prepare_fitness
 from mergestudio.search.front import FrontTracker
+from mergestudio.search.genome import Genome, StagedGenome
+from mergestudio.search.lock import RunLock
 from mergestudio.search.objectives import Objectives
 from mergestudio.search.samplers import make_sampler
 from mergestudio.search.spec import SearchSpec, build_genome, load_spec
-from mergestudio.search.store import INTERRUPTED_ATTR, RunFolder, record_of, recover_interrupted
+from mergestudio.search.store import (
+    INTERRUPTED_ATTR,
+    SURPLUS_ATTR,
+    WORKER_ATTR,
+    RunFolder,
+    record_of,
+    recover_interrupted,
+    worker_identity,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -45,6 +61,7 @@ if TYPE_CHECKING:
 # instead of burning its budget on errors.
 MAX_CONSECUTIVE_FAILURES = 5
 ELAPSED_ATTR = "elapsed_s"
+BUDGET_ATTR = "budget_evaluations"  # the controller's evaluation budget, which workers keep
 
 
 @dataclass(frozen=True)
@@ -58,21 +75,38 @@ class SearchOutcome:
     interrupted_trials: tuple[int, ...]  # re-queued at this start
 
 
+@dataclass(frozen=True)
+class WorkerRole:
+    """How a worker joins a run: ``name`` shows in the trials it runs; ``index`` (one per
+    worker) seeds its draws apart from the others'; ``threads`` and ``device`` replace
+    the spec's (one thread per CPU worker, say, or one GPU each)."""
+
+    name: str = ""
+    index: int = 0
+    threads: int | None = None
+    device: str | None = None
+
+
 def start_search(
     spec: SearchSpec | str | Path,
     run_dir: str | Path,
     *,
     events: EventSink | None = None,
     control: SearchControl | None = None,
+    storage: str | None = None,
 ) -> SearchOutcome:
-    """Start a new run in ``run_dir`` (which must be new or empty)."""
+    """Start a new run in ``run_dir`` (which must be new or empty); ``storage``: keep its
+    study in that URL (an RDB URL, or ``journal:PATH``) instead of the folder's SQLite file."""
     if not isinstance(spec, SearchSpec):
         spec = load_spec(spec)
-    run = RunFolder(run_dir)
-    run.create(spec)
-    control = control or SearchControl()
-    with hub_transfer(events, control.cancel_token):  # Hub models download with progress
-        return _Search(run, spec, events, control, resumed=False).run()
+    with RunLock(run_dir):
+        run = RunFolder(run_dir)
+        run.create(spec)
+        if storage:
+            run.use_storage(storage)
+        control = control or SearchControl()
+        with hub_transfer(events, control.cancel_token):  # Hub models download with progress
+            return _Search(run, spec, events, control, resumed=False).run()
 
 
 def resume_search(
@@ -83,14 +117,45 @@ def resume_search(
     evaluations: int | None = None,
 ) -> SearchOutcome:
     """Continue the run in ``run_dir`` after a crash, a stop, or with a larger budget
-    (``evaluations`` replaces the spec's evaluation budget)."""
-    run = RunFolder(run_dir)
+    (``evaluations`` replaces the spec's evaluation budget). Refused (``RunLocked``),
+    with nothing changed, while another process controls the run."""
+    with RunLock(run_dir) as lock:
+        run = RunFolder(run_dir)
+        spec = with_evaluations(run.load_spec(), evaluations)
+        if lock.stale_owner is not None:
+            log(events, f"took over the run from {lock.stale_owner.describe()}, which ended without releasing it")
+        control = control or SearchControl()
+        with hub_transfer(events, control.cancel_token):  # Hub models download with progress
+            return _Search(run, spec, events, control, resumed=True).run()
+
+
+def join_search(
+    run_dir: str | Path,
+    *,
+    role: WorkerRole | None = None,
+    events: EventSink | None = None,
+    control: SearchControl | None = None,
+    storage: str | None = None,
+    heartbeat_s: int | None = None,
+) -> SearchOutcome:
+    """Work on a run that a controller started, beside any other workers, until its
+    budget is spent (or ``control`` stops it). Takes no lock: many workers share a run.
+    ``storage`` reaches the study from another machine (the folder's spec is read)."""
+    run = RunFolder(run_dir, storage) if heartbeat_s is None else RunFolder(run_dir, storage, heartbeat_s)
     spec = run.load_spec()
-    if evaluations is not None:
-        spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"evaluations": evaluations})})
+    role = role or WorkerRole()
+    overrides = {"threads": role.threads, "device": role.device}
+    changes = {key: value for key, value in overrides.items() if value is not None}
+    spec = spec.model_copy(update={"evaluation": spec.evaluation.model_copy(update=changes)})
     control = control or SearchControl()
     with hub_transfer(events, control.cancel_token):  # Hub models download with progress
-        return _Search(run, spec, events, control, resumed=True).run()
+        return _Search(run, spec, events, control, resumed=True, role=role).run()
+
+
+def with_evaluations(spec: SearchSpec, evaluations: int | None) -> SearchSpec:
+    if evaluations is None:
+        return spec
+    return spec.model_copy(update={"budget": spec.budget.model_copy(update={"evaluations": evaluations})})
 
 
 class _Search:
@@ -101,7 +166,10 @@ class _Search:
         events: EventSink | None,
         control: SearchControl,
         resumed: bool,
+        role: WorkerRole | None = None,
     ) -> None:
+        self.role = role  # None: the run's only process (its controller)
+        self.identity = worker_identity(role.name if role else "")
         self.run_folder = run
         self.spec = spec
         self.events = events
@@ -120,8 +188,12 @@ class _Search:
 
     def run(self) -> SearchOutcome:
         study = self.run_folder.open_study(list(self.objectives.directions))
-        self._describe_study(study)
-        interrupted = recover_interrupted(study)
+        interrupted: list[int] = []
+        if self.role is None:
+            self._describe_study(study)
+            interrupted = recover_interrupted(study)
+        elif BUDGET_ATTR in study.user_attrs:
+            self.spec = with_evaluations(self.spec, study.user_attrs[BUDGET_ATTR])
         if interrupted:
             log(self.events, f"{len(interrupted)} trial(s) left unfinished will run again: {interrupted}")
         self.elapsed_before = float(study.user_attrs.get(ELAPSED_ATTR, 0.0))
@@ -149,9 +221,17 @@ class _Search:
     def _loop(self, study: optuna.Study, resident: ResidentEvaluator) -> tuple[str, str]:
         emit(self.events, self._state_event(study, "running"))
         while True:
+            self._fail_stale(study)
             spent = self._budget_spent(study)
             if spent:
                 return "finished", spent
+            if self._budget_claimed(study):
+                # Other workers run the last trials; wait in case one dies and its trial
+                # comes back to be run again.
+                self.control.wait_for_stop(min(1.0, self.run_folder.heartbeat_s / 2))
+                if self.control.stop_requested:
+                    return "stopped", "stopped by the user"
+                continue
             if self.control.paused:
                 emit(self.events, self._state_event(study, "paused"))
                 paused_at = time.perf_counter()
@@ -166,12 +246,47 @@ class _Search:
                 return "failed", f"{self.failures} trials in a row failed; see the last trial's error"
 
     def _trial(self, study: optuna.Study, resident: ResidentEvaluator) -> None:
-        from optuna.trial import TrialState
+        import optuna
 
         fitness = self._current_fitness(study, resident)
         started = time.perf_counter()
-        study.sampler = make_sampler(self.spec.algorithm, self._draw_index(study))
-        trial = study.ask()
+        worker = None if self.role is None else self.role.index
+        study.sampler = make_sampler(self.spec.algorithm, self._draw_index(study), worker)
+        with warnings.catch_warnings():
+            # "Heartbeat of storage is supposed to be used with Study.optimize": ask/tell
+            # beats its own (``_Heartbeat``).
+            warnings.simplefilter("ignore", UserWarning)
+            trial = study.ask()
+        try:
+            with _Heartbeat(study, trial._trial_id):
+                self._evaluate(study, trial, resident, fitness, started)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Our heartbeat was late (a machine too busy to beat within the grace period):
+            # another worker took the trial for a dead worker's and queued it again.
+            log(
+                self.events,
+                f"trial {trial.number} was taken for a dead worker's (its heartbeat was late) and runs "
+                "again; this result is dropped",
+                "warning",
+            )
+
+    def _evaluate(
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        resident: ResidentEvaluator,
+        fitness: Fitness,
+        started: float,
+    ) -> None:
+        from optuna.trial import TrialState
+
+        trial.set_user_attr(WORKER_ATTR, self.identity)
+        if trial.user_attrs.get(INTERRUPTED_ATTR):  # copied from the trial this one re-runs
+            trial.set_user_attr(INTERRUPTED_ATTR, False)
+        if not self._claim(study, trial.number):
+            trial.set_user_attr(SURPLUS_ATTR, True)
+            study.tell(trial, state=TrialState.FAIL)
+            return
         genome = {g.name: float(trial.suggest_float(g.name, g.low, g.high)) for g in self.genome.genes}
         generation = self._complete_count(study) // self.spec.algorithm.population_size
         recipe = self.genome.recipe(genome)
@@ -272,15 +387,56 @@ class _Search:
         budget = self.spec.budget
         if budget.evaluations is not None and self._complete_count(study) >= budget.evaluations:
             return f"evaluation budget spent ({budget.evaluations} trials)"
-        if budget.wall_time_s is not None and self._elapsed() >= budget.wall_time_s:
+        if budget.wall_time_s is not None and self._elapsed(study) >= budget.wall_time_s:
             return f"wall-time budget spent ({budget.wall_time_s:g} s)"
         return ""
 
-    def _elapsed(self) -> float:
+    def _budget_claimed(self, study: optuna.Study) -> bool:
+        """Complete and running trials fill the evaluation budget: nothing left to ask for."""
+        from optuna.trial import TrialState
+
+        evaluations = self.spec.budget.evaluations
+        if evaluations is None:
+            return False
+        states = (TrialState.COMPLETE, TrialState.RUNNING)
+        return len(study.get_trials(deepcopy=False, states=states)) >= evaluations
+
+    def _claim(self, study: optuna.Study, number: int) -> bool:
+        """Whether trial ``number`` (just asked for) is within the evaluation budget. The
+        storage numbers trials in the order they were asked for, so counting the complete
+        and running trials before this one decides the same for every worker: two workers
+        that asked for the last slot at once never both run it."""
+        from optuna.trial import TrialState
+
+        evaluations = self.spec.budget.evaluations
+        if evaluations is None:
+            return True
+        states = (TrialState.COMPLETE, TrialState.RUNNING)
+        before = sum(1 for t in study.get_trials(deepcopy=False, states=states) if t.number < number)
+        return before < evaluations
+
+    def _fail_stale(self, study: optuna.Study) -> None:
+        """Fail the trials of workers whose heartbeat stopped; each is queued again with
+        its genome (the storage's callback) and the next free worker runs it."""
+        from optuna.storages import fail_stale_trials
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # marked experimental
+            fail_stale_trials(study)
+        requeued = self.run_folder.requeued
+        while requeued:
+            dead, rerun = requeued.pop(0)
+            log(self.events, f"trial {dead} lost its worker (no heartbeat); it runs again as trial {rerun}", "warning")
+
+    def _elapsed(self, study: optuna.Study | None = None) -> float:
+        if self.role is not None and study is not None:
+            # Workers keep no clock: the controller's, in the study, is the run's.
+            return float(study.user_attrs.get(ELAPSED_ATTR, 0.0))
         return self.elapsed_before + time.perf_counter() - self.session_start - self.paused_s
 
     def _save_elapsed(self, study: optuna.Study) -> None:
-        study.set_user_attr(ELAPSED_ATTR, round(self._elapsed(), 3))
+        if self.role is None:
+            study.set_user_attr(ELAPSED_ATTR, round(self._elapsed(), 3))
 
     @staticmethod
     def _draw_index(study: optuna.Study) -> int:
@@ -302,32 +458,13 @@ class _Search:
         return SearchStateChanged(state, reason, self._complete_count(study), round(self._elapsed(), 3))  # type: ignore[arg-type]
 
     def _describe_study(self, study: optuna.Study) -> None:
-        """Attributes that make the study readable on its own (optuna-dashboard)."""
-        if "objectives" not in study.user_attrs:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # set_metric_names is marked experimental
-                study.set_metric_names(list(self.objectives.study_names))
-            study.set_user_attr("objectives", self.objectives.names)
-            study.set_user_attr("genes", self.genome.names)
-            study.set_user_attr("spec", self.spec.to_yaml())
+        describe_study(study, self.spec, self.objectives, self.genome)
 
     def _announce(self, study: optuna.Study) -> None:
         emit(
             self.events,
-            SearchStarted(
-                run=str(self.run_folder.path),
-                algorithm=self.spec.algorithm.name,
-                seed=self.spec.algorithm.seed,
-                population_size=self.spec.algorithm.population_size,
-                genes=tuple(GeneInfo(g.name, g.low, g.high) for g in self.genome.genes),
-                objectives=tuple(
-                    ObjectiveInfo(o.name, o.direction, o.task, o.metric) for o in self.objectives.items
-                ),
-                study_objectives=tuple(self.objectives.study_names),
-                budget_evaluations=self.spec.budget.evaluations,
-                budget_wall_time_s=self.spec.budget.wall_time_s,
-                resumed=self.resumed,
-                finished_before=self._complete_count(study),
+            started_event(
+                self.run_folder.path, self.spec, self.objectives, self.genome, self.resumed, self._complete_count(study)
             ),
         )
 
@@ -358,6 +495,82 @@ class _Search:
         ) as resident:
             yield resident
 
+
+
+def describe_study(
+    study: optuna.Study, spec: SearchSpec, objectives: Objectives, genome: Genome | StagedGenome
+) -> None:
+    """Attributes that make the study readable on its own (optuna-dashboard), and the
+    evaluation budget its workers keep (``evolve --resume --evaluations`` changes it)."""
+    if "objectives" not in study.user_attrs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # set_metric_names is marked experimental
+            study.set_metric_names(list(objectives.study_names))
+        study.set_user_attr("objectives", objectives.names)
+        study.set_user_attr("genes", genome.names)
+        study.set_user_attr("spec", spec.to_yaml())
+    if study.user_attrs.get(BUDGET_ATTR) != spec.budget.evaluations:
+        study.set_user_attr(BUDGET_ATTR, spec.budget.evaluations)
+
+
+def started_event(
+    run: Path,
+    spec: SearchSpec,
+    objectives: Objectives,
+    genome: Genome | StagedGenome,
+    resumed: bool,
+    finished_before: int,
+) -> SearchStarted:
+    return SearchStarted(
+        run=str(run),
+        algorithm=spec.algorithm.name,
+        seed=spec.algorithm.seed,
+        population_size=spec.algorithm.population_size,
+        genes=tuple(GeneInfo(g.name, g.low, g.high) for g in genome.genes),
+        objectives=tuple(ObjectiveInfo(o.name, o.direction, o.task, o.metric) for o in objectives.items),
+        study_objectives=tuple(objectives.study_names),
+        budget_evaluations=spec.budget.evaluations,
+        budget_wall_time_s=spec.budget.wall_time_s,
+        resumed=resumed,
+        finished_before=finished_before,
+    )
+
+
+class _Heartbeat:
+    """Beats for one running trial while it runs (Optuna's RDB heartbeats): a worker
+    killed mid-trial stops beating, and the others fail and re-run its trial once the
+    storage's grace period has passed. Storages without heartbeats: nothing."""
+
+    def __init__(self, study: optuna.Study, trial_id: int) -> None:
+        # ``_storage``: a study's storage has no public accessor. Optuna wraps an RDB
+        # storage in a cache that passes heartbeats on, so this asks for the methods of
+        # its heartbeat interface rather than for a class.
+        storage: Any = study._storage
+        interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+        self._storage = storage
+        self._interval = float(interval or 0)
+        self._trial_id = trial_id
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> None:
+        if not self._interval:
+            return
+        self._beat()  # at once: a trial without a heartbeat would never be seen as stale
+        self._thread = threading.Thread(target=self._run, name="mergestudio-heartbeat", daemon=True)
+        self._thread.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._beat()
+
+    def _beat(self) -> None:
+        self._storage.record_heartbeat(self._trial_id)
 
 
 def describe_outcome(outcome: SearchOutcome) -> dict[str, Any]:

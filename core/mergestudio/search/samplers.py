@@ -19,10 +19,12 @@ if TYPE_CHECKING:
     import optuna
 
 
-def make_sampler(algorithm: AlgorithmSpec, draw: int) -> optuna.samplers.BaseSampler:
+def make_sampler(algorithm: AlgorithmSpec, draw: int, worker: int | None = None) -> optuna.samplers.BaseSampler:
+    """``worker``: a worker's index when several share the run. They may take the same
+    draw at once, and must not propose the same candidate."""
     import optuna
 
-    seed = trial_seed(algorithm.seed, draw)
+    seed = trial_seed(algorithm.seed, draw, worker)
     with warnings.catch_warnings():
         # Multivariate TPE is marked experimental; we accept that.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -43,8 +45,9 @@ def make_sampler(algorithm: AlgorithmSpec, draw: int) -> optuna.samplers.BaseSam
         )
 
 
-def trial_seed(seed: int, draw: int) -> int:
-    """A 32-bit seed for one draw. Hashed, because numpy generators seeded with
-    consecutive integers draw visibly correlated first numbers."""
-    digest = hashlib.sha256(f"{seed}:{draw}".encode()).digest()
+def trial_seed(seed: int, draw: int, worker: int | None = None) -> int:
+    """A 32-bit seed for one draw (of one worker). Hashed, because numpy generators seeded
+    with consecutive integers draw visibly correlated first numbers."""
+    key = f"{seed}:{draw}" if worker is None else f"{seed}:{draw}:worker{worker}"
+    digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
