@@ -34,6 +34,9 @@ _NARROW_RANGE = ("torch.float16",)  # compute dtypes whose range a merge can ove
 # Elementwise methods work on row chunks of about this many bytes (all inputs together),
 # small enough that a chunk is still in cache between its conversion and its use.
 DEFAULT_CHUNK_BYTES = 8 << 20
+# Streamed (two-pass) methods read ranges of about this many bytes (inputs, base and the
+# result's range in the compute dtype): large enough that per-range work is negligible.
+DEFAULT_STREAM_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ def execute_plan(
     compute_dtype: str = "float32",
     events: EventSink | None = None,
     cancel: CancelToken | None = None,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    chunk_bytes: int | None = None,
     threads: int | None = None,
     allow_nonfinite: bool = False,
 ) -> ExecutionStats:
@@ -67,6 +70,11 @@ def execute_plan(
     bandwidth, and a second thread that has to wait for a busy core (the writer's, or
     another program's) made merges up to 50x slower in our measurements. Pass more for
     compute-heavy methods (SVD) on an idle machine.
+
+    ``chunk_bytes``: the working memory of one step (all inputs of a row chunk or read
+    range together, in the compute dtype); None takes the defaults (``DEFAULT_*_BYTES``).
+    The result does not depend on it (``MergePlan.chunk_bytes_for`` derives it from a
+    memory cap).
     """
     import torch
 
@@ -81,7 +89,13 @@ def execute_plan(
     written = 0
     nonfinite = _NonFiniteGuard(plan, allow_nonfinite, events)
     merger = _TensorMerger(
-        plan, torch_device, compute, chunk_bytes, nonfinite, getattr(target, "output_buffer", None)
+        plan,
+        torch_device,
+        compute,
+        chunk_bytes or DEFAULT_CHUNK_BYTES,
+        nonfinite,
+        getattr(target, "output_buffer", None),
+        stream_bytes=chunk_bytes or DEFAULT_STREAM_BYTES,
     )
     if threads is None and torch_device.type == "cpu":
         threads = 1
@@ -129,8 +143,10 @@ class _TensorMerger:
         chunk_bytes: int,
         nonfinite: _NonFiniteGuard,
         output_buffer: OutputBuffer | None = None,
+        stream_bytes: int = DEFAULT_STREAM_BYTES,
     ) -> None:
         self.plan = plan
+        self.stream_bytes = stream_bytes
         self.output_buffer = output_buffer
         self.device = device
         self.compute = compute
@@ -166,6 +182,8 @@ class _TensorMerger:
             # A post-process sees whole tensors (SVC decomposes them), so no row chunks.
             if self.method.elementwise and planned.shape and self.post is None:
                 return self._merge_in_chunks(planned, inputs, base, out_dtype)
+            if self.method.streamed is not None and base is not None and self.post is None:
+                return self._merge_streamed(planned, inputs, base, out_dtype)
             return self._output(planned, self._call(planned, inputs, base), out_dtype)
         except MergeStudioError:
             raise
@@ -226,6 +244,24 @@ class _TensorMerger:
                 planned, [x[start:stop] for x in inputs], base[start:stop] if base is not None else None
             )
             output[start:stop].copy_(chunk)
+        return output
+
+    def _merge_streamed(
+        self,
+        planned: PlannedTensor,
+        inputs: list[torch.Tensor],
+        base: torch.Tensor,
+        out_dtype: torch.dtype,
+    ) -> torch.Tensor:
+        """A two-pass method over read ranges of the stored inputs (``_StoredChunks``):
+        working memory follows ``stream_bytes``, not the tensor's size."""
+        assert self.method.streamed is not None
+        output = self._empty_output(planned, out_dtype)
+        chunks = _StoredChunks(self, planned, inputs, base, output.view(-1))
+        generator = self._generator(planned) if self.method.stochastic else None
+        params: dict[str, object] = dict(planned.global_params)
+        params.update(planned.model_params)
+        self.method.streamed(chunks, generator, tuple(planned.shape), **params)
         return output
 
     def _empty_output(self, planned: PlannedTensor, out_dtype: torch.dtype) -> torch.Tensor:
@@ -295,12 +331,19 @@ class _TensorMerger:
 
     def _scratch_for(self, like: torch.Tensor) -> torch.Tensor:
         """A (like.numel(),) output buffer in the compute dtype, reused across calls."""
+        return self.scratch(like.numel())
+
+    def scratch(self, numel: int) -> torch.Tensor:
+        """A (numel,) buffer in the compute dtype on the device, reused across calls."""
         import torch
 
         scratch = self._scratch
-        if scratch is None or scratch.numel() < like.numel():
-            scratch = self._scratch = torch.empty(like.numel(), dtype=self.compute, device=self.device)
-        return scratch[: like.numel()]
+        if scratch is None or scratch.numel() < numel:
+            scratch = self._scratch = torch.empty(numel, dtype=self.compute, device=self.device)
+        return scratch[:numel]
+
+    def stack(self, inputs: list[torch.Tensor], scan: bool) -> tuple[torch.Tensor, bool]:
+        return self._stack(inputs, scan)
 
     def _generator(self, planned: PlannedTensor) -> torch.Generator:
         """A generator seeded from the recipe's seed and the tensor's name, so results do
@@ -311,6 +354,73 @@ class _TensorMerger:
         generator = torch.Generator(device=self.device)
         generator.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
         return generator
+
+
+class _StoredChunks:
+    """``methods.chunks.FlatChunks`` over one output tensor's stored inputs (memory-mapped
+    file data, in their stored dtype): each read converts a flat range of every input
+    and the base into the merger's reused buffer, scanning it for NaN/Inf as
+    ``_TensorMerger._stack`` does; each committed range of the result is checked and
+    copied into the output tensor in the output dtype."""
+
+    def __init__(
+        self,
+        merger: _TensorMerger,
+        planned: PlannedTensor,
+        inputs: list[torch.Tensor],
+        base: torch.Tensor,
+        output: torch.Tensor,
+    ) -> None:
+        self.merger = merger
+        self.planned = planned
+        self.stored = [tensor.reshape(-1) for tensor in inputs] + [base.reshape(-1)]
+        self.result = output
+        self._n = len(inputs)
+        item = merger.compute.itemsize
+        # Per entry: every input and the base converted, and the result's range.
+        self._entries = max(1, merger.stream_bytes // ((self._n + 2) * item))
+
+    @property
+    def n_models(self) -> int:
+        return self._n
+
+    @property
+    def numel(self) -> int:
+        return self.planned.numel
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.merger.compute
+
+    @property
+    def device(self) -> torch.device:
+        return self.merger.device
+
+    @property
+    def entries_per_read(self) -> int:
+        return self._entries
+
+    def read(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        guard = self.merger.nonfinite
+        stacked, finite = self.merger.stack([t[start:stop] for t in self.stored], guard.wants_input_scan(self.planned))
+        if not finite:
+            guard.inputs_not_finite(self.planned)
+        return stacked[: self._n], stacked[self._n]
+
+    def gather(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        index = positions.cpu()
+        picked = torch.stack([t[index].to(self.dtype) for t in self.stored]).to(self.device)
+        return picked[: self._n], picked[self._n]
+
+    def output(self, start: int, stop: int) -> torch.Tensor:
+        return self.merger.scratch(stop - start)
+
+    def commit(self, start: int, stop: int) -> None:
+        values = self.merger.scratch(stop - start)
+        self.merger.nonfinite.check_result(self.planned, values)
+        self.result[start:stop].copy_(values)
 
 
 class _NonFiniteGuard:

@@ -251,18 +251,18 @@ def _mix32(h: np.uint32) -> np.uint32:
 
 
 @_compiled
-def tie_cut(x: np.ndarray, base: np.ndarray, has_base: bool, threshold: Scalar, ties: int) -> int:
-    """One row: the flat position just after its ``ties``-th entry of magnitude exactly
-    ``threshold`` (the row's length if it has fewer)."""
+def tie_cut(x: np.ndarray, base: np.ndarray, threshold: Scalar, ties: int) -> tuple[int, int]:
+    """One row's range (L,): (the position just after its ``ties``-th entry of
+    magnitude |x − base| exactly ``threshold``, ``ties``) when the range holds that many,
+    else (L, how many it holds): a caller walking ranges in order carries the rest."""
     seen = 0
     for j in range(x.shape[0]):
-        a = abs(x[j] - base[j]) if has_base else abs(x[j])
-        if a == threshold:
+        if abs(x[j] - base[j]) == threshold:
             seen += 1
             if seen == ties:
-                return j + 1
+                return j + 1, seen
     length: int = x.shape[0]
-    return length
+    return length, seen
 
 
 # The combining kernels take up to SLOTS models as separate rows with their settings in
