@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 # A target's allocator of output tensors (shape, dtype) -> empty tensor, reused by it.
 OutputBuffer = Callable[[tuple[int, ...], "torch.dtype"], "torch.Tensor"]
+# A target's ``accept_part(name, part, last)``: a tensor's next flat entries, in order.
+AcceptPart = Callable[[str, "torch.Tensor", bool], None]
 READ_AHEAD = 3  # tensors whose pages are requested before they are needed
 _NARROW_RANGE = ("torch.float16",)  # compute dtypes whose range a merge can overflow
 # Elementwise methods work on row chunks of about this many bytes (all inputs together),
@@ -96,6 +98,7 @@ def execute_plan(
         nonfinite,
         getattr(target, "output_buffer", None),
         stream_bytes=chunk_bytes or DEFAULT_STREAM_BYTES,
+        accept_part=getattr(target, "accept_part", None),
     )
     if threads is None and torch_device.type == "cpu":
         threads = 1
@@ -107,7 +110,8 @@ def execute_plan(
             for ahead in tensors[index + 1 : index + 1 + READ_AHEAD]:
                 _prefetch(plan, ahead)
             result = merger.merge(planned)
-            target.accept(planned.name, result)
+            if result is not None:  # else it went to the target in parts
+                target.accept(planned.name, result)
             written += planned.out_bytes
             reporter.advance(1, _read_bytes(plan, planned), planned.name)
     return ExecutionStats(len(tensors), bytes_total, written, time.perf_counter() - start, str(torch_device))
@@ -144,9 +148,13 @@ class _TensorMerger:
         nonfinite: _NonFiniteGuard,
         output_buffer: OutputBuffer | None = None,
         stream_bytes: int = DEFAULT_STREAM_BYTES,
+        accept_part: AcceptPart | None = None,
     ) -> None:
         self.plan = plan
         self.stream_bytes = stream_bytes
+        # Results made range by range go to a target that takes parts as they are made
+        # (with buffers it lends), so no whole output tensor is held.
+        self.accept_part = accept_part if output_buffer is not None else None
         self.output_buffer = output_buffer
         self.device = device
         self.compute = compute
@@ -160,8 +168,9 @@ class _TensorMerger:
         self._scratch: torch.Tensor | None = None
         self.nonfinite = nonfinite
 
-    def merge(self, planned: PlannedTensor) -> torch.Tensor:
-        """The output tensor on the CPU in its output dtype, shape ``planned.shape``."""
+    def merge(self, planned: PlannedTensor) -> torch.Tensor | None:
+        """The output tensor on the CPU in its output dtype, shape ``planned.shape``, or
+        None when it was given to the target in parts (``accept_part``)."""
         out_dtype = to_torch(planned.out_dtype)
         if planned.copy_from is not None:
             return self._read(planned.copy_from.model, planned.copy_from.tensor)
@@ -177,13 +186,16 @@ class _TensorMerger:
         inputs: list[torch.Tensor],
         base: torch.Tensor | None,
         out_dtype: torch.dtype,
-    ) -> torch.Tensor:
+        whole: bool = False,
+    ) -> torch.Tensor | None:
+        """``whole``: return the tensor even where it could go in parts."""
         try:
             # A post-process sees whole tensors (SVC decomposes them), so no row chunks.
+            parts = None if whole or not planned.numel else self.accept_part
             if self.method.elementwise and planned.shape and self.post is None:
-                return self._merge_in_chunks(planned, inputs, base, out_dtype)
+                return self._merge_in_chunks(planned, inputs, base, out_dtype, parts)
             if self.method.streamed is not None and base is not None and self.post is None:
-                return self._merge_streamed(planned, inputs, base, out_dtype)
+                return self._merge_streamed(planned, inputs, base, out_dtype, parts)
             return self._output(planned, self._call(planned, inputs, base), out_dtype)
         except MergeStudioError:
             raise
@@ -207,7 +219,10 @@ class _TensorMerger:
         raw = inputs + ([base] if base is not None else [])
         weights = planned.model_params.get("weight", (1.0,) * len(inputs))
         aligned = gather_rows(vocab, models, raw, [float(w) for w in weights])
-        result = self._merge_read(planned, aligned[: len(inputs)], aligned[-1] if base is not None else None, out_dtype)
+        result = self._merge_read(
+            planned, aligned[: len(inputs)], aligned[-1] if base is not None else None, out_dtype, whole=True
+        )
+        assert result is not None
         if vocab.overrides:
             rows_of_model = dict(zip(models, raw, strict=True))
             for override in vocab.overrides:
@@ -230,20 +245,27 @@ class _TensorMerger:
         inputs: list[torch.Tensor],
         base: torch.Tensor | None,
         out_dtype: torch.dtype,
-    ) -> torch.Tensor:
-
+        parts: AcceptPart | None = None,
+    ) -> torch.Tensor | None:
+        """Row chunks of ``chunk_bytes``; with ``parts``, each chunk's rows go to the
+        target as they are made."""
         rows = planned.shape[0]
         bytes_per_row = max(1, planned.numel // max(rows, 1)) * (len(inputs) + 3) * 4
         rows_per_chunk = max(1, self.chunk_bytes // bytes_per_row)
         if rows_per_chunk >= rows:
             return self._output(planned, self._call(planned, inputs, base), out_dtype)
-        output = self._empty_output(planned, out_dtype)
+        output = self._empty_output(planned, out_dtype) if parts is None else None
         for start in range(0, rows, rows_per_chunk):
             stop = min(rows, start + rows_per_chunk)
             chunk = self._call(
                 planned, [x[start:stop] for x in inputs], base[start:stop] if base is not None else None
             )
-            output[start:stop].copy_(chunk)
+            if output is not None:
+                output[start:stop].copy_(chunk)
+                continue
+            assert parts is not None and self.output_buffer is not None
+            part = self.output_buffer((stop - start, *planned.shape[1:]), out_dtype)
+            parts(planned.name, part.copy_(chunk.view(part.shape)), stop == rows)
         return output
 
     def _merge_streamed(
@@ -252,12 +274,15 @@ class _TensorMerger:
         inputs: list[torch.Tensor],
         base: torch.Tensor,
         out_dtype: torch.dtype,
-    ) -> torch.Tensor:
+        parts: AcceptPart | None = None,
+    ) -> torch.Tensor | None:
         """A two-pass method over read ranges of the stored inputs (``_StoredChunks``):
-        working memory follows ``stream_bytes``, not the tensor's size."""
+        working memory follows ``stream_bytes``, not the tensor's size. With ``parts``,
+        each range of the result goes to the target as it is made."""
         assert self.method.streamed is not None
-        output = self._empty_output(planned, out_dtype)
-        chunks = _StoredChunks(self, planned, inputs, base, output.view(-1))
+        output = self._empty_output(planned, out_dtype) if parts is None else None
+        destination = output.view(-1) if output is not None else _PartSink(self, planned, out_dtype, parts)
+        chunks = _StoredChunks(self, planned, inputs, base, destination)
         generator = self._generator(planned) if self.method.stochastic else None
         params: dict[str, object] = dict(planned.global_params)
         params.update(planned.model_params)
@@ -356,6 +381,24 @@ class _TensorMerger:
         return generator
 
 
+class _PartSink:
+    """Where a streamed result's ranges go when the target takes parts: each range is
+    copied into a buffer the target lends, in the output dtype, and handed over."""
+
+    def __init__(
+        self, merger: _TensorMerger, planned: PlannedTensor, out_dtype: torch.dtype, parts: AcceptPart | None
+    ) -> None:
+        assert parts is not None and merger.output_buffer is not None
+        self.planned = planned
+        self.out_dtype = out_dtype
+        self.parts = parts
+        self.lend = merger.output_buffer
+
+    def put(self, start: int, stop: int, values: torch.Tensor) -> None:
+        part = self.lend((stop - start,), self.out_dtype).copy_(values)
+        self.parts(self.planned.name, part, stop == self.planned.numel)
+
+
 class _StoredChunks:
     """``methods.chunks.FlatChunks`` over one output tensor's stored inputs (memory-mapped
     file data, in their stored dtype): each read converts a flat range of every input
@@ -369,7 +412,7 @@ class _StoredChunks:
         planned: PlannedTensor,
         inputs: list[torch.Tensor],
         base: torch.Tensor,
-        output: torch.Tensor,
+        output: torch.Tensor | _PartSink,
     ) -> None:
         self.merger = merger
         self.planned = planned
@@ -420,7 +463,10 @@ class _StoredChunks:
     def commit(self, start: int, stop: int) -> None:
         values = self.merger.scratch(stop - start)
         self.merger.nonfinite.check_result(self.planned, values)
-        self.result[start:stop].copy_(values)
+        if isinstance(self.result, _PartSink):
+            self.result.put(start, stop, values)
+        else:
+            self.result[start:stop].copy_(values)
 
 
 class _NonFiniteGuard:
