@@ -33,10 +33,8 @@ from mergestudio.methods.sparse import (
     CHUNK,
     TopK,
     TopKMask,
-    bernoulli_mask,
     chunk_bounds,
     della_keep_probabilities,
-    della_row_mask,
     halves,
     probability_threshold,
     streamed_top_k_rules,
@@ -611,33 +609,37 @@ def _scales_from_norms(before: torch.Tensor, after: torch.Tensor, rescale: Resca
 
 
 def _random(chunks: FlatChunks, settings: SparsifySettings, generator: torch.Generator) -> _Kept:
-    """DARE: keep each entry with probability density, then rescale."""
-    n = chunks.n_models
+    """DARE: keep each entry with probability density, then rescale. Keep decisions are
+    hashed from (one draw of the tensor's generator, model, position), so they can be
+    recomputed for any range by any pass, and every device draws the same ones."""
     probabilities = [min(1.0, max(0.0, d)) for d in settings.densities]
     if _on_compiled(chunks):
         return _random_compiled(chunks, settings, generator, probabilities)
-    device = chunks.device
+    from mergestudio.methods import torch_kernels
 
-    def draw(start: int, stop: int, tau: torch.Tensor) -> torch.Tensor:
-        return bernoulli_mask((n, stop - start), probabilities, generator, device)
+    n, device = chunks.n_models, chunks.device
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    keys = [torch_kernels.stream_key(seed, i) for i in range(n)]
+    thresholds = [probability_threshold(p) for p in probabilities]
+
+    def draw(start: int, stop: int, tau: object) -> torch.Tensor:
+        return torch.stack(
+            [torch_kernels.random_mask(keys[i], start, thresholds[i], stop - start, device) for i in range(n)]
+        )
 
     if settings.rescale in (None, "inverse_density"):
         # No statistics needed: masks are drawn in the combining pass itself.
         scales = [1.0] * n
         if settings.rescale == "inverse_density":
-            scales = [_inverse(probability_threshold(p)) for p in probabilities]
+            scales = [_inverse(t) for t in thresholds]
         return _Kept(draw, scales)
-    # The statistics pass draws every mask once; the combining pass draws them again
-    # from the same generator state (in the same ``CHUNK`` pieces, in the same order).
-    state = generator.get_state()
     before = torch.zeros(n, dtype=torch.float64)
     after = torch.zeros(n, dtype=torch.float64)
     for offset, end in spans(chunks, CHUNK):
         x, b = chunks.read(offset, end)
         for start, stop in chunk_bounds(end - offset):
-            keep = draw(offset + start, offset + stop, None)  # type: ignore[arg-type]
+            keep = draw(offset + start, offset + stop, None)
             _accumulate_norms(before, after, x[:, start:stop] - b[start:stop], keep, settings.rescale)
-    generator.set_state(state)
     return _Kept(draw, _scales_from_norms(before, after, settings.rescale))
 
 
@@ -768,6 +770,18 @@ def _della(
     if _on_compiled(chunks) and not inverse:
         return _della_compiled(chunks, settings, generator, columns, rows_per_chunk)
     norms = settings.rescale not in (None, "inverse_density")
+    from mergestudio.methods import torch_kernels
+
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    keys = [torch_kernels.stream_key(seed, i) for i in range(n)]
+
+    def model_mask(magnitudes: torch.Tensor, i: int, start: int) -> torch.Tensor:
+        """Model i's keep decisions for rows of magnitudes at flat position ``start``."""
+        density, epsilon = settings.densities[i], settings.epsilons[i]
+        if density >= 1.0 or density <= 0.0:
+            return torch.full(magnitudes.shape, density >= 1.0, dtype=torch.bool, device=magnitudes.device)
+        ordered = magnitudes.sort(dim=1).values
+        return torch_kernels.della_mask(magnitudes, ordered, keys[i], start, density, epsilon)
 
     def make(start: int, stop: int, x: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The range's masks (and inverse-density factors), block by block, model by model."""
@@ -778,15 +792,13 @@ def _della(
             tau = x[:, block_start:block_stop] - b[block_start:block_stop]
             magnitudes = tau.abs().view(n, (block_stop - block_start) // columns, columns)
             for i, (density, epsilon) in enumerate(zip(settings.densities, settings.epsilons, strict=True)):
-                keep = _della_model_mask(magnitudes[i], density, epsilon, generator)
-                masks[i, block_start:block_stop] = keep.view(-1)
+                masks[i, block_start:block_stop] = model_mask(magnitudes[i], i, start + block_start).view(-1)
                 if factors is not None:
                     factors[i, block_start:block_stop] = _della_inverse(magnitudes[i], density, epsilon).view(-1)
         return masks, factors
 
     scales = [1.0] * n
     if norms:
-        state = generator.get_state()
         before = torch.zeros(n, dtype=torch.float64)
         after = torch.zeros(n, dtype=torch.float64)
         for start, stop in spans(chunks, block):
@@ -796,7 +808,6 @@ def _della(
                 block_stop = min(stop - start, block_start + block)
                 tau = x[:, block_start:block_stop] - b[block_start:block_stop]
                 _accumulate_norms(before, after, tau, masks[:, block_start:block_stop], settings.rescale)  # type: ignore[arg-type]
-        generator.set_state(state)
         scales = _scales_from_norms(before, after, settings.rescale)  # type: ignore[arg-type]
     ranges = _RangeMasks(make)
     return _Kept(
@@ -877,19 +888,9 @@ def _della_compiled(
     return _Kept(ranges.mask, scales, prepare=ranges.prepare, align=block)
 
 
-def _della_model_mask(
-    magnitudes: torch.Tensor, density: float, epsilon: float, generator: torch.Generator
-) -> torch.Tensor:
-    if density >= 1.0:
-        return torch.ones(magnitudes.shape, dtype=torch.bool, device=magnitudes.device)
-    if density <= 0.0:
-        return torch.zeros(magnitudes.shape, dtype=torch.bool, device=magnitudes.device)
-    return della_row_mask(magnitudes, density, epsilon, generator)
-
-
 def _della_inverse(magnitudes: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
     """(rows, C): 1/p of each entry's keep probability, from its rank in its row (the
-    highest rank of its tie group, matching ``della_row_mask``)."""
+    highest rank of its tie group, as ``kernels.della_mask`` ranks it)."""
     if density >= 1.0 or density <= 0.0:
         return torch.ones_like(magnitudes)
     columns = magnitudes.shape[1]
@@ -902,8 +903,8 @@ def _della_inverse(magnitudes: torch.Tensor, density: float, epsilon: float) -> 
 # ---- registration ----------------------------------------------------------------------
 
 _RANDOM_STREAMS = (
-    "On the CPU the keep decisions are hashed from (the tensor's seed, model, position); other "
-    "devices draw them from torch's generator: the same probabilities, different draws."
+    "Keep decisions are hashed from (the tensor's seed, model, position): the same draws on every "
+    "device (compiled kernels on the CPU, their torch versions elsewhere)."
 )
 _DARE_NOTE = (
     "Keep probabilities are resolved to 1/32768. rescale_norm=inverse_density gives the paper's 1/p. "

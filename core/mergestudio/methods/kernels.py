@@ -202,8 +202,11 @@ def della_mask(
     epsilon: float,
     out: np.ndarray,
 ) -> None:
-    """DELLA's keep decisions for rows of one model (see ``sparse.della_row_mask`` for
-    the rule): magnitudes and ordered (each row sorted ascending) (R, C) float32, out
+    """DELLA's keep decisions for rows of one model: entry at ascending rank j of its
+    row is kept with probability p_j = density − ε + 2ε·j/(C−1). Rather than rank every
+    entry, a uniform draw u becomes the smallest rank jmin it must reach (p_j > u ⟺ j ≥
+    jmin) and the entry is kept if its magnitude reaches the row's jmin-th smallest
+    value (tied magnitudes take their group's highest rank): magnitudes and ordered (each row sorted ascending) (R, C) float32, out
     (R, C) bool. The uniform draw of the entry at flat position start + r·C + c is
     (word + 0.5) / 2**15 with the word as in ``random_mask``."""
     rows, columns = magnitudes.shape

@@ -465,27 +465,9 @@ def _bracket(sorted_sample: torch.Tensor, fraction: float) -> tuple[float, float
 # ---- random keep masks (DARE, DELLA) ---------------------------------------------------
 
 
-def random_words(count: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """``count`` uniform integers in [0, 2**15), four per 64-bit draw (a draw's top
-    bit is always zero, so each 16-bit lane keeps 15 bits)."""
-    draws = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_(generator=generator)
-    return draws.view(torch.int16)[:count].bitwise_and_(RANDOM_SCALE - 1)
-
-
 def probability_threshold(probability: float) -> int:
     """The integer t with P(word < t) = round(p * 2**15) / 2**15."""
     return max(0, min(RANDOM_SCALE, round(probability * RANDOM_SCALE)))
-
-
-def bernoulli_mask(
-    shape: tuple[int, int], probabilities: list[float], generator: torch.Generator, device: torch.device
-) -> torch.Tensor:
-    """(n, L) bool: entry (i, j) is True with probability ``probabilities[i]``."""
-    words = random_words(shape[0] * shape[1], generator, device).view(shape)
-    thresholds = torch.tensor(
-        [probability_threshold(p) for p in probabilities], dtype=torch.int16, device=device
-    )
-    return words < thresholds.unsqueeze(1)
 
 
 def della_keep_probabilities(columns: int, density: float, epsilon: float) -> torch.Tensor:
@@ -494,36 +476,3 @@ def della_keep_probabilities(columns: int, density: float, epsilon: float) -> to
     if columns == 1:
         return torch.full((1,), density)
     return torch.linspace(density - epsilon, density + epsilon, columns)
-
-
-def della_row_mask(
-    magnitudes: torch.Tensor, density: float, epsilon: float, generator: torch.Generator
-) -> torch.Tensor:
-    """(rows, C) bool keep mask for one model's rows of magnitudes.
-
-    Entry at ascending rank j is kept with probability p_j = density − ε + 2ε·j/(C−1).
-    Rather than rank every entry (a sort plus a scatter), a uniform draw u per entry
-    becomes the smallest rank jmin it must reach (p_j > u ⟺ j ≥ jmin), and the entry is
-    kept if its magnitude reaches the row's jmin-th smallest value: one sort of values
-    per row and a gather. Tied magnitudes all take their group's highest rank.
-    """
-    rows, columns = magnitudes.shape
-    device = magnitudes.device
-    words = random_words(rows * columns, generator, device).view(rows, columns)
-    uniform = (words.float() + 0.5) / RANDOM_SCALE
-    if columns == 1 or epsilon == 0:
-        return uniform < density
-    low = density - epsilon
-    # u < low + 2ε j/(C−1)  ⟺  j > (u − low)(C−1)/(2ε)
-    jmin = torch.floor((uniform - low) * ((columns - 1) / (2 * epsilon))).add_(1).clamp_(0, columns)
-    index = jmin.to(torch.int64).clamp_(max=columns - 1)
-    ordered = _sort_rows(magnitudes)
-    reached = magnitudes >= ordered.gather(1, index)
-    return reached & (jmin < columns)
-
-
-def _sort_rows(values: torch.Tensor) -> torch.Tensor:
-    if values.device.type == "cpu" and values.dtype == torch.float32:
-        # numpy's vectorised sort is about ten times faster than torch.sort on CPU.
-        return torch.from_numpy(np.sort(values.numpy(), axis=1))
-    return values.sort(dim=1).values
