@@ -156,6 +156,9 @@ def main() -> int:
         "--methods", default="linear,task_arithmetic,slerp", help="comma-separated, or 'all' (mergekit's methods)"
     )
     parser.add_argument("--mergekit", help="path to a mergekit-yaml executable to compare against")
+    parser.add_argument(
+        "--mergekit-methods", help="run mergekit only for these (comma-separated; default: every method)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--json", type=Path, help="also write the timings here")
@@ -190,7 +193,7 @@ def main() -> int:
         results.append(ours)
         _print(ours)
         shutil.rmtree(out, ignore_errors=True)
-        if args.mergekit:
+        if args.mergekit and (not args.mergekit_methods or method in args.mergekit_methods.split(",")):
             theirs = run_timed(
                 [args.mergekit, str(recipe_path), str(out), "--lazy-unpickle", "--out-shard-size", "5B"],
                 "mergekit",

@@ -166,6 +166,7 @@ class _TensorMerger:
         self.seed = plan.recipe.random_seed or 0
         self._buffer: torch.Tensor | None = None
         self._scratch: torch.Tensor | None = None
+        self._pinned = _PinnedUpload()
         self.nonfinite = nonfinite
 
     def merge(self, planned: PlannedTensor) -> torch.Tensor | None:
@@ -350,8 +351,11 @@ class _TensorMerger:
         copies = [(slot, tensor, scan) for slot, tensor in zip(stacked, inputs, strict=True)]
         if self.device.type == "cpu":
             return stacked, all(run_parallel(_copy_in_inference_mode, copies))
-        for slot, tensor, _ in copies:
-            slot.copy_(tensor)
+        if self.device.type == "cuda":
+            self._pinned.upload(stacked, inputs)
+        else:
+            for slot, tensor, _ in copies:
+                slot.copy_(tensor)
         return stacked, not scan or _all_finite(stacked)
 
     def _scratch_for(self, like: torch.Tensor) -> torch.Tensor:
@@ -379,6 +383,58 @@ class _TensorMerger:
         generator = torch.Generator(device=self.device)
         generator.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
         return generator
+
+
+# Inputs larger than this go to the GPU without pinned staging (whole-matrix methods):
+# page-locked memory of that size would be taken from the rest of the system.
+_PINNED_LIMIT = 256 << 20
+
+
+class _PinnedUpload:
+    """Host → GPU copies through page-locked (pinned) staging buffers, in two sets used in
+    turn: each input is copied from the page cache into a staging buffer on this thread,
+    then to the GPU asynchronously (and converted to the compute dtype there), so the
+    transfer of one input overlaps the host copy of the next, and a read range's
+    transfers overlap the GPU work queued before them. An event per set says when its
+    buffers may be refilled; the device buffer they land in is reused safely because
+    the copies are ordered on the stream after the work that used it."""
+
+    def __init__(self) -> None:
+        self._sets: list[dict[tuple[int, torch.dtype], torch.Tensor]] = [{}, {}]
+        self._done: list[torch.cuda.Event | None] = [None, None]
+        self._turn = 0
+
+    def upload(self, stacked: torch.Tensor, inputs: list[torch.Tensor]) -> None:
+        """stacked[i] ← inputs[i] for device tensors stacked (n, *shape) and CPU inputs."""
+        import torch
+
+        if inputs[0].numel() * inputs[0].element_size() > _PINNED_LIMIT:
+            for slot, tensor in zip(stacked, inputs, strict=True):
+                slot.copy_(tensor)
+            return
+        turn, self._turn = self._turn, self._turn ^ 1
+        done = self._done[turn]
+        if done is not None:
+            done.synchronize()  # this set's last transfers have left its buffers
+        staging = self._sets[turn]
+        for index, (slot, tensor) in enumerate(zip(stacked, inputs, strict=True)):
+            host = self._buffer(staging, index, tensor)
+            host.copy_(tensor.reshape(-1))
+            slot.view(-1).copy_(host, non_blocking=True)
+        event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+        event.record()
+        self._done[turn] = event
+
+    @staticmethod
+    def _buffer(staging: dict[tuple[int, torch.dtype], torch.Tensor], index: int, like: torch.Tensor) -> torch.Tensor:
+        """A pinned (like.numel(),) buffer in like's dtype for input ``index``, reused."""
+        import torch
+
+        key = (index, like.dtype)
+        buffer = staging.get(key)
+        if buffer is None or buffer.numel() < like.numel():
+            buffer = staging[key] = torch.empty(like.numel(), dtype=like.dtype, pin_memory=True)
+        return buffer[: like.numel()]
 
 
 class _PartSink:
