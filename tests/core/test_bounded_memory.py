@@ -95,9 +95,10 @@ def test_smallest_steps_write_the_same_bytes(
     recipe = _recipe(spec, family)
     merge(recipe, tmp_path / "default", device="cpu")
     range_reads.clear()
-    # A generous cap (the step size is set below it) and one-byte steps: every method
-    # then works in its smallest unit (a row, or CHUNK entries, or a block of rows).
-    merge(recipe, tmp_path / "small", device="cpu", max_memory=8 << 30, chunk_bytes=1)
+    # A generous cap (the step size is set below it) and 64 KB steps: elementwise methods
+    # take ~20 rows at a time, the sparsifiers their smallest unit (CHUNK entries, or a
+    # block of rows), where the default takes every tensor here in one step.
+    merge(recipe, tmp_path / "small", device="cpu", max_memory=8 << 30, chunk_bytes=64 << 10)
     default, small = _weights(tmp_path / "default"), _weights(tmp_path / "small")
     assert default.keys() == small.keys() and default
     for name in default:
