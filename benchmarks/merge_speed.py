@@ -38,7 +38,7 @@ _PER_MODEL = {
     "della": {"weight": 1.0, "density": 0.5, "epsilon": 0.1},
     "della_linear": {"weight": 0.33, "density": 0.5, "epsilon": 0.1},
 }
-_TWO_MODEL = {"slerp": {"t": 0.5}, "nuslerp": {}}
+_TWO_MODEL = {"slerp": {"t": 0.5}, "nuslerp": {"weight": 0.5}}
 # Methods mergekit has too, so both tools run the same recipe ("--methods all").
 MERGEKIT_METHODS = (
     "linear,task_arithmetic,slerp,nuslerp,ties,dare_ties,dare_linear,breadcrumbs,breadcrumbs_ties,"
