@@ -163,6 +163,9 @@ class ShardWriter:
             if fitting:
                 buffer = self._free.pop(min(fitting, key=lambda i: self._free[i].numel()))
             else:
+                # The free buffers are all too small: let them go, so the pool holds no
+                # more buffers than are in flight (parts of varying sizes grew it otherwise).
+                self._free.clear()
                 buffer = torch.empty(nbytes, dtype=torch.uint8)
             self._lent[buffer.data_ptr()] = buffer
         return buffer[:nbytes].view(dtype).view(shape)
