@@ -37,6 +37,7 @@ _PER_MODEL = {
     "breadcrumbs_ties": {"weight": 1.0, "density": 0.9, "gamma": 0.01},
     "della": {"weight": 1.0, "density": 0.5, "epsilon": 0.1},
     "della_linear": {"weight": 0.33, "density": 0.5, "epsilon": 0.1},
+    "model_stock": {},  # takes no per-model parameter
 }
 _TWO_MODEL = {"slerp": {"t": 0.5}, "nuslerp": {"weight": 0.5}}
 # Methods mergekit has too, so both tools run the same recipe ("--methods all").
