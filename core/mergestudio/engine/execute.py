@@ -634,7 +634,9 @@ class TensorMerge:
 
     def merge(self, planned: PlannedTensor) -> torch.Tensor:
         """The merged tensor on the CPU in ``planned.out_dtype``, shape ``planned.shape``."""
-        return self._merger.merge(planned)
+        merged = self._merger.merge(planned)
+        assert merged is not None  # this merger has no target to hand parts to
+        return merged
 
     def generator(self, planned: PlannedTensor) -> torch.Generator:
         """The generator a stochastic method gets for this tensor (seed and name)."""
