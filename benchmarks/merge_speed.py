@@ -1,9 +1,11 @@
 """Time ``mergestudio merge`` per method on a synthetic Llama family, with wall time,
-start-up to first tensor, and peak anonymous memory; optionally the same recipe through
-mergekit (given by path; never a dependency of ours) and the ratio.
+start-up to first tensor, and peak anonymous memory; the I/O floor of the same merge
+(a process that only reads the recipe's input files and writes an output of the same
+size); optionally the same recipe through mergekit (given by path, run as a separate
+process; never a dependency of ours); and a Markdown table of the ratios.
 
     python benchmarks/merge_speed.py --shape 134m --methods linear,task_arithmetic,slerp
-    python benchmarks/merge_speed.py --shape 1.1b --mergekit /path/to/venv/bin/mergekit-yaml
+    python benchmarks/merge_speed.py --shape 1.1b --methods all --mergekit /path/to/venv/bin/mergekit-yaml
 """
 
 from __future__ import annotations
@@ -35,8 +37,30 @@ _PER_MODEL = {
     "breadcrumbs_ties": {"weight": 1.0, "density": 0.9, "gamma": 0.01},
     "della": {"weight": 1.0, "density": 0.5, "epsilon": 0.1},
     "della_linear": {"weight": 0.33, "density": 0.5, "epsilon": 0.1},
+    "model_stock": {},  # takes no per-model parameter
 }
-_TWO_MODEL = {"slerp": {"t": 0.5}, "nuslerp": {}}
+_TWO_MODEL = {"slerp": {"t": 0.5}, "nuslerp": {"weight": 0.5}}
+# Methods mergekit has too, so both tools run the same recipe ("--methods all").
+MERGEKIT_METHODS = (
+    "linear,task_arithmetic,slerp,nuslerp,ties,dare_ties,dare_linear,breadcrumbs,breadcrumbs_ties,"
+    "della,della_linear,model_stock,karcher"
+)
+# A Python program that reads every input file in 8 MB reads and writes an output file of
+# the given size from what it read: the least any merge of these files has to do.
+_FLOOR = """
+import os, sys
+out, size, paths = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+buffer = bytearray(8 << 20)
+view = memoryview(buffer)
+for path in paths:
+    with open(path, "rb", buffering=0) as handle:
+        while handle.readinto(buffer):
+            pass
+with open(out, "wb", buffering=0) as handle:
+    left = size
+    while left > 0:
+        left -= handle.write(view[: min(left, len(buffer))])
+"""
 
 
 @dataclass
@@ -108,16 +132,39 @@ def run_timed(command: list[str], tool: str, method: str, startup_marker: str | 
     return Timing(tool, method, seconds, startup[0] if startup else None, peak / 1024, process.returncode)
 
 
+def _model_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.safetensors"))
+
+
+def run_floor(method: str, recipe: dict[str, object], out: Path) -> Timing:
+    """The I/O floor of ``recipe``: read each input file once, write one model's bytes."""
+    models = {str(m["model"]) for m in recipe["models"]}  # type: ignore[attr-defined, index]
+    if recipe.get("base_model"):
+        models.add(str(recipe["base_model"]))
+    inputs = [str(p) for model in sorted(models) for p in _model_files(Path(model))]
+    size = sum(p.stat().st_size for p in _model_files(Path(sorted(models)[0])))
+    out.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-c", _FLOOR, str(out / "model.safetensors"), str(size), *inputs]
+    return run_timed(command, "io-floor", method, None)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--shape", choices=sorted(SHAPES), default="134m")
-    parser.add_argument("--methods", default="linear,task_arithmetic,slerp")
+    parser.add_argument(
+        "--methods", default="linear,task_arithmetic,slerp", help="comma-separated, or 'all' (mergekit's methods)"
+    )
     parser.add_argument("--mergekit", help="path to a mergekit-yaml executable to compare against")
+    parser.add_argument(
+        "--mergekit-methods", help="run mergekit only for these (comma-separated; default: every method)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--json", type=Path, help="also write the timings here")
+    parser.add_argument("--table", type=Path, help="also write the Markdown table here")
+    parser.add_argument("--max-memory", help="pass --max-memory to mergestudio")
     args = parser.parse_args()
 
     shape = SHAPES[args.shape]
@@ -127,23 +174,27 @@ def main() -> int:
     print(
         f"{shape.name}: {shape.parameters / 1e9:.2f}B parameters, base + {len(family) - 1} fine-tunes, bf16"
     )
-    for method in args.methods.split(","):
+    methods = MERGEKIT_METHODS if args.methods == "all" else args.methods
+    for method in methods.split(","):
         recipe_path = args.work / f"recipe-{method}.yml"
         import yaml
 
-        recipe_path.write_text(yaml.safe_dump(recipe_for(method, family), sort_keys=False))
+        recipe = recipe_for(method, family)
+        recipe_path.write_text(yaml.safe_dump(recipe, sort_keys=False))
         out = args.work / f"out-{method}"
         shutil.rmtree(out, ignore_errors=True)
-        ours = run_timed(
-            [mergestudio, "merge", str(recipe_path), str(out), "--device", args.device],
-            "mergestudio",
-            method,
-            "merging ",
-        )
+        floor = run_floor(method, recipe, out)
+        results.append(floor)
+        _print(floor)
+        shutil.rmtree(out, ignore_errors=True)
+        command = [mergestudio, "merge", str(recipe_path), str(out), "--device", args.device]
+        if args.max_memory:
+            command += ["--max-memory", args.max_memory]
+        ours = run_timed(command, "mergestudio", method, "merging ")
         results.append(ours)
         _print(ours)
         shutil.rmtree(out, ignore_errors=True)
-        if args.mergekit:
+        if args.mergekit and (not args.mergekit_methods or method in args.mergekit_methods.split(",")):
             theirs = run_timed(
                 [args.mergekit, str(recipe_path), str(out), "--lazy-unpickle", "--out-shard-size", "5B"],
                 "mergekit",
@@ -155,9 +206,43 @@ def main() -> int:
             if theirs.returncode == 0 and ours.returncode == 0:
                 print(f"    ratio mergestudio/mergekit: {ours.seconds / theirs.seconds:.2f}")
             shutil.rmtree(out, ignore_errors=True)
+    table = markdown_table(shape.name, results)
+    print(table)
+    if args.table:
+        args.table.write_text(table)
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
     return 0 if all(r.returncode == 0 for r in results) else 1
+
+
+def markdown_table(shape: str, results: list[Timing]) -> str:
+    """One row per method: our wall time and peak, the I/O floor, mergekit's, the ratios."""
+    rows = [
+        f"| {shape} method | ours (s) | I/O floor (s) | ours/floor | ours peak (MB) | mergekit (s) | "
+        "mergekit peak (MB) | time ratio | peak ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    by_method: dict[str, dict[str, Timing]] = {}
+    for timing in results:
+        by_method.setdefault(timing.method, {})[timing.tool] = timing
+    for method, tools in by_method.items():
+        ours, floor, theirs = tools.get("mergestudio"), tools.get("io-floor"), tools.get("mergekit")
+        if ours is None or ours.returncode:
+            continue
+        cells = [method, f"{ours.seconds:.2f}"]
+        cells += [f"{floor.seconds:.2f}", f"{ours.seconds / floor.seconds:.2f}"] if floor else ["", ""]
+        cells.append(f"{ours.peak_anon_mb:.0f}")
+        if theirs is not None and theirs.returncode == 0:
+            cells += [
+                f"{theirs.seconds:.2f}",
+                f"{theirs.peak_anon_mb:.0f}",
+                f"{ours.seconds / theirs.seconds:.2f}",
+                f"{ours.peak_anon_mb / theirs.peak_anon_mb:.2f}",
+            ]
+        else:
+            cells += ["failed" if theirs else "", "", "", ""]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
 
 
 def _print(timing: Timing) -> None:

@@ -323,13 +323,15 @@ class EvalJob(Job):
     """Evaluate several models (label -> folder) on the same task files in one job: one
     progress stream, reports of unchanged models from the content-hash cache under
     ``cache_dir``. ``merged_label`` and ``base_label`` say which model is which; every
-    other model is a parent that may be a task's specialist."""
+    other model is a parent that may be a task's specialist. ``device``: where the models
+    run (the Merge page's device setting; scoring and generation both honour it)."""
 
     def __init__(self, models: dict[str, str], task_files: Sequence[str], limit: int | None = None,
                  *, merged_label: str, base_label: str | None, cache_dir: str | None,
-                 specialist_of: dict[str, str] | None = None) -> None:
+                 specialist_of: dict[str, str] | None = None, device: str = "cpu") -> None:
         super().__init__()
         self.specialist_of = dict(specialist_of or {})
+        self.device = device
         self.models = models
         self.task_files = list(task_files)
         self.limit = limit
@@ -350,7 +352,7 @@ class EvalJob(Job):
         evaluation = evaluate_models(
             self.models,
             self.task_files,
-            EvalSettings(limit=self.limit, batch_size=QUICK_EVAL_BATCH, device="cpu", dtype="float32"),
+            EvalSettings(limit=self.limit, batch_size=QUICK_EVAL_BATCH, device=self.device, dtype="float32"),
             cache=EvaluationCache(evaluation_cache_dir(self.cache_dir)),
             events=self.events,
             cancel=self.cancel_token,

@@ -212,3 +212,22 @@ def test_a_pinned_specialist_recompares_without_scoring_again(qtbot, window, mer
 
     window.state.set_specialist("tq", None)  # back to the best-scoring parent
     assert page.last_eval.comparison.specialist_of == {"tq": "skill_q", "tr": "skill_r"}
+
+
+def test_quick_eval_runs_on_the_merge_pages_device(qtbot, merge_setup, monkeypatch) -> None:
+    """The device picked on the Merge page reaches the models that score (and generate):
+    "auto" is passed on as such (it resolves to the CPU here), not pinned to "cpu"."""
+    from mergestudio.evaluate.lm import CausalLM
+
+    page, _folders, _tasks = merge_setup
+    devices: list[str] = []
+    load = CausalLM.load.__func__  # type: ignore[attr-defined]
+
+    def recording_load(cls, path, device="auto", dtype="auto"):
+        devices.append(device)
+        return load(cls, path, device, dtype)
+
+    monkeypatch.setattr(CausalLM, "load", classmethod(recording_load))
+    page.device_combo.setCurrentText("auto")
+    _run_eval(qtbot, page)
+    assert devices and set(devices) == {"auto"}

@@ -610,6 +610,7 @@ class MergePage(QWidget):
             base_label=self.base_label(),
             cache_dir=str(self.studio.preferences.effective_cache_dir()),
             specialist_of=self.pinned_specialists(),
+            device=self.device_combo.currentText(),
         )
         job.log.connect(self._log)
         job.progress.connect(self._merge_progress)

@@ -57,6 +57,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     parser.add_argument("--shard-size", type=parse_size, default="5GB", help="max shard size (default: 5GB)")
     parser.add_argument("--threads", type=positive_int, help="CPU threads for tensor math (default: 1)")
+    parser.add_argument(
+        "--max-memory",
+        type=parse_size,
+        metavar="SIZE",
+        help="memory the merge may use (e.g. 2GB); refused before writing when it cannot fit, "
+        "and --dry-run says whether it does",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=parse_size,
+        metavar="SIZE",
+        help="working memory of one streamed step (default: 64MB, or what --max-memory leaves); "
+        "the output does not depend on it",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument(
         "--allow-pickle",
@@ -126,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
         result = merge(
             args.recipe,
             args.out,
+            max_memory=args.max_memory,
+            chunk_bytes=args.chunk_size,
             **_merge_options(args, cancel),
         )
     stats = result.stats
@@ -214,7 +230,7 @@ def _dry_run(args: argparse.Namespace) -> int:
             allow_no_config=args.allow_no_config,
         )
     try:
-        estimate = plan.estimate()
+        estimate = plan.estimate(chunk_bytes=args.chunk_size, max_memory=args.max_memory)
         report = {
             "method": plan.method.name,
             "inputs": describe_sources(plan),
@@ -225,6 +241,10 @@ def _dry_run(args: argparse.Namespace) -> int:
             "estimated_peak_memory_bytes": estimate.peak_memory_bytes,
             "estimated_seconds": asdict(estimate_time(plan)),
             "largest_tensor": estimate.largest_tensor,
+            "whole_tensor_memory_bytes": estimate.whole_tensor_bytes,
+            "step_memory_bytes": estimate.chunk_bytes,
+            "max_memory_bytes": estimate.max_memory,
+            "fits": estimate.fits,
             "warnings": plan.warnings,
             "vocabulary": plan.vocab.describe() if plan.vocab is not None else None,
             "chat_template": plan.chat_template,
@@ -263,9 +283,17 @@ def _print_dry_run(report: dict[str, Any], out: Path) -> None:
     write(f"output size            {format_bytes(report['output_bytes'])}\n")
     write(
         f"estimated peak memory  {format_bytes(report['estimated_peak_memory_bytes'])} "
-        f"(largest tensor: {report['largest_tensor']})\n"
+        f"(largest step: {report['largest_tensor']})\n"
     )
     write(f"estimated time         {_time_line(report['estimated_seconds'])}\n")
+    if report["whole_tensor_memory_bytes"]:
+        write(
+            f"held whole             {format_bytes(report['whole_tensor_memory_bytes'])} for the largest tensor "
+            f"{report['method']} cannot stream\n"
+        )
+    if report["max_memory_bytes"] is not None:
+        verdict = "fits" if report["fits"] else "does NOT fit (the merge would be refused)"
+        write(f"max memory             {format_bytes(report['max_memory_bytes'])}: {verdict}\n")
     _print_vocabulary(report["vocabulary"], report["chat_template"])
     for warning in report["warnings"]:
         write(f"warning: {warning}\n")
@@ -295,6 +323,10 @@ def _run_multi(args: argparse.Namespace) -> int:
     from mergestudio.recipe.multi import load_multi
 
     multi = load_multi(args.recipe)
+    if args.max_memory is not None or args.chunk_size is not None:
+        from mergestudio.errors import RecipeError
+
+        raise RecipeError("--max-memory and --chunk-size apply to single-stage recipes (not yet to multi-stage ones)")
     if args.dry_run:
         staged = plan_stages(multi, allow_pickle=args.allow_pickle)
         try:

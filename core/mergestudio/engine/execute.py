@@ -29,11 +29,16 @@ if TYPE_CHECKING:
 
 # A target's allocator of output tensors (shape, dtype) -> empty tensor, reused by it.
 OutputBuffer = Callable[[tuple[int, ...], "torch.dtype"], "torch.Tensor"]
+# A target's ``accept_part(name, part, last)``: a tensor's next flat entries, in order.
+AcceptPart = Callable[[str, "torch.Tensor", bool], None]
 READ_AHEAD = 3  # tensors whose pages are requested before they are needed
 _NARROW_RANGE = ("torch.float16",)  # compute dtypes whose range a merge can overflow
 # Elementwise methods work on row chunks of about this many bytes (all inputs together),
 # small enough that a chunk is still in cache between its conversion and its use.
 DEFAULT_CHUNK_BYTES = 8 << 20
+# Streamed (two-pass) methods read ranges of about this many bytes (inputs, base and the
+# result's range in the compute dtype): large enough that per-range work is negligible.
+DEFAULT_STREAM_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ def execute_plan(
     compute_dtype: str = "float32",
     events: EventSink | None = None,
     cancel: CancelToken | None = None,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    chunk_bytes: int | None = None,
     threads: int | None = None,
     allow_nonfinite: bool = False,
 ) -> ExecutionStats:
@@ -67,6 +72,11 @@ def execute_plan(
     bandwidth, and a second thread that has to wait for a busy core (the writer's, or
     another program's) made merges up to 50x slower in our measurements. Pass more for
     compute-heavy methods (SVD) on an idle machine.
+
+    ``chunk_bytes``: the working memory of one step (all inputs of a row chunk or read
+    range together, in the compute dtype); None takes the defaults (``DEFAULT_*_BYTES``).
+    The result does not depend on it (``MergePlan.chunk_bytes_for`` derives it from a
+    memory cap).
     """
     import torch
 
@@ -81,7 +91,14 @@ def execute_plan(
     written = 0
     nonfinite = _NonFiniteGuard(plan, allow_nonfinite, events)
     merger = _TensorMerger(
-        plan, torch_device, compute, chunk_bytes, nonfinite, getattr(target, "output_buffer", None)
+        plan,
+        torch_device,
+        compute,
+        chunk_bytes or DEFAULT_CHUNK_BYTES,
+        nonfinite,
+        getattr(target, "output_buffer", None),
+        stream_bytes=chunk_bytes or DEFAULT_STREAM_BYTES,
+        accept_part=getattr(target, "accept_part", None),
     )
     if threads is None and torch_device.type == "cpu":
         threads = 1
@@ -93,7 +110,8 @@ def execute_plan(
             for ahead in tensors[index + 1 : index + 1 + READ_AHEAD]:
                 _prefetch(plan, ahead)
             result = merger.merge(planned)
-            target.accept(planned.name, result)
+            if result is not None:  # else it went to the target in parts
+                target.accept(planned.name, result)
             written += planned.out_bytes
             reporter.advance(1, _read_bytes(plan, planned), planned.name)
     return ExecutionStats(len(tensors), bytes_total, written, time.perf_counter() - start, str(torch_device))
@@ -129,8 +147,14 @@ class _TensorMerger:
         chunk_bytes: int,
         nonfinite: _NonFiniteGuard,
         output_buffer: OutputBuffer | None = None,
+        stream_bytes: int = DEFAULT_STREAM_BYTES,
+        accept_part: AcceptPart | None = None,
     ) -> None:
         self.plan = plan
+        self.stream_bytes = stream_bytes
+        # Results made range by range go to a target that takes parts as they are made
+        # (with buffers it lends), so no whole output tensor is held.
+        self.accept_part = accept_part if output_buffer is not None else None
         self.output_buffer = output_buffer
         self.device = device
         self.compute = compute
@@ -142,10 +166,12 @@ class _TensorMerger:
         self.seed = plan.recipe.random_seed or 0
         self._buffer: torch.Tensor | None = None
         self._scratch: torch.Tensor | None = None
+        self._pinned = _PinnedUpload()
         self.nonfinite = nonfinite
 
-    def merge(self, planned: PlannedTensor) -> torch.Tensor:
-        """The output tensor on the CPU in its output dtype, shape ``planned.shape``."""
+    def merge(self, planned: PlannedTensor) -> torch.Tensor | None:
+        """The output tensor on the CPU in its output dtype, shape ``planned.shape``, or
+        None when it was given to the target in parts (``accept_part``)."""
         out_dtype = to_torch(planned.out_dtype)
         if planned.copy_from is not None:
             return self._read(planned.copy_from.model, planned.copy_from.tensor)
@@ -161,11 +187,16 @@ class _TensorMerger:
         inputs: list[torch.Tensor],
         base: torch.Tensor | None,
         out_dtype: torch.dtype,
-    ) -> torch.Tensor:
+        whole: bool = False,
+    ) -> torch.Tensor | None:
+        """``whole``: return the tensor even where it could go in parts."""
         try:
             # A post-process sees whole tensors (SVC decomposes them), so no row chunks.
+            parts = None if whole or not planned.numel else self.accept_part
             if self.method.elementwise and planned.shape and self.post is None:
-                return self._merge_in_chunks(planned, inputs, base, out_dtype)
+                return self._merge_in_chunks(planned, inputs, base, out_dtype, parts)
+            if self.method.streamed is not None and base is not None and self.post is None:
+                return self._merge_streamed(planned, inputs, base, out_dtype, parts)
             return self._output(planned, self._call(planned, inputs, base), out_dtype)
         except MergeStudioError:
             raise
@@ -189,7 +220,10 @@ class _TensorMerger:
         raw = inputs + ([base] if base is not None else [])
         weights = planned.model_params.get("weight", (1.0,) * len(inputs))
         aligned = gather_rows(vocab, models, raw, [float(w) for w in weights])
-        result = self._merge_read(planned, aligned[: len(inputs)], aligned[-1] if base is not None else None, out_dtype)
+        result = self._merge_read(
+            planned, aligned[: len(inputs)], aligned[-1] if base is not None else None, out_dtype, whole=True
+        )
+        assert result is not None
         if vocab.overrides:
             rows_of_model = dict(zip(models, raw, strict=True))
             for override in vocab.overrides:
@@ -212,20 +246,48 @@ class _TensorMerger:
         inputs: list[torch.Tensor],
         base: torch.Tensor | None,
         out_dtype: torch.dtype,
-    ) -> torch.Tensor:
-
+        parts: AcceptPart | None = None,
+    ) -> torch.Tensor | None:
+        """Row chunks of ``chunk_bytes``; with ``parts``, each chunk's rows go to the
+        target as they are made."""
         rows = planned.shape[0]
         bytes_per_row = max(1, planned.numel // max(rows, 1)) * (len(inputs) + 3) * 4
         rows_per_chunk = max(1, self.chunk_bytes // bytes_per_row)
         if rows_per_chunk >= rows:
             return self._output(planned, self._call(planned, inputs, base), out_dtype)
-        output = self._empty_output(planned, out_dtype)
+        output = self._empty_output(planned, out_dtype) if parts is None else None
         for start in range(0, rows, rows_per_chunk):
             stop = min(rows, start + rows_per_chunk)
             chunk = self._call(
                 planned, [x[start:stop] for x in inputs], base[start:stop] if base is not None else None
             )
-            output[start:stop].copy_(chunk)
+            if output is not None:
+                output[start:stop].copy_(chunk)
+                continue
+            assert parts is not None and self.output_buffer is not None
+            part = self.output_buffer((stop - start, *planned.shape[1:]), out_dtype)
+            parts(planned.name, part.copy_(chunk.view(part.shape)), stop == rows)
+        return output
+
+    def _merge_streamed(
+        self,
+        planned: PlannedTensor,
+        inputs: list[torch.Tensor],
+        base: torch.Tensor,
+        out_dtype: torch.dtype,
+        parts: AcceptPart | None = None,
+    ) -> torch.Tensor | None:
+        """A two-pass method over read ranges of the stored inputs (``_StoredChunks``):
+        working memory follows ``stream_bytes``, not the tensor's size. With ``parts``,
+        each range of the result goes to the target as it is made."""
+        assert self.method.streamed is not None
+        output = self._empty_output(planned, out_dtype) if parts is None else None
+        destination = output.view(-1) if output is not None else _PartSink(self, planned, out_dtype, parts)
+        chunks = _StoredChunks(self, planned, inputs, base, destination)
+        generator = self._generator(planned) if self.method.stochastic else None
+        params: dict[str, object] = dict(planned.global_params)
+        params.update(planned.model_params)
+        self.method.streamed(chunks, generator, tuple(planned.shape), **params)
         return output
 
     def _empty_output(self, planned: PlannedTensor, out_dtype: torch.dtype) -> torch.Tensor:
@@ -289,18 +351,28 @@ class _TensorMerger:
         copies = [(slot, tensor, scan) for slot, tensor in zip(stacked, inputs, strict=True)]
         if self.device.type == "cpu":
             return stacked, all(run_parallel(_copy_in_inference_mode, copies))
-        for slot, tensor, _ in copies:
-            slot.copy_(tensor)
+        if self.device.type == "cuda":
+            self._pinned.upload(stacked, inputs)
+        else:
+            for slot, tensor, _ in copies:
+                slot.copy_(tensor)
         return stacked, not scan or _all_finite(stacked)
 
     def _scratch_for(self, like: torch.Tensor) -> torch.Tensor:
         """A (like.numel(),) output buffer in the compute dtype, reused across calls."""
+        return self.scratch(like.numel())
+
+    def scratch(self, numel: int) -> torch.Tensor:
+        """A (numel,) buffer in the compute dtype on the device, reused across calls."""
         import torch
 
         scratch = self._scratch
-        if scratch is None or scratch.numel() < like.numel():
-            scratch = self._scratch = torch.empty(like.numel(), dtype=self.compute, device=self.device)
-        return scratch[: like.numel()]
+        if scratch is None or scratch.numel() < numel:
+            scratch = self._scratch = torch.empty(numel, dtype=self.compute, device=self.device)
+        return scratch[:numel]
+
+    def stack(self, inputs: list[torch.Tensor], scan: bool) -> tuple[torch.Tensor, bool]:
+        return self._stack(inputs, scan)
 
     def _generator(self, planned: PlannedTensor) -> torch.Generator:
         """A generator seeded from the recipe's seed and the tensor's name, so results do
@@ -311,6 +383,146 @@ class _TensorMerger:
         generator = torch.Generator(device=self.device)
         generator.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
         return generator
+
+
+# Inputs larger than this go to the GPU without pinned staging (whole-matrix methods):
+# page-locked memory of that size would be taken from the rest of the system.
+_PINNED_LIMIT = 256 << 20
+
+
+class _PinnedUpload:
+    """Host → GPU copies through page-locked (pinned) staging buffers, in two sets used in
+    turn: each input is copied from the page cache into a staging buffer on this thread,
+    then to the GPU asynchronously (and converted to the compute dtype there), so the
+    transfer of one input overlaps the host copy of the next, and a read range's
+    transfers overlap the GPU work queued before them. An event per set says when its
+    buffers may be refilled; the device buffer they land in is reused safely because
+    the copies are ordered on the stream after the work that used it."""
+
+    def __init__(self) -> None:
+        self._sets: list[dict[tuple[int, torch.dtype], torch.Tensor]] = [{}, {}]
+        self._done: list[torch.cuda.Event | None] = [None, None]
+        self._turn = 0
+
+    def upload(self, stacked: torch.Tensor, inputs: list[torch.Tensor]) -> None:
+        """stacked[i] ← inputs[i] for device tensors stacked (n, *shape) and CPU inputs."""
+        import torch
+
+        if inputs[0].numel() * inputs[0].element_size() > _PINNED_LIMIT:
+            for slot, tensor in zip(stacked, inputs, strict=True):
+                slot.copy_(tensor)
+            return
+        turn, self._turn = self._turn, self._turn ^ 1
+        done = self._done[turn]
+        if done is not None:
+            done.synchronize()  # this set's last transfers have left its buffers
+        staging = self._sets[turn]
+        for index, (slot, tensor) in enumerate(zip(stacked, inputs, strict=True)):
+            host = self._buffer(staging, index, tensor)
+            host.copy_(tensor.reshape(-1))
+            slot.view(-1).copy_(host, non_blocking=True)
+        event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+        event.record()
+        self._done[turn] = event
+
+    @staticmethod
+    def _buffer(staging: dict[tuple[int, torch.dtype], torch.Tensor], index: int, like: torch.Tensor) -> torch.Tensor:
+        """A pinned (like.numel(),) buffer in like's dtype for input ``index``, reused."""
+        import torch
+
+        key = (index, like.dtype)
+        buffer = staging.get(key)
+        if buffer is None or buffer.numel() < like.numel():
+            buffer = staging[key] = torch.empty(like.numel(), dtype=like.dtype, pin_memory=True)
+        return buffer[: like.numel()]
+
+
+class _PartSink:
+    """Where a streamed result's ranges go when the target takes parts: each range is
+    copied into a buffer the target lends, in the output dtype, and handed over."""
+
+    def __init__(
+        self, merger: _TensorMerger, planned: PlannedTensor, out_dtype: torch.dtype, parts: AcceptPart | None
+    ) -> None:
+        assert parts is not None and merger.output_buffer is not None
+        self.planned = planned
+        self.out_dtype = out_dtype
+        self.parts = parts
+        self.lend = merger.output_buffer
+
+    def put(self, start: int, stop: int, values: torch.Tensor) -> None:
+        part = self.lend((stop - start,), self.out_dtype).copy_(values)
+        self.parts(self.planned.name, part, stop == self.planned.numel)
+
+
+class _StoredChunks:
+    """``methods.chunks.FlatChunks`` over one output tensor's stored inputs (memory-mapped
+    file data, in their stored dtype): each read converts a flat range of every input
+    and the base into the merger's reused buffer, scanning it for NaN/Inf as
+    ``_TensorMerger._stack`` does; each committed range of the result is checked and
+    copied into the output tensor in the output dtype."""
+
+    def __init__(
+        self,
+        merger: _TensorMerger,
+        planned: PlannedTensor,
+        inputs: list[torch.Tensor],
+        base: torch.Tensor,
+        output: torch.Tensor | _PartSink,
+    ) -> None:
+        self.merger = merger
+        self.planned = planned
+        self.stored = [tensor.reshape(-1) for tensor in inputs] + [base.reshape(-1)]
+        self.result = output
+        self._n = len(inputs)
+        item = merger.compute.itemsize
+        # Per entry: every input and the base converted, and the result's range.
+        self._entries = max(1, merger.stream_bytes // ((self._n + 2) * item))
+
+    @property
+    def n_models(self) -> int:
+        return self._n
+
+    @property
+    def numel(self) -> int:
+        return self.planned.numel
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.merger.compute
+
+    @property
+    def device(self) -> torch.device:
+        return self.merger.device
+
+    @property
+    def entries_per_read(self) -> int:
+        return self._entries
+
+    def read(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        guard = self.merger.nonfinite
+        stacked, finite = self.merger.stack([t[start:stop] for t in self.stored], guard.wants_input_scan(self.planned))
+        if not finite:
+            guard.inputs_not_finite(self.planned)
+        return stacked[: self._n], stacked[self._n]
+
+    def gather(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        index = positions.cpu()
+        picked = torch.stack([t[index].to(self.dtype) for t in self.stored]).to(self.device)
+        return picked[: self._n], picked[self._n]
+
+    def output(self, start: int, stop: int) -> torch.Tensor:
+        return self.merger.scratch(stop - start)
+
+    def commit(self, start: int, stop: int) -> None:
+        values = self.merger.scratch(stop - start)
+        self.merger.nonfinite.check_result(self.planned, values)
+        if isinstance(self.result, _PartSink):
+            self.result.put(start, stop, values)
+        else:
+            self.result[start:stop].copy_(values)
 
 
 class _NonFiniteGuard:
@@ -422,7 +634,9 @@ class TensorMerge:
 
     def merge(self, planned: PlannedTensor) -> torch.Tensor:
         """The merged tensor on the CPU in ``planned.out_dtype``, shape ``planned.shape``."""
-        return self._merger.merge(planned)
+        merged = self._merger.merge(planned)
+        assert merged is not None  # this merger has no target to hand parts to
+        return merged
 
     def generator(self, planned: PlannedTensor) -> torch.Generator:
         """The generator a stochastic method gets for this tensor (seed and name)."""

@@ -11,7 +11,7 @@ from mergestudio.engine.card import model_card
 from mergestudio.engine.checks import check_folder_output, check_output_path, check_run_options
 from mergestudio.engine.execute import ExecutionStats, execute_plan
 from mergestudio.engine.plan import MergePlan, build_plan
-from mergestudio.errors import RecipeError
+from mergestudio.errors import PlanError, RecipeError
 from mergestudio.events import CancelToken, EventSink, log
 from mergestudio.io.dtypes import torch_dtype_name
 from mergestudio.io.hub import hub_transfer
@@ -96,6 +96,8 @@ def merge(
     cancel: CancelToken | None = None,
     card_extra: dict[str, Any] | None = None,
     threads: int | None = None,
+    max_memory: int | None = None,
+    chunk_bytes: int | None = None,
 ) -> MergeResult:
     """Merge ``recipe`` into a Hugging Face folder at ``out_dir``.
 
@@ -105,6 +107,11 @@ def merge(
     Inf in an input is an error unless ``allow_nonfinite``; a method that makes them
     from finite inputs always is. A recipe with ``output.format: adapter`` is merged by
     ``merge_to_adapter`` (``mergestudio.lora.merge``), not here.
+
+    ``max_memory``: bytes the merge may use; a plan whose estimate does not fit is refused
+    (PlanError) before anything is written, and the step size follows the cap.
+    ``chunk_bytes``: the step size itself (``execute_plan``), overriding the cap's.
+    The output does not depend on either.
     """
     if load_recipe(recipe).writes_adapter:
         raise RecipeError(
@@ -126,9 +133,11 @@ def merge(
     try:
         for warning in plan.warnings:
             log(events, warning, "warning")
+        capped = check_memory(plan, max_memory, compute_dtype) if max_memory else None
+        steps = chunk_bytes or capped
         target = Path(out_dir)
         _remove_stale_staging(target.parent, events)
-        run = _Run(device, compute_dtype, shard_size, threads, allow_nonfinite)
+        run = _Run(device, compute_dtype, shard_size, threads, allow_nonfinite, steps)
         return _merge_plan(plan, target, run, overwrite, events, cancel, card_extra)
     finally:
         plan.close()
@@ -141,6 +150,32 @@ class _Run:
     shard_size: int
     threads: int | None
     allow_nonfinite: bool
+    chunk_bytes: int | None = None
+
+
+def check_memory(plan: MergePlan, max_memory: int, compute_dtype: str = "float32") -> int:
+    """The step size that keeps ``plan`` within ``max_memory`` bytes; PlanError naming
+    the largest step when even the smallest steps would not fit."""
+    from mergestudio.io.dtypes import ITEM_SIZE, dtype_code
+
+    compute_bytes = ITEM_SIZE[dtype_code(compute_dtype)]
+    estimate = plan.estimate(compute_bytes, max_memory=max_memory)
+    if not estimate.fits:
+        whole = (
+            f"; {estimate.largest_tensor} is merged whole by {plan.method.name} "
+            f"({_megabytes(estimate.whole_tensor_bytes)} of working memory)"
+            if estimate.whole_tensor_bytes
+            else ""
+        )
+        raise PlanError(
+            f"max_memory: this merge needs about {_megabytes(estimate.peak_memory_bytes)}, more than the "
+            f"{_megabytes(max_memory)} allowed{whole}; nothing was written"
+        )
+    return estimate.chunk_bytes
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 2**20:,.0f} MB"
 
 
 def _remove_stale_staging(parent: Path, events: EventSink | None) -> None:
@@ -177,6 +212,7 @@ def _merge_plan(
                 cancel=cancel,
                 threads=run.threads,
                 allow_nonfinite=run.allow_nonfinite,
+                chunk_bytes=run.chunk_bytes,
             )
         except BaseException:
             writer.abort()

@@ -73,7 +73,27 @@ class PlanEstimate:
     bytes_to_read: int
     output_bytes: int
     peak_memory_bytes: int
-    largest_tensor: str
+    largest_tensor: str  # the tensor whose step needs the most working memory
+    # The peak of the tensors that must be held whole (SVD-based and other whole-matrix
+    # methods, vocabulary alignment, post-processes); 0 when every step streams.
+    whole_tensor_bytes: int = 0
+    chunk_bytes: int = 0  # the working memory of one streamed step this estimate assumes
+    max_memory: int | None = None  # the cap it was made for, if any
+
+    @property
+    def fits(self) -> bool:
+        """Whether the estimated peak stays within the cap (True without one)."""
+        return self.max_memory is None or self.peak_memory_bytes <= self.max_memory
+
+
+# What the engine holds besides its buffers: the interpreter, torch, numba and the
+# compiled kernels (measured on Linux as anonymous memory at the first tensor: ~180 MB).
+RUNTIME_BYTES = 200 << 20
+# Streamed steps: default working memory, and the least a memory cap may leave them.
+STREAM_BYTES = 64 << 20
+MIN_STREAM_BYTES = 1 << 20
+# Shard-writer queue: results waiting to be written, besides the one being made.
+_QUEUED_OUTPUTS = 2
 
 
 @dataclass
@@ -92,29 +112,74 @@ class MergePlan:
     def tensor_info(self, tensor_input: TensorInput) -> TensorInfo:
         return self.sources[tensor_input.model].tensors[tensor_input.tensor]
 
-    def estimate(self, compute_bytes: int = 4, chunk_bytes: int = 64 << 20) -> PlanEstimate:
-        """Bytes to read and write, and the peak working memory of a streaming run.
+    def estimate(
+        self, compute_bytes: int = 4, chunk_bytes: int | None = None, max_memory: int | None = None
+    ) -> PlanEstimate:
+        """Bytes to read and write, and the peak memory of a streaming run.
 
-        Working memory per tensor: the stacked inputs and the result in the compute
-        dtype, plus two temporaries of the same size (elementwise methods are split into
-        row chunks of ``chunk_bytes``); the output queue holds up to two results.
+        Per tensor, the working memory of its step: streamed methods (sparsifiers) and
+        elementwise ones hold ``chunk_bytes`` of converted inputs plus their statistics
+        (under 1 byte per input entry: bit-packed masks, the entries near a threshold);
+        other methods hold the stacked inputs and the result in the compute dtype plus
+        two temporaries of that size. Around it: the runtime (``RUNTIME_BYTES``) and the
+        results queued for the writer. With ``max_memory`` and no ``chunk_bytes``, the
+        step size is what the cap leaves (``chunk_bytes_for``).
         """
+        if chunk_bytes is None:
+            chunk_bytes = self.chunk_bytes_for(max_memory, compute_bytes) if max_memory else STREAM_BYTES
         bytes_to_read = 0
-        peak = 0
+        step_peak = 0
+        whole_peak = 0
         largest = ""
-        largest_out = 0
         for planned in self.tensors:
             inputs = planned.all_inputs()
             bytes_to_read += sum(self.sources[i.model].input_bytes(i.tensor) for i in inputs)
-            per_entry = (len(inputs) + 3) * compute_bytes
-            working = planned.numel * per_entry
-            if self.method.elementwise:
-                working = min(working, chunk_bytes + planned.out_bytes)
-            if working > peak:
-                peak, largest = working, planned.name
-            largest_out = max(largest_out, planned.out_bytes)
+            working, whole = self._step_memory(planned, compute_bytes, chunk_bytes)
+            whole_peak = max(whole_peak, working if whole else 0)
+            if working > step_peak:
+                step_peak, largest = working, planned.name
         output_bytes = sum(p.out_bytes for p in self.tensors)
-        return PlanEstimate(len(self.tensors), bytes_to_read, output_bytes, peak + 2 * largest_out, largest)
+        peak = RUNTIME_BYTES + step_peak + self._queued_output_bytes()
+        return PlanEstimate(
+            len(self.tensors), bytes_to_read, output_bytes, peak, largest, whole_peak, chunk_bytes, max_memory
+        )
+
+    def _step_memory(self, planned: PlannedTensor, compute_bytes: int, chunk_bytes: int) -> tuple[int, bool]:
+        """(working bytes of this tensor's step besides its output, whether it is held
+        whole)."""
+        if planned.copy_from is not None:
+            return 0, False
+        inputs = len(planned.all_inputs())
+        whole = planned.numel * (inputs + 3) * compute_bytes
+        post = self.recipe.post_process is not None
+        if planned.align_rows or post:
+            return whole, True
+        if self.method.elementwise:
+            return min(whole, chunk_bytes), False
+        if self.method.streamed is not None and planned.base is not None:
+            # Bands of entries near each threshold (a few % of them, float32) and
+            # bit-packed masks: well under a byte per input entry.
+            statistics = planned.numel * inputs // 4
+            return min(whole, chunk_bytes + statistics), False
+        return whole, True
+
+    def _queued_output_bytes(self) -> int:
+        """The largest results that can wait for the writer at once (its queue and the
+        one being made)."""
+        sizes = sorted((p.out_bytes for p in self.tensors), reverse=True)
+        return sum(sizes[: _QUEUED_OUTPUTS + 1])
+
+    def chunk_bytes_for(self, max_memory: int | None, compute_bytes: int = 4) -> int:
+        """The working memory of a streamed step under ``max_memory``: what the runtime
+        and the queued outputs leave, at most ``STREAM_BYTES`` and at least
+        ``MIN_STREAM_BYTES`` (a cap below that is reported by ``estimate`` as not met)."""
+        if max_memory is None:
+            return STREAM_BYTES
+        left = max_memory - RUNTIME_BYTES - self._queued_output_bytes()
+        statistics = max(
+            (p.numel * len(p.all_inputs()) // 4 for p in self.tensors if p.copy_from is None), default=0
+        )
+        return max(MIN_STREAM_BYTES, min(STREAM_BYTES, left - statistics))
 
     def close(self) -> None:
         for source in self.sources.values():

@@ -92,16 +92,19 @@ def write_index(folder: Path, shards: list[Shard]) -> None:
 class ShardWriter:
     """A ``TensorTarget`` that writes into pre-laid-out shards in ``folder``.
 
-    Tensors must arrive in layout order with the declared shapes and dtypes. Call
-    ``finish`` when all have been accepted (it raises the writer thread's error, if
-    any), or ``abort`` to stop early.
+    Tensors must arrive in layout order with the declared shapes and dtypes, whole
+    (``accept``) or as consecutive flat parts (``accept_part``), so a large tensor never
+    has to be held at once. Call ``finish`` when all have been accepted (it raises the
+    writer thread's error, if any), or ``abort`` to stop early.
     """
 
     def __init__(self, folder: Path, shards: list[Shard]) -> None:
         self.folder = folder
         self.shards = shards
         self._expected = iter([slot for shard in shards for slot in shard.slots])
-        self._queue: queue.Queue[tuple[TensorSlot, torch.Tensor] | None] = queue.Queue(_QUEUE_DEPTH)
+        # (slot, bytes of it, whether they complete it); None stops the writer thread.
+        self._queue: queue.Queue[tuple[TensorSlot, torch.Tensor, bool] | None] = queue.Queue(_QUEUE_DEPTH)
+        self._partial: tuple[TensorSlot, int] | None = None  # a slot arriving in parts, bytes so far
         self._error: BaseException | None = None
         # Buffers lent by output_buffer (keyed by data pointer) and those written and free.
         self._lent: dict[int, torch.Tensor] = {}
@@ -113,9 +116,7 @@ class ShardWriter:
     def accept(self, name: str, tensor: torch.Tensor) -> None:
         from mergestudio.io.dtypes import from_torch
 
-        slot = next(self._expected, None)
-        if slot is None or slot.name != name:
-            raise MergeError(f"{name}: arrived out of order (expected {slot.name if slot else 'nothing'})")
+        slot = self._next_slot(name)
         if tuple(tensor.shape) != slot.shape or from_torch(tensor.dtype) != slot.dtype:
             raise MergeError(
                 f"{name}: produced shape {list(tensor.shape)} {tensor.dtype}, planned "
@@ -123,7 +124,32 @@ class ShardWriter:
             )
         self._raise_if_failed()
         # The queue holds a reference, so a view into an input file stays valid.
-        self._queue.put((slot, tensor.contiguous()))
+        self._queue.put((slot, tensor.contiguous(), True))
+
+    def accept_part(self, name: str, part: torch.Tensor, last: bool) -> None:
+        """The next consecutive entries (in flat order) of tensor ``name``; ``last`` on
+        the part that completes it. ``part`` should come from ``output_buffer``."""
+        from mergestudio.io.dtypes import from_torch
+
+        if self._partial is None or self._partial[0].name != name:
+            self._partial = (self._next_slot(name), 0)
+        slot, received = self._partial
+        received += part.numel() * part.element_size()
+        if from_torch(part.dtype) != slot.dtype or received > slot.nbytes or (last and received != slot.nbytes):
+            raise MergeError(
+                f"{name}: produced {received} bytes of {part.dtype} in parts, planned {slot.nbytes} of {slot.dtype}"
+            )
+        self._partial = None if last else (slot, received)
+        self._raise_if_failed()
+        self._queue.put((slot, part.contiguous(), last))
+
+    def _next_slot(self, name: str) -> TensorSlot:
+        if self._partial is not None:
+            raise MergeError(f"{name}: arrived before {self._partial[0].name} was complete")
+        slot = next(self._expected, None)
+        if slot is None or slot.name != name:
+            raise MergeError(f"{name}: arrived out of order (expected {slot.name if slot else 'nothing'})")
+        return slot
 
     def output_buffer(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """An empty tensor to produce the next output in, to pass to ``accept``: its
@@ -137,6 +163,9 @@ class ShardWriter:
             if fitting:
                 buffer = self._free.pop(min(fitting, key=lambda i: self._free[i].numel()))
             else:
+                # The free buffers are all too small: let them go, so the pool holds no
+                # more buffers than are in flight (parts of varying sizes grew it otherwise).
+                self._free.clear()
                 buffer = torch.empty(nbytes, dtype=torch.uint8)
             self._lent[buffer.data_ptr()] = buffer
         return buffer[:nbytes].view(dtype).view(shape)
@@ -151,7 +180,7 @@ class ShardWriter:
         self._queue.put(None)
         self._thread.join()
         self._raise_if_failed()
-        if next(self._expected, None) is not None:
+        if self._partial is not None or next(self._expected, None) is not None:
             raise MergeError("the merge ended before every planned tensor was written")
         write_index(self.folder, self.shards)
 
@@ -185,13 +214,15 @@ class ShardWriter:
             handle.write(len(header).to_bytes(8, "little"))
             handle.write(header)
             for _ in shard.slots:
-                item = self._queue.get()
-                if item is None:
-                    return False
-                _, tensor = item
-                if tensor.numel():
-                    handle.write(tensor.reshape(-1).view(_byte_dtype()).numpy().data)
-                self._give_back(tensor)
+                complete = False
+                while not complete:
+                    item = self._queue.get()
+                    if item is None:
+                        return False
+                    _, tensor, complete = item
+                    if tensor.numel():
+                        handle.write(tensor.reshape(-1).view(_byte_dtype()).numpy().data)
+                    self._give_back(tensor)
         return True
 
     def _drain(self) -> None:

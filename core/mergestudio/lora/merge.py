@@ -301,6 +301,7 @@ class _AdapterMerger:
     def _full_merge(self, planned: PlannedTensor) -> torch.Tensor:
         """The method's result on the full tensors, float32 on the device."""
         merged = self.full.merge(replace(planned, out_dtype="F32"))
+        assert merged is not None  # this merger has no target to hand parts to
         return merged.to(self.device, torch.float32, copy=True)
 
     def _base_weight(self, planned: PlannedTensor) -> torch.Tensor:

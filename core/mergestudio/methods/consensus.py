@@ -26,20 +26,18 @@ import numpy as np
 import torch
 
 from mergestudio.errors import RecipeError
+from mergestudio.methods.chunks import FlatChunks, TensorChunks, spans
 from mergestudio.methods.common import WEIGHT_DOC
 from mergestudio.methods.registry import MergeInputs, Param, ParamValues, register
 from mergestudio.methods.sparse import (
     CHUNK,
     TopK,
     TopKMask,
-    bernoulli_mask,
     chunk_bounds,
     della_keep_probabilities,
-    della_row_mask,
     halves,
-    on_compiled_path,
     probability_threshold,
-    top_k_rules,
+    streamed_top_k_rules,
 )
 from mergestudio.parallel import run_parallel
 
@@ -125,23 +123,34 @@ class SparsifySettings:
     epsilons: tuple[float, ...] = ()
 
 
+# A per-range hook of the combining pass: called with each read range (start, stop) and
+# its inputs (n, L) and base (L,) before the range is combined (DELLA draws or unpacks
+# its masks for the range there).
+RangeHook = Callable[[int, int, torch.Tensor, torch.Tensor], None]
+
+
 @dataclass
 class _Kept:
     """How the combining pass keeps entries: a chunk mask, per-model rescale factors and,
-    for inverse-density DELLA, a per-entry factor (n, numel).
+    for inverse-density DELLA, a per-entry factor.
 
-    Magnitude sparsifiers also give their rules: entries in the top rules (one per
-    model) and not in the drop rules (Breadcrumbs) are kept; DARE on the compiled path
-    gives its hashed streams. The compiled CPU path applies those itself and calls
-    ``mask`` only when there are neither (DELLA's stored masks), with τ = None, from two
-    threads at once: such masks never look at τ and keep no state between chunks."""
+    ``mask(start, stop, τ)`` gives the (n, L) keep mask of flat positions [start, stop),
+    called in flat order (torch and numpy loops walk ``CHUNK``-entry pieces). Magnitude
+    sparsifiers also give their rules: entries in the top rules (one per model) and not
+    in the drop rules (Breadcrumbs) are kept; DARE on the compiled path gives its hashed
+    streams. The compiled CPU path applies those itself and calls ``mask`` only when
+    there are neither (DELLA's masks), with τ = None, from two threads at once: such
+    masks never look at τ and keep no state between chunks. ``align``: read ranges are
+    whole multiples of it (the unit the statistics are summed by)."""
 
     mask: ChunkMask
     scales: list[float]
-    entry_scale: torch.Tensor | None = None
+    entry_scale: Callable[[int, int], torch.Tensor] | None = None
     top: list[TopK] | None = None
     drop: list[TopK] | None = None
     streams: _HashedStreams | None = None
+    prepare: RangeHook | None = None
+    align: int = CHUNK
 
 
 @dataclass(frozen=True)
@@ -184,10 +193,54 @@ def merge_task_vectors(
     """The merged tensor (*shape,) in the compute dtype; see the module docstring."""
     if inputs.base is None:
         raise RecipeError(f"{inputs.name}: this method needs a base_model")
-    shape = inputs.base.shape
+    shape = tuple(inputs.base.shape)
     flat_inputs = inputs.tensors.reshape(inputs.n_models, -1)
     flat_base = inputs.base.reshape(-1)
-    kept = _prepare(flat_inputs, flat_base, sparsify, inputs.generator, tuple(shape))
+    result = _result_buffer(inputs.scratch, flat_base)
+    chunks = TensorChunks(flat_inputs, flat_base, result)
+    stream_task_vectors(
+        chunks,
+        inputs.generator,
+        shape,
+        weights=weights,
+        sparsify=sparsify,
+        consensus=consensus,
+        normalize=normalize,
+        scale=scale,
+    )
+    return result.view(shape)
+
+
+def _result_buffer(scratch: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """``scratch`` when it fits ``like`` (numel,), else a new tensor: fresh memory is
+    zeroed page by page by the OS, which costs more than a sparsifying merge."""
+    if (
+        scratch is not None
+        and scratch.dtype == like.dtype
+        and scratch.device == like.device
+        and scratch.numel() == like.numel()
+    ):
+        return scratch
+    return torch.empty_like(like)
+
+
+def stream_task_vectors(
+    chunks: FlatChunks,
+    generator: torch.Generator | None,
+    shape: tuple[int, ...],
+    *,
+    weights: Sequence[float],
+    sparsify: SparsifySettings,
+    consensus: bool,
+    normalize: bool,
+    scale: float,
+) -> None:
+    """``merge_task_vectors`` over ranges: a statistics pass per sparsifier where it
+    needs one, then the combining pass, each reading ``chunks`` range by range and the
+    latter writing the result through it. The result does not depend on the ranges."""
+    if chunks.numel == 0:
+        return
+    kept = _prepare(chunks, sparsify, generator, shape)
     how = _Combining(
         [float(w) * s for w, s in zip(weights, kept.scales, strict=True)],
         [float(w) for w in weights],
@@ -195,34 +248,48 @@ def merge_task_vectors(
         normalize,
         scale,
     )
-    return _combine(flat_inputs, flat_base, kept, how, inputs.scratch).view(shape)
+    _combine(chunks, kept, how)
 
 
-def _combine(
-    inputs: torch.Tensor,
-    base: torch.Tensor,
-    kept: _Kept,
-    how: _Combining,
-    scratch: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The streaming pass: per chunk, τ = x − base, mask, weight, elect, add to base.
-    The compiled path writes into ``scratch`` ((numel,) float32) when given."""
-    if on_compiled_path(inputs):
-        if _fits_compiled(inputs, kept):
-            return _combine_compiled(inputs, base, kept, how, scratch)
-        return _combine_numpy(inputs, base, kept, how)
+def _on_compiled(chunks: FlatChunks) -> bool:
+    """Float32 on the CPU: the compiled kernels (``kernels``) take the work."""
+    return chunks.device.type == "cpu" and chunks.dtype == torch.float32
+
+
+def _combine(chunks: FlatChunks, kept: _Kept, how: _Combining) -> None:
+    """The combining pass: per range, τ = x − base, mask, weight, elect, add to base."""
+    compiled = _on_compiled(chunks)
+    fits = compiled and _fits_compiled(chunks.n_models, kept)
+    cuts = _TieCuts(kept.top, kept.drop, chunks) if fits and (kept.mask is None or kept.top is not None) else None
+    for start, stop in spans(chunks, kept.align):
+        x, b = chunks.read(start, stop)
+        if kept.prepare is not None:
+            kept.prepare(start, stop, x, b)
+        out = chunks.output(start, stop)
+        if fits:
+            _combine_compiled(x, b, start, kept, how, out, cuts)
+        elif compiled:
+            _combine_numpy(x, b, start, kept, how, out)
+        else:
+            _combine_torch(x, b, start, kept, how, out)
+        chunks.commit(start, stop)
+
+
+def _combine_torch(
+    inputs: torch.Tensor, base: torch.Tensor, offset: int, kept: _Kept, how: _Combining, out: torch.Tensor
+) -> None:
+    """One range (inputs (n, L), base (L,), at flat position ``offset``) into out (L,),
+    through torch, ``CHUNK`` entries at a time."""
     device, dtype = inputs.device, inputs.dtype
-    numel = base.numel()
-    out = torch.empty(numel, dtype=dtype, device=device)
     coefficient_col = torch.tensor(how.coefficients, dtype=dtype, device=device).unsqueeze(1)
     weight_col = torch.tensor(how.weights, dtype=dtype, device=device).unsqueeze(1)
     consensus, normalize, scale, linear_divisor = how.consensus, how.normalize, how.scale, how.linear_divisor
-    for start, stop in chunk_bounds(numel):
+    for start, stop in chunk_bounds(base.numel()):
         tau = inputs[:, start:stop] - base[start:stop]
         if kept.mask is not None:
-            tau.mul_(kept.mask(start, stop, tau))
+            tau.mul_(kept.mask(offset + start, offset + stop, tau))
         if kept.entry_scale is not None:
-            tau.mul_(kept.entry_scale[:, start:stop])
+            tau.mul_(kept.entry_scale(offset + start, offset + stop))
         tau.mul_(coefficient_col)
         merged = tau.sum(0)
         if consensus:
@@ -241,38 +308,32 @@ def _combine(
         if scale != 1.0:
             merged.mul_(scale)
         torch.add(base[start:stop], merged, out=out[start:stop])
-    return out
 
 
 def _combine_numpy(
-    inputs: torch.Tensor,
-    base: torch.Tensor,
-    kept: _Kept,
-    how: _Combining,
-) -> torch.Tensor:
-    """``_combine`` on the CPU through numpy: the same arithmetic, into buffers reused
-    across chunks; numpy's elementwise kernels on cache-sized arrays are several times
-    faster than torch's single-threaded ones there."""
-    x, b = inputs.numpy(), base.numpy()
+    inputs: torch.Tensor, base: torch.Tensor, offset: int, kept: _Kept, how: _Combining, out: torch.Tensor
+) -> None:
+    """``_combine_torch`` on the CPU through numpy: the same arithmetic, into buffers
+    reused across chunks; numpy's elementwise kernels on cache-sized arrays are several
+    times faster than torch's single-threaded ones there."""
+    x, b, o = inputs.numpy(), base.numpy(), out.numpy()
     n, numel = x.shape
-    out = np.empty(numel, dtype=x.dtype)
     coefficient_col = np.array(how.coefficients, dtype=x.dtype)[:, None]
     weight_row = np.array(how.weights, dtype=x.dtype)
     consensus, normalize, scale, linear_divisor = how.consensus, how.normalize, how.scale, how.linear_divisor
-    entry_scale = kept.entry_scale.numpy() if kept.entry_scale is not None else None
     tau_buffer = np.empty((n, min(CHUNK, numel)), dtype=x.dtype)
     for start, stop in chunk_bounds(numel):
         tau = tau_buffer[:, : stop - start]
         np.subtract(x[:, start:stop], b[start:stop], out=tau)
         if kept.mask is not None:
-            np.multiply(tau, _as_numpy(kept.mask(start, stop, tau)), out=tau)
-        if entry_scale is not None:
-            np.multiply(tau, entry_scale[:, start:stop], out=tau)
+            np.multiply(tau, _as_numpy(kept.mask(offset + start, offset + stop, tau)), out=tau)
+        if kept.entry_scale is not None:
+            np.multiply(tau, _as_numpy(kept.entry_scale(offset + start, offset + stop)), out=tau)
         np.multiply(tau, coefficient_col, out=tau)
         merged = tau.sum(0)
         if consensus:
-            # See _combine. copysign differs from "+ where ≥ 0" only at −0.0, where every
-            # τ is zero and nothing agrees either way.
+            # See _combine_torch. copysign differs from "+ where ≥ 0" only at −0.0, where
+            # every τ is zero and nothing agrees either way.
             sign = np.copysign(np.ones_like(merged), merged)
             np.multiply(tau, sign, out=tau)
             np.maximum(tau, 0, out=tau)
@@ -292,14 +353,13 @@ def _combine_numpy(
             merged /= linear_divisor
         if scale != 1.0:
             merged *= scale
-        np.add(b[start:stop], merged, out=out[start:stop])
-    return torch.from_numpy(out)
+        np.add(b[start:stop], merged, out=o[start:stop])
 
 
-def _fits_compiled(inputs: torch.Tensor, kept: _Kept) -> bool:
+def _fits_compiled(n_models: int, kept: _Kept) -> bool:
     """The compiled kernel holds up to 4 models and no per-entry scale (inverse-density
     DELLA); anything else takes the numpy loop."""
-    return inputs.shape[0] <= _SLOTS and kept.entry_scale is None
+    return n_models <= _SLOTS and kept.entry_scale is None
 
 
 # Models the compiled combining kernel takes at once (kernels.SLOTS; not imported from
@@ -310,11 +370,14 @@ _SLOTS = 4
 def _combine_compiled(
     inputs: torch.Tensor,
     base: torch.Tensor,
+    offset: int,
     kept: _Kept,
     how: _Combining,
-    scratch: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``_combine`` through the compiled kernels: (n, numel) float32 -> (numel,)."""
+    out: torch.Tensor,
+    cuts: _TieCuts | None,
+) -> None:
+    """One range through the compiled kernels: inputs (n, L) float32 at flat position
+    ``offset`` -> out (L,)."""
     from mergestudio.methods import kernels
 
     x, b = inputs.numpy(), base.numpy()
@@ -325,17 +388,13 @@ def _combine_compiled(
     weight = np.array(how.weights + [0.0] * pad, dtype=np.float32)
     consensus, normalize = how.consensus, how.normalize
     divisor, scale32 = np.float32(how.linear_divisor), np.float32(how.scale)
-    fits = scratch is not None and scratch.dtype == torch.float32 and scratch.numel() == numel
-    out = scratch.numpy() if fits and scratch is not None else np.empty(numel, dtype=np.float32)
     # The arguments every combining kernel ends with: how kept values are joined, and where.
-    joining = (coefficient, weight, consensus, normalize, divisor, scale32, out)
-    if kept.mask is None or kept.top is not None:
-        top = kept.top or [TopK.keep_all(numel)] * n
-        drop = kept.drop or [TopK.keep_none()] * n
+    joining = (coefficient, weight, consensus, normalize, divisor, scale32, out.numpy())
+    if cuts is not None:
         padding = np.full(pad, np.inf, dtype=np.float32)
         pieces = [
             (piece_start, piece_stop, np.concatenate([lower, padding]), np.concatenate([upper, padding]))
-            for start, stop, lower, upper in _rule_segments(rows[:n], b, top, drop, numel)
+            for start, stop, lower, upper in cuts.segments(rows[:n], b, offset)
             for piece_start, piece_stop in halves(start, stop)
         ]
 
@@ -344,9 +403,11 @@ def _combine_compiled(
             kernels.combine(rows, b, start, stop, lower, upper, *joining)
 
         run_parallel(combine, pieces)
-        return torch.from_numpy(out)
+        return
     if kept.streams is not None:
-        keys = np.array(kept.streams.keys + [0] * pad, dtype=np.uint32)
+        # A draw hashes key + flat position: the range's keys are shifted by its offset
+        # (uint32 arithmetic wraps, as the kernel's does).
+        keys = np.array([(int(k) + offset) & 0xFFFFFFFF for k in kept.streams.keys] + [0] * pad, dtype=np.uint32)
         thresholds = np.array(kept.streams.thresholds + [0] * pad, dtype=np.uint32)
 
         def combine_random(piece: tuple[int, int]) -> None:
@@ -354,7 +415,7 @@ def _combine_compiled(
             kernels.combine_random(rows, b, start, stop, keys, thresholds, *joining)
 
         run_parallel(combine_random, halves(0, numel))
-        return torch.from_numpy(out)
+        return
     chunk_mask = kept.mask
     assert chunk_mask is not None  # no mask at all took the rules path above
 
@@ -362,55 +423,72 @@ def _combine_compiled(
         piece_start, piece_stop = piece
         for start in range(piece_start, piece_stop, CHUNK):
             stop = min(piece_stop, start + CHUNK)
-            mask = _as_numpy(chunk_mask(start, stop, None))
+            mask = _as_numpy(chunk_mask(offset + start, offset + stop, None))
             masks = tuple(np.ascontiguousarray(row) for row in mask)
             masks += (np.zeros(stop - start, dtype=np.bool_),) * pad
             kernels.combine_masked(rows, b, start, masks, *joining)
 
     run_parallel(combine_masked, halves(0, numel))
-    return torch.from_numpy(out)
 
 
-def _tie_cut(row: np.ndarray, base: np.ndarray, rule: TopK) -> int:
-    """The flat position before which entries equal to the rule's threshold are kept."""
-    from mergestudio.methods import kernels
+class _TieCuts:
+    """Where each top and drop rule stops keeping entries equal to its threshold: the
+    flat position just after its ``ties``-th such entry, found while the ranges pass in
+    order (None until found). Before a rule's cut its ties count as above the threshold:
+    there "≥ t" is "> the float just below t", so a range splits into segments over which
+    every model keeps "t < |τ| <= u" with t and u fixed (a position test in the kernel's
+    loop stopped it vectorising)."""
 
-    if rule.all_ties:
-        length: int = row.shape[0]
-        return length
-    if rule.ties == 0:
-        return 0
-    return int(kernels.tie_cut(row, base, True, np.float32(rule.threshold), rule.ties))
+    def __init__(self, top: list[TopK] | None, drop: list[TopK] | None, chunks: FlatChunks) -> None:
+        n, numel = chunks.n_models, chunks.numel
+        self.top = top or [TopK.keep_all(numel)] * n
+        self.drop = drop or [TopK.keep_none()] * n
+        self.rules = self.top + self.drop
+        self.cuts: list[int | None] = []
+        self.budget: list[int] = []
+        for rule in self.rules:
+            # Every tie kept: the cut is past the end; none: at the start.
+            self.cuts.append(numel if rule.all_ties else 0 if rule.ties == 0 else None)
+            self.budget.append(rule.ties)
+        lower = np.array([rule.threshold for rule in self.top], dtype=np.float32)
+        upper = np.array([rule.threshold for rule in self.drop], dtype=np.float32)
+        self.lower, self.upper = lower, upper
+        self.lower_below = np.nextafter(lower, np.float32(-np.inf))
+        self.upper_below = np.where(upper == np.inf, upper, np.nextafter(upper, np.float32(-np.inf)))
 
+    def segments(
+        self, rows: tuple[np.ndarray, ...], base: np.ndarray, offset: int
+    ) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+        """The range's segments (start, stop local to it, t per model, u per model), after
+        looking for the cuts not found yet in it (rows (L,) per model, base (L,))."""
+        from mergestudio.methods import kernels
 
-def _rule_segments(
-    rows: tuple[np.ndarray, ...], base: np.ndarray, top: list[TopK], drop: list[TopK], numel: int
-) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
-    """Ranges of flat positions over which every model keeps "t < |τ| <= u", t and u
-    the same throughout: (start, stop, t per model, u per model). A model keeps the
-    entries its top rule keeps and its drop rule does not. Before a rule's tie cut its
-    ties count as above the threshold: there "≥ t" is "> the float just below t"."""
-    top_cuts = [_tie_cut(row, base, rule) for row, rule in zip(rows, top, strict=True)]
-    drop_cuts = [_tie_cut(row, base, rule) for row, rule in zip(rows, drop, strict=True)]
-    lower = np.array([rule.threshold for rule in top], dtype=np.float32)
-    upper = np.array([rule.threshold for rule in drop], dtype=np.float32)
-    lower_below = np.nextafter(lower, np.float32(-np.inf))
-    upper_below = np.where(upper == np.inf, upper, np.nextafter(upper, np.float32(-np.inf)))
-    cuts = (c for c in top_cuts + drop_cuts if 0 < c < numel)
-    points = sorted({0, numel, *cuts})
-    segments = []
-    for start, stop in itertools.pairwise(points):
-        top_ties = np.array([stop <= cut for cut in top_cuts])
-        drop_ties = np.array([stop <= cut for cut in drop_cuts])
-        segments.append(
-            (
-                start,
-                stop,
-                np.where(top_ties, lower_below, lower).astype(np.float32),
-                np.where(drop_ties, upper_below, upper).astype(np.float32),
+        n, length = len(rows), base.shape[0]
+        for r, rule in enumerate(self.rules):
+            if self.cuts[r] is not None:
+                continue
+            cut, seen = kernels.tie_cut(rows[r % n], base, np.float32(rule.threshold), self.budget[r])
+            if seen == self.budget[r]:
+                self.cuts[r] = offset + int(cut)
+            else:
+                self.budget[r] -= int(seen)
+        # A cut not found yet lies beyond this range: every position here is before it.
+        cuts = [length + 1 if c is None else c - offset for c in self.cuts]
+        points = sorted({0, length, *(c for c in cuts if 0 < c < length)})
+        top_cuts, drop_cuts = cuts[:n], cuts[n:]
+        segments = []
+        for start, stop in itertools.pairwise(points):
+            top_ties = np.array([stop <= cut for cut in top_cuts])
+            drop_ties = np.array([stop <= cut for cut in drop_cuts])
+            segments.append(
+                (
+                    start,
+                    stop,
+                    np.where(top_ties, self.lower_below, self.lower).astype(np.float32),
+                    np.where(drop_ties, self.upper_below, self.upper).astype(np.float32),
+                )
             )
-        )
-    return segments
+        return segments
 
 
 def _as_numpy(mask: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -418,13 +496,12 @@ def _as_numpy(mask: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def _prepare(
-    inputs: torch.Tensor,
-    base: torch.Tensor,
+    chunks: FlatChunks,
     settings: SparsifySettings,
     generator: torch.Generator | None,
     shape: tuple[int, ...],
 ) -> _Kept:
-    n, numel = inputs.shape
+    n, numel = chunks.n_models, chunks.numel
     ones = [1.0] * n
     densities = settings.densities
     if settings.kind == "none" or all(d >= 1.0 for d in densities):
@@ -432,16 +509,16 @@ def _prepare(
         return _Kept(None, ones)
     if settings.kind == "magnitude":
         ks = [numel if d >= 1.0 else int(d * numel) for d in densities]
-        rules = top_k_rules(inputs, base, ks)
+        rules = streamed_top_k_rules(chunks, list(range(n)), ks)
         mask: ChunkMask = _threshold_mask(TopKMask(rules))
-        return _Kept(mask, _norm_scales(inputs, base, mask, settings.rescale, ones), top=rules)
+        return _Kept(mask, _norm_scales(chunks, mask, settings.rescale, ones), top=rules)
     if settings.kind == "outliers":
-        return _outliers(inputs, base, settings)
+        return _outliers(chunks, settings)
     if generator is None:
         raise RecipeError("this method is stochastic and needs a random generator")
     if settings.kind == "random":
-        return _random(inputs, base, settings, generator)
-    return _della(inputs, base, settings, generator, shape)
+        return _random(chunks, settings, generator)
+    return _della(chunks, settings, generator, shape)
 
 
 def _threshold_mask(rule: TopKMask) -> ChunkMask:
@@ -451,10 +528,10 @@ def _threshold_mask(rule: TopKMask) -> ChunkMask:
     return mask
 
 
-def _outliers(inputs: torch.Tensor, base: torch.Tensor, settings: SparsifySettings) -> _Kept:
+def _outliers(chunks: FlatChunks, settings: SparsifySettings) -> _Kept:
     """Model Breadcrumbs: drop the top ``gamma`` fraction and enough of the smallest
     entries to keep ``density``; i.e. keep descending ranks [n_top, n_top + n_keep)."""
-    n, numel = inputs.shape
+    n, numel = chunks.n_models, chunks.numel
     outer, inner = [], []
     for density, gamma in zip(settings.densities, settings.gammas, strict=True):
         if density >= 1.0:
@@ -468,21 +545,21 @@ def _outliers(inputs: torch.Tensor, base: torch.Tensor, settings: SparsifySettin
             top += bottom
         outer.append(top + keep)
         inner.append(top)
-    outer_rules = top_k_rules(inputs, base, outer)
-    inner_rules = top_k_rules(inputs, base, inner)
+    # Both rule sets from one pass over the ranges.
+    rules = streamed_top_k_rules(chunks, list(range(n)) * 2, outer + inner)
+    outer_rules, inner_rules = rules[:n], rules[n:]
     outer_mask, inner_mask = TopKMask(outer_rules), TopKMask(inner_rules)
 
     def mask(start: int, stop: int, tau: torch.Tensor) -> torch.Tensor:
         magnitudes = abs(tau)
         return outer_mask(magnitudes, start) & ~inner_mask(magnitudes, start)
 
-    scales = _norm_scales(inputs, base, mask, settings.rescale, [1.0] * n)
+    scales = _norm_scales(chunks, mask, settings.rescale, [1.0] * n)
     return _Kept(mask, scales, top=outer_rules, drop=inner_rules)
 
 
 def _norm_scales(
-    inputs: torch.Tensor,
-    base: torch.Tensor,
+    chunks: FlatChunks,
     mask: ChunkMask,
     rescale: RescaleNorm | None,
     default: list[float],
@@ -494,11 +571,14 @@ def _norm_scales(
         return default
     if rescale == "inverse_density":
         raise RecipeError("rescale_norm: inverse_density applies to the random methods (DARE, DELLA)")
-    before = torch.zeros(inputs.shape[0], dtype=torch.float64)
-    after = torch.zeros(inputs.shape[0], dtype=torch.float64)
-    for start, stop in chunk_bounds(base.numel()):
-        tau = inputs[:, start:stop] - base[start:stop]
-        _accumulate_norms(before, after, tau, mask(start, stop, tau), rescale)
+    n = chunks.n_models
+    before = torch.zeros(n, dtype=torch.float64)
+    after = torch.zeros(n, dtype=torch.float64)
+    for offset, _ in spans(chunks, CHUNK):
+        x, b = chunks.read(offset, _)
+        for start, stop in chunk_bounds(b.numel()):
+            tau = x[:, start:stop] - b[start:stop]
+            _accumulate_norms(before, after, tau, mask(offset + start, offset + stop, tau), rescale)
     return _scales_from_norms(before, after, rescale)
 
 
@@ -528,40 +608,46 @@ def _scales_from_norms(before: torch.Tensor, after: torch.Tensor, rescale: Resca
     return scales
 
 
-def _random(
-    inputs: torch.Tensor, base: torch.Tensor, settings: SparsifySettings, generator: torch.Generator
-) -> _Kept:
-    """DARE: keep each entry with probability density, then rescale."""
-    n, numel = inputs.shape
+def _random(chunks: FlatChunks, settings: SparsifySettings, generator: torch.Generator) -> _Kept:
+    """DARE: keep each entry with probability density, then rescale. Keep decisions are
+    hashed from (one draw of the tensor's generator, model, position), so they can be
+    recomputed for any range by any pass, and every device draws the same ones."""
     probabilities = [min(1.0, max(0.0, d)) for d in settings.densities]
-    if on_compiled_path(inputs):
-        return _random_compiled(inputs, base, settings, generator, probabilities)
+    if _on_compiled(chunks):
+        return _random_compiled(chunks, settings, generator, probabilities)
+    from mergestudio.methods import torch_kernels
+
+    n, device = chunks.n_models, chunks.device
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    keys = [torch_kernels.stream_key(seed, i) for i in range(n)]
+    thresholds = [probability_threshold(p) for p in probabilities]
+
+    def draw(start: int, stop: int, tau: object) -> torch.Tensor:
+        return torch.stack(
+            [torch_kernels.random_mask(keys[i], start, thresholds[i], stop - start, device) for i in range(n)]
+        )
+
     if settings.rescale in (None, "inverse_density"):
         # No statistics needed: masks are drawn in the combining pass itself.
         scales = [1.0] * n
         if settings.rescale == "inverse_density":
-            scales = [_inverse(probability_threshold(p)) for p in probabilities]
-
-        def draw(start: int, stop: int, tau: torch.Tensor) -> torch.Tensor:
-            return bernoulli_mask((n, stop - start), probabilities, generator, inputs.device)
-
+            scales = [_inverse(t) for t in thresholds]
         return _Kept(draw, scales)
-    masks = torch.empty((n, numel), dtype=torch.bool, device=inputs.device)
     before = torch.zeros(n, dtype=torch.float64)
     after = torch.zeros(n, dtype=torch.float64)
-    for start, stop in chunk_bounds(numel):
-        keep = bernoulli_mask((n, stop - start), probabilities, generator, inputs.device)
-        masks[:, start:stop] = keep
-        _accumulate_norms(before, after, inputs[:, start:stop] - base[start:stop], keep, settings.rescale)
-    return _Kept(_stored(masks), _scales_from_norms(before, after, settings.rescale))
+    for offset, end in spans(chunks, CHUNK):
+        x, b = chunks.read(offset, end)
+        for start, stop in chunk_bounds(end - offset):
+            keep = draw(offset + start, offset + stop, None)
+            _accumulate_norms(before, after, x[:, start:stop] - b[start:stop], keep, settings.rescale)
+    return _Kept(draw, _scales_from_norms(before, after, settings.rescale))
 
 
 _NORM_KINDS = {"linf": 0, "l1": 1, "l2": 2}
 
 
 def _random_compiled(
-    inputs: torch.Tensor,
-    base: torch.Tensor,
+    chunks: FlatChunks,
     settings: SparsifySettings,
     generator: torch.Generator,
     probabilities: list[float],
@@ -572,7 +658,7 @@ def _random_compiled(
     torch path (15-bit words), a different random stream."""
     from mergestudio.methods import kernels
 
-    n, numel = inputs.shape
+    n = chunks.n_models
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     keys = [kernels.stream_key(seed, i) for i in range(n)]
     thresholds = [np.uint32(probability_threshold(p)) for p in probabilities]
@@ -588,19 +674,29 @@ def _random_compiled(
         return _Kept(draw, [1.0] * n, streams=streams)
     if settings.rescale == "inverse_density":
         return _Kept(draw, [_inverse(int(t)) for t in thresholds], streams=streams)
-    x, b = inputs.numpy(), base.numpy()
     kind = _NORM_KINDS[settings.rescale]
+    sums: list[tuple[int, float, float]] = []
+    for offset, end in spans(chunks, CHUNK):
+        x, b = chunks.read(offset, end)
+        rows, base = x.numpy(), b.numpy()
+        blocks = list(chunk_bounds(end - offset))
+        groups = [blocks[: (len(blocks) + 1) // 2], blocks[(len(blocks) + 1) // 2 :]]
 
-    def norms(item: tuple[int, int, int]) -> tuple[int, float, float]:
-        i, start, stop = item
-        before, after = kernels.random_norms(
-            x[i, start:stop], b[start:stop], keys[i], start, thresholds[i], kind
-        )
-        return i, before, after
+        def norms(
+            item: tuple[int, list[tuple[int, int]]], rows: np.ndarray = rows, base: np.ndarray = base, offset: int = offset
+        ) -> list[tuple[int, float, float]]:
+            i, group = item
+            return [
+                (i, *kernels.random_norms(rows[i, start:stop], base[start:stop], keys[i], offset + start, thresholds[i], kind))
+                for start, stop in group
+            ]
 
-    # Fixed pieces summed in a fixed order: the norms do not depend on the threads.
-    pieces = [(i, start, stop) for i in range(n) for start, stop in halves(0, numel)]
-    scales = _scales_from_sums(run_parallel(norms, pieces), n, settings.rescale)
+        # Norms per ``CHUNK`` block at fixed flat positions, summed in flat order: the
+        # result depends neither on the threads nor on the read ranges.
+        for part in run_parallel(norms, [(i, group) for i in range(n) for group in groups if group]):
+            sums.extend(part)
+    sums.sort(key=lambda item: item[0])  # stable: each model's blocks stay in flat order
+    scales = _scales_from_sums(sums, n, settings.rescale)
     return _Kept(draw, scales, streams=streams)
 
 
@@ -624,119 +720,177 @@ def _inverse(threshold: int) -> float:
     return 32768.0 / threshold if threshold > 0 else 1.0
 
 
-def _stored(masks: torch.Tensor) -> ChunkMask:
-    def mask(start: int, stop: int, tau: torch.Tensor) -> torch.Tensor:
-        return masks[:, start:stop]
+class _RangeMasks:
+    """Keep masks (and per-entry factors) made for one read range at a time by ``make``
+    (start, stop, inputs, base) -> ((n, L) bool, (n, L) factors or None), served to the
+    combining pass by flat position."""
 
-    return mask
+    def __init__(
+        self, make: Callable[[int, int, torch.Tensor, torch.Tensor], tuple[Any, torch.Tensor | None]]
+    ) -> None:
+        self.make = make
+        self.offset = 0
+        self.masks: Any = None
+        self.factors: torch.Tensor | None = None
+
+    def prepare(self, start: int, stop: int, inputs: torch.Tensor, base: torch.Tensor) -> None:
+        self.offset = start
+        self.masks, self.factors = self.make(start, stop, inputs, base)
+
+    def mask(self, start: int, stop: int, tau: object) -> Any:
+        return self.masks[:, start - self.offset : stop - self.offset]
+
+    def entry_scale(self, start: int, stop: int) -> torch.Tensor:
+        assert self.factors is not None
+        return self.factors[:, start - self.offset : stop - self.offset]
 
 
 def _della(
-    inputs: torch.Tensor,
-    base: torch.Tensor,
+    chunks: FlatChunks,
     settings: SparsifySettings,
     generator: torch.Generator,
     shape: tuple[int, ...],
 ) -> _Kept:
     """DELLA (MagPrune): per row, keep probability rises linearly with magnitude rank
     from density−ε to density+ε; rescale as asked. 1-D tensors are one row; tensors of
-    more dimensions are (shape[0], rest) rows."""
-    n, numel = inputs.shape
+    more dimensions are (shape[0], rest) rows. Masks are made per block of rows (read
+    ranges are whole blocks); the statistics pass, when rescaling needs one, makes them
+    first and the combining pass again (the same draws: hashed positions on the CPU, the
+    generator's state restored elsewhere)."""
+    n, numel = chunks.n_models, chunks.numel
     for density, epsilon in zip(settings.densities, settings.epsilons, strict=True):
         if 0 < density < 1 and (density - epsilon <= 0 or density + epsilon >= 1):
             raise RecipeError(
                 f"epsilon: density ± epsilon must lie in (0, 1); got density={density}, epsilon={epsilon}"
             )
     columns = numel // shape[0] if len(shape) >= 2 and shape[0] else numel
-    rows = numel // columns if columns else 0
     rows_per_chunk = max(1, CHUNK // max(columns, 1))
+    block = rows_per_chunk * columns
     inverse = settings.rescale == "inverse_density"
-    if on_compiled_path(inputs) and not inverse:
-        return _della_compiled(inputs, base, settings, generator, rows, columns, rows_per_chunk)
-    masks = torch.empty((n, numel), dtype=torch.bool, device=inputs.device)
-    entry_scale = torch.empty((n, numel), dtype=inputs.dtype, device=inputs.device) if inverse else None
-    before = torch.zeros(n, dtype=torch.float64)
-    after = torch.zeros(n, dtype=torch.float64)
-    for row_start in range(0, rows, rows_per_chunk):
-        row_stop = min(rows, row_start + rows_per_chunk)
-        start, stop = row_start * columns, row_stop * columns
-        tau = inputs[:, start:stop] - base[start:stop]
-        magnitudes = tau.abs().view(n, row_stop - row_start, columns)
-        for i, (density, epsilon) in enumerate(zip(settings.densities, settings.epsilons, strict=True)):
-            keep = _della_model_mask(magnitudes[i], density, epsilon, generator)
-            masks[i, start:stop] = keep.view(-1)
-            if entry_scale is not None:
-                entry_scale[i, start:stop] = _della_inverse(magnitudes[i], density, epsilon).view(-1)
-        if settings.rescale not in (None, "inverse_density"):
-            _accumulate_norms(before, after, tau, masks[:, start:stop], settings.rescale)
+    if _on_compiled(chunks) and not inverse:
+        return _della_compiled(chunks, settings, generator, columns, rows_per_chunk)
+    norms = settings.rescale not in (None, "inverse_density")
+    from mergestudio.methods import torch_kernels
+
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    keys = [torch_kernels.stream_key(seed, i) for i in range(n)]
+
+    def model_mask(magnitudes: torch.Tensor, i: int, start: int) -> torch.Tensor:
+        """Model i's keep decisions for rows of magnitudes at flat position ``start``."""
+        density, epsilon = settings.densities[i], settings.epsilons[i]
+        if density >= 1.0 or density <= 0.0:
+            return torch.full(magnitudes.shape, density >= 1.0, dtype=torch.bool, device=magnitudes.device)
+        ordered = magnitudes.sort(dim=1).values
+        return torch_kernels.della_mask(magnitudes, ordered, keys[i], start, density, epsilon)
+
+    def make(start: int, stop: int, x: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The range's masks (and inverse-density factors), block by block, model by model."""
+        masks = torch.empty((n, stop - start), dtype=torch.bool, device=x.device)
+        factors = torch.empty((n, stop - start), dtype=x.dtype, device=x.device) if inverse else None
+        for block_start in range(0, stop - start, block):
+            block_stop = min(stop - start, block_start + block)
+            tau = x[:, block_start:block_stop] - b[block_start:block_stop]
+            magnitudes = tau.abs().view(n, (block_stop - block_start) // columns, columns)
+            for i, (density, epsilon) in enumerate(zip(settings.densities, settings.epsilons, strict=True)):
+                masks[i, block_start:block_stop] = model_mask(magnitudes[i], i, start + block_start).view(-1)
+                if factors is not None:
+                    factors[i, block_start:block_stop] = _della_inverse(magnitudes[i], density, epsilon).view(-1)
+        return masks, factors
+
     scales = [1.0] * n
-    if settings.rescale not in (None, "inverse_density"):
-        scales = _scales_from_norms(before, after, settings.rescale)
-    return _Kept(_stored(masks), scales, entry_scale)
+    if norms:
+        before = torch.zeros(n, dtype=torch.float64)
+        after = torch.zeros(n, dtype=torch.float64)
+        for start, stop in spans(chunks, block):
+            x, b = chunks.read(start, stop)
+            masks, _ = make(start, stop, x, b)
+            for block_start in range(0, stop - start, block):
+                block_stop = min(stop - start, block_start + block)
+                tau = x[:, block_start:block_stop] - b[block_start:block_stop]
+                _accumulate_norms(before, after, tau, masks[:, block_start:block_stop], settings.rescale)  # type: ignore[arg-type]
+        scales = _scales_from_norms(before, after, settings.rescale)  # type: ignore[arg-type]
+    ranges = _RangeMasks(make)
+    return _Kept(
+        ranges.mask,
+        scales,
+        ranges.entry_scale if inverse else None,
+        prepare=ranges.prepare,
+        align=block,
+    )
 
 
 def _della_compiled(
-    inputs: torch.Tensor,
-    base: torch.Tensor,
+    chunks: FlatChunks,
     settings: SparsifySettings,
     generator: torch.Generator,
-    rows: int,
     columns: int,
     rows_per_chunk: int,
 ) -> _Kept:
     """``_della`` on the CPU: each (model, block of rows) sorted by numpy and its keep
     decisions drawn by the compiled kernel from hashed positions (a different stream
-    than the torch path's, the same probabilities), blocks side by side on the cores."""
+    than the torch path's, the same probabilities), blocks side by side on the cores.
+    With rescaling, the statistics pass keeps the masks bit-packed (n·numel/8 bytes)
+    for the combining pass rather than sorting every row again."""
     from mergestudio.methods import kernels
 
-    x, b = inputs.numpy(), base.numpy()
-    n, numel = x.shape
+    n = chunks.n_models
+    block = rows_per_chunk * columns
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     keys = [kernels.stream_key(seed, i) for i in range(n)]
-    masks = np.empty((n, numel), dtype=np.bool_)
     kind = _NORM_KINDS.get(settings.rescale or "", -1)
 
-    def block(item: tuple[int, int]) -> tuple[int, float, float]:
-        i, row_start = item
-        row_stop = min(rows, row_start + rows_per_chunk)
-        start, stop = row_start * columns, row_stop * columns
+    def block_mask(x: np.ndarray, b: np.ndarray, i: int, start: int, keep: np.ndarray) -> None:
+        """Model i's keep decisions for the block of rows at flat position ``start``."""
         density, epsilon = settings.densities[i], settings.epsilons[i]
-        keep = masks[i, start:stop]
         if density >= 1.0 or density <= 0.0:
             keep[:] = density >= 1.0
-        else:
-            magnitudes = np.abs(x[i, start:stop] - b[start:stop]).reshape(row_stop - row_start, columns)
-            ordered = np.sort(magnitudes, axis=1)
-            kernels.della_mask(
-                magnitudes, ordered, keys[i], start, density, epsilon, keep.reshape(magnitudes.shape)
-            )
-        if kind < 0:
-            return i, 0.0, 0.0
-        before, after = kernels.masked_norms(x[i, start:stop], b[start:stop], keep, kind)
-        return i, before, after
+            return
+        magnitudes = np.abs(x - b).reshape(-1, columns)
+        ordered = np.sort(magnitudes, axis=1)
+        kernels.della_mask(magnitudes, ordered, keys[i], start, density, epsilon, keep.reshape(magnitudes.shape))
 
-    items = [(i, row_start) for i in range(n) for row_start in range(0, rows, rows_per_chunk)]
-    sums = run_parallel(block, items)
-    scales = [1.0] * n
-    if settings.rescale is not None:
-        # Block sums added in a fixed order: the result does not depend on the threads.
-        scales = _scales_from_sums(sums, n, settings.rescale)
-    return _Kept(_stored(torch.from_numpy(masks)), scales)
+    def range_masks(start: int, stop: int, inputs: torch.Tensor, base: torch.Tensor) -> np.ndarray:
+        """(n, L) masks of a read range, (model, block) items side by side."""
+        x, b = inputs.numpy(), base.numpy()
+        masks = np.empty((n, stop - start), dtype=np.bool_)
 
+        def one(item: tuple[int, int]) -> None:
+            i, lo = item
+            hi = min(stop - start, lo + block)
+            block_mask(x[i, lo:hi], b[lo:hi], i, start + lo, masks[i, lo:hi])
 
-def _della_model_mask(
-    magnitudes: torch.Tensor, density: float, epsilon: float, generator: torch.Generator
-) -> torch.Tensor:
-    if density >= 1.0:
-        return torch.ones(magnitudes.shape, dtype=torch.bool, device=magnitudes.device)
-    if density <= 0.0:
-        return torch.zeros(magnitudes.shape, dtype=torch.bool, device=magnitudes.device)
-    return della_row_mask(magnitudes, density, epsilon, generator)
+        run_parallel(one, [(i, lo) for i in range(n) for lo in range(0, stop - start, block)])
+        return masks
+
+    if kind < 0:
+        ranges = _RangeMasks(lambda start, stop, x, b: (range_masks(start, stop, x, b), None))
+        return _Kept(ranges.mask, [1.0] * n, prepare=ranges.prepare, align=block)
+    packed: list[np.ndarray] = []
+    sums: list[tuple[int, float, float]] = []
+    for start, stop in spans(chunks, block):
+        x, b = chunks.read(start, stop)
+        masks = range_masks(start, stop, x, b)
+        rows, base = x.numpy(), b.numpy()
+        for i in range(n):
+            for lo in range(0, stop - start, block):
+                hi = min(stop - start, lo + block)
+                # Block sums added in flat order: the result does not depend on the threads.
+                sums.append((i, *kernels.masked_norms(rows[i, lo:hi], base[lo:hi], masks[i, lo:hi], kind)))
+        packed.append(np.packbits(masks, axis=1))
+    sums.sort(key=lambda item: item[0])  # stable: each model's blocks stay in flat order
+    scales = _scales_from_sums(sums, n, settings.rescale)  # type: ignore[arg-type]
+    unpacked = iter(packed)
+
+    def unpack(start: int, stop: int, x: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, None]:
+        return np.unpackbits(next(unpacked), axis=1, count=stop - start).view(np.bool_), None
+
+    ranges = _RangeMasks(unpack)
+    return _Kept(ranges.mask, scales, prepare=ranges.prepare, align=block)
 
 
 def _della_inverse(magnitudes: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
     """(rows, C): 1/p of each entry's keep probability, from its rank in its row (the
-    highest rank of its tie group, matching ``della_row_mask``)."""
+    highest rank of its tie group, as ``kernels.della_mask`` ranks it)."""
     if density >= 1.0 or density <= 0.0:
         return torch.ones_like(magnitudes)
     columns = magnitudes.shape[1]
@@ -749,13 +903,31 @@ def _della_inverse(magnitudes: torch.Tensor, density: float, epsilon: float) -> 
 # ---- registration ----------------------------------------------------------------------
 
 _RANDOM_STREAMS = (
-    "On the CPU the keep decisions are hashed from (the tensor's seed, model, position); other "
-    "devices draw them from torch's generator: the same probabilities, different draws."
+    "Keep decisions are hashed from (the tensor's seed, model, position): the same draws on every "
+    "device (compiled kernels on the CPU, their torch versions elsewhere)."
 )
 _DARE_NOTE = (
     "Keep probabilities are resolved to 1/32768. rescale_norm=inverse_density gives the paper's 1/p. "
     + _RANDOM_STREAMS
 )
+
+
+def _settings(
+    sparsification: Sparsification,
+    n: int,
+    density: Sequence[float] | None,
+    rescale: bool,
+    rescale_norm: str,
+    gamma: Sequence[float] | None,
+    epsilon: Sequence[float] | None,
+) -> SparsifySettings:
+    return SparsifySettings(
+        kind=sparsification,
+        densities=tuple(float(d) for d in (density or (1.0,) * n)),
+        rescale=rescale_norm if rescale else None,  # type: ignore[arg-type]
+        gammas=tuple(float(g) for g in (gamma or (0.0,) * n)),
+        epsilons=tuple(float(e) for e in (epsilon or (0.0,) * n)),
+    )
 
 
 def _gta(
@@ -774,16 +946,40 @@ def _gta(
     **keywords: float,
 ) -> torch.Tensor:
     """Adapter from declared parameters to ``merge_task_vectors``."""
-    n = inputs.n_models
-    settings = SparsifySettings(
-        kind=sparsification,
-        densities=tuple(float(d) for d in (density or (1.0,) * n)),
-        rescale=rescale_norm if rescale else None,  # type: ignore[arg-type]
-        gammas=tuple(float(g) for g in (gamma or (0.0,) * n)),
-        epsilons=tuple(float(e) for e in (epsilon or (0.0,) * n)),
-    )
+    settings = _settings(sparsification, inputs.n_models, density, rescale, rescale_norm, gamma, epsilon)
     return merge_task_vectors(
         inputs,
+        weights=weight,
+        sparsify=settings,
+        consensus=consensus,
+        normalize=normalize,
+        scale=float(keywords.get("lambda", 1.0)),
+    )
+
+
+def _gta_streamed(
+    chunks: FlatChunks,
+    generator: torch.Generator | None,
+    shape: tuple[int, ...],
+    *,
+    sparsification: Sparsification,
+    consensus: bool,
+    weight: Sequence[float],
+    normalize: bool,
+    density: Sequence[float] | None = None,
+    rescale: bool = False,
+    rescale_norm: str = "l1",
+    gamma: Sequence[float] | None = None,
+    epsilon: Sequence[float] | None = None,
+    int8_mask: bool = False,
+    **keywords: float,
+) -> None:
+    """Adapter from declared parameters to ``stream_task_vectors``."""
+    settings = _settings(sparsification, chunks.n_models, density, rescale, rescale_norm, gamma, epsilon)
+    stream_task_vectors(
+        chunks,
+        generator,
+        shape,
         weights=weight,
         sparsify=settings,
         consensus=consensus,
@@ -852,6 +1048,7 @@ def _register_variant(
         stochastic=stochastic,
         notes=notes,
         check=_sparsify_check(sparsification),
+        streamed=partial(_gta_streamed, sparsification=sparsification, consensus=consensus),
     )(function)
 
 

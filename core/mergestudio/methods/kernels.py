@@ -202,8 +202,11 @@ def della_mask(
     epsilon: float,
     out: np.ndarray,
 ) -> None:
-    """DELLA's keep decisions for rows of one model (see ``sparse.della_row_mask`` for
-    the rule): magnitudes and ordered (each row sorted ascending) (R, C) float32, out
+    """DELLA's keep decisions for rows of one model: entry at ascending rank j of its
+    row is kept with probability p_j = density − ε + 2ε·j/(C−1). Rather than rank every
+    entry, a uniform draw u becomes the smallest rank jmin it must reach (p_j > u ⟺ j ≥
+    jmin) and the entry is kept if its magnitude reaches the row's jmin-th smallest
+    value (tied magnitudes take their group's highest rank): magnitudes and ordered (each row sorted ascending) (R, C) float32, out
     (R, C) bool. The uniform draw of the entry at flat position start + r·C + c is
     (word + 0.5) / 2**15 with the word as in ``random_mask``."""
     rows, columns = magnitudes.shape
@@ -251,18 +254,18 @@ def _mix32(h: np.uint32) -> np.uint32:
 
 
 @_compiled
-def tie_cut(x: np.ndarray, base: np.ndarray, has_base: bool, threshold: Scalar, ties: int) -> int:
-    """One row: the flat position just after its ``ties``-th entry of magnitude exactly
-    ``threshold`` (the row's length if it has fewer)."""
+def tie_cut(x: np.ndarray, base: np.ndarray, threshold: Scalar, ties: int) -> tuple[int, int]:
+    """One row's range (L,): (the position just after its ``ties``-th entry of
+    magnitude |x − base| exactly ``threshold``, ``ties``) when the range holds that many,
+    else (L, how many it holds): a caller walking ranges in order carries the rest."""
     seen = 0
     for j in range(x.shape[0]):
-        a = abs(x[j] - base[j]) if has_base else abs(x[j])
-        if a == threshold:
+        if abs(x[j] - base[j]) == threshold:
             seen += 1
             if seen == ties:
-                return j + 1
+                return j + 1, seen
     length: int = x.shape[0]
-    return length
+    return length, seen
 
 
 # The combining kernels take up to SLOTS models as separate rows with their settings in

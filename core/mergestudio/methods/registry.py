@@ -126,6 +126,10 @@ class MergeInputs:
 
 # ``fn(inputs: MergeInputs, **params) -> Tensor``: keyword parameters as declared.
 MethodFunction: TypeAlias = Callable[..., "torch.Tensor"]
+# ``fn(chunks: FlatChunks, generator, shape, **params) -> None``: the same method over an
+# output tensor's inputs read range by range, writing its result through ``chunks``
+# (``methods.chunks``); bit for bit what ``MethodFunction`` returns, in bounded memory.
+StreamedFunction: TypeAlias = Callable[..., None]
 # A parameter constraint across parameters, checked at plan time for every output tensor:
 # ``check(params)`` gets the tensor's resolved values (per-model ones as tuples) and
 # returns None, or a sentence saying what is wrong ("weights sum to 0 and normalize …").
@@ -167,6 +171,9 @@ class MethodSpec:
     propagates_nonfinite: bool = False
     # The family module that declared it (orders ``all_methods``).
     module: str = ""
+    # The method's two-pass form over flat ranges, for tensors too large to hold whole
+    # (sparsifiers: statistics, then combining); None when it needs whole tensors.
+    streamed: StreamedFunction | None = None
 
     def takes_base(self, base_model: str | None) -> bool:
         """Whether the base model is handed to the function (and kept out of the inputs)."""
@@ -205,6 +212,7 @@ def register(
     aliases: Sequence[str] = (),
     check: ParamCheck | None = None,
     propagates_nonfinite: bool = False,
+    streamed: StreamedFunction | None = None,
 ) -> Callable[[MethodFunction], MethodFunction]:
     """Declare a merge method. See ``MethodSpec`` for the meaning of each field."""
     # The declaring module, whichever module defined the function (consensus registers
@@ -231,6 +239,7 @@ def register(
             check=check,
             propagates_nonfinite=propagates_nonfinite,
             module=module,
+            streamed=streamed,
         )
         for key in (name, *aliases):
             if key in _REGISTRY:

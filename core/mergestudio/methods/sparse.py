@@ -26,6 +26,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from mergestudio.methods.chunks import FlatChunks, TensorChunks, spans
 from mergestudio.parallel import run_parallel
 
 # A torch tensor, or on the CPU fast path the numpy view of one.
@@ -129,24 +130,51 @@ class TopKMask:
 def top_k_rules(inputs: torch.Tensor, base: torch.Tensor | None, ks: list[int]) -> list[TopK]:
     """One exact TopK rule per model for |inputs[i] - base| (or |inputs[i]| without a
     base), keeping ``ks[i]`` entries. ``inputs`` (n, numel), ``base`` (numel,) or None."""
-    n, numel = inputs.shape
-    rules: list[TopK | None] = [None] * n
+    # |x − 0| is |x| bit for bit (−0.0 − 0.0 is −0.0, whose magnitude is 0).
+    flat_base = base if base is not None else torch.zeros(inputs.shape[1], dtype=inputs.dtype, device=inputs.device)
+    chunks = TensorChunks(inputs, flat_base, flat_base)
+    return streamed_top_k_rules(chunks, list(range(inputs.shape[0])), ks)
+
+
+def streamed_top_k_rules(chunks: FlatChunks, models: list[int], ks: list[int]) -> list[TopK]:
+    """Exact rules for |input[models[r]] − base| keeping ``ks[r]`` entries each (a model
+    may appear more than once), from ``chunks`` read range by range: a sample, then one
+    pass over the ranges for every rule together. A rule depends on the values alone
+    (the k-th largest magnitude and how many tie with it), not on the ranges."""
+    numel = chunks.numel
+    rules: list[TopK | None] = [None] * len(ks)
     todo = []
-    for i, k in enumerate(ks):
+    for r, k in enumerate(ks):
         if k <= 0:
-            rules[i] = TopK.keep_none()
+            rules[r] = TopK.keep_none()
         elif k >= numel:
-            rules[i] = TopK.keep_all(numel)
+            rules[r] = TopK.keep_all(numel)
         else:
-            todo.append(i)
+            todo.append(r)
     if todo and numel <= _DIRECT_LIMIT:
-        for i in todo:
-            magnitudes = _magnitudes(inputs[i : i + 1], base, 0, numel)[0]
-            rules[i] = _rule_from_candidates(magnitudes, ks[i], 0)
+        for r in todo:
+            rules[r] = _rule_from_candidates(_all_magnitudes(chunks, models[r]), ks[r], 0)
     elif todo:
-        for i, rule in zip(todo, _bracketed_rules(inputs, base, todo, [ks[i] for i in todo]), strict=True):
-            rules[i] = rule
+        found = _bracketed_rules(chunks, [models[r] for r in todo], [ks[r] for r in todo])
+        for r, rule in zip(todo, found, strict=True):
+            rules[r] = rule
     return [rule for rule in rules if rule is not None]
+
+
+def _on_compiled_chunks(chunks: FlatChunks) -> bool:
+    import torch as _torch
+
+    return chunks.device.type == "cpu" and chunks.dtype == _torch.float32
+
+
+def _all_magnitudes(chunks: FlatChunks, model: int) -> torch.Tensor:
+    """(numel,) |input[model] − base|, gathered range by range (the small-tensor path
+    and the rare fallback when a sample misses)."""
+    parts = []
+    for start, stop in spans(chunks, CHUNK):
+        x, b = chunks.read(start, stop)
+        parts.append((x[model] - b).abs_())
+    return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
 def _magnitudes(inputs: torch.Tensor, base: torch.Tensor | None, start: int, stop: int) -> torch.Tensor:
@@ -176,33 +204,28 @@ def _rule_from_candidates(candidates: torch.Tensor, k_in_candidates: int, above:
     return TopK(above + k_in_candidates, threshold, ties, ties == equal)
 
 
-def _bracketed_rules(
-    inputs: torch.Tensor, base: torch.Tensor | None, models: list[int], ks: list[int]
-) -> list[TopK]:
+def _bracketed_rules(chunks: FlatChunks, models: list[int], ks: list[int]) -> list[TopK]:
     """Exact rules through a sampled bracket [low, high] around each k-th largest value."""
-    numel = inputs.shape[1]
-    # Index the (small) sample by model, never the whole stacked tensor (a copy).
-    sample_magnitudes = _sample_magnitudes(inputs, base)[models]
+    numel = chunks.numel
+    sample_magnitudes = _sample_magnitudes(chunks)[models]
     lows, highs = [], []
     for row, k in zip(sample_magnitudes, ks, strict=True):
         low, high = _bracket(row, k / numel)
         lows.append(low)
         highs.append(high)
+    if _on_compiled_chunks(chunks):
+        return _compiled_rules(chunks, models, lows, highs, sample_magnitudes, ks)
     # Where the bracket is a single value (heavily tied magnitudes, common for task
     # vectors of bf16 checkpoints) its entries need only be counted, not collected.
     point = [lo == hi for lo, hi in zip(lows, highs, strict=True)]
-    selected = inputs[models] if len(models) != inputs.shape[0] else inputs
-    if on_compiled_path(selected):
-        return _compiled_rules(selected, base, lows, highs, sample_magnitudes, ks)
-    above, equal, bands = _band_pass(selected, base, lows, highs, point)
+    above, equal, bands = _band_pass(chunks, models, lows, highs, point)
     rules = []
     for j, k in enumerate(ks):
         count_above = above[j]
         count_band = equal[j]
         if count_band < 0 or not count_above < k <= count_above + count_band:
             # The sample missed (vanishingly rare): select over the whole vector.
-            full = _magnitudes(selected[j : j + 1], base, 0, numel)[0]
-            rules.append(_rule_from_candidates(full, k, 0))
+            rules.append(_rule_from_candidates(_all_magnitudes(chunks, models[j]), k, 0))
         elif point[j]:
             ties = k - count_above
             rules.append(TopK(k, lows[j], ties, ties == count_band))
@@ -212,89 +235,107 @@ def _bracketed_rules(
 
 
 def _band_pass(
-    inputs: torch.Tensor,
-    base: torch.Tensor | None,
+    chunks: FlatChunks,
+    models: list[int],
     lows: list[float],
     highs: list[float],
     point: list[bool],
 ) -> tuple[list[int], list[int], list[torch.Tensor]]:
-    """One streaming pass: per model, how many magnitudes exceed its bracket
+    """One streaming pass: per rule, how many magnitudes of its model exceed its bracket
     [lows[j], highs[j]], how many fall in it, and (unless the bracket is a point) the
     values in it, in flat order."""
-    n, numel = inputs.shape
-    high_col = torch.tensor(highs, dtype=inputs.dtype, device=inputs.device).unsqueeze(1)
+    n = len(models)
+    dtype, device = chunks.dtype, chunks.device
+    high_col = torch.tensor(highs, dtype=dtype, device=device).unsqueeze(1)
     #  low <= m <= high  as  |m - centre| <= half-width: two operations instead of three.
     # Magnitudes are ≥ 0 and finite, so the open ends become 0 and the dtype's maximum.
-    largest = torch.finfo(inputs.dtype).max
+    largest = torch.finfo(dtype).max
     bounds = [(max(lo, 0.0), min(hi, largest)) for lo, hi in zip(lows, highs, strict=True)]
     centre = [lo / 2 + hi / 2 for lo, hi in bounds]
     half = [hi / 2 - lo / 2 for lo, hi in bounds]
-    centre_col = torch.tensor(centre, dtype=inputs.dtype, device=inputs.device).unsqueeze(1)
-    half_col = torch.tensor(half, dtype=inputs.dtype, device=inputs.device).unsqueeze(1)
-    above = torch.zeros(n, dtype=torch.int64, device=inputs.device)
-    equal = torch.zeros(n, dtype=torch.int64, device=inputs.device)
+    centre_col = torch.tensor(centre, dtype=dtype, device=device).unsqueeze(1)
+    half_col = torch.tensor(half, dtype=dtype, device=device).unsqueeze(1)
+    above = torch.zeros(n, dtype=torch.int64, device=device)
+    equal = torch.zeros(n, dtype=torch.int64, device=device)
     parts: list[list[torch.Tensor]] = [[] for _ in range(n)]
-    for start, stop in chunk_bounds(numel):
-        magnitudes = _magnitudes(inputs, base, start, stop)
-        above += torch.count_nonzero(magnitudes > high_col, dim=1)
-        in_band = (magnitudes - centre_col).abs_() <= half_col
-        equal += torch.count_nonzero(in_band, dim=1)
-        for j in range(n):
-            if not point[j]:
-                parts[j].append(torch.masked_select(magnitudes[j], in_band[j]))
-    bands = [torch.cat(p) if p else torch.empty(0, device=inputs.device) for p in parts]
+    index = torch.tensor(models, device=device)
+    for read_start, read_stop in spans(chunks, CHUNK):
+        x, b = chunks.read(read_start, read_stop)
+        selected = x.index_select(0, index)
+        for start, stop in chunk_bounds(read_stop - read_start):
+            magnitudes = _magnitudes(selected, b, start, stop)
+            above += torch.count_nonzero(magnitudes > high_col, dim=1)
+            in_band = (magnitudes - centre_col).abs_() <= half_col
+            equal += torch.count_nonzero(in_band, dim=1)
+            for j in range(n):
+                if not point[j]:
+                    parts[j].append(torch.masked_select(magnitudes[j], in_band[j]))
+    bands = [torch.cat(p) if p else torch.empty(0, device=device) for p in parts]
     return above.tolist(), equal.tolist(), bands
 
 
 def _compiled_rules(
-    inputs: torch.Tensor,
-    base: torch.Tensor | None,
+    chunks: FlatChunks,
+    models: list[int],
     lows: list[float],
     highs: list[float],
     sample: torch.Tensor,
     ks: list[int],
 ) -> list[TopK]:
-    """``_bracketed_rules``' pass and selection on the CPU: compiled scans of each model
-    row's two halves side by side on the cores (a scan is ~1.5 ns an entry where the
-    numpy pass spent 9 array operations; halves, because three rows on two cores left
-    one core idle a third of the time). Where a bracket holds fewer distinct float32
-    values than entries (quantised magnitudes) they are counted per value; otherwise the
-    entries in it are collected and selected among."""
+    """``_bracketed_rules``' pass and selection on the CPU: compiled scans of each rule's
+    row, each read range in two halves side by side on the cores (a scan is ~1.5 ns an
+    entry where the numpy pass spent 9 array operations; halves, because three rows on
+    two cores left one core idle a third of the time). Where a bracket holds fewer
+    distinct float32 values than entries (quantised magnitudes) they are counted per
+    value; otherwise the entries in it are collected and selected among. Each (rule,
+    half) keeps its counts or collected entries across the ranges."""
     from mergestudio.methods import kernels
 
-    b = base.numpy() if base is not None else np.empty(1, dtype=np.float32)
-    rows = [np.ascontiguousarray(inputs[j].numpy()) for j in range(len(ks))]
-    scans = [_BandScan.of(row, lows[j], highs[j], sample[j]) for j, row in enumerate(rows)]
-    pieces_of_row = halves(0, rows[0].shape[0])
+    numel = chunks.numel
+    scans = [_BandScan.of(numel, lows[j], highs[j], sample[j]) for j in range(len(ks))]
+    slots = range(2)
     # One zeroed buffer (this thread's, reused) holds every half's counts, each 64 bytes
     # clear of the next: cores incrementing counts in one cache line slowed both 3x.
-    sizes = [
-        _padded(scan.values + _REST_SLOTS) if scan.counted else 0 for scan in scans for _ in pieces_of_row
-    ]
+    sizes = [_padded(scan.values + _REST_SLOTS) if scan.counted else 0 for scan in scans for _ in slots]
     buffer = _zeroed_counts(sum(sizes))
     counts = np.split(buffer, np.cumsum(sizes)[:-1])
+    bands = [np.empty(0 if scan.counted else scan.capacity, dtype=np.float32) for scan in scans for _ in slots]
+    used = [0] * len(bands)
+    overflowed = [False] * len(bands)
+    above = [0] * len(bands)
+    for read_start, read_stop in spans(chunks, CHUNK):
+        x, b = chunks.read(read_start, read_stop)
+        rows, base = x.numpy(), b.numpy()
+        pieces = halves(0, read_stop - read_start)
 
-    def scan_piece(piece: int) -> tuple[int, np.ndarray | None]:
-        j, half = divmod(piece, len(pieces_of_row))
-        start, stop = pieces_of_row[half]
-        scan, x, part = scans[j], rows[j][start:stop], b[start:stop] if base is not None else b
-        if scan.counted:
-            slots = counts[piece][: scan.values + _REST_SLOTS]
-            above = kernels.band_histogram(x, part, base is not None, scan.low, scan.high, slots)
-            return int(above), None
-        band = np.empty(scan.capacity, dtype=np.float32)
-        above, count = kernels.band_scan(x, part, base is not None, scan.low, scan.high, band)
-        return int(above), band[: int(count)] if count < scan.capacity else None
+        def scan_piece(piece: int, rows: np.ndarray = rows, base: np.ndarray = base, pieces: list[tuple[int, int]] = pieces) -> None:
+            j, half = divmod(piece, 2)
+            start, stop = pieces[half]
+            scan, row, part = scans[j], rows[models[j], start:stop], base[start:stop]
+            if scan.counted:
+                above[piece] += int(kernels.band_histogram(row, part, True, scan.low, scan.high, counts[piece]))
+                return
+            if overflowed[piece]:
+                return
+            # The free rest of this half's buffer; it always has a slot left (below).
+            room = bands[piece][used[piece] :]
+            count_above, count = kernels.band_scan(row, part, True, scan.low, scan.high, room)
+            above[piece] += int(count_above)
+            if count >= room.shape[0]:
+                overflowed[piece] = True
+            else:
+                used[piece] += int(count)
 
-    results = run_parallel(scan_piece, range(len(ks) * len(pieces_of_row)))
+        run_parallel(scan_piece, [2 * j + half for j in range(len(ks)) for half in range(len(pieces))])
     rules = []
     for j, k in enumerate(ks):
-        pieces = range(j * len(pieces_of_row), (j + 1) * len(pieces_of_row))
-        rule = scans[j].rule(k, [results[i] for i in pieces], [counts[i] for i in pieces])
+        pieces_of_rule = [
+            (above[i], None if overflowed[i] else bands[i][: used[i]]) for i in (2 * j, 2 * j + 1)
+        ]
+        rule = scans[j].rule(k, pieces_of_rule, [counts[2 * j], counts[2 * j + 1]])
         if rule is None:
             # The sample missed (vanishingly rare): select over the whole vector.
-            magnitudes = _magnitudes(inputs[j : j + 1], base, 0, inputs.shape[1])[0]
-            rule = _rule_from_candidates(magnitudes, k, 0)
+            rule = _rule_from_candidates(_all_magnitudes(chunks, models[j]), k, 0)
         rules.append(rule)
     return rules
 
@@ -324,10 +365,10 @@ class _BandScan:
     counted: bool
 
     @staticmethod
-    def of(row: np.ndarray, low: float, high: float, sample: torch.Tensor) -> _BandScan:
+    def of(numel: int, low: float, high: float, sample: torch.Tensor) -> _BandScan:
         low32 = np.float32(max(low, 0.0))
         high32 = np.float32(min(high, float(np.finfo(np.float32).max)))
-        capacity = _band_capacity(sample, float(low32), float(high32), row.shape[0])
+        capacity = _band_capacity(sample, float(low32), float(high32), numel)
         values = int(_float_bits(high32)) - int(_float_bits(low32)) + 1
         # Counting per value costs a pass plus the counts (4 bytes a value, zeroed); the
         # alternative, selecting among the collected entries, ~10 ns an entry.
@@ -389,24 +430,23 @@ def _band_capacity(sample: torch.Tensor, low: float, high: float, numel: int) ->
     return min(numel + 1, int(1.25 * bound * numel) + 4096)
 
 
-def _sample_magnitudes(inputs: torch.Tensor, base: torch.Tensor | None) -> torch.Tensor:
+def _sample_magnitudes(chunks: FlatChunks) -> torch.Tensor:
     """(n, _SAMPLE) magnitudes at positions drawn by a fixed-seed generator (the result
     does not depend on them: they only make the bracket tight), sorted descending."""
-    numel = inputs.shape[1]
+    numel = chunks.numel
     generator = torch.Generator(device="cpu").manual_seed(numel)
-    positions = torch.randint(numel, (_SAMPLE,), generator=generator).to(inputs.device)
-    if on_compiled_path(inputs):
-        # numpy's gather and (vectorised) sort run several times faster than torch's here.
-        index = np.sort(positions.numpy())  # ascending positions read memory in order
-        picked = inputs.numpy()[:, index]
-        if base is not None:
-            picked -= base.numpy()[index]
+    positions = torch.randint(numel, (_SAMPLE,), generator=generator)
+    if _on_compiled_chunks(chunks):
+        # numpy's (vectorised) sort runs several times faster than torch's here, and
+        # ascending positions read memory in order.
+        index = torch.from_numpy(np.sort(positions.numpy()))
+        inputs, base = chunks.gather(index)
+        picked = inputs.numpy().copy()
+        picked -= base.numpy()
         ascending = np.sort(np.abs(picked, out=picked), axis=1)
         return torch.from_numpy(np.ascontiguousarray(ascending[:, ::-1]))
-    sample = inputs[:, positions]
-    if base is not None:
-        sample = sample - base[positions]
-    return sample.abs_().sort(dim=1, descending=True).values
+    inputs, base = chunks.gather(positions.to(chunks.device))
+    return (inputs - base).abs_().sort(dim=1, descending=True).values
 
 
 def _bracket(sorted_sample: torch.Tensor, fraction: float) -> tuple[float, float]:
@@ -425,27 +465,9 @@ def _bracket(sorted_sample: torch.Tensor, fraction: float) -> tuple[float, float
 # ---- random keep masks (DARE, DELLA) ---------------------------------------------------
 
 
-def random_words(count: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """``count`` uniform integers in [0, 2**15), four per 64-bit draw (a draw's top
-    bit is always zero, so each 16-bit lane keeps 15 bits)."""
-    draws = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_(generator=generator)
-    return draws.view(torch.int16)[:count].bitwise_and_(RANDOM_SCALE - 1)
-
-
 def probability_threshold(probability: float) -> int:
     """The integer t with P(word < t) = round(p * 2**15) / 2**15."""
     return max(0, min(RANDOM_SCALE, round(probability * RANDOM_SCALE)))
-
-
-def bernoulli_mask(
-    shape: tuple[int, int], probabilities: list[float], generator: torch.Generator, device: torch.device
-) -> torch.Tensor:
-    """(n, L) bool: entry (i, j) is True with probability ``probabilities[i]``."""
-    words = random_words(shape[0] * shape[1], generator, device).view(shape)
-    thresholds = torch.tensor(
-        [probability_threshold(p) for p in probabilities], dtype=torch.int16, device=device
-    )
-    return words < thresholds.unsqueeze(1)
 
 
 def della_keep_probabilities(columns: int, density: float, epsilon: float) -> torch.Tensor:
@@ -454,36 +476,3 @@ def della_keep_probabilities(columns: int, density: float, epsilon: float) -> to
     if columns == 1:
         return torch.full((1,), density)
     return torch.linspace(density - epsilon, density + epsilon, columns)
-
-
-def della_row_mask(
-    magnitudes: torch.Tensor, density: float, epsilon: float, generator: torch.Generator
-) -> torch.Tensor:
-    """(rows, C) bool keep mask for one model's rows of magnitudes.
-
-    Entry at ascending rank j is kept with probability p_j = density − ε + 2ε·j/(C−1).
-    Rather than rank every entry (a sort plus a scatter), a uniform draw u per entry
-    becomes the smallest rank jmin it must reach (p_j > u ⟺ j ≥ jmin), and the entry is
-    kept if its magnitude reaches the row's jmin-th smallest value: one sort of values
-    per row and a gather. Tied magnitudes all take their group's highest rank.
-    """
-    rows, columns = magnitudes.shape
-    device = magnitudes.device
-    words = random_words(rows * columns, generator, device).view(rows, columns)
-    uniform = (words.float() + 0.5) / RANDOM_SCALE
-    if columns == 1 or epsilon == 0:
-        return uniform < density
-    low = density - epsilon
-    # u < low + 2ε j/(C−1)  ⟺  j > (u − low)(C−1)/(2ε)
-    jmin = torch.floor((uniform - low) * ((columns - 1) / (2 * epsilon))).add_(1).clamp_(0, columns)
-    index = jmin.to(torch.int64).clamp_(max=columns - 1)
-    ordered = _sort_rows(magnitudes)
-    reached = magnitudes >= ordered.gather(1, index)
-    return reached & (jmin < columns)
-
-
-def _sort_rows(values: torch.Tensor) -> torch.Tensor:
-    if values.device.type == "cpu" and values.dtype == torch.float32:
-        # numpy's vectorised sort is about ten times faster than torch.sort on CPU.
-        return torch.from_numpy(np.sort(values.numpy(), axis=1))
-    return values.sort(dim=1).values

@@ -1,0 +1,148 @@
+"""Bounded memory: a merge in the smallest steps writes the very bytes of the default
+merge, for every registered method; the sparsifiers' streamed passes really split a
+tensor into many ranges; ``--max-memory`` is honoured by the dry run and the merge."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from mergestudio.cli.main import main as cli_main
+from mergestudio.engine import execute
+from mergestudio.engine.merge import merge
+from mergestudio.errors import PlanError
+from mergestudio.methods import all_methods
+from mergestudio.methods.registry import MethodSpec, Param
+from mergestudio.methods.sparse import CHUNK
+
+from tests.checkpoints import TinyLlama, write_checkpoint
+
+# The embedding (2304 × 128 = 294,912 entries) is larger than 4 × CHUNK, so the
+# sparsifiers sample, scan and combine it range by range; bf16 inputs make task vectors
+# quantised, with ties at the thresholds (the tie cuts cross ranges).
+SPEC = TinyLlama(layers=1, hidden=128, intermediate=64, vocab=2304, heads=2)
+EMBEDDING = "model.embed_tokens.weight"
+METHODS = [spec.name for spec in all_methods()]
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("family")
+    return {
+        name: write_checkpoint(root / name, SPEC, seed=seed, dtype=torch.bfloat16)
+        for seed, name in enumerate(["base", "ft1", "ft2", "ft3"])
+    }
+
+
+def _value(param: Param, n_models: int) -> Any:
+    """A value users would pick: weights that share 1, half density, midpoints."""
+    if param.name == "weight":
+        return round(1.0 / n_models, 4)
+    if param.name == "density":
+        return 0.5
+    if param.kind == "bool":
+        return bool(param.default)
+    if param.kind == "choice":
+        return param.default if param.default is not None else param.choices[0]
+    if param.default is not None:
+        return param.default
+    low, high = param.slider_range
+    return round(low) if param.kind == "int" else (low + high) / 2
+
+
+def _recipe(spec: MethodSpec, family: dict[str, Path]) -> dict[str, Any]:
+    n = max(spec.min_models, min(3, spec.max_models or 3))
+    tunes = [str(family[f"ft{i}"]) for i in range(1, n + 1)]
+    per_model = {p.name: _value(p, n) for p in spec.model_params}
+    recipe: dict[str, Any] = {
+        "merge_method": spec.name,
+        "models": [{"model": t, "parameters": dict(per_model)} for t in tunes],
+        "parameters": {p.name: _value(p, n) for p in spec.global_params},
+        "dtype": "bfloat16",
+    }
+    if spec.needs_base or spec.optional_base:
+        recipe["base_model"] = str(family["base"])
+    return recipe
+
+
+def _weights(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.safetensors"))}
+
+
+@pytest.fixture
+def range_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, int, int]]]:
+    """Every range the streamed path reads: (tensor, start, stop)."""
+    seen: list[tuple[str, int, int]] = []
+    original = execute._StoredChunks.read
+
+    def read(self: Any, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        seen.append((self.planned.name, start, stop))
+        return original(self, start, stop)
+
+    monkeypatch.setattr(execute._StoredChunks, "read", read)
+    yield seen
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_smallest_steps_write_the_same_bytes(
+    method: str, family: dict[str, Path], tmp_path: Path, range_reads: list[tuple[str, int, int]]
+) -> None:
+    spec = next(s for s in all_methods() if s.name == method)
+    recipe = _recipe(spec, family)
+    merge(recipe, tmp_path / "default", device="cpu")
+    range_reads.clear()
+    # A generous cap (the step size is set below it) and 64 KB steps: elementwise methods
+    # take ~20 rows at a time, the sparsifiers their smallest unit (CHUNK entries, or a
+    # block of rows), where the default takes every tensor here in one step.
+    merge(recipe, tmp_path / "small", device="cpu", max_memory=8 << 30, chunk_bytes=64 << 10)
+    default, small = _weights(tmp_path / "default"), _weights(tmp_path / "small")
+    assert default.keys() == small.keys() and default
+    for name in default:
+        assert small[name] == default[name], f"{method}: {name} differs in small steps"
+    if spec.streamed is not None:
+        starts = {start for tensor, start, _ in range_reads if tensor == EMBEDDING}
+        # At least one range per CHUNK, read by each pass (statistics and combining).
+        assert len(starts) >= (SPEC.vocab * SPEC.hidden) // CHUNK
+        assert max(stop - start for _, start, stop in range_reads) <= CHUNK
+
+
+def test_a_cap_too_small_is_refused_before_writing(family: dict[str, Path], tmp_path: Path) -> None:
+    spec = next(s for s in all_methods() if s.name == "ties")
+    out = tmp_path / "out"
+    with pytest.raises(PlanError, match="max_memory: this merge needs about"):
+        merge(_recipe(spec, family), out, device="cpu", max_memory=64 << 20)
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_dry_run_says_whether_a_merge_fits(
+    family: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = tmp_path / "r.yml"
+    recipe.write_text(json.dumps(_recipe(next(s for s in all_methods() if s.name == "ties"), family)))
+    verdicts = {}
+    for cap in ("64MB", "2GB"):
+        code = cli_main(["merge", str(recipe), str(tmp_path / "out"), "--dry-run", "--json", "--max-memory", cap])
+        assert code == 0
+        report = json.loads(capsys.readouterr().out)
+        verdicts[cap] = report["fits"]
+        assert report["max_memory_bytes"] == {"64MB": 64 * 10**6, "2GB": 2 * 10**9}[cap]
+        assert report["whole_tensor_memory_bytes"] == 0  # TIES streams every tensor
+    assert verdicts == {"64MB": False, "2GB": True}
+    # A whole-matrix method reports the tensor it holds whole.
+    recipe.write_text(json.dumps(_recipe(next(s for s in all_methods() if s.name == "tsv"), family)))
+    assert cli_main(["merge", str(recipe), str(tmp_path / "out"), "--dry-run", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["whole_tensor_memory_bytes"] >= SPEC.vocab * SPEC.hidden * 4 * 4
+
+
+def test_cli_max_memory_merge_matches_the_default(family: dict[str, Path], tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yml"
+    recipe.write_text(json.dumps(_recipe(next(s for s in all_methods() if s.name == "dare_ties"), family)))
+    assert cli_main(["merge", str(recipe), str(tmp_path / "a"), "-q", "--device", "cpu"]) == 0
+    args = ["merge", str(recipe), str(tmp_path / "b"), "-q", "--device", "cpu", "--max-memory", "4GB"]
+    assert cli_main([*args, "--chunk-size", "256KB"]) == 0
+    assert _weights(tmp_path / "a") == _weights(tmp_path / "b")
