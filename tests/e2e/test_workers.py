@@ -156,8 +156,11 @@ def test_a_second_resume_is_refused_and_the_first_finishes(
     """Before the run lock, the second resume marked the first's running trial failed and
     the first died with UpdateFinishedTrialError."""
     run = tmp_path / "run"
+    # A budget that outlasts the second resume's start by many trials, on a quiet machine
+    # too (with BUDGET, the first resume could finish before the second asked).
+    budget = 5 * BUDGET
     assert main(["evolve", str(spec), str(run), "--evaluations", "2", "-q"]) == 0
-    first = _cli("evolve", "--resume", str(run), "--evaluations", str(BUDGET), "-q")
+    first = _cli("evolve", "--resume", str(run), "--evaluations", str(budget), "-q")
     _wait_for(
         lambda: _complete_count(run) >= 3 and _being_evaluated(run),
         first,
@@ -170,7 +173,7 @@ def test_a_second_resume_is_refused_and_the_first_finishes(
     assert "nothing was changed" in refusal
     _finish(first)
     records = RunFolder(run).records()
-    assert [r.state for r in records] == ["complete"] * BUDGET  # nothing failed, budget unchanged
+    assert [r.state for r in records] == ["complete"] * budget  # nothing failed, budget unchanged
 
 
 def test_a_worker_joins_through_a_journal_file(spec: Path, tmp_path: Path) -> None:
