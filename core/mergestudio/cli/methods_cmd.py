@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
 def _as_dict(method: object) -> dict[str, object]:
     from dataclasses import asdict, fields
 
-    data = {f.name: getattr(method, f.name) for f in fields(method) if f.name not in ("function", "check")}  # type: ignore[arg-type]
+    # The declaration's data, not its code (function, check rules, streamed kernels).
+    values = {f.name: getattr(method, f.name) for f in fields(method)}  # type: ignore[arg-type]
+    data = {name: value for name, value in values.items() if name != "check" and not callable(value)}
     data["params"] = [asdict(p) for p in data["params"]]  # type: ignore[attr-defined,unused-ignore]
     return data
