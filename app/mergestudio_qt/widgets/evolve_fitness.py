@@ -26,7 +26,7 @@ from mergestudio_qt.widgets.evolve_items import (
     label_fill,
     legend_html,
     ring,
-    set_label,
+    set_objective_label,
     set_scatter,
     short_label,
     step_points,
@@ -81,6 +81,11 @@ class FitnessPlot(TrialPlot):
         )
         self.baseline_lines: list[pg.InfiniteLine] = []
         self._baseline_key: tuple[Any, ...] = ()
+        item.getViewBox().sigResized.connect(self._fit_axis_label)
+
+    def _fit_axis_label(self, *_args: object) -> None:
+        if self.history is not None and self.history.objectives:
+            set_objective_label(self.plot_item, "left", self.history.objectives[self.objective_index()])
 
     def _objective_chosen(self, _index: int) -> None:
         if self.history is not None:
@@ -98,7 +103,7 @@ class FitnessPlot(TrialPlot):
         axis = history.objectives[index]
         values = history.values[:, index]
         x = history.evaluations.astype(np.float64)
-        set_label(self.plot_item, "left", axis.label)
+        set_objective_label(self.plot_item, "left", axis)
         front = history.front_mask()
         self.cloud.set_points(x, values, front.astype(np.int64), ~front, (history, index))
         self.best.setData(*step_points(x, best_so_far(values, axis.maximize)))

@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from mergestudio.search.baselines import Baseline
-from mergestudio.search.dashboard import nice_step
+from mergestudio.search.dashboard import ObjectiveAxis, nice_step
 from pyqtgraph import functions as fn
 from PySide6.QtCore import QPointF, QRect, QRectF, Qt
-from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap, QPolygonF, QTransform
+from PySide6.QtGui import QColor, QFontMetrics, QImage, QPainter, QPen, QPixmap, QPolygonF, QTransform
 from PySide6.QtWidgets import QGraphicsItem, QWidget
 
 ACCENT = "#2563eb"
@@ -128,6 +128,19 @@ def set_label(item: pg.PlotItem, axis: str, text: str) -> None:
     """Set an axis label only when it changes (each set re-lays out the plot)."""
     if item.getAxis(axis).labelText != text:
         item.setLabel(axis, text)
+
+
+def set_objective_label(item: pg.PlotItem, axis: str, objective: ObjectiveAxis) -> None:
+    """The objective's full label ("cipher: exact-match accuracy ↑") when it fits along
+    the axis, else its name and arrow ("cipher ↑"); the full label is the axis's tooltip.
+    A plot a quarter of a 1024-px window high cut the full label ("…accurac")."""
+    box = item.getViewBox()
+    room = float(box.height() if axis in ("left", "right") else box.width())
+    metrics = QFontMetrics(item.getAxis(axis).label.font())
+    full = objective.label
+    short = f"{objective.name} {full.rsplit(' ', 1)[-1]}"
+    set_label(item, axis, full if room <= 0 or metrics.horizontalAdvance(full) <= room else short)
+    item.getAxis(axis).setToolTip(full)
 
 
 def legend_html(entries: Sequence[tuple[str, str, str]]) -> str:

@@ -37,7 +37,7 @@ from mergestudio_qt.widgets.evolve_items import (
     legend_html,
     ring,
     set_curve,
-    set_label,
+    set_objective_label,
     set_scatter,
     short_label,
     with_alpha,
@@ -103,6 +103,7 @@ class ParetoPlot(TrialPlot):
         # Baseline labels are laid out again (flipped or hidden) when the view changes.
         box = item.getViewBox()
         box.sigResized.connect(self._declutter_labels)
+        box.sigResized.connect(self._fit_axis_labels)
         box.sigRangeChanged.connect(self._declutter_labels)
         box.sigResized.connect(self._space_x_ticks)
         box.sigRangeChanged.connect(self._space_x_ticks)
@@ -122,8 +123,8 @@ class ParetoPlot(TrialPlot):
             return
         xi, yi = self.axes()
         ax, ay = history.objectives[xi], history.objectives[yi]
-        set_label(self.plot_item, "bottom", ax.label)
-        set_label(self.plot_item, "left", ay.label)
+        set_objective_label(self.plot_item, "bottom", ax)
+        set_objective_label(self.plot_item, "left", ay)
         x, y = history.values[:, xi], history.values[:, yi]
         n = len(history)
         top = colour_scale_top(n)
@@ -183,6 +184,14 @@ class ParetoPlot(TrialPlot):
             self.plot_item.addItem(text)
             self.labels.append(text)
         self._declutter_labels()
+
+    def _fit_axis_labels(self, *_args: object) -> None:
+        history = self.history
+        if history is None or not history.objectives:
+            return
+        xi, yi = self.axes()
+        set_objective_label(self.plot_item, "bottom", history.objectives[xi])
+        set_objective_label(self.plot_item, "left", history.objectives[yi])
 
     def _space_x_ticks(self, *_args: object) -> None:
         """x ticks at least ~45 px apart: at a quarter of a 1024-px window pyqtgraph's own
