@@ -216,35 +216,27 @@ class MergeJob(Job):
         recipe = load_recipe(self.recipe)
         if recipe.writes_adapter:
             return self._adapter(recipe)
-        return merge(
-            recipe,
-            options.out_dir,
-            device=options.device,
-            compute_dtype=options.compute_dtype,
-            shard_size=options.shard_bytes,
-            overwrite=options.overwrite,
-            events=self.events,
-            cancel=self.cancel_token,
-            threads=options.threads,
-        )
+        return merge(recipe, options.out_dir, **self._engine_options())
+
+    def _engine_options(self) -> dict[str, Any]:
+        """The Merge page's settings as the engine's merge functions take them."""
+        options = self.options
+        return {
+            "device": options.device,
+            "compute_dtype": options.compute_dtype,
+            "shard_size": options.shard_bytes,
+            "overwrite": options.overwrite,
+            "events": self.events,
+            "cancel": self.cancel_token,
+            "threads": options.threads,
+        }
 
     def _stages(self, stages: list[dict[str, Any]]) -> MergeDone:
         from mergestudio.engine.execute import ExecutionStats
         from mergestudio.engine.graph import merge_multi
         from mergestudio.recipe.multi import parse_multi
 
-        options = self.options
-        result = merge_multi(
-            parse_multi(_yaml_documents(stages)),
-            options.out_dir,
-            device=options.device,
-            compute_dtype=options.compute_dtype,
-            shard_size=options.shard_bytes,
-            overwrite=options.overwrite,
-            events=self.events,
-            cancel=self.cancel_token,
-            threads=options.threads,
-        )
+        result = merge_multi(parse_multi(_yaml_documents(stages)), self.options.out_dir, **self._engine_options())
         runs = [stats for _, stats in result.stages if stats is not None]
         total = ExecutionStats(
             sum(s.tensors for s in runs),

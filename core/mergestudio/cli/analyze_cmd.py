@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from mergestudio.cli.args import float_at_least, positive_int, writable_file_path
 from mergestudio.cli.progress import TerminalProgress, format_seconds
-from mergestudio.cli.signals import on_stop_signals
-from mergestudio.events import CancelToken
+from mergestudio.cli.signals import cancel_on_stop
 
 if TYPE_CHECKING:
     from mergestudio.analysis import AnalysisReport
@@ -81,8 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    cancel = CancelToken()
-    with on_stop_signals(lambda _signum: cancel.cancel()):
+    with cancel_on_stop() as cancel:
         report = analyze(
             args.base,
             args.models,

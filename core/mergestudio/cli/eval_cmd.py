@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 
 from mergestudio.cli.args import DEVICE_HELP, device_name, positive_int, writable_file_path
 from mergestudio.cli.progress import TerminalProgress
-from mergestudio.cli.signals import on_stop_signals
-from mergestudio.events import CancelToken
+from mergestudio.cli.signals import cancel_on_stop
 
 if TYPE_CHECKING:
     from mergestudio.evaluate.normalized import Comparison
@@ -99,9 +98,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    cancel = CancelToken()
     settings = EvalSettings(args.limit, args.batch_size, args.device, args.dtype)
-    with on_stop_signals(lambda _signum: cancel.cancel()):
+    with cancel_on_stop() as cancel:
         evaluation = evaluate_models(
             {MODEL_LABEL: args.model, **references.folders},
             args.tasks,

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from mergestudio.cli.args import DEVICE_HELP, device_name, non_negative_int
 from mergestudio.cli.progress import TerminalProgress
-from mergestudio.cli.signals import on_stop_signals
-from mergestudio.events import CancelToken
+from mergestudio.cli.signals import cancel_on_stop
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -32,8 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 def run(args: argparse.Namespace) -> int:
     from mergestudio.search.export import export_trial
 
-    cancel = CancelToken()
-    with on_stop_signals(lambda _signum: cancel.cancel()):
+    with cancel_on_stop() as cancel:
         result = export_trial(
             args.run,
             args.trial,

@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 from mergestudio.cli.progress import TerminalProgress, format_bytes, format_seconds
-from mergestudio.cli.signals import on_stop_signals
-from mergestudio.events import CancelToken
+from mergestudio.cli.signals import cancel_on_stop
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -48,8 +47,7 @@ def run(args: argparse.Namespace) -> int:
     settings = ExtractSettings(
         rank=args.rank, energy=args.energy, max_rank=args.max_rank, embeddings=args.embeddings
     )
-    cancel = CancelToken()
-    with on_stop_signals(lambda _signum: cancel.cancel()):
+    with cancel_on_stop() as cancel:
         result = extract_lora(
             args.base,
             args.model,

@@ -15,8 +15,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from mergestudio.cli.args import DEVICE_HELP, device_name, float_at_least, non_negative_int, positive_int
-from mergestudio.cli.signals import on_stop_signals
-from mergestudio.events import CancelToken
+from mergestudio.cli.signals import cancel_on_stop
 
 if TYPE_CHECKING:
     from mergestudio.evaluate.generate import Generation
@@ -74,7 +73,6 @@ def run(args: argparse.Namespace) -> int:
     options = SamplingOptions(args.max_new_tokens, args.temperature, args.top_p, args.seed, args.chat)
     references = [args.model, *args.compare]
     headers = len(references) > 1 and not args.json
-    cancel = CancelToken()
     models = LoadedModels(device=args.device, dtype=args.dtype)
     results: dict[str, Generation] = {}
 
@@ -83,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     try:
-        with on_stop_signals(lambda _signum: cancel.cancel()):
+        with cancel_on_stop() as cancel:
             for reference in references:
                 if headers:
                     print(f"== {reference}", flush=True)

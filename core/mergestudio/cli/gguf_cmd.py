@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 
 from mergestudio.cli.progress import TerminalProgress
-from mergestudio.cli.signals import on_stop_signals
-from mergestudio.events import CancelToken
+from mergestudio.cli.signals import cancel_on_stop
 from mergestudio.export.gguf import GGUF_FAMILIES, GGUF_TYPES
 
 
@@ -38,8 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 def run(args: argparse.Namespace) -> int:
     from mergestudio.export.gguf import export_gguf
 
-    cancel = CancelToken()
-    with on_stop_signals(lambda _signum: cancel.cancel()):
+    with cancel_on_stop() as cancel:
         result = export_gguf(
             args.model,
             args.out,

@@ -11,7 +11,7 @@ from typing import Any
 
 from mergestudio.cli.args import DEVICE_HELP, compute_dtype, device_name, positive_int
 from mergestudio.cli.progress import TerminalProgress, format_bytes, format_seconds
-from mergestudio.cli.signals import on_stop_signals
+from mergestudio.cli.signals import cancel_on_stop
 from mergestudio.events import CancelToken
 
 
@@ -135,8 +135,7 @@ def run(args: argparse.Namespace) -> int:
         return _merge_to_adapter(args)
     from mergestudio.engine.merge import merge
 
-    cancel = CancelToken()
-    with on_stop_signals(lambda _signum: cancel.cancel()):
+    with cancel_on_stop() as cancel:
         result = merge(
             args.recipe,
             args.out,
@@ -183,8 +182,7 @@ def _merge_to_adapter(args: argparse.Namespace) -> int:
     from mergestudio.engine.merge import load_recipe
     from mergestudio.lora.merge import merge_to_adapter
 
-    cancel = CancelToken()
-    with on_stop_signals(lambda _signum: cancel.cancel()):
+    with cancel_on_stop() as cancel:
         result = merge_to_adapter(
             load_recipe(args.recipe),
             args.out,
@@ -216,8 +214,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     from mergestudio.engine.plan import describe_sources
     from mergestudio.io.hub import hub_transfer
 
-    cancel = CancelToken()
-    with on_stop_signals(lambda _signum: cancel.cancel()), hub_transfer(TerminalProgress(quiet=args.quiet), cancel):
+    with cancel_on_stop() as cancel, hub_transfer(TerminalProgress(quiet=args.quiet), cancel):
         plan = plan_folder_merge(
             args.recipe,
             args.out,
@@ -353,8 +350,7 @@ def _run_multi(args: argparse.Namespace) -> int:
             for warning in row["warnings"]:
                 print(f"    warning: {warning}")
         return 0
-    cancel = CancelToken()
-    with on_stop_signals(lambda _signum: cancel.cancel()):
+    with cancel_on_stop() as cancel:
         result = merge_multi(
             multi,
             args.out,

@@ -11,8 +11,7 @@ from typing import Any
 from mergestudio.cli.args import DEVICE_HELP, device_name
 from mergestudio.cli.merge_cmd import parse_size
 from mergestudio.cli.progress import TerminalProgress, format_bytes, format_seconds
-from mergestudio.cli.signals import on_stop_signals
-from mergestudio.events import CancelToken
+from mergestudio.cli.signals import cancel_on_stop
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -42,8 +41,7 @@ def run(args: argparse.Namespace) -> int:
         return _dry_run(args)
     from mergestudio.moe import build_moe
 
-    cancel = CancelToken()
-    with on_stop_signals(lambda _signum: cancel.cancel()):
+    with cancel_on_stop() as cancel:
         result = build_moe(
             args.config,
             args.out,

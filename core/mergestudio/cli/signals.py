@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+from mergestudio.events import CancelToken
+
 STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
@@ -29,6 +31,15 @@ def on_stop_signals(handler: Callable[[int], None]) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+@contextmanager
+def cancel_on_stop() -> Iterator[CancelToken]:
+    """A cancel token that any stop signal sets while the block runs: what a long
+    command hands its job so Ctrl-C stops it cleanly."""
+    cancel = CancelToken()
+    with on_stop_signals(lambda _signum: cancel.cancel()):
+        yield cancel
 
 
 def stop_exit_code() -> tuple[int, str]:

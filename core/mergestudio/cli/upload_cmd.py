@@ -9,8 +9,7 @@ import json
 from pathlib import Path
 
 from mergestudio.cli.progress import TerminalProgress
-from mergestudio.cli.signals import on_stop_signals
-from mergestudio.events import CancelToken
+from mergestudio.cli.signals import cancel_on_stop
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -35,8 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 def run(args: argparse.Namespace) -> int:
     from mergestudio.export.hub import upload_model
 
-    cancel = CancelToken()
-    with on_stop_signals(lambda _signum: cancel.cancel()):
+    with cancel_on_stop() as cancel:
         result = upload_model(
             args.model,
             args.repo_id,
