@@ -74,3 +74,25 @@ def write_checkpoint(
     (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 64}))
     (folder / "generation_config.json").write_text(json.dumps({"max_new_tokens": 8}))
     return folder
+
+
+def tiny_llama_model(vocab_size: int, hidden: int, intermediate: int, seed: int) -> torch.nn.Module:
+    """A randomly initialised 2-layer ``LlamaForCausalLM`` (2 heads, context 64, untied
+    head; ids pad 0, bos 1, eos 2) from the real transformers classes."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)

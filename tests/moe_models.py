@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from tests.checkpoints import tiny_llama_model
+
 KINDS = {
     "digits": "0123456789",
     "lower": "abcdefghijklmnopqrstuvwxyz",
@@ -31,23 +33,8 @@ def prompts(kind: str, count: int, seed: int) -> list[str]:
 
 def _model(seed: int) -> torch.nn.Module:
     from mergestudio.demo.tokenizer import vocab_size
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=vocab_size(),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config)
+    return tiny_llama_model(vocab_size(), hidden=32, intermediate=64, seed=seed)
 
 
 def _train(model: torch.nn.Module, tokenizer: object, kinds: list[str], steps: int, seed: int) -> None:

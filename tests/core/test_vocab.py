@@ -17,6 +17,8 @@ from mergestudio.errors import MergeStudioError
 from mergestudio.io import open_model
 from safetensors.torch import load_file
 
+from tests.checkpoints import tiny_llama_model
+
 # 47 characters: with the 4 special tokens, 51 tokens (fixed here, not the demo's alphabet)
 CHARACTERS = string.ascii_lowercase + string.digits + " .,!?'+-=:\n"
 ADDED = (*(f"<|tool_{i}|>" for i in range(6)), "<|im_start|>", "<|im_end|>")
@@ -50,23 +52,7 @@ def _save_tokenizer(
 
 
 def _save_model(folder: Path, rows: int, seed: int) -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=rows,
-        hidden_size=HIDDEN,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    LlamaForCausalLM(config).save_pretrained(str(folder))
+    tiny_llama_model(rows, hidden=HIDDEN, intermediate=32, seed=seed).save_pretrained(str(folder))
 
 
 @pytest.fixture(scope="module")
