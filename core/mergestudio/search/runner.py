@@ -104,9 +104,7 @@ def start_search(
         run.create(spec)
         if storage:
             run.use_storage(storage)
-        control = control or SearchControl()
-        with hub_transfer(events, control.cancel_token):  # Hub models download with progress
-            return _Search(run, spec, events, control, resumed=False).run()
+        return _run(run, spec, events, control, resumed=False)
 
 
 def resume_search(
@@ -124,9 +122,7 @@ def resume_search(
         spec = with_evaluations(run.load_spec(), evaluations)
         if lock.stale_owner is not None:
             log(events, f"took over the run from {lock.stale_owner.describe()}, which ended without releasing it")
-        control = control or SearchControl()
-        with hub_transfer(events, control.cancel_token):  # Hub models download with progress
-            return _Search(run, spec, events, control, resumed=True).run()
+        return _run(run, spec, events, control, resumed=True)
 
 
 def join_search(
@@ -147,15 +143,27 @@ def join_search(
     overrides = {"threads": role.threads, "device": role.device}
     changes = {key: value for key, value in overrides.items() if value is not None}
     spec = spec.model_copy(update={"evaluation": spec.evaluation.model_copy(update=changes)})
-    control = control or SearchControl()
-    with hub_transfer(events, control.cancel_token):  # Hub models download with progress
-        return _Search(run, spec, events, control, resumed=True, role=role).run()
+    return _run(run, spec, events, control, resumed=True, role=role)
 
 
 def with_evaluations(spec: SearchSpec, evaluations: int | None) -> SearchSpec:
     if evaluations is None:
         return spec
     return spec.model_copy(update={"budget": spec.budget.model_copy(update={"evaluations": evaluations})})
+
+
+def _run(
+    run: RunFolder,
+    spec: SearchSpec,
+    events: EventSink | None,
+    control: SearchControl | None,
+    resumed: bool,
+    role: WorkerRole | None = None,
+) -> SearchOutcome:
+    """The search loop, with Hub models downloading under its progress and cancel."""
+    control = control or SearchControl()
+    with hub_transfer(events, control.cancel_token):
+        return _Search(run, spec, events, control, resumed=resumed, role=role).run()
 
 
 class _Search:
