@@ -39,7 +39,7 @@ def tasks_dir(zoo: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("lm-eval-tasks")
     rng = random.Random(0)
     rows = []
-    for line in Path(zoo["skills"]["sort"]["dev"]).read_text().splitlines()[1 : DOCS + 1]:
+    for line in Path(zoo["skills"]["max"]["dev"]).read_text().splitlines()[1 : DOCS + 1]:
         item = json.loads(line)
         target = item["target"]
         wrong = ["".join(rng.sample(target, len(target))) for _ in range(6)]
@@ -95,8 +95,8 @@ def saved_merge(zoo: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple[di
         "merge_method": "task_arithmetic",
         "base_model": zoo["base"]["path"],
         "models": [
-            {"model": specialists["sort"], "parameters": {"weight": 0.9}},
-            {"model": specialists["reverse"], "parameters": {"weight": 0.3}},
+            {"model": specialists["max"], "parameters": {"weight": 0.9}},
+            {"model": specialists["last"], "parameters": {"weight": 0.3}},
         ],
         "dtype": "float32",
     }
@@ -161,7 +161,7 @@ def test_lm_eval_objective_in_an_irt_search(zoo: dict, tasks_dir: Path, tmp_path
         "recipe": {
             "merge_method": "task_arithmetic",
             "base_model": zoo["base"]["path"],
-            "models": [{"model": specialists["sort"]}, {"model": specialists["reverse"]}],
+            "models": [{"model": specialists["max"]}, {"model": specialists["last"]}],
             "dtype": "float32",
         },
         "genome": [{"param": "weight", "low": 0.0, "high": 1.0}],
