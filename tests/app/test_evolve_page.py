@@ -78,8 +78,8 @@ def _set_up(page: EvolvePage, run: Path, evaluations: int) -> None:
     a 5-item subset estimator (the miniature zoo's splits have 8 items)."""
     setup = page.setup
     assert [Path(t).name for t in setup.task_files()] == [
-        "reverse.dev.jsonl",
-        "sort.dev.jsonl",
+        "last.dev.jsonl",
+        "max.dev.jsonl",
         "general.dev.jsonl",
     ]
     genome_lanes = setup.genome.cellWidget(0, 4)
@@ -161,7 +161,7 @@ def test_search_plots_what_the_store_holds_and_pauses(
     assert (~faded).tolist() == on_front  # the others in colour:
     _, front_ys = page.dashboard.parallel_plot.front_lines.getData()
     np.testing.assert_allclose(front_ys.reshape(-1, 4)[:, :3], ys[~faded])
-    page.dashboard.pareto_plot.y_choice.setCurrentIndex(2)  # reverse vs general perplexity
+    page.dashboard.pareto_plot.y_choice.setCurrentIndex(2)  # last vs general perplexity
     x, y, codes = page.dashboard.pareto_plot.cloud.points()
     np.testing.assert_array_equal(np.column_stack([x, y]), stored[:, [0, 2]])
     assert (codes >= EVALUATION_BINS).tolist() == on_front
@@ -486,12 +486,12 @@ def test_parallel_axis_names_shorten_to_distinct_prefixes_not_ellipses() -> None
     def width(text: str) -> int:
         return 7 * len(text)  # a fixed-pitch font of 7 px per character
 
-    names = ["last", "cipher", "max", "symbol", "sorted_pairs"]
+    names = ["reverse", "cipher", "sort", "double", "sorted_pairs"]
     assert axis_names(names, 100, width) == names  # room enough: whole names
     # 35 px is 5 characters: each name cut to 5, never below what tells it apart.
-    assert axis_names(names, 35, width) == ["rever", "ciphe", "max", "doubl", "sorte"]
-    # Too narrow for even that: the distinct prefix wins over the room ("max" vs "sorted_pairs").
-    assert axis_names(names, 7, width) == ["rev", "cip", "max", "dou", "sorte"]
+    assert axis_names(names, 35, width) == ["rever", "ciphe", "sort", "doubl", "sorte"]
+    # Too narrow for even that: the distinct prefix wins over the room ("sort" vs "sorted_pairs").
+    assert axis_names(names, 7, width) == ["rev", "cip", "sort", "dou", "sorte"]
     assert all("…" not in n for n in axis_names(names, 7, width))
 
 
@@ -527,5 +527,5 @@ def test_an_irt_run_shows_its_estimator_cost_and_estimates_beside_the_full_split
         again.evaluate_full()
     assert full.args == [True]
     text = again.describe_trial(number)
-    assert "reverse: estimate " in text and "full dev split" in text and "full set" in text
+    assert "last: estimate " in text and "full dev split" in text and "full set" in text
     assert (run / "full_dev_eval.json").is_file()

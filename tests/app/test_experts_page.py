@@ -26,7 +26,7 @@ def page(window, add_models, tmp_path) -> ExpertsPage:
     page.per_token_spin.setValue(1)
     page.add_expert(ExpertRow(str(DEMO / "last"), ["end abc=", "end hello="]))
     page.add_expert(ExpertRow(str(DEMO / "max")))
-    page.positive_edit.setPlainText("sort: cab =\nsort: 4132 =")  # typed into the selected row
+    page.positive_edit.setPlainText("top 4132=\ntop 907=")  # typed into the selected row
     return page
 
 
@@ -41,7 +41,7 @@ def test_rows_and_prompt_boxes_make_the_mergekit_config(page) -> None:
     assert "top 907=" in page.yaml_view.toPlainText()
     page.load_config({**config, "experts": config["experts"][::-1]})
     assert [row.model for row in page.experts] == [str(DEMO / "max"), str(DEMO / "last")]
-    assert page.positive_edit.toPlainText() == "sort: cab =\nsort: 4132 ="
+    assert page.positive_edit.toPlainText() == "top 4132=\ntop 907="
 
 
 def test_dry_run_then_build_writes_a_mixtral_model(qtbot, page, tmp_path) -> None:

@@ -78,6 +78,9 @@ def test_data_is_seeded_and_splits_are_disjoint() -> None:
         read = {line.removeprefix(long_name).split("=")[0] for line in first.base_lines if line.startswith(long_name)}
         held_out = {p.removeprefix(skill_.keyword + " ").removesuffix("=") for p in test | dev}
         assert read and not held_out & read
+    # Commands the base was not taught answer "?"; no skill's command is among them.
+    unknown = {line.split(" ")[0] for line in first.base_lines if line.endswith("=?")}
+    assert unknown and not unknown & {s.keyword for s in SKILLS.values()}
     for split in ("dev", "test"):
         assert len(first.general[split]) == config.general_eval_texts
         assert not set(first.general[split]) & set(first.base_lines)
