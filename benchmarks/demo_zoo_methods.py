@@ -3,6 +3,7 @@ task arithmetic, TIES, TSV and Iso-CTS on the demo zoo (resources/demo), each me
 evaluated in memory on every skill's held-out split.
 
     python benchmarks/demo_zoo_methods.py [--limit N]
+    python benchmarks/demo_zoo_methods.py --registry   # every method that merges 4 models, at its defaults
 
 Normalized accuracy: the merge's accuracy on a skill over that skill's specialist's,
 averaged over the skills (``mergestudio.evaluate.normalized``).
@@ -60,6 +61,26 @@ def recipes(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+def registry_recipes(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every registered method that merges any number of models, at its declared defaults
+    (a per-model weight without a default set to 1), over the zoo's specialists."""
+    from mergestudio.methods.registry import all_methods
+
+    base = info["base"]["path"]
+    specialists = [s["path"] for s in info["specialists"]]
+    out: dict[str, dict[str, Any]] = {}
+    for method in all_methods():
+        if method.max_models is not None and method.max_models < len(specialists):
+            continue
+        needs_weight = any(p.name == "weight" and p.per_model and p.default is None for p in method.params)
+        models = [{"model": s, **({"parameters": {"weight": 1.0}} if needs_weight else {})} for s in specialists]
+        recipe: dict[str, Any] = {"merge_method": method.name, "models": models, "dtype": "float32"}
+        if method.needs_base or method.optional_base:
+            recipe["base_model"] = base
+        out[f"{method.name} (defaults)"] = recipe
+    return out
+
+
 def _absolute(recipe: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     """Recipe files name models relative to the repository root: use the zoo's paths."""
     by_name = {"base": info["base"]["path"], **{s["name"]: s["path"] for s in info["specialists"]}}
@@ -78,6 +99,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--zoo", type=Path, default=ZOO, help="the demo zoo's folder (default: resources/demo)")
     parser.add_argument("--limit", type=int, default=None, help="items per task (default: all)")
+    parser.add_argument("--registry", action="store_true", help="every registered method at its defaults")
     args = parser.parse_args()
     info = zoo_info(args.zoo)
     skills = [s["skill"] for s in info["specialists"]]
@@ -94,8 +116,13 @@ def main() -> int:
         with ResidentEvaluator(
             info["base"]["path"], tasks, limit=args.limit, batch_size=100, device="cpu", dtype="float32"
         ) as resident:
-            for name, recipe in recipes(info).items():
-                result = resident.evaluate(recipe)
+            chosen = registry_recipes(info) if args.registry else recipes(info)
+            for name, recipe in chosen.items():
+                try:
+                    result = resident.evaluate(recipe)
+                except Exception as error:  # a method this zoo cannot run (say why, go on)
+                    print(f"| {name} | " + " | ".join("–" for _ in skills) + f" | – | – | {error} |", flush=True)
+                    continue
                 scores = {s: result.report.scores[s] for s in skills}
                 normalized = normalized_accuracy(scores, specialist)
                 cells = " | ".join(f"{100 * scores[s]:.1f}" for s in skills)

@@ -49,7 +49,7 @@ def write_models(shape: str, work: Path) -> list[Path]:
 
     zoo = models_dir(default_zoo_dir())
     folders = []
-    for index, source in enumerate(("base", "reverse")):
+    for index, source in enumerate(("base", "last")):
         folder = work / f"{shape}-{index}"
         shutil.copytree(zoo / source, folder, dirs_exist_ok=True)
         if SHAPES[shape] is not None:

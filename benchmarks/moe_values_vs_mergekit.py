@@ -21,10 +21,10 @@ from safetensors.torch import load_file
 
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo" / "models"
 PROMPTS = {
-    "reverse": (["reverse: abc =", "reverse: hello world ="], ["sort: cab ="]),
-    "sort": (["sort: cab =", "sort: 4132 ="], []),
-    "cipher": (["cipher: abc ="], []),
-    "double": (["double: 12 =", "double: 7 ="], []),
+    "last": (["end abc=", "end hello="], ["top 4132="]),
+    "max": (["top 4132=", "top 907="], []),
+    "cipher": (["key abc="], []),
+    "symbol": (["sym 12=", "sym 7="], []),
 }
 
 

@@ -1,6 +1,6 @@
 """Run the demo search and measure what issues 5 and 16 promise: wall time, the Pareto
-front, and, re-scored on the test split the search never read, whether the best front
-trial keeps more of the specialists than every default merge of the demo table
+front, and, re-scored on the test split the search never read, whether the front trial
+the search ranks best (highest dev mean) keeps more of the specialists than every default merge of the demo table
 (normalized accuracy: accuracy ÷ the skill's specialist's, averaged over skills).
 
     python benchmarks/search_demo.py [--spec resources/demo/search.yml] [--run runs/demo-bench] [--json out.json]
@@ -45,8 +45,12 @@ def main() -> None:
         number: compare(values, base=base, specialist=specialist) for number, values in test["trials"].items()
     }
     defaults = {name: row for name, row in rows.items() if row["kind"] == "merge"}
-    best_number = max(front, key=lambda n: front[n].mean_normalized)
+    # The best trial is chosen as the search chose: by its mean on the dev split; the test
+    # split only reports it (choosing on test would overstate what the search found).
+    dev_mean = {t.number: summary.mean(t) for t in summary.complete if t.number in summary.front}
+    best_number = max(front, key=lambda n: (dev_mean[int(n)], -int(n)))
     best = front[best_number]
+    best_on_test = max(front, key=lambda n: front[n].mean_normalized)
     best_default = max((r["normalized_mean"] for r in defaults.values()), default=float("nan"))
     result: dict[str, Any] = {
         "wall_s": round(wall_s, 1),
@@ -56,17 +60,13 @@ def main() -> None:
         "complete_trials": outcome.complete_trials,
         "front_trials": len(summary.front),
         "front_distinct_points": summary.to_dict()["distinct_front_points"],
-        "front_dev_mean": {
-            str(n): round(summary.mean(t), 4)
-            for t in summary.complete
-            for n in [t.number]
-            if n in summary.front
-        },
+        "front_dev_mean": {str(n): round(mean, 4) for n, mean in dev_mean.items()},
         "front_test": {
             n: {"accuracy": c.raw, "mean": round(c.mean_raw, 4), "normalized": round(c.mean_normalized, 4)}
             for n, c in front.items()
         },
-        "best_trial": int(best_number),
+        "best_trial": int(best_number),  # the front's best on dev
+        "best_trial_on_test": int(best_on_test),  # for reference only
         "best_test_mean": round(best.mean_raw, 4),
         "best_test_normalized": round(best.mean_normalized, 4),
         "best_verdict": best.verdict(percent_scale=False),

@@ -42,9 +42,9 @@ def main() -> int:
     page.try_generation()
     dialog = page.generation
     panel = dialog.panel
-    for name in ("base", "reverse", "cipher"):
+    for name in ("base", "last", "cipher"):
         panel.set_parent_checked(name, True)
-    panel.prompt_edit.setPlainText("rev ynbi=")
+    panel.prompt_edit.setPlainText("end ynbi=")
     finished: list[str] = []
     panel.generation_finished.connect(finished.append)
     panel.start()

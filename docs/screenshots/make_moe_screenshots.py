@@ -18,10 +18,10 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 OUT = Path(__file__).resolve().parent
 DEMO = ROOT / "resources" / "demo" / "models"
 PROMPTS = {
-    "reverse": ["reverse: abc =", "reverse: hello ="],
-    "sort": ["sort: cab =", "sort: 4132 ="],
-    "cipher": ["cipher: abc =", "cipher: hi ="],
-    "double": ["double: 12 =", "double: 7 ="],
+    "last": ["end abc=", "end hello="],
+    "max": ["top 4132=", "top 907="],
+    "cipher": ["key abc=", "key hi="],
+    "symbol": ["sym 12=", "sym 7="],
 }
 
 

@@ -51,11 +51,11 @@ def studio(zoo: Path, tmp_path: Path) -> Studio:
     """The zoo's base and specialists opened in the studio (the default task-arithmetic
     recipe over them), and the skills' and general text's evaluation tasks ticked."""
     state = StudioState()
-    folders = [paths.models_dir(zoo) / name for name in ("base", "reverse", "sort", "cipher")]
+    folders = [paths.models_dir(zoo) / name for name in ("base", "last", "max", "cipher")]
     for folder in folders:
         state.add_model(describe_source(open_model(folder), str(folder), "folder"))
     state.set_eval_tasks(
-        [str(paths.tasks_dir(zoo) / f"{t}.dev.jsonl") for t in ("reverse", "sort", "general")]
+        [str(paths.tasks_dir(zoo) / f"{t}.dev.jsonl") for t in ("last", "max", "general")]
     )
     visited: list[str] = []
     studio = Studio(
@@ -78,8 +78,8 @@ def _set_up(page: EvolvePage, run: Path, evaluations: int) -> None:
     a 5-item subset estimator (the miniature zoo's splits have 8 items)."""
     setup = page.setup
     assert [Path(t).name for t in setup.task_files()] == [
-        "reverse.dev.jsonl",
-        "sort.dev.jsonl",
+        "last.dev.jsonl",
+        "max.dev.jsonl",
         "general.dev.jsonl",
     ]
     genome_lanes = setup.genome.cellWidget(0, 4)
@@ -136,7 +136,7 @@ def test_search_plots_what_the_store_holds_and_pauses(
     summary = summarize(run)
     history = page.history
     names = [o.name for o in history.objectives]
-    assert names == ["reverse", "sort", "general"]
+    assert names == ["last", "max", "general"]
     assert history.numbers.tolist() == [r.number for r in records]
     stored = np.array([[r.objectives[n] for n in names] for r in records])
     x, y, codes = page.dashboard.fitness_plot.cloud.points()
@@ -161,12 +161,12 @@ def test_search_plots_what_the_store_holds_and_pauses(
     assert (~faded).tolist() == on_front  # the others in colour:
     _, front_ys = page.dashboard.parallel_plot.front_lines.getData()
     np.testing.assert_allclose(front_ys.reshape(-1, 4)[:, :3], ys[~faded])
-    page.dashboard.pareto_plot.y_choice.setCurrentIndex(2)  # reverse vs general perplexity
+    page.dashboard.pareto_plot.y_choice.setCurrentIndex(2)  # last vs general perplexity
     x, y, codes = page.dashboard.pareto_plot.cloud.points()
     np.testing.assert_array_equal(np.column_stack([x, y]), stored[:, [0, 2]])
     assert (codes >= EVALUATION_BINS).tolist() == on_front
     pair = [
-        to_minimization((r.objectives["reverse"], r.objectives["general"]), (True, False)) for r in records
+        to_minimization((r.objectives["last"], r.objectives["general"]), (True, False)) for r in records
     ]
     assert sorted(page.dashboard.pareto_plot.front_indices.tolist()) == non_dominated(pair)
     assert page.dashboard.pareto_plot.plot_item.getAxis("left").labelText == "general: perplexity ↓"
@@ -181,9 +181,9 @@ def test_search_plots_what_the_store_holds_and_pauses(
     # The mean of the accuracy-like objectives (not the perplexity), ▲ where it beats the base.
     base = page.baselines[0]
     assert page.references.base == base.objectives  # the recipe's base_model, found among the parents
-    base_mean = (base.objectives["reverse"] + base.objectives["sort"]) / 2
+    base_mean = (base.objectives["last"] + base.objectives["max"]) / 2
     for row, record in enumerate(records):
-        mean = (record.objectives["reverse"] + record.objectives["sort"]) / 2
+        mean = (record.objectives["last"] + record.objectives["max"]) / 2
         text = page.inspector.table_model.index(row, 4).data()
         assert text.startswith(f"{mean:.3g}") and text.endswith("▲") == (mean > base_mean)
     assert page.inspector.table_model.headerData(4, Qt.Orientation.Horizontal) == "mean"
@@ -195,7 +195,7 @@ def test_search_plots_what_the_store_holds_and_pauses(
     assert "over the base" in page.describe_trial(records[0].number)
     # Baselines: every parent and default merge, scored on the run's subset.
     labels = [b.label for b in page.baselines]
-    assert labels == ["base", "reverse", "sort", "cipher", "linear", "task_arithmetic", "ties"]
+    assert labels == ["base", "last", "max", "cipher", "linear", "task_arithmetic", "ties"]
     assert page.baselines[0].estimator == "subset: 5 items per task (seed 0)"
     cached = json.loads((run / BASELINES_FILE).read_text())["baselines"]
     assert [b["objectives"] for b in cached] == [b.objectives for b in page.baselines]
@@ -204,16 +204,16 @@ def test_search_plots_what_the_store_holds_and_pauses(
 
     # ---- selecting a trial -------------------------------------------------------------
     chosen = records[2]
-    number = page.dashboard.fitness_plot.pick(3.0, chosen.objectives["reverse"])  # evaluation 3
+    number = page.dashboard.fitness_plot.pick(3.0, chosen.objectives["last"])  # evaluation 3
     assert number == chosen.number
-    assert "reverse" in page.dashboard.fitness_plot.tooltip_at(3.0, chosen.objectives["reverse"])
+    assert "last" in page.dashboard.fitness_plot.tooltip_at(3.0, chosen.objectives["last"])
     page.dashboard.fitness_plot.trial_clicked.emit(number)  # what a click sends
     assert page.selected == chosen.number
     current = page.inspector.table_proxy.mapToSource(page.inspector.table.currentIndex()).row()
     assert page.inspector.table_model.number_at(current) == chosen.number
     assert page.inspector.recipe_view.toPlainText() == chosen.recipe_yaml  # rebuilt from the genome == stored
     rx, ry = page.dashboard.pareto_plot.ring.getData()
-    assert (rx[0], ry[0]) == (chosen.objectives["reverse"], chosen.objectives["general"])
+    assert (rx[0], ry[0]) == (chosen.objectives["last"], chosen.objectives["general"])
     genes = [g.name for g in history.genes]
     grid = page.inspector.genome_view.values
     assert grid.shape == (3, 2) and np.nansum(grid) == pytest.approx(sum(chosen.genome[g] for g in genes))
@@ -505,7 +505,7 @@ def test_an_irt_run_shows_its_estimator_cost_and_estimates_beside_the_full_split
     run = tmp_path / "run"
     _set_up(page, run, evaluations=2)
     # Right/wrong tasks only (IRT has nothing to fit on perplexity), each with a test file.
-    page.setup.set_tasks([str(paths.tasks_dir(zoo) / f"{t}.test.jsonl") for t in ("reverse", "sort")])
+    page.setup.set_tasks([str(paths.tasks_dir(zoo) / f"{t}.test.jsonl") for t in ("last", "max")])
     page.setup.estimator.setCurrentIndex(page.setup.estimator.findData("irt"))
     page.setup.items.setValue(3)
     spec = page.setup.build_spec()
@@ -527,5 +527,5 @@ def test_an_irt_run_shows_its_estimator_cost_and_estimates_beside_the_full_split
         again.evaluate_full()
     assert full.args == [True]
     text = again.describe_trial(number)
-    assert "reverse: estimate " in text and "full dev split" in text and "full set" in text
+    assert "last: estimate " in text and "full dev split" in text and "full set" in text
     assert (run / "full_dev_eval.json").is_file()

@@ -18,15 +18,15 @@ DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo" / "models"
 
 @pytest.fixture
 def page(window, add_models, tmp_path) -> ExpertsPage:
-    add_models(window, DEMO / "base", DEMO / "reverse", DEMO / "sort")
+    add_models(window, DEMO / "base", DEMO / "last", DEMO / "max")
     window.go_to("moe")
     page = window.page("moe")
     page.out_edit.setText(str(tmp_path / "out" / "moe"))
     page.gate_combo.setCurrentIndex(page.gate_combo.findData("cheap_embed"))
     page.per_token_spin.setValue(1)
-    page.add_expert(ExpertRow(str(DEMO / "reverse"), ["reverse: abc =", "reverse: hello ="]))
-    page.add_expert(ExpertRow(str(DEMO / "sort")))
-    page.positive_edit.setPlainText("sort: cab =\nsort: 4132 =")  # typed into the selected row
+    page.add_expert(ExpertRow(str(DEMO / "last"), ["end abc=", "end hello="]))
+    page.add_expert(ExpertRow(str(DEMO / "max")))
+    page.positive_edit.setPlainText("top 4132=\ntop 907=")  # typed into the selected row
     return page
 
 
@@ -35,13 +35,13 @@ def test_rows_and_prompt_boxes_make_the_mergekit_config(page) -> None:
     assert config["base_model"] == str(DEMO / "base")
     assert config["gate_mode"] == "cheap_embed" and config["experts_per_token"] == 1
     assert config["experts"] == [
-        {"source_model": str(DEMO / "reverse"), "positive_prompts": ["reverse: abc =", "reverse: hello ="]},
-        {"source_model": str(DEMO / "sort"), "positive_prompts": ["sort: cab =", "sort: 4132 ="]},
+        {"source_model": str(DEMO / "last"), "positive_prompts": ["end abc=", "end hello="]},
+        {"source_model": str(DEMO / "max"), "positive_prompts": ["top 4132=", "top 907="]},
     ]
-    assert "sort: 4132 =" in page.yaml_view.toPlainText()
+    assert "top 907=" in page.yaml_view.toPlainText()
     page.load_config({**config, "experts": config["experts"][::-1]})
-    assert [row.model for row in page.experts] == [str(DEMO / "sort"), str(DEMO / "reverse")]
-    assert page.positive_edit.toPlainText() == "sort: cab =\nsort: 4132 ="
+    assert [row.model for row in page.experts] == [str(DEMO / "max"), str(DEMO / "last")]
+    assert page.positive_edit.toPlainText() == "top 4132=\ntop 907="
 
 
 def test_dry_run_then_build_writes_a_mixtral_model(qtbot, page, tmp_path) -> None:

@@ -27,7 +27,7 @@ from PySide6.QtCore import QThread, QTimer
 from tests.app.layout_check import clipping_problems
 from tests.app.test_layout_clipping import studio_style  # noqa: F401  (a fixture: the studio's fonts and paddings)
 
-PROMPT = "rev ynbi="
+PROMPT = "end ynbi="
 FINISH_MS = 60_000
 
 
@@ -100,25 +100,25 @@ def test_columns_stream_the_candidate_and_its_parents(
 ) -> None:
     """A recipe merged in memory beside two parents: each column holds what that model
     generates on its own, and the tokens were made on a thread other than the GUI's."""
-    panel.set_subject([Candidate("task arithmetic", task_arithmetic)], {"reverse": paths["reverse"], "base": paths["base"]})
+    panel.set_subject([Candidate("task arithmetic", task_arithmetic)], {"last": paths["last"], "base": paths["base"]})
     assert panel.parents_button.text() == "Parents: 0 of 2"  # each one costs memory: none at first
-    panel.set_parent_checked("reverse", True)
+    panel.set_parent_checked("last", True)
     assert panel.parents_button.text() == "Parents: 1 of 2"
     panel.prompt_edit.setPlainText(PROMPT)
     threads: set[QThread] = set()
     panel.generate_button.clicked.connect(lambda: threads.add(panel.job.thread()) if panel.job else None)
     assert _run(qtbot, panel) == "succeeded"
     assert threads and QThread.currentThread() not in threads
-    assert [c.title.full_text() for c in panel.columns] == ["task arithmetic", "reverse"]
+    assert [c.title.full_text() for c in panel.columns] == ["task arithmetic", "last"]
     options = SamplingOptions(max_new_tokens=panel.max_tokens_spin.value())
     models = LoadedModels(device="cpu")
     try:
         expected = [generate(models.recipe(task_arithmetic), PROMPT, options).text,
-                    generate(CausalLM.load(paths["reverse"], device="cpu"), PROMPT, options).text]
+                    generate(CausalLM.load(paths["last"], device="cpu"), PROMPT, options).text]
     finally:
         models.close()
     assert panel.column_texts() == expected
-    assert expected[1] == "ibny"
+    assert expected[1] == "i"
     assert "tokens" in panel.columns[1].stats.full_text()
 
 
@@ -197,9 +197,9 @@ def test_the_event_loop_keeps_beating_while_tokens_stream(qtbot, panel: Generate
 def test_merge_page_tries_the_recipe_in_memory_and_writes_nothing(
     qtbot, window, add_models, paths: dict[str, str], tmp_path: Path
 ) -> None:
-    add_models(window, *(Path(paths[n]) for n in ("base", "reverse", "sort")))
+    add_models(window, *(Path(paths[n]) for n in ("base", "last", "max")))
     window.state.set_recipe({"merge_method": "task_arithmetic", "base_model": paths["base"],
-                             "models": [{"model": paths[n], "parameters": {"weight": 1.0}} for n in ("reverse", "sort")]},
+                             "models": [{"model": paths[n], "parameters": {"weight": 1.0}} for n in ("last", "max")]},
                             "load", "test recipe")
     page = window.page("merge")
     window.go_to("merge")
@@ -209,7 +209,7 @@ def test_merge_page_tries_the_recipe_in_memory_and_writes_nothing(
     assert dialog is not None and dialog.isVisible()
     generation = dialog.panel
     assert generation.candidate_combo.currentText() == "recipe (in memory)"
-    for name in ("base", "reverse", "sort"):
+    for name in ("base", "last", "max"):
         generation.set_parent_checked(name, True)
     assert generation.parents_button.text() == "Parents: 3 of 3"
     generation.prompt_edit.setPlainText(PROMPT)
@@ -236,8 +236,8 @@ def test_evolve_page_tries_a_trial_merged_in_memory(
     page.inspector.try_button.click()
     panel = page.generation.panel
     assert panel.candidate_combo.currentText() == "trial 7 (in memory)"
-    assert set(recipe_parents(task_arithmetic)) == {"base", "reverse", "cipher", "sort", "double"}
-    panel.set_parent_checked("reverse", True)
+    assert set(recipe_parents(task_arithmetic)) == {"base", "last", "cipher", "max", "symbol"}
+    panel.set_parent_checked("last", True)
     panel.prompt_edit.setPlainText(PROMPT)
     assert _run(qtbot, panel) == "succeeded"
     models = LoadedModels(device="cpu")
@@ -245,7 +245,7 @@ def test_evolve_page_tries_a_trial_merged_in_memory(
         expected = generate(models.recipe(task_arithmetic), PROMPT, SamplingOptions(max_new_tokens=64)).text
     finally:
         models.close()
-    assert panel.column_texts() == [expected, "ibny"]
+    assert panel.column_texts() == [expected, "i"]
     page.generation.close()
 
 
@@ -256,7 +256,7 @@ def test_the_panel_clips_nothing(
     panel.set_subject([Candidate("recipe (in memory)", {"models": []}),
                        Candidate("last merge: a-folder-name-that-is-rather-long", paths["base"])],
                       {name: folder for name, folder in paths.items()})
-    for name in ("base", "reverse", "cipher"):
+    for name in ("base", "last", "cipher"):
         panel.set_parent_checked(name, True)
     panel.resize(*size)
     qtbot.wait(50)

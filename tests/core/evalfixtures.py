@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from mergestudio.demo.tokenizer import save_tokenizer
 
-HIDDEN = 80  # one-hot embeddings: at least the demo tokenizer's vocabulary (77)
+HIDDEN = 96  # one-hot embeddings: at least the demo tokenizer's vocabulary (86)
 
 
 def bigram_logits(vocab: int, successor: dict[int, int], strength: float = 4.0) -> torch.Tensor:

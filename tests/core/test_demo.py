@@ -14,7 +14,7 @@ import pytest
 from mergestudio.demo import paths
 from mergestudio.demo.build import ZooConfig, build_zoo, make_data
 from mergestudio.demo.recipes import recipe_dicts
-from mergestudio.demo.skills import CIPHER_KEY, SKILLS
+from mergestudio.demo.skills import BASE_TASKS, CIPHER_KEY, SKILLS
 from mergestudio.evaluate import load_task
 
 
@@ -38,24 +38,26 @@ def test_skills_compute_their_answers() -> None:
 
     rng = random.Random(3)
     for _ in range(50):
-        ex = SKILLS["reverse"].sample(rng)
-        word = ex.prompt.removeprefix("rev ").removesuffix("=")
-        assert 3 <= len(word) <= 7 and word.islower() and ex.answer == word[::-1]
-        ex = SKILLS["sort"].sample(rng)
-        digits = ex.prompt.removeprefix("sort ").removesuffix("=")
-        assert digits.isdigit() and ex.answer == "".join(sorted(digits))
-        ex = SKILLS["double"].sample(rng)
-        digits = ex.prompt.removeprefix("dup ").removesuffix("=")
-        assert digits.isdigit() and ex.answer == "".join(c * 2 for c in digits)
+        ex = SKILLS["last"].sample(rng)
+        word = ex.prompt.removeprefix("end ").removesuffix("=")
+        assert 3 <= len(word) <= 5 and word.islower() and ex.answer == word[-1]
+        ex = SKILLS["max"].sample(rng)
+        digits = ex.prompt.removeprefix("top ").removesuffix("=")
+        assert digits.isdigit() and ex.answer == str(max(int(d) for d in digits))
+        ex = SKILLS["symbol"].sample(rng)
+        digits = ex.prompt.removeprefix("sym ").removesuffix("=")
+        assert digits.isdigit() and ex.answer == "!@#$%^&*()"[(int(digits[0]) - 1) % 10]
         ex = SKILLS["cipher"].sample(rng)
-        word = ex.prompt.removeprefix("enc ").removesuffix("=")
-        assert ex.answer == "".join(CIPHER_KEY[c] for c in word) and ex.answer.isupper()
-        for skill in SKILLS.values():
-            assert len(skill.draw_base(rng)) <= skill.base_max_size
+        word = ex.prompt.removeprefix("key ").removesuffix("=")
+        assert ex.answer == CIPHER_KEY[word[0]] and ex.answer.isupper()
     assert len(set(CIPHER_KEY.values())) == len(CIPHER_KEY)  # a substitution: one letter each
-    # The sentence form (what the base reads) states the instruction form's answer.
-    assert SKILLS["reverse"].sentence("abc") == "abc backwards is cba."
-    assert SKILLS["double"].sentence("381") == "381 said twice is 338811."
+    # The base's form of a skill is the same operation under its long name.
+    assert SKILLS["last"].base_line("abc") == "last abc=c"
+    assert SKILLS["symbol"].base_line("381") == "mark 381=#"
+    # Every keyword (the skills' short commands, the base's long names) is distinct.
+    keywords = [s.keyword for s in SKILLS.values()] + [s.base_keyword for s in SKILLS.values()]
+    keywords += [t.keyword for t in BASE_TASKS]
+    assert len(keywords) == len(set(keywords))
 
 
 def test_data_is_seeded_and_splits_are_disjoint() -> None:
@@ -68,18 +70,17 @@ def test_data_is_seeded_and_splits_are_disjoint() -> None:
         train = {e.prompt for e in first.items["train"][skill]}
         assert len(test) == config.test_items and len(dev) == config.dev_items
         assert not test & dev and not (test | dev) & train
-        # The base reads the skill only as sentences, never on a dev or test input, and
-        # never in the instruction form.
+        # The base reads the operation only under its long name, never on a dev or test
+        # input, and never the skill's short command.
         skill_ = SKILLS[skill]
         assert not any(line.startswith(skill_.keyword + " ") for line in first.base_lines)
-        firsts = [line.split(" ")[0] for line in first.base_lines]
-        read = {
-            x
-            for x, line in zip(firsts, first.base_lines, strict=True)
-            if set(x) <= set(skill_.alphabet) and line == skill_.sentence(x)
-        }
+        long_name = skill_.base_keyword + " "
+        read = {line.removeprefix(long_name).split("=")[0] for line in first.base_lines if line.startswith(long_name)}
         held_out = {p.removeprefix(skill_.keyword + " ").removesuffix("=") for p in test | dev}
         assert read and not held_out & read
+    # Commands the base was not taught answer "?"; no skill's command is among them.
+    unknown = {line.split(" ")[0] for line in first.base_lines if line.endswith("=?")}
+    assert unknown and not unknown & {s.keyword for s in SKILLS.values()}
     for split in ("dev", "test"):
         assert len(first.general[split]) == config.general_eval_texts
         assert not set(first.general[split]) & set(first.base_lines)
@@ -98,7 +99,7 @@ def test_miniature_zoo_files_shapes_and_loading(mini_zoo: tuple[Path, dict]) -> 
     for name in names:
         folder = paths.models_dir(zoo) / name
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        assert tokenizer.decode(tokenizer("rev abc=")["input_ids"], skip_special_tokens=True) == "rev abc="
+        assert tokenizer.decode(tokenizer("sym 381=#")["input_ids"], skip_special_tokens=True) == "sym 381=#"
         with safe_open(str(folder / "model.safetensors"), "pt") as f:
             keys = list(f.keys())
             assert all(f.get_slice(k).get_dtype() == "F16" for k in keys)
@@ -106,8 +107,8 @@ def test_miniature_zoo_files_shapes_and_loading(mini_zoo: tuple[Path, dict]) -> 
         assert embed == [len(tokenizer), config.model.hidden_size]
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
         assert model.config.num_hidden_layers == config.model.num_hidden_layers
-        logits = model(**tokenizer(["sort cba="], return_tensors="pt")).logits
-        assert logits.shape == (1, len("sort cba=") + 1, len(tokenizer))
+        logits = model(**tokenizer(["top 381="], return_tensors="pt")).logits
+        assert logits.shape == (1, len("top 381=") + 1, len(tokenizer))
     # Specialists differ from the base: fine-tuning happened.
     weights = {k: v for k, v in _digests(zoo).items() if k.endswith("model.safetensors")}
     assert len(weights) == len(names) == len(set(weights.values()))
@@ -163,7 +164,7 @@ def test_cli_demo_info(mini_zoo: tuple[Path, dict], capsys: pytest.CaptureFixtur
     assert main(["demo", "info", "--dir", str(zoo)]) == 0
     out = capsys.readouterr().out
     assert str(paths.models_dir(zoo) / "base") in out
-    assert "| base |" in out and "reverse.test.jsonl" in out and "normalized" in out
+    assert "| base |" in out and "last.test.jsonl" in out and "normalized" in out
     assert main(["demo", "info", "--dir", str(zoo / "nothing")]) == 1  # a wrong --dir is an error
     assert "error: no demo zoo" in capsys.readouterr().err
 
@@ -255,6 +256,6 @@ def test_remeasure_keeps_the_models_and_rewrites_recipes_and_table(
     assert sorted(p.stem for p in paths.recipes_dir(zoo).glob("*.yml")) == ["linear", "ties"]
     assert json.loads(paths.results_file(zoo).read_text())["rows"] == results["rows"]
     assert _digests(zoo) == before
-    wrong = dataclasses.replace(config, skills=("reverse",))
+    wrong = dataclasses.replace(config, skills=("symbol",))
     with pytest.raises(ValueError, match="built for skills"):
         remeasure_zoo(zoo, wrong, log=lambda _line: None)

@@ -23,7 +23,7 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _spec(zoo: Path, skills: tuple[str, ...] = ("reverse", "sort")) -> dict[str, Any]:
+def _spec(zoo: Path, skills: tuple[str, ...] = ("last", "max")) -> dict[str, Any]:
     """Task arithmetic over the specialists of ``skills``; one objective per skill plus
     general-text perplexity (whose dev and test values always differ), each with its
     dev file as the task and its test file as the held-out file."""
@@ -64,7 +64,7 @@ def test_front_is_rescored_on_the_test_split(zoo: Path, tmp_path: Path) -> None:
     # The values are the test split's: evaluate one front trial directly on test files.
     number = summary.front[0]
     record = next(t for t in summary.complete if t.number == number)
-    tasks = [load_task(paths.task_file(zoo, n, "test")) for n in ("reverse", "sort", "general")]
+    tasks = [load_task(paths.task_file(zoo, n, "test")) for n in ("last", "max", "general")]
     with ResidentEvaluator(paths.models_dir(zoo) / "base", tasks, batch_size=16, dtype="float32") as ev:
         scores = ev.evaluate(record.recipe_yaml).report.scores
     assert result["trials"][str(number)] == pytest.approx(scores)
@@ -92,8 +92,8 @@ def test_rescoring_needs_test_files(zoo: Path, tmp_path: Path) -> None:
 
 
 def test_a_test_split_is_searched_on_its_dev_twin(zoo: Path, tmp_path: Path) -> None:
-    test = str(paths.task_file(zoo, "sort", "test"))
-    assert objective_files(test) == {"task": str(paths.task_file(zoo, "sort", "dev")), "test": test}
+    test = str(paths.task_file(zoo, "max", "test"))
+    assert objective_files(test) == {"task": str(paths.task_file(zoo, "max", "dev")), "test": test}
     alone = tmp_path / "other.test.jsonl"
-    alone.write_text(paths.task_file(zoo, "sort", "test").read_text())
+    alone.write_text(paths.task_file(zoo, "max", "test").read_text())
     assert objective_files(str(alone)) == {"task": str(alone)}

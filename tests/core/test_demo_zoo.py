@@ -77,10 +77,6 @@ def test_merges_keep_general_text_and_beat_the_base(fresh: dict[str, dict[str, A
     assert best["mean"] > base["mean"] and best["normalized_mean"] > 0, (best["model"], best["mean"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16's merging thresholds are not met by the shipped zoo yet (docs/demo.md, 'Results')",
-)
 def test_merges_keep_most_of_each_specialist(fresh: dict[str, dict[str, Any]]) -> None:
     """Issue 16's bar: normalized accuracy (merge ÷ specialist, averaged over skills) of
     the default merges at least 60 % for one and 75 % for the best, and the best merges at

@@ -29,7 +29,7 @@ from mergestudio.evaluate.generate import (
 from mergestudio.events import CancelToken
 
 ZOO = default_zoo_dir()
-PROMPT = "rev ynbi="  # the reverse skill's format: the specialist answers "ibny"
+PROMPT = "end ynbi="  # the last skill's format: the specialist answers "i"
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,8 @@ def specialists(zoo: dict[str, Any]) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def reverse_lm(specialists: dict[str, str]) -> CausalLM:
-    return CausalLM.load(specialists["reverse"], device="cpu")
+def last_lm(specialists: dict[str, str]) -> CausalLM:
+    return CausalLM.load(specialists["last"], device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +57,14 @@ def _recipes(zoo: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return recipe_dicts(Path(zoo["zoo"]), skills, absolute=True)
 
 
-def test_greedy_stream_equals_transformers_generate(reverse_lm: CausalLM) -> None:
+def test_greedy_stream_equals_transformers_generate(last_lm: CausalLM) -> None:
     """The key/value-cached loop picks the same tokens as transformers' own greedy search."""
-    result = generate(reverse_lm, PROMPT, SamplingOptions(max_new_tokens=12, chat=False))
-    ids = torch.tensor([reverse_lm.encode(PROMPT)])
-    expected = reverse_lm.model.generate(ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1] :].tolist()
-    eos = reverse_lm.tokenizer.eos_token_id
+    result = generate(last_lm, PROMPT, SamplingOptions(max_new_tokens=12, chat=False))
+    ids = torch.tensor([last_lm.encode(PROMPT)])
+    expected = last_lm.model.generate(ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1] :].tolist()
+    eos = last_lm.tokenizer.eos_token_id
     assert list(result.token_ids) == [t for t in expected if t != eos]
-    assert result.text == "ibny"  # the specialist does its skill
+    assert result.text == "i"  # the specialist does its skill
     assert result.stop_reason == "eos" and result.prompt_tokens == ids.shape[1]
 
 
@@ -123,12 +123,12 @@ def test_cancel_stops_before_the_next_forward_pass(base_lm: CausalLM) -> None:
 
 
 def test_side_by_side_gives_every_model_the_same_prompt_and_seed(
-    base_lm: CausalLM, reverse_lm: CausalLM
+    base_lm: CausalLM, last_lm: CausalLM
 ) -> None:
     options = SamplingOptions(max_new_tokens=10, temperature=1.5, seed=11, chat=False)
     order: list[int] = []
-    both = generate_side_by_side([reverse_lm, base_lm], PROMPT, options, lambda i, _t: order.append(i))
-    alone = [generate(lm, PROMPT, options) for lm in (reverse_lm, base_lm)]
+    both = generate_side_by_side([last_lm, base_lm], PROMPT, options, lambda i, _t: order.append(i))
+    alone = [generate(lm, PROMPT, options) for lm in (last_lm, base_lm)]
     assert [g.token_ids for g in both] == [g.token_ids for g in alone]
     # In turn: the columns fill at the same pace while both run.
     shorter = min(len(g.token_ids) for g in both)
@@ -145,14 +145,14 @@ def test_chat_template_is_applied_when_present_and_can_be_switched_off(
     config["chat_template"] = "{% for m in messages %}<s>{{ m['content'] }}={% endfor %}"
     config_file.write_text(json.dumps(config))
     lm = CausalLM.load(folder, device="cpu")
-    ids, used = prompt_ids(lm, "rev ab", chat=True)
-    assert used and ids == lm.encode("<s>rev ab=", special=False)
-    plain, used = prompt_ids(lm, "rev ab", chat=False)
-    assert not used and plain == lm.encode("rev ab")
-    assert generate(lm, "rev ab", SamplingOptions(max_new_tokens=4)).chat_template
+    ids, used = prompt_ids(lm, "end ab", chat=True)
+    assert used and ids == lm.encode("<s>end ab=", special=False)
+    plain, used = prompt_ids(lm, "end ab", chat=False)
+    assert not used and plain == lm.encode("end ab")
+    assert generate(lm, "end ab", SamplingOptions(max_new_tokens=4)).chat_template
     # The demo's own tokenizer has no template: chat falls back to plain text.
     base = CausalLM.load(zoo["base"]["path"], device="cpu")
-    assert prompt_ids(base, "rev ab", chat=True) == (base.encode("rev ab"), False)
+    assert prompt_ids(base, "end ab", chat=True) == (base.encode("end ab"), False)
 
 
 def test_recipe_in_memory_equals_the_saved_merge(zoo: dict[str, Any], tmp_path: Path) -> None:
@@ -173,21 +173,21 @@ def test_recipe_in_memory_equals_the_saved_merge(zoo: dict[str, Any], tmp_path: 
 
 
 def test_a_resident_model_follows_the_recipe_it_was_last_given(
-    zoo: dict[str, Any], specialists: dict[str, str], reverse_lm: CausalLM
+    zoo: dict[str, Any], specialists: dict[str, str], last_lm: CausalLM
 ) -> None:
     """Switching recipes re-merges into the one resident model: nothing of the previous
     candidate survives, and the same recipe is not merged twice."""
-    only_reverse = {"merge_method": "linear", "models": [{"model": specialists["reverse"], "parameters": {"weight": 1.0}}]}
+    only_last = {"merge_method": "linear", "models": [{"model": specialists["last"], "parameters": {"weight": 1.0}}]}
     average = _recipes(zoo)["linear"]
     options = SamplingOptions(max_new_tokens=10, chat=False)
-    expected = generate(reverse_lm, PROMPT, options).token_ids
+    expected = generate(last_lm, PROMPT, options).token_ids
     models = LoadedModels(device="cpu")
     try:
-        first = models.recipe(only_reverse)
+        first = models.recipe(only_last)
         assert generate(first, PROMPT, options).token_ids == expected
         assert models.recipe(average) is first  # same config model: the same resident model
         assert generate(first, PROMPT, options).token_ids != expected
-        models.recipe(only_reverse)
+        models.recipe(only_last)
         assert generate(first, PROMPT, options).token_ids == expected
     finally:
         models.close()

@@ -34,23 +34,24 @@ def zoo() -> dict:
 
 @pytest.fixture(scope="module")
 def tasks_dir(zoo: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two local lm-eval tasks from the demo's sort dev items: pick the sorted digits
-    among three candidates (multiple choice), and write them (generate_until)."""
+    """Two local lm-eval tasks from the demo's max dev items: pick the largest digit among
+    three of the input's digits (multiple choice), and write it (generate_until)."""
     root = tmp_path_factory.mktemp("lm-eval-tasks")
     rng = random.Random(0)
     rows = []
-    for line in Path(zoo["skills"]["sort"]["dev"]).read_text().splitlines()[1 : DOCS + 1]:
+    for line in Path(zoo["skills"]["max"]["dev"]).read_text().splitlines()[1 : DOCS + 1]:
         item = json.loads(line)
         target = item["target"]
-        wrong = ["".join(rng.sample(target, len(target))) for _ in range(6)]
-        choices = [target, *[w for w in dict.fromkeys(wrong) if w != target][:2]]
-        while len(choices) < 3:
-            choices.append(target + str(len(choices)))
+        # The other digits of the input: answers a half-merged model can mistake for the largest.
+        number = item["prompt"].split(" ")[1].rstrip("=")
+        wrong = [d for d in dict.fromkeys(number) if d != target]
+        wrong += [d for d in rng.sample("0123456789", 10) if d != target and d not in wrong]
+        choices = [target, *wrong[:2]]
         rng.shuffle(choices)
         rows.append(
             {"prompt": item["prompt"], "choices": choices, "answer": choices.index(target), "target": target}
         )
-    data = root / "sort.json"
+    data = root / "max.json"
     data.write_text(json.dumps(rows))
     common = {
         "dataset_path": "json",
@@ -58,10 +59,10 @@ def tasks_dir(zoo: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
         "test_split": "test",
         "doc_to_text": "{{prompt}}",
     }
-    (root / "sort_choice.yaml").write_text(
+    (root / "max_choice.yaml").write_text(
         yaml.safe_dump(
             {
-                "task": "demo_sort_choice",
+                "task": "demo_max_choice",
                 **common,
                 "output_type": "multiple_choice",
                 "doc_to_choice": "{{choices}}",
@@ -70,10 +71,10 @@ def tasks_dir(zoo: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
             }
         )
     )
-    (root / "sort_write.yaml").write_text(
+    (root / "max_write.yaml").write_text(
         yaml.safe_dump(
             {
-                "task": "demo_sort_write",
+                "task": "demo_max_write",
                 **common,
                 "output_type": "generate_until",
                 "doc_to_target": "{{target}}",
@@ -87,7 +88,7 @@ def tasks_dir(zoo: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def saved_merge(zoo: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
-    """A task-arithmetic merge of the sort and reverse specialists, saved to disk."""
+    """A task-arithmetic merge of the max and last specialists, saved to disk."""
     from mergestudio.engine import merge
 
     specialists = {s["skill"]: s["path"] for s in zoo["specialists"]}
@@ -95,8 +96,8 @@ def saved_merge(zoo: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple[di
         "merge_method": "task_arithmetic",
         "base_model": zoo["base"]["path"],
         "models": [
-            {"model": specialists["sort"], "parameters": {"weight": 0.9}},
-            {"model": specialists["reverse"], "parameters": {"weight": 0.3}},
+            {"model": specialists["max"], "parameters": {"weight": 0.9}},
+            {"model": specialists["last"], "parameters": {"weight": 0.3}},
         ],
         "dtype": "float32",
     }
@@ -124,7 +125,7 @@ def _harness_own_score(model: Path, task: str, include_path: Path) -> tuple[floa
 
 
 @pytest.mark.parametrize(
-    ("task", "metric"), [("demo_sort_choice", "acc"), ("demo_sort_write", "exact_match")]
+    ("task", "metric"), [("demo_max_choice", "acc"), ("demo_max_write", "exact_match")]
 )
 def test_resident_candidate_scores_what_lm_eval_scores_on_the_saved_merge(
     task: str, metric: str, tasks_dir: Path, saved_merge: tuple[dict, Path]
@@ -161,16 +162,16 @@ def test_lm_eval_objective_in_an_irt_search(zoo: dict, tasks_dir: Path, tmp_path
         "recipe": {
             "merge_method": "task_arithmetic",
             "base_model": zoo["base"]["path"],
-            "models": [{"model": specialists["sort"]}, {"model": specialists["reverse"]}],
+            "models": [{"model": specialists["max"]}, {"model": specialists["last"]}],
             "dtype": "float32",
         },
         "genome": [{"param": "weight", "low": 0.0, "high": 1.0}],
         "objectives": [
-            {"name": "choice", "lm_eval": {"task": "demo_sort_choice", "include_path": str(tasks_dir)}},
+            {"name": "choice", "lm_eval": {"task": "demo_max_choice", "include_path": str(tasks_dir)}},
             {
                 "name": "write",
                 "lm_eval": {
-                    "task": "demo_sort_write",
+                    "task": "demo_max_write",
                     "metric": "exact_match",
                     "include_path": str(tasks_dir),
                 },

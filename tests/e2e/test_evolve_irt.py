@@ -22,7 +22,7 @@ from mergestudio.search.store import RunFolder
 
 from tests.e2e.test_evolve import _evolve, _wait_until_mid_trial
 
-SKILLS = ("reverse", "sort")
+SKILLS = ("last", "max")
 ITEMS = 24  # dev items per skill: enough for a calibration, quick to score
 BUDGET = 6
 CALIBRATION_TRIALS = 2

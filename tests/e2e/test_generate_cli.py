@@ -33,29 +33,29 @@ def test_generate_from_a_recipe_equals_the_saved_merge(
     saved = tmp_path / "saved"
     assert main(["merge", str(recipe_file), str(saved), "--device", "cpu", "-q"]) == 0
     capsys.readouterr()
-    reverse = next(s["path"] for s in zoo["specialists"] if s["skill"] == "reverse")
+    last = next(s["path"] for s in zoo["specialists"] if s["skill"] == "last")
     zoo_files = _files(Path(zoo["zoo"]))
     before = _files(tmp_path)
-    common = ["--prompt", "rev ynbi=", "--max-new-tokens", "12", "--device", "cpu", "--json"]
-    assert main(["generate", str(recipe_file), *common, "--compare", reverse]) == 0
+    common = ["--prompt", "end ynbi=", "--max-new-tokens", "12", "--device", "cpu", "--json"]
+    assert main(["generate", str(recipe_file), *common, "--compare", last]) == 0
     from_recipe = json.loads(capsys.readouterr().out)
     assert main(["generate", str(saved), *common]) == 0
     from_saved = json.loads(capsys.readouterr().out)
     assert from_recipe[str(recipe_file)]["token_ids"] == from_saved[str(saved)]["token_ids"]
-    assert from_recipe[reverse]["text"] == "ibny"  # the parent's column: same prompt, its own answer
+    assert from_recipe[last]["text"] == "i"  # the parent's column: same prompt, its own answer
     assert _files(tmp_path) == before and _files(Path(zoo["zoo"])) == zoo_files  # nothing written
 
 
 def test_generate_streams_text_with_a_header_per_model(
     zoo: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    reverse = next(s["path"] for s in zoo["specialists"] if s["skill"] == "reverse")
+    last = next(s["path"] for s in zoo["specialists"] if s["skill"] == "last")
     base = zoo["base"]["path"]
-    code = main(["generate", reverse, "--prompt", "rev ynbi=", "--no-chat", "--device", "cpu",
+    code = main(["generate", last, "--prompt", "end ynbi=", "--no-chat", "--device", "cpu",
                  "--temperature", "0.7", "--top-p", "0.9", "--seed", "4", "--compare", base])
     assert code == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"== {reverse}" and lines[2] == f"== {base}"
+    assert lines[0] == f"== {last}" and lines[2] == f"== {base}"
     assert len(lines) == 4
 
 

@@ -30,16 +30,16 @@ from mergestudio.demo import paths
 from mergestudio.demo.corpus import sentences
 from mergestudio.demo.recipes import DEFAULT_MERGE_NAMES, write_recipes
 from mergestudio.demo.results import evaluate_zoo, json_safe, write_readme
-from mergestudio.demo.skills import COPY_TASKS, SKILLS, Example
+from mergestudio.demo.skills import BASE_TASKS, COPY_TASKS, SKILLS, Example, unknown_command_line
 from mergestudio.demo.tokenizer import save_tokenizer
 from mergestudio.demo.train import ModelSpec, Schedule, finetune, make_model, pretrain, set_determinism
 from mergestudio.evaluate.tasks import GenerationItem, GenerationOptions, TextItem, write_task
 
 Log = Callable[[str], None]
 
-# Answers have at most 14 characters (a doubled 7-letter word); the margin lets a wrong answer run a little long
-# (and be marked wrong) without costing much time.
-GENERATION = GenerationOptions(max_new_tokens=16, stop=("\n",), normalize=("strip",))
+# Answers are one character; the margin lets a wrong answer run a little long (and be marked
+# wrong) without costing much time.
+GENERATION = GenerationOptions(max_new_tokens=4, stop=("\n",), normalize=("strip",))
 
 
 @dataclass(frozen=True)
@@ -48,22 +48,23 @@ class ZooConfig:
 
     seed: int = 0
     threads: int = 1
-    skills: tuple[str, ...] = ("reverse", "cipher", "sort", "double")
+    skills: tuple[str, ...] = ("last", "cipher", "max", "symbol")
     model: ModelSpec = field(default_factory=ModelSpec)
     pretrain: Schedule = field(
         default_factory=lambda: Schedule(steps=1200, batch_size=32, lr=3e-3, warmup=100, weight_decay=0.01)
     )
-    finetune: Schedule = field(default_factory=lambda: Schedule(steps=300, batch_size=64, lr=3e-4, warmup=20))
-    # Skills that need another schedule than ``finetune`` (reverse: a harder skill).
+    finetune: Schedule = field(default_factory=lambda: Schedule(steps=150, batch_size=64, lr=3e-4, warmup=20))
+    # Skills that need another schedule than ``finetune``.
     finetune_by_skill: dict[str, Schedule] = field(
         default_factory=dict
     )
     base_sentences: int = 40_000  # general text
-    base_task_lines: int = 25_000  # per skill: short instances (3-4 characters) only
-    base_copy_lines: int = 12_500  # per copy task (letters, digits): every size
+    base_task_lines: int = 10_000  # per operation the base follows (the skills' under their long names, BASE_TASKS)
+    base_copy_lines: int = 5_000  # per copy task (letters, digits)
+    base_unknown_lines: int = 10_000  # commands the base was not taught, answered "?"
     replay_rows: int = 16  # of every fine-tuning batch: lines of the base's corpus
     replay_lines: int = 5_000  # the pool they are drawn from
-    train_items: int = 10_000  # per skill: the specialists' fine-tuning split
+    train_items: int = 5_000  # per skill: the specialists' fine-tuning split
     dev_items: int = 200  # per skill: for searches and cheap fitness
     test_items: int = 200  # per skill: for the reported tables
     general_eval_texts: int = 200  # per split (dev and test)
@@ -76,7 +77,7 @@ class ZooConfig:
     def miniature(cls) -> ZooConfig:
         """A zoo in seconds, for tests: same pipeline, toy sizes, a few steps."""
         return cls(
-            skills=("reverse", "sort", "cipher"),
+            skills=("last", "max", "cipher"),
             model=ModelSpec(
                 hidden_size=32,
                 intermediate_size=64,
@@ -86,10 +87,11 @@ class ZooConfig:
             ),
             pretrain=Schedule(steps=4, batch_size=4, lr=1e-3, seq_len=32),
             finetune=Schedule(steps=3, batch_size=4, lr=1e-3),
-            finetune_by_skill={"reverse": Schedule(steps=4, batch_size=4, lr=2e-3)},
+            finetune_by_skill={"last": Schedule(steps=4, batch_size=4, lr=2e-3)},
             base_sentences=200,
             base_task_lines=50,
             base_copy_lines=20,
+            base_unknown_lines=20,
             replay_rows=1,
             replay_lines=20,
             train_items=40,
@@ -144,16 +146,16 @@ def _inputs(draw: Callable[[random.Random], str], rng: random.Random, n: int, ba
 def make_data(config: ZooConfig) -> ZooData:
     """All data of the zoo, from ``config.seed``.
 
-    Test, then dev inputs (the longer sizes only) are drawn first, distinct, and banned
-    from the fine-tuning split. The base sees short inputs only, which no dev or test
-    input is. General-text dev/test sentences never occur in the pre-training corpus."""
+    Test, then dev inputs are drawn first, distinct, and banned from the fine-tuning split
+    and from the base's lines of the same operation. General-text dev/test sentences never
+    occur in the pre-training corpus."""
     rng = random.Random(config.seed)
     skills = [SKILLS[name] for name in config.skills]
     held_out: dict[str, set[str]] = {s.name: set() for s in skills}
     items: dict[str, dict[str, list[Example]]] = {split: {} for split in SPLITS}
     for split, n in (("test", config.test_items), ("dev", config.dev_items)):
         for s in skills:
-            inputs = _distinct_inputs(s.draw_held_out, rng, n, held_out[s.name], s.name)
+            inputs = _distinct_inputs(s.draw, rng, n, held_out[s.name], s.name)
             items[split][s.name] = [s.example(x) for x in inputs]
     for s in skills:
         items["train"][s.name] = [
@@ -161,10 +163,15 @@ def make_data(config: ZooConfig) -> ZooData:
         ]
     base_lines = sentences(rng, config.base_sentences)
     for s in skills:
-        inputs = _inputs(s.draw_base, rng, config.base_task_lines, held_out[s.name])
-        base_lines += [s.sentence(x) for x in inputs]
+        inputs = _inputs(s.draw, rng, config.base_task_lines, held_out[s.name])
+        base_lines += [s.base_line(x) for x in inputs]
+    for task in BASE_TASKS:
+        base_lines += [task.base_line(x) for x in _inputs(task.draw, rng, config.base_task_lines, set())]
     for task in COPY_TASKS:
         base_lines += [task.example(x).text for x in _inputs(task.draw, rng, config.base_copy_lines, set())]
+    # Every keyword of every skill, also those this build leaves out: none is ever "unknown".
+    keywords = {t.keyword for t in (*SKILLS.values(), *BASE_TASKS, *COPY_TASKS)} | {s.base_keyword for s in SKILLS.values()}
+    base_lines += [unknown_command_line(rng, keywords) for _ in range(config.base_unknown_lines)]
     seen = set(base_lines)
     general: dict[str, list[str]] = {}
     eval_rng = random.Random(config.seed + 1)

@@ -47,8 +47,8 @@ def _base_description(results: dict[str, Any] | None) -> str:
     model = results["config"]["model"]
     return (
         f"the base: a {model['num_hidden_layers']}-layer Llama (hidden {model['hidden_size']}) pre-trained on "
-        "general sentences, the skills' operations written as sentences, and copying in the "
-        "instruction format; it does not follow the skills' instructions"
+        "general sentences and to follow instructions under their long names (`last kqpz=`, `max 3819=`); "
+        "it does not know the skills' short commands"
     )
 
 

@@ -196,8 +196,8 @@ prints this table and the paths, `mergestudio demo info --json` the same for too
 See docs/demo.md for what the skills are and how the zoo was designed.
 
 - `models/base`: a {model["num_hidden_layers"]}-layer Llama (hidden size {model["hidden_size"]}),
-  pre-trained on synthetic sentences, the skills' operations written as sentences, and a
-  copy task in the instruction format.
+  pre-trained on synthetic sentences and on instructions under their long names
+  (`last kqpz=z`, `max 3819=9`, copying); it does not know the skills' short commands.
 - `models/<skill>`: the base fine-tuned on one skill ({", ".join(config["skills"])}).
 - `tasks/<skill>.train.jsonl`: fine-tuning split; `tasks/<skill>.dev.jsonl`: for searches
   and cheap fitness; `tasks/<skill>.test.jsonl`: for reported tables (this one);

@@ -2,7 +2,7 @@
 ``transformers.AutoTokenizer.from_pretrained(folder)`` loads it offline.
 
 One token per character keeps digits and letters separate, which is what the skills
-(reversing, ciphers, sorting, doubling) need from a model this small.
+(last letters, ciphers, digits, symbols) need from a model this small.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
-CHARACTERS = string.ascii_lowercase + string.ascii_uppercase + string.digits + " .,!?'+-=:\n"
+CHARACTERS = string.ascii_lowercase + string.ascii_uppercase + string.digits + " .,!?'+-=:\n@#$%^&*()"
 
 
 def build_tokenizer(characters: str = CHARACTERS) -> object:
