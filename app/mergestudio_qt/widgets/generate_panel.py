@@ -375,8 +375,9 @@ class GeneratePanel(QWidget):
             if column.text.toPlainText() != generation.text:
                 column.text.setPlainText(generation.text)
             template = " · chat template" if generation.chat_template else ""
+            count = len(generation.token_ids)
             column.stats.set_full_text(
-                f"{len(generation.token_ids)} tokens · {generation.tokens_per_s:.1f} tok/s · "
+                f"{count} token{'' if count == 1 else 's'} · {generation.tokens_per_s:.1f} tok/s · "
                 f"{STOP_WORDS[generation.stop_reason]}{template}"
             )
 
