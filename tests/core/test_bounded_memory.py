@@ -75,15 +75,16 @@ def _weights(folder: Path) -> dict[str, bytes]:
 
 @pytest.fixture
 def range_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, int, int]]]:
-    """Every range the streamed path reads: (tensor, start, stop)."""
+    """Every range the streamed path reads, with or without the base: (tensor, start, stop)."""
     seen: list[tuple[str, int, int]] = []
-    original = execute._StoredChunks.read
+    for reader in ("read", "read_inputs"):
+        original = getattr(execute._StoredChunks, reader)
 
-    def read(self: Any, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        seen.append((self.planned.name, start, stop))
-        return original(self, start, stop)
+        def read(self: Any, start: int, stop: int, original: Any = original) -> Any:
+            seen.append((self.planned.name, start, stop))
+            return original(self, start, stop)
 
-    monkeypatch.setattr(execute._StoredChunks, "read", read)
+        monkeypatch.setattr(execute._StoredChunks, reader, read)
     yield seen
 
 

@@ -156,7 +156,7 @@ class MergePlan:
             return whole, True
         if self.method.elementwise:
             return min(whole, chunk_bytes), False
-        if self.method.streamed is not None and planned.base is not None:
+        if self.method.streamed is not None:
             # Bands of entries near each threshold (a few % of them, float32) and
             # bit-packed masks: well under a byte per input entry.
             statistics = planned.numel * inputs // 4
