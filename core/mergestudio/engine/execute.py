@@ -97,7 +97,7 @@ def execute_plan(
         chunk_bytes or DEFAULT_CHUNK_BYTES,
         nonfinite,
         getattr(target, "output_buffer", None),
-        stream_bytes=chunk_bytes or DEFAULT_STREAM_BYTES,
+        stream_bytes=chunk_bytes or plan.method.stream_bytes or DEFAULT_STREAM_BYTES,
         accept_part=getattr(target, "accept_part", None),
     )
     if threads is None and torch_device.type == "cpu":

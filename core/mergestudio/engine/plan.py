@@ -126,7 +126,7 @@ class MergePlan:
         step size is what the cap leaves (``chunk_bytes_for``).
         """
         if chunk_bytes is None:
-            chunk_bytes = self.chunk_bytes_for(max_memory, compute_bytes) if max_memory else STREAM_BYTES
+            chunk_bytes = self.chunk_bytes_for(max_memory, compute_bytes) if max_memory else self.step_bytes
         bytes_to_read = 0
         step_peak = 0
         whole_peak = 0
@@ -171,15 +171,21 @@ class MergePlan:
 
     def chunk_bytes_for(self, max_memory: int | None, compute_bytes: int = 4) -> int:
         """The working memory of a streamed step under ``max_memory``: what the runtime
-        and the queued outputs leave, at most ``STREAM_BYTES`` and at least
+        and the queued outputs leave, at most ``step_bytes`` and at least
         ``MIN_STREAM_BYTES`` (a cap below that is reported by ``estimate`` as not met)."""
         if max_memory is None:
-            return STREAM_BYTES
+            return self.step_bytes
         left = max_memory - RUNTIME_BYTES - self._queued_output_bytes()
         statistics = max(
             (p.numel * len(p.all_inputs()) // 4 for p in self.tensors if p.copy_from is None), default=0
         )
-        return max(MIN_STREAM_BYTES, min(STREAM_BYTES, left - statistics))
+        return max(MIN_STREAM_BYTES, min(self.step_bytes, left - statistics))
+
+    @property
+    def step_bytes(self) -> int:
+        """The default working memory of a streamed step: the method's own
+        (``MethodSpec.stream_bytes``), else ``STREAM_BYTES``."""
+        return self.method.stream_bytes or STREAM_BYTES
 
     def close(self) -> None:
         for source in self.sources.values():

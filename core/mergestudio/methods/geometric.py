@@ -25,7 +25,7 @@ import torch
 from mergestudio.errors import RecipeError
 from mergestudio.methods.chunks import FlatChunks, TensorChunks, spans
 from mergestudio.methods.common import WEIGHT_DOC, zero_weight_sum_check
-from mergestudio.methods.gram import GRAM_BLOCK, norm, streamed_gram
+from mergestudio.methods.gram import GRAM_BLOCK, GRAM_STREAM_BYTES, norm, streamed_gram
 from mergestudio.methods.registry import MergeInputs, Param, StreamedFunction, register
 
 _REQUIRED_WEIGHT = Param("weight", "float", WEIGHT_DOC, per_model=True, ui_low=0.0, ui_high=2.0)
@@ -100,6 +100,7 @@ def _model_stock_rows(models: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     min_models=2,
     notes="Cosines are clamped to [−1, 1] with norms floored at 1e-6, as in mergekit.",
     streamed=_model_stock_streamed,
+    stream_bytes=GRAM_STREAM_BYTES,
 )
 def model_stock(inputs: MergeInputs, *, filter_wise: bool) -> torch.Tensor:
     return _in_memory(_model_stock_streamed, inputs, filter_wise=filter_wise)
@@ -211,6 +212,7 @@ def _nuslerp_vectors(
     optional_base=True,
     notes=_OPTIONAL_BASE + " With a weight sum of ~0, t = 0.5.",
     streamed=_nuslerp_streamed,
+    stream_bytes=GRAM_STREAM_BYTES,
 )
 def nuslerp(
     inputs: MergeInputs, *, weight: Sequence[float], nuslerp_flatten: bool, nuslerp_row_wise: bool
@@ -406,6 +408,7 @@ def _in_memory(streamed: StreamedFunction, inputs: MergeInputs, **params: object
     min_models=1,
     notes="Zero tensors are left out of the direction (their norm still counts in the scale).",
     streamed=_karcher_streamed,
+    stream_bytes=GRAM_STREAM_BYTES,
 )
 def karcher(inputs: MergeInputs, *, weight: Sequence[float], max_iter: int, tol: float) -> torch.Tensor:
     return _in_memory(_karcher_streamed, inputs, weight=weight, max_iter=max_iter, tol=tol)

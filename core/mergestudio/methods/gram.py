@@ -22,6 +22,9 @@ from mergestudio.parallel import run_parallel
 # Entries per summed block, and what a combining range is cut into (its temporaries stay
 # in the cache).
 GRAM_BLOCK = 1 << 16
+# The read ranges of a Gram method (``MethodSpec.stream_bytes``): its statistics are a few
+# scalars, so ranges as small as an elementwise method's row chunks cost nothing.
+GRAM_STREAM_BYTES = 8 << 20
 # x_i (m = n); x_i − base (task vectors, m = n); x_0 … x_{n−1} then the base (m = n + 1).
 GramRows = Literal["inputs", "task_vectors", "inputs_and_base"]
 _ROW_KINDS: dict[GramRows, int] = {"inputs": 0, "task_vectors": 1, "inputs_and_base": 2}
@@ -97,4 +100,4 @@ def norm(gram: np.ndarray, i: int) -> float:
     return float(np.sqrt(max(float(gram[i, i]), 0.0)))
 
 
-__all__ = ["GRAM_BLOCK", "GramRows", "cosine", "norm", "streamed_gram"]
+__all__ = ["GRAM_BLOCK", "GRAM_STREAM_BYTES", "GramRows", "cosine", "norm", "streamed_gram"]

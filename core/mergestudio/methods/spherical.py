@@ -13,7 +13,7 @@ import math
 import torch
 
 from mergestudio.methods.chunks import FlatChunks, TensorChunks, spans
-from mergestudio.methods.gram import GRAM_BLOCK, norm, streamed_gram
+from mergestudio.methods.gram import GRAM_BLOCK, GRAM_STREAM_BYTES, norm, streamed_gram
 from mergestudio.methods.registry import MergeInputs, Param, register
 
 # Above this |cos| the two tensors are nearly colinear and slerp's sin(θ) ≈ 0 would blow
@@ -91,6 +91,7 @@ def streamed_slerp(
     min_models=1,
     max_models=1,
     streamed=streamed_slerp,
+    stream_bytes=GRAM_STREAM_BYTES,
 )
 def slerp(inputs: MergeInputs, *, t: float) -> torch.Tensor:
     assert inputs.base is not None
