@@ -68,8 +68,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         "--chunk-size",
         type=parse_size,
         metavar="SIZE",
-        help="working memory of one streamed step (default: 64MB, or what --max-memory leaves); "
-        "the output does not depend on it",
+        help="working memory of one streamed step (default: 64MB for the sparsifiers, 8MB for the "
+        "others, or what --max-memory leaves); the output does not depend on it",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument(
