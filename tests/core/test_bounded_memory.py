@@ -147,3 +147,22 @@ def test_cli_max_memory_merge_matches_the_default(family: dict[str, Path], tmp_p
     args = ["merge", str(recipe), str(tmp_path / "b"), "-q", "--device", "cpu", "--max-memory", "4GB"]
     assert cli_main([*args, "--chunk-size", "256KB"]) == 0
     assert _weights(tmp_path / "a") == _weights(tmp_path / "b")
+
+
+@pytest.mark.parametrize("method", ["linear", "ties", "slerp"])
+def test_estimate_counts_queued_parts_not_whole_outputs(method: str, family: dict[str, Path]) -> None:
+    from mergestudio.engine import build_plan, load_recipe
+    from mergestudio.engine.plan import RUNTIME_BYTES
+
+    spec = next(s for s in all_methods() if s.name == method)
+    plan = build_plan(load_recipe(_recipe(spec, family)))
+    try:
+        step = 64 << 10
+        estimate = plan.estimate(chunk_bytes=step)
+        statistics = max(p.numel * len(p.all_inputs()) // 4 for p in plan.tensors) if spec.streamed else 0
+        # The writer's queue holds parts of under half a step each (three at most), where
+        # the embedding alone (2304 × 128 bf16, 576 KB) would be whole outputs.
+        assert estimate.peak_memory_bytes <= RUNTIME_BYTES + step + statistics + 3 * step // 2
+        assert estimate.whole_tensor_bytes == 0
+    finally:
+        plan.close()
