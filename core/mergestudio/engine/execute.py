@@ -8,9 +8,6 @@ methods split big tensors into row chunks), independent of the model's size.
 from __future__ import annotations
 
 import hashlib
-import itertools
-import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -167,8 +164,8 @@ class _TensorMerger:
         self.post: PostProcessSpec | None = get_post_process(post.name) if post else None
         self.post_params: dict[str, object] = dict(post.parameters or {}) if post else {}
         self.seed = plan.recipe.random_seed or 0
-        # Each thread's reused buffers: row pieces of elementwise methods merge on the pool.
-        self._buffers = _ThreadBuffers()
+        self._buffer: torch.Tensor | None = None
+        self._scratch: torch.Tensor | None = None
         self._pinned = _PinnedUpload()
         self.nonfinite = nonfinite
 
@@ -252,7 +249,9 @@ class _TensorMerger:
         parts: AcceptPart | None = None,
     ) -> torch.Tensor | None:
         """Row chunks of ``chunk_bytes``; with ``parts``, each chunk's rows go to the
-        target as they are made."""
+        target as they are made. (Each chunk split over the cores, every piece converted,
+        merged and converted back on one core, measured slower at load 10 on 2 cores:
+        9.8-13.5 s against 8.8-9.6 s for 1.1B linear, with more CPU time.)"""
         rows = planned.shape[0]
         bytes_per_row = max(1, planned.numel // max(rows, 1)) * (len(inputs) + 3) * 4
         rows_per_chunk = max(1, self.chunk_bytes // bytes_per_row)
@@ -261,44 +260,16 @@ class _TensorMerger:
         output = self._empty_output(planned, out_dtype) if parts is None else None
         for start in range(0, rows, rows_per_chunk):
             stop = min(rows, start + rows_per_chunk)
+            chunk = self._call(
+                planned, [x[start:stop] for x in inputs], base[start:stop] if base is not None else None
+            )
             if output is not None:
-                self._merge_rows(planned, inputs, base, start, output[start:stop])
+                output[start:stop].copy_(chunk)
                 continue
             assert parts is not None and self.output_buffer is not None
             part = self.output_buffer((stop - start, *planned.shape[1:]), out_dtype)
-            self._merge_rows(planned, inputs, base, start, part)
-            parts(planned.name, part, stop == rows)
+            parts(planned.name, part.copy_(chunk.view(part.shape)), stop == rows)
         return output
-
-    def _merge_rows(
-        self,
-        planned: PlannedTensor,
-        inputs: list[torch.Tensor],
-        base: torch.Tensor | None,
-        start: int,
-        destination: torch.Tensor,
-    ) -> None:
-        """Rows start … start + len(destination) of an elementwise merge, into
-        ``destination`` (in the output dtype). On the CPU the rows go in pieces to the
-        pool, one per core: each converts its piece's inputs, merges them and writes the
-        result while they are in that core's cache (converting on the pool and merging
-        on this thread left both cores idle half the time). Every entry depends on its
-        inputs alone, so the pieces do not change a bit."""
-        import torch
-
-        stop = start + destination.shape[0]
-
-        def merge_piece(piece: tuple[int, int]) -> None:
-            lo, hi = piece
-            with torch.inference_mode():
-                rows = [x[lo:hi] for x in inputs]
-                result = self._call(planned, rows, base[lo:hi] if base is not None else None)
-                destination[lo - start : hi - start].copy_(result.view(hi - lo, *destination.shape[1:]))
-
-        if self.device.type != "cpu":
-            merge_piece((start, stop))
-            return
-        run_parallel(merge_piece, _row_pieces(start, stop, os.cpu_count() or 1))
 
     def _merge_streamed(
         self,
@@ -337,7 +308,7 @@ class _TensorMerger:
 
     def _detached(self, result: torch.Tensor) -> torch.Tensor:
         """``result``, copied if it is the reused output buffer (the target keeps it)."""
-        scratch = self._buffers.scratch
+        scratch = self._scratch
         if (
             scratch is not None
             and result.untyped_storage().data_ptr() == scratch.untyped_storage().data_ptr()
@@ -373,9 +344,9 @@ class _TensorMerger:
 
         shape = (len(inputs), *inputs[0].shape)
         numel = len(inputs) * inputs[0].numel()
-        buffer = self._buffers.stacked
+        buffer = self._buffer
         if buffer is None or buffer.numel() < numel:
-            buffer = self._buffers.stacked = torch.empty(numel, dtype=self.compute, device=self.device)
+            buffer = self._buffer = torch.empty(numel, dtype=self.compute, device=self.device)
         stacked = buffer[:numel].view(shape)
         # Each copy converts dtype and moves to the device at once; on the CPU they run
         # side by side (torch's copies release the GIL), one per core.
@@ -397,9 +368,9 @@ class _TensorMerger:
         """A (numel,) buffer in the compute dtype on the device, reused across calls."""
         import torch
 
-        scratch = self._buffers.scratch
+        scratch = self._scratch
         if scratch is None or scratch.numel() < numel:
-            scratch = self._buffers.scratch = torch.empty(numel, dtype=self.compute, device=self.device)
+            scratch = self._scratch = torch.empty(numel, dtype=self.compute, device=self.device)
         return scratch[:numel]
 
     def stack(self, inputs: list[torch.Tensor], scan: bool) -> tuple[torch.Tensor, bool]:
@@ -414,22 +385,6 @@ class _TensorMerger:
         generator = torch.Generator(device=self.device)
         generator.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
         return generator
-
-
-class _ThreadBuffers(threading.local):
-    """A thread's reused buffers in the compute dtype: the stacked inputs of a call and
-    its result (``MergeInputs.scratch``). Fresh large allocations cost page faults."""
-
-    def __init__(self) -> None:
-        self.stacked: torch.Tensor | None = None
-        self.scratch: torch.Tensor | None = None
-
-
-def _row_pieces(start: int, stop: int, count: int) -> list[tuple[int, int]]:
-    """[start, stop) in up to ``count`` consecutive pieces of nearly equal size."""
-    count = max(1, min(count, stop - start))
-    bounds = [start + (stop - start) * i // count for i in range(count + 1)]
-    return list(itertools.pairwise(bounds))
 
 
 # Inputs larger than this go to the GPU without pinned staging (whole-matrix methods):
