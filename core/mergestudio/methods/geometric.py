@@ -38,6 +38,8 @@ _OPTIONAL_BASE = (
 def _model_stock_streamed(
     chunks: FlatChunks, generator: torch.Generator | None, shape: tuple[int, ...], *, filter_wise: bool
 ) -> None:
+    """Model Stock over ``chunks``: the task vectors' Gram matrix gives the mean pairwise
+    cosine and the ratio t, then t·mean(θᵢ) + (1−t)·θ_base range by range."""
     n = chunks.n_models
     if filter_wise and len(shape) >= 2:
         # Each row is its own vector: whole rows per range, each merged as it comes.
