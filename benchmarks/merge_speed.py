@@ -75,8 +75,15 @@ class Timing:
 
 def recipe_for(method: str, folders: list[Path]) -> dict[str, object]:
     base, tunes = str(folders[0]), [str(f) for f in folders[1:]]
-    if method in _TWO_MODEL:
+    if method == "nuslerp":
+        # Two fine-tunes' task vectors (mergekit wants two inputs besides the base).
         recipe: dict[str, object] = {
+            "merge_method": method,
+            "base_model": base,
+            "models": [{"model": t, "parameters": _TWO_MODEL[method]} for t in tunes[:2]],
+        }
+    elif method in _TWO_MODEL:
+        recipe = {
             "merge_method": method,
             "base_model": base,
             "models": [{"model": base}, {"model": tunes[0]}],

@@ -75,15 +75,16 @@ def _weights(folder: Path) -> dict[str, bytes]:
 
 @pytest.fixture
 def range_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, int, int]]]:
-    """Every range the streamed path reads: (tensor, start, stop)."""
+    """Every range the streamed path reads, with or without the base: (tensor, start, stop)."""
     seen: list[tuple[str, int, int]] = []
-    original = execute._StoredChunks.read
+    for reader in ("read", "read_inputs"):
+        original = getattr(execute._StoredChunks, reader)
 
-    def read(self: Any, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        seen.append((self.planned.name, start, stop))
-        return original(self, start, stop)
+        def read(self: Any, start: int, stop: int, original: Any = original) -> Any:
+            seen.append((self.planned.name, start, stop))
+            return original(self, start, stop)
 
-    monkeypatch.setattr(execute._StoredChunks, "read", read)
+        monkeypatch.setattr(execute._StoredChunks, reader, read)
     yield seen
 
 
@@ -146,3 +147,22 @@ def test_cli_max_memory_merge_matches_the_default(family: dict[str, Path], tmp_p
     args = ["merge", str(recipe), str(tmp_path / "b"), "-q", "--device", "cpu", "--max-memory", "4GB"]
     assert cli_main([*args, "--chunk-size", "256KB"]) == 0
     assert _weights(tmp_path / "a") == _weights(tmp_path / "b")
+
+
+@pytest.mark.parametrize("method", ["linear", "ties", "slerp"])
+def test_estimate_counts_queued_parts_not_whole_outputs(method: str, family: dict[str, Path]) -> None:
+    from mergestudio.engine import build_plan, load_recipe
+    from mergestudio.engine.plan import RUNTIME_BYTES
+
+    spec = next(s for s in all_methods() if s.name == method)
+    plan = build_plan(load_recipe(_recipe(spec, family)))
+    try:
+        step = 64 << 10
+        estimate = plan.estimate(chunk_bytes=step)
+        statistics = max(p.numel * len(p.all_inputs()) // 4 for p in plan.tensors) if spec.streamed else 0
+        # The writer's queue holds parts of under half a step each (three at most), where
+        # the embedding alone (2304 × 128 bf16, 576 KB) would be whole outputs.
+        assert estimate.peak_memory_bytes <= RUNTIME_BYTES + step + statistics + 3 * step // 2
+        assert estimate.whole_tensor_bytes == 0
+    finally:
+        plan.close()

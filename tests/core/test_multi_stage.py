@@ -4,6 +4,7 @@ stage through files; graph errors are found by the dry run, before anything is w
 from __future__ import annotations
 
 import copy
+import importlib
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,58 @@ def test_cancel_stops_between_and_within_stages(model_family, tmp_path: Path) ->
             cancel=token,
         )
     assert seen and not (tmp_path / "out").exists()
+
+
+def test_a_memory_cap_applies_to_every_stage(model_family, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The module (``mergestudio.engine.merge`` is also the name of its function there).
+    merge_module = importlib.import_module("mergestudio.engine.merge")
+    stages = _stages(model_family)
+    default = merge_multi(parse_multi(_text(stages)), tmp_path / "a", device="cpu")
+    steps: list[int | None] = []
+    run_plan = merge_module.execute_plan
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        steps.append(kwargs.get("chunk_bytes"))
+        return run_plan(*args, **kwargs)
+
+    monkeypatch.setattr(merge_module, "execute_plan", spy)
+    seen: list[str] = []
+    capped = merge_multi(
+        parse_multi(_text(stages)),
+        tmp_path / "b",
+        device="cpu",
+        max_memory=8 << 30,
+        chunk_bytes=64 << 10,
+        events=lambda e: seen.append(e.message) if isinstance(e, LogLine) else None,
+    )
+    # Under a cap the intermediates go through a temporary folder, removed at the end.
+    assert any("max_memory: intermediate stages are written to" in line for line in seen)
+    assert steps == [64 << 10] * 3  # every stage ran in the small steps
+    assert not list(tmp_path.glob(".mergestudio-stages-*"))
+    first, second = _weights(default.output), _weights(capped.output)
+    assert set(first) == set(second)
+    assert all(first[name].equal(second[name]) for name in first)
+    # A cap no stage can meet is refused, naming the stage, before anything is written.
+    with pytest.raises(PlanError, match="stage 'pair': max_memory: this merge needs about"):
+        merge_multi(parse_multi(_text(stages)), tmp_path / "c", device="cpu", max_memory=64 << 20)
+    assert not (tmp_path / "c").exists() and not list(tmp_path.glob(".mergestudio-stages-*"))
+
+
+def test_cli_dry_run_of_stages_says_whether_each_fits(
+    model_family, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from mergestudio.cli.main import main as cli_main
+
+    recipe = tmp_path / "stages.yml"
+    recipe.write_text(_text(_stages(model_family)))
+    out = str(tmp_path / "out")
+    assert cli_main(["merge", str(recipe), out, "--dry-run", "--json", "--max-memory", "64MB"]) == 0
+    stages = json.loads(capsys.readouterr().out)["stages"]
+    assert [row["fits"] for row in stages] == [False, False, False]
+    assert all(row["peak_memory_bytes"] > 64 * 10**6 for row in stages)
+    assert cli_main(["merge", str(recipe), out, "--dry-run", "--max-memory", "4GB"]) == 0
+    assert "does NOT fit" not in capsys.readouterr().out
+    assert cli_main(["merge", str(recipe), out, "-q", "--device", "cpu", "--max-memory", "4GB", "--chunk-size", "256KB"]) == 0
+    assert (tmp_path / "out" / "config.json").is_file()

@@ -68,8 +68,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         "--chunk-size",
         type=parse_size,
         metavar="SIZE",
-        help="working memory of one streamed step (default: 64MB, or what --max-memory leaves); "
-        "the output does not depend on it",
+        help="working memory of one streamed step (default: 64MB for the sparsifiers, 8MB for the "
+        "others, or what --max-memory leaves); the output does not depend on it",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument(
@@ -320,24 +320,24 @@ def _run_multi(args: argparse.Namespace) -> int:
     from mergestudio.recipe.multi import load_multi
 
     multi = load_multi(args.recipe)
-    if args.max_memory is not None or args.chunk_size is not None:
-        from mergestudio.errors import RecipeError
-
-        raise RecipeError("--max-memory and --chunk-size apply to single-stage recipes (not yet to multi-stage ones)")
     if args.dry_run:
         staged = plan_stages(multi, allow_pickle=args.allow_pickle)
         try:
-            report: list[dict[str, Any]] = [
-                {
-                    "stage": item.stage.name,
-                    "method": item.plan.method.name,
-                    "needs": list(item.stage.needs),
-                    "tensors": len(item.plan.tensors),
-                    "output_bytes": item.plan.estimate().output_bytes,
-                    "warnings": item.plan.warnings,
-                }
-                for item in staged
-            ]
+            report: list[dict[str, Any]] = []
+            for item in staged:
+                estimate = item.plan.estimate(chunk_bytes=args.chunk_size, max_memory=args.max_memory)
+                report.append(
+                    {
+                        "stage": item.stage.name,
+                        "method": item.plan.method.name,
+                        "needs": list(item.stage.needs),
+                        "tensors": len(item.plan.tensors),
+                        "output_bytes": estimate.output_bytes,
+                        "peak_memory_bytes": estimate.peak_memory_bytes,
+                        "fits": estimate.fits,
+                        "warnings": item.plan.warnings,
+                    }
+                )
         finally:
             close_stages(staged)
         if args.json:
@@ -346,7 +346,9 @@ def _run_multi(args: argparse.Namespace) -> int:
         print(f"dry run: {len(report)} stages -> {args.out} (nothing read, nothing written)")
         for row in report:
             needs = f" <- {', '.join(row['needs'])}" if row["needs"] else ""
-            print(f"  {row['stage']:16} {row['method']:16} {row['tensors']:>6} tensors{needs}")
+            fits = "" if row["fits"] else f" (does NOT fit in {format_bytes(args.max_memory)})"
+            peak = f"peak ~{format_bytes(row['peak_memory_bytes'])}{fits}"
+            print(f"  {row['stage']:16} {row['method']:16} {row['tensors']:>6} tensors  {peak}{needs}")
             for warning in row["warnings"]:
                 print(f"    warning: {warning}")
         return 0
@@ -355,6 +357,8 @@ def _run_multi(args: argparse.Namespace) -> int:
             multi,
             args.out,
             keep_intermediates=args.keep_intermediates,
+            max_memory=args.max_memory,
+            chunk_bytes=args.chunk_size,
             **_merge_options(args, cancel),
         )
     summary = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mergestudio.engine.checks import check_folder_output, check_output_path, check_run_options
@@ -21,6 +21,7 @@ from mergestudio.engine.merge import (
     _dominant_out_dtype,
     _merge_plan,
     _Run,
+    check_memory,
 )
 from mergestudio.engine.plan import MergePlan, PlanEstimate, build_plan
 from mergestudio.engine.targets import DictTarget
@@ -137,6 +138,8 @@ def merge_multi(
     events: EventSink | None = None,
     cancel: CancelToken | None = None,
     threads: int | None = None,
+    max_memory: int | None = None,
+    chunk_bytes: int | None = None,
 ) -> MultiResult:
     """Run every stage; the final one is written to ``out_dir`` as ``merge`` would.
 
@@ -146,6 +149,11 @@ def merge_multi(
     intermediates held in memory at once would exceed ``memory_limit`` bytes (default:
     half the memory available now), they go to a temporary folder beside ``out_dir``
     instead, removed at the end. Either way the result is bit-identical.
+
+    ``max_memory`` and ``chunk_bytes`` apply to every stage as ``merge`` applies them
+    (each stage's plan is checked against the cap before anything is written); under a
+    cap, intermediates go to a folder (``keep_intermediates`` or a temporary one), since
+    an intermediate held in memory is as large as a model.
     """
     check_run_options(device, compute_dtype, threads, shard_size)
     check_output_path(Path(out_dir), overwrite)
@@ -154,8 +162,14 @@ def merge_multi(
     run = _Run(device, compute_dtype, shard_size, threads, allow_nonfinite)
     spill: tempfile.TemporaryDirectory[str] | None = None
     try:
+        steps = stage_steps(staged, max_memory, chunk_bytes, compute_dtype)
         folder_for = keep_intermediates
-        if folder_for is None:
+        if folder_for is None and max_memory is not None and len(staged) > 1:
+            Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
+            spill = tempfile.TemporaryDirectory(prefix=".mergestudio-stages-", dir=Path(out_dir).parent)
+            folder_for = spill.name
+            log(events, f"max_memory: intermediate stages are written to {folder_for} (removed at the end)")
+        elif folder_for is None:
             peak, limit = intermediate_peak_bytes(staged), _memory_limit(memory_limit)
             if peak > limit:
                 Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +192,8 @@ def merge_multi(
             is_final = index == len(staged) - 1
             if is_final or folder_for is not None:
                 folder = Path(out_dir) if is_final else Path(folder_for or ".") / item.stage.name
-                merged = _merge_plan(item.plan, folder, run, overwrite, events, cancel, None)
+                stage_run = replace(run, chunk_bytes=steps[index])
+                merged = _merge_plan(item.plan, folder, stage_run, overwrite, events, cancel, None)
                 result.stages.append((item.stage.name, merged.stats))
                 if not is_final:
                     if spill is None:
@@ -193,6 +208,7 @@ def merge_multi(
                     allow_nonfinite=allow_nonfinite,
                     events=events,
                     cancel=cancel,
+                    chunk_bytes=steps[index],
                 )
                 result.stages.append((item.stage.name, stats))
             _release_finished(staged, index)
@@ -212,6 +228,7 @@ def run_stage_in_memory(
     allow_nonfinite: bool = False,
     events: EventSink | None = None,
     cancel: CancelToken | None = None,
+    chunk_bytes: int | None = None,
 ) -> ExecutionStats:
     """Merge one stage into memory; later stages read it through ``item.output``."""
     target = DictTarget()
@@ -224,9 +241,28 @@ def run_stage_in_memory(
         cancel=cancel,
         threads=threads,
         allow_nonfinite=allow_nonfinite,
+        chunk_bytes=chunk_bytes,
     )
     item.output._loaded = target.tensors
     return stats
+
+
+def stage_steps(
+    staged: list[StagedPlan], max_memory: int | None, chunk_bytes: int | None, compute_dtype: str = "float32"
+) -> list[int | None]:
+    """Each stage's step size (``execute_plan``'s ``chunk_bytes``): ``chunk_bytes`` when
+    given, else what ``max_memory`` leaves the stage (None: the defaults). PlanError
+    naming the stage when one cannot fit under the cap, before anything is read."""
+    steps: list[int | None] = []
+    for item in staged:
+        capped = None
+        if max_memory is not None:
+            try:
+                capped = check_memory(item.plan, max_memory, compute_dtype)
+            except MergeStudioError as error:
+                raise type(error)(f"stage {item.stage.name!r}: {error}") from error
+        steps.append(chunk_bytes or capped)
+    return steps
 
 
 def intermediate_peak_bytes(staged: list[StagedPlan]) -> int:

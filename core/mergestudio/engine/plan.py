@@ -126,7 +126,7 @@ class MergePlan:
         step size is what the cap leaves (``chunk_bytes_for``).
         """
         if chunk_bytes is None:
-            chunk_bytes = self.chunk_bytes_for(max_memory, compute_bytes) if max_memory else STREAM_BYTES
+            chunk_bytes = self.chunk_bytes_for(max_memory, compute_bytes) if max_memory else self.step_bytes
         bytes_to_read = 0
         step_peak = 0
         whole_peak = 0
@@ -139,7 +139,7 @@ class MergePlan:
             if working > step_peak:
                 step_peak, largest = working, planned.name
         output_bytes = sum(p.out_bytes for p in self.tensors)
-        peak = RUNTIME_BYTES + step_peak + self._queued_output_bytes()
+        peak = RUNTIME_BYTES + step_peak + self._queued_output_bytes(chunk_bytes)
         return PlanEstimate(
             len(self.tensors), bytes_to_read, output_bytes, peak, largest, whole_peak, chunk_bytes, max_memory
         )
@@ -156,30 +156,49 @@ class MergePlan:
             return whole, True
         if self.method.elementwise:
             return min(whole, chunk_bytes), False
-        if self.method.streamed is not None and planned.base is not None:
+        if self.method.streamed is not None:
             # Bands of entries near each threshold (a few % of them, float32) and
             # bit-packed masks: well under a byte per input entry.
             statistics = planned.numel * inputs // 4
             return min(whole, chunk_bytes + statistics), False
         return whole, True
 
-    def _queued_output_bytes(self) -> int:
-        """The largest results that can wait for the writer at once (its queue and the
-        one being made)."""
-        sizes = sorted((p.out_bytes for p in self.tensors), reverse=True)
+    def _queued_output_bytes(self, chunk_bytes: int) -> int:
+        """The most result bytes that can wait for the writer at once (its queue and the
+        one being made): whole results, or parts for the tensors made in parts."""
+        sizes = sorted((self._held_output_bytes(p, chunk_bytes) for p in self.tensors), reverse=True)
         return sum(sizes[: _QUEUED_OUTPUTS + 1])
+
+    def _held_output_bytes(self, planned: PlannedTensor, chunk_bytes: int) -> int:
+        """Bytes of one queued result: elementwise and streamed methods hand a folder's
+        writer parts of a step's result (under half a step: the step also holds the
+        inputs in the compute dtype), the others whole tensors."""
+        in_parts = (
+            planned.copy_from is None
+            and not planned.align_rows
+            and self.recipe.post_process is None
+            and bool(planned.shape)
+            and (self.method.elementwise or self.method.streamed is not None)
+        )
+        return min(planned.out_bytes, chunk_bytes // 2) if in_parts else planned.out_bytes
 
     def chunk_bytes_for(self, max_memory: int | None, compute_bytes: int = 4) -> int:
         """The working memory of a streamed step under ``max_memory``: what the runtime
-        and the queued outputs leave, at most ``STREAM_BYTES`` and at least
+        and the queued outputs leave, at most ``step_bytes`` and at least
         ``MIN_STREAM_BYTES`` (a cap below that is reported by ``estimate`` as not met)."""
         if max_memory is None:
-            return STREAM_BYTES
-        left = max_memory - RUNTIME_BYTES - self._queued_output_bytes()
+            return self.step_bytes
+        left = max_memory - RUNTIME_BYTES - self._queued_output_bytes(self.step_bytes)
         statistics = max(
             (p.numel * len(p.all_inputs()) // 4 for p in self.tensors if p.copy_from is None), default=0
         )
-        return max(MIN_STREAM_BYTES, min(STREAM_BYTES, left - statistics))
+        return max(MIN_STREAM_BYTES, min(self.step_bytes, left - statistics))
+
+    @property
+    def step_bytes(self) -> int:
+        """The default working memory of a streamed step: the method's own
+        (``MethodSpec.stream_bytes``), else ``STREAM_BYTES``."""
+        return self.method.stream_bytes or STREAM_BYTES
 
     def close(self) -> None:
         for source in self.sources.values():

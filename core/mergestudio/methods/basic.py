@@ -27,7 +27,7 @@ _WEIGHT = Param("weight", "float", WEIGHT_DOC, per_model=True, ui_low=-1.0, ui_h
     propagates_nonfinite=True,
 )
 def linear(inputs: MergeInputs, *, weight: Sequence[float], normalize: bool) -> torch.Tensor:
-    merged = weighted_sum(inputs.tensors, weight)
+    merged = weighted_sum(inputs.tensors, weight, inputs.scratch)
     if normalize:
         merged /= float(sum(weight))
     return merged
@@ -55,7 +55,7 @@ def task_arithmetic(
 ) -> torch.Tensor:
     assert inputs.base is not None
     # Σ wᵢ(θᵢ − θ_base) = Σ wᵢθᵢ − (Σ wᵢ)θ_base: no (n, *shape) temporary.
-    merged = weighted_sum(inputs.tensors, weight)
+    merged = weighted_sum(inputs.tensors, weight, inputs.scratch)
     merged.sub_(inputs.base, alpha=float(sum(weight)))
     if normalize:
         total = float(sum(weight))

@@ -19,10 +19,11 @@ if TYPE_CHECKING:
 
 
 class FlatChunks(Protocol):
-    """n input rows and a base, each ``numel`` entries, read by flat range.
+    """n input rows and (``has_base``) a base, each ``numel`` entries, read by flat range.
 
     ``read`` returns (n, L) and (L,) tensors in ``dtype`` on ``device``; they may be
-    views into a buffer that the next ``read`` reuses. ``output`` lends the (L,) tensor
+    views into a buffer that the next ``read`` reuses. Without a base, ``read_inputs``
+    returns the (n, L) inputs alone (``read`` and ``gather`` need the base). ``output`` lends the (L,) tensor
     where the method writes the result's range [start, stop); ``commit`` says it is
     complete (ranges are committed in order, each once)."""
 
@@ -41,7 +42,12 @@ class FlatChunks(Protocol):
     @property
     def entries_per_read(self) -> int: ...
 
+    @property
+    def has_base(self) -> bool: ...
+
     def read(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def read_inputs(self, start: int, stop: int) -> torch.Tensor: ...
 
     def gather(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -61,20 +67,20 @@ def spans(chunks: FlatChunks, align: int) -> Iterator[tuple[int, int]]:
 
 
 class TensorChunks:
-    """``FlatChunks`` over tensors in memory: inputs (n, numel), base (numel,); the
-    result goes to ``result`` (numel,), in the inputs' dtype and device."""
+    """``FlatChunks`` over tensors in memory: inputs (n, numel), base (numel,) or None;
+    the result goes to ``result`` (numel,), in the inputs' dtype and device."""
 
     def __init__(
         self,
         inputs: torch.Tensor,
-        base: torch.Tensor,
+        base: torch.Tensor | None,
         result: torch.Tensor,
         entries_per_read: int | None = None,
     ) -> None:
         self.inputs = inputs
         self.base = base
         self.result = result
-        self._entries = entries_per_read or max(1, base.numel())
+        self._entries = entries_per_read or max(1, int(inputs.shape[1]))
 
     @property
     def n_models(self) -> int:
@@ -82,7 +88,7 @@ class TensorChunks:
 
     @property
     def numel(self) -> int:
-        return int(self.base.numel())
+        return int(self.inputs.shape[1])
 
     @property
     def dtype(self) -> torch.dtype:
@@ -96,10 +102,19 @@ class TensorChunks:
     def entries_per_read(self) -> int:
         return self._entries
 
+    @property
+    def has_base(self) -> bool:
+        return self.base is not None
+
     def read(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.base is not None, "read() needs a base; use read_inputs()"
         return self.inputs[:, start:stop], self.base[start:stop]
 
+    def read_inputs(self, start: int, stop: int) -> torch.Tensor:
+        return self.inputs[:, start:stop]
+
     def gather(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.base is not None, "gather() needs a base"
         return self.inputs[:, positions], self.base[positions]
 
     def output(self, start: int, stop: int) -> torch.Tensor:

@@ -19,10 +19,16 @@ def per_model_column(values: Sequence[float], like: torch.Tensor) -> torch.Tenso
 WEIGHT_DOC = "How much of this model goes into the merge."
 
 
-def weighted_sum(tensors: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
-    """Σᵢ wᵢ tensors[i] for tensors (n, *shape): a new (*shape,) tensor, accumulated in
-    place one model at a time so no (n, *shape) temporary is made."""
-    merged = tensors[0] * float(weights[0])
+def weighted_sum(
+    tensors: torch.Tensor, weights: Sequence[float], out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Σᵢ wᵢ tensors[i] for tensors (n, *shape): a (*shape,) tensor, accumulated in place
+    one model at a time so no (n, *shape) temporary is made; in ``out`` (any shape with
+    as many entries, e.g. ``MergeInputs.scratch``) when given, else new."""
+    if out is not None:
+        merged = torch.mul(tensors[0], float(weights[0]), out=out.view(tensors.shape[1:]))
+    else:
+        merged = tensors[0] * float(weights[0])
     for tensor, weight in zip(tensors[1:], weights[1:], strict=True):
         merged.add_(tensor, alpha=float(weight))
     return merged

@@ -4,6 +4,14 @@ mergekit's parameters and behaviour.
 NuSLERP and Multi-SLERP take an optional base (they then work on task vectors); they
 use ``inputs.base`` when the planner supplies one. Tensors are (n_models, *shape) in the
 compute dtype; every function returns a new (*shape,) tensor.
+
+Model Stock, NuSLERP and the Karcher mean need only norms and angles of whole tensors:
+they stream (``streamed=``), a pass over flat ranges for the Gram matrix of the inputs or
+task vectors (``methods.gram``), then an elementwise combination range by range. Their
+in-memory functions run the same passes over ``TensorChunks``, so both give the same bits.
+Per-row variants (Model Stock's ``filter_wise``, NuSLERP without flattening) read whole
+rows per range instead; NuSLERP's ``nuslerp_row_wise`` (vectors down the columns) holds
+the whole tensor.
 """
 
 from __future__ import annotations
@@ -11,17 +19,68 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from mergestudio.errors import RecipeError
+from mergestudio.methods.chunks import FlatChunks, TensorChunks, spans
 from mergestudio.methods.common import WEIGHT_DOC, zero_weight_sum_check
-from mergestudio.methods.registry import MergeInputs, Param, register
+from mergestudio.methods.gram import GRAM_BLOCK, GRAM_STREAM_BYTES, norm, streamed_gram
+from mergestudio.methods.registry import MergeInputs, Param, StreamedFunction, register
 
 _REQUIRED_WEIGHT = Param("weight", "float", WEIGHT_DOC, per_model=True, ui_low=0.0, ui_high=2.0)
 _OPTIONAL_BASE = (
     "A base_model is optional: with one, the task vectors (model − base) are interpolated and the "
     "result added to the base."
 )
+
+
+def _model_stock_streamed(
+    chunks: FlatChunks, generator: torch.Generator | None, shape: tuple[int, ...], *, filter_wise: bool
+) -> None:
+    """Model Stock over ``chunks``: the task vectors' Gram matrix gives the mean pairwise
+    cosine and the ratio t, then t·mean(θᵢ) + (1−t)·θ_base range by range."""
+    n = chunks.n_models
+    if filter_wise and len(shape) >= 2:
+        # Each row is its own vector: whole rows per range, each merged as it comes.
+        width = chunks.numel // shape[0]
+        for start, stop in spans(chunks, width):
+            x, base = chunks.read(start, stop)
+            rows = base.reshape(-1, width)
+            merged = _model_stock_rows(x.reshape(n, *rows.shape), rows)
+            chunks.output(start, stop).copy_(merged.reshape(-1))
+            chunks.commit(start, stop)
+        return
+    gram = streamed_gram(chunks, "task_vectors")
+    norms = [norm(gram, i) for i in range(n)]
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    cosines = [min(1.0, max(-1.0, float(gram[i, j]) / max(norms[i] * norms[j], 1e-6))) for i, j in pairs]
+    cos = sum(cosines) / len(cosines)
+    t = (n * cos) / (1 + (n - 1) * cos)
+    for start, stop in spans(chunks, GRAM_BLOCK):
+        x, base = chunks.read(start, stop)
+        out = chunks.output(start, stop)
+        for lo in range(0, stop - start, GRAM_BLOCK):
+            hi = min(stop - start, lo + GRAM_BLOCK)
+            average = x[:, lo:hi].mean(0)
+            torch.mul(average, t, out=out[lo:hi]).add_(base[lo:hi] * (1 - t))
+        chunks.commit(start, stop)
+
+
+def _model_stock_rows(models: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Model Stock per row: models (n, r, d), the base's rows (r, d) -> (r, d)."""
+    n = models.shape[0]
+    offsets = models - rows
+    norms = torch.linalg.vector_norm(offsets, dim=-1)  # (n, rows)
+    cosines = []
+    for i in range(n):
+        for j in range(i + 1, n):
+            dot = (offsets[i] * offsets[j]).sum(-1)
+            cosines.append((dot / (norms[i] * norms[j]).clamp(min=1e-6)).clamp(-1, 1))
+    cos = torch.stack(cosines).mean(0).unsqueeze(-1)  # (rows, 1)
+    t = (n * cos) / (1 + (n - 1) * cos)
+    average = models.mean(0)
+    return t * average + (1 - t) * rows
 
 
 @register(
@@ -42,28 +101,11 @@ _OPTIONAL_BASE = (
     needs_base=True,
     min_models=2,
     notes="Cosines are clamped to [−1, 1] with norms floored at 1e-6, as in mergekit.",
+    streamed=_model_stock_streamed,
+    stream_bytes=GRAM_STREAM_BYTES,
 )
 def model_stock(inputs: MergeInputs, *, filter_wise: bool) -> torch.Tensor:
-    assert inputs.base is not None
-    base = inputs.base
-    n = inputs.n_models
-    if filter_wise:
-        rows = base.reshape(1, -1) if base.dim() <= 1 else base.reshape(base.shape[0], -1)
-        models = inputs.tensors.reshape(n, *rows.shape)
-    else:
-        rows = base.reshape(1, -1)
-        models = inputs.tensors.reshape(n, 1, -1)
-    offsets = models - rows
-    norms = torch.linalg.vector_norm(offsets, dim=-1)  # (n, rows)
-    cosines = []
-    for i in range(n):
-        for j in range(i + 1, n):
-            dot = (offsets[i] * offsets[j]).sum(-1)
-            cosines.append((dot / (norms[i] * norms[j]).clamp(min=1e-6)).clamp(-1, 1))
-    cos = torch.stack(cosines).mean(0).unsqueeze(-1)  # (rows, 1)
-    t = (n * cos) / (1 + (n - 1) * cos)
-    average = models.mean(0)
-    return (t * average + (1 - t) * rows).reshape(base.shape)
+    return _in_memory(_model_stock_streamed, inputs, filter_wise=filter_wise)
 
 
 def _nuslerp_pair(t: float, v0: torch.Tensor, v1: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -77,6 +119,76 @@ def _nuslerp_pair(t: float, v0: torch.Tensor, v1: torch.Tensor, eps: float = 1e-
     safe_sin = torch.where(colinear, torch.ones_like(sin_theta), sin_theta)
     curved = (torch.sin((1 - t) * theta) * v0 + torch.sin(t * theta) * v1) / safe_sin
     return torch.where(colinear, (1 - t) * v0 + t * v1, curved)
+
+
+def _nuslerp_streamed(
+    chunks: FlatChunks,
+    generator: torch.Generator | None,
+    shape: tuple[int, ...],
+    *,
+    weight: Sequence[float],
+    nuslerp_flatten: bool,
+    nuslerp_row_wise: bool,
+) -> None:
+    if chunks.n_models == 1:
+        _copy_first(chunks)
+        return
+    total = float(weight[0]) + float(weight[1])
+    t = 0.5 if abs(total) < 1e-6 else float(weight[1]) / total
+    if nuslerp_flatten or len(shape) <= 1:
+        _nuslerp_flat(chunks, t)
+        return
+    # Vectors along the last dimension are whole rows of the flat tensor; vectors down
+    # the columns (row-wise) span all of it, so that variant reads it in one range.
+    width = chunks.numel if nuslerp_row_wise else shape[-1]
+    for start, stop in spans(chunks, width):
+        v0, v1, base = _nuslerp_vectors(chunks, start, stop, 0, stop - start)
+        if nuslerp_row_wise:
+            pair = (v0.reshape(shape).transpose(0, -1), v1.reshape(shape).transpose(0, -1))
+            result = _nuslerp_pair(t, *pair).transpose(0, -1).reshape(-1)
+        else:
+            result = _nuslerp_pair(t, v0.reshape(-1, width), v1.reshape(-1, width)).reshape(-1)
+        out = chunks.output(start, stop)
+        if base is not None:
+            torch.add(result, base, out=out)
+        else:
+            out.copy_(result)
+        chunks.commit(start, stop)
+
+
+def _nuslerp_flat(chunks: FlatChunks, t: float, eps: float = 1e-8) -> None:
+    """NuSLERP of the two whole (flattened) vectors: the angle from the Gram matrix, then
+    ``_nuslerp_pair``'s formula range by range."""
+    gram = streamed_gram(chunks, "task_vectors" if chunks.has_base else "inputs")
+    dot = float(gram[0, 1]) / (max(norm(gram, 0), 1e-7) * max(norm(gram, 1), 1e-7))
+    theta = math.acos(min(1.0, max(-1.0, dot)))
+    sin_theta = math.sin(theta)
+    colinear = abs(sin_theta) < eps
+    for start, stop in spans(chunks, GRAM_BLOCK):
+        out = chunks.output(start, stop)
+        for lo in range(0, stop - start, GRAM_BLOCK):
+            hi = min(stop - start, lo + GRAM_BLOCK)
+            v0, v1, base = _nuslerp_vectors(chunks, start, stop, lo, hi)
+            if colinear:
+                merged = (1 - t) * v0 + t * v1
+            else:
+                merged = (math.sin((1 - t) * theta) * v0 + math.sin(t * theta) * v1) / sin_theta
+            if base is not None:
+                merged += base
+            out[lo:hi].copy_(merged)
+        chunks.commit(start, stop)
+
+
+def _nuslerp_vectors(
+    chunks: FlatChunks, start: int, stop: int, lo: int, hi: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The two vectors NuSLERP interpolates over entries [lo, hi) of the read range
+    [start, stop) (task vectors with a base; new tensors), and the base's entries."""
+    if not chunks.has_base:
+        x = chunks.read_inputs(start, stop)
+        return x[0, lo:hi].clone(), x[1, lo:hi].clone(), None
+    x, base = chunks.read(start, stop)
+    return x[0, lo:hi] - base[lo:hi], x[1, lo:hi] - base[lo:hi], base[lo:hi]
 
 
 @register(
@@ -101,26 +213,19 @@ def _nuslerp_pair(t: float, v0: torch.Tensor, v1: torch.Tensor, eps: float = 1e-
     max_models=2,
     optional_base=True,
     notes=_OPTIONAL_BASE + " With a weight sum of ~0, t = 0.5.",
+    streamed=_nuslerp_streamed,
+    stream_bytes=GRAM_STREAM_BYTES,
 )
 def nuslerp(
     inputs: MergeInputs, *, weight: Sequence[float], nuslerp_flatten: bool, nuslerp_row_wise: bool
 ) -> torch.Tensor:
-    if inputs.n_models == 1:
-        return inputs.tensors[0].clone()
-    total = float(weight[0]) + float(weight[1])
-    t = 0.5 if abs(total) < 1e-6 else float(weight[1]) / total
-    base = inputs.base
-    v0, v1 = inputs.tensors[0], inputs.tensors[1]
-    if base is not None:
-        v0, v1 = v0 - base, v1 - base
-    shape = v0.shape
-    if nuslerp_flatten or v0.dim() <= 1:
-        result = _nuslerp_pair(t, v0.reshape(-1), v1.reshape(-1)).reshape(shape)
-    elif nuslerp_row_wise:
-        result = _nuslerp_pair(t, v0.transpose(0, -1), v1.transpose(0, -1)).transpose(0, -1)
-    else:
-        result = _nuslerp_pair(t, v0, v1)
-    return result + base if base is not None else result.contiguous()
+    return _in_memory(
+        _nuslerp_streamed,
+        inputs,
+        weight=weight,
+        nuslerp_flatten=nuslerp_flatten,
+        nuslerp_row_wise=nuslerp_row_wise,
+    )
 
 
 @register(
@@ -177,6 +282,111 @@ def _with_base(result: torch.Tensor, base: torch.Tensor | None) -> torch.Tensor:
     return result + base if base is not None else result
 
 
+def _karcher_streamed(
+    chunks: FlatChunks,
+    generator: torch.Generator | None,
+    shape: tuple[int, ...],
+    *,
+    weight: Sequence[float],
+    max_iter: int,
+    tol: float,
+) -> None:
+    """The Karcher mean through the Gram matrix of the inputs: the mean stays a linear
+    combination Σ cⱼ uⱼ of the unit directions uⱼ = θⱼ/‖θⱼ‖ (the first guess is one, and
+    every step adds tangents that are), so each iteration's dot products and norms are
+    read off the Gram matrix in float64 and no whole tensor is held; the result is then
+    Σⱼ (scale·cⱼ/‖θⱼ‖) θⱼ, range by range."""
+    n = chunks.n_models
+    if n == 1:
+        _copy_first(chunks)
+        return
+    total = float(sum(weight))
+    alphas = [float(w) / total if total else 1.0 / n for w in weight]
+    gram = streamed_gram(chunks, "inputs")
+    norms = [norm(gram, i) for i in range(n)]
+    scale = sum(alpha * length for alpha, length in zip(alphas, norms, strict=True))
+    valid = [i for i, length in enumerate(norms) if length > tol]
+    coefficients = [0.0] * n
+    if valid:
+        mean = _karcher_mean(gram, norms, alphas, valid, int(max_iter), float(tol))
+        for i, c in zip(valid, mean, strict=True):
+            coefficients[i] = scale * float(c) / norms[i]
+    _combine(chunks, coefficients)
+
+
+def _karcher_mean(
+    gram: np.ndarray, norms: list[float], alphas: list[float], valid: list[int], max_iter: int, tol: float
+) -> np.ndarray:
+    """(k,) coefficients c of the Karcher mean Σ cⱼ uⱼ over the ``valid`` models' unit
+    directions, iterated as exp_m(Σᵢ wᵢ log_m(uᵢ)) on their Gram matrix."""
+    lengths = np.array([norms[i] for i in valid])
+    units = gram[np.ix_(valid, valid)] / np.outer(lengths, lengths)  # uᵢ · uⱼ
+    valid_sum = sum(alphas[i] for i in valid)
+    weights = np.array(
+        [alphas[i] / valid_sum for i in valid] if valid_sum else [1.0 / len(valid)] * len(valid)
+    )
+
+    def length_of(c: np.ndarray) -> float:
+        return math.sqrt(max(float(c @ units @ c), 0.0))
+
+    mean_norm = length_of(weights)
+    mean = np.eye(len(valid))[0] if mean_norm < tol else weights / mean_norm
+    for _ in range(max_iter):
+        tangent = np.zeros(len(valid))
+        dots = units @ mean  # m · uᵢ
+        for i, alpha in enumerate(weights):
+            dot = min(1.0, max(-1.0, float(dots[i])))
+            angle = math.acos(dot)
+            if angle < tol:
+                continue
+            factor = alpha * angle / math.sin(angle)
+            tangent[i] += factor  # factor · (uᵢ − dot · m)
+            tangent -= (factor * dot) * mean
+        step = length_of(tangent)
+        if step < tol:
+            break
+        mean = mean * math.cos(step) + tangent * (math.sin(step) / step)
+        length = length_of(mean)
+        if length > tol:
+            mean = mean / length
+    return mean
+
+
+def _combine(chunks: FlatChunks, coefficients: list[float]) -> None:
+    """The result Σᵢ coefficients[i] · input i, range by range (zero coefficients are
+    skipped; all zero gives zeros)."""
+    used = [(i, c) for i, c in enumerate(coefficients) if c != 0.0]
+    for start, stop in spans(chunks, GRAM_BLOCK):
+        out = chunks.output(start, stop)
+        if not used:
+            out.zero_()
+        else:
+            x = chunks.read_inputs(start, stop)
+            first, c = used[0]
+            torch.mul(x[first], c, out=out)
+            for i, c in used[1:]:
+                out.add_(x[i], alpha=c)
+        chunks.commit(start, stop)
+
+
+def _copy_first(chunks: FlatChunks) -> None:
+    """The result is the first input, range by range."""
+    for start, stop in spans(chunks, GRAM_BLOCK):
+        chunks.output(start, stop).copy_(chunks.read_inputs(start, stop)[0])
+        chunks.commit(start, stop)
+
+
+def _in_memory(streamed: StreamedFunction, inputs: MergeInputs, **params: object) -> torch.Tensor:
+    """A streamed method over tensors in memory (the same passes, one range): a new
+    (*shape,) tensor."""
+    shape = tuple(inputs.tensors.shape[1:])
+    flat = inputs.tensors.reshape(inputs.n_models, -1)
+    base = inputs.base.reshape(-1) if inputs.base is not None else None
+    result = torch.empty(flat.shape[1], dtype=flat.dtype, device=flat.device)
+    streamed(TensorChunks(flat, base, result), inputs.generator, shape, **params)
+    return result.reshape(shape)
+
+
 @register(
     "karcher",
     family="spherical",
@@ -199,37 +409,8 @@ def _with_base(result: torch.Tensor, base: torch.Tensor | None) -> torch.Tensor:
     ),
     min_models=1,
     notes="Zero tensors are left out of the direction (their norm still counts in the scale).",
+    streamed=_karcher_streamed,
+    stream_bytes=GRAM_STREAM_BYTES,
 )
 def karcher(inputs: MergeInputs, *, weight: Sequence[float], max_iter: int, tol: float) -> torch.Tensor:
-    if inputs.n_models == 1:
-        return inputs.tensors[0].clone()
-    total = float(sum(weight))
-    alphas = [float(w) / total if total else 1.0 / inputs.n_models for w in weight]
-    flat = inputs.tensors.reshape(inputs.n_models, -1)
-    norms = [float(torch.linalg.vector_norm(row)) for row in flat]
-    valid = [i for i, norm in enumerate(norms) if norm > tol]
-    if not valid:
-        return torch.zeros_like(inputs.tensors[0])
-    valid_sum = sum(alphas[i] for i in valid)
-    weights = [alphas[i] / valid_sum for i in valid] if valid_sum else [1.0 / len(valid)] * len(valid)
-    units = torch.stack([flat[i] / norms[i] for i in valid])
-    mean = (units * torch.tensor(weights, dtype=flat.dtype, device=flat.device)[:, None]).sum(0)
-    mean_norm = float(torch.linalg.vector_norm(mean))
-    mean = units[0].clone() if mean_norm < tol else mean / mean_norm
-    for _ in range(int(max_iter)):
-        tangent = torch.zeros_like(mean)
-        for unit, alpha in zip(units, weights, strict=True):
-            dot = float(torch.dot(mean, unit).clamp(-1.0, 1.0))
-            angle = math.acos(dot)
-            if angle < tol:
-                continue
-            tangent.add_(unit - dot * mean, alpha=alpha * angle / math.sin(angle))
-        step = float(torch.linalg.vector_norm(tangent))
-        if step < tol:
-            break
-        mean = mean * math.cos(step) + tangent * (math.sin(step) / step)
-        length = float(torch.linalg.vector_norm(mean))
-        if length > tol:
-            mean = mean / length
-    scale = sum(alpha * norm for alpha, norm in zip(alphas, norms, strict=True))
-    return (mean * scale).reshape(inputs.tensors.shape[1:])
+    return _in_memory(_karcher_streamed, inputs, weight=weight, max_iter=max_iter, tol=tol)

@@ -141,6 +141,40 @@ def masked_norms(x: np.ndarray, base: np.ndarray, keep: np.ndarray, kind: int) -
     return before, after
 
 
+@_summing
+def block_gram(x: np.ndarray, base: np.ndarray, rows: int, block: int, first: int, out: np.ndarray) -> None:
+    """Inner products of a read range's rows, per block of ``block`` entries: x (n, L)
+    and base (L,) float32, C-contiguous; ``out`` (count, m, m) float64 gets, for blocks
+    first … first + count − 1 of the range, Σ r_i r_j over the block's entries. The rows r
+    are x[i] (``rows`` 0; m = n), x[i] − base (1, task vectors; m = n), or x[0..n−1]
+    then base (2; m = n + 1). Products of float32 values are exact in float64; each
+    block's sum depends on its entries alone, so blocks at fixed flat positions, summed
+    in order by the caller, give the same totals for any read range."""
+    n = x.shape[0]
+    m = out.shape[1]
+    length = x.shape[1]
+    for b in range(out.shape[0]):
+        lo = (first + b) * block
+        hi = min(length, lo + block)
+        for i in range(m):
+            for j in range(i, m):
+                total = 0.0
+                if rows == 1:
+                    for e in range(lo, hi):
+                        total += np.float64(x[i, e] - base[e]) * np.float64(x[j, e] - base[e])
+                elif j < n:
+                    for e in range(lo, hi):
+                        total += np.float64(x[i, e]) * np.float64(x[j, e])
+                elif i < n:
+                    for e in range(lo, hi):
+                        total += np.float64(x[i, e]) * np.float64(base[e])
+                else:
+                    for e in range(lo, hi):
+                        total += np.float64(base[e]) * np.float64(base[e])
+                out[b, i, j] = total
+                out[b, j, i] = total
+
+
 @_compiled
 def stream_key(seed: int, model: int) -> np.uint32:
     """The 32-bit key of model ``model``'s keep words for a tensor's ``seed``."""

@@ -174,6 +174,10 @@ class MethodSpec:
     # The method's two-pass form over flat ranges, for tensors too large to hold whole
     # (sparsifiers: statistics, then combining); None when it needs whole tensors.
     streamed: StreamedFunction | None = None
+    # The working memory of one read range a streamed method takes by default, when it
+    # differs from the executor's: methods whose statistics are a few scalars (Gram
+    # matrices) gain nothing from large ranges, and every byte counts in their peak.
+    stream_bytes: int | None = None
 
     def takes_base(self, base_model: str | None) -> bool:
         """Whether the base model is handed to the function (and kept out of the inputs)."""
@@ -213,6 +217,7 @@ def register(
     check: ParamCheck | None = None,
     propagates_nonfinite: bool = False,
     streamed: StreamedFunction | None = None,
+    stream_bytes: int | None = None,
 ) -> Callable[[MethodFunction], MethodFunction]:
     """Declare a merge method. See ``MethodSpec`` for the meaning of each field."""
     # The declaring module, whichever module defined the function (consensus registers
@@ -240,6 +245,7 @@ def register(
             propagates_nonfinite=propagates_nonfinite,
             module=module,
             streamed=streamed,
+            stream_bytes=stream_bytes,
         )
         for key in (name, *aliases):
             if key in _REGISTRY:
