@@ -215,7 +215,9 @@ def analyse(
                 t: rng.sample(range(len(data["tasks"][t])), min(k, len(data["tasks"][t]))) for t in tasks
             }
             values = np.array([[np.mean(np.array(models[m][t])[picks[t]]) for t in tasks] for m in test])
-            row = _row("subset", "none", k, sum(len(p) for p in picks.values()), full_items, values, truth, 0.0)
+            row = _row(
+                "subset", "none", k, sum(len(p) for p in picks.values()), full_items, values, truth, 0.0
+            )
             runs.append({**row, "anchors": f"{k} random per task"})
         rows.append(_mean_row(runs))
     return {

@@ -110,7 +110,9 @@ def test_calibration_round_trips_and_refuses_bad_input(truth):
 
 def _anchor_variance(spreads, sizes, counts):
     """The sum over tasks of an anchor sample's variance, σ² (N − n) / (n (N − 1))."""
-    return sum(s**2 * (n_all - n) / (n * (n_all - 1)) for s, n_all, n in zip(spreads, sizes, counts, strict=True))
+    return sum(
+        s**2 * (n_all - n) / (n * (n_all - 1)) for s, n_all, n in zip(spreads, sizes, counts, strict=True)
+    )
 
 
 def test_anchor_allocation_is_the_least_variance_split():
