@@ -12,8 +12,11 @@ responses. Reported per anchor count: items per candidate, how many times fewer 
 full split, the mean absolute error in accuracy points and Spearman's ρ across candidates
 (per skill, then averaged; and of the mean over skills).
 
-Paths come from ``mergestudio.demo.info.zoo_info`` (the zoo may be rebuilt elsewhere).
-Evaluations are cached in ``--responses`` so a second run only re-analyses.
+Paths come from ``mergestudio.demo.info.zoo_info`` (what ``mergestudio demo info --json``
+prints), so a rebuilt zoo is measured by the same command. Evaluations are cached in
+``--responses``, keyed by a fingerprint of the zoo's model and dev files, the genome and the
+seed: a second run on the same zoo only re-analyses, a new zoo is scored afresh. IRT rows
+come with the anchors shared among the skills (the estimator's default) and split evenly.
 
     python benchmarks/irt_accuracy.py [--candidates 120] [--responses runs/irt-bench/responses.json] [--json out.json]
 """
@@ -91,7 +94,12 @@ def _score_everything(spec: Any, count: int, cache: Path, seed: int) -> dict[str
     from mergestudio.search.spec import base_recipe
 
     quiet_transformers()
-    data: dict[str, Any] = json.loads(cache.read_text()) if cache.is_file() else {"models": {}, "seconds": {}}
+    fingerprint = _fingerprint(spec, seed)
+    data: dict[str, Any] = json.loads(cache.read_text()) if cache.is_file() else {}
+    if data.get("fingerprint") != fingerprint:
+        if data:
+            print(f"{cache}: scored on another zoo, search space or seed; scoring afresh", flush=True)
+        data = {"fingerprint": fingerprint, "models": {}, "seconds": {}}
     objectives = Objectives.build(spec)
     data["tasks"] = {t.name: [i.id for i in t.items] for t in objectives.tasks}
     genome = Genome.build(spec.genome, base_recipe(spec))
@@ -122,6 +130,27 @@ def _score_everything(spec: Any, count: int, cache: Path, seed: int) -> dict[str
     return data
 
 
+def _fingerprint(spec: Any, seed: int) -> str:
+    """What the cached answers depend on: the bytes of every model file and dev task the
+    spec names, the genome and the candidates' seed. A rebuilt zoo gets a new one, so its
+    candidates are scored afresh rather than read from the old zoo's cache."""
+    import hashlib
+
+    from mergestudio.search.spec import base_recipe
+
+    recipe = base_recipe(spec)
+    digest = hashlib.sha256()
+    paths = [Path(str(recipe.base_model))] + [Path(m.model) for m in recipe.models]
+    files = [f for p in paths for f in sorted(p.rglob("*")) if f.is_file()]
+    files += [Path(o.task) for o in spec.objectives if o.task]
+    for f in files:
+        digest.update(f.name.encode())
+        digest.update(f.read_bytes())
+    digest.update(json.dumps([g.model_dump(mode="json") for g in spec.genome], sort_keys=True).encode())
+    digest.update(str(seed).encode())
+    return digest.hexdigest()[:16]
+
+
 def analyse(
     spec: Any,
     data: dict[str, Any],
@@ -130,7 +159,7 @@ def analyse(
     anchor_counts: list[int],
     seed: int,
 ) -> dict[str, Any]:
-    from mergestudio.search.irt import calibrate_task
+    from mergestudio.search.irt import calibrate_tasks
 
     tasks = list(data["tasks"])
     models = data["models"]
@@ -140,21 +169,27 @@ def analyse(
     full_items = sum(len(ids) for ids in data["tasks"].values())
     truth = np.array([[np.mean(models[m][t]) for t in tasks] for m in test])  # (C, T)
     rows = []
-    for calibration_name, subjects in (
-        ("baselines", baselines),
-        (f"baselines + {calibration_trials} trials", baselines + extra),
-    ):
-        if calibration_name.endswith(" 0 trials"):
-            continue
+    settings = [
+        (name, subjects, share)
+        for name, subjects in (
+            ("baselines", baselines),
+            (f"baselines + {calibration_trials} trials", baselines + extra),
+        )
+        if not name.endswith(" 0 trials")
+        for share in (True, False)
+    ]
+    for calibration_name, subjects, share in settings:
         for k in anchor_counts:
             start = time.perf_counter()
-            calibrations = {
-                t: calibrate_task(
-                    t, data["tasks"][t], np.array([models[m][t] for m in subjects]), k, seed=seed
-                )
-                for t in tasks
-            }
+            calibrations = calibrate_tasks(
+                {t: (data["tasks"][t], np.array([models[m][t] for m in subjects])) for t in tasks},
+                k,
+                seed=seed,
+                share=share,
+            )
             fit_s = time.perf_counter() - start
+            split = "/".join(str(len(calibrations[t].anchors.indices)) for t in tasks)
+            anchors = f"shared {split}" if share else f"{k} per task"
             estimates: dict[str, np.ndarray] = {}
             for name in ("gp-irt", "p-irt", "anchor"):
                 estimates[name] = np.array(
@@ -170,7 +205,8 @@ def analyse(
                 )
             items = sum(len(c.anchors.indices) for c in calibrations.values())
             for name, values in estimates.items():
-                rows.append(_row(f"irt {name}", calibration_name, k, items, full_items, values, truth, fit_s))
+                row = _row(f"irt {name}", calibration_name, k, items, full_items, values, truth, fit_s)
+                rows.append({**row, "anchors": anchors})
     for k in anchor_counts:
         runs = []
         for s in range(SUBSET_SEEDS):
@@ -179,9 +215,10 @@ def analyse(
                 t: rng.sample(range(len(data["tasks"][t])), min(k, len(data["tasks"][t]))) for t in tasks
             }
             values = np.array([[np.mean(np.array(models[m][t])[picks[t]]) for t in tasks] for m in test])
-            runs.append(
-                _row("subset", "none", k, sum(len(p) for p in picks.values()), full_items, values, truth, 0.0)
+            row = _row(
+                "subset", "none", k, sum(len(p) for p in picks.values()), full_items, values, truth, 0.0
             )
+            runs.append({**row, "anchors": f"{k} random per task"})
         rows.append(_mean_row(runs))
     return {
         "candidates": len(test),
@@ -250,12 +287,12 @@ def markdown_table(result: dict[str, Any]) -> str:
         f"{result['candidates']} candidates, {result['full_items_per_candidate']} dev items each in full; "
         f"true mean accuracy spans {result['truth_range_points'][0]}-{result['truth_range_points'][1]} points",
         "",
-        "| estimator | calibration | items/candidate | × fewer | MAE (points) | ρ per skill | ρ of mean | MAE of mean |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| estimator | calibration | items per task | items/candidate | × fewer | MAE (points) | ρ per skill | ρ of mean | MAE of mean |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(result["rows"], key=lambda r: (r["anchors_per_task"], r["estimator"] != "subset")):
         lines.append(
-            f"| {r['estimator']} | {r['calibration']} | {r['items_per_candidate']} | {r['times_fewer']} | "
+            f"| {r['estimator']} | {r['calibration']} | {r['anchors']} | {r['items_per_candidate']} | {r['times_fewer']} | "
             f"{r['mae_points']} | {r['spearman_per_task']} | {r['spearman_mean']} | {r['mae_mean_points']} |"
         )
     return "\n".join(lines)

@@ -1,8 +1,11 @@
 """IRT calibration and estimation on synthetic answers drawn from a known 2PL model: the
-fit recovers the abilities and item parameters, the anchors stand for the task, and the
-estimates from the anchors alone land near each new model's accuracy."""
+fit recovers the abilities and item parameters, the anchors stand for the task, the
+estimates from the anchors alone land near each new model's accuracy, and a run's anchors
+are shared among its tasks where they cut the error most."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
@@ -10,7 +13,10 @@ from mergestudio.search.irt import (
     CalibrationError,
     ItemParameters,
     TaskCalibration,
+    allocate_anchors,
+    answer_spread,
     calibrate_task,
+    calibrate_tasks,
     estimate_ability,
     fit_2pl,
     select_anchors,
@@ -100,3 +106,62 @@ def test_calibration_round_trips_and_refuses_bad_input(truth):
         fit_2pl(np.ones((1, 4)))
     with pytest.raises(CalibrationError, match="5 anchors but 2 answers"):
         calibration.estimates([1.0, 0.0])
+
+
+def _anchor_variance(spreads, sizes, counts):
+    """The sum over tasks of an anchor sample's variance, σ² (N − n) / (n (N − 1))."""
+    return sum(
+        s**2 * (n_all - n) / (n * (n_all - 1)) for s, n_all, n in zip(spreads, sizes, counts, strict=True)
+    )
+
+
+def test_anchor_allocation_is_the_least_variance_split():
+    spreads, sizes = [0.4, 0.1, 0.25, 0.0], [50, 200, 30, 80]
+    counts = allocate_anchors(24, spreads, sizes, minimum=2)
+    assert sum(counts) == 24 and min(counts) >= 2
+    best = min(
+        (c for c in itertools.product(*[range(2, 21)] * 4) if sum(c) == 24),
+        key=lambda c: _anchor_variance(spreads, sizes, c),
+    )
+    assert _anchor_variance(spreads, sizes, counts) == pytest.approx(_anchor_variance(spreads, sizes, best))
+    assert counts[3] == 2 and counts[0] > counts[2] > counts[1]  # nothing to learn on an all-wrong task
+    assert allocate_anchors(12, [0.3, 0.3, 0.3], [40, 40, 40], minimum=1) == [4, 4, 4]
+    assert allocate_anchors(12, [0.0, 0.0], [40, 40], minimum=1) == [6, 6]
+    assert allocate_anchors(20, [0.5, 0.1], [3, 40], minimum=2) == [3, 17]  # a task of 3 items holds 3
+    with pytest.raises(CalibrationError, match="2 spreads for 3 tasks"):
+        allocate_anchors(6, [0.1, 0.2], [5, 5, 5], minimum=1)
+
+
+def test_answer_spread_is_the_mean_bernoulli_spread():
+    answers = np.array([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0], [1, 0, 0, 0]], dtype=float)
+    assert answer_spread(answers) == pytest.approx(np.sqrt((0.25 + 0 + 0 + 0.1875) / 4))
+
+
+def test_shared_anchors_go_where_models_differ_and_estimate_better_than_an_even_split():
+    """Two tasks of a run: on one the models land all over (accuracies 10-90 %), on the
+    other every model fails almost everything. The shared calibration gives the first most
+    of the anchors, and estimates new models' accuracies better than ten anchors each."""
+    rng = np.random.default_rng(3)
+    a_mid, b_mid = rng.uniform(0.8, 2.0, N_ITEMS), rng.normal(0.0, 1.2, N_ITEMS)
+    a_hard, b_hard = rng.uniform(0.8, 2.0, N_ITEMS), rng.normal(6.0, 0.5, N_ITEMS)
+    theta = rng.normal(size=60)
+    answers = {}
+    for name, a, b in (("mid", a_mid, b_mid), ("hard", a_hard, b_hard)):
+        p = 1.0 / (1.0 + np.exp(-(np.outer(theta, a) - b)))
+        answers[name] = (rng.random(p.shape) < p).astype(float)
+    ids = [f"i{k}" for k in range(N_ITEMS)]
+    shared = calibrate_tasks({n: (ids, y) for n, y in answers.items()}, anchors_per_task=10)
+    even = calibrate_tasks({n: (ids, y) for n, y in answers.items()}, anchors_per_task=10, share=False)
+    assert [len(shared[n].anchors.indices) for n in ("mid", "hard")] == [15, 5]
+    assert [len(even[n].anchors.indices) for n in ("mid", "hard")] == [10, 10]
+    new_theta = rng.normal(size=300)
+    errors = {"shared": [], "even": []}
+    for name, a, b in (("mid", a_mid, b_mid), ("hard", a_hard, b_hard)):
+        p = 1.0 / (1.0 + np.exp(-(np.outer(new_theta, a) - b)))
+        new = (rng.random(p.shape) < p).astype(float)
+        for label, calibrations in (("shared", shared), ("even", even)):
+            chosen = list(calibrations[name].anchors.indices)
+            errors[label] += [
+                abs(calibrations[name].estimates(row[chosen])["gp-irt"] - row.mean()) for row in new
+            ]
+    assert np.mean(errors["shared"]) < 0.9 * np.mean(errors["even"])

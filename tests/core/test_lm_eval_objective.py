@@ -190,5 +190,7 @@ def test_lm_eval_objective_in_an_irt_search(zoo: dict, tasks_dir: Path, tmp_path
     assert set(calibration["tasks"]) == {"choice", "write"}
     for record in RunFolder(tmp_path / "run").records():
         items = RunFolder(tmp_path / "run").read_items(record.number)
-        assert [len(t["items"]) for t in items["report"]["tasks"]] == [4, 4]  # anchors only
+        anchors = {name: len(t["anchors"]["indices"]) for name, t in calibration["tasks"].items()}
+        counts = [len(t["items"]) for t in items["report"]["tasks"]]
+        assert counts == [anchors["choice"], anchors["write"]] and sum(counts) == 8  # anchors only
         assert record.objectives["choice"] == items["fitness"]["estimates"]["choice"]["gp-irt"]

@@ -7,9 +7,11 @@ scores each candidate on a few anchor items per task and estimates each task's a
 
 - the baselines (parents and default merges), scored on the full tasks, and
 - the run's first ``calibration_trials`` candidates, which the search scores in full
-  (their values are exact, not estimates),
+  (their values are exact, not estimates).
 
-and saved as ``calibration.json`` in the run folder, keyed by what decides it (models,
+The ``anchors_per_task × tasks`` anchors are shared among the tasks by how much the
+calibration models' answers vary on each (``irt.calibrate_tasks``). The calibration is
+saved as ``calibration.json`` in the run folder, keyed by what decides it (models,
 objectives, estimator settings). A resumed run, an export or a report reads it back
 instead of fitting again, so every trial of a run is estimated the same way.
 """
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mergestudio.events import CancelToken, EventSink, log
-from mergestudio.search.irt import CalibrationError, TaskCalibration, calibrate_task
+from mergestudio.search.irt import CalibrationError, TaskCalibration, calibrate_tasks
 from mergestudio.search.objectives import Objectives
 from mergestudio.search.schema import SearchSpec
 from mergestudio.search.store import RunFolder, write_atomic
@@ -52,6 +54,10 @@ class Calibration:
     @property
     def items_per_candidate(self) -> int:
         return sum(len(t.anchors.indices) for t in self.tasks.values())
+
+    @property
+    def anchors_by_task(self) -> dict[str, int]:
+        return {name: len(t.anchors.indices) for name, t in self.tasks.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -124,6 +130,9 @@ def fitness_label(spec: SearchSpec, calibration: Calibration | None = None, item
         text = f"IRT {f.irt_estimate}, {f.anchors_per_task} anchors per task"
         if calibration is not None:
             text += f" ({calibration.items_per_candidate} items per candidate, {len(calibration.subjects)} calibration models)"
+            counts = calibration.anchors_by_task
+            if len(set(counts.values())) > 1:  # shared out by how much the answers vary
+                text += ", by task: " + ", ".join(f"{name} {n}" for name, n in counts.items())
         else:
             text += " (calibrating: candidates scored in full)"
         return text
@@ -257,7 +266,7 @@ def calibrate(
         rows.append(answers)
     fitness = spec.fitness
     assert fitness.anchors_per_task is not None  # the schema's check
-    tasks = {}
+    answers_by_task: dict[str, tuple[list[str], np.ndarray]] = {}
     for task in objectives.tasks:
         ids = [i.id for i in task.items]
         matrix = []
@@ -267,9 +276,8 @@ def calibrate(
                     f"IRT calibration: {subject} has no answer to every item of task {task.name!r}"
                 )
             matrix.append(answers[task.name])
-        tasks[task.name] = calibrate_task(
-            task.name, ids, np.asarray(matrix), fitness.anchors_per_task, seed=fitness.seed
-        )
+        answers_by_task[task.name] = (ids, np.asarray(matrix))
+    tasks = calibrate_tasks(answers_by_task, fitness.anchors_per_task, seed=fitness.seed)
     return Calibration(calibration_key(spec), fitness.irt_estimate, tuple(subjects), tasks)
 
 

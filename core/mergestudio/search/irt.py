@@ -19,6 +19,15 @@ Three estimates of a task's accuracy from the anchors' answers ``y``:
 - ``gp-irt``: ``λ · anchor + (1 − λ) · p-irt``, ``λ`` chosen per task at calibration
   from how far each estimate was off on the calibration models.
 
+How many anchors each task gets: a run asks for ``anchors_per_task`` on average, and
+``calibrate_tasks`` shares the ``anchors_per_task × tasks`` anchors out like a stratified
+sample (Neyman allocation): a task's anchor estimate has variance about
+``σ² (N − n) / (n (N − 1))`` for ``n`` of its ``N`` items, where ``σ² = mean p(1 − p)`` over
+the calibration models' accuracies ``p`` on it, and the anchors go where they cut the sum
+of those variances most. A task every calibration model passes or fails (σ = 0) needs few
+anchors; one where they land in the middle needs many. Every task keeps at least half of
+``anchors_per_task``, since a search may move to merges the calibration never saw.
+
 The fit is a few hundred L-BFGS steps in torch on a (subjects × items) matrix; the
 estimate is a grid search over ``θ`` in numpy: about a second per task to fit, and
 milliseconds per estimate, for the hundreds of items and tens of models a search
@@ -28,7 +37,7 @@ calibrates on.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
@@ -321,3 +330,72 @@ def _gp_weight(calibration: TaskCalibration, responses: FloatArray, abilities: S
         return 0.5
     b, v = float(np.mean(bias2)), float(np.mean(variance))
     return b / (b + v) if b + v > 0 else 0.5
+
+
+# ---- every task of a run: anchors shared out by how much the answers vary -------------------
+
+
+def answer_spread(responses: npt.ArrayLike) -> float:
+    """σ of a task's answers: sqrt of the mean over models of p·(1 − p), ``p`` each model's
+    accuracy on the task (rows: models, columns: items, right/wrong). The spread of one
+    model's right/wrong answers around its accuracy, which is what an anchor sample of the
+    task has to average out."""
+    y = np.asarray(responses, dtype=np.float64)
+    accuracy = np.nanmean(y, axis=1)
+    return float(np.sqrt(np.mean(accuracy * (1.0 - accuracy))))
+
+
+def allocate_anchors(total: int, spreads: Sequence[float], sizes: Sequence[int], minimum: int) -> list[int]:
+    """Anchors per task, ``total`` in all (fewer only when the tasks have fewer items):
+    each task first gets ``minimum`` (at most its size), then each further anchor goes to
+    the task whose anchor-estimate variance ``σ² (N − n) / (n (N − 1))`` it lowers most
+    (greedy, which is exact for this convex, separable sum). Equal spreads (for example
+    all zero) share the anchors evenly."""
+    if len(spreads) != len(sizes):
+        raise CalibrationError(f"{len(spreads)} spreads for {len(sizes)} tasks")
+    counts = [min(minimum, size) for size in sizes]
+
+    def variance(task: int, n: int) -> float:
+        size = sizes[task]
+        if size <= 1 or n >= size:
+            return 0.0
+        return spreads[task] ** 2 * (size - n) / (n * (size - 1))
+
+    for _ in range(total - sum(counts)):
+        open_tasks = [t for t in range(len(sizes)) if counts[t] < sizes[t]]
+        if not open_tasks:
+            break
+        # Largest variance cut first; ties to the task with fewest anchors, then by order.
+        best = max(
+            open_tasks,
+            key=lambda t: (variance(t, counts[t]) - variance(t, counts[t] + 1), -counts[t], -t),
+        )
+        counts[best] += 1
+    return counts
+
+
+def calibrate_tasks(
+    tasks: Mapping[str, tuple[Sequence[str], npt.ArrayLike]],
+    anchors_per_task: int,
+    seed: int = 0,
+    share: bool = True,
+) -> dict[str, TaskCalibration]:
+    """Calibrate every task of a run: ``tasks`` maps a task's name to its item ids and the
+    calibration models' answers (models × items). With ``share`` the
+    ``anchors_per_task × len(tasks)`` anchors are allocated by ``allocate_anchors`` (at
+    least half of ``anchors_per_task`` each); without, every task gets
+    ``anchors_per_task``."""
+    names = list(tasks)
+    matrices = {name: np.asarray(tasks[name][1], dtype=np.float64) for name in names}
+    counts = [anchors_per_task] * len(names)
+    if share and len(names) > 1:
+        counts = allocate_anchors(
+            anchors_per_task * len(names),
+            [answer_spread(matrices[name]) for name in names],
+            [len(tasks[name][0]) for name in names],
+            minimum=max(1, anchors_per_task // 2),
+        )
+    return {
+        name: calibrate_task(name, tasks[name][0], matrices[name], count, seed=seed)
+        for name, count in zip(names, counts, strict=True)
+    }
