@@ -135,7 +135,9 @@ class BudgetSpec(_Strict):
 class FitnessSpec(_Strict):
     """``full``: every item of every task; ``subset``: a fixed random ``items_per_task``
     items of each task (the same items for every candidate); ``irt``: ``anchors_per_task``
-    anchor items per task, chosen and weighted by an item response model fitted on the
+    × the number of tasks anchor items in all, shared among the tasks by how much their
+    answers vary (each task gets at least half of ``anchors_per_task``), chosen and
+    weighted by an item response model fitted on the
     baselines' answers to every item (and on the run's first ``calibration_trials``
     candidates, scored in full), with each task's accuracy estimated from the anchors'
     answers by ``irt_estimate`` (``search/irt.py``). The calibration is kept in the run
