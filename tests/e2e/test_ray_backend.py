@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mergestudio.cli.main import main
 from mergestudio.evaluate.resident import ResidentEvaluator
 from mergestudio.events import LogLine
 from mergestudio.search import SearchControl, resume_search
@@ -168,3 +169,14 @@ def test_cancel_interrupts_the_ray_tasks_and_the_run_resumes(local_ray: Any, spe
     resumed = resume_search(run)  # in this process, without Ray
     assert resumed.state == "finished"
     _assert_budget_spent_once(RunFolder(run).records())
+
+
+def test_a_cluster_without_the_gpus_asked_for_is_refused_before_the_run_is_written(
+    local_ray: Any, spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert main(["evolve", str(spec), str(run), "--backend", "ray", "--gpus-per-worker", "1", "-q"]) == 1
+    error = capsys.readouterr().err
+    assert "each worker needs 1 GPU(s)" in error and "the Ray cluster has 0" in error
+    assert not (run / "spec.yml").exists() and not (run / "study.db").exists()
+    assert ray.is_initialized()  # the test's Ray: joined, not shut down

@@ -108,6 +108,12 @@ def run(args: argparse.Namespace) -> int:
     if args.storage and args.resume:
         print("error: --storage: a run keeps the storage it was started with", file=sys.stderr)
         return 2
+    if args.backend != "ray" and (args.ray_address or args.gpus_per_worker is not None):
+        print("error: --ray-address and --gpus-per-worker go with --backend ray", file=sys.stderr)
+        return 2
+    if args.gpus_per_worker is not None and args.gpus_per_worker < 0:
+        print("error: --gpus-per-worker: must be 0 or more", file=sys.stderr)
+        return 2
     quiet_transformers()
     control = SearchControl()
     sink = SearchPrinter(quiet=args.quiet or args.json)

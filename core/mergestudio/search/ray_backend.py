@@ -233,11 +233,13 @@ class RayPool:
         self.reported: set[str] = set()
         self.ray: Any = None
         self.started_ray = False
-        self.options: dict[str, Any] = {}
+        self.options: dict[str, float] = {}
+        self.cluster: dict[str, float] = {}
         self.device = "cpu"
         self.prefix = f"mergestudio-{os.getpid()}-{time.monotonic_ns()}"
 
-    def start(self) -> str:
+    def connect(self) -> None:
+        """Join the Ray cluster (or start a local Ray) and size the actors."""
         ray = self.ray = import_ray()
         if not ray.is_initialized():
             address = self.plan.ray_address or os.environ.get("RAY_ADDRESS")
@@ -245,10 +247,15 @@ class RayPool:
             extra = {} if address else {"include_dashboard": False}
             ray.init(address=address, logging_level=logging.WARNING, **extra)
             self.started_ray = True
-        cluster = {key: ray.cluster_resources().get(key, 0.0) for key in ("CPU", "GPU")}
+        self.cluster = {key: float(ray.cluster_resources().get(key, 0.0)) for key in ("CPU", "GPU")}
         device = (self.plan.devices or (self.evaluation.device,))[0]
-        num_cpus, num_gpus, self.device = actor_resources(device, self.plan.threads, self.plan.gpus_per_worker, cluster)
+        num_cpus, num_gpus, self.device = actor_resources(
+            device, self.plan.threads, self.plan.gpus_per_worker, self.cluster
+        )
         self.options = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+
+    def start(self) -> str:
+        num_cpus, num_gpus, cluster = self.options["num_cpus"], self.options["num_gpus"], self.cluster
         count = self.plan.count or workers_that_fit(num_cpus, num_gpus, cluster)
         names = [f"ray{index}" for index in range(count)]
         self.threads = [
@@ -338,8 +345,9 @@ class RayPool:
             self.cancel()  # each worker then kills its actor within CANCEL_GRACE_S
             for thread in self.threads:
                 thread.join(CANCEL_GRACE_S + 5.0)
-        if self.started_ray and self.ray is not None:
+        if self.started_ray:
             self.ray.shutdown()
+            self.started_ray = False
 
     def new_deaths(self) -> list[tuple[str, str]]:
         deaths = [(name, f"ended with an error ({error})") for name, error in self.errors.items()]

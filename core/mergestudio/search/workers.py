@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import optuna
 
     from mergestudio.search.runner import SearchOutcome
+    from mergestudio.search.schema import EvaluationSpec
     from mergestudio.search.spec import SearchSpec
 
 RELAY_POLL_S = 0.2
@@ -80,17 +81,32 @@ def run_with_workers(
     control: SearchControl | None = None,
 ) -> SearchOutcome:
     """Start a new run (``spec`` given) or resume the one in ``run_dir`` with
-    ``plan.count`` local worker processes, and follow it until they end."""
+    ``plan.count`` workers, and follow it until they end. The workers' backend is
+    reached first (``WorkerPool.connect``: Ray missing, or a cluster without the GPUs
+    asked for, is an error before the run folder is written)."""
     control = control or SearchControl()
     with RunLock(run_dir) as lock:
         run = RunFolder(run_dir, heartbeat_s=plan.heartbeat_s)
-        if spec is not None:
-            run.create(spec)
-            if storage:
-                run.use_storage(storage)
-        elif lock.stale_owner is not None:
-            log(events, f"took over the run from {lock.stale_owner.describe()}, which ended without releasing it")
-        return _Controller(run, plan, spec, evaluations, events, control).run()
+        pool = _pool(run.path, plan, (spec or run.load_spec()).evaluation, events)
+        try:
+            pool.connect()
+            if spec is not None:
+                run.create(spec)
+                if storage:
+                    run.use_storage(storage)
+            elif lock.stale_owner is not None:
+                log(events, f"took over the run from {lock.stale_owner.describe()}, which ended without releasing it")
+            return _Controller(run, plan, spec, evaluations, events, control, pool).run()
+        finally:
+            pool.end()
+
+
+def _pool(run_dir: Path, plan: WorkerPlan, evaluation: EvaluationSpec, events: EventSink | None) -> WorkerPool:
+    if plan.backend == "ray":
+        from mergestudio.search.ray_backend import RayPool
+
+        return RayPool(run_dir, plan, evaluation, events)
+    return _ProcessPool(run_dir, plan)
 
 
 class _Controller:
@@ -102,10 +118,11 @@ class _Controller:
         evaluations: int | None,
         events: EventSink | None,
         control: SearchControl,
+        pool: WorkerPool,
     ) -> None:
         from mergestudio.search.runner import with_evaluations
 
-        self.run_folder, self.plan, self.events, self.control = run, plan, events, control
+        self.run_folder, self.plan, self.events, self.control, self.pool = run, plan, events, control, pool
         self.resumed = spec is None
         self.spec = with_evaluations(spec or run.load_spec(), evaluations)
         self.started = time.perf_counter()
@@ -146,7 +163,7 @@ class _Controller:
     def _supervise(self, study: optuna.Study, follower: RunFollower) -> tuple[str, str]:
         from mergestudio.search.runner import fail_stale
 
-        pool = self._pool()
+        pool = self.pool
         log(self.events, pool.start())
         emit(self.events, SearchStateChanged("running", "", follower.complete, round(self._elapsed(), 3)))
         wall_spent = ""
@@ -169,13 +186,6 @@ class _Controller:
         self._report_deaths(pool)
         self._save_elapsed(study)
         return self._verdict(follower, pool, wall_spent)
-
-    def _pool(self) -> WorkerPool:
-        if self.plan.backend == "ray":
-            from mergestudio.search.ray_backend import RayPool
-
-            return RayPool(self.run_folder.path, self.plan, self.spec.evaluation, self.events)
-        return _ProcessPool(self.run_folder.path, self.plan)
 
     def _report_deaths(self, pool: WorkerPool) -> None:
         grace = self.plan.heartbeat_s * GRACE_PERIODS
@@ -218,6 +228,9 @@ class WorkerPool(Protocol):
     """The workers a controller starts and supervises: local processes
     (``_ProcessPool``) or threads that evaluate on Ray actors (``ray_backend.RayPool``)."""
 
+    def connect(self) -> None:
+        """Reach the backend and check that it can run the workers (before any is started)."""
+
     def start(self) -> str:
         """Start every worker; a line for the log saying which."""
 
@@ -231,7 +244,8 @@ class WorkerPool(Protocol):
         """Ask every worker to stop now (idempotent)."""
 
     def end(self) -> None:
-        """Wait for the workers (asked to stop already), and make sure they are gone."""
+        """Wait for the workers (asked to stop already), make sure they are gone, and
+        leave the backend (idempotent)."""
 
     def new_deaths(self) -> list[tuple[str, str]]:
         """Workers that died since the last call: their names and how ("died (signal 9)")."""
@@ -250,6 +264,9 @@ class _ProcessPool:
         self.stop_event, self.cancel_event = self.context.Event(), self.context.Event()
         self.workers: list[BaseProcess] = []
         self.reported: set[int] = set()
+
+    def connect(self) -> None:
+        pass  # this machine
 
     def start(self) -> str:
         self.workers = [self._start(index) for index in range(self.plan.count)]
