@@ -190,7 +190,11 @@ class _Controller:
     def _report_deaths(self, pool: WorkerPool) -> None:
         grace = self.plan.heartbeat_s * GRACE_PERIODS
         for name, how in pool.new_deaths():
-            log(self.events, f"worker {name} {how}; its trial runs again once its heartbeat is {grace} s old", "warning")
+            log(
+                self.events,
+                f"worker {name} {how}; a trial it left running runs again once its heartbeat is {grace} s old",
+                "warning",
+            )
 
     def _budget_spent(self, follower: RunFollower) -> bool:
         budget = self.spec.budget.evaluations
