@@ -45,8 +45,8 @@ def local_ray() -> Iterator[Any]:
 def spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = write_search_fixture(tmp_path_factory.mktemp("ray"))
     # Longer tasks, so a trial lasts long enough to be killed or cancelled in the middle.
-    (root / "ta.jsonl").write_text("".join(f'{{"text": "q{"abc" * (1 + i % 5)}"}}\n' for i in range(120)))
-    (root / "tb.jsonl").write_text("".join(f'{{"text": "q{"xyz" * (1 + i % 5)}"}}\n' for i in range(120)))
+    (root / "ta.jsonl").write_text("".join(f'{{"text": "q{"abc" * (1 + i % 5)}"}}\n' for i in range(400)))
+    (root / "tb.jsonl").write_text("".join(f'{{"text": "q{"xyz" * (1 + i % 5)}"}}\n' for i in range(400)))
     return write_spec(
         root,
         budget={"evaluations": BUDGET},
@@ -71,9 +71,9 @@ def _in_thread(function: Callable[[], SearchOutcome]) -> tuple[threading.Thread,
     return thread, outcome
 
 
-def _evaluated_now(run: Path, worker: str) -> int | None:
-    """The number of the trial ``worker`` is evaluating now, if any."""
-    return next((number for number, owner in being_evaluated(run) if owner["name"] == worker), None)
+def _evaluated_now(run: Path) -> tuple[int, str] | None:
+    """A trial being evaluated now, if any, and its worker's name."""
+    return next(((number, str(owner["name"])) for number, owner in being_evaluated(run)), None)
 
 
 def _state(run: Path, number: int) -> str:
@@ -135,29 +135,32 @@ def test_a_ray_task_that_dies_fails_its_trial_with_the_error(local_ray: Any, spe
     thread, outcome = _in_thread(lambda: run_with_workers(run, PLAN, spec=load_spec(spec), events=log))
     failed: TrialRecord | None = None
     while failed is None and thread.is_alive():
-        # Kill ray0's actor in the middle of a candidate (again if that trial ended first).
-        number = _wait(lambda: _evaluated_now(run, "ray0") or (None if thread.is_alive() else -1), "ray0 evaluated")
+        # Kill the actor of a worker in the middle of a candidate (again if that trial
+        # ended first).
+        found = _wait(lambda: _evaluated_now(run) or (None if thread.is_alive() else (-1, "")), "a candidate ran")
+        number, worker = found
         if number == -1:
             break
-        os.kill(_actor_pid("ray0"), signal.SIGKILL)
+        os.kill(_actor_pid(worker), signal.SIGKILL)
         _wait(lambda n=number: _state(run, n) not in ("", "RUNNING"), "the killed trial ended")
         record = RunFolder(run).records()[number]
         failed = record if record.state == "failed" else None
     thread.join(300)
 
     assert failed is not None, "no trial was killed in the middle"
-    assert "the Ray actor of worker ray0 died while evaluating this candidate" in failed.error
+    assert f"the Ray actor of worker {failed.worker} died while evaluating this candidate" in failed.error
     assert outcome and outcome[0].state == "finished", log.lines
     records = RunFolder(run).records()
     _assert_budget_spent_once(records)
-    assert f"[ray0] trial {failed.number} failed: {failed.error}" in log.lines
-    assert not [line for line in log.lines if "ended with an error" in line]  # ray0 went on (Ray restarted its actor)
+    assert f"[{failed.worker}] trial {failed.number} failed: {failed.error}" in log.lines
+    # The worker went on (Ray restarted its actor) rather than ending with an error.
+    assert not [line for line in log.lines if "ended with an error" in line]
 
 
 def test_cancel_interrupts_the_ray_tasks_and_the_run_resumes(local_ray: Any, spec: Path, tmp_path: Path) -> None:
     run, log, control = tmp_path / "run", _Log(), SearchControl()
     thread, outcome = _in_thread(lambda: run_with_workers(run, PLAN, spec=load_spec(spec), events=log, control=control))
-    number = _wait(lambda: _evaluated_now(run, "ray0"), "ray0 evaluated a candidate")
+    number, _worker = _wait(lambda: _evaluated_now(run), "a candidate ran")
     control.cancel()
     thread.join(120)
 
