@@ -1,7 +1,8 @@
 """Throughput of the demo search with 1 and with 2 local workers (``evolve --workers N``),
 one torch thread each.
 
-    python benchmarks/search_workers.py [--spec resources/demo/search.yml] [--evaluations 24] [--json out.json]
+    python benchmarks/search_workers.py [--spec resources/demo/search.yml] [--evaluations 24]
+        [--workers 1 2] [--backend local|ray] [--json out.json]
 
 For each worker count: the wall time of the whole command (worker start-up included), and
 the steady rate: complete trials per minute between the first and the last trial's end,
@@ -29,12 +30,14 @@ def main() -> None:
     parser.add_argument("--spec", type=Path, default=Path("resources/demo/search.yml"))
     parser.add_argument("--evaluations", type=int, default=24)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--backend", choices=("local", "ray"), default="local", help="ray: a local Ray")
     parser.add_argument("--json", type=Path, help="write the measurements here")
     args = parser.parse_args()
 
-    results = [_measure(args.spec, args.evaluations, count) for count in args.workers]
+    results = [_measure(args.spec, args.evaluations, count, args.backend) for count in args.workers]
     report: dict[str, Any] = {
         "evaluations": args.evaluations,
+        "backend": args.backend,
         "cpu_count": os.cpu_count(),
         "load_average_before": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "runs": results,
@@ -44,13 +47,14 @@ def main() -> None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 
 
-def _measure(spec: Path, evaluations: int, workers: int) -> dict[str, Any]:
+def _measure(spec: Path, evaluations: int, workers: int, backend: str) -> dict[str, Any]:
     from mergestudio.search.store import RunFolder
 
     run = Path(tempfile.mkdtemp(prefix=f"workers{workers}-")) / "run"
     command = [
         sys.executable, "-m", "mergestudio.cli.main", "evolve", str(spec), str(run),
         "--workers", str(workers), "--threads", "1", "--evaluations", str(evaluations), "-q", "--json",
+        "--backend", backend,
     ]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     started = time.perf_counter()
@@ -73,6 +77,7 @@ def _measure(spec: Path, evaluations: int, workers: int) -> dict[str, Any]:
         "steady_trials_per_min": round(60 * (complete - 1) / span_s, 1) if complete > 1 else None,
         "trials_per_worker": per_worker,
         "load_average_at_start": load,
+        "load_average_at_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
 

@@ -21,6 +21,7 @@ from mergestudio.search.process import (
 )
 from mergestudio.search.spec import spec_from_dict
 from mergestudio.search.store import RunFolder
+from mergestudio.search.workers import WorkerPlan
 
 from .test_search import spec_dict, write_search_fixture
 
@@ -133,3 +134,24 @@ def test_run_request_in_this_thread_resumes_with_cached_baselines(fixture_dir: P
     assert cached == next(e for e in first if isinstance(e, BaselinesScored))
     # Read from baselines.json, not scored again: no "baseline …: evaluating" lines.
     assert not any(isinstance(e, LogLine) and "evaluating" in e.message for e in again)
+
+
+def test_a_child_search_runs_its_request_with_workers(fixture_dir: Path, tmp_path: Path) -> None:
+    """``SearchRequest.workers``: the window's way to run a search with N worker processes.
+    The child controls the run; its events are every worker's trials."""
+    run = tmp_path / "run"
+    process = SearchProcess(SearchRequest(run, _spec(fixture_dir), workers=WorkerPlan(2, heartbeat_s=2)))
+    events = _run_child(process)
+
+    assert process.ended is not None and process.ended.how == "returned", process.ended
+    assert process.ended.outcome is not None and process.ended.outcome.state == "finished"
+    assert any(isinstance(e, LogLine) and e.message.startswith("2 workers started: w0 (pid") for e in events)
+    assert (run / BASELINES_FILE).is_file()
+    complete = [r for r in RunFolder(run).records() if r.state == "complete"]
+    assert len(complete) == 4 and {r.worker for r in complete} <= {"w0", "w1"}
+    finished = {e.number for e in events if isinstance(e, ev.TrialFinished) and e.state == "complete"}
+    assert finished == {r.number for r in complete}
+    # Who runs what, when the controller's follower saw trials running (a quick machine
+    # may finish these tiny trials between two of its polls).
+    named = {w.name for e in events if isinstance(e, ev.WorkersChanged) for w in e.workers}
+    assert named <= {"w0", "w1"}

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from mergestudio.cli.main import main
 from mergestudio.search.store import RunFolder, TrialRecord
+from optuna.trial import FrozenTrial, TrialState
 
 from tests.core.test_search import write_search_fixture, write_spec
 
@@ -38,7 +39,7 @@ def _finish(process: subprocess.Popen[str], timeout_s: float = 400) -> str:
     return output
 
 
-def _study_rows(run: Path, query: str) -> list[tuple[Any, ...]]:
+def study_rows(run: Path, query: str) -> list[tuple[Any, ...]]:
     """Rows of a query on the study's SQLite file, read while the run writes it (plain
     sqlite3: cheaper than opening Optuna's storage several times a second)."""
     db = run / "study.db"
@@ -51,14 +52,35 @@ def _study_rows(run: Path, query: str) -> list[tuple[Any, ...]]:
         return []
 
 
+def _shared_trials(run: Path) -> list[FrozenTrial] | None:
+    """The trials of a run kept in a storage of its own (``--storage``), through Optuna;
+    None for a run in its folder's study.db."""
+    if not (run / "storage.url").is_file():
+        return None
+    try:
+        return RunFolder(run).open_study().get_trials(deepcopy=False)
+    except KeyError:  # the study is not created yet
+        return []
+
+
 def _complete_count(run: Path) -> int:
-    rows = _study_rows(run, "SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'")
+    trials = _shared_trials(run)
+    if trials is not None:
+        return sum(1 for t in trials if t.state == TrialState.COMPLETE)
+    rows = study_rows(run, "SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'")
     return int(rows[0][0]) if rows else 0
 
 
-def _being_evaluated(run: Path) -> list[tuple[int, dict[str, Any]]]:
+def being_evaluated(run: Path) -> list[tuple[int, dict[str, Any]]]:
     """Running trials whose recipe is stored (being evaluated): number and worker."""
-    rows = _study_rows(
+    trials = _shared_trials(run)
+    if trials is not None:
+        return [
+            (t.number, t.user_attrs["worker"])
+            for t in trials
+            if t.state == TrialState.RUNNING and "recipe" in t.user_attrs
+        ]
+    rows = study_rows(
         run,
         "SELECT t.number, w.value_json FROM trials t JOIN trial_user_attributes w ON w.trial_id = t.trial_id "
         "AND w.key = 'worker' WHERE t.state = 'RUNNING' AND EXISTS (SELECT 1 FROM trial_user_attributes a "
@@ -123,14 +145,18 @@ def test_two_local_workers_spend_the_budget_once(spec: Path, tmp_path: Path) -> 
         assert output.count(f"trial {record.number:>4} [gen") == 1
 
 
-def test_a_killed_workers_trial_runs_again(spec: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("storage", ["study.db", "journal"])
+def test_a_killed_workers_trial_runs_again(spec: Path, tmp_path: Path, storage: str) -> None:
+    """kill -9 of a worker mid-trial, in the run folder's SQLite study (Optuna's RDB
+    heartbeats) and in a journal file (``search.heartbeat``'s beat files)."""
     run = tmp_path / "run"
-    controller = _cli("evolve", str(spec), str(run), "--workers", "2", "--heartbeat", HEARTBEAT)
+    shared = ["--storage", f"journal:{tmp_path / 'study.journal'}"] if storage == "journal" else []
+    controller = _cli("evolve", str(spec), str(run), "--workers", "2", "--heartbeat", HEARTBEAT, *shared)
 
     def w1_mid_trial() -> Any:
         if _complete_count(run) < 2:
             return None
-        return next(((n, w) for n, w in _being_evaluated(run) if w["name"] == "w1"), None)
+        return next(((n, w) for n, w in being_evaluated(run) if w["name"] == "w1"), None)
 
     number, worker = _wait_for(w1_mid_trial, controller, "worker w1 was in the middle of a trial")
     pid = int(worker["pid"])
@@ -138,6 +164,7 @@ def test_a_killed_workers_trial_runs_again(spec: Path, tmp_path: Path) -> None:
     output = _finish(controller)
 
     assert f"worker w1 (pid {pid}) died (signal 9)" in output
+    assert f"trial {number} lost its worker (no heartbeat)" in output
     records = RunFolder(run).records()
     assert records[number].state == "interrupted"
     complete = _assert_budget_spent_once(records)
@@ -162,7 +189,7 @@ def test_a_second_resume_is_refused_and_the_first_finishes(
     assert main(["evolve", str(spec), str(run), "--evaluations", "2", "-q"]) == 0
     first = _cli("evolve", "--resume", str(run), "--evaluations", str(budget), "-q")
     _wait_for(
-        lambda: _complete_count(run) >= 3 and _being_evaluated(run),
+        lambda: _complete_count(run) >= 3 and being_evaluated(run),
         first,
         "the first resume was in the middle of a trial",
     )
@@ -176,17 +203,24 @@ def test_a_second_resume_is_refused_and_the_first_finishes(
     assert [r.state for r in records] == ["complete"] * budget  # nothing failed, budget unchanged
 
 
-def test_a_worker_joins_through_a_journal_file(spec: Path, tmp_path: Path) -> None:
-    """``mergestudio worker RUN`` beside a run kept in a journal file (no SQLite)."""
-    run, journal = tmp_path / "run", tmp_path / "shared" / "study.journal"
-    journal.parent.mkdir()
-    controller = _cli("evolve", str(spec), str(run), "--workers", "1", "--storage", f"journal:{journal}")
-    _wait_for(lambda: (run / "storage.url").is_file() and journal.is_file(), controller, "the study existed")
-    joined = _cli("worker", str(run), "--name", "joiner", "--storage", f"journal:{journal}")
+@pytest.mark.parametrize("kind", ["journal", "rdb"])
+def test_a_worker_joins_through_shared_storage(spec: Path, tmp_path: Path, kind: str) -> None:
+    """``mergestudio worker RUN --storage URL`` beside a run kept outside its folder: a
+    journal file, or an RDB URL through SQLAlchemy (``sqlite:///``: the same
+    ``RDBStorage`` code as PostgreSQL and MySQL, which cannot run here)."""
+    run, shared = tmp_path / "run", tmp_path / "shared"
+    shared.mkdir()
+    study = shared / ("study.journal" if kind == "journal" else "study.sqlite")
+    url = f"journal:{study}" if kind == "journal" else f"sqlite:///{study}"
+    controller = _cli("evolve", str(spec), str(run), "--workers", "1", "--storage", url)
+    _wait_for(lambda: (run / "storage.url").is_file() and study.is_file(), controller, "the study existed")
+    joined = _cli("worker", str(run), "--name", "joiner", "--storage", url)
     output = _finish(joined)
     _finish(controller)
     assert "worker joiner: finished" in output
+    assert (run / "storage.url").read_text().strip() == url
     assert not (run / "study.db").exists()
     records = RunFolder(run).records()
+    assert records == RunFolder(run, url).records()  # the run's record and the URL: one study
     complete = _assert_budget_spent_once(records)
     assert {r.worker for r in complete} <= {"w0", "joiner"}

@@ -27,10 +27,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
             "Run an evolutionary search over merge recipes as a search spec says, into a run folder "
             "(an Optuna study that optuna-dashboard can open). Ctrl-C stops after the current trial "
             "(twice: at once); --resume continues a stopped or killed run. One process controls a "
-            "run at a time; --workers N runs N worker processes on it, and `mergestudio worker RUN` "
-            "adds workers from other machines."
+            "run at a time; --workers N runs N worker processes on it (--backend ray: Ray actors on a "
+            "Ray cluster), and `mergestudio worker RUN` adds workers from other machines."
         ),
-        usage="mergestudio evolve SPEC RUN | mergestudio evolve --resume RUN  [--workers N]",
+        usage="mergestudio evolve SPEC RUN | mergestudio evolve --resume RUN  [--workers N] [--backend ray]",
     )
     parser.add_argument(
         "paths", nargs="+", type=Path, metavar="SPEC RUN", help="search spec YAML and run folder"
@@ -51,6 +51,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         "--devices",
         metavar="LIST",
         help="devices dealt to the workers in turn, comma-separated (cuda:0,cuda:1: one GPU each)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="where workers evaluate candidates: local processes, or Ray actors on a Ray cluster "
+        "(--ray-address; without one, a local Ray). With ray, --workers defaults to as many as fit",
+    )
+    parser.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="the Ray cluster to join (ray://host:10001, or auto); default: RAY_ADDRESS, else a local Ray",
+    )
+    parser.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        metavar="G",
+        help="GPUs each Ray worker asks for (0.5: two share one GPU); default: 1 if the spec's device is a GPU",
     )
     parser.add_argument(
         "--storage",
@@ -90,11 +108,17 @@ def run(args: argparse.Namespace) -> int:
     if args.storage and args.resume:
         print("error: --storage: a run keeps the storage it was started with", file=sys.stderr)
         return 2
+    if args.backend != "ray" and (args.ray_address or args.gpus_per_worker is not None):
+        print("error: --ray-address and --gpus-per-worker go with --backend ray", file=sys.stderr)
+        return 2
+    if args.gpus_per_worker is not None and args.gpus_per_worker < 0:
+        print("error: --gpus-per-worker: must be 0 or more", file=sys.stderr)
+        return 2
     quiet_transformers()
     control = SearchControl()
     sink = SearchPrinter(quiet=args.quiet or args.json)
     with on_stop_signals(lambda signum: _interrupt(control, signum)):
-        if args.workers:
+        if args.workers or args.backend == "ray":
             outcome = _with_workers(args, control, sink)
         elif args.resume:
             outcome = resume_search(args.paths[0], events=sink, control=control, evaluations=args.evaluations)
@@ -114,7 +138,15 @@ def _with_workers(args: argparse.Namespace, control: object, sink: SearchPrinter
 
     assert isinstance(control, SearchControl)
     devices = tuple(d.strip() for d in args.devices.split(",") if d.strip()) if args.devices else None
-    plan = WorkerPlan(args.workers, args.threads or 1, devices, args.heartbeat)
+    plan = WorkerPlan(
+        args.workers,
+        args.threads or 1,
+        devices,
+        args.heartbeat,
+        backend=args.backend,
+        ray_address=args.ray_address,
+        gpus_per_worker=args.gpus_per_worker,
+    )
     if args.resume:
         return run_with_workers(args.paths[0], plan, evaluations=args.evaluations, events=sink, control=control)
     spec = _spec_with_budget(args.paths[0], args.evaluations)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mergestudio.errors import MergeError
 from mergestudio.evaluate.evaluator import AnyTask, evaluate_tasks
@@ -88,6 +88,21 @@ class CandidateResult:
     report: EvalReport
     merge_s: float  # plan + merge into the model's parameters
     eval_s: float
+
+
+class CandidateEvaluator(Protocol):
+    """What a search evaluates its candidates with: the ``ResidentEvaluator`` here, or a
+    proxy for one in another process (``search.ray_backend``). ``tasks`` may be replaced
+    between candidates (an IRT run switches to its anchor items)."""
+
+    tasks: list[AnyTask]
+
+    def evaluate(
+        self,
+        recipe: Recipe | MultiRecipe | str | dict[str, Any],
+        events: EventSink | None = None,
+        cancel: CancelToken | None = None,
+    ) -> CandidateResult: ...
 
 
 class ResidentEvaluator:

@@ -37,7 +37,7 @@ from mergestudio.search.store import RunFolder, write_atomic
 
 if TYPE_CHECKING:
     from mergestudio.evaluate.normalized import Comparison
-    from mergestudio.evaluate.resident import ResidentEvaluator
+    from mergestudio.evaluate.resident import CandidateEvaluator
     from mergestudio.recipe.model import Recipe
 
 BASELINES_FILE = "baselines.json"
@@ -143,7 +143,7 @@ def compute_baselines(
     *,
     events: EventSink | None = None,
     cancel: CancelToken | None = None,
-    resident: ResidentEvaluator | None = None,
+    resident: CandidateEvaluator | None = None,
 ) -> list[Baseline]:
     """Score every baseline recipe with the search's estimator and settings (on
     ``resident`` when given: the search's own evaluator, holding the run's tasks)."""
@@ -300,8 +300,8 @@ def _load_values(path: Path) -> dict[int, dict[str, float]]:
 
 @contextmanager
 def _resident(
-    spec: SearchSpec, objectives: Objectives, open_already: ResidentEvaluator | None = None
-) -> Iterator[ResidentEvaluator]:
+    spec: SearchSpec, objectives: Objectives, open_already: CandidateEvaluator | None = None
+) -> Iterator[CandidateEvaluator]:
     """The evaluator the search itself uses: same template, tasks, batch, device and
     thread count, so a baseline's score is exactly what a trial with its recipe gets."""
     from mergestudio.engine.device import torch_threads

@@ -35,7 +35,7 @@ from mergestudio.search.store import RunFolder, write_atomic
 
 if TYPE_CHECKING:
     from mergestudio.evaluate.evaluator import AnyTask
-    from mergestudio.evaluate.resident import ResidentEvaluator
+    from mergestudio.evaluate.resident import CandidateEvaluator
     from mergestudio.evaluate.results import EvalReport
 
 CALIBRATION_FILE = "calibration.json"
@@ -198,7 +198,7 @@ def prepare_fitness(
     spec: SearchSpec,
     objectives: Objectives,
     complete_trials: Sequence[int],
-    resident: ResidentEvaluator | None = None,
+    resident: CandidateEvaluator | None = None,
     *,
     events: EventSink | None = None,
     cancel: CancelToken | None = None,
@@ -251,7 +251,7 @@ def calibrate(
     spec: SearchSpec,
     objectives: Objectives,
     complete_trials: Sequence[int],
-    resident: ResidentEvaluator | None,
+    resident: CandidateEvaluator | None,
     *,
     events: EventSink | None = None,
     cancel: CancelToken | None = None,
@@ -285,7 +285,7 @@ def _baseline_answers(
     run: RunFolder,
     spec: SearchSpec,
     objectives: Objectives,
-    resident: ResidentEvaluator | None,
+    resident: CandidateEvaluator | None,
     events: EventSink | None,
     cancel: CancelToken | None,
 ) -> tuple[list[str], list[dict[str, list[float]]]]:

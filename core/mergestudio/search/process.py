@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from mergestudio.search.baselines import Baseline
     from mergestudio.search.runner import SearchOutcome
     from mergestudio.search.spec import SearchSpec
+    from mergestudio.search.workers import WorkerPlan
 
 CONTROL_WORDS = ("pause", "resume", "stop", "cancel")
 # Nicer than the window by this much: on a busy CPU the scheduler runs the GUI first.
@@ -55,11 +56,13 @@ CHECK_TIMEOUT_S = 120.0  # a first start imports torch, transformers and optuna 
 @dataclass(frozen=True)
 class SearchRequest:
     """Start a new run in ``run_dir`` (``spec`` given) or resume the one there
-    (``evaluations`` replaces its evaluation budget)."""
+    (``evaluations`` replaces its evaluation budget); ``workers``: run it with that many
+    workers (``search.workers``: local processes or Ray) instead of in this process."""
 
     run_dir: Path
     spec: SearchSpec | None = None
     evaluations: int | None = None
+    workers: WorkerPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ def _run_request(
     baselines_cancel: CancelToken | None,
 ) -> SearchOutcome:
     from mergestudio.search.runner import resume_search, start_search
+    from mergestudio.search.workers import run_with_workers
 
     # The run's lock is held from the baselines on: a run another process controls is
     # refused before anything is scored or written (the search's own lock nests in it).
@@ -118,6 +122,10 @@ def _run_request(
         if request.spec is None:
             _emit_baselines(events, _resumed_baselines(request.run_dir, events, baselines_cancel))
             _stop_if_asked(control)
+            if request.workers is not None:
+                return run_with_workers(
+                    request.run_dir, request.workers, evaluations=request.evaluations, events=events, control=control
+                )
             return resume_search(
                 request.run_dir, events=events, control=control, evaluations=request.evaluations
             )
@@ -127,6 +135,8 @@ def _run_request(
         _stop_if_asked(control)
         # Saved once the run folder exists, which the search creates before SearchStarted.
         saving = _SaveBaselinesOnStart(request.run_dir, spec, baselines, events)
+        if request.workers is not None:
+            return run_with_workers(request.run_dir, request.workers, spec=spec, events=saving, control=control)
         return start_search(spec, request.run_dir, events=saving, control=control)
 
 
@@ -206,8 +216,14 @@ class SearchProcess:
         self._events_in, events_out = context.Pipe(duplex=False)
         control_in, self._control_out = context.Pipe(duplex=False)
         self._child_ends = (events_out, control_in)
+        # Daemonic, so it cannot outlive the window, unless it starts worker processes
+        # (daemons may not have children); it still ends when the window's end of the
+        # control pipe closes (``_obey``: cancel).
         self._process = context.Process(
-            target=serve, args=(request, events_out, control_in), name="mergestudio-search", daemon=True
+            target=serve,
+            args=(request, events_out, control_in),
+            name="mergestudio-search",
+            daemon=request.workers is None or request.workers.backend != "local",
         )
         self._send_lock = threading.Lock()
 

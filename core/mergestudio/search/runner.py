@@ -16,8 +16,8 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,7 +55,16 @@ from mergestudio.search.store import (
 if TYPE_CHECKING:
     import optuna
 
-    from mergestudio.evaluate.resident import ResidentEvaluator
+    from mergestudio.evaluate.evaluator import AnyTask
+    from mergestudio.evaluate.resident import CandidateEvaluator
+    from mergestudio.search.schema import EvaluationSpec
+
+    # Opens what a worker evaluates candidates with: the template model's folder, the
+    # tasks, the evaluation settings (device, threads, batch), the worker's control (to
+    # give up waiting when it is stopped). The default is a ResidentEvaluator here.
+    EvaluatorFactory = Callable[
+        [str, Sequence[AnyTask], EvaluationSpec, SearchControl], AbstractContextManager[CandidateEvaluator]
+    ]
 
 # A spec whose candidates keep failing (a model that cannot be merged, say) stops
 # instead of burning its budget on errors.
@@ -133,17 +142,19 @@ def join_search(
     control: SearchControl | None = None,
     storage: str | None = None,
     heartbeat_s: int | None = None,
+    evaluator: EvaluatorFactory | None = None,
 ) -> SearchOutcome:
     """Work on a run that a controller started, beside any other workers, until its
     budget is spent (or ``control`` stops it). Takes no lock: many workers share a run.
-    ``storage`` reaches the study from another machine (the folder's spec is read)."""
+    ``storage`` reaches the study from another machine (the folder's spec is read);
+    ``evaluator`` evaluates candidates elsewhere (a Ray actor) instead of in this process."""
     run = RunFolder(run_dir, storage) if heartbeat_s is None else RunFolder(run_dir, storage, heartbeat_s)
     spec = run.load_spec()
     role = role or WorkerRole()
     overrides = {"threads": role.threads, "device": role.device}
     changes = {key: value for key, value in overrides.items() if value is not None}
     spec = spec.model_copy(update={"evaluation": spec.evaluation.model_copy(update=changes)})
-    return _run(run, spec, events, control, resumed=True, role=role)
+    return _run(run, spec, events, control, resumed=True, role=role, evaluator=evaluator)
 
 
 def with_evaluations(spec: SearchSpec, evaluations: int | None) -> SearchSpec:
@@ -159,11 +170,12 @@ def _run(
     control: SearchControl | None,
     resumed: bool,
     role: WorkerRole | None = None,
+    evaluator: EvaluatorFactory | None = None,
 ) -> SearchOutcome:
     """The search loop, with Hub models downloading under its progress and cancel."""
     control = control or SearchControl()
     with hub_transfer(events, control.cancel_token):
-        return _Search(run, spec, events, control, resumed=resumed, role=role).run()
+        return _Search(run, spec, events, control, resumed=resumed, role=role, evaluator=evaluator).run()
 
 
 class _Search:
@@ -175,8 +187,10 @@ class _Search:
         control: SearchControl,
         resumed: bool,
         role: WorkerRole | None = None,
+        evaluator: EvaluatorFactory | None = None,
     ) -> None:
         self.role = role  # None: the run's only process (its controller)
+        self.evaluator = evaluator or _local_resident
         self.identity = worker_identity(role.name if role else "")
         self.run_folder = run
         self.spec = spec
@@ -209,7 +223,8 @@ class _Search:
         self._replay(study)
         state, reason = "failed", ""
         try:
-            with torch_threads(self.spec.evaluation.threads), self._resident() as resident:
+            template, evaluation = self.genome.template_model(), self.spec.evaluation
+            with self.evaluator(template, self.objectives.tasks, evaluation, self.control) as resident:
                 state, reason = self._loop(study, resident)
         except Cancelled:
             state, reason = "stopped", "cancelled during a trial; it will run again on resume"
@@ -226,7 +241,7 @@ class _Search:
             interrupted_trials=tuple(interrupted),
         )
 
-    def _loop(self, study: optuna.Study, resident: ResidentEvaluator) -> tuple[str, str]:
+    def _loop(self, study: optuna.Study, resident: CandidateEvaluator) -> tuple[str, str]:
         emit(self.events, self._state_event(study, "running"))
         while True:
             self._fail_stale(study)
@@ -253,7 +268,7 @@ class _Search:
             if self.failures >= MAX_CONSECUTIVE_FAILURES:
                 return "failed", f"{self.failures} trials in a row failed; see the last trial's error"
 
-    def _trial(self, study: optuna.Study, resident: ResidentEvaluator) -> None:
+    def _trial(self, study: optuna.Study, resident: CandidateEvaluator) -> None:
         import optuna
 
         fitness = self._current_fitness(study, resident)
@@ -282,7 +297,7 @@ class _Search:
         self,
         study: optuna.Study,
         trial: optuna.Trial,
-        resident: ResidentEvaluator,
+        resident: CandidateEvaluator,
         fitness: Fitness,
         started: float,
     ) -> None:
@@ -337,7 +352,7 @@ class _Search:
         self._save_elapsed(study)
         self._after_trial(study, trial.number)
 
-    def _current_fitness(self, study: optuna.Study, resident: ResidentEvaluator) -> Fitness:
+    def _current_fitness(self, study: optuna.Study, resident: CandidateEvaluator) -> Fitness:
         """The run's estimator, prepared on the first trial of a session and, while an IRT
         run is still scoring its calibration trials in full, before every trial."""
         from optuna.trial import TrialState
@@ -424,17 +439,7 @@ class _Search:
         return before < evaluations
 
     def _fail_stale(self, study: optuna.Study) -> None:
-        """Fail the trials of workers whose heartbeat stopped; each is queued again with
-        its genome (the storage's callback) and the next free worker runs it."""
-        from optuna.storages import fail_stale_trials
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # marked experimental
-            fail_stale_trials(study)
-        requeued = self.run_folder.requeued
-        while requeued:
-            dead, rerun = requeued.pop(0)
-            log(self.events, f"trial {dead} lost its worker (no heartbeat); it runs again as trial {rerun}", "warning")
+        fail_stale(study, self.run_folder, self.events)
 
     def _elapsed(self, study: optuna.Study | None = None) -> float:
         if self.role is not None and study is not None:
@@ -487,22 +492,42 @@ class _Search:
             emit(self.events, self.front.trial_event(record_of(trial), replayed=True))
         self.front.publish()
 
-    @contextmanager
-    def _resident(self) -> Iterator[ResidentEvaluator]:
-        from mergestudio.evaluate.resident import ResidentEvaluator
 
-        template = self.genome.template_model()
-        evaluation = self.spec.evaluation
-        with ResidentEvaluator(
+@contextmanager
+def _local_resident(
+    template: str, tasks: Sequence[AnyTask], evaluation: EvaluationSpec, _control: SearchControl
+) -> Iterator[CandidateEvaluator]:
+    """Candidates evaluated in this process, on one loaded model, with the spec's threads."""
+    from mergestudio.evaluate.resident import ResidentEvaluator
+
+    with (
+        torch_threads(evaluation.threads),
+        ResidentEvaluator(
             template,
-            self.objectives.tasks,
+            tasks,
             batch_size=evaluation.batch_size,
             device=evaluation.device,
             dtype="float32",
             merge_threads=evaluation.threads,
-        ) as resident:
-            yield resident
+        ) as resident,
+    ):
+        yield resident
 
+
+
+def fail_stale(study: optuna.Study, run: RunFolder, events: EventSink | None) -> None:
+    """Fail the trials of workers whose heartbeat stopped; each is queued again with its
+    genome (the storage's callback, ``store._RequeueStale``) and the next free worker
+    runs it. Any process on the run may call it: the storage lets one of them fail a
+    trial, and only that one queues it again."""
+    from optuna.storages import fail_stale_trials
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # marked experimental
+        fail_stale_trials(study)
+    while run.requeued:
+        dead, rerun = run.requeued.pop(0)
+        log(events, f"trial {dead} lost its worker (no heartbeat); it runs again as trial {rerun}", "warning")
 
 
 def describe_study(

@@ -10,9 +10,10 @@ Layout::
     trials/00037.json   trial 37's evaluation report with every item's result
 
 Workers (``search.workers``) share the study: each records a heartbeat per running
-trial (Optuna's RDB heartbeats), so a worker that dies mid-trial is noticed by the
-others once its heartbeat is older than the grace period; the trial is failed and
-queued again with its genome (Optuna's ``RetryHeartbeatStaleTrialCallback``).
+trial (Optuna's RDB heartbeats; for a journal file, ``search.heartbeat``'s), so a
+worker that dies mid-trial is noticed by the others (and the ``--workers`` controller)
+once its heartbeat is older than the grace period; the trial is failed and queued again
+with its genome (Optuna's ``RetryHeartbeatStaleTrialCallback``).
 
 The study is the store: trial parameters, objective values, state, and our user
 attributes (genome, recipe YAML, every objective, timings, generation). Item-level
@@ -154,12 +155,19 @@ class RunFolder:
 
         url = self.storage_url
         if url.startswith(JOURNAL_PREFIX):
-            # Journal files have no heartbeats (Optuna's are RDB-only): a dead worker's trial
-            # is re-run when a controller next starts on the run (``recover_interrupted``).
+            # Optuna's heartbeats are RDB-only; ours beat in files beside the journal.
             from optuna.storages.journal import JournalFileBackend
 
-            backend = JournalFileBackend(url.removeprefix(JOURNAL_PREFIX))
-            return optuna.storages.JournalStorage(backend)
+            from mergestudio.search.heartbeat import BeatingJournalStorage, beats_dir
+
+            journal = url.removeprefix(JOURNAL_PREFIX)
+            return BeatingJournalStorage(
+                JournalFileBackend(journal),
+                beats_dir(journal),
+                interval_s=self.heartbeat_s,
+                grace_s=self.heartbeat_s * GRACE_PERIODS,
+                on_stale=_RequeueStale(self.requeued),
+            )
         sqlite = url.startswith("sqlite:")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # heartbeats are marked experimental

@@ -28,19 +28,20 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from mergestudio.events import EventSink, LogLine, emit, log
 from mergestudio.search.control import SearchControl
 from mergestudio.search.events import SearchStateChanged
 from mergestudio.search.follow import FOLLOW_INTERVAL_S, RunFollower
 from mergestudio.search.lock import RunLock
-from mergestudio.search.store import HEARTBEAT_S, RunFolder, recover_interrupted
+from mergestudio.search.store import GRACE_PERIODS, HEARTBEAT_S, RunFolder, recover_interrupted
 
 if TYPE_CHECKING:
     import optuna
 
     from mergestudio.search.runner import SearchOutcome
+    from mergestudio.search.schema import EvaluationSpec
     from mergestudio.search.spec import SearchSpec
 
 RELAY_POLL_S = 0.2
@@ -49,13 +50,21 @@ STOP_GRACE_S = 30.0  # after Cancel, how long workers may take to exit before th
 
 @dataclass(frozen=True)
 class WorkerPlan:
-    """How many local workers, and what each gets: ``threads`` torch threads, and the
-    devices dealt out in turn (``("cuda:0", "cuda:1")``: one GPU each; None: the spec's)."""
+    """How many workers, and what each gets: ``threads`` torch threads, and the devices
+    dealt out in turn (``("cuda:0", "cuda:1")``: one GPU each; None: the spec's).
+
+    ``backend``: ``local`` worker processes, or ``ray``: each worker evaluates on a Ray
+    actor that asks the cluster for ``threads`` CPUs and ``gpus_per_worker`` GPUs (None:
+    one if the spec's device is a GPU), at ``ray_address`` (None: Ray's default, a new
+    local Ray when none is running). With Ray, ``count`` 0 means as many as fit."""
 
     count: int
     threads: int = 1
     devices: tuple[str, ...] | None = None
     heartbeat_s: int = HEARTBEAT_S
+    backend: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    gpus_per_worker: float | None = None
 
     def device(self, index: int) -> str | None:
         return None if not self.devices else self.devices[index % len(self.devices)]
@@ -72,17 +81,32 @@ def run_with_workers(
     control: SearchControl | None = None,
 ) -> SearchOutcome:
     """Start a new run (``spec`` given) or resume the one in ``run_dir`` with
-    ``plan.count`` local worker processes, and follow it until they end."""
+    ``plan.count`` workers, and follow it until they end. The workers' backend is
+    reached first (``WorkerPool.connect``: Ray missing, or a cluster without the GPUs
+    asked for, is an error before the run folder is written)."""
     control = control or SearchControl()
     with RunLock(run_dir) as lock:
         run = RunFolder(run_dir, heartbeat_s=plan.heartbeat_s)
-        if spec is not None:
-            run.create(spec)
-            if storage:
-                run.use_storage(storage)
-        elif lock.stale_owner is not None:
-            log(events, f"took over the run from {lock.stale_owner.describe()}, which ended without releasing it")
-        return _Controller(run, plan, spec, evaluations, events, control).run()
+        pool = _pool(run.path, plan, (spec or run.load_spec()).evaluation, events)
+        try:
+            pool.connect()
+            if spec is not None:
+                run.create(spec)
+                if storage:
+                    run.use_storage(storage)
+            elif lock.stale_owner is not None:
+                log(events, f"took over the run from {lock.stale_owner.describe()}, which ended without releasing it")
+            return _Controller(run, plan, spec, evaluations, events, control, pool).run()
+        finally:
+            pool.end()
+
+
+def _pool(run_dir: Path, plan: WorkerPlan, evaluation: EvaluationSpec, events: EventSink | None) -> WorkerPool:
+    if plan.backend == "ray":
+        from mergestudio.search.ray_backend import RayPool
+
+        return RayPool(run_dir, plan, evaluation, events)
+    return _ProcessPool(run_dir, plan)
 
 
 class _Controller:
@@ -94,10 +118,11 @@ class _Controller:
         evaluations: int | None,
         events: EventSink | None,
         control: SearchControl,
+        pool: WorkerPool,
     ) -> None:
         from mergestudio.search.runner import with_evaluations
 
-        self.run_folder, self.plan, self.events, self.control = run, plan, events, control
+        self.run_folder, self.plan, self.events, self.control, self.pool = run, plan, events, control, pool
         self.resumed = spec is None
         self.spec = with_evaluations(spec or run.load_spec(), evaluations)
         self.started = time.perf_counter()
@@ -136,65 +161,54 @@ class _Controller:
         )
 
     def _supervise(self, study: optuna.Study, follower: RunFollower) -> tuple[str, str]:
-        context = multiprocessing.get_context("spawn")
-        stop, cancel = context.Event(), context.Event()
-        workers = [self._start_worker(context, index, stop, cancel) for index in range(self.plan.count)]
-        log(self.events, f"{len(workers)} workers started: " + ", ".join(f"w{i} (pid {w.pid})" for i, w in enumerate(workers)))
+        from mergestudio.search.runner import fail_stale
+
+        pool = self.pool
+        log(self.events, pool.start())
         emit(self.events, SearchStateChanged("running", "", follower.complete, round(self._elapsed(), 3)))
-        reported: set[int] = set()
         wall_spent = ""
         try:
-            while any(w.is_alive() for w in workers):
+            while pool.alive():
                 self.control.wait_for_stop(FOLLOW_INTERVAL_S)
                 follower.poll()
+                fail_stale(study, self.run_folder, self.events)  # workers check too, but only between trials
                 self._save_elapsed(study)
                 wall_spent = wall_spent or self._wall_time_spent()
-                if (self.control.stop_requested or wall_spent) and not stop.is_set():
-                    stop.set()
-                if self.control.cancel_token.cancelled and not cancel.is_set():
-                    cancel.set()
-                self._report_deaths(workers, reported)
+                if self.control.stop_requested or wall_spent or self._budget_spent(follower):
+                    pool.stop()  # a worker still waiting for its resources ends too
+                if self.control.cancel_token.cancelled:
+                    pool.cancel()
+                self._report_deaths(pool)
         finally:
-            stop.set()
-            _end(workers, cancel)
+            pool.stop()
+            pool.end()
         follower.poll()
-        self._report_deaths(workers, reported)
+        self._report_deaths(pool)
         self._save_elapsed(study)
-        return self._verdict(follower, workers, wall_spent)
+        return self._verdict(follower, pool, wall_spent)
 
-    def _start_worker(self, context: multiprocessing.context.SpawnContext, index: int, stop: MpEvent, cancel: MpEvent) -> BaseProcess:
-        process = context.Process(
-            target=work,
-            args=(str(self.run_folder.path), index, self.plan.threads, self.plan.device(index), self.plan.heartbeat_s, stop, cancel),
-            name=f"mergestudio-worker-{index}",
-            daemon=True,
-        )
-        process.start()
-        return process
+    def _report_deaths(self, pool: WorkerPool) -> None:
+        grace = self.plan.heartbeat_s * GRACE_PERIODS
+        for name, how in pool.new_deaths():
+            log(
+                self.events,
+                f"worker {name} {how}; a trial it left running runs again once its heartbeat is {grace} s old",
+                "warning",
+            )
 
-    def _report_deaths(self, workers: list[BaseProcess], reported: set[int]) -> None:
-        for index, worker in enumerate(workers):
-            code = worker.exitcode
-            if code not in (None, 0) and index not in reported:
-                reported.add(index)
-                how = f"signal {-code}" if code < 0 else f"exit code {code}"
-                grace = self.plan.heartbeat_s * 3
-                log(
-                    self.events,
-                    f"worker w{index} (pid {worker.pid}) died ({how}); its trial runs again once its "
-                    f"heartbeat is {grace} s old",
-                    "warning",
-                )
-
-    def _verdict(self, follower: RunFollower, workers: list[BaseProcess], wall_spent: str) -> tuple[str, str]:
+    def _budget_spent(self, follower: RunFollower) -> bool:
         budget = self.spec.budget.evaluations
-        if budget is not None and follower.complete >= budget:
+        return budget is not None and follower.complete >= budget
+
+    def _verdict(self, follower: RunFollower, pool: WorkerPool, wall_spent: str) -> tuple[str, str]:
+        budget = self.spec.budget.evaluations
+        if self._budget_spent(follower):
             return "finished", f"evaluation budget spent ({budget} trials)"
         if wall_spent:
             return "finished", wall_spent
         if self.control.stop_requested:
             return "stopped", "stopped by the user"
-        failed = [f"w{i}" for i, w in enumerate(workers) if w.exitcode != 0]
+        failed = pool.failed()
         if failed:
             return "failed", f"workers {', '.join(failed)} ended with an error before the budget was spent"
         return "stopped", "every worker ended"
@@ -214,19 +228,107 @@ class _Controller:
         return ""
 
 
-def _end(workers: list[BaseProcess], cancel: MpEvent) -> None:
-    """Wait for the workers (asked to stop already); after the grace, cancel, then terminate."""
-    deadline = time.monotonic() + STOP_GRACE_S
-    for worker in workers:
-        worker.join(max(0.0, deadline - time.monotonic()))
-    if any(w.is_alive() for w in workers):
-        cancel.set()
-        for worker in workers:
-            worker.join(5.0)
-    for worker in workers:
-        if worker.is_alive():
-            worker.terminate()
-            worker.join(5.0)
+class WorkerPool(Protocol):
+    """The workers a controller starts and supervises: local processes
+    (``_ProcessPool``) or threads that evaluate on Ray actors (``ray_backend.RayPool``)."""
+
+    def connect(self) -> None:
+        """Reach the backend and check that it can run the workers (before any is started)."""
+
+    def start(self) -> str:
+        """Start every worker; a line for the log saying which."""
+
+    def alive(self) -> bool:
+        """Whether any worker still runs."""
+
+    def stop(self) -> None:
+        """Ask every worker to stop after its trial (idempotent)."""
+
+    def cancel(self) -> None:
+        """Ask every worker to stop now (idempotent)."""
+
+    def end(self) -> None:
+        """Wait for the workers (asked to stop already), make sure they are gone, and
+        leave the backend (idempotent)."""
+
+    def new_deaths(self) -> list[tuple[str, str]]:
+        """Workers that died since the last call: their names and how ("died (signal 9)")."""
+
+    def failed(self) -> list[str]:
+        """Names of the workers that ended with an error."""
+
+
+class _ProcessPool:
+    """``plan.count`` worker processes on this machine (spawned: a search's threads make
+    forking unsafe), stopped and cancelled through two multiprocessing events."""
+
+    def __init__(self, run_dir: Path, plan: WorkerPlan) -> None:
+        self.run_dir, self.plan = run_dir, plan
+        self.context = multiprocessing.get_context("spawn")
+        self.stop_event, self.cancel_event = self.context.Event(), self.context.Event()
+        self.workers: list[BaseProcess] = []
+        self.reported: set[int] = set()
+
+    def connect(self) -> None:
+        pass  # this machine
+
+    def start(self) -> str:
+        self.workers = [self._start(index) for index in range(self.plan.count)]
+        return f"{len(self.workers)} workers started: " + ", ".join(
+            f"w{i} (pid {w.pid})" for i, w in enumerate(self.workers)
+        )
+
+    def _start(self, index: int) -> BaseProcess:
+        plan = self.plan
+        process = self.context.Process(
+            target=work,
+            args=(
+                str(self.run_dir), index, plan.threads, plan.device(index), plan.heartbeat_s,
+                self.stop_event, self.cancel_event,
+            ),
+            name=f"mergestudio-worker-{index}",
+            daemon=True,
+        )
+        process.start()
+        return process
+
+    def alive(self) -> bool:
+        return any(w.is_alive() for w in self.workers)
+
+    def stop(self) -> None:
+        if not self.stop_event.is_set():
+            self.stop_event.set()
+
+    def cancel(self) -> None:
+        if not self.cancel_event.is_set():
+            self.cancel_event.set()
+
+    def end(self) -> None:
+        """After the grace, cancel, then terminate."""
+        deadline = time.monotonic() + STOP_GRACE_S
+        for worker in self.workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        if self.alive():
+            self.cancel()
+            for worker in self.workers:
+                worker.join(5.0)
+        for worker in self.workers:
+            if worker.is_alive():
+                worker.terminate()
+                worker.join(5.0)
+
+    def new_deaths(self) -> list[tuple[str, str]]:
+        deaths = []
+        for index, worker in enumerate(self.workers):
+            code = worker.exitcode
+            if code not in (None, 0) and index not in self.reported:
+                self.reported.add(index)
+                how = f"signal {-code}" if code < 0 else f"exit code {code}"
+                deaths.append((f"w{index}", f"(pid {worker.pid}) died ({how})"))
+        return deaths
+
+    def failed(self) -> list[str]:
+        return [f"w{i}" for i, w in enumerate(self.workers) if w.exitcode != 0]
 
 
 # ---- a worker process ---------------------------------------------------------------------
