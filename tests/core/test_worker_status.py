@@ -115,7 +115,9 @@ def test_heartbeats_of_a_sqlite_run_are_read_with_their_age(tmp_path: Path) -> N
         # The beat's age on the database's clock, not the trial's (3.5 s and more).
         assert w1.last_seen_s is not None and 0.9 <= w1.last_seen_s < 2.5
         assert (statuses["w0"].state, statuses["w0"].complete, statuses["w0"].trial) == ("ended", 1, None)
-        time.sleep(5.5)  # past the grace period (3 beats of 2 s) without a beat
+        # Past the grace period (3 beats of 2 s) without a beat; SQLite's clock counts
+        # whole seconds, so the age read is 7 s, never 6.
+        time.sleep(7.0)
         assert {s.name: s.state for s in watch.poll()}["w1"] == "late"
         storage.record_heartbeat(running._trial_id)
         assert {s.name: s.state for s in watch.poll()}["w1"] == "running"  # beating again
