@@ -46,6 +46,7 @@ from mergestudio_qt.pages.evolve.run_control import RunControl
 from mergestudio_qt.pages.evolve.studio_link import DEMO_SPEC_SOURCE, StudioLink
 from mergestudio_qt.pages.evolve.trial_actions import TrialActions
 from mergestudio_qt.pages.evolve.trial_details import TrialDetails
+from mergestudio_qt.pages.evolve.workers_view import WorkersView
 from mergestudio_qt.widgets.elide import ElidedLabel
 from mergestudio_qt.widgets.evolve_dashboard import EvolveDashboard
 from mergestudio_qt.widgets.evolve_jobs import (
@@ -55,6 +56,8 @@ from mergestudio_qt.widgets.evolve_jobs import (
     FullEvalJob,
     OpenRunJob,
     SearchJob,
+    WorkersSearchJob,
+    WorkersWatchJob,
 )
 from mergestudio_qt.widgets.evolve_setup import SetupPanel
 from mergestudio_qt.widgets.generate_panel import GenerateDialog
@@ -65,10 +68,20 @@ __all__ = ["DEMO_SPEC_SOURCE", "EvolvePage"]
 # every step (each 5-25 ms).
 RENDER_AHEAD_DELAY_MS = 300
 CHECK_DELAY_MS = 400
+PAUSE_TIP = "Hold the search after the current trial (F6)"
+PAUSE_TIP_WORKERS = "A search with several workers does not pause: Stop ends it after their trials, Resume continues"
 
 
 class EvolvePage(
-    StudioLink, RunControl, FollowLive, RedrawSchedule, BaselineReferences, TrialDetails, TrialActions, QWidget
+    StudioLink,
+    RunControl,
+    FollowLive,
+    WorkersView,
+    RedrawSchedule,
+    BaselineReferences,
+    TrialDetails,
+    TrialActions,
+    QWidget,
 ):
     """Signals for tests and the window: ``search_finished(state)`` once the search's
     worker has ended ("finished", "stopped", "failed" or "cancelled");
@@ -98,7 +111,7 @@ class EvolvePage(
         self.full_dev_evaluations: dict[int, dict[str, float]] = {}  # estimates' truth (selection split)
         self.fitness_text = ""  # the estimator in words, with what a candidate costs
         self.selected: int | None = None
-        self.search_job: SearchJob | None = None
+        self.search_job: SearchJob | WorkersSearchJob | None = None
         self.open_job: OpenRunJob | None = None
         self.export_job: ExportTrialJob | None = None
         self.full_job: FullEvalJob | None = None
@@ -106,6 +119,8 @@ class EvolvePage(
         self.time_job: CandidateTimeJob | None = None  # the Setup check's time per candidate
         self._time_summary = ""
         self.follow_job: FollowJob | None = None
+        self.watch_job: WorkersWatchJob | None = None  # reads who works on the run
+        self._watches: set[WorkersWatchJob] = set()  # every watch whose thread runs
         self.engine_state = "idle"
         self.failed_trials = 0
         self.elapsed_s = 0.0
@@ -133,6 +148,9 @@ class EvolvePage(
         self.setup.changed.connect(self._setup_changed)
         self.state.recipe_changed.connect(self._studio_recipe_changed)
         self.state.project_changed.connect(self._project_changed)
+        self.setup.workers.valueChanged.connect(self.state.set_search_workers)
+        self.state.evolve_settings_changed.connect(self._evolve_settings_changed)
+        self._evolve_settings_changed()
         self._studio_recipe_changed("load")
         self._project_changed(None)
         self._update_controls()
@@ -179,7 +197,7 @@ class EvolvePage(
         self.start_button.setToolTip("Start a new search with the Setup tab's spec (F5)")
         self.start_button.clicked.connect(self.start_search)
         self.pause_button = QPushButton("Pause", self)
-        self.pause_button.setToolTip("Hold the search after the current trial (F6)")
+        self.pause_button.setToolTip(PAUSE_TIP)
         self.pause_button.clicked.connect(self.pause)
         self.resume_button = QPushButton("Resume", self)
         self.resume_button.setToolTip("Continue a paused search, or a stopped or reopened run (F6)")
@@ -239,8 +257,10 @@ class EvolvePage(
     def _update_controls(self) -> None:
         running = self.search_job is not None
         paused = running and self.engine_state == "paused"
+        pausable = self.search_job is None or self.search_job.pausable
         self.start_button.setEnabled(not self._busy())
-        self.pause_button.setEnabled(running and self.engine_state == "running")
+        self.pause_button.setEnabled(running and pausable and self.engine_state == "running")
+        self.pause_button.setToolTip(PAUSE_TIP if pausable else PAUSE_TIP_WORKERS)
         resumable = (
             not self._busy() and self.follow_job is None and self.run_dir is not None and self.history is not None
         )

@@ -5,7 +5,6 @@ until that controller ends."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +80,8 @@ class FollowLive:
         owner = run_owner(snapshot.run_dir)
         if owner is not None:
             self._follow(snapshot.run_dir, snapshot.spec, owner)
+        else:
+            self._watch_workers(snapshot.run_dir, once=True)  # who ran its trials
 
     # ---- following a run another process controls ---------------------------------------
 
@@ -106,6 +107,7 @@ class FollowLive:
         self._log(f"this run is running elsewhere ({owner.describe()}); following it read-only")
         self._update_controls()
         jobs.start(job)
+        self._watch_workers(run_dir)
 
     def _on_followed(self, event: object) -> None:
         if self.sender() is not self.follow_job:
@@ -120,19 +122,6 @@ class FollowLive:
             self._on_workers(event)
         elif isinstance(event, ev.TrialStarted):
             self._set_progress()
-
-    def _on_workers(self, event: ev.WorkersChanged) -> None:
-        if not event.workers:
-            self.workers_label.set_full_text("workers: none running a trial now", "")
-        else:
-            now = time.time()
-            parts = [
-                f"{w.name} → trial {w.trial} ({format_duration(max(0.0, now - w.since))})" for w in event.workers
-            ]
-            self.workers_label.set_full_text(
-                f"{len(event.workers)} trial(s) running: " + " · ".join(parts), "\n".join(parts)
-            )
-        self.workers_label.show()
 
     def _on_follow_done(self, owner: LockOwner) -> None:
         if self.sender() is not self.follow_job:
@@ -153,6 +142,7 @@ class FollowLive:
             return
         self.follow_job = None
         self.workers_label.hide()
+        self._stop_watching()
         if self.engine_state == "attached":
             self.engine_state = "opened"
         self._flush()

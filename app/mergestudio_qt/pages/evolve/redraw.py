@@ -37,6 +37,7 @@ class RedrawSchedule:
         from mergestudio.search.spec import build_genome
 
         self.run_dir, self.spec, self.history = run_dir, spec, history
+        self._clear_workers()  # the last run's; a live or opened run reads its own
         self.baselines, self.full_evaluations = list(baselines), dict(full)
         self._load_fitness_files()
         self.failed_trials = 0

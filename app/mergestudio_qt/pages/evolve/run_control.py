@@ -5,6 +5,7 @@ page's ``TrialHistory`` (the redraw schedule draws them later)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from mergestudio.errors import MergeStudioError
@@ -17,7 +18,8 @@ from PySide6.QtCore import QTimer
 
 from mergestudio_qt import jobs
 from mergestudio_qt.format import format_duration
-from mergestudio_qt.widgets.evolve_jobs import CandidateTimeJob, SearchJob
+from mergestudio_qt.widgets.evolve_jobs import CandidateTimeJob, SearchJob, WorkersSearchJob
+from mergestudio_qt.widgets.evolve_setup import max_workers
 
 RUNNING_STATES = ("running", "paused", "stopping")
 
@@ -86,8 +88,9 @@ class RunControl:
             self.tabs.setCurrentWidget(self.setup)
             return
         self._show_run(run_dir, spec, history, [], {})
-        self._log(f"starting {spec.algorithm.name} search in {run_dir}")
-        self._launch(SearchJob(run_dir, spec))
+        job = self._search_job(run_dir, spec, None)
+        self._log(f"starting {spec.algorithm.name} search in {run_dir}{_with_workers(job)}")
+        self._launch(job)
         self._set_status("Scoring the baselines, then the first trial…")
 
     def resume(self) -> None:
@@ -104,8 +107,10 @@ class RunControl:
                 self._follow(self.run_dir, self.spec, owner)
             return
         evaluations = self._resume_budget()
-        self._log(f"resuming {self.run_dir}" + (f" up to {evaluations} evaluations" if evaluations else ""))
-        self._launch(SearchJob(self.run_dir, None, evaluations))
+        job = self._search_job(self.run_dir, None, evaluations)
+        up_to = f" up to {evaluations} evaluations" if evaluations else ""
+        self._log(f"resuming {self.run_dir}{up_to}{_with_workers(job)}")
+        self._launch(job)
         self._set_status("Resuming…")
 
     def _resume_budget(self) -> int | None:
@@ -118,8 +123,20 @@ class RunControl:
             return wanted
         return None
 
-    def _launch(self, job: SearchJob) -> None:
+    def _search_job(
+        self, run_dir: Path, spec: SearchSpec | None, evaluations: int | None
+    ) -> SearchJob | WorkersSearchJob:
+        """One search process, or the project's number of local workers (what
+        ``mergestudio evolve --workers N`` runs), each with the spec's threads."""
+        workers = min(max(1, self.state.evolve.workers), max_workers())
+        run_spec = spec or self.spec
+        if workers == 1 or run_spec is None:
+            return SearchJob(run_dir, spec, evaluations)
+        return WorkersSearchJob(run_dir, spec, evaluations, workers, run_spec.evaluation.threads)
+
+    def _launch(self, job: SearchJob | WorkersSearchJob) -> None:
         job.search_started.connect(self._on_started)
+        job.workers_changed.connect(self._on_workers)
         job.trial_started.connect(self._on_trial_started)
         job.trial_finished.connect(self._on_trial_finished)
         job.front_changed.connect(self._on_front)
@@ -148,7 +165,7 @@ class RunControl:
             self._redraw_timer.start()
 
     def pause(self) -> None:
-        if self.search_job is not None and self.engine_state == "running":
+        if self.search_job is not None and self.search_job.pausable and self.engine_state == "running":
             self.search_job.pause()
             self._set_status("Pausing after the current trial…")
             self.pause_button.setEnabled(False)
@@ -168,7 +185,7 @@ class RunControl:
 
     def cancel_all(self) -> None:
         """The window is closing: abandon the current trial (it runs again on resume)."""
-        for job in (self.search_job, self.open_job, self.export_job, self.full_job, self.follow_job):
+        for job in (self.search_job, self.open_job, self.export_job, self.full_job, self.follow_job, self.watch_job):
             if job is not None:
                 job.cancel()
         if self.generation is not None:
@@ -184,6 +201,8 @@ class RunControl:
     # ---- engine events (GUI thread) ---------------------------------------------------------
 
     def _on_started(self, event: ev.SearchStarted) -> None:
+        if self.run_dir is not None:
+            self._watch_workers(self.run_dir)  # the study exists now
         done = f", {event.finished_before} trials done" if event.resumed else ""
         self._log(
             f"{'resumed' if event.resumed else 'started'}: {len(event.genes)} genes, "
@@ -257,6 +276,8 @@ class RunControl:
 
     def _on_search_finished(self) -> None:
         self.search_job = None
+        self._stop_watching()
+        self.workers_label.hide()
         if self.engine_state in RUNNING_STATES:
             self.engine_state = self._outcome or "stopped"
         self._flush()
@@ -264,3 +285,7 @@ class RunControl:
         # Last: the page is ready for the next start or resume.
         self.search_finished.emit(self._outcome or self.engine_state)
 
+
+
+def _with_workers(job: SearchJob | WorkersSearchJob) -> str:
+    return f" with {job.plan.count} workers" if isinstance(job, WorkersSearchJob) else ""

@@ -57,6 +57,11 @@ class StudioLink:
         if not self.setup.run_edit.text() or demo_spec is not None:
             self.setup.run_edit.setText(str(self.default_run_dir()))
 
+    def _evolve_settings_changed(self) -> None:
+        """The Workers box shows the project's number (the state is the one truth; an
+        edit of the box goes to the state, undoably)."""
+        self.setup.set_workers(self.state.evolve.workers)
+
     def _load_demo_spec(self, path: Path) -> None:
         """The README's demo search, so Start on the demo project runs what it describes."""
         from mergestudio.search.spec import load_spec

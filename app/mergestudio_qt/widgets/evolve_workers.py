@@ -1,0 +1,79 @@
+"""The Evolve page's workers view: one row per process that worked on the run (what
+``search.worker_status`` reads from its study), the live ones first. It shows what the
+page hands it; the page reads the study in a job."""
+
+from __future__ import annotations
+
+from mergestudio.search.worker_status import WorkerStatus
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
+
+from mergestudio_qt.format import format_duration
+
+COLUMNS = ("Worker", "State", "Trial", "Done", "Last beat", "Process")
+HEADER_TIPS = (
+    "The worker's name: w0, w1… for local workers, host:pid for others",
+    "running a trial · late: no heartbeat for longer than the grace period (its trial runs again "
+    "elsewhere) · idle: alive, between trials · ended",
+    "The trial it runs now",
+    "Trials it finished",
+    "How long ago its running trial last beat, or its last trial ended",
+    "Its process: host and pid",
+)
+STATE_TEXT = {"running": "running", "late": "late", "idle": "idle", "ended": "ended"}
+EMPTY = "No worker has run a trial of this run yet."
+
+
+class WorkersTable(QTableWidget):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(0, len(COLUMNS), parent)
+        self.setObjectName("evolveWorkers")
+        for column, (title, tip) in enumerate(zip(COLUMNS, HEADER_TIPS, strict=True)):
+            item = QTableWidgetItem(title)
+            item.setToolTip(tip)
+            self.setHorizontalHeaderItem(column, item)
+        self.verticalHeader().setVisible(False)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.setAlternatingRowColors(True)
+        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.horizontalHeader().setStretchLastSection(True)
+        self.setToolTip(EMPTY)
+        self.workers: list[WorkerStatus] = []
+
+    def show_workers(self, workers: list[WorkerStatus]) -> None:
+        """Replace the rows (a handful: one per process that ran a trial)."""
+        self.workers = list(workers)
+        self.setRowCount(len(workers))
+        for row, worker in enumerate(workers):
+            cells = (
+                worker.name,
+                STATE_TEXT[worker.state],
+                "" if worker.trial is None else str(worker.trial),
+                str(worker.complete),
+                "—" if worker.last_seen_s is None else f"{format_duration(worker.last_seen_s)} ago",
+                worker.process,
+            )
+            tip = describe(worker)
+            for column, text in enumerate(cells):
+                item = self.item(row, column)
+                if item is None:
+                    item = QTableWidgetItem()
+                    self.setItem(row, column, item)
+                item.setText(text)
+                item.setToolTip(tip)
+        self.setToolTip("" if workers else EMPTY)
+
+    def running(self) -> int:
+        return sum(1 for w in self.workers if w.state == "running")
+
+
+def describe(worker: WorkerStatus) -> str:
+    """One worker in words (the rows' tooltip)."""
+    doing = {
+        "running": f"runs trial {worker.trial}",
+        "late": f"ran trial {worker.trial} but stopped beating: the trial runs again elsewhere",
+        "idle": "is alive, between trials",
+        "ended": "has ended",
+    }[worker.state]
+    seen = "" if worker.last_seen_s is None else f"; last sign of life {format_duration(worker.last_seen_s)} ago"
+    return f"{worker.name} ({worker.process}) {doing}; {worker.complete} trial(s) done{seen}"
