@@ -265,6 +265,7 @@ class SetupPanel(QScrollArea):
         label.setBuddy(self.workers)
         self.workers_note = QLabel(box)
         self.workers_note.setObjectName("hint")
+        self.workers_note.setWordWrap(True)
         self.workers.valueChanged.connect(self._workers_chosen)
         row.addWidget(label)
         row.addWidget(self.workers)

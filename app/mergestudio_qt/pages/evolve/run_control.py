@@ -1,7 +1,9 @@
 """Running a search from the page: the Setup tab's check, Start / Pause / Resume / Stop,
 and the events of the search the page runs. The search runs in a child process
-(``SearchJob``); its events arrive as signals carrying plain data and only append to the
-page's ``TrialHistory`` (the redraw schedule draws them later)."""
+(``SearchJob``), or with the project's number of local workers in theirs
+(``WorkersSearchJob``, whose thread is their controller); its events arrive as signals
+carrying plain data and only append to the page's ``TrialHistory`` (the redraw schedule
+draws them later)."""
 
 from __future__ import annotations
 
@@ -201,8 +203,10 @@ class RunControl:
     # ---- engine events (GUI thread) ---------------------------------------------------------
 
     def _on_started(self, event: ev.SearchStarted) -> None:
-        if self.run_dir is not None:
-            self._watch_workers(self.run_dir)  # the study exists now
+        # Workers are listed live (the study exists now); a search of one process is read
+        # once it ends, so nothing reads its study in this process while it runs.
+        if self.run_dir is not None and isinstance(self.search_job, WorkersSearchJob):
+            self._watch_workers(self.run_dir)
         done = f", {event.finished_before} trials done" if event.resumed else ""
         self._log(
             f"{'resumed' if event.resumed else 'started'}: {len(event.genes)} genes, "
@@ -276,7 +280,10 @@ class RunControl:
 
     def _on_search_finished(self) -> None:
         self.search_job = None
-        self._stop_watching()
+        if self.watch_job is not None:
+            self._stop_watching()  # its last read shows how the workers left the run
+        elif self.run_dir is not None and RunFolder(self.run_dir).exists():
+            self._watch_workers(self.run_dir, once=True)
         self.workers_label.hide()
         if self.engine_state in RUNNING_STATES:
             self.engine_state = self._outcome or "stopped"
