@@ -50,10 +50,16 @@ def main() -> int:
     page.start_search()
     inspector = page.inspector
     _wait(
-        lambda: sum(w.complete for w in inspector.workers_table.workers) >= TRIALS_BEFORE_SHOTS
-        and inspector.workers_table.running() == 2,
+        lambda: bool(outcome)
+        or (
+            sum(w.complete for w in inspector.workers_table.workers) >= TRIALS_BEFORE_SHOTS
+            and inspector.workers_table.running() == 2
+        ),
         timeout_s=900.0,
     )
+    if outcome:
+        print(f"the search ended ({outcome[0]}) before the shots:\n{inspector.log_view.toPlainText()}")
+        return 1
     inspector.detail_tabs.setCurrentWidget(inspector.workers_table)
     for size, name in (((1280, 800), "evolve-workers-1280"), ((1024, 700), "evolve-workers-1024")):
         window.resize(*size)

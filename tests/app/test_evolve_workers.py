@@ -84,7 +84,11 @@ def test_start_with_two_workers_fills_the_plots_from_both(qtbot, tmp_path: Path)
         return {w.name for w in workers_table.workers if w.complete} == {"w0", "w1"}
 
     qtbot.waitUntil(both_finished_trials, timeout=RUN_TIMEOUT_MS)
-    assert "running)" in page.inspector.detail_tabs.tabText(page.inspector.detail_tabs.indexOf(workers_table))
+    # A running worker's row names its trial (the study's running trial, by its worker).
+    qtbot.waitUntil(
+        lambda: any(workers_table.item(row, 2).text().startswith("trial ") for row in range(workers_table.rowCount())),
+        timeout=60_000,
+    )
     qtbot.waitUntil(lambda: page.workers_label.isVisible(), timeout=30_000)
     assert "trial(s) running" in page.workers_label.full_text()
     with qtbot.waitSignal(page.search_finished, timeout=RUN_TIMEOUT_MS) as finished:

@@ -42,7 +42,6 @@ from mergestudio_qt.widgets.evolve_trials import BEATS_BASE, SORT_ROLE, TrialTab
 from mergestudio_qt.widgets.evolve_workers import WorkersTable
 
 LOG_LINES = 2000
-WORKERS_TAB = "Workers"
 NO_SELECTION = "Select a trial in a plot or in the table."
 
 
@@ -147,7 +146,7 @@ class TrialInspector(QSplitter):
         self.detail_tabs.addTab(self.recipe_view, "Recipe YAML")
         self.detail_tabs.addTab(self.log_view, "Log")
         self.workers_table = WorkersTable(self.detail_tabs)
-        self.detail_tabs.addTab(self.workers_table, WORKERS_TAB)
+        self.detail_tabs.addTab(self.workers_table, "Workers")
         box.addWidget(self.detail_tabs, 2)
         return details
 
@@ -283,8 +282,6 @@ class TrialInspector(QSplitter):
         self.log_view.appendPlainText(text)
 
     def show_workers(self, workers: list[WorkerStatus]) -> None:
-        """The run's workers in their tab, whose title counts the ones running a trial."""
+        """The run's workers in their tab (the line under the page's controls says which
+        trials run; a count in the tab's title would not fit beside the others at 1024 px)."""
         self.workers_table.show_workers(workers)
-        running = self.workers_table.running()
-        index = self.detail_tabs.indexOf(self.workers_table)
-        self.detail_tabs.setTabText(index, f"{WORKERS_TAB} ({running} running)" if running else WORKERS_TAB)

@@ -9,17 +9,15 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTab
 
 from mergestudio_qt.format import format_duration
 
-COLUMNS = ("Worker", "State", "Trial", "Done", "Last beat", "Process")
+COLUMNS = ("Worker", "Process", "Now", "Done", "Beat")
 HEADER_TIPS = (
     "The worker's name: w0, w1… for local workers, host:pid for others",
-    "running a trial · late: no heartbeat for longer than the grace period (its trial runs again "
-    "elsewhere) · idle: alive, between trials · ended",
-    "The trial it runs now",
+    "Its process: host and pid",
+    "The trial it runs · late: no heartbeat for longer than the grace period (its trial runs "
+    "again elsewhere) · idle: alive, between trials · ended",
     "Trials it finished",
     "How long ago its running trial last beat, or its last trial ended",
-    "Its process: host and pid",
 )
-STATE_TEXT = {"running": "running", "late": "late", "idle": "idle", "ended": "ended"}
 EMPTY = "No worker has run a trial of this run yet."
 
 
@@ -47,11 +45,10 @@ class WorkersTable(QTableWidget):
         for row, worker in enumerate(workers):
             cells = (
                 worker.name,
-                STATE_TEXT[worker.state],
-                "" if worker.trial is None else str(worker.trial),
-                str(worker.complete),
-                "—" if worker.last_seen_s is None else f"{format_duration(worker.last_seen_s)} ago",
                 worker.process,
+                doing(worker),
+                str(worker.complete),
+                format_duration(worker.last_seen_s),
             )
             tip = describe(worker)
             for column, text in enumerate(cells):
@@ -65,6 +62,15 @@ class WorkersTable(QTableWidget):
 
     def running(self) -> int:
         return sum(1 for w in self.workers if w.state == "running")
+
+
+def doing(worker: WorkerStatus) -> str:
+    """What a worker does now, in a word or two (the Now column)."""
+    if worker.state == "running":
+        return f"trial {worker.trial}"
+    if worker.state == "late":
+        return f"trial {worker.trial}, late"
+    return worker.state
 
 
 def describe(worker: WorkerStatus) -> str:

@@ -215,7 +215,9 @@ class RunControl:
         self._set_progress()
 
     def _on_trial_started(self, event: ev.TrialStarted) -> None:
-        self._set_status(f"trial {event.number} (generation {event.generation}) running…")
+        # Workers' trials get their generation when they are told (the follower sees -1).
+        generation = f" (generation {event.generation})" if event.generation >= 0 else ""
+        self._set_status(f"trial {event.number}{generation} running…")
 
     def _on_trial_finished(self, event: ev.TrialFinished) -> None:
         if self.history is None:
