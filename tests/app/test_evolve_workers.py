@@ -112,3 +112,12 @@ def test_start_with_two_workers_fills_the_plots_from_both(qtbot, tmp_path: Path)
         assert worker.complete == sum(1 for r in complete if r.worker == name)
     assert (run / BASELINES_FILE).is_file()  # scored before the workers started, saved in the run
     assert not page.workers_label.isVisible() and page.resume_button.isEnabled()
+
+    # Reopened later, the run's Workers tab says the same (read once: the run is not live).
+    reopened = _page(qtbot, StudioState(), tmp_path)
+    with qtbot.waitSignal(reopened.run_opened, timeout=60_000):
+        reopened.open_run(run)
+    qtbot.waitUntil(lambda: reopened.inspector.workers_table.rowCount() == 2, timeout=30_000)
+    again = {w.name: (w.state, w.complete) for w in reopened.inspector.workers_table.workers}
+    assert again == {name: ("ended", w.complete) for name, w in shown.items()}
+    qtbot.waitUntil(lambda: reopened.watch_job is None and reopened.open_job is None, timeout=30_000)
