@@ -1,13 +1,17 @@
 """Workers from the Evolve page: the Workers box is the project's setting (one source of
 truth in the studio's state, undoable, saved in the project file), and Start with 2
 runs the search the way ``mergestudio evolve --workers 2`` does (``run_with_workers``):
-both worker processes' trials land in the plots and the trial table, and the Workers tab
-lists the two workers with the trials each ran, as the run's study records them."""
+both worker processes' trials, and those of a worker that joins from a terminal
+(``mergestudio worker RUN``), land in the plots and the trial table, and the Workers tab
+lists the workers with the trials each ran, as the run's study records them."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from mergestudio.search.baselines import BASELINES_FILE
@@ -63,9 +67,10 @@ def test_the_workers_setting_is_saved_with_the_project(qtbot, window, tmp_path: 
 
 def test_start_with_two_workers_fills_the_plots_from_both(qtbot, tmp_path: Path) -> None:
     root = write_search_fixture(tmp_path / "fixture")
-    # Longer tasks, so a trial lasts long enough that both workers run some before Stop.
-    (root / "ta.jsonl").write_text("".join(f'{{"text": "q{"abc" * (1 + i % 5)}"}}\n' for i in range(120)))
-    (root / "tb.jsonl").write_text("".join(f'{{"text": "q{"xyz" * (1 + i % 5)}"}}\n' for i in range(120)))
+    # Longer tasks: trials last long enough that every worker runs some before Stop,
+    # without hundreds of them piling up while the last worker starts.
+    (root / "ta.jsonl").write_text("".join(f'{{"text": "q{"abc" * (1 + i % 5)}"}}\n' for i in range(400)))
+    (root / "tb.jsonl").write_text("".join(f'{{"text": "q{"xyz" * (1 + i % 5)}"}}\n' for i in range(400)))
     spec = load_spec(write_spec(root, budget={"evaluations": BUDGET}, evaluation={"batch_size": 4}))
     state = StudioState()
     state.set_search_workers(2)
@@ -78,12 +83,35 @@ def test_start_with_two_workers_fills_the_plots_from_both(qtbot, tmp_path: Path)
     job = page.search_job
     assert isinstance(job, WorkersSearchJob) and job.plan.count == 2
     assert not page.pause_button.isEnabled() and "does not pause" in page.pause_button.toolTip()
+    # One more worker joins from a terminal (`mergestudio worker RUN`) as soon as the run
+    # exists: its trials reach the plots through the page's controller, and the Workers
+    # tab lists it beside the page's own two.
+    qtbot.waitUntil(lambda: RunFolder(run).exists(), timeout=RUN_TIMEOUT_MS)
+    joiner = subprocess.Popen(
+        [sys.executable, "-m", "mergestudio.cli.main", "worker", str(run), "--name", "joiner", "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=os.environ.copy(),
+    )
+    try:
+        _run_until_all_worked(qtbot, page, joiner)
+    finally:
+        if joiner.poll() is None:
+            joiner.kill()
+            joiner.wait()
+    with qtbot.waitSignal(page.search_finished, timeout=RUN_TIMEOUT_MS) as finished:
+        page.stop()
+    assert finished.args == ["stopped"]
+    _check_the_run_and_the_page(qtbot, page, run, tmp_path)
+
+
+def _run_until_all_worked(qtbot, page: EvolvePage, joiner: subprocess.Popen[bytes]) -> None:
     workers_table = page.inspector.workers_table
 
-    def both_finished_trials() -> bool:
-        return {w.name for w in workers_table.workers if w.complete} == {"w0", "w1"}
+    def all_finished_trials() -> bool:
+        return {w.name for w in workers_table.workers if w.complete} == {"w0", "w1", "joiner"}
 
-    qtbot.waitUntil(both_finished_trials, timeout=RUN_TIMEOUT_MS)
+    qtbot.waitUntil(all_finished_trials, timeout=RUN_TIMEOUT_MS)
     # A running worker's row names its trial (the study's running trial, by its worker).
     qtbot.waitUntil(
         lambda: any(workers_table.item(row, 2).text().startswith("trial ") for row in range(workers_table.rowCount())),
@@ -91,22 +119,26 @@ def test_start_with_two_workers_fills_the_plots_from_both(qtbot, tmp_path: Path)
     )
     qtbot.waitUntil(lambda: page.workers_label.isVisible(), timeout=30_000)
     assert "trial(s) running" in page.workers_label.full_text()
-    with qtbot.waitSignal(page.search_finished, timeout=RUN_TIMEOUT_MS) as finished:
-        page.stop()
-    assert finished.args == ["stopped"]
 
+    joiner.send_signal(signal.SIGINT)  # it stops after its trial
+    assert joiner.wait(120) == 0
+
+
+def _check_the_run_and_the_page(qtbot, page: EvolvePage, run: Path, tmp_path: Path) -> None:
+    workers_table = page.inspector.workers_table
     records = RunFolder(run).records()
     complete = [r for r in records if r.state == "complete"]
     assert 2 <= len(complete) < BUDGET and not [r for r in records if r.state == "running"]
-    assert {r.worker for r in complete} == {"w0", "w1"}
-    # Every worker's trial is in the plots' history and the table, and nothing else is.
+    assert {r.worker for r in complete} == {"w0", "w1", "joiner"}
+    # Every worker's trial (the joiner's too) is in the plots' history and the table, and
+    # nothing else is.
     assert page.history is not None
     assert sorted(int(n) for n in page.history.numbers) == sorted(r.number for r in complete)
     assert page.inspector.table_model.rowCount() == len(complete)
-    # The workers view, read once more as the run ended: both ended, with what each ran.
+    # The workers view, read once more as the run ended: all ended, with what each ran.
     qtbot.waitUntil(lambda: page.watch_job is None, timeout=30_000)
     shown = {w.name: w for w in workers_table.workers}
-    assert set(shown) == {"w0", "w1"}
+    assert set(shown) == {"w0", "w1", "joiner"}
     for name, worker in shown.items():
         assert worker.state == "ended" and worker.trial is None
         assert worker.complete == sum(1 for r in complete if r.worker == name)
@@ -117,7 +149,7 @@ def test_start_with_two_workers_fills_the_plots_from_both(qtbot, tmp_path: Path)
     reopened = _page(qtbot, StudioState(), tmp_path)
     with qtbot.waitSignal(reopened.run_opened, timeout=60_000):
         reopened.open_run(run)
-    qtbot.waitUntil(lambda: reopened.inspector.workers_table.rowCount() == 2, timeout=30_000)
+    qtbot.waitUntil(lambda: reopened.inspector.workers_table.rowCount() == 3, timeout=30_000)
     again = {w.name: (w.state, w.complete) for w in reopened.inspector.workers_table.workers}
     assert again == {name: ("ended", w.complete) for name, w in shown.items()}
     qtbot.waitUntil(lambda: reopened.watch_job is None and reopened.open_job is None, timeout=30_000)
