@@ -22,11 +22,13 @@ from mergestudio_qt.pages.evolve_page import EvolvePage
 from mergestudio_qt.preferences import Preferences
 from mergestudio_qt.state import StudioState
 from mergestudio_qt.widgets.evolve_jobs import WorkersSearchJob
+from mergestudio_qt.widgets.evolve_workers import COLUMNS
 
 from tests.core.test_search import write_search_fixture, write_spec
 
 BUDGET = 500  # more than the test waits for: it stops the run once both workers have trials
-RUN_TIMEOUT_MS = 400_000  # two worker processes import torch and load their models first
+RUN_TIMEOUT_MS = 400_000
+NOW = COLUMNS.index("Now")  # the Workers tab's column of what a worker does  # two worker processes import torch and load their models first
 
 
 def _page(qtbot, state: StudioState, tmp_path: Path) -> EvolvePage:
@@ -114,7 +116,7 @@ def _run_until_all_worked(qtbot, page: EvolvePage, joiner: subprocess.Popen[byte
     qtbot.waitUntil(all_finished_trials, timeout=RUN_TIMEOUT_MS)
     # A running worker's row names its trial (the study's running trial, by its worker).
     qtbot.waitUntil(
-        lambda: any(workers_table.item(row, 2).text().startswith("trial ") for row in range(workers_table.rowCount())),
+        lambda: any(workers_table.item(row, NOW).text().startswith("trial ") for row in range(workers_table.rowCount())),
         timeout=60_000,
     )
     qtbot.waitUntil(lambda: page.workers_label.isVisible(), timeout=30_000)

@@ -9,15 +9,15 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTab
 
 from mergestudio_qt.format import format_duration
 
-COLUMNS = ("Worker", "Process", "Now", "Done", "Beat")
+COLUMNS = ("Worker", "Now", "Done", "Beat")
 HEADER_TIPS = (
-    "The worker's name: w0, w1… for local workers, host:pid for others",
-    "Its process: host and pid",
+    "The worker's name (w0, w1… for local workers) and its process: host:pid",
     "The trial it runs · late: no heartbeat for longer than the grace period (its trial runs "
     "again elsewhere) · idle: alive, between trials · ended",
     "Trials it finished",
     "How long ago its running trial last beat, or its last trial ended",
 )
+WORKER_COLUMN = 0
 EMPTY = "No worker has run a trial of this run yet."
 
 
@@ -33,8 +33,12 @@ class WorkersTable(QTableWidget):
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.setAlternatingRowColors(True)
-        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.horizontalHeader().setStretchLastSection(True)
+        # The short columns fit their text; the worker (a host name can be long) takes
+        # what is left, elided, so what a worker does stays in view in a narrow panel.
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(WORKER_COLUMN, QHeaderView.ResizeMode.Stretch)
+        self.setWordWrap(False)  # elided within the line, not cut after the name
         self.setToolTip(EMPTY)
         self.workers: list[WorkerStatus] = []
 
@@ -43,13 +47,7 @@ class WorkersTable(QTableWidget):
         self.workers = list(workers)
         self.setRowCount(len(workers))
         for row, worker in enumerate(workers):
-            cells = (
-                worker.name,
-                worker.process,
-                doing(worker),
-                str(worker.complete),
-                format_duration(worker.last_seen_s),
-            )
+            cells = (label(worker), doing(worker), str(worker.complete), format_duration(worker.last_seen_s))
             tip = describe(worker)
             for column, text in enumerate(cells):
                 item = self.item(row, column)
@@ -64,6 +62,15 @@ class WorkersTable(QTableWidget):
         return sum(1 for w in self.workers if w.state == "running")
 
 
+def label(worker: WorkerStatus) -> str:
+    """Its name and process ("w0 · host:pid", the host's first label: the tooltip has the
+    rest); a worker named after its process, once."""
+    if worker.name == worker.process:
+        return worker.name
+    host = worker.host.split(".", 1)[0]
+    return f"{worker.name} · {host}:{worker.pid}" if worker.pid else f"{worker.name} · {host}"
+
+
 def doing(worker: WorkerStatus) -> str:
     """What a worker does now, in a word or two (the Now column)."""
     if worker.state == "running":
@@ -75,11 +82,11 @@ def doing(worker: WorkerStatus) -> str:
 
 def describe(worker: WorkerStatus) -> str:
     """One worker in words (the rows' tooltip)."""
-    doing = {
+    activity = {
         "running": f"runs trial {worker.trial}",
         "late": f"ran trial {worker.trial} but stopped beating: the trial runs again elsewhere",
         "idle": "is alive, between trials",
         "ended": "has ended",
     }[worker.state]
     seen = "" if worker.last_seen_s is None else f"; last sign of life {format_duration(worker.last_seen_s)} ago"
-    return f"{worker.name} ({worker.process}) {doing}; {worker.complete} trial(s) done{seen}"
+    return f"{label(worker)} ({worker.process}) {activity}; {worker.complete} trial(s) done{seen}"
