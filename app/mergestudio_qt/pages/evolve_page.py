@@ -56,7 +56,6 @@ from mergestudio_qt.widgets.evolve_jobs import (
     FullEvalJob,
     OpenRunJob,
     SearchJob,
-    WorkersSearchJob,
     WorkersWatchJob,
 )
 from mergestudio_qt.widgets.evolve_setup import SetupPanel
@@ -111,7 +110,7 @@ class EvolvePage(
         self.full_dev_evaluations: dict[int, dict[str, float]] = {}  # estimates' truth (selection split)
         self.fitness_text = ""  # the estimator in words, with what a candidate costs
         self.selected: int | None = None
-        self.search_job: SearchJob | WorkersSearchJob | None = None
+        self.search_job: SearchJob | None = None
         self.open_job: OpenRunJob | None = None
         self.export_job: ExportTrialJob | None = None
         self.full_job: FullEvalJob | None = None

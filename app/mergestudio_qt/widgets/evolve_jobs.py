@@ -5,8 +5,8 @@ widget.
 A search runs in a child process (``mergestudio.search.process``): its job's thread only
 relays the events the child sends. Baselines are scored there too, before the first
 trial, so scores repeat exactly: the engine fixes torch's (process-wide) thread count for
-the run. A search with N local workers (``WorkersSearchJob``) evaluates its trials in the
-workers' processes; its job's thread is their controller, as ``evolve --workers N`` is.
+the run. A search with N local workers runs its controller in that child too, and its
+trials in the workers' processes.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mergestudio.errors import Cancelled, MergeStudioError
 from mergestudio.evaluate.lm import quiet_transformers
-from mergestudio.events import CancelToken, emit
 from mergestudio.search import events as ev
-from mergestudio.search.control import SearchControl
 from mergestudio.search.process import BaselinesScored, SearchProcess, SearchRequest
 from PySide6.QtCore import Signal
 
@@ -28,12 +26,12 @@ from mergestudio_qt.jobs import Job
 WATCH_INTERVAL_S = 1.0  # how often the workers view reads the run's study
 
 if TYPE_CHECKING:
-    from mergestudio.events import EventSink
     from mergestudio.recipe.model import Recipe
     from mergestudio.search.baselines import Baseline
     from mergestudio.search.dashboard import TrialHistory
     from mergestudio.search.lock import LockOwner
     from mergestudio.search.spec import SearchSpec
+    from mergestudio.search.workers import WorkerPlan
 
 
 class _SearchEvents(Job):
@@ -71,14 +69,22 @@ class _SearchEvents(Job):
 
 class SearchJob(_SearchEvents):
     """Start a new run (``spec`` given) or resume the one in ``run_dir``, in a child
-    process. Pause, resume and stop are safe from the GUI thread; ``cancel`` abandons the
-    current trial (it is re-queued for the next resume)."""
+    process; with ``workers``, that child scores the baselines and then controls that
+    many local worker processes (``search.workers``, as ``evolve --workers N`` does).
+    Pause (one process only), resume and stop are safe from the GUI thread; ``cancel``
+    abandons the current trial(s) (re-queued for the next resume)."""
 
-    pausable = True
-
-    def __init__(self, run_dir: Path, spec: SearchSpec | None = None, evaluations: int | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        spec: SearchSpec | None = None,
+        evaluations: int | None = None,
+        workers: WorkerPlan | None = None,
+    ) -> None:
         super().__init__()
-        self.process = SearchProcess(SearchRequest(run_dir, spec, evaluations))
+        self.plan = workers
+        self.pausable = workers is None  # workers stop after their trial; they do not hold
+        self.process = SearchProcess(SearchRequest(run_dir, spec, evaluations, workers))
 
     # safe from any thread
     def pause(self) -> None:
@@ -111,93 +117,6 @@ class SearchJob(_SearchEvents):
                 self.log.emit(ended.details, "debug")
             raise MergeStudioError(ended.error)
         return ended.outcome
-
-
-class WorkersSearchJob(_SearchEvents):
-    """Start a new run (``spec`` given) or resume the one in ``run_dir`` with ``workers``
-    local worker processes, each with ``threads`` torch threads: what ``mergestudio evolve
-    --workers N`` runs (``search.workers.run_with_workers``). This job's thread is the
-    controller: it holds the run's lock, scores the baselines (in this process, before
-    any worker starts), starts the workers and follows their study, whose events it relays.
-    Stop asks every worker to stop after its trial; a run with workers does not pause."""
-
-    pausable = False
-
-    def __init__(
-        self, run_dir: Path, spec: SearchSpec | None, evaluations: int | None, workers: int, threads: int
-    ) -> None:
-        from mergestudio.search.workers import WorkerPlan
-
-        super().__init__()
-        self.run_dir, self.spec, self.evaluations = run_dir, spec, evaluations
-        self.plan = WorkerPlan(workers, threads)
-        self.control = SearchControl(self.cancel_token)
-        self._baselines_cancel = CancelToken()  # Stop ends the baselines' scoring too
-
-    def pause(self) -> None:
-        """Nothing: workers cannot be held mid-run (Stop, then Resume, continues it)."""
-
-    def resume(self) -> None:
-        """Nothing: see ``pause``."""
-
-    def stop(self) -> None:
-        self._baselines_cancel.cancel()
-        self.control.stop()
-
-    def cancel(self) -> None:
-        self._baselines_cancel.cancel()
-        super().cancel()
-
-    def work(self) -> Any:
-        from mergestudio.search.lock import RunLock
-        from mergestudio.search.workers import run_with_workers
-
-        quiet_transformers()
-        # Held from the baselines on, as a search of one process holds it: a run another
-        # process controls is refused before anything is scored (the controller's nests).
-        with RunLock(self.run_dir):
-            baselines = self._baselines()
-            if baselines is not None:
-                self.baselines_ready.emit(baselines)
-            if self.control.stop_requested:
-                raise Cancelled("stopped before the first trial")
-            events: EventSink = self.events
-            if self.spec is not None and baselines is not None:
-                events = _SaveBaselinesOnStart(self.run_dir, self.spec, baselines, self.events)
-            return run_with_workers(
-                self.run_dir, self.plan, spec=self.spec, evaluations=self.evaluations, events=events, control=self.control
-            )
-
-    def _baselines(self) -> list[Baseline] | None:
-        """The baselines; None when Stop ended their scoring or they could not be scored
-        (logged: the search is still worth running without them)."""
-        from mergestudio.search.baselines import compute_baselines, run_baselines
-
-        try:
-            if self.spec is None:
-                return run_baselines(self.run_dir, events=self.events, cancel=self._baselines_cancel)
-            return compute_baselines(self.spec, events=self.events, cancel=self._baselines_cancel)
-        except Cancelled:
-            return None
-        except MergeStudioError as error:
-            self.log.emit(f"baselines not scored: {error}", "warning")
-            return None
-
-
-class _SaveBaselinesOnStart:
-    """Writes a new run's baselines into its folder once the run announces itself (the
-    folder exists then), and passes every event on."""
-
-    def __init__(self, run_dir: Path, spec: SearchSpec, baselines: list[Baseline], events: EventSink) -> None:
-        self.run_dir, self.spec, self.pending, self.events = run_dir, spec, baselines, events
-
-    def __call__(self, event: object) -> None:
-        if isinstance(event, ev.SearchStarted) and self.pending is not None:
-            from mergestudio.search.baselines import save_baselines
-
-            save_baselines(self.run_dir, self.spec, self.pending)
-            self.pending = None
-        emit(self.events, event)
 
 
 class WorkersWatchJob(Job):

@@ -1,7 +1,7 @@
 """Running a search from the page: the Setup tab's check, Start / Pause / Resume / Stop,
 and the events of the search the page runs. The search runs in a child process
-(``SearchJob``), or with the project's number of local workers in theirs
-(``WorkersSearchJob``, whose thread is their controller); its events arrive as signals
+(``SearchJob``), which with the project's number of local workers controls theirs
+(``search.workers``); its events arrive as signals
 carrying plain data and only append to the page's ``TrialHistory`` (the redraw schedule
 draws them later)."""
 
@@ -20,7 +20,7 @@ from PySide6.QtCore import QTimer
 
 from mergestudio_qt import jobs
 from mergestudio_qt.format import format_duration
-from mergestudio_qt.widgets.evolve_jobs import CandidateTimeJob, SearchJob, WorkersSearchJob
+from mergestudio_qt.widgets.evolve_jobs import CandidateTimeJob, SearchJob
 from mergestudio_qt.widgets.evolve_setup import max_workers
 
 RUNNING_STATES = ("running", "paused", "stopping")
@@ -127,16 +127,18 @@ class RunControl:
 
     def _search_job(
         self, run_dir: Path, spec: SearchSpec | None, evaluations: int | None
-    ) -> SearchJob | WorkersSearchJob:
+    ) -> SearchJob:
         """One search process, or the project's number of local workers (what
         ``mergestudio evolve --workers N`` runs), each with the spec's threads."""
+        from mergestudio.search.workers import WorkerPlan
+
         workers = min(max(1, self.state.evolve.workers), max_workers())
         run_spec = spec or self.spec
         if workers == 1 or run_spec is None:
             return SearchJob(run_dir, spec, evaluations)
-        return WorkersSearchJob(run_dir, spec, evaluations, workers, run_spec.evaluation.threads)
+        return SearchJob(run_dir, spec, evaluations, WorkerPlan(workers, run_spec.evaluation.threads))
 
-    def _launch(self, job: SearchJob | WorkersSearchJob) -> None:
+    def _launch(self, job: SearchJob) -> None:
         job.search_started.connect(self._on_started)
         job.workers_changed.connect(self._on_workers)
         job.trial_started.connect(self._on_trial_started)
@@ -205,7 +207,7 @@ class RunControl:
     def _on_started(self, event: ev.SearchStarted) -> None:
         # Workers are listed live (the study exists now); a search of one process is read
         # once it ends, so nothing reads its study in this process while it runs.
-        if self.run_dir is not None and isinstance(self.search_job, WorkersSearchJob):
+        if self.run_dir is not None and self.search_job is not None and self.search_job.plan is not None:
             self._watch_workers(self.run_dir)
         done = f", {event.finished_before} trials done" if event.resumed else ""
         self._log(
@@ -296,5 +298,5 @@ class RunControl:
 
 
 
-def _with_workers(job: SearchJob | WorkersSearchJob) -> str:
-    return f" with {job.plan.count} workers" if isinstance(job, WorkersSearchJob) else ""
+def _with_workers(job: SearchJob) -> str:
+    return "" if job.plan is None else f" with {job.plan.count} workers"
