@@ -29,7 +29,7 @@ from mergestudio_qt.format import format_bytes
 from mergestudio_qt.pages import PageSpec, pages
 from mergestudio_qt.preferences import Preferences, load_preferences, share_cache_dir, window_settings
 from mergestudio_qt.project import SUFFIX, ProjectData, ProjectError, load_project, save_project
-from mergestudio_qt.state import MergeSettings, StudioState
+from mergestudio_qt.state import EvolveSettings, MergeSettings, StudioState
 from mergestudio_qt.workers import DeviceProbeJob, OpenedModels, OpenModelsJob
 
 APP_NAME = "Merge Studio"
@@ -277,6 +277,7 @@ class MainWindow(QMainWindow):
             base=state.base,
             recipe=state.recipe,
             merge=asdict(state.merge),
+            evolve=asdict(state.evolve),
             eval_tasks=state.eval_tasks,
             specialists=dict(state.specialists),
             stages=state.stages(),
@@ -381,8 +382,9 @@ class MainWindow(QMainWindow):
             entry.include = includes.get(entry.reference, True)
         known = {f for f in MergeSettings.__dataclass_fields__}
         merge = MergeSettings(**{k: v for k, v in data.merge.items() if k in known})
+        evolve = EvolveSettings(**{k: v for k, v in data.evolve.items() if k in EvolveSettings.__dataclass_fields__})
         self.state.load(opened.entries, data.base, data.recipe, merge, data.eval_tasks, path,
-                        data.specialists, data.stages, data.current_stage)
+                        data.specialists, data.stages, data.current_stage, evolve)
         if path is not None:
             self.preferences.add_recent(path)
             self.studio.save_preferences()

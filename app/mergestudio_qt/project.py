@@ -29,6 +29,7 @@ class ProjectData:
     base: str | None = None
     recipe: dict[str, Any] = field(default_factory=lambda: {"merge_method": "task_arithmetic"})
     merge: dict[str, Any] = field(default_factory=dict)
+    evolve: dict[str, Any] = field(default_factory=dict)  # the Evolve page's settings (EvolveSettings)
     eval_tasks: list[str] = field(default_factory=list)
     # task name -> the model whose score on it normalized accuracy divides by (pinned by
     # the user or the zoo's metadata); tasks not named use the best-scoring parent

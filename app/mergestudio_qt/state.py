@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +77,13 @@ class MergeSettings:
     device: str = "auto"
     shard_mb: int = 2000
     overwrite: bool = False  # replacing a folder is asked each time unless ticked
+
+
+@dataclass(frozen=True)
+class EvolveSettings:
+    """The Evolve page's settings kept in the project (a search's own settings are its spec)."""
+
+    workers: int = 1  # local worker processes a search started from the window runs
 
 
 @dataclass(frozen=True)
@@ -256,6 +263,31 @@ class _ProjectChange(QUndoCommand):
         self._state._apply(self.old, "undo")
 
 
+class _EvolveSettingsChange(QUndoCommand):
+    """One undo step for the Evolve settings; consecutive changes (a spin box's arrows
+    held down) are one step."""
+
+    def __init__(self, state: StudioState, old: EvolveSettings, new: EvolveSettings, text: str) -> None:
+        super().__init__(text)
+        self._state, self.old, self.new = state, old, new
+
+    def id(self) -> int:
+        return 2
+
+    def mergeWith(self, other: QUndoCommand) -> bool:
+        if not isinstance(other, _EvolveSettingsChange):
+            return False
+        self.new = other.new
+        self.setText(other.text())
+        return True
+
+    def redo(self) -> None:
+        self._state._apply_evolve(self.new)
+
+    def undo(self) -> None:
+        self._state._apply_evolve(self.old)
+
+
 class StudioState(QObject):
     models_changed = Signal()
     base_changed = Signal(object)  # str | None
@@ -264,6 +296,7 @@ class StudioState(QObject):
     recipe_refused = Signal(str)  # why set_recipe did not apply a recipe
     stages_changed = Signal()  # a stage added, removed, renamed or chosen for editing
     merge_settings_changed = Signal()
+    evolve_settings_changed = Signal()
     preflight_changed = Signal()
     specialists_changed = Signal()
     project_changed = Signal(object)  # Path | None
@@ -276,6 +309,7 @@ class StudioState(QObject):
         self.base: str | None = None
         self.recipe: dict[str, Any] = copy.deepcopy(self._snapshot.recipe)
         self.merge = MergeSettings()
+        self.evolve = EvolveSettings()
         self.eval_tasks: list[str] = []
         self.specialists: dict[str, str] = {}  # task name -> model reference (pinned)
         self.project_path: Path | None = None
@@ -563,6 +597,16 @@ class StudioState(QObject):
             self.merge_settings_changed.emit()
             self.set_dirty(True)
 
+    def set_search_workers(self, count: int) -> None:
+        """How many local worker processes the Evolve page's Start and Resume run (undoable)."""
+        if count != self.evolve.workers:
+            new = replace(self.evolve, workers=count)
+            self.undo_stack.push(_EvolveSettingsChange(self, self.evolve, new, f"search workers: {count}"))
+
+    def _apply_evolve(self, settings: EvolveSettings) -> None:
+        self.evolve = settings
+        self.evolve_settings_changed.emit()
+
     def set_eval_tasks(self, tasks: list[str]) -> None:
         if tasks != self.eval_tasks:
             self.eval_tasks = list(tasks)
@@ -600,12 +644,14 @@ class StudioState(QObject):
     def load(self, models: list[ModelEntry], base: str | None, recipe: dict[str, Any],
              merge: MergeSettings, eval_tasks: list[str], path: Path | None,
              specialists: dict[str, str] | None = None,
-             stages: Sequence[dict[str, Any]] = (), current_stage: int = 0) -> None:
+             stages: Sequence[dict[str, Any]] = (), current_stage: int = 0,
+             evolve: EvolveSettings | None = None) -> None:
         """Replace everything at once (opening a project, the demo, an imported recipe).
         The project's base and ticks win over a recipe that disagrees with them. With
         ``stages`` (a multi-stage recipe), ``recipe`` is ``stages[current_stage]``."""
         included = [m.reference for m in models if m.include]
         self.merge = merge
+        self.evolve = evolve or EvolveSettings()
         self.eval_tasks = list(eval_tasks)
         self.specialists = dict(specialists or {})
         if len(stages) > 1:
@@ -620,6 +666,7 @@ class StudioState(QObject):
         self.base_changed.emit(self.base)
         self.models_changed.emit()
         self.merge_settings_changed.emit()
+        self.evolve_settings_changed.emit()
         self.specialists_changed.emit()
         self.set_project_path(path)
         self.set_dirty(False)

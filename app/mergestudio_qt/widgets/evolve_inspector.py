@@ -1,5 +1,5 @@
 """The Evolve dashboard's side panel: the trial table over the page's ``TrialHistory``
-and the selected trial's details (summary, actions, genome, recipe YAML, log).
+and the selected trial's details (summary, actions, genome, recipe YAML, log) and the run's workers.
 
 It shows what the page hands it and reports what the user picks; it starts no job and
 keeps no run state of its own."""
@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mergestudio.search.dashboard import TrialHistory, genome_layout
+from mergestudio.search.worker_status import WorkerStatus
 from PySide6.QtCore import (
     QEvent,
     QItemSelectionModel,
@@ -38,6 +39,7 @@ from PySide6.QtWidgets import (
 
 from mergestudio_qt.widgets.evolve_genome import GenomeHeatmap
 from mergestudio_qt.widgets.evolve_trials import BEATS_BASE, SORT_ROLE, TrialTableModel
+from mergestudio_qt.widgets.evolve_workers import WorkersTable
 
 LOG_LINES = 2000
 NO_SELECTION = "Select a trial in a plot or in the table."
@@ -143,6 +145,8 @@ class TrialInspector(QSplitter):
         self.detail_tabs.addTab(self.genome_view, "Genome")
         self.detail_tabs.addTab(self.recipe_view, "Recipe YAML")
         self.detail_tabs.addTab(self.log_view, "Log")
+        self.workers_table = WorkersTable(self.detail_tabs)
+        self.detail_tabs.addTab(self.workers_table, "Workers")
         box.addWidget(self.detail_tabs, 2)
         return details
 
@@ -276,3 +280,8 @@ class TrialInspector(QSplitter):
 
     def log(self, text: str) -> None:
         self.log_view.appendPlainText(text)
+
+    def show_workers(self, workers: list[WorkerStatus]) -> None:
+        """The run's workers in their tab (the line under the page's controls says which
+        trials run; a count in the tab's title would not fit beside the others at 1024 px)."""
+        self.workers_table.show_workers(workers)

@@ -5,7 +5,8 @@ widget.
 A search runs in a child process (``mergestudio.search.process``): its job's thread only
 relays the events the child sends. Baselines are scored there too, before the first
 trial, so scores repeat exactly: the engine fixes torch's (process-wide) thread count for
-the run.
+the run. A search with N local workers runs its controller in that child too, and its
+trials in the workers' processes.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from PySide6.QtCore import Signal
 
 from mergestudio_qt.jobs import Job
 
+WATCH_INTERVAL_S = 1.0  # how often the workers view reads the run's study
+
 if TYPE_CHECKING:
     from mergestudio.recipe.model import Recipe
     from mergestudio.search.baselines import Baseline
     from mergestudio.search.dashboard import TrialHistory
     from mergestudio.search.lock import LockOwner
     from mergestudio.search.spec import SearchSpec
+    from mergestudio.search.workers import WorkerPlan
 
 
 class _SearchEvents(Job):
@@ -65,12 +69,22 @@ class _SearchEvents(Job):
 
 class SearchJob(_SearchEvents):
     """Start a new run (``spec`` given) or resume the one in ``run_dir``, in a child
-    process. Pause, resume and stop are safe from the GUI thread; ``cancel`` abandons the
-    current trial (it is re-queued for the next resume)."""
+    process; with ``workers``, that child scores the baselines and then controls that
+    many local worker processes (``search.workers``, as ``evolve --workers N`` does).
+    Pause (one process only), resume and stop are safe from the GUI thread; ``cancel``
+    abandons the current trial(s) (re-queued for the next resume)."""
 
-    def __init__(self, run_dir: Path, spec: SearchSpec | None = None, evaluations: int | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        spec: SearchSpec | None = None,
+        evaluations: int | None = None,
+        workers: WorkerPlan | None = None,
+    ) -> None:
         super().__init__()
-        self.process = SearchProcess(SearchRequest(run_dir, spec, evaluations))
+        self.plan = workers
+        self.pausable = workers is None  # workers stop after their trial; they do not hold
+        self.process = SearchProcess(SearchRequest(run_dir, spec, evaluations, workers))
 
     # safe from any thread
     def pause(self) -> None:
@@ -103,6 +117,33 @@ class SearchJob(_SearchEvents):
                 self.log.emit(ended.details, "debug")
             raise MergeStudioError(ended.error)
         return ended.outcome
+
+
+class WorkersWatchJob(Job):
+    """Who works on a run (``search.worker_status``), read from its study every
+    ``WATCH_INTERVAL_S`` until cancelled and once more then (the run's end as it left
+    it); ``once``: a single read (a run opened, not running)."""
+
+    workers_read = Signal(object)  # list[WorkerStatus], the live ones first
+
+    def __init__(self, run_dir: Path, once: bool = False) -> None:
+        super().__init__()
+        self.run_dir, self.once = run_dir, once
+
+    def work(self) -> None:
+        from mergestudio.search.store import RunFolder
+        from mergestudio.search.worker_status import WorkerWatch
+
+        watch = WorkerWatch(RunFolder(self.run_dir))
+        try:
+            self.workers_read.emit(watch.poll())
+            if self.once:
+                return
+            while not self.cancel_token.wait(WATCH_INTERVAL_S):
+                self.workers_read.emit(watch.poll())
+            self.workers_read.emit(watch.poll())
+        finally:
+            watch.close()
 
 
 class FollowJob(_SearchEvents):

@@ -5,6 +5,7 @@ The form only collects values; the engine validates the spec and names the bad k
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,11 @@ LANE_CHOICES = (
 )
 HEADLINE = "headline"  # the task kind's own metric (the engine's default)
 AUTO = "auto"
+
+
+def max_workers() -> int:
+    """The most local workers worth starting: one per CPU core."""
+    return os.cpu_count() or 1
 
 
 class SetupPanel(QScrollArea):
@@ -228,7 +234,7 @@ class SetupPanel(QScrollArea):
         return box
 
     def _build_run(self) -> QGroupBox:
-        box = QGroupBox("Run folder", self)
+        box = QGroupBox("Run", self)
         layout = QVBoxLayout(box)
         row, self.run_edit = folder_row(
             box,
@@ -238,11 +244,46 @@ class SetupPanel(QScrollArea):
         )
         self.run_edit.textChanged.connect(self.changed)
         layout.addLayout(row)
+        layout.addLayout(self._build_workers(box))
         self.check_label = QLabel(box)
         self.check_label.setWordWrap(True)
         self.check_label.setObjectName("hint")
         layout.addWidget(self.check_label)
         return box
+
+    def _build_workers(self, box: QGroupBox) -> QHBoxLayout:
+        """The number of local worker processes (the project keeps it: the page sets the
+        box from the studio's state and the state from the box)."""
+        row = QHBoxLayout()
+        label = QLabel("Workers", box)
+        self.workers = QSpinBox(box)
+        self.workers.setRange(1, max_workers())
+        self.workers.setToolTip(
+            "Local worker processes that evaluate candidates at once, each with its own copy of "
+            "the model and the Threads above (mergestudio evolve --workers N)"
+        )
+        label.setBuddy(self.workers)
+        self.workers_note = QLabel(box)
+        self.workers_note.setObjectName("hint")
+        self.workers_note.setWordWrap(True)
+        self.workers.valueChanged.connect(self._workers_chosen)
+        row.addWidget(label)
+        row.addWidget(self.workers)
+        row.addWidget(self.workers_note, 1)
+        self._workers_chosen(self.workers.value())
+        return row
+
+    def set_workers(self, count: int) -> None:
+        """Show ``count`` (at most one per core) without reporting it back as an edit."""
+        self.workers.blockSignals(True)
+        self.workers.setValue(count)
+        self.workers.blockSignals(False)
+        self._workers_chosen(self.workers.value())
+
+    def _workers_chosen(self, count: int) -> None:
+        self.workers_note.setText(
+            "one process: Pause holds it" if count == 1 else f"{count} processes: Stop ends them, Resume continues"
+        )
 
     def _spin(self, parent: QWidget, low: int, high: int, value: int, tip: str) -> QSpinBox:
         spin = QSpinBox(parent)
