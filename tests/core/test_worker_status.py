@@ -1,6 +1,6 @@
 """Who works on a run, read from its study: each process that recorded itself on a trial,
 what it does now (running, late, idle, ended), its trial, its finished trials and how long
-ago it last beat, from real Optuna storages (SQLite with heartbeats; a journal file without)."""
+ago it last beat, from real Optuna storages (SQLite's heartbeat table; a journal file's beat files)."""
 
 from __future__ import annotations
 
@@ -128,11 +128,25 @@ def test_heartbeats_of_a_sqlite_run_are_read_with_their_age(tmp_path: Path) -> N
         watch.close()
 
 
-def test_a_journal_run_has_no_heartbeats_but_lists_its_workers(tmp_path: Path) -> None:
-    run = RunFolder(tmp_path / "run")
+def test_a_journal_run_lists_its_workers_and_reads_their_beat_files(tmp_path: Path) -> None:
+    run = RunFolder(tmp_path / "run", heartbeat_s=1)
     run.path.mkdir()
     run.use_storage(f"journal:{tmp_path / 'study.log'}")
-    _study, running = _run_with_running_trial(run)
+    study, running = _run_with_running_trial(run)
     statuses = {s.name: s for s in live_workers(str(run.path))}
     assert statuses["w1"].state == "running" and statuses["w1"].trial == running.number
     assert statuses["w1"].last_seen_s is not None and statuses["w1"].last_seen_s < 60  # since it started
+    storage = study._storage
+    storage.record_heartbeat(running._trial_id)  # what a worker's beat thread does: a beat file
+    watch = WorkerWatch(run)
+    try:
+        assert {s.name: s.state for s in watch.poll()}["w1"] == "running"
+        # Past the grace period (3 beats of 1 s) with the beat file unchanged: late.
+        time.sleep(3.5)
+        late = {s.name: s for s in watch.poll()}["w1"]
+        assert late.state == "late" and late.last_seen_s is not None and late.last_seen_s >= 3.0
+        storage.record_heartbeat(running._trial_id)
+        beating = {s.name: s for s in watch.poll()}["w1"]
+        assert beating.state == "running" and beating.last_seen_s is not None and beating.last_seen_s < 1.0
+    finally:
+        watch.close()

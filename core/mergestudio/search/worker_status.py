@@ -1,8 +1,9 @@
 """Who works on a run: every process the run's study has seen run a trial, what it does
 now, and how long ago it last gave a sign of life.
 
-Read from the study only (the worker each trial records, ``store.WORKER_ATTR``, and in
-an RDB storage Optuna's heartbeat table), never from the processes: the window lists the
+Read from the study only (the worker each trial records, ``store.WORKER_ATTR``; in an
+RDB storage Optuna's heartbeat table, in a journal file the beat files beside it), never
+from the processes: the window lists the
 workers of a run whether it started them, a terminal did (``evolve --workers N``), or
 they joined from other machines (``mergestudio worker``). Reading only, it never writes.
 """
@@ -60,15 +61,19 @@ class WorkerWatch:
         self.run = run
         self.grace_s = float(run.heartbeat_s * GRACE_PERIODS)
         self._study: optuna.Study | None = None
-        self._heartbeats: _HeartbeatReader | None = (
-            None if run.storage_url.startswith(JOURNAL_PREFIX) else _HeartbeatReader(run.storage_url)
-        )
+        url = run.storage_url
+        journal = url.startswith(JOURNAL_PREFIX)
+        self._heartbeats: _HeartbeatReader | None = None if journal else _HeartbeatReader(url)
+        self._journal_beats = _JournalBeatReader(url.removeprefix(JOURNAL_PREFIX)) if journal else None
 
     def poll(self) -> list[WorkerStatus]:
         if self._study is None:
             self._study = self.run.open_study()
         trials = self._study.get_trials(deepcopy=False)
-        beats = self._heartbeats.ages() if self._heartbeats is not None else {}
+        if self._journal_beats is not None:
+            beats = self._journal_beats.ages(trials)
+        else:
+            beats = self._heartbeats.ages() if self._heartbeats is not None else {}
         return workers_of(trials, beats, self.grace_s, time.time())
 
     def close(self) -> None:
@@ -187,6 +192,47 @@ class _HeartbeatReader:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+
+class _JournalBeatReader:
+    """Seconds since each running trial's beat file (``search.heartbeat``, beside the
+    journal) last changed, as this reader has watched it: the same rule the journal
+    storage judges stale trials by, so no two machines' clocks are compared. A trial
+    first seen now counts as just beaten; a run with no beat files at all reads as
+    having no heartbeats (its workers' ages then come from their trials' times)."""
+
+    def __init__(self, journal: str) -> None:
+        from mergestudio.search.heartbeat import beats_dir
+
+        self._beats = beats_dir(journal)
+        # trial id -> (the beat token last read, when this reader first read it)
+        self._seen: dict[int, tuple[str, float]] = {}
+
+    def ages(self, trials: list[optuna.trial.FrozenTrial]) -> dict[int, float]:
+        from optuna.trial import TrialState
+
+        if not self._beats.is_dir():
+            return {}
+        now = time.monotonic()
+        seen: dict[int, tuple[str, float]] = {}
+        ages: dict[int, float] = {}
+        for trial in trials:
+            if trial.state != TrialState.RUNNING:
+                continue
+            token = self._token(trial._trial_id)
+            last = self._seen.get(trial._trial_id)
+            if last is None or last[0] != token:
+                last = (token, now)
+            seen[trial._trial_id] = last
+            ages[trial.number] = now - last[1]
+        self._seen = seen
+        return ages
+
+    def _token(self, trial_id: int) -> str:
+        try:
+            return (self._beats / str(trial_id)).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return ""
 
 
 def _seconds(now: Any, then: Any) -> float:
