@@ -77,7 +77,7 @@ def test_merge_runs_in_the_background_and_writes_a_model(qtbot, window, merge_pa
         expected = base + 0.7 * (inputs["ft1"][name] - base) + 0.4 * (inputs["ft2"][name] - base)
         torch.testing.assert_close(tensor.float(), expected, rtol=2**-8, atol=1e-6, msg=name)
     assert merge_page.progress.value() == merge_page.progress.maximum()
-    assert "tensors in" in merge_page.stats_label.text()
+    assert "tensors in" in merge_page.stats_label.full_text()
     assert "done in" in merge_page.log_view.toPlainText()
     assert merge_page.open_button.isEnabled() and merge_page.merge_button.isEnabled()
 

@@ -44,6 +44,7 @@ from mergestudio_qt.pages import PageSpec, register_page
 from mergestudio_qt.quick_eval_table import MERGED_TINT, EvalCell, build_eval_table
 from mergestudio_qt.state import MergeSettings
 from mergestudio_qt.widgets.adapter_output import AdapterOutputRow
+from mergestudio_qt.widgets.elide import ElidedLabel
 from mergestudio_qt.widgets.folder_row import folder_row
 from mergestudio_qt.widgets.generate_panel import Candidate, GenerateDialog, show_generation
 from mergestudio_qt.workers import DryRun, DryRunJob, EvalJob, MergeJob, MergeOptions, QuickEval
@@ -208,7 +209,8 @@ class MergePage(QWidget):
         self.progress.setRange(0, 1000)
         self.progress.setValue(0)
         self.progress.setFormat("idle")
-        self.stats_label = QLabel("", self)
+        # Statuses name models ("scored merged, base, …"): elided, whole in the tooltip.
+        self.stats_label = ElidedLabel("", self)
         self.stats_label.setObjectName("number")
         self.stats_label.setMinimumWidth(260)
         self.open_button = QPushButton("Open folder", self)
@@ -268,6 +270,11 @@ class MergePage(QWidget):
         self.eval_table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.eval_table.customContextMenuRequested.connect(self._eval_menu)
         self.state.specialists_changed.connect(self._specialists_changed)
+        # Room for the header and three scores even in a short window: the task list above
+        # gives way first (it scrolls).
+        row_height = self.eval_table.fontMetrics().lineSpacing() + 14
+        self.eval_table.setMinimumHeight(4 * row_height + 6)
+        self.task_list.setMinimumHeight(2 * row_height)
         layout.addWidget(self.eval_table, 1)
         self.eval_verdict = QLabel("", box)
         self.eval_verdict.setWordWrap(True)
@@ -407,7 +414,7 @@ class MergePage(QWidget):
         self._log(f"merging into {out_dir}", "info")
         self.progress.setValue(0)
         self.progress.setFormat("starting…")
-        self.stats_label.setText("")
+        self.stats_label.set_full_text("")
         self._eta.reset()
         self._redraw.start()
         jobs.start(job)
@@ -443,7 +450,7 @@ class MergePage(QWidget):
             text = f"{progress.done:,}/{progress.total:,} tensors · {speed:,.0f} MB/s · {eta}"
         else:
             text = f"{progress.job}: {progress.done:,}/{progress.total:,} items · {eta}"
-        self.stats_label.setText(text)
+        self.stats_label.set_full_text(text)
 
     def _log(self, message: str, level: str) -> None:
         if level == "debug":
@@ -464,7 +471,7 @@ class MergePage(QWidget):
         speed = stats.bytes_read / max(stats.seconds, 1e-9) / 1e6
         self.progress.setValue(1000)
         self.progress.setFormat("done")
-        self.stats_label.setText(f"{stats.tensors:,} tensors in {stats.seconds:.1f} s · {speed:,.0f} MB/s")
+        self.stats_label.set_full_text(f"{stats.tensors:,} tensors in {stats.seconds:.1f} s · {speed:,.0f} MB/s")
         self._log(f"done in {stats.seconds:.1f} s: {result.output}", "info")
         self.open_button.setEnabled(True)
         self.eval_button.setEnabled(True)
@@ -482,7 +489,7 @@ class MergePage(QWidget):
         self._stop_redraw()
         self.progress.setValue(0)
         self.progress.setFormat("cancelled")
-        self.stats_label.setText("")
+        self.stats_label.set_full_text("")
         self._log("cancelled: nothing was written", "warning")
         self._merge_outcome = "cancelled"
 
@@ -622,7 +629,7 @@ class MergePage(QWidget):
         self.eval_button.setEnabled(False)
         self.progress.setValue(0)
         self.progress.setFormat("evaluating…")
-        self.stats_label.setText("")
+        self.stats_label.set_full_text("")
         self._redraw.start()
         jobs.start(job)
 
@@ -673,7 +680,7 @@ class MergePage(QWidget):
         cached = [label for label in result.reports if label not in result.evaluated]
         self.progress.setValue(self.progress.maximum())
         self.progress.setFormat("evaluated")
-        self.stats_label.setText(
+        self.stats_label.set_full_text(
             f"scored {', '.join(result.evaluated) or 'nothing'}"
             + (f"; {len(cached)} from the cache" if cached else "")
         )
