@@ -22,25 +22,12 @@ TRIALS_BEFORE_SHOTS = 6  # finished by the two workers together
 
 
 def main() -> int:
-    from make_screenshots import _open_demo, _settle, _wait, _zoo  # type: ignore[import-not-found]
+    from make_screenshots import _settle, _wait, demo_window  # type: ignore[import-not-found]
 
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="workers_shots_"))
-    os.environ["MERGESTUDIO_CONFIG_DIR"] = str(scratch / "config")
-    os.environ["MERGESTUDIO_DEMO_DIR"] = str(_zoo(scratch))
-    from mergestudio_qt.app import create_app
-    from mergestudio_qt.main_window import MainWindow
-    from mergestudio_qt.preferences import Preferences
-    from mergestudio_qt.style import apply_style
-
-    app = create_app(["screenshots"])
-    apply_style(app, dark=False)
-    window = MainWindow(Preferences(demo_opened=True, device="cpu", cache_dir=str(scratch / "cache")))
-    window.prompt_on_close = False
-    window.resize(1280, 800)
-    window.show()
-    _open_demo(window)
+    app, window = demo_window(scratch)
     window.state.set_search_workers(2)
     window.go_to("evolve")
     page = window.page("evolve")

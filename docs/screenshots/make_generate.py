@@ -21,22 +21,10 @@ OUT = Path(__file__).resolve().parent
 
 
 def main() -> int:
-    from make_screenshots import _open_demo, _save, _settle, _wait  # type: ignore[import-not-found]
+    from make_screenshots import _save, _settle, _wait, demo_window  # type: ignore[import-not-found]
 
     scratch = Path(tempfile.mkdtemp(prefix="generate_shots_"))
-    os.environ["MERGESTUDIO_CONFIG_DIR"] = str(scratch / "config")
-    from mergestudio_qt.app import create_app
-    from mergestudio_qt.main_window import MainWindow
-    from mergestudio_qt.preferences import Preferences
-    from mergestudio_qt.style import apply_style
-
-    app = create_app(["screenshots"])
-    apply_style(app, dark=False)
-    window = MainWindow(Preferences(demo_opened=True, device="cpu", cache_dir=str(scratch / "cache")))
-    window.prompt_on_close = False
-    window.resize(1280, 800)
-    window.show()
-    _open_demo(window)
+    _app, window = demo_window(scratch)  # the application stays alive while the window does
     window.go_to("merge")
     page = window.page("merge")
     page.try_generation()

@@ -104,6 +104,26 @@ def _open_demo(window: object) -> None:
     _wait(lambda: "checking" not in window.device_label.text())  # type: ignore[attr-defined]
 
 
+def demo_window(scratch: Path, size: tuple[int, int] = (1280, 800)) -> tuple[object, object]:
+    """(the application, a light-palette main window of ``size`` with the demo project
+    open), configured under ``scratch``: what the single-view screenshot scripts start from."""
+    os.environ["MERGESTUDIO_CONFIG_DIR"] = str(scratch / "config")
+    os.environ["MERGESTUDIO_DEMO_DIR"] = str(_zoo(scratch))
+    from mergestudio_qt.app import create_app
+    from mergestudio_qt.main_window import MainWindow
+    from mergestudio_qt.preferences import Preferences
+    from mergestudio_qt.style import apply_style
+
+    app = create_app(["screenshots"])
+    apply_style(app, dark=False)
+    window = MainWindow(Preferences(demo_opened=True, device="cpu", cache_dir=str(scratch / "cache")))
+    window.prompt_on_close = False
+    window.resize(*size)
+    window.show()
+    _open_demo(window)
+    return app, window
+
+
 def _run_demo_search(window: object, run_dir: Path) -> None:
     """Start the demo project's search (the Setup tab holds the demo spec) into ``run_dir``
     and wait for it to finish."""
