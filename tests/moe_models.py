@@ -53,7 +53,7 @@ def _train(model: torch.nn.Module, tokenizer: object, kinds: list[str], steps: i
     model.eval()
 
 
-def build_family(root: Path, base_steps: int = 40, expert_steps: int = 8) -> dict[str, Path]:
+def build_family(root: Path, base_steps: int = 80, expert_steps: int = 8) -> dict[str, Path]:
     """``root/base`` and ``root/<kind>`` for every kind; returns name → folder."""
     from mergestudio.demo.tokenizer import save_tokenizer
     from transformers import AutoTokenizer
