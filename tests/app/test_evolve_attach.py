@@ -20,7 +20,7 @@ from mergestudio_qt.pages.evolve_page import EvolvePage
 from mergestudio_qt.preferences import Preferences
 from mergestudio_qt.state import StudioState
 
-from tests.core.test_search import write_search_fixture, write_spec
+from tests.core.test_search import lengthen_tasks, write_search_fixture, write_spec
 
 BUDGET = 500  # more than the test waits for: it stops the run itself (Ctrl-C)
 RUN_TIMEOUT_MS = 400_000
@@ -40,8 +40,7 @@ def _complete(run: Path) -> int:
 
 def test_the_page_follows_a_running_run_read_only(qtbot, tmp_path: Path) -> None:
     root = write_search_fixture(tmp_path / "fixture")
-    (root / "ta.jsonl").write_text("".join(f'{{"text": "q{"abc" * (1 + i % 5)}"}}\n' for i in range(120)))
-    (root / "tb.jsonl").write_text("".join(f'{{"text": "q{"xyz" * (1 + i % 5)}"}}\n' for i in range(120)))
+    lengthen_tasks(root, 120)
     spec = write_spec(root, budget={"evaluations": BUDGET}, evaluation={"batch_size": 4})
     run = tmp_path / "run"
     controller = subprocess.Popen(

@@ -23,7 +23,7 @@ from mergestudio_qt.preferences import Preferences
 from mergestudio_qt.state import StudioState
 from mergestudio_qt.widgets.evolve_workers import COLUMNS
 
-from tests.core.test_search import write_search_fixture, write_spec
+from tests.core.test_search import lengthen_tasks, write_search_fixture, write_spec
 
 BUDGET = 500  # more than the test waits for: it stops the run once both workers have trials
 RUN_TIMEOUT_MS = 400_000
@@ -70,8 +70,7 @@ def test_start_with_two_workers_fills_the_plots_from_both(qtbot, tmp_path: Path)
     root = write_search_fixture(tmp_path / "fixture")
     # Longer tasks: trials last long enough that every worker runs some before Stop,
     # without hundreds of them piling up while the last worker starts.
-    (root / "ta.jsonl").write_text("".join(f'{{"text": "q{"abc" * (1 + i % 5)}"}}\n' for i in range(400)))
-    (root / "tb.jsonl").write_text("".join(f'{{"text": "q{"xyz" * (1 + i % 5)}"}}\n' for i in range(400)))
+    lengthen_tasks(root, 400)
     spec = load_spec(write_spec(root, budget={"evaluations": BUDGET}, evaluation={"batch_size": 4}))
     state = StudioState()
     state.set_search_workers(2)

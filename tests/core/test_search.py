@@ -32,6 +32,14 @@ def write_search_fixture(root: Path) -> Path:
     return root
 
 
+def lengthen_tasks(root: Path, items: int) -> None:
+    """Replace the fixture's two perplexity tasks with ``items`` texts each (of 1-5 copies
+    of the model's word), so one candidate takes long enough to be killed, cancelled or
+    watched in the middle of its evaluation."""
+    for name, word in (("ta", "abc"), ("tb", "xyz")):
+        (root / f"{name}.jsonl").write_text("".join(f'{{"text": "q{word * (1 + i % 5)}"}}\n' for i in range(items)))
+
+
 def spec_dict(**overrides: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "recipe": {"merge_method": "linear", "models": [{"model": "a"}, {"model": "b"}]},

@@ -17,7 +17,7 @@ from mergestudio.cli.main import main
 from mergestudio.search import start_search
 from mergestudio.search.store import RunFolder
 
-from tests.core.test_search import write_search_fixture, write_spec
+from tests.core.test_search import lengthen_tasks, write_search_fixture, write_spec
 
 BUDGET = 10
 
@@ -70,8 +70,7 @@ def _wait_until_mid_trial(
 def spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = write_search_fixture(tmp_path_factory.mktemp("evolve"))
     # Longer tasks, so a trial takes long enough to be killed in the middle of one.
-    (root / "ta.jsonl").write_text("".join(f'{{"text": "q{"abc" * (1 + i % 5)}"}}\n' for i in range(120)))
-    (root / "tb.jsonl").write_text("".join(f'{{"text": "q{"xyz" * (1 + i % 5)}"}}\n' for i in range(120)))
+    lengthen_tasks(root, 120)
     return write_spec(root, budget={"evaluations": BUDGET}, evaluation={"batch_size": 4})
 
 

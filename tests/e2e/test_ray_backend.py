@@ -25,7 +25,7 @@ from mergestudio.search.spec import build_genome, load_spec
 from mergestudio.search.store import RunFolder, TrialRecord
 from mergestudio.search.workers import WorkerPlan, run_with_workers
 
-from tests.core.test_search import write_search_fixture, write_spec
+from tests.core.test_search import lengthen_tasks, write_search_fixture, write_spec
 from tests.e2e.test_workers import being_evaluated, study_rows
 
 ray = pytest.importorskip("ray")
@@ -45,8 +45,7 @@ def local_ray() -> Iterator[Any]:
 def spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = write_search_fixture(tmp_path_factory.mktemp("ray"))
     # Longer tasks, so a trial lasts long enough to be killed or cancelled in the middle.
-    (root / "ta.jsonl").write_text("".join(f'{{"text": "q{"abc" * (1 + i % 5)}"}}\n' for i in range(400)))
-    (root / "tb.jsonl").write_text("".join(f'{{"text": "q{"xyz" * (1 + i % 5)}"}}\n' for i in range(400)))
+    lengthen_tasks(root, 400)
     return write_spec(
         root,
         budget={"evaluations": BUDGET},

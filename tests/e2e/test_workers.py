@@ -18,7 +18,7 @@ from mergestudio.cli.main import main
 from mergestudio.search.store import RunFolder, TrialRecord
 from optuna.trial import FrozenTrial, TrialState
 
-from tests.core.test_search import write_search_fixture, write_spec
+from tests.core.test_search import lengthen_tasks, write_search_fixture, write_spec
 
 BUDGET = 8
 HEARTBEAT = "2"  # seconds: a dead worker's trial is stale after 6 (a busy machine beats late)
@@ -118,8 +118,7 @@ def _assert_budget_spent_once(records: list[TrialRecord]) -> list[TrialRecord]:
 def spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = write_search_fixture(tmp_path_factory.mktemp("workers"))
     # Longer tasks, so a trial lasts long enough to be killed in the middle of one.
-    (root / "ta.jsonl").write_text("".join(f'{{"text": "q{"abc" * (1 + i % 5)}"}}\n' for i in range(120)))
-    (root / "tb.jsonl").write_text("".join(f'{{"text": "q{"xyz" * (1 + i % 5)}"}}\n' for i in range(120)))
+    lengthen_tasks(root, 120)
     # Random sampling: two workers proposing the same candidate would show as a duplicate
     # genome (NSGA-II's crossover repeats parents on its own).
     return write_spec(
