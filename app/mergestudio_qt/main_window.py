@@ -407,7 +407,10 @@ class MainWindow(QMainWindow):
         self.project_loaded.emit(False)
 
     def _open_finished(self) -> None:
-        self._open_job = None
+        # Only the job now opening: a project opened again at once replaced the one that
+        # is finishing, and dropping the new one's last reference would delete it mid-run.
+        if self.sender() is self._open_job:
+            self._open_job = None
 
     def save(self) -> bool:
         if self.state.project_path is None:

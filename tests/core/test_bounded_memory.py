@@ -18,6 +18,7 @@ from mergestudio.errors import PlanError
 from mergestudio.methods import all_methods
 from mergestudio.methods.registry import MethodSpec, Param
 from mergestudio.methods.sparse import CHUNK
+from mergestudio.sizes import format_bytes
 
 from tests.checkpoints import TinyLlama, write_checkpoint
 
@@ -130,6 +131,7 @@ def test_dry_run_says_whether_a_merge_fits(
         assert code == 0
         report = json.loads(capsys.readouterr().out)
         verdicts[cap] = report["fits"]
+        assert report["memory_advice"].startswith("raise the cap") != report["fits"]
         assert report["max_memory_bytes"] == {"64MB": 64 * 10**6, "2GB": 2 * 10**9}[cap]
         assert report["whole_tensor_memory_bytes"] == 0  # TIES streams every tensor
     assert verdicts == {"64MB": False, "2GB": True}
@@ -138,6 +140,34 @@ def test_dry_run_says_whether_a_merge_fits(
     assert cli_main(["merge", str(recipe), str(tmp_path / "out"), "--dry-run", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["whole_tensor_memory_bytes"] >= SPEC.vocab * SPEC.hidden * 4 * 4
+
+
+@pytest.mark.parametrize(("method", "holds_whole"), [("ties", False), ("tsv", True)])
+def test_the_verdict_says_the_least_cap_and_what_would_make_it_fit(
+    method: str, holds_whole: bool, family: dict[str, Path], tmp_path: Path
+) -> None:
+    from mergestudio.engine import build_plan, load_recipe
+    from mergestudio.engine.memory import memory_verdict
+
+    plan = build_plan(load_recipe(_recipe(next(s for s in all_methods() if s.name == method), family)))
+    try:
+        refused = memory_verdict(plan, 64 << 20)
+        least = refused.least_bytes
+        # The least cap is exact: the merge fits in it, and not in a byte less.
+        assert memory_verdict(plan, least).fits and not memory_verdict(plan, least - 1).fits
+    finally:
+        plan.close()
+    assert not refused.fits and refused.summary().startswith("does not fit: needs about")
+    assert refused.advice().startswith(f"raise the cap to at least {format_bytes(least)}")
+    assert refused.streaming_would_help == holds_whole
+    if holds_whole:
+        assert f"choose a method that streams (tsv holds {EMBEDDING} whole" in refused.advice()
+    else:
+        assert "runtime alone" in refused.advice()
+    with pytest.raises(PlanError) as error:
+        merge(_recipe(next(s for s in all_methods() if s.name == method), family), tmp_path / "out", max_memory=64 << 20)
+    assert refused.advice() in str(error.value)
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_max_memory_merge_matches_the_default(family: dict[str, Path], tmp_path: Path) -> None:

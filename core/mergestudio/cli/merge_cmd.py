@@ -210,6 +210,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from mergestudio.engine.estimate import estimate_time
+    from mergestudio.engine.memory import compute_item_bytes, memory_verdict
     from mergestudio.engine.merge import plan_folder_merge
     from mergestudio.engine.plan import describe_sources
     from mergestudio.io.hub import hub_transfer
@@ -227,7 +228,9 @@ def _dry_run(args: argparse.Namespace) -> int:
             allow_no_config=args.allow_no_config,
         )
     try:
-        estimate = plan.estimate(chunk_bytes=args.chunk_size, max_memory=args.max_memory)
+        # In the compute dtype the merge would use, as its own memory check does.
+        compute_bytes = compute_item_bytes(args.compute_dtype)
+        estimate = plan.estimate(compute_bytes, chunk_bytes=args.chunk_size, max_memory=args.max_memory)
         report = {
             "method": plan.method.name,
             "inputs": describe_sources(plan),
@@ -242,6 +245,7 @@ def _dry_run(args: argparse.Namespace) -> int:
             "step_memory_bytes": estimate.chunk_bytes,
             "max_memory_bytes": estimate.max_memory,
             "fits": estimate.fits,
+            "memory_advice": memory_verdict(plan, args.max_memory, args.compute_dtype).advice(),
             "warnings": plan.warnings,
             "vocabulary": plan.vocab.describe() if plan.vocab is not None else None,
             "chat_template": plan.chat_template,
@@ -291,6 +295,8 @@ def _print_dry_run(report: dict[str, Any], out: Path) -> None:
     if report["max_memory_bytes"] is not None:
         verdict = "fits" if report["fits"] else "does NOT fit (the merge would be refused)"
         write(f"max memory             {format_bytes(report['max_memory_bytes'])}: {verdict}\n")
+        if report["memory_advice"]:
+            write(f"                       {report['memory_advice']}\n")
     _print_vocabulary(report["vocabulary"], report["chat_template"])
     for warning in report["warnings"]:
         write(f"warning: {warning}\n")
