@@ -145,3 +145,14 @@ def test_a_merge_under_a_cap_that_fits_writes_the_same_bytes(qtbot, window, merg
     assert plan.chunk_bytes_for(256 * 10**6) < plan.step_bytes
     plan.close()
     assert outputs["capped"] and outputs["capped"] == outputs["uncapped"]
+
+
+def test_without_models_or_with_an_invalid_recipe_the_note_says_what_to_do(qtbot, window, merge_page) -> None:
+    window.state.set_recipe({**window.state.recipe, "merge_method": "slerp"}, "widgets")  # slerp takes two
+    assert not wait_for_verdict(qtbot, merge_page)
+    assert merge_page.memory_note.text().startswith("No estimate until the recipe is valid")
+    assert "slerp" in merge_page.memory_note.toolTip()
+    assert merge_page.dry_labels["peak"].text() == "—"
+    window.new_project()
+    merge_page.check_memory()
+    assert merge_page.memory_note.text().startswith("Add models on the Models page")

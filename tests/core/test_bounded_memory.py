@@ -149,24 +149,29 @@ def test_the_verdict_says_the_least_cap_and_what_would_make_it_fit(
     from mergestudio.engine import build_plan, load_recipe
     from mergestudio.engine.memory import memory_verdict
 
-    plan = build_plan(load_recipe(_recipe(next(s for s in all_methods() if s.name == method), family)))
+    recipe = _recipe(next(s for s in all_methods() if s.name == method), family)
+    plan = build_plan(load_recipe(recipe))
     try:
-        refused = memory_verdict(plan, 64 << 20)
-        least = refused.least_bytes
+        least = memory_verdict(plan, None).least_bytes
         # The least cap is exact: the merge fits in it, and not in a byte less.
-        assert memory_verdict(plan, least).fits and not memory_verdict(plan, least - 1).fits
+        assert memory_verdict(plan, least).fits
+        just_under, far_under = memory_verdict(plan, least - 1), memory_verdict(plan, 64 << 20)
     finally:
         plan.close()
-    assert not refused.fits and refused.summary().startswith("does not fit: needs about")
-    assert refused.advice().startswith(f"raise the cap to at least {format_bytes(least)}")
-    assert refused.streaming_would_help == holds_whole
+    for refused in (just_under, far_under):
+        assert not refused.fits and refused.summary().startswith(f"does not fit: needs about {format_bytes(least)}")
+        assert refused.advice().startswith(f"raise the cap to at least {format_bytes(least)}")
+    # A method that streams would fit just under the least cap, when the whole embedding
+    # is what the merge needs beyond it; far under it, only a larger cap helps.
+    assert just_under.streaming_would_help == holds_whole and not far_under.streaming_would_help
     if holds_whole:
-        assert f"choose a method that streams (tsv holds {EMBEDDING} whole" in refused.advice()
+        assert f"choose a method that streams (tsv holds {EMBEDDING} whole" in just_under.advice()
+        assert f"tsv holds {EMBEDDING} whole" in far_under.advice()
     else:
-        assert "runtime alone" in refused.advice()
+        assert "runtime alone" in far_under.advice()
     with pytest.raises(PlanError) as error:
-        merge(_recipe(next(s for s in all_methods() if s.name == method), family), tmp_path / "out", max_memory=64 << 20)
-    assert refused.advice() in str(error.value)
+        merge(recipe, tmp_path / "out", max_memory=64 << 20)
+    assert far_under.advice() in str(error.value)
     assert not (tmp_path / "out").exists()
 
 

@@ -472,6 +472,7 @@ class MergePage(QWidget):
         if not self.state.merged_references() and not self.state.stage_names():
             self._memory_checked_key = None
             self.memory_verdict = None
+            self.dry_labels["peak"].setText("—")
             self._set_memory_note("Add models on the Models page: the memory this merge needs appears here.")
             return
         key = self._memory_key()
@@ -494,8 +495,12 @@ class MergePage(QWidget):
 
     def _memory_failed(self, message: str) -> None:
         self.memory_verdict = None
+        self.dry_labels["peak"].setText("—")
         first = message.splitlines()[0] if message else "the recipe cannot be planned"
-        self._set_memory_note(f"No estimate until the recipe is valid: {first}", message)
+        metrics = self.memory_note.fontMetrics()  # two lines at most: the whole message is the tooltip
+        room = max(200, self.memory_note.width()) * 2 - metrics.averageCharWidth() * 6
+        text = metrics.elidedText(f"No estimate until the recipe is valid: {first}", Qt.TextElideMode.ElideRight, room)
+        self._set_memory_note(text, message)
         self.memory_checked.emit(False)
 
     def _memory_job_finished(self) -> None:
@@ -515,9 +520,11 @@ class MergePage(QWidget):
             self._set_memory_note(f"✓ Fits: needs about {peak} of {cap_label(verdict.max_memory)}.",
                                   verdict.summary(), True)
         else:
-            other = ", or choose a method that streams" if verdict.streaming_would_help else ""
+            least = format_bytes(verdict.least_bytes)
+            fix = ("Raise the cap, or choose a method that streams" if verdict.streaming_would_help
+                   else f"Raise the cap to at least {least}")
             self._set_memory_note(
-                f"✗ Does not fit: needs about {format_bytes(verdict.least_bytes)}. Raise the cap{other}.",
+                f"✗ Does not fit: needs about {least}. {fix}.",
                 f"{verdict.summary()}; {verdict.advice()}", False)
 
     def _set_memory_note(self, text: str, tip: str = "", good: bool | None = None) -> None:
@@ -633,7 +640,8 @@ class MergePage(QWidget):
         self.progress.setFormat("failed")
         self._log(message, "error")
         if MEMORY_REFUSAL in message:  # refused before writing: say so where the cap is set
-            self._set_memory_note(f"✗ Refused: {message.partition(MEMORY_REFUSAL)[2].strip()}", message, False)
+            needs = message.partition(MEMORY_REFUSAL)[2].split(";")[0].strip().removeprefix("this merge ")
+            self._set_memory_note(f"✗ Refused, nothing was written: {needs}.", message, False)
         self.studio.show_message(f"merge failed: {message.splitlines()[0] if message else ''}")
         self._merge_outcome = "failed"
 

@@ -43,8 +43,11 @@ class MemoryVerdict:
 
     @property
     def streaming_would_help(self) -> bool:
-        """Whether the method itself holds tensors whole (a streamed method would not)."""
-        return bool(self.whole_tensor_bytes) and not self.method_streams
+        """Whether the merge would fit if its method streamed instead of holding its
+        largest tensor whole (then choosing such a method is worth saying)."""
+        if self.fits or self.max_memory is None or not self.whole_tensor_bytes or self.method_streams:
+            return False
+        return self.least_bytes - self.whole_tensor_bytes + MIN_STREAM_BYTES <= self.max_memory
 
     def summary(self) -> str:
         """One line: the peak, and whether it fits the cap."""
