@@ -156,3 +156,23 @@ def test_without_models_or_with_an_invalid_recipe_the_note_says_what_to_do(qtbot
     window.new_project()
     merge_page.check_memory()
     assert merge_page.memory_note.text().startswith("Add models on the Models page")
+
+
+def test_a_multi_stage_recipe_is_judged_by_its_stages_and_merged_under_the_cap(
+    qtbot, window, family, merge_page, tmp_path
+) -> None:
+    state = window.state
+    state.set_included(str(family["ft2"]), False)
+    state.add_stage()  # stage1 merges ft1 onto the base; the final stage merges stage1 and ft2
+    state.set_included(str(family["ft2"]), True)
+    assert state.stage_names() == ["stage1", "final"]
+    choose_cap(merge_page, 1 * GB)
+    assert wait_for_verdict(qtbot, merge_page)
+    verdict = merge_page.memory_verdict
+    assert verdict.fits and verdict.stage in ("stage1", "final")
+    set_cap(window, verdict.least_bytes // 2)
+    with qtbot.waitSignal(merge_page.merge_finished, timeout=30_000) as blocker:
+        merge_page.merge_button.click()
+    assert blocker.args == ["failed"]
+    assert "stage 'stage1': max_memory: this merge needs about" in merge_page.log_view.toPlainText()
+    assert not (tmp_path / "out" / "merged").exists()

@@ -17,10 +17,6 @@ from mergestudio.sizes import format_bytes
 MEMORY_CAPS: tuple[int, ...] = tuple(
     size * 10**6 for size in (256, 512, 1000, 2000, 4000, 8000, 16_000, 32_000, 64_000, 128_000)
 )
-MEMORY_CAP_HELP = (
-    "memory the merge may use (e.g. 2GB); refused before writing when it cannot fit, "
-    "and --dry-run says whether it does"
-)
 
 
 @dataclass(frozen=True)
