@@ -9,22 +9,11 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-import pytest
 from mergestudio.engine import build_plan, load_recipe
 from mergestudio.engine.memory import memory_verdict
 from mergestudio.sizes import format_bytes
 
 GB = 10**9
-
-
-@pytest.fixture
-def merge_page(window, family, add_models, tmp_path):
-    add_models(window, family["base"], family["ft1"], family["ft2"])
-    window.go_to("merge")
-    page = window.page("merge")
-    page.out_edit.setText(str(tmp_path / "out" / "merged"))
-    page.out_edit.editingFinished.emit()
-    return page
 
 
 def choose_cap(page, size: int | None) -> None:
