@@ -3,43 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from mergestudio.cli.args import DEVICE_HELP, compute_dtype, device_name, positive_int
+from mergestudio.cli.args import (
+    DEVICE_HELP,
+    add_output_options,
+    compute_dtype,
+    device_name,
+    parse_size,
+    positive_int,
+)
 from mergestudio.cli.progress import TerminalProgress, format_bytes, format_seconds
 from mergestudio.cli.signals import cancel_on_stop
 from mergestudio.events import CancelToken
-
-
-def parse_size(text: str) -> int:
-    """'5GB' -> 5e9, '500MB', '2GiB', or plain bytes."""
-    units = {
-        "KIB": 1024,
-        "MIB": 1024**2,
-        "GIB": 1024**3,
-        "KB": 1000,
-        "MB": 1000**2,
-        "GB": 1000**3,
-        "K": 1000,
-        "M": 1000**2,
-        "G": 1000**3,
-        "B": 1,
-    }
-    upper = text.strip().upper()
-    unit = next((u for u in units if upper.endswith(u)), "")
-    number = upper.removesuffix(unit).strip() if unit else upper
-    size: int | None = None
-    with contextlib.suppress(ValueError, OverflowError):
-        size = int(float(number) * units.get(unit, 1))
-    if size is None:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 5GB or 500MB)")
-    if size < 1:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return size
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -55,7 +34,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument(
         "--compute-dtype", type=compute_dtype, default="float32", help="dtype to compute in (default: float32)"
     )
-    parser.add_argument("--shard-size", type=parse_size, default="5GB", help="max shard size (default: 5GB)")
     parser.add_argument("--threads", type=positive_int, help="CPU threads for tensor math (default: 1)")
     parser.add_argument(
         "--max-memory",
@@ -70,12 +48,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         metavar="SIZE",
         help="working memory of one streamed step (default: 64MB for the sparsifiers, 8MB for the "
         "others, or what --max-memory leaves); the output does not depend on it",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    parser.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        help="load .bin/.pt checkpoints (with torch.load weights_only=True)",
     )
     parser.add_argument(
         "--allow-no-config",
@@ -101,8 +73,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         metavar="DIR",
         help="multi-stage recipes: write each intermediate stage to DIR/<stage> (default: kept in memory)",
     )
-    parser.add_argument("--json", action="store_true", help="print the dry run or result as JSON")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_output_options(parser, shard_size=True, allow_pickle=True, json_help="print the dry run or result as JSON")
     parser.set_defaults(func=run)
 
 
