@@ -468,6 +468,9 @@ class MainWindow(QMainWindow):
             share_cache_dir(self.preferences)
             self.studio.save_preferences()
             self.show_message("settings saved")
+            merge = self.page_widgets.get("merge")
+            if merge is not None:  # the compute dtype changes the memory a merge needs
+                merge.memory_inputs_changed()  # type: ignore[attr-defined]
 
     def _restore_geometry(self) -> None:
         settings = window_settings()

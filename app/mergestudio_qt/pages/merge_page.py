@@ -112,7 +112,7 @@ class MergePage(QWidget):
         self.state.merge_settings_changed.connect(self._load_settings)
         for changed in (self.state.recipe_changed, self.state.models_changed, self.state.stages_changed,
                         self.state.merge_settings_changed):
-            changed.connect(self._memory_inputs_changed)
+            changed.connect(self.memory_inputs_changed)
         self.state.project_changed.connect(lambda _p: self._load_tasks())
         self._load_settings()
         self._load_tasks()
@@ -456,7 +456,9 @@ class MergePage(QWidget):
         """What the verdict depends on: the recipe as merged, the cap, the compute dtype."""
         return json.dumps([self.merge_recipe(), asdict(self.memory_limits())], sort_keys=True, default=str)
 
-    def _memory_inputs_changed(self, *_args: object) -> None:
+    def memory_inputs_changed(self, *_args: object) -> None:
+        """The recipe, the cap or the compute dtype changed: re-plan after a pause (or
+        when the page is next shown)."""
         if self.isVisible():
             self._memory_timer.start()
 
