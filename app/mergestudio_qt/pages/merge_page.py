@@ -469,14 +469,14 @@ class MergePage(QWidget):
     def check_memory(self) -> None:
         """Plan the current recipe under the cap in a worker and show the verdict (skipped
         when nothing it depends on changed since the last one)."""
-        if self.memory_job is not None:
-            return  # re-checked when it finishes
         if not self.state.merged_references() and not self.state.stage_names():
             self._memory_checked_key = None
             self.memory_verdict = None
             self.dry_labels["peak"].setText("—")
             self._set_memory_note("Add models on the Models page: the memory this merge needs appears here.")
             return
+        if self.memory_job is not None:
+            return  # re-checked when it finishes
         key = self._memory_key()
         if key == self._memory_checked_key:
             return
@@ -490,12 +490,21 @@ class MergePage(QWidget):
             self._set_memory_note("Estimating the memory this merge needs…")
         jobs.start(job)
 
+    def _stale(self) -> bool:
+        """Whether the recipe or cap changed while the job planned (its answer is then
+        dropped: the job's end starts a new one)."""
+        return self._memory_checked_key != self._memory_key()
+
     def _memory_done(self, verdict: MemoryVerdict) -> None:
+        if self._stale():
+            return
         self.memory_verdict = verdict
         self._show_memory(verdict)
         self.memory_checked.emit(True)
 
     def _memory_failed(self, message: str) -> None:
+        if self._stale():
+            return
         self.memory_verdict = None
         self.dry_labels["peak"].setText("—")
         first = message.splitlines()[0] if message else "the recipe cannot be planned"
@@ -507,7 +516,7 @@ class MergePage(QWidget):
 
     def _memory_job_finished(self) -> None:
         self.memory_job = None
-        if self.isVisible() and self._memory_key() != self._memory_checked_key:
+        if self.isVisible() and self._stale():
             self._memory_timer.start()  # something changed while it planned
 
     def _show_memory(self, verdict: MemoryVerdict) -> None:
@@ -524,7 +533,7 @@ class MergePage(QWidget):
         else:
             least = format_bytes(verdict.least_bytes)
             fix = ("Raise the cap, or choose a method that streams" if verdict.streaming_would_help
-                   else f"Raise the cap to at least {least}")
+                   else "Raise the cap to at least that")
             self._set_memory_note(
                 f"✗ Does not fit: needs about {least}. {fix}.",
                 f"{verdict.summary()}; {verdict.advice()}", False)
