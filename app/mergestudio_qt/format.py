@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-
-def format_bytes(count: float) -> str:
-    """1536 -> '1.5 KB' (powers of 1000, as disks and the Hub count)."""
-    value = float(count)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
+from mergestudio.sizes import format_bytes as format_bytes  # one spelling of sizes everywhere
 
 
 def format_count(count: float) -> str:

@@ -407,7 +407,10 @@ class MainWindow(QMainWindow):
         self.project_loaded.emit(False)
 
     def _open_finished(self) -> None:
-        self._open_job = None
+        # Only the job now opening: a project opened again at once replaced the one that
+        # is finishing, and dropping the new one's last reference would delete it mid-run.
+        if self.sender() is self._open_job:
+            self._open_job = None
 
     def save(self) -> bool:
         if self.state.project_path is None:
@@ -465,6 +468,9 @@ class MainWindow(QMainWindow):
             share_cache_dir(self.preferences)
             self.studio.save_preferences()
             self.show_message("settings saved")
+            merge = self.page_widgets.get("merge")
+            if merge is not None:  # the compute dtype changes the memory a merge needs
+                merge.memory_inputs_changed()  # type: ignore[attr-defined]
 
     def _restore_geometry(self) -> None:
         settings = window_settings()

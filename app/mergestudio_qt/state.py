@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +77,15 @@ class MergeSettings:
     device: str = "auto"
     shard_mb: int = 2000
     overwrite: bool = False  # replacing a folder is asked each time unless ticked
+    max_memory: int | None = None  # bytes the merge may use (``merge(max_memory=)``); None: no cap
+
+    def changed_fields(self, other: MergeSettings) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name))
+
+
+# How an undo step names a change of each merge setting.
+MERGE_SETTING_NAMES = {"out_dir": "output folder", "out_dtype": "output dtype", "device": "device",
+                       "shard_mb": "shard size", "overwrite": "replace folder", "max_memory": "memory cap"}
 
 
 @dataclass(frozen=True)
@@ -286,6 +295,31 @@ class _EvolveSettingsChange(QUndoCommand):
 
     def undo(self) -> None:
         self._state._apply_evolve(self.old)
+
+
+class _MergeSettingsChange(QUndoCommand):
+    """One undo step for the Merge page's settings (the whole ``MergeSettings`` before and
+    after); consecutive changes of the same setting (a spin box's arrows) are one step."""
+
+    def __init__(self, state: StudioState, old: MergeSettings, new: MergeSettings) -> None:
+        self.changed = new.changed_fields(old)
+        super().__init__("merge settings: " + ", ".join(MERGE_SETTING_NAMES.get(n, n) for n in self.changed))
+        self._state, self.old, self.new = state, old, new
+
+    def id(self) -> int:
+        return 3
+
+    def mergeWith(self, other: QUndoCommand) -> bool:
+        if not isinstance(other, _MergeSettingsChange) or other.changed != self.changed:
+            return False
+        self.new = other.new
+        return True
+
+    def redo(self) -> None:
+        self._state._apply_merge(self.new)
+
+    def undo(self) -> None:
+        self._state._apply_merge(self.old)
 
 
 class StudioState(QObject):
@@ -592,10 +626,13 @@ class StudioState(QObject):
     # ---- merge settings and project ----------------------------------------------------------
 
     def set_merge_settings(self, settings: MergeSettings) -> None:
+        """Change the Merge page's settings (one undo step)."""
         if settings != self.merge:
-            self.merge = settings
-            self.merge_settings_changed.emit()
-            self.set_dirty(True)
+            self.undo_stack.push(_MergeSettingsChange(self, self.merge, replace(settings)))
+
+    def _apply_merge(self, settings: MergeSettings) -> None:
+        self.merge = replace(settings)  # a copy: the page's instance is never shared
+        self.merge_settings_changed.emit()
 
     def set_search_workers(self, count: int) -> None:
         """How many local worker processes the Evolve page's Start and Resume run (undoable)."""

@@ -18,6 +18,9 @@ from mergestudio_qt.state import ModelEntry, describe_source
 if TYPE_CHECKING:
     from mergestudio.engine.estimate import TimeEstimate
     from mergestudio.engine.execute import ExecutionStats
+    from mergestudio.engine.graph import StagedPlan
+    from mergestudio.engine.memory import MemoryVerdict
+    from mergestudio.engine.plan import MergePlan
     from mergestudio.evaluate import EvalReport
     from mergestudio.evaluate.normalized import Comparison
 
@@ -98,68 +101,138 @@ class DryRun:
     sources: list[dict[str, Any]]
     vocabulary: list[str]  # the tokenizer source's plan, one line per model; empty when none
     time: TimeEstimate  # read, compute, write on this machine (engine/estimate.py)
+    memory: MemoryVerdict  # the peak under the Merge page's memory cap, and whether it fits
+
+
+@dataclass(frozen=True)
+class MemoryLimits:
+    """What the engine's memory estimate depends on: the cap (None: none) and the dtype
+    the tensor math runs in (Settings)."""
+
+    max_memory: int | None = None
+    compute_dtype: str = "float32"
 
 
 class DryRunJob(Job):
     """Every check a merge makes before it writes, and the estimate: of one recipe, or
     of every stage of a multi-stage one (a list of stage recipes)."""
 
-    def __init__(self, recipe: dict[str, Any] | list[dict[str, Any]]) -> None:
+    def __init__(self, recipe: dict[str, Any] | list[dict[str, Any]], limits: MemoryLimits | None = None) -> None:
         super().__init__()
         self.recipe = recipe
+        self.limits = limits or MemoryLimits()
 
     def work(self) -> DryRun:
         from mergestudio.engine.estimate import estimate_time
-        from mergestudio.engine.merge import plan_folder_merge
+        from mergestudio.engine.memory import memory_verdict
         from mergestudio.engine.plan import describe_sources
 
         if isinstance(self.recipe, list):
             return self._stages(self.recipe)
-        with hub_transfer(self.events, self.cancel_token):  # Hub models: progress and cancel
-            plan = plan_folder_merge(self.recipe, None)  # every check a merge makes before writing
+        plan = _plan_one(self.recipe, self)
         try:
             estimate = plan.estimate()
+            memory = memory_verdict(plan, self.limits.max_memory, self.limits.compute_dtype)
             return DryRun(
                 estimate.tensor_count,
                 estimate.bytes_to_read,
                 estimate.output_bytes,
-                estimate.peak_memory_bytes,
+                memory.peak_bytes,
                 estimate.largest_tensor,
                 list(plan.warnings),
                 describe_sources(plan),
                 _vocabulary_lines(plan),
                 estimate_time(plan),
+                memory,
             )
         finally:
             plan.close()
 
-    @staticmethod
-    def _stages(stages: list[dict[str, Any]]) -> DryRun:
-        from mergestudio.engine.checks import check_folder_output
+    def _stages(self, stages: list[dict[str, Any]]) -> DryRun:
         from mergestudio.engine.estimate import combined, estimate_time
-        from mergestudio.engine.graph import close_stages, estimate_stages, plan_stages
+        from mergestudio.engine.graph import close_stages, estimate_stages
         from mergestudio.engine.plan import describe_sources
-        from mergestudio.recipe.multi import parse_multi
 
-        staged = plan_stages(parse_multi(_yaml_documents(stages)))
+        staged = _plan_stages(stages)
         try:
-            check_folder_output(staged[-1].plan)
             estimate = estimate_stages(staged)
             final = staged[-1].plan
+            memory = _stages_verdict(staged, self.limits)
             return DryRun(
                 estimate.tensor_count,
                 estimate.bytes_to_read,
                 estimate.output_bytes,
-                estimate.peak_memory_bytes,
+                memory.peak_bytes,
                 estimate.largest_tensor,
                 [f"stage {item.stage.name!r}: {w}" for item in staged for w in item.plan.warnings],
                 describe_sources(final),
                 _vocabulary_lines(final),
                 # Intermediates stay in memory: only the last stage writes.
                 combined([estimate_time(item.plan, write=item is staged[-1]) for item in staged]),
+                memory,
             )
         finally:
             close_stages(staged)
+
+
+class MemoryCheckJob(Job):
+    """The engine's memory verdict on a recipe (or a list of stage recipes) under a cap:
+    the Merge page's answer to "will this fit?" before anything runs. Plans from the
+    models' headers as the dry run does, without its time calibration."""
+
+    def __init__(self, recipe: dict[str, Any] | list[dict[str, Any]], limits: MemoryLimits) -> None:
+        super().__init__()
+        self.recipe = recipe
+        self.limits = limits
+
+    def work(self) -> MemoryVerdict:
+        from mergestudio.engine.graph import close_stages
+        from mergestudio.engine.memory import memory_verdict
+
+        if isinstance(self.recipe, list):
+            staged = _plan_stages(self.recipe)
+            try:
+                return _stages_verdict(staged, self.limits)
+            finally:
+                close_stages(staged)
+        plan = _plan_one(self.recipe, self)
+        try:
+            return memory_verdict(plan, self.limits.max_memory, self.limits.compute_dtype)
+        finally:
+            plan.close()
+
+
+def _plan_one(recipe: dict[str, Any], job: Job) -> MergePlan:
+    """Every check a merge of ``recipe`` makes before it writes (Hub models: with the
+    job's progress and cancel); the caller closes the plan."""
+    from mergestudio.engine.merge import plan_folder_merge
+
+    with hub_transfer(job.events, job.cancel_token):
+        return plan_folder_merge(recipe, None)
+
+
+def _plan_stages(stages: list[dict[str, Any]]) -> list[StagedPlan]:
+    """Every stage planned, and the final one checked as a folder output; the caller
+    closes them (``close_stages``)."""
+    from mergestudio.engine.checks import check_folder_output
+    from mergestudio.engine.graph import close_stages, plan_stages
+    from mergestudio.recipe.multi import parse_multi
+
+    staged = plan_stages(parse_multi(_yaml_documents(stages)))
+    try:
+        check_folder_output(staged[-1].plan)
+    except BaseException:
+        close_stages(staged)
+        raise
+    return staged
+
+
+def _stages_verdict(staged: list[StagedPlan], limits: MemoryLimits) -> MemoryVerdict:
+    """The stage that decides whether a multi-stage merge fits (they run one by one)."""
+    from mergestudio.engine.memory import memory_verdict, worst_verdict
+
+    return worst_verdict([memory_verdict(item.plan, limits.max_memory, limits.compute_dtype, item.stage.name)
+                          for item in staged])
 
 
 def _yaml_documents(stages: list[dict[str, Any]]) -> str:
@@ -185,6 +258,7 @@ class MergeOptions:
     shard_bytes: int = 2_000_000_000
     overwrite: bool = False
     threads: int | None = None
+    max_memory: int | None = None  # bytes; a merge that cannot fit is refused before writing
 
 
 @dataclass(frozen=True)
@@ -229,6 +303,7 @@ class MergeJob(Job):
             "events": self.events,
             "cancel": self.cancel_token,
             "threads": options.threads,
+            "max_memory": options.max_memory,
         }
 
     def _stages(self, stages: list[dict[str, Any]]) -> MergeDone:

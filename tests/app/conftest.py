@@ -75,3 +75,14 @@ def add_models(qtbot) -> Callable[..., None]:
                 page.add_reference(str(folder))
 
     return add
+
+
+@pytest.fixture
+def merge_page(window, family, add_models, tmp_path: Path):
+    """The Merge page with the base and two fine-tunes, merging into tmp_path/out/merged."""
+    add_models(window, family["base"], family["ft1"], family["ft2"])
+    window.go_to("merge")
+    page = window.page("merge")
+    page.out_edit.setText(str(tmp_path / "out" / "merged"))
+    page.out_edit.editingFinished.emit()
+    return page

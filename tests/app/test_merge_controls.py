@@ -7,16 +7,6 @@ import pytest
 from mergestudio_qt.format import MeasuredEta
 
 
-@pytest.fixture
-def merge_page(window, family, add_models, tmp_path):
-    add_models(window, family["base"], family["ft1"], family["ft2"])
-    window.go_to("merge")
-    page = window.page("merge")
-    page.out_edit.setText(str(tmp_path / "out" / "merged"))
-    page.out_edit.editingFinished.emit()
-    return page
-
-
 def test_replace_is_unticked_and_cancel_only_acts_while_merging(qtbot, merge_page) -> None:
     assert not merge_page.overwrite_check.isChecked()
     assert not merge_page.cancel_button.isEnabled()

@@ -17,16 +17,6 @@ from PySide6.QtCore import Qt
 from safetensors.torch import load_file
 
 
-@pytest.fixture
-def merge_page(window, family, add_models, tmp_path):
-    add_models(window, family["base"], family["ft1"], family["ft2"])
-    window.go_to("merge")
-    page = window.page("merge")
-    page.out_edit.setText(str(tmp_path / "out" / "merged"))
-    page.out_edit.editingFinished.emit()
-    return page
-
-
 def test_dry_run_estimates_bytes_and_memory(qtbot, merge_page) -> None:
     with qtbot.waitSignal(merge_page.dry_run_finished, timeout=10_000) as blocker:
         merge_page.dry_button.click()

@@ -18,6 +18,7 @@ from mergestudio.errors import PlanError
 from mergestudio.methods import all_methods
 from mergestudio.methods.registry import MethodSpec, Param
 from mergestudio.methods.sparse import CHUNK
+from mergestudio.sizes import format_bytes
 
 from tests.checkpoints import TinyLlama, write_checkpoint
 
@@ -130,6 +131,7 @@ def test_dry_run_says_whether_a_merge_fits(
         assert code == 0
         report = json.loads(capsys.readouterr().out)
         verdicts[cap] = report["fits"]
+        assert report["memory_advice"].startswith("raise the cap") != report["fits"]
         assert report["max_memory_bytes"] == {"64MB": 64 * 10**6, "2GB": 2 * 10**9}[cap]
         assert report["whole_tensor_memory_bytes"] == 0  # TIES streams every tensor
     assert verdicts == {"64MB": False, "2GB": True}
@@ -138,6 +140,39 @@ def test_dry_run_says_whether_a_merge_fits(
     assert cli_main(["merge", str(recipe), str(tmp_path / "out"), "--dry-run", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["whole_tensor_memory_bytes"] >= SPEC.vocab * SPEC.hidden * 4 * 4
+
+
+@pytest.mark.parametrize(("method", "holds_whole"), [("ties", False), ("tsv", True)])
+def test_the_verdict_says_the_least_cap_and_what_would_make_it_fit(
+    method: str, holds_whole: bool, family: dict[str, Path], tmp_path: Path
+) -> None:
+    from mergestudio.engine import build_plan, load_recipe
+    from mergestudio.engine.memory import memory_verdict
+
+    recipe = _recipe(next(s for s in all_methods() if s.name == method), family)
+    plan = build_plan(load_recipe(recipe))
+    try:
+        least = memory_verdict(plan, None).least_bytes
+        # The least cap is exact: the merge fits in it, and not in a byte less.
+        assert memory_verdict(plan, least).fits
+        just_under, far_under = memory_verdict(plan, least - 1), memory_verdict(plan, 64 << 20)
+    finally:
+        plan.close()
+    for refused in (just_under, far_under):
+        assert not refused.fits and refused.summary().startswith(f"does not fit: needs about {format_bytes(least)}")
+        assert refused.advice().startswith(f"raise the cap to at least {format_bytes(least)}")
+    # A method that streams would fit just under the least cap, when the whole embedding
+    # is what the merge needs beyond it; far under it, only a larger cap helps.
+    assert just_under.streaming_would_help == holds_whole and not far_under.streaming_would_help
+    if holds_whole:
+        assert f"choose a method that streams (tsv holds {EMBEDDING} whole" in just_under.advice()
+        assert f"tsv holds {EMBEDDING} whole" in far_under.advice()
+    else:
+        assert "runtime alone" in far_under.advice()
+    with pytest.raises(PlanError) as error:
+        merge(recipe, tmp_path / "out", max_memory=64 << 20)
+    assert far_under.advice() in str(error.value)
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_max_memory_merge_matches_the_default(family: dict[str, Path], tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from mergestudio.cli.args import parse_size
 from mergestudio.cli.main import main
-from mergestudio.cli.merge_cmd import parse_size
 from mergestudio.engine import merge
 from mergestudio.engine.device import resolve_device, torch_threads
 from mergestudio.errors import MergeError, RecipeError
@@ -275,3 +275,36 @@ def test_cli_shard_size_splits_the_output(model_family, tmp_path: Path, capsys) 
     assert pieces.keys() == whole.keys()
     assert all(torch.equal(pieces[name], whole[name]) for name in whole)
     assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in whole.values())
+
+
+# ---- the output options the writing commands share ------------------------------------------
+
+
+def _options(command: str) -> dict[str, argparse.Action]:
+    from mergestudio.cli.main import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {flag: action for action in subparsers.choices[command]._actions for flag in action.option_strings}
+
+
+@pytest.mark.parametrize(
+    ("command", "flags"),
+    [
+        ("merge", {"--shard-size", "--overwrite", "--allow-pickle", "--json", "-q", "--quiet"}),
+        ("moe", {"--shard-size", "--overwrite", "--allow-pickle", "--json", "-q", "--quiet"}),
+        ("extract-lora", {"--overwrite", "--json", "-q", "--quiet"}),
+        ("export", {"--overwrite", "-q", "--quiet"}),
+    ],
+)
+def test_writing_commands_share_their_output_options(command: str, flags: set[str]) -> None:
+    """Each writing command has the output options it had, each meaning and saying the same
+    as in the others (one declaration: ``cli.args.add_output_options``)."""
+    options = _options(command)
+    shared = {"--shard-size", "--overwrite", "--allow-pickle", "--json", "-q", "--quiet"}
+    assert shared & set(options) == flags
+    reference = _options("merge")
+    for flag in flags - {"--json"}:  # --json says what it prints, which differs
+        mine, theirs = options[flag], reference[flag]
+        assert (mine.help, mine.default, mine.type, mine.dest) == (theirs.help, theirs.default, theirs.type, theirs.dest)
+    if "--shard-size" in flags:
+        assert options["--shard-size"].type("5GB") == 5 * 10**9

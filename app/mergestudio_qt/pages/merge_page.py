@@ -4,13 +4,16 @@ evaluation of the result next to its parents."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from mergestudio.engine.device import DEVICE_CHOICES
+from mergestudio.engine.memory import MEMORY_CAPS, MEMORY_REFUSAL, MemoryVerdict
 from mergestudio.events import Progress
 from PySide6.QtCore import Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtGui import QDesktopServices, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -37,7 +40,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from mergestudio_qt import jobs
+from mergestudio_qt import jobs, recipe_edit
 from mergestudio_qt.context import Studio
 from mergestudio_qt.format import MeasuredEta, format_bytes, format_duration
 from mergestudio_qt.pages import PageSpec, register_page
@@ -47,22 +50,34 @@ from mergestudio_qt.widgets.adapter_output import AdapterOutputRow
 from mergestudio_qt.widgets.elide import ElidedLabel
 from mergestudio_qt.widgets.folder_row import folder_row
 from mergestudio_qt.widgets.generate_panel import Candidate, GenerateDialog, show_generation
-from mergestudio_qt.workers import DryRun, DryRunJob, EvalJob, MergeJob, MergeOptions, QuickEval
+from mergestudio_qt.workers import (
+    DryRun,
+    DryRunJob,
+    EvalJob,
+    MemoryCheckJob,
+    MemoryLimits,
+    MergeJob,
+    MergeOptions,
+    QuickEval,
+)
 
 OUTPUT_DTYPES = (("bfloat16", "bfloat16"), ("float16", "float16"), ("float32", "float32"),
                  ("same as inputs", ""))
 REDRAW_MS = 66  # progress widgets redraw at ~15 Hz, however fast events arrive
+MEMORY_CHECK_DELAY_MS = 300  # a slider drag or typing re-plans once per pause
 LOG_LINES = 2000
 MERGED_LABEL = "merged"
 
 
 class MergePage(QWidget):
     """Signals for tests and the window: ``merge_finished(status)`` with status one of
-    "succeeded", "failed", "cancelled"; ``dry_run_finished(ok)``; ``eval_finished(ok)``."""
+    "succeeded", "failed", "cancelled"; ``dry_run_finished(ok)``; ``eval_finished(ok)``;
+    ``memory_checked(ok)`` when the memory verdict for the current recipe and cap is shown."""
 
     merge_finished = Signal(str)
     dry_run_finished = Signal(bool)
     eval_finished = Signal(bool)
+    memory_checked = Signal(bool)
 
     def __init__(self, studio: Studio) -> None:
         super().__init__()
@@ -84,8 +99,20 @@ class MergePage(QWidget):
         self._redraw.setInterval(REDRAW_MS)
         self._redraw.timeout.connect(self._draw_progress)
         self._loading = False
+        # The memory verdict: re-planned off the GUI thread after a pause in the edits
+        # that change it, and only while the page is shown.
+        self.memory_job: MemoryCheckJob | None = None
+        self.memory_verdict: MemoryVerdict | None = None
+        self._memory_checked_key: str | None = None  # what the shown verdict is about
+        self._memory_timer = QTimer(self)
+        self._memory_timer.setSingleShot(True)
+        self._memory_timer.setInterval(MEMORY_CHECK_DELAY_MS)
+        self._memory_timer.timeout.connect(self.check_memory)
         self._build()
         self.state.merge_settings_changed.connect(self._load_settings)
+        for changed in (self.state.recipe_changed, self.state.models_changed, self.state.stages_changed,
+                        self.state.merge_settings_changed):
+            changed.connect(self.memory_inputs_changed)
         self.state.project_changed.connect(lambda _p: self._load_tasks())
         self._load_settings()
         self._load_tasks()
@@ -161,10 +188,35 @@ class MergePage(QWidget):
         row.addWidget(self.shard_spin)
         row.addStretch(1)
         form.addRow("Dtype", row)
+        form.addRow("Memory cap", self._build_memory_row(box))
         self.adapter_output = AdapterOutputRow(self.state, box)
         form.addRow("Write as", self.adapter_output)
         form.addRow("", self.overwrite_check)
         return box
+
+    def _build_memory_row(self, box: QWidget) -> QHBoxLayout:
+        """The cap (the engine's ``max_memory``; choices from ``MEMORY_CAPS``) and the
+        engine's verdict on the current recipe under it."""
+        self.memory_combo = QComboBox(box)
+        self.memory_combo.setObjectName("memoryCap")
+        self.memory_combo.addItem("no cap", None)
+        for size in MEMORY_CAPS:
+            self.memory_combo.addItem(cap_label(size), size)
+        self.memory_combo.setToolTip(
+            "Memory the merge may use. A merge that cannot fit is refused before anything is "
+            "written; under the cap the merge works in smaller steps, with the same result."
+        )
+        self.memory_combo.currentIndexChanged.connect(self._save_settings)
+        self.memory_note = QLabel("", box)  # its object name says how it is coloured
+        self.memory_note.setWordWrap(True)
+        self.memory_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # Room for two lines from the start, so a verdict does not move the rows below.
+        self.memory_note.setMinimumHeight(2 * self.memory_note.fontMetrics().lineSpacing() + 2)
+        row = QHBoxLayout()
+        row.setSpacing(12)
+        row.addWidget(self.memory_combo, 0, Qt.AlignmentFlag.AlignTop)
+        row.addWidget(self.memory_note, 1)
+        return row
 
     def _build_dry_run(self) -> QWidget:
         box = QGroupBox("Dry run", self)
@@ -296,17 +348,32 @@ class MergePage(QWidget):
         self.device_combo.setCurrentText(settings.device)
         self.shard_spin.setValue(settings.shard_mb)
         self.overwrite_check.setChecked(settings.overwrite)
+        self._show_cap(settings.max_memory)
         self._loading = False
+
+    def _show_cap(self, max_memory: int | None) -> None:
+        """Select the cap in the list; a cap from a project file that is not offered there
+        gets its own entry."""
+        index = self.memory_combo.findData(max_memory)
+        if index < 0 and max_memory is not None:
+            index = next((i for i in range(1, self.memory_combo.count())
+                          if self.memory_combo.itemData(i) > max_memory), self.memory_combo.count())
+            self.memory_combo.insertItem(index, cap_label(max_memory), max_memory)
+        self.memory_combo.setCurrentIndex(max(0, index))
 
     def _save_settings(self) -> None:
         if self._loading:
             return
+        out_dir = self.out_edit.text().strip()
+        if not self.state.merge.out_dir and out_dir == str(self.default_output()):
+            out_dir = ""  # still the default: it follows the project's name and folder
         self.state.set_merge_settings(MergeSettings(
-            out_dir=self.out_edit.text().strip(),
+            out_dir=out_dir,
             out_dtype=str(self.dtype_combo.currentData()),
             device=self.device_combo.currentText(),
             shard_mb=self.shard_spin.value(),
             overwrite=self.overwrite_check.isChecked(),
+            max_memory=self.memory_combo.currentData(),
         ))
 
     def default_output(self) -> Path:
@@ -335,7 +402,7 @@ class MergePage(QWidget):
     def dry_run(self) -> None:
         if self.dry_job is not None:
             return
-        job = DryRunJob(self.merge_recipe())
+        job = DryRunJob(self.merge_recipe(), self.memory_limits())
         job.succeeded.connect(self._dry_done)
         job.failed.connect(self._dry_failed)
         job.finished.connect(self._dry_finished)
@@ -350,6 +417,7 @@ class MergePage(QWidget):
         self.dry_labels["read"].setText(format_bytes(result.bytes_to_read))
         self.dry_labels["output"].setText(format_bytes(result.output_bytes))
         self.dry_labels["peak"].setText(format_bytes(result.peak_memory_bytes))
+        self._show_memory(result.memory)
         self.dry_labels["time"].setText(result.time.describe().split(" (")[0])
         self.dry_labels["time"].setToolTip(f"{result.time.describe()}, from rates measured on this machine")
         for line in result.vocabulary:
@@ -379,6 +447,105 @@ class MergePage(QWidget):
         self.dry_job = None
         self.dry_button.setEnabled(True)
 
+    # ---- memory verdict ------------------------------------------------------------------
+
+    def memory_limits(self) -> MemoryLimits:
+        return MemoryLimits(self.state.merge.max_memory, self.studio.preferences.compute_dtype)
+
+    def _memory_key(self) -> str:
+        """What the verdict depends on: the recipe as merged, the cap, the compute dtype."""
+        return json.dumps([self.merge_recipe(), asdict(self.memory_limits())], sort_keys=True, default=str)
+
+    def memory_inputs_changed(self, *_args: object) -> None:
+        """The recipe, the cap or the compute dtype changed: re-plan after a pause (or
+        when the page is next shown)."""
+        if self.isVisible():
+            self._memory_timer.start()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        self._memory_timer.start()  # Settings may have changed the compute dtype meanwhile
+
+    def check_memory(self) -> None:
+        """Plan the current recipe under the cap in a worker and show the verdict (skipped
+        when nothing it depends on changed since the last one)."""
+        if not self.state.merged_references() and not self.state.stage_names():
+            self._memory_checked_key = None
+            self.memory_verdict = None
+            self.dry_labels["peak"].setText("—")
+            self._set_memory_note("Add models on the Models page: the memory this merge needs appears here.")
+            return
+        if self.memory_job is not None:
+            return  # re-checked when it finishes
+        key = self._memory_key()
+        if key == self._memory_checked_key:
+            return
+        job = MemoryCheckJob(self.merge_recipe(), self.memory_limits())
+        job.succeeded.connect(self._memory_done)
+        job.failed.connect(self._memory_failed)
+        job.finished.connect(self._memory_job_finished)
+        self.memory_job = job
+        self._memory_checked_key = key
+        if self.memory_verdict is None:
+            self._set_memory_note("Estimating the memory this merge needs…")
+        jobs.start(job)
+
+    def _stale(self) -> bool:
+        """Whether the recipe or cap changed while the job planned (its answer is then
+        dropped: the job's end starts a new one)."""
+        return self._memory_checked_key != self._memory_key()
+
+    def _memory_done(self, verdict: MemoryVerdict) -> None:
+        if self._stale():
+            return
+        self.memory_verdict = verdict
+        self._show_memory(verdict)
+        self.memory_checked.emit(True)
+
+    def _memory_failed(self, message: str) -> None:
+        if self._stale():
+            return
+        self.memory_verdict = None
+        self.dry_labels["peak"].setText("—")
+        first = message.splitlines()[0] if message else "the recipe cannot be planned"
+        metrics = self.memory_note.fontMetrics()  # two lines at most: the whole message is the tooltip
+        room = max(200, self.memory_note.width()) * 2 - metrics.averageCharWidth() * 6
+        text = metrics.elidedText(f"No estimate until the recipe is valid: {first}", Qt.TextElideMode.ElideRight, room)
+        self._set_memory_note(text, message)
+        self.memory_checked.emit(False)
+
+    def _memory_job_finished(self) -> None:
+        self.memory_job = None
+        if self.isVisible() and self._stale():
+            self._memory_timer.start()  # something changed while it planned
+
+    def _show_memory(self, verdict: MemoryVerdict) -> None:
+        self.dry_labels["peak"].setText(format_bytes(verdict.peak_bytes))
+        peak = format_bytes(verdict.peak_bytes)
+        if recipe_edit.writes_adapter(self.state.recipe):
+            self._set_memory_note("The cap applies to full models: an adapter output runs without it.")
+        elif verdict.max_memory is None:
+            self._set_memory_note(f"No cap: this merge needs about {peak}. Pick a cap to refuse merges "
+                                  "that need more.", verdict.summary())
+        elif verdict.fits:
+            self._set_memory_note(f"✓ Fits: needs about {peak} of {cap_label(verdict.max_memory)}.",
+                                  verdict.summary(), True)
+        else:
+            least = format_bytes(verdict.least_bytes)
+            fix = ("Raise the cap, or choose a method that streams" if verdict.streaming_would_help
+                   else "Raise the cap to at least that")
+            self._set_memory_note(
+                f"✗ Does not fit: needs about {least}. {fix}.",
+                f"{verdict.summary()}; {verdict.advice()}", False)
+
+    def _set_memory_note(self, text: str, tip: str = "", good: bool | None = None) -> None:
+        """The verdict next to the cap; ``good`` colours it (None: a plain hint)."""
+        self.memory_note.setText(text)
+        self.memory_note.setToolTip(tip or text)
+        self.memory_note.setObjectName({None: "hint", True: "okNote", False: "errorNote"}[good])
+        self.memory_note.style().unpolish(self.memory_note)
+        self.memory_note.style().polish(self.memory_note)
+
     # ---- merge ---------------------------------------------------------------------------
 
     def start_merge(self) -> None:
@@ -400,6 +567,7 @@ class MergePage(QWidget):
             shard_bytes=settings.shard_mb * 1_000_000,
             overwrite=overwrite,
             threads=preferences.threads or None,
+            max_memory=settings.max_memory,
         )
         job = MergeJob(self.merge_recipe(), options)
         job.progress.connect(self._merge_progress)
@@ -482,6 +650,9 @@ class MergePage(QWidget):
         self._stop_redraw()
         self.progress.setFormat("failed")
         self._log(message, "error")
+        if MEMORY_REFUSAL in message:  # refused before writing: say so where the cap is set
+            needs = message.partition(MEMORY_REFUSAL)[2].split(";")[0].strip().removeprefix("this merge ")
+            self._set_memory_note(f"✗ Refused, nothing was written: {needs}.", message, False)
         self.studio.show_message(f"merge failed: {message.splitlines()[0] if message else ''}")
         self._merge_outcome = "failed"
 
@@ -519,7 +690,8 @@ class MergePage(QWidget):
         return any(job is not None for job in (self.merge_job, self.dry_job, self.eval_job))
 
     def cancel_all(self) -> None:
-        for job in (self.merge_job, self.dry_job, self.eval_job):
+        self._memory_timer.stop()
+        for job in (self.merge_job, self.dry_job, self.eval_job, self.memory_job):
             if job is not None:
                 job.cancel()
         if self.generation is not None:
@@ -738,6 +910,14 @@ class MergePage(QWidget):
         if cell.merged:
             item.setBackground(MERGED_TINT)
         return item
+
+
+def cap_label(size: int) -> str:
+    """512_000_000 -> '512 MB', 2_000_000_000 -> '2 GB' (as ``--max-memory`` counts)."""
+    for unit, scale in (("GB", 10**9), ("MB", 10**6)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return format_bytes(size)
 
 
 register_page(PageSpec("merge", "Merge", "Dry run, merge in the background, quick eval", MergePage))

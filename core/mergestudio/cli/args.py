@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -80,3 +81,53 @@ def writable_file_path(path: Path, option: str) -> str | None:
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"{option}: cannot write {path}, because {parent} is not writable"
     return None
+
+
+def parse_size(text: str) -> int:
+    """'5GB' -> 5e9, '500MB', '2GiB', or plain bytes."""
+    units = {
+        "KIB": 1024,
+        "MIB": 1024**2,
+        "GIB": 1024**3,
+        "KB": 1000,
+        "MB": 1000**2,
+        "GB": 1000**3,
+        "K": 1000,
+        "M": 1000**2,
+        "G": 1000**3,
+        "B": 1,
+    }
+    upper = text.strip().upper()
+    unit = next((u for u in units if upper.endswith(u)), "")
+    number = upper.removesuffix(unit).strip() if unit else upper
+    size: int | None = None
+    with contextlib.suppress(ValueError, OverflowError):
+        size = int(float(number) * units.get(unit, 1))
+    if size is None:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 5GB or 500MB)")
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return size
+
+
+def add_output_options(
+    parser: argparse.ArgumentParser,
+    *,
+    shard_size: bool = False,
+    allow_pickle: bool = False,
+    json_help: str | None = None,
+) -> None:
+    """The options every command that writes a model or adapter folder shares, declared
+    once so they mean and say the same everywhere: ``--shard-size`` (when it writes
+    shards), ``--overwrite``, ``--allow-pickle`` (when it reads checkpoints), ``--json``
+    (printing what ``json_help`` says; None: no such option) and ``-q/--quiet``."""
+    if shard_size:
+        parser.add_argument("--shard-size", type=parse_size, default="5GB", help="max shard size (default: 5GB)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    if allow_pickle:
+        parser.add_argument(
+            "--allow-pickle", action="store_true", help="load .bin/.pt checkpoints (with torch.load weights_only=True)"
+        )
+    if json_help is not None:
+        parser.add_argument("--json", action="store_true", help=json_help)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mergestudio.cli.args import DEVICE_HELP, device_name, non_negative_int
+from mergestudio.cli.args import DEVICE_HELP, add_output_options, device_name, non_negative_int
 from mergestudio.cli.progress import TerminalProgress
 from mergestudio.cli.signals import cancel_on_stop
 
@@ -23,8 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("out", type=Path, help="output folder")
     parser.add_argument("--trial", type=non_negative_int, required=True, help="trial number (see `mergestudio runs show`)")
     parser.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_output_options(parser)
     parser.set_defaults(func=run)
 
 

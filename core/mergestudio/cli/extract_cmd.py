@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from mergestudio.cli.args import add_output_options
 from mergestudio.cli.progress import TerminalProgress, format_bytes, format_seconds
 from mergestudio.cli.signals import cancel_on_stop
 
@@ -35,9 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
     parser.add_argument("--dtype", help="adapter dtype, e.g. bf16 or f32 (default: the fine-tune's)")
     parser.add_argument("--threads", type=int, help="CPU threads for the SVDs (default: 1)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_output_options(parser, json_help="print the report as JSON")
     parser.set_defaults(func=run)
 
 

@@ -3,43 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from mergestudio.cli.args import DEVICE_HELP, compute_dtype, device_name, positive_int
+from mergestudio.cli.args import (
+    DEVICE_HELP,
+    add_output_options,
+    compute_dtype,
+    device_name,
+    parse_size,
+    positive_int,
+)
 from mergestudio.cli.progress import TerminalProgress, format_bytes, format_seconds
 from mergestudio.cli.signals import cancel_on_stop
 from mergestudio.events import CancelToken
-
-
-def parse_size(text: str) -> int:
-    """'5GB' -> 5e9, '500MB', '2GiB', or plain bytes."""
-    units = {
-        "KIB": 1024,
-        "MIB": 1024**2,
-        "GIB": 1024**3,
-        "KB": 1000,
-        "MB": 1000**2,
-        "GB": 1000**3,
-        "K": 1000,
-        "M": 1000**2,
-        "G": 1000**3,
-        "B": 1,
-    }
-    upper = text.strip().upper()
-    unit = next((u for u in units if upper.endswith(u)), "")
-    number = upper.removesuffix(unit).strip() if unit else upper
-    size: int | None = None
-    with contextlib.suppress(ValueError, OverflowError):
-        size = int(float(number) * units.get(unit, 1))
-    if size is None:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 5GB or 500MB)")
-    if size < 1:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return size
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -55,7 +34,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument(
         "--compute-dtype", type=compute_dtype, default="float32", help="dtype to compute in (default: float32)"
     )
-    parser.add_argument("--shard-size", type=parse_size, default="5GB", help="max shard size (default: 5GB)")
     parser.add_argument("--threads", type=positive_int, help="CPU threads for tensor math (default: 1)")
     parser.add_argument(
         "--max-memory",
@@ -70,12 +48,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         metavar="SIZE",
         help="working memory of one streamed step (default: 64MB for the sparsifiers, 8MB for the "
         "others, or what --max-memory leaves); the output does not depend on it",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    parser.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        help="load .bin/.pt checkpoints (with torch.load weights_only=True)",
     )
     parser.add_argument(
         "--allow-no-config",
@@ -101,8 +73,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         metavar="DIR",
         help="multi-stage recipes: write each intermediate stage to DIR/<stage> (default: kept in memory)",
     )
-    parser.add_argument("--json", action="store_true", help="print the dry run or result as JSON")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_output_options(parser, shard_size=True, allow_pickle=True, json_help="print the dry run or result as JSON")
     parser.set_defaults(func=run)
 
 
@@ -210,6 +181,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from mergestudio.engine.estimate import estimate_time
+    from mergestudio.engine.memory import compute_item_bytes, memory_verdict
     from mergestudio.engine.merge import plan_folder_merge
     from mergestudio.engine.plan import describe_sources
     from mergestudio.io.hub import hub_transfer
@@ -227,7 +199,9 @@ def _dry_run(args: argparse.Namespace) -> int:
             allow_no_config=args.allow_no_config,
         )
     try:
-        estimate = plan.estimate(chunk_bytes=args.chunk_size, max_memory=args.max_memory)
+        # In the compute dtype the merge would use, as its own memory check does.
+        compute_bytes = compute_item_bytes(args.compute_dtype)
+        estimate = plan.estimate(compute_bytes, chunk_bytes=args.chunk_size, max_memory=args.max_memory)
         report = {
             "method": plan.method.name,
             "inputs": describe_sources(plan),
@@ -242,6 +216,7 @@ def _dry_run(args: argparse.Namespace) -> int:
             "step_memory_bytes": estimate.chunk_bytes,
             "max_memory_bytes": estimate.max_memory,
             "fits": estimate.fits,
+            "memory_advice": memory_verdict(plan, args.max_memory, args.compute_dtype).advice(),
             "warnings": plan.warnings,
             "vocabulary": plan.vocab.describe() if plan.vocab is not None else None,
             "chat_template": plan.chat_template,
@@ -291,6 +266,8 @@ def _print_dry_run(report: dict[str, Any], out: Path) -> None:
     if report["max_memory_bytes"] is not None:
         verdict = "fits" if report["fits"] else "does NOT fit (the merge would be refused)"
         write(f"max memory             {format_bytes(report['max_memory_bytes'])}: {verdict}\n")
+        if report["memory_advice"]:
+            write(f"                       {report['memory_advice']}\n")
     _print_vocabulary(report["vocabulary"], report["chat_template"])
     for warning in report["warnings"]:
         write(f"warning: {warning}\n")

@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mergestudio.cli.args import DEVICE_HELP, device_name
-from mergestudio.cli.merge_cmd import parse_size
+from mergestudio.cli.args import DEVICE_HELP, add_output_options, device_name
 from mergestudio.cli.progress import TerminalProgress, format_bytes, format_seconds
 from mergestudio.cli.signals import cancel_on_stop
 
@@ -27,12 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--seed", type=int, default=0, help="seed of random gates and expert noise (default: 0)")
     parser.add_argument("--device", type=device_name, default="cpu",
                         help=f"where the base runs on the prompts (hidden gates); {DEVICE_HELP}")
-    parser.add_argument("--shard-size", type=parse_size, default="5GB", help="max shard size (default: 5GB)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    parser.add_argument("--allow-pickle", action="store_true",
-                        help="load .bin/.pt checkpoints (with torch.load weights_only=True)")
-    parser.add_argument("--json", action="store_true", help="print the dry run or result as JSON")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_output_options(parser, shard_size=True, allow_pickle=True, json_help="print the dry run or result as JSON")
     parser.set_defaults(func=run)
 
 

@@ -7,14 +7,7 @@ import sys
 from typing import TextIO
 
 from mergestudio.events import LogLine, Progress
-
-
-def format_bytes(count: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(count) < 1000 or unit == "TB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} TB"
+from mergestudio.sizes import format_bytes as format_bytes  # the CLI's name for it
 
 
 def format_seconds(seconds: float | None) -> str:

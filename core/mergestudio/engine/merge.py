@@ -10,6 +10,7 @@ from typing import Any
 from mergestudio.engine.card import model_card
 from mergestudio.engine.checks import check_folder_output, check_output_path, check_run_options
 from mergestudio.engine.execute import ExecutionStats, execute_plan
+from mergestudio.engine.memory import compute_item_bytes, memory_verdict
 from mergestudio.engine.plan import MergePlan, build_plan
 from mergestudio.errors import PlanError, RecipeError
 from mergestudio.events import CancelToken, EventSink, log
@@ -154,28 +155,13 @@ class _Run:
 
 
 def check_memory(plan: MergePlan, max_memory: int, compute_dtype: str = "float32") -> int:
-    """The step size that keeps ``plan`` within ``max_memory`` bytes; PlanError naming
-    the largest step when even the smallest steps would not fit."""
-    from mergestudio.io.dtypes import ITEM_SIZE, dtype_code
-
-    compute_bytes = ITEM_SIZE[dtype_code(compute_dtype)]
-    estimate = plan.estimate(compute_bytes, max_memory=max_memory)
-    if not estimate.fits:
-        whole = (
-            f"; {estimate.largest_tensor} is merged whole by {plan.method.name} "
-            f"({_megabytes(estimate.whole_tensor_bytes)} of working memory)"
-            if estimate.whole_tensor_bytes
-            else ""
-        )
-        raise PlanError(
-            f"max_memory: this merge needs about {_megabytes(estimate.peak_memory_bytes)}, more than the "
-            f"{_megabytes(max_memory)} allowed{whole}; nothing was written"
-        )
-    return estimate.chunk_bytes
-
-
-def _megabytes(count: int) -> str:
-    return f"{count / 2**20:,.0f} MB"
+    """The step size that keeps ``plan`` within ``max_memory`` bytes; PlanError saying
+    what the merge needs and what would make it fit when even the smallest steps would
+    not fit (``memory_verdict``)."""
+    verdict = memory_verdict(plan, max_memory, compute_dtype)
+    if not verdict.fits:
+        raise PlanError(verdict.refusal())
+    return plan.chunk_bytes_for(max_memory, compute_item_bytes(compute_dtype))
 
 
 def _remove_stale_staging(parent: Path, events: EventSink | None) -> None:
