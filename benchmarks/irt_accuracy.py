@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 SUBSET_SEEDS = 20  # the subset estimator's error is averaged over this many random subsets
+MAX_OBSERVED = 400  # fitness.MAX_OBSERVED_TRIALS: the earlier trials a genome prior learns from
 
 
 def main() -> None:
@@ -57,6 +58,13 @@ def main() -> None:
     parser.add_argument("--evaluate-only", action="store_true")
     parser.add_argument(
         "--irt-seeds", type=int, nargs="+", help="seeds of the IRT fit and anchors for the option rows (default: --seed)"
+    )
+    parser.add_argument(
+        "--option-anchors",
+        type=int,
+        nargs="+",
+        default=[5, 10, 20],
+        help="anchors per task of the option rows (genome prior, adaptive round)",
     )
     parser.add_argument(
         "--cached", action="store_true", help="analyse --responses as it is, without checking or scoring the zoo"
@@ -261,11 +269,13 @@ def analyse(
     }
 
 
-OPTIONS = (  # (irt_prior, adaptive): the estimator's settings compared in option_rows
-    ("population", False),
-    ("genome", False),
-    ("population", True),
-    ("genome", True),
+OPTIONS = (  # (irt_prior, adaptive, prior_from_trials): the settings compared in option_rows
+    ("population", False, False),
+    ("genome", False, False),
+    ("population", True, False),
+    ("genome", True, False),
+    ("genome", False, True),
+    ("genome", True, True),  # the default with calibration trials
 )
 
 
@@ -297,8 +307,8 @@ def option_rows(
     full_items = sum(len(ids) for ids in data["tasks"].values())
     truth = np.array([[np.mean(models[m][t]) for t in tasks] for m in test])  # (C, T)
     rows = []
-    for prior, adaptive in OPTIONS:
-        if prior == "genome" and calibration_trials < 3:
+    for prior, adaptive, from_trials in OPTIONS:
+        if prior == "genome" and calibration_trials < 3:  # the regression needs 3
             continue
         for k in anchor_counts:
             runs = []
@@ -313,11 +323,14 @@ def option_rows(
                     genomes=subject_genomes,
                 )
                 fit_s = time.perf_counter() - start
+                answers = {t: [np.array(models[m][t]) for m in test] for t in tasks}
+                order = [genomes[m] for m in test]
                 values = np.array(
-                    [[_simulate(calibrations[t], np.array(models[m][t]), genomes[m]) for t in tasks] for m in test]
-                )
+                    [_simulate_run(calibrations[t], answers[t], order, from_trials) for t in tasks]
+                ).T  # (C, T)
                 items = sum(c.items_per_candidate for c in calibrations.values())
-                label = f"irt gp-irt, {prior} prior" + (", adaptive" if adaptive else "")
+                label = f"irt gp-irt, {prior} prior" + (" + earlier trials" if from_trials else "")
+                label += ", adaptive" if adaptive else ""
                 row = _row(label, f"baselines + {calibration_trials} trials", k, items, full_items, values, truth, fit_s)
                 split = "/".join(
                     f"{len(calibrations[t].anchors.indices)}+{calibrations[t].adaptive_items}"
@@ -335,12 +348,24 @@ def option_rows(
     return rows
 
 
-def _simulate(calibration: Any, answers: np.ndarray, genome: dict[str, float]) -> float:
-    """A candidate's gp-irt estimate from its full answers, asking what the estimator
-    would: the anchors, then (adaptive) the items chosen from the anchors' answers."""
-    first = answers[list(calibration.anchors.indices)]
-    second = answers[list(calibration.second_round(first, genome))] if calibration.adaptive_items else None
-    return float(calibration.estimates(first, genome, second)["gp-irt"])
+def _simulate_run(
+    calibration: Any, answers: list[np.ndarray], genomes: list[dict[str, float]], from_trials: bool
+) -> list[float]:
+    """The candidates' gp-irt estimates on one task, in order as a run meets them, from
+    their full answers, asking what the estimator would: the anchors, then (adaptive)
+    the items chosen from the anchors' answers. ``from_trials``: each candidate's genome
+    prior learns from the candidates before it (their genome and estimated ability)."""
+    observed: list[tuple[dict[str, float], float, float]] = []
+    out = []
+    for row, genome in zip(answers, genomes, strict=True):
+        first = row[list(calibration.anchors.indices)]
+        extra = calibration.second_round(first, genome, observed) if calibration.adaptive_items else ()
+        second = row[list(extra)] if calibration.adaptive_items else None
+        out.append(float(calibration.estimates(first, genome, second, observed)["gp-irt"]))
+        if from_trials:
+            _, _, theta, variance = calibration.ability(first, genome, second, observed)
+            observed = [*observed, (genome, theta, variance)][-MAX_OBSERVED:]
+    return out
 
 
 def _row(

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mergestudio.events import CancelToken, EventSink, log
-from mergestudio.search.irt import CalibrationError, TaskCalibration, calibrate_tasks
+from mergestudio.search.irt import CalibrationError, Observation, TaskCalibration, calibrate_tasks
 from mergestudio.search.objectives import Objectives
 from mergestudio.search.schema import SearchSpec
 from mergestudio.search.store import RunFolder, write_atomic
@@ -43,6 +43,12 @@ if TYPE_CHECKING:
     from mergestudio.evaluate.results import EvalReport
 
 CALIBRATION_FILE = "calibration.json"
+# A trial's estimated ability per task ({task: [θ, variance]}), kept in the study so later
+# trials' genome prior can learn from it (``Fitness.observing``).
+ABILITY_ATTR = "irt_ability"
+# The genome prior learns from at most this many earlier trials (the latest): its solve
+# grows with the cube of the points.
+MAX_OBSERVED_TRIALS = 400
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,45 @@ class Fitness:
     calibrating: bool = False
     full_items: int = field(default=0)
     full_tasks: tuple[AnyTask, ...] = ()  # every item: where the adaptive round picks from
+    # The genome prior learns from earlier trials' estimated abilities (``observing``).
+    learns_from_trials: bool = False
+    observed: Mapping[str, tuple[Observation, ...]] = field(default_factory=dict)
+    observed_trials: tuple[int, ...] = ()
+
+    def observing(self, trials: Sequence[tuple[int, Mapping[str, float], Mapping[str, Sequence[float]]]]) -> Fitness:
+        """This estimator for one trial, its genome prior learning from ``trials``: the
+        (number, genome, {task: [θ, variance]}) of earlier estimated trials."""
+        from dataclasses import replace
+
+        if not self.learns_from_trials or self.calibration is None:
+            return self
+        observed = {
+            task: tuple((genome, float(ability[task][0]), float(ability[task][1])) for _, genome, ability in trials)
+            for task in self.calibration.tasks
+        }
+        return replace(self, observed=observed, observed_trials=tuple(number for number, _, _ in trials))
+
+    def abilities(self, report: EvalReport, genome: Mapping[str, float] | None = None) -> dict[str, list[float]]:
+        """The candidate's estimated ability per task: [θ, variance] (empty without a
+        calibration); what later trials' genome prior learns from."""
+        if self.calibration is None:
+            return {}
+        out = {}
+        for name, task in self.calibration.tasks.items():
+            first, second = self._rounds(report, task, genome)
+            _, _, theta, variance = task.ability(first, genome, second, self.observed.get(name, ()))
+            out[name] = [round(theta, 6), round(variance, 6)]
+        return out
+
+    def _rounds(
+        self, report: EvalReport, task: TaskCalibration, genome: Mapping[str, float] | None
+    ) -> tuple[list[float], list[float] | None]:
+        """The report's answers to the task's anchors and to its adaptive items."""
+        first = _answers(report, task, task.anchor_ids)
+        if not task.adaptive_items:
+            return first, None
+        extra = task.second_round(first, genome, self.observed.get(task.task, ()))
+        return first, _answers(report, task, [task.item_ids[i] for i in extra])
 
     @property
     def items_per_candidate(self) -> int:
@@ -123,7 +168,8 @@ class Fitness:
         out = []
         for task in self.full_tasks:
             chosen = self.calibration.tasks[task.name]
-            extra = chosen.second_round(_answers(report, chosen, chosen.anchor_ids), genome)
+            first = _answers(report, chosen, chosen.anchor_ids)
+            extra = chosen.second_round(first, genome, self.observed.get(task.name, ()))
             if extra:
                 out.append(task_items_subset(task, set(extra)))
         return tuple(out)
@@ -147,10 +193,8 @@ class Fitness:
             return {}
         out = {}
         for name, task in self.calibration.tasks.items():
-            first = _answers(report, task, task.anchor_ids)
-            extra_ids = [task.item_ids[i] for i in task.second_round(first, genome)]
-            second = _answers(report, task, extra_ids) if task.adaptive_items else None
-            estimates = task.estimates(first, genome, second)
+            first, second = self._rounds(report, task, genome)
+            estimates = task.estimates(first, genome, second, self.observed.get(name, ()))
             out[name] = {str(k): round(v, 6) for k, v in estimates.items()}
         return out
 
@@ -159,10 +203,13 @@ class Fitness:
         data: dict[str, Any] = {"estimator": self.label, "items": self.items_per_candidate}
         if self.calibration is not None:
             data["estimates"] = self.estimates(report, genome)
+            data["abilities"] = self.abilities(report, genome)
             if self.adaptive:
                 data["adaptive_items"] = {
                     t.name: [item.id for item in t.items] for t in self.second_round(report, genome)
                 }
+            if self.learns_from_trials:
+                data["prior_trials"] = list(self.observed_trials)
         return data
 
 
@@ -202,7 +249,9 @@ def fitness_label(spec: SearchSpec, calibration: Calibration | None = None, item
         # A run's calibration decides (one made before these options has neither).
         genome_prior = calibration.genome_prior if calibration is not None else f.genome_prior
         adaptive = calibration.adaptive if calibration is not None else f.adaptive
-        text = f"IRT {f.irt_estimate}" + (", genome prior" if genome_prior else "")
+        text = f"IRT {f.irt_estimate}"
+        if genome_prior:
+            text += ", genome prior" + (" (calibration and earlier trials)" if f.prior_from_trials else "")
         first = (f.anchors_per_task + 1) // 2
         if adaptive and f.anchors_per_task > first:
             text += f", {first} + {f.anchors_per_task - first} adaptive items per task"
@@ -305,6 +354,7 @@ def prepare_fitness(
         calibration,
         full_items=full_items,
         full_tasks=tuple(objectives.tasks),
+        learns_from_trials=calibration.genome_prior and spec.fitness.prior_from_trials,
     )
 
 

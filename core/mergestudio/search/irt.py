@@ -178,6 +178,10 @@ def item_information(items: ItemParameters, theta: float) -> FloatArray:
 
 # ---- the genome prior: a Gaussian process from genome to ability ---------------------------
 
+# An earlier candidate's genome, its estimated θ and that estimate's variance: what the
+# genome prior may learn from besides the calibration trials.
+Observation = tuple[Mapping[str, float], float, float]
+
 # Length scales tried, in units of sqrt(genes) (the typical distance between two random
 # genomes grows with it), and noise variances as a share of the signal's.
 LENGTH_SCALE_GRID = tuple(float(v) for v in np.geomspace(0.1, 5.0, 15))
@@ -242,21 +246,30 @@ class AbilityRegression:
             length, ratio, variance, mean,
         )
 
-    def predict(self, genome: Mapping[str, float]) -> tuple[float, float]:
-        """(mean, sd) of θ at ``genome``: the GP's prediction, its sd including the noise."""
+    def predict(self, genome: Mapping[str, float], observed: Sequence[Observation] = ()) -> tuple[float, float]:
+        """(mean, sd) of θ at ``genome``: the GP's prediction, its sd including the noise.
+        ``observed``: earlier candidates' (genome, θ, variance of θ) join the calibration
+        models as noisier points (their θ are estimates); the hyperparameters stay."""
+        x = np.asarray(self.points, dtype=np.float64)  # (n, genes)
+        y = np.asarray(self.abilities, dtype=np.float64)
+        noise = np.full(len(y), self.noise_ratio)
+        if observed:
+            x = np.vstack([x, [self._point(g) for g, _, _ in observed]])
+            y = np.concatenate([y, [theta for _, theta, _ in observed]])
+            noise = np.concatenate([noise, [self.noise_ratio + v / self.signal_variance for _, _, v in observed]])
+        point = np.asarray(self._point(genome))
+        correlation = np.exp(-0.5 * ((x[:, None, :] - x[None, :, :]) ** 2).sum(axis=2) / self.length_scale**2)
+        k = np.exp(-0.5 * ((x - point) ** 2).sum(axis=1) / self.length_scale**2)  # (n,)
+        system = correlation + np.diag(noise)
+        mean = self.mean + float(k @ np.linalg.solve(system, y - self.mean))
+        variance = self.signal_variance * (1.0 - float(k @ np.linalg.solve(system, k)) + self.noise_ratio)
+        return mean, math.sqrt(max(variance, 1e-6))
+
+    def _point(self, genome: Mapping[str, float]) -> list[float]:
         missing = [g for g in self.genes if g not in genome]
         if missing:
             raise CalibrationError(f"the genome prior needs gene {missing[0]!r}, which this candidate lacks")
-        x = np.asarray(self.points, dtype=np.float64)  # (n, genes)
-        point = np.asarray(_scaled(genome, self.genes, self.low, self.high))
-        n = len(x)
-        correlation = np.exp(-0.5 * ((x[:, None, :] - x[None, :, :]) ** 2).sum(axis=2) / self.length_scale**2)
-        k = np.exp(-0.5 * ((x - point) ** 2).sum(axis=1) / self.length_scale**2)  # (n,)
-        system = correlation + self.noise_ratio * np.eye(n)
-        y = np.asarray(self.abilities) - self.mean
-        mean = self.mean + float(k @ np.linalg.solve(system, y))
-        variance = self.signal_variance * (1.0 - float(k @ np.linalg.solve(system, k)) + self.noise_ratio)
-        return mean, math.sqrt(max(variance, 1e-6))
+        return _scaled(genome, self.genes, self.low, self.high)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AbilityRegression:
@@ -401,17 +414,23 @@ class TaskCalibration:
     def items_per_candidate(self) -> int:
         return len(self.anchors.indices) + self.adaptive_items
 
-    def ability_prior(self, genome: Mapping[str, float] | None = None) -> tuple[float, float]:
+    def ability_prior(
+        self, genome: Mapping[str, float] | None = None, observed: Sequence[Observation] = ()
+    ) -> tuple[float, float]:
         """(mean, sd) of a candidate's ability before its answers: the regression's
-        prediction at ``genome`` when there is one, else the calibration population's."""
+        prediction at ``genome`` (learning from the ``observed`` earlier candidates too)
+        when there is one, else the calibration population's."""
         if self.regression is not None:
             if genome is None:
                 raise CalibrationError(f"task {self.task!r}: the genome prior needs the candidate's genome")
-            return self.regression.predict(genome)
+            return self.regression.predict(genome, observed)
         return self.ability_mean, self.ability_sd
 
     def second_round(
-        self, anchor_answers: Sequence[float], genome: Mapping[str, float] | None = None
+        self,
+        anchor_answers: Sequence[float],
+        genome: Mapping[str, float] | None = None,
+        observed: Sequence[Observation] = (),
     ) -> tuple[int, ...]:
         """The adaptive round's items (indices into the task, most informative first):
         the ``adaptive_items`` items not among the anchors with the most Fisher
@@ -420,7 +439,7 @@ class TaskCalibration:
         if self.adaptive_items == 0:
             return ()
         y = self._answers(anchor_answers, len(self.anchors.indices), "anchors")
-        mean, sd = self.ability_prior(genome)
+        mean, sd = self.ability_prior(genome, observed)
         theta = estimate_ability(self.items, self.anchors.indices, y, mean, sd)
         info = item_information(self.items, theta)
         info[list(self.anchors.indices)] = -np.inf
@@ -432,26 +451,42 @@ class TaskCalibration:
         answers: Sequence[float],
         genome: Mapping[str, float] | None = None,
         second: Sequence[float] | None = None,
+        observed: Sequence[Observation] = (),
     ) -> dict[IrtEstimate, float]:
         """Every estimate of the task's accuracy from the anchors' answers (in anchor
         order) and, with an adaptive round, the answers to ``second_round``'s items (in
-        its order). ``genome``: the candidate's, for the genome prior."""
+        its order). ``genome``: the candidate's, for the genome prior; ``observed``:
+        earlier candidates it learns from."""
+        asked, values, theta, _ = self.ability(answers, genome, second, observed)
+        anchor = float(np.dot(self.anchors.weights, values[: len(self.anchors.indices)]))  # fixed round: unbiased
+        predicted = self.items.probabilities(theta)  # (I,)
+        predicted[asked] = values
+        p_irt = float(predicted.mean())
+        return {"anchor": anchor, "p-irt": p_irt, "gp-irt": self.lam * anchor + (1 - self.lam) * p_irt}
+
+    def ability(
+        self,
+        answers: Sequence[float],
+        genome: Mapping[str, float] | None = None,
+        second: Sequence[float] | None = None,
+        observed: Sequence[Observation] = (),
+    ) -> tuple[list[int], list[float], float, float]:
+        """(items asked, their answers, θ fitted to them, θ's variance): the anchors and
+        the adaptive round's items; the variance from the information of the items and
+        the prior (Laplace)."""
         y = self._answers(answers, len(self.anchors.indices), "anchors")
         asked = list(self.anchors.indices)
-        observed_answers = list(y)
+        values = list(y)
         if self.adaptive_items:
-            extra = self.second_round(y, genome)
+            extra = self.second_round(y, genome, observed)
             if second is None:
                 raise CalibrationError(f"task {self.task!r}: the adaptive round's answers are missing")
             asked += extra
-            observed_answers += self._answers(second, len(extra), "adaptive items")
-        anchor = float(np.dot(self.anchors.weights, y))  # the fixed first round only: unbiased
-        mean, sd = self.ability_prior(genome)
-        theta = estimate_ability(self.items, asked, observed_answers, mean, sd)
-        predicted = self.items.probabilities(theta)  # (I,)
-        predicted[asked] = observed_answers
-        p_irt = float(predicted.mean())
-        return {"anchor": anchor, "p-irt": p_irt, "gp-irt": self.lam * anchor + (1 - self.lam) * p_irt}
+            values += self._answers(second, len(extra), "adaptive items")
+        mean, sd = self.ability_prior(genome, observed)
+        theta = estimate_ability(self.items, asked, values, mean, sd)
+        information = float(item_information(self.items, theta)[asked].sum())
+        return asked, values, theta, 1.0 / (information + 1.0 / sd**2)
 
     def _answers(self, values: Sequence[float], count: int, what: str) -> list[float]:
         if len(values) != count:

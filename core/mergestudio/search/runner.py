@@ -35,7 +35,13 @@ from mergestudio.search.events import (
     TrialFinished,
     TrialStarted,
 )
-from mergestudio.search.fitness import Fitness, combine_rounds, prepare_fitness
+from mergestudio.search.fitness import (
+    ABILITY_ATTR,
+    MAX_OBSERVED_TRIALS,
+    Fitness,
+    combine_rounds,
+    prepare_fitness,
+)
 from mergestudio.search.front import FrontTracker
 from mergestudio.search.genome import Genome, StagedGenome
 from mergestudio.search.lock import RunLock
@@ -318,6 +324,7 @@ class _Search:
         trial.set_user_attr("genome", genome)
         trial.set_user_attr("recipe", recipe.to_yaml())
         trial.set_user_attr("generation", generation)
+        fitness = fitness.observing(self._observed_trials(study, trial.number))
         emit(self.events, TrialStarted(trial.number, genome, generation))
         try:
             result = resident.evaluate(recipe, cancel=self.control.cancel_token)
@@ -351,10 +358,28 @@ class _Search:
         )
         trial.set_user_attr("objectives", values)
         trial.set_user_attr("timings", timings)
+        if fitness.calibration is not None:
+            trial.set_user_attr(ABILITY_ATTR, fitness.abilities(result.report, genome))
         study.tell(trial, study_values)
         self.failures = 0
         self._save_elapsed(study)
         self._after_trial(study, trial.number)
+
+    @staticmethod
+    def _observed_trials(
+        study: optuna.Study, number: int
+    ) -> list[tuple[int, dict[str, float], dict[str, list[float]]]]:
+        """The estimated trials before trial ``number`` (the latest ``MAX_OBSERVED_TRIALS``),
+        complete now: (number, genome, {task: [θ, variance]}). The trial's items file records
+        which, so its estimate can be made again from the run folder."""
+        from optuna.trial import TrialState
+
+        trials = [
+            (t.number, t.user_attrs["genome"], t.user_attrs[ABILITY_ATTR])
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.number < number and ABILITY_ATTR in t.user_attrs
+        ]
+        return sorted(trials)[-MAX_OBSERVED_TRIALS:]
 
     def _adaptive_round(
         self,

@@ -146,7 +146,9 @@ class FitnessSpec(_Strict):
     answers by ``irt_estimate`` (``search/irt.py``). ``irt_prior``: a candidate's
     ability prior, the calibration models' population or predicted from its genome by
     a regression on the calibration trials (``genome``, which needs at least 3 of them;
-    ``auto``, the default: ``genome`` when there are, else ``population``).
+    ``auto``, the default: ``genome`` when there are, else ``population``);
+    ``prior_from_trials`` (default): the genome prior also learns from every earlier
+    estimated trial of the run (its genome and estimated ability, as a noisier point).
     ``adaptive`` (default): half of each task's items (rounded up) are fixed anchors,
     the rest are chosen per candidate after it answered them, for the most information
     at the ability they show; ``false`` asks anchors only. The calibration is kept in the run folder (``calibration.json``),
@@ -158,6 +160,7 @@ class FitnessSpec(_Strict):
     irt_estimate: Literal["gp-irt", "p-irt", "anchor"] = "gp-irt"
     calibration_trials: int = Field(default=0, ge=0)
     irt_prior: Literal["auto", "population", "genome"] = "auto"
+    prior_from_trials: bool = True
     adaptive: bool = True
     seed: int = 0
 
