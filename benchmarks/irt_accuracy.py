@@ -82,7 +82,13 @@ def main() -> None:
     genomes = _candidate_genomes(spec, count, args.seed)
     result = analyse(spec, responses, args.candidates, args.calibration_trials, args.anchors, args.seed)
     result["rows"] += option_rows(
-        spec, responses, genomes, args.candidates, args.calibration_trials, args.anchors, args.irt_seeds or [args.seed]
+        spec,
+        responses,
+        genomes,
+        args.candidates,
+        args.calibration_trials,
+        args.option_anchors,
+        args.irt_seeds or [args.seed],
     )
     print(markdown_table(result))
     if args.json:
