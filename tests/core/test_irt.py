@@ -230,6 +230,11 @@ def test_ability_regression_round_trips_and_refuses_bad_input():
     assert AbilityRegression.from_dict(json.loads(json.dumps(asdict(regression)))) == regression
     mean, sd = regression.predict(train[0])
     assert abs(mean - _ability_of(train[0])) < 0.5 and sd > 0
+    # An earlier candidate observed at a new genome pulls the prediction there toward it.
+    far = {"w.attention": 0.05, "w.mlp": 0.97, "w.other": 0.9}
+    alone = regression.predict(far)
+    learned = regression.predict(far, [(far, alone[0] + 3.0, 0.01)])
+    assert learned[0] > alone[0] + 2.0 and learned[1] < alone[1]
     with pytest.raises(CalibrationError, match="at least 3 calibration trials"):
         AbilityRegression.fit(GENES, train[:2], [0.0, 1.0])
     with pytest.raises(CalibrationError, match="gene 'w.other'"):

@@ -2,7 +2,7 @@
 with SIGKILL after its calibration and resumed: the resumed run reuses the stored
 calibration (no baseline scored again, no refit), finishes its budget with nothing lost or
 repeated, and estimates every trial as an uninterrupted run does: the same adaptive items
-asked, the same estimates."""
+asked, the same earlier trials feeding the genome prior, the same estimates."""
 
 from __future__ import annotations
 
@@ -111,15 +111,23 @@ def test_irt_search_resumes_after_kill_9_with_its_stored_calibration(
         assert counts == [calibration.tasks[t["task"]].items_per_candidate for t in items["report"]["tasks"]]
         assert sum(counts) == ANCHORS * len(SKILLS) == items["fitness"]["items"]
         assert min(counts) >= ANCHORS // 2
+        # The genome prior learned from every estimated trial before this one.
+        earlier = [n for n in sorted(r.number for r in complete) if CALIBRATION_TRIALS <= n < record.number]
+        assert items["fitness"]["prior_trials"] == earlier
         for task in items["report"]["tasks"]:  # the objective is the stored calibration's estimate
+            name = task["task"]
+            observed = [
+                (folder.read_items(n)["genome"], *folder.read_items(n)["fitness"]["abilities"][name]) for n in earlier
+            ]
             answers = {i["id"]: i["score"] for i in task["items"]}
-            chosen = calibration.tasks[task["task"]]
+            chosen = calibration.tasks[name]
             first = [answers[i] for i in chosen.anchor_ids]
-            adaptive = [chosen.item_ids[i] for i in chosen.second_round(first, record.genome)]
-            assert items["fitness"]["adaptive_items"][task["task"]] == sorted(adaptive, key=chosen.item_ids.index)
+            adaptive = [chosen.item_ids[i] for i in chosen.second_round(first, record.genome, observed)]
+            assert items["fitness"]["adaptive_items"][name] == sorted(adaptive, key=chosen.item_ids.index)
             assert set(answers) == set(chosen.anchor_ids) | set(adaptive)
-            expected = chosen.estimates(first, record.genome, [answers[i] for i in adaptive])["gp-irt"]
-            assert record.objectives[task["task"]] == pytest.approx(expected, abs=1e-6)
+            second = [answers[i] for i in adaptive]
+            expected = chosen.estimates(first, record.genome, second, observed)["gp-irt"]
+            assert record.objectives[name] == pytest.approx(expected, abs=1e-6)
 
     # An uninterrupted run calibrates the same way and estimates the same trials.
     straight = tmp_path / "straight"
