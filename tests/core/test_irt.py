@@ -220,7 +220,12 @@ def test_genome_prior_recovers_ability_and_accuracy_better_than_the_population_p
         )
         for name, calibration in (("genome", with_prior), ("population", without))
     }
-    assert error["genome"] < 0.6 * error["population"]  # ~0.04 vs ~0.10 here
+    assert error["genome"] < 0.6 * error["population"]  # ~0.03 vs ~0.12 here
+    # A task every calibration trial failed alike keeps the population prior.
+    failed = np.zeros((40, N_ITEMS))
+    failed[:3] = answers[:3]  # baselines (no genome) that got some right
+    flat = calibrate_task("t", ids, failed, 4, genes=GENES, genomes=[None] * 3 + train[3:])
+    assert flat.regression is None and flat.ability_prior(new[0]) == (flat.ability_mean, flat.ability_sd)
 
 
 def test_ability_regression_round_trips_and_refuses_bad_input():

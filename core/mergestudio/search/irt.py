@@ -553,8 +553,13 @@ def calibrate_task(
     calibration = replace(calibration, lam=_gp_weight(calibration, y, fit.abilities))
     if genes is not None:
         rows = [(g, theta) for g, theta in zip(genomes or [], fit.abilities, strict=True) if g is not None]
-        regression = AbilityRegression.fit(genes, [g for g, _ in rows], [t for _, t in rows])
-        calibration = replace(calibration, regression=regression)
+        # A task on which every calibration trial answered alike (all failed, say) says
+        # nothing about how the genome moves θ: it keeps the population prior, whose
+        # spread has a floor, rather than a regression certain of one value.
+        thetas = [t for _, t in rows]
+        if thetas and max(thetas) - min(thetas) > 1e-6:
+            regression = AbilityRegression.fit(genes, [g for g, _ in rows], thetas)
+            calibration = replace(calibration, regression=regression)
     return calibration
 
 
