@@ -324,7 +324,8 @@ class _Search:
         trial.set_user_attr("genome", genome)
         trial.set_user_attr("recipe", recipe.to_yaml())
         trial.set_user_attr("generation", generation)
-        fitness = fitness.observing(self._observed_trials(study, trial.number))
+        if fitness.learns_from_trials:
+            fitness = fitness.observing(self._observed_trials(study, trial.number))
         emit(self.events, TrialStarted(trial.number, genome, generation))
         try:
             result = resident.evaluate(recipe, cancel=self.control.cancel_token)
