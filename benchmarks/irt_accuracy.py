@@ -8,7 +8,8 @@ optionally the first ``--calibration-trials`` candidates of the run scored in fu
 estimators then see only the anchors' answers (IRT) or a fixed random subset of the same
 size (``subset``); since greedy decoding is deterministic, an item's answer is the same
 whether it is asked alone or with the whole split, so both read them from the full
-responses. Reported per anchor count: items per candidate, how many times fewer than the
+responses; the adaptive round's choice is simulated exactly the same way, from each
+candidate's answers to its anchors). Reported per anchor count: items per candidate, how many times fewer than the
 full split, the mean absolute error in accuracy points and Spearman's ρ across candidates
 (per skill, then averaged; and of the mean over skills).
 
@@ -16,9 +17,14 @@ Paths come from ``mergestudio.demo.info.zoo_info`` (what ``mergestudio demo info
 prints), so a rebuilt zoo is measured by the same command. Evaluations are cached in
 ``--responses``, keyed by a fingerprint of the zoo's model and dev files, the genome and the
 seed: a second run on the same zoo only re-analyses, a new zoo is scored afresh. IRT rows
-come with the anchors shared among the skills (the estimator's default) and split evenly.
+come with the anchors shared among the skills (the estimator's default) and split evenly,
+and with the two options of issue 22's fourth session: the genome prior (``irt_prior:
+genome``, a regression from each candidate's genome to its ability, fitted on the
+calibration trials) and the adaptive second round (``adaptive: true``), over the IRT seeds
+``--irt-seeds`` (k-means and fit seeds; the candidates stay the same).
 
     python benchmarks/irt_accuracy.py [--candidates 120] [--responses runs/irt-bench/responses.json] [--json out.json]
+        [--irt-seeds 0 1 2 3] [--cached]   # --cached: re-analyse the cache as is (an older zoo's answers)
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from typing import Any
 import numpy as np
 
 SUBSET_SEEDS = 20  # the subset estimator's error is averaged over this many random subsets
+MAX_OBSERVED = 400  # fitness.MAX_OBSERVED_TRIALS: the earlier trials a genome prior learns from
 
 
 def main() -> None:
@@ -49,13 +56,40 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the table here")
     parser.add_argument("--evaluate-only", action="store_true")
+    parser.add_argument(
+        "--irt-seeds", type=int, nargs="+", help="seeds of the IRT fit and anchors for the option rows (default: --seed)"
+    )
+    parser.add_argument(
+        "--option-anchors",
+        type=int,
+        nargs="+",
+        default=[5, 10, 20],
+        help="anchors per task of the option rows (genome prior, adaptive round)",
+    )
+    parser.add_argument(
+        "--cached", action="store_true", help="analyse --responses as it is, without checking or scoring the zoo"
+    )
     args = parser.parse_args()
 
     spec = _demo_spec(args.zoo)
-    responses = _score_everything(spec, args.candidates + args.calibration_trials, args.responses, args.seed)
+    count = args.candidates + args.calibration_trials
+    if args.cached:
+        responses = json.loads(args.responses.read_text())
+    else:
+        responses = _score_everything(spec, count, args.responses, args.seed)
     if args.evaluate_only:
         return
+    genomes = _candidate_genomes(spec, count, args.seed)
     result = analyse(spec, responses, args.candidates, args.calibration_trials, args.anchors, args.seed)
+    result["rows"] += option_rows(
+        spec,
+        responses,
+        genomes,
+        args.candidates,
+        args.calibration_trials,
+        args.option_anchors,
+        args.irt_seeds or [args.seed],
+    )
     print(markdown_table(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
@@ -103,13 +137,11 @@ def _score_everything(spec: Any, count: int, cache: Path, seed: int) -> dict[str
     objectives = Objectives.build(spec)
     data["tasks"] = {t.name: [i.id for i in t.items] for t in objectives.tasks}
     genome = Genome.build(spec.genome, base_recipe(spec))
-    rng = random.Random(seed)
     todo: list[tuple[str, Any]] = [
         (label, recipe) for label, _, recipe in baseline_recipes(base_recipe(spec))
     ]
-    for n in range(count):
-        values = {g.name: rng.uniform(g.low, g.high) for g in genome.genes}
-        todo.append((f"candidate-{n:03d}", genome.recipe(values).to_dict()))
+    for label, values in _candidate_genomes(spec, count, seed).items():
+        todo.append((label, genome.recipe(values).to_dict()))
     cache.parent.mkdir(parents=True, exist_ok=True)
     template = base_recipe(spec).base_model
     with (
@@ -128,6 +160,19 @@ def _score_everything(spec: Any, count: int, cache: Path, seed: int) -> dict[str
             cache.write_text(json.dumps(data) + "\n")
             print(f"{label}: {data['seconds'][label]} s", flush=True)
     return data
+
+
+def _candidate_genomes(spec: Any, count: int, seed: int) -> dict[str, dict[str, float]]:
+    """The random candidates' gene values, by label: drawn in gene order from one seeded
+    generator, so the same for scoring and for analysing a cache."""
+    from mergestudio.search.genome import Genome
+    from mergestudio.search.spec import base_recipe
+
+    genome = Genome.build(spec.genome, base_recipe(spec))
+    rng = random.Random(seed)
+    return {
+        f"candidate-{n:03d}": {g.name: rng.uniform(g.low, g.high) for g in genome.genes} for n in range(count)
+    }
 
 
 def _fingerprint(spec: Any, seed: int) -> str:
@@ -228,6 +273,105 @@ def analyse(
         "truth_range_points": [round(100 * float(truth.min()), 1), round(100 * float(truth.max()), 1)],
         "rows": rows,
     }
+
+
+OPTIONS = (  # (irt_prior, adaptive, prior_from_trials): the settings compared in option_rows
+    ("population", False, False),
+    ("genome", False, False),
+    ("population", True, False),
+    ("genome", True, False),
+    ("genome", False, True),
+    ("genome", True, True),  # the default with calibration trials
+)
+
+
+def option_rows(
+    spec: Any,
+    data: dict[str, Any],
+    genomes: dict[str, dict[str, float]],
+    candidates: int,
+    calibration_trials: int,
+    anchor_counts: list[int],
+    seeds: list[int],
+) -> list[dict[str, Any]]:
+    """gp-irt with the genome prior and/or the adaptive round, calibrated on the baselines
+    and the calibration trials (the genome prior's regression needs them), anchors shared;
+    each row the mean over ``seeds``, with every seed's MAE. Through the estimator's own
+    code: ``calibrate_tasks``, ``TaskCalibration.second_round`` and ``estimates``."""
+    from mergestudio.search.genome import Genome
+    from mergestudio.search.irt import calibrate_tasks
+    from mergestudio.search.spec import base_recipe
+
+    genes = [(g.name, g.low, g.high) for g in Genome.build(spec.genome, base_recipe(spec)).genes]
+    tasks = list(data["tasks"])
+    models = data["models"]
+    baselines = [m for m in models if not m.startswith("candidate-")]
+    extra = [f"candidate-{n:03d}" for n in range(calibration_trials)]
+    test = [f"candidate-{n:03d}" for n in range(calibration_trials, calibration_trials + candidates)]
+    subjects = baselines + extra
+    subject_genomes = [genomes.get(m) for m in subjects]  # baselines: None (no genome)
+    full_items = sum(len(ids) for ids in data["tasks"].values())
+    truth = np.array([[np.mean(models[m][t]) for t in tasks] for m in test])  # (C, T)
+    rows = []
+    for prior, adaptive, from_trials in OPTIONS:
+        if prior == "genome" and calibration_trials < 3:  # the regression needs 3
+            continue
+        for k in anchor_counts:
+            runs = []
+            for seed in seeds:
+                start = time.perf_counter()
+                calibrations = calibrate_tasks(
+                    {t: (data["tasks"][t], np.array([models[m][t] for m in subjects])) for t in tasks},
+                    k,
+                    seed=seed,
+                    adaptive=adaptive,
+                    genes=genes if prior == "genome" else None,
+                    genomes=subject_genomes,
+                )
+                fit_s = time.perf_counter() - start
+                answers = {t: [np.array(models[m][t]) for m in test] for t in tasks}
+                order = [genomes[m] for m in test]
+                values = np.array(
+                    [_simulate_run(calibrations[t], answers[t], order, from_trials) for t in tasks]
+                ).T  # (C, T)
+                items = sum(c.items_per_candidate for c in calibrations.values())
+                label = f"irt gp-irt, {prior} prior" + (" + earlier trials" if from_trials else "")
+                label += ", adaptive" if adaptive else ""
+                row = _row(label, f"baselines + {calibration_trials} trials", k, items, full_items, values, truth, fit_s)
+                split = "/".join(
+                    f"{len(calibrations[t].anchors.indices)}+{calibrations[t].adaptive_items}"
+                    if adaptive
+                    else str(len(calibrations[t].anchors.indices))
+                    for t in tasks
+                )
+                runs.append({**row, "anchors": f"shared {split}", "seed": seed})
+            mean = _mean_row(runs)
+            mean["calibration"] = f"baselines + {calibration_trials} trials (mean of IRT seeds {seeds})"
+            mean["mae_points_by_seed"] = [r["mae_points"] for r in runs]
+            mean["spearman_per_task_by_seed"] = [r["spearman_per_task"] for r in runs]
+            rows.append(mean)
+            print(f"{mean['estimator']}, {k} per task: MAE {mean['mae_points']} by seed {mean['mae_points_by_seed']}", flush=True)
+    return rows
+
+
+def _simulate_run(
+    calibration: Any, answers: list[np.ndarray], genomes: list[dict[str, float]], from_trials: bool
+) -> list[float]:
+    """The candidates' gp-irt estimates on one task, in order as a run meets them, from
+    their full answers, asking what the estimator would: the anchors, then (adaptive)
+    the items chosen from the anchors' answers. ``from_trials``: each candidate's genome
+    prior learns from the candidates before it (their genome and estimated ability)."""
+    observed: list[tuple[dict[str, float], float, float]] = []
+    out = []
+    for row, genome in zip(answers, genomes, strict=True):
+        first = row[list(calibration.anchors.indices)]
+        extra = calibration.second_round(first, genome, observed) if calibration.adaptive_items else ()
+        second = row[list(extra)] if calibration.adaptive_items else None
+        out.append(float(calibration.estimates(first, genome, second, observed)["gp-irt"]))
+        if from_trials:
+            _, _, theta, variance = calibration.ability(first, genome, second, observed)
+            observed = [*observed, (genome, theta, variance)][-MAX_OBSERVED:]
+    return out
 
 
 def _row(

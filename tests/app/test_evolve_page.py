@@ -520,7 +520,8 @@ def test_an_irt_run_shows_its_estimator_cost_and_estimates_beside_the_full_split
         again.open_run(run)
     number = _complete(run)[0].number
     text = again.describe_trial(number)
-    assert "fitness: IRT gp-irt, 3 anchors per task (6 items per candidate, 7 calibration models)" in text
+    # The default adaptive round: 2 fixed anchors and 1 item chosen per candidate, per task.
+    assert "fitness: IRT gp-irt, 2 + 1 adaptive items per task (6 items per candidate, 7 calibration models)" in text
     again.select_trial(number)
     assert again.inspector.full_button.isEnabled()
     with qtbot.waitSignal(again.full_eval_finished, timeout=IRT_TIMEOUT_MS) as full:

@@ -1,15 +1,21 @@
 """IRT calibration and estimation on synthetic answers drawn from a known 2PL model: the
 fit recovers the abilities and item parameters, the anchors stand for the task, the
-estimates from the anchors alone land near each new model's accuracy, and a run's anchors
-are shared among its tasks where they cut the error most."""
+estimates from the anchors alone land near each new model's accuracy, a run's anchors
+are shared among its tasks where they cut the error most, a genome prior (regression from
+the candidate's genome to its ability) beats the population prior when the genome decides
+the ability, and the adaptive round asks the most informative items."""
 
 from __future__ import annotations
 
 import itertools
+import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 from mergestudio.search.irt import (
+    AbilityRegression,
+    Anchors,
     CalibrationError,
     ItemParameters,
     TaskCalibration,
@@ -165,3 +171,129 @@ def test_shared_anchors_go_where_models_differ_and_estimate_better_than_an_even_
                 abs(calibrations[name].estimates(row[chosen])["gp-irt"] - row.mean()) for row in new
             ]
     assert np.mean(errors["shared"]) < 0.9 * np.mean(errors["even"])
+
+
+# ---- genome prior and adaptive round ----------------------------------------------------------
+
+GENES = [("w.attention", 0.0, 1.0), ("w.mlp", 0.0, 1.0), ("w.other", -1.0, 1.0)]
+
+
+def _ability_of(genome: dict[str, float]) -> float:
+    """A known, smooth genome → θ map: mostly the MLP weight, bent by the attention one."""
+    return 4.0 * (genome["w.mlp"] - 0.5) + 1.5 * np.sin(3.0 * genome["w.attention"]) - 0.5
+
+
+def _genomes(rng: np.random.Generator, n: int) -> list[dict[str, float]]:
+    return [{name: float(rng.uniform(low, high)) for name, low, high in GENES} for _ in range(n)]
+
+
+def _answers(rng: np.random.Generator, theta: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    p = 1.0 / (1.0 + np.exp(-(np.outer(theta, a) - b)))  # (S, I)
+    return (rng.random(p.shape) < p).astype(np.float64), p.mean(axis=1)
+
+
+def test_genome_prior_recovers_ability_and_accuracy_better_than_the_population_prior(truth):
+    """Calibration trials with genomes, θ a known function of the genome: new candidates'
+    θ from the regression alone is close, and their accuracy estimated from 4 anchors with
+    the genome prior is well below the population prior's error."""
+    _, a, b, _, _ = truth
+    rng = np.random.default_rng(11)
+    train = _genomes(rng, 40)
+    answers, _ = _answers(rng, np.array([_ability_of(g) for g in train]), a, b)
+    ids = [f"i{k}" for k in range(N_ITEMS)]
+    with_prior = calibrate_task("t", ids, answers, 4, genes=GENES, genomes=train)
+    without = calibrate_task("t", ids, answers, 4)
+    assert with_prior.anchors == without.anchors and with_prior.regression is not None
+    new = _genomes(rng, 200)
+    theta = np.array([_ability_of(g) for g in new])
+    rows, expected = _answers(rng, theta, a, b)
+    # The fit's θ scale is its own (N(0, 1) prior over the calibration models): compare ranks.
+    predicted = np.array([with_prior.regression.predict(g)[0] for g in new])
+    assert np.corrcoef(predicted, theta)[0, 1] > 0.95
+    anchors = list(with_prior.anchors.indices)
+    error = {
+        name: np.mean(
+            [
+                abs(calibration.estimates(row[anchors], genome)["p-irt"] - target)
+                for row, target, genome in zip(rows, expected, new, strict=True)
+            ]
+        )
+        for name, calibration in (("genome", with_prior), ("population", without))
+    }
+    assert error["genome"] < 0.6 * error["population"]  # ~0.03 vs ~0.12 here
+    # A task every calibration trial failed alike keeps the population prior.
+    failed = np.zeros((40, N_ITEMS))
+    failed[:3] = answers[:3]  # baselines (no genome) that got some right
+    flat = calibrate_task("t", ids, failed, 4, genes=GENES, genomes=[None] * 3 + train[3:])
+    assert flat.regression is None and flat.ability_prior(new[0]) == (flat.ability_mean, flat.ability_sd)
+
+
+def test_ability_regression_round_trips_and_refuses_bad_input():
+    rng = np.random.default_rng(2)
+    train = _genomes(rng, 12)
+    regression = AbilityRegression.fit(GENES, train, [_ability_of(g) for g in train])
+    assert AbilityRegression.from_dict(json.loads(json.dumps(asdict(regression)))) == regression
+    mean, sd = regression.predict(train[0])
+    assert abs(mean - _ability_of(train[0])) < 0.5 and sd > 0
+    # An earlier candidate observed at a new genome pulls the prediction there toward it.
+    far = {"w.attention": 0.05, "w.mlp": 0.97, "w.other": 0.9}
+    alone = regression.predict(far)
+    learned = regression.predict(far, [(far, alone[0] + 3.0, 0.01)])
+    assert learned[0] > alone[0] + 2.0 and learned[1] < alone[1]
+    with pytest.raises(CalibrationError, match="at least 3 calibration trials"):
+        AbilityRegression.fit(GENES, train[:2], [0.0, 1.0])
+    with pytest.raises(CalibrationError, match="gene 'w.other'"):
+        regression.predict({"w.attention": 0.5, "w.mlp": 0.5})
+
+
+def test_adaptive_round_picks_the_most_informative_items_by_brute_force():
+    """Eight items, two of them anchors: the two adaptive items are the pair with the most
+    Fisher information at the ability the anchors' answers give, over every pair."""
+    a = np.array([1.0, 1.2, 0.6, 2.0, 1.5, 0.9, 1.8, 1.1])
+    b = np.array([0.0, 0.5, -2.0, 2.5, -1.0, 1.0, -2.5, 3.0])
+    items = ItemParameters(tuple(a), tuple(b))
+    calibration = TaskCalibration(
+        "t", tuple(f"i{k}" for k in range(8)), items, Anchors((0, 1), (0.5, 0.5)), 0.3, 0.0, 1.5, adaptive_items=2
+    )
+    chosen_by_answers = set()
+    for answers in ([1.0, 1.0], [0.0, 0.0], [1.0, 0.0]):
+        chosen = calibration.second_round(answers)
+        theta = estimate_ability(items, [0, 1], answers, 0.0, 1.5)
+        p = 1.0 / (1.0 + np.exp(-(a * theta - b)))
+        information = a**2 * p * (1 - p)
+        best = max(itertools.combinations(range(2, 8), 2), key=lambda pair: information[list(pair)].sum())
+        assert set(chosen) == set(best)
+        chosen_by_answers.add(frozenset(chosen))
+        # Estimates use the anchors and the adaptive items' answers.
+        estimate = calibration.estimates(answers, second=[1.0, 0.0])
+        assert 0.0 <= estimate["p-irt"] <= 1.0
+        assert estimate["anchor"] == pytest.approx(np.mean(answers))  # the fixed round only
+    assert len(chosen_by_answers) > 1  # strong and weak answers ask different items
+    with pytest.raises(CalibrationError, match="adaptive round's answers are missing"):
+        calibration.estimates([1.0, 1.0])
+
+
+def test_adaptive_round_estimates_better_than_anchors_alone_at_the_same_item_count(truth):
+    rng, a, b, _, answers = truth
+    ids = [f"i{k}" for k in range(N_ITEMS)]
+    fixed = calibrate_task("t", ids, answers, 10)
+    adaptive = calibrate_task("t", ids, answers, 10, adaptive=True)
+    assert (len(adaptive.anchors.indices), adaptive.adaptive_items) == (5, 5) and adaptive.items_per_candidate == 10
+    theta = rng.normal(0.0, 1.5, 400)  # wider than the calibration: where choosing items pays
+    rows, expected = _answers(rng, theta, a, b)
+    errors = {"fixed": [], "adaptive": []}
+    for row, target in zip(rows, expected, strict=True):
+        errors["fixed"].append(abs(fixed.estimates(row[list(fixed.anchors.indices)])["p-irt"] - target))
+        first = row[list(adaptive.anchors.indices)]
+        second = row[list(adaptive.second_round(first))]
+        errors["adaptive"].append(abs(adaptive.estimates(first, second=second)["p-irt"] - target))
+    assert np.mean(errors["adaptive"]) < 0.9 * np.mean(errors["fixed"])
+
+
+def test_calibrations_written_before_the_options_still_load(truth):
+    _, _, _, _, answers = truth
+    calibration = calibrate_task("t", [str(k) for k in range(N_ITEMS)], answers[:20], anchors_per_task=5)
+    old = calibration.to_dict()
+    del old["adaptive_items"], old["regression"]
+    again = TaskCalibration.from_dict(old)
+    assert again == calibration and again.adaptive_items == 0 and again.regression is None

@@ -190,7 +190,11 @@ def test_lm_eval_objective_in_an_irt_search(zoo: dict, tasks_dir: Path, tmp_path
     assert set(calibration["tasks"]) == {"choice", "write"}
     for record in RunFolder(tmp_path / "run").records():
         items = RunFolder(tmp_path / "run").read_items(record.number)
-        anchors = {name: len(t["anchors"]["indices"]) for name, t in calibration["tasks"].items()}
+        # The anchors, then the adaptive round's items (asked on lm-eval documents too).
+        asked = {
+            name: len(t["anchors"]["indices"]) + t["adaptive_items"] for name, t in calibration["tasks"].items()
+        }
         counts = [len(t["items"]) for t in items["report"]["tasks"]]
-        assert counts == [anchors["choice"], anchors["write"]] and sum(counts) == 8  # anchors only
+        assert counts == [asked["choice"], asked["write"]] and sum(counts) == 8
+        assert set(items["fitness"]["adaptive_items"]) <= {"choice", "write"}
         assert record.objectives["choice"] == items["fitness"]["estimates"]["choice"]["gp-irt"]

@@ -108,6 +108,15 @@ def _complete(run: Path) -> list[tuple[dict[str, float], dict[str, float]]]:
         ),
         ({"budget": {}}, "budget: give evaluations, wall_time_s, or both"),
         ({"fitness": {"estimator": "subset"}}, "fitness: estimator 'subset' needs items_per_task"),
+        (
+            {"fitness": {"estimator": "irt", "anchors_per_task": 4, "irt_prior": "genome", "calibration_trials": 2}},
+            "fitness: irt_prior 'genome' is fitted on the calibration trials' genomes: calibration_trials must be at least 3",
+        ),
+        (
+            {"fitness": {"estimator": "irt", "anchors_per_task": 4, "irt_prior": "genes"}},
+            r"fitness.irt_prior: .*'auto', 'population' or 'genome'",
+        ),
+        ({"fitness": {"estimator": "irt", "anchors_per_task": 4, "adaptive": "twice"}}, "fitness.adaptive"),
         ({"recipe": {"merge_method": "nope", "models": [{"model": "a"}]}}, "recipe"),
         ({"recipe": "missing.yml"}, "recipe: no such recipe file"),
         ({"genomes": []}, "unknown key 'genomes'"),

@@ -1,7 +1,8 @@
-"""An IRT-estimated search over the demo zoo, killed with SIGKILL after its calibration and
-resumed: the resumed run reuses the stored calibration (no baseline scored again, no refit),
-finishes its budget with nothing lost or repeated, and estimates every trial as an
-uninterrupted run does."""
+"""An IRT-estimated search over the demo zoo (genome prior, adaptive second round), killed
+with SIGKILL after its calibration and resumed: the resumed run reuses the stored
+calibration (no baseline scored again, no refit), finishes its budget with nothing lost or
+repeated, and estimates every trial as an uninterrupted run does: the same adaptive items
+asked, the same earlier trials feeding the genome prior, the same estimates."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ from tests.e2e.test_evolve import _evolve, _wait_until_mid_trial
 SKILLS = ("last", "max")
 ITEMS = 24  # dev items per skill: enough for a calibration, quick to score
 BUDGET = 6
-CALIBRATION_TRIALS = 2
-ANCHORS = 4
+CALIBRATION_TRIALS = 3  # the genome prior's regression needs at least 3
+ANCHORS = 4  # per skill on average: 2 fixed anchors + 2 adaptive items
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,8 @@ def spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "estimator": "irt",
             "anchors_per_task": ANCHORS,
             "calibration_trials": CALIBRATION_TRIALS,
+            "irt_prior": "genome",
+            "adaptive": True,
         },
         "evaluation": {"batch_size": 24, "threads": 1},
     }
@@ -80,7 +83,8 @@ def test_irt_search_resumes_after_kill_9_with_its_stored_calibration(
     stored = (run / CALIBRATION_FILE).read_bytes()
     baselines = (run / "baselines.json").read_bytes()
     calibration = Calibration.from_dict(json.loads(stored))
-    assert calibration.subjects[-CALIBRATION_TRIALS:] == ("trial 0", "trial 1")
+    assert calibration.subjects[-CALIBRATION_TRIALS:] == ("trial 0", "trial 1", "trial 2")
+    assert calibration.adaptive and calibration.genome_prior
     assert len(calibration.subjects) == 6 + CALIBRATION_TRIALS  # 3 parents, 3 default merges
     before = {r.number: r for r in RunFolder(run).records() if r.state == "complete"}
 
@@ -102,15 +106,28 @@ def test_irt_search_resumes_after_kill_9_with_its_stored_calibration(
             assert counts == [ITEMS] * len(SKILLS)
             assert "estimates" not in items["fitness"]
             continue
-        # Anchors shared out among the skills by the calibration: ANCHORS per skill on average.
-        assert counts == [len(calibration.tasks[t["task"]].anchors.indices) for t in items["report"]["tasks"]]
+        # Items shared out among the skills by the calibration: ANCHORS per skill on average,
+        # the anchors and then the adaptive round's, all counted.
+        assert counts == [calibration.tasks[t["task"]].items_per_candidate for t in items["report"]["tasks"]]
         assert sum(counts) == ANCHORS * len(SKILLS) == items["fitness"]["items"]
         assert min(counts) >= ANCHORS // 2
+        # The genome prior learned from every estimated trial before this one.
+        earlier = [n for n in sorted(r.number for r in complete) if CALIBRATION_TRIALS <= n < record.number]
+        assert items["fitness"]["prior_trials"] == earlier
         for task in items["report"]["tasks"]:  # the objective is the stored calibration's estimate
+            name = task["task"]
+            observed = [
+                (folder.read_items(n)["genome"], *folder.read_items(n)["fitness"]["abilities"][name]) for n in earlier
+            ]
             answers = {i["id"]: i["score"] for i in task["items"]}
-            chosen = calibration.tasks[task["task"]]
-            expected = chosen.estimates([answers[i] for i in chosen.anchor_ids])["gp-irt"]
-            assert record.objectives[task["task"]] == pytest.approx(expected, abs=1e-6)
+            chosen = calibration.tasks[name]
+            first = [answers[i] for i in chosen.anchor_ids]
+            adaptive = [chosen.item_ids[i] for i in chosen.second_round(first, record.genome, observed)]
+            assert items["fitness"]["adaptive_items"][name] == sorted(adaptive, key=chosen.item_ids.index)
+            assert set(answers) == set(chosen.anchor_ids) | set(adaptive)
+            second = [answers[i] for i in adaptive]
+            expected = chosen.estimates(first, record.genome, second, observed)["gp-irt"]
+            assert record.objectives[name] == pytest.approx(expected, abs=1e-6)
 
     # An uninterrupted run calibrates the same way and estimates the same trials.
     straight = tmp_path / "straight"

@@ -181,6 +181,18 @@ class ResidentEvaluator:
         report = evaluate_tasks(self.lm, self.tasks, None, self.batch_size, events, cancel)
         return CandidateResult(report, merged - start, time.perf_counter() - merged)
 
+    def evaluate_merged(
+        self,
+        tasks: Sequence[AnyTask],
+        events: EventSink | None = None,
+        cancel: CancelToken | None = None,
+    ) -> CandidateResult:
+        """Evaluate the candidate merged last (by ``evaluate``) on ``tasks``, without
+        merging again: a fitness estimator's second round of items (``search.fitness``)."""
+        start = time.perf_counter()
+        report = evaluate_tasks(self.lm, tasks, None, self.batch_size, events, cancel)
+        return CandidateResult(report, 0.0, time.perf_counter() - start)
+
     def close(self) -> None:
         for source in self._sources.values():
             source.close()

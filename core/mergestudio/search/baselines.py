@@ -229,7 +229,13 @@ def load_baselines(run_dir: Path, spec: SearchSpec) -> list[Baseline] | None:
 def _scoring_key(spec: SearchSpec) -> str:
     """What decides a baseline's scores: the models, the objectives, the estimator and
     the evaluation settings (not the genome, algorithm or budget)."""
-    data = spec.model_dump(mode="json", include={"recipe", "objectives", "fitness", "evaluation"})
+    # The IRT options decide how candidates are estimated, not how baselines are scored (in
+    # full): left out, so runs from before they existed keep their baselines.json.
+    data = spec.model_dump(
+        mode="json",
+        include={"recipe", "objectives", "fitness", "evaluation"},
+        exclude={"fitness": {"irt_prior", "prior_from_trials", "adaptive"}},
+    )
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -10,7 +10,11 @@ scores each candidate on a few anchor items per task and estimates each task's a
   (their values are exact, not estimates).
 
 The ``anchors_per_task × tasks`` anchors are shared among the tasks by how much the
-calibration models' answers vary on each (``irt.calibrate_tasks``). The calibration is
+calibration models' answers vary on each (``irt.calibrate_tasks``). Two options spend
+them better: ``irt_prior: genome`` gives each candidate an ability prior predicted from
+its genome (a regression fitted on the calibration trials), and ``adaptive: true`` asks
+half of each task's items as fixed anchors and the other half in a second round on the
+same merged model, chosen for the ability the first round showed (``Fitness.second_round``). The calibration is
 saved as ``calibration.json`` in the run folder, keyed by what decides it (models,
 objectives, estimator settings). A resumed run, an export or a report reads it back
 instead of fitting again, so every trial of a run is estimated the same way.
@@ -28,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mergestudio.events import CancelToken, EventSink, log
-from mergestudio.search.irt import CalibrationError, TaskCalibration, calibrate_tasks
+from mergestudio.search.irt import CalibrationError, Observation, TaskCalibration, calibrate_tasks
 from mergestudio.search.objectives import Objectives
 from mergestudio.search.schema import SearchSpec
 from mergestudio.search.store import RunFolder, write_atomic
@@ -39,6 +43,12 @@ if TYPE_CHECKING:
     from mergestudio.evaluate.results import EvalReport
 
 CALIBRATION_FILE = "calibration.json"
+# A trial's estimated ability per task ({task: [θ, variance]}), kept in the study so later
+# trials' genome prior can learn from it (``Fitness.observing``).
+ABILITY_ATTR = "irt_ability"
+# The genome prior learns from at most this many earlier trials (the latest): its solve
+# grows with the cube of the points.
+MAX_OBSERVED_TRIALS = 400
 
 
 @dataclass(frozen=True)
@@ -53,11 +63,20 @@ class Calibration:
 
     @property
     def items_per_candidate(self) -> int:
-        return sum(len(t.anchors.indices) for t in self.tasks.values())
+        return sum(t.items_per_candidate for t in self.tasks.values())
 
     @property
     def anchors_by_task(self) -> dict[str, int]:
-        return {name: len(t.anchors.indices) for name, t in self.tasks.items()}
+        """Items asked per task (anchors and adaptive items)."""
+        return {name: t.items_per_candidate for name, t in self.tasks.items()}
+
+    @property
+    def adaptive(self) -> bool:
+        return any(t.adaptive_items for t in self.tasks.values())
+
+    @property
+    def genome_prior(self) -> bool:
+        return any(t.regression is not None for t in self.tasks.values())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,50 +103,160 @@ class Fitness:
     before that (``calibrating``) candidates are scored in full."""
 
     label: str
-    tasks: tuple[AnyTask, ...]
+    tasks: tuple[AnyTask, ...]  # what every candidate is scored on first (IRT: the anchors)
     calibration: Calibration | None = None
     calibrating: bool = False
     full_items: int = field(default=0)
+    full_tasks: tuple[AnyTask, ...] = ()  # every item: where the adaptive round picks from
+    # The genome prior learns from earlier trials' estimated abilities (``observing``).
+    learns_from_trials: bool = False
+    observed: Mapping[str, tuple[Observation, ...]] = field(default_factory=dict)
+    observed_trials: tuple[int, ...] = ()
 
-    @property
-    def items_per_candidate(self) -> int:
-        return sum(len(t.items) for t in self.tasks)
+    def observing(self, trials: Sequence[tuple[int, Mapping[str, float], Mapping[str, Sequence[float]]]]) -> Fitness:
+        """This estimator for one trial, its genome prior learning from ``trials``: the
+        (number, genome, {task: [θ, variance]}) of earlier estimated trials."""
+        from dataclasses import replace
 
-    def values(self, objectives: Objectives, report: EvalReport) -> dict[str, float]:
-        """Each objective's value: the report's metric, or the IRT estimate of it."""
-        if self.calibration is None:
-            return objectives.values(report)
-        estimates = self.estimates(report)
-        return {o.name: estimates[o.task][self.calibration.estimate] for o in objectives.items}
+        if not self.learns_from_trials or self.calibration is None:
+            return self
+        observed = {
+            task: tuple((genome, float(ability[task][0]), float(ability[task][1])) for _, genome, ability in trials)
+            for task in self.calibration.tasks
+        }
+        return replace(self, observed=observed, observed_trials=tuple(number for number, _, _ in trials))
 
-    def estimates(self, report: EvalReport) -> dict[str, dict[str, float]]:
-        """Every IRT estimate of every task from the report's anchor answers (empty
-        without a calibration)."""
+    def abilities(self, report: EvalReport, genome: Mapping[str, float] | None = None) -> dict[str, list[float]]:
+        """The candidate's estimated ability per task: [θ, variance] (empty without a
+        calibration); what later trials' genome prior learns from."""
         if self.calibration is None:
             return {}
         out = {}
         for name, task in self.calibration.tasks.items():
-            scores = {item.id: item.score for item in report.task(name).items}
-            missing = [i for i in task.anchor_ids if i not in scores]
-            if missing:
-                raise CalibrationError(f"task {name!r}: anchor item {missing[0]!r} was not evaluated")
-            estimates = task.estimates([scores[i] for i in task.anchor_ids])
+            first, second = self._rounds(report, task, genome)
+            _, _, theta, variance = task.ability(first, genome, second, self.observed.get(name, ()))
+            out[name] = [round(theta, 6), round(variance, 6)]
+        return out
+
+    def _rounds(
+        self, report: EvalReport, task: TaskCalibration, genome: Mapping[str, float] | None
+    ) -> tuple[list[float], list[float] | None]:
+        """The report's answers to the task's anchors and to its adaptive items."""
+        first = _answers(report, task, task.anchor_ids)
+        if not task.adaptive_items:
+            return first, None
+        extra = task.second_round(first, genome, self.observed.get(task.task, ()))
+        return first, _answers(report, task, [task.item_ids[i] for i in extra])
+
+    @property
+    def items_per_candidate(self) -> int:
+        if self.calibration is not None:
+            return self.calibration.items_per_candidate
+        return sum(len(t.items) for t in self.tasks)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.calibration is not None and self.calibration.adaptive
+
+    def second_round(self, report: EvalReport, genome: Mapping[str, float] | None = None) -> tuple[AnyTask, ...]:
+        """The adaptive round's tasks: each cut to the items with the most information at
+        the ability the anchors' answers in ``report`` show (none without it)."""
+        from mergestudio.evaluate.evaluator import task_items_subset
+
+        if self.calibration is None or not self.adaptive:
+            return ()
+        out = []
+        for task in self.full_tasks:
+            chosen = self.calibration.tasks[task.name]
+            first = _answers(report, chosen, chosen.anchor_ids)
+            extra = chosen.second_round(first, genome, self.observed.get(task.name, ()))
+            if extra:
+                out.append(task_items_subset(task, set(extra)))
+        return tuple(out)
+
+    def values(
+        self, objectives: Objectives, report: EvalReport, genome: Mapping[str, float] | None = None
+    ) -> dict[str, float]:
+        """Each objective's value: the report's metric, or the IRT estimate of it
+        (``genome``: the candidate's, for the genome prior)."""
+        if self.calibration is None:
+            return objectives.values(report)
+        estimates = self.estimates(report, genome)
+        return {o.name: estimates[o.task][self.calibration.estimate] for o in objectives.items}
+
+    def estimates(
+        self, report: EvalReport, genome: Mapping[str, float] | None = None
+    ) -> dict[str, dict[str, float]]:
+        """Every IRT estimate of every task from the report's answers to the anchors and
+        the adaptive round's items (empty without a calibration)."""
+        if self.calibration is None:
+            return {}
+        out = {}
+        for name, task in self.calibration.tasks.items():
+            first, second = self._rounds(report, task, genome)
+            estimates = task.estimates(first, genome, second, self.observed.get(name, ()))
             out[name] = {str(k): round(v, 6) for k, v in estimates.items()}
         return out
 
-    def details(self, report: EvalReport) -> dict[str, Any]:
+    def details(self, report: EvalReport, genome: Mapping[str, float] | None = None) -> dict[str, Any]:
         """What a trial's items file records about how it was scored."""
         data: dict[str, Any] = {"estimator": self.label, "items": self.items_per_candidate}
         if self.calibration is not None:
-            data["estimates"] = self.estimates(report)
+            data["estimates"] = self.estimates(report, genome)
+            data["abilities"] = self.abilities(report, genome)
+            if self.adaptive:
+                data["adaptive_items"] = {
+                    t.name: [item.id for item in t.items] for t in self.second_round(report, genome)
+                }
+            if self.learns_from_trials:
+                data["prior_trials"] = list(self.observed_trials)
         return data
+
+
+def _answers(report: EvalReport, task: TaskCalibration, ids: Sequence[str]) -> list[float]:
+    scores = {item.id: item.score for item in report.task(task.task).items}
+    missing = [i for i in ids if i not in scores]
+    if missing:
+        raise CalibrationError(f"task {task.task!r}: item {missing[0]!r} was not evaluated")
+    return [scores[i] for i in ids]
+
+
+def combine_rounds(first: EvalReport, second: EvalReport) -> EvalReport:
+    """One report of a candidate's two rounds: each task's items of both, its metrics the
+    item-weighted means (right/wrong metrics, which is all an IRT run allows)."""
+    from dataclasses import replace
+
+    extra = {t.task: t for t in second.tasks}
+    tasks = []
+    for task in first.tasks:
+        more = extra.get(task.task)
+        if more is None:
+            tasks.append(task)
+            continue
+        n, m = len(task.items), len(more.items)
+        metrics = {k: (v * n + more.metrics.get(k, v) * m) / (n + m) for k, v in task.metrics.items()}
+        tasks.append(
+            replace(task, items=task.items + more.items, metrics=metrics, elapsed_s=task.elapsed_s + more.elapsed_s)
+        )
+    return replace(first, tasks=tuple(tasks), elapsed_s=first.elapsed_s + second.elapsed_s)
 
 
 def fitness_label(spec: SearchSpec, calibration: Calibration | None = None, items: int | None = None) -> str:
     """The estimator in words, as the CLI and the Evolve page show it."""
     f = spec.fitness
     if f.estimator == "irt":
-        text = f"IRT {f.irt_estimate}, {f.anchors_per_task} anchors per task"
+        assert f.anchors_per_task is not None  # the schema's check
+        # A run's calibration decides (one made before these options has neither).
+        genome_prior = calibration.genome_prior if calibration is not None else f.genome_prior
+        adaptive = calibration.adaptive if calibration is not None else f.adaptive
+        text = f"IRT {f.irt_estimate}"
+        if genome_prior:
+            text += ", genome prior" + (" (calibration and earlier trials)" if f.prior_from_trials else "")
+        first = (f.anchors_per_task + 1) // 2
+        if adaptive and f.anchors_per_task > first:
+            text += f", {first} + {f.anchors_per_task - first} adaptive items per task"
+        else:
+            text += f", {f.anchors_per_task} anchors per task"
         if calibration is not None:
             text += f" ({calibration.items_per_candidate} items per candidate, {len(calibration.subjects)} calibration models)"
             counts = calibration.anchors_by_task
@@ -224,6 +353,8 @@ def prepare_fitness(
         anchor_tasks(objectives.tasks, calibration),
         calibration,
         full_items=full_items,
+        full_tasks=tuple(objectives.tasks),
+        learns_from_trials=calibration.genome_prior and spec.fitness.prior_from_trials,
     )
 
 
@@ -259,11 +390,15 @@ def calibrate(
     """Fit every task on the baselines' answers and the complete trials' (all scored in
     full), and choose its anchors."""
     subjects, rows = _baseline_answers(run, spec, objectives, resident, events, cancel)
+    # The genome prior regresses on the models with a genome: the calibration trials.
+    genomes: list[dict[str, float] | None] = [None] * len(subjects)
     for number in complete_trials:
-        report = run.read_items(number).get("report", {})
+        items = run.read_items(number)
+        report = items.get("report", {})
         answers = {t["task"]: [float(i["score"]) for i in t["items"]] for t in report.get("tasks", [])}
         subjects.append(f"trial {number}")
         rows.append(answers)
+        genomes.append({str(k): float(v) for k, v in items.get("genome", {}).items()})
     fitness = spec.fitness
     assert fitness.anchors_per_task is not None  # the schema's check
     answers_by_task: dict[str, tuple[list[str], np.ndarray]] = {}
@@ -277,7 +412,19 @@ def calibrate(
                 )
             matrix.append(answers[task.name])
         answers_by_task[task.name] = (ids, np.asarray(matrix))
-    tasks = calibrate_tasks(answers_by_task, fitness.anchors_per_task, seed=fitness.seed)
+    genes = None
+    if fitness.genome_prior:
+        from mergestudio.search.spec import build_genome
+
+        genes = [(g.name, g.low, g.high) for g in build_genome(spec).genes]
+    tasks = calibrate_tasks(
+        answers_by_task,
+        fitness.anchors_per_task,
+        seed=fitness.seed,
+        adaptive=fitness.adaptive,
+        genes=genes,
+        genomes=genomes,
+    )
     return Calibration(calibration_key(spec), fitness.irt_estimate, tuple(subjects), tasks)
 
 

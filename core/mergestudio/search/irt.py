@@ -28,6 +28,19 @@ of those variances most. A task every calibration model passes or fails (σ = 0)
 anchors; one where they land in the middle needs many. Every task keeps at least half of
 ``anchors_per_task``, since a search may move to merges the calibration never saw.
 
+Two optional ways to get more out of the same item budget:
+
+- a **genome prior** (latent regression): per task, a Gaussian process from the
+  candidate's genome (each gene scaled to [0, 1] by its bounds) to the ability, fitted
+  on the calibration trials (whose θ the 2PL fit gives from every item). A candidate's
+  ability prior is then the GP's prediction at its genome instead of the calibration
+  models' population;
+- an **adaptive second round** (computerized adaptive testing): part of a task's items
+  are fixed anchors; after they are answered, θ is estimated and the rest are the
+  task's not-yet-asked items with the most Fisher information ``a² p (1 − p)`` at that
+  θ. ``p-irt`` then uses every answered item; the ``anchor`` estimate (and the anchor
+  part of ``gp-irt``) only the fixed first round, the one design-unbiased sample.
+
 The fit is a few hundred L-BFGS steps in torch on a (subjects × items) matrix; the
 estimate is a grid search over ``θ`` in numpy: about a second per task to fit, and
 milliseconds per estimate, for the hundreds of items and tens of models a search
@@ -156,6 +169,147 @@ def estimate_ability(
     return float(THETA_GRID[int(np.argmax(log_posterior))])
 
 
+def item_information(items: ItemParameters, theta: float) -> FloatArray:
+    """Fisher information of every item about θ at ``theta``: a² p (1 − p), shape (n_items,)."""
+    a = np.asarray(items.discrimination, dtype=np.float64)
+    p = items.probabilities(theta)
+    return np.asarray(a**2 * p * (1.0 - p), dtype=np.float64)
+
+
+# ---- the genome prior: a Gaussian process from genome to ability ---------------------------
+
+# An earlier candidate's genome, its estimated θ and that estimate's variance: what the
+# genome prior may learn from besides the calibration trials.
+Observation = tuple[Mapping[str, float], float, float]
+
+# Length scales tried, in units of sqrt(genes) (the typical distance between two random
+# genomes grows with it), and noise variances as a share of the signal's.
+LENGTH_SCALE_GRID = tuple(float(v) for v in np.geomspace(0.1, 5.0, 15))
+NOISE_RATIO_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+MIN_REGRESSION_POINTS = 3
+
+
+@dataclass(frozen=True)
+class AbilityRegression:
+    """θ of a task as a function of the candidate's genome: a Gaussian process with a
+    squared-exponential kernel over genes scaled to [0, 1] by their bounds, a constant
+    mean, and noise (the calibration models' θ are fitted, and the map need not be
+    smooth). Hyperparameters by maximum marginal likelihood over a small grid (length
+    scale, noise share; the mean and signal variance in closed form), so the choice is
+    deterministic and needs no tuning per run. Fitted on the calibration models that
+    have a genome (the calibration trials)."""
+
+    genes: tuple[str, ...]
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    points: tuple[tuple[float, ...], ...]  # scaled genomes of the training models
+    abilities: tuple[float, ...]
+    length_scale: float
+    noise_ratio: float  # noise variance / signal variance
+    signal_variance: float
+    mean: float
+
+    @classmethod
+    def fit(
+        cls,
+        genes: Sequence[tuple[str, float, float]],
+        genomes: Sequence[Mapping[str, float]],
+        abilities: Sequence[float],
+    ) -> AbilityRegression:
+        """``genes``: (name, low, high) of every gene; ``genomes``: the training models'
+        gene values; ``abilities``: their θ."""
+        if len(genomes) != len(abilities):
+            raise CalibrationError(f"{len(genomes)} genomes for {len(abilities)} abilities")
+        if len(genomes) < MIN_REGRESSION_POINTS:
+            raise CalibrationError(
+                f"the genome prior needs at least {MIN_REGRESSION_POINTS} calibration trials, got {len(genomes)}"
+            )
+        names = tuple(g[0] for g in genes)
+        low = tuple(float(g[1]) for g in genes)
+        high = tuple(float(g[2]) for g in genes)
+        x = np.array([_scaled(genome, names, low, high) for genome in genomes])  # (n, genes)
+        y = np.asarray(abilities, dtype=np.float64)
+        distances = ((x[:, None, :] - x[None, :, :]) ** 2).sum(axis=2)  # (n, n)
+        best: tuple[float, float, float, float, float] | None = None
+        for scale in LENGTH_SCALE_GRID:
+            length = scale * math.sqrt(len(names))
+            correlation = np.exp(-0.5 * distances / length**2)
+            for ratio in NOISE_RATIO_GRID:
+                fitted = _profile_likelihood(correlation + ratio * np.eye(len(y)), y)
+                if fitted is not None and (best is None or fitted[0] > best[0]):
+                    best = (fitted[0], length, ratio, fitted[1], fitted[2])
+        if best is None:
+            raise CalibrationError("the genome prior could not be fitted (the calibration abilities are all equal)")
+        _, length, ratio, variance, mean = best
+        return cls(
+            names, low, high, tuple(tuple(float(v) for v in row) for row in x), tuple(float(v) for v in y),
+            length, ratio, variance, mean,
+        )
+
+    def predict(self, genome: Mapping[str, float], observed: Sequence[Observation] = ()) -> tuple[float, float]:
+        """(mean, sd) of θ at ``genome``: the GP's prediction, its sd including the noise.
+        ``observed``: earlier candidates' (genome, θ, variance of θ) join the calibration
+        models as noisier points (their θ are estimates); the hyperparameters stay."""
+        x = np.asarray(self.points, dtype=np.float64)  # (n, genes)
+        y = np.asarray(self.abilities, dtype=np.float64)
+        noise = np.full(len(y), self.noise_ratio)
+        if observed:
+            x = np.vstack([x, [self._point(g) for g, _, _ in observed]])
+            y = np.concatenate([y, [theta for _, theta, _ in observed]])
+            noise = np.concatenate([noise, [self.noise_ratio + v / self.signal_variance for _, _, v in observed]])
+        point = np.asarray(self._point(genome))
+        correlation = np.exp(-0.5 * ((x[:, None, :] - x[None, :, :]) ** 2).sum(axis=2) / self.length_scale**2)
+        k = np.exp(-0.5 * ((x - point) ** 2).sum(axis=1) / self.length_scale**2)  # (n,)
+        system = correlation + np.diag(noise)
+        mean = self.mean + float(k @ np.linalg.solve(system, y - self.mean))
+        variance = self.signal_variance * (1.0 - float(k @ np.linalg.solve(system, k)) + self.noise_ratio)
+        return mean, math.sqrt(max(variance, 1e-6))
+
+    def _point(self, genome: Mapping[str, float]) -> list[float]:
+        missing = [g for g in self.genes if g not in genome]
+        if missing:
+            raise CalibrationError(f"the genome prior needs gene {missing[0]!r}, which this candidate lacks")
+        return _scaled(genome, self.genes, self.low, self.high)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AbilityRegression:
+        return cls(
+            genes=tuple(str(g) for g in data["genes"]),
+            low=tuple(float(v) for v in data["low"]),
+            high=tuple(float(v) for v in data["high"]),
+            points=tuple(tuple(float(v) for v in row) for row in data["points"]),
+            abilities=tuple(float(v) for v in data["abilities"]),
+            length_scale=float(data["length_scale"]),
+            noise_ratio=float(data["noise_ratio"]),
+            signal_variance=float(data["signal_variance"]),
+            mean=float(data["mean"]),
+        )
+
+
+def _scaled(
+    genome: Mapping[str, float], names: Sequence[str], low: Sequence[float], high: Sequence[float]
+) -> list[float]:
+    return [(float(genome[n]) - lo) / (hi - lo) for n, lo, hi in zip(names, low, high, strict=True)]
+
+
+def _profile_likelihood(system: FloatArray, y: FloatArray) -> tuple[float, float, float] | None:
+    """(log marginal likelihood, signal variance, mean) of ``y`` under covariance
+    ``s² · system`` and a constant mean, both at their maximum (closed form)."""
+    try:
+        chol = np.linalg.cholesky(system)
+    except np.linalg.LinAlgError:
+        return None
+    ones = np.ones(len(y))
+    inv_ones, inv_y = np.linalg.solve(system, ones), np.linalg.solve(system, y)
+    mean = float(inv_y.sum() / inv_ones.sum())
+    residual = y - mean
+    variance = float(residual @ np.linalg.solve(system, residual)) / len(y)
+    if variance <= 1e-12:
+        return None
+    log_likelihood = -0.5 * len(y) * math.log(variance) - float(np.log(np.diag(chol)).sum())
+    return log_likelihood, variance, mean
+
+
 # ---- anchors --------------------------------------------------------------------------------
 
 
@@ -247,27 +401,97 @@ class TaskCalibration:
     lam: float
     ability_mean: float = 0.0
     ability_sd: float = 1.0
+    # Items asked in the adaptive second round (0: anchors only), and the genome → θ
+    # regression giving each candidate its own ability prior (None: the population's).
+    adaptive_items: int = 0
+    regression: AbilityRegression | None = None
 
     @property
     def anchor_ids(self) -> tuple[str, ...]:
         return tuple(self.item_ids[i] for i in self.anchors.indices)
 
-    def estimates(self, answers: Sequence[float]) -> dict[IrtEstimate, float]:
-        """Every estimate of the task's accuracy from the anchors' answers (in anchor order)."""
-        y = np.asarray(answers, dtype=np.float64)
-        if len(y) != len(self.anchors.indices):
-            raise CalibrationError(
-                f"task {self.task!r}: {len(self.anchors.indices)} anchors but {len(y)} answers"
-            )
-        anchor = float(np.dot(self.anchors.weights, y))
-        theta = estimate_ability(
-            self.items, self.anchors.indices, [float(v) for v in y], self.ability_mean, self.ability_sd
-        )
+    @property
+    def items_per_candidate(self) -> int:
+        return len(self.anchors.indices) + self.adaptive_items
+
+    def ability_prior(
+        self, genome: Mapping[str, float] | None = None, observed: Sequence[Observation] = ()
+    ) -> tuple[float, float]:
+        """(mean, sd) of a candidate's ability before its answers: the regression's
+        prediction at ``genome`` (learning from the ``observed`` earlier candidates too)
+        when there is one, else the calibration population's."""
+        if self.regression is not None:
+            if genome is None:
+                raise CalibrationError(f"task {self.task!r}: the genome prior needs the candidate's genome")
+            return self.regression.predict(genome, observed)
+        return self.ability_mean, self.ability_sd
+
+    def second_round(
+        self,
+        anchor_answers: Sequence[float],
+        genome: Mapping[str, float] | None = None,
+        observed: Sequence[Observation] = (),
+    ) -> tuple[int, ...]:
+        """The adaptive round's items (indices into the task, most informative first):
+        the ``adaptive_items`` items not among the anchors with the most Fisher
+        information at the ability fitted to the anchors' answers. Ties go to the
+        earlier item, so the choice is the same on every machine."""
+        if self.adaptive_items == 0:
+            return ()
+        y = self._answers(anchor_answers, len(self.anchors.indices), "anchors")
+        mean, sd = self.ability_prior(genome, observed)
+        theta = estimate_ability(self.items, self.anchors.indices, y, mean, sd)
+        info = item_information(self.items, theta)
+        info[list(self.anchors.indices)] = -np.inf
+        order = np.argsort(-info, kind="stable")
+        return tuple(int(i) for i in order[: self.adaptive_items])
+
+    def estimates(
+        self,
+        answers: Sequence[float],
+        genome: Mapping[str, float] | None = None,
+        second: Sequence[float] | None = None,
+        observed: Sequence[Observation] = (),
+    ) -> dict[IrtEstimate, float]:
+        """Every estimate of the task's accuracy from the anchors' answers (in anchor
+        order) and, with an adaptive round, the answers to ``second_round``'s items (in
+        its order). ``genome``: the candidate's, for the genome prior; ``observed``:
+        earlier candidates it learns from."""
+        asked, values, theta, _ = self.ability(answers, genome, second, observed)
+        anchor = float(np.dot(self.anchors.weights, values[: len(self.anchors.indices)]))  # fixed round: unbiased
         predicted = self.items.probabilities(theta)  # (I,)
-        observed = predicted.copy()
-        observed[list(self.anchors.indices)] = y
-        p_irt = float(observed.mean())
+        predicted[asked] = values
+        p_irt = float(predicted.mean())
         return {"anchor": anchor, "p-irt": p_irt, "gp-irt": self.lam * anchor + (1 - self.lam) * p_irt}
+
+    def ability(
+        self,
+        answers: Sequence[float],
+        genome: Mapping[str, float] | None = None,
+        second: Sequence[float] | None = None,
+        observed: Sequence[Observation] = (),
+    ) -> tuple[list[int], list[float], float, float]:
+        """(items asked, their answers, θ fitted to them, θ's variance): the anchors and
+        the adaptive round's items; the variance from the information of the items and
+        the prior (Laplace)."""
+        y = self._answers(answers, len(self.anchors.indices), "anchors")
+        asked = list(self.anchors.indices)
+        values = list(y)
+        if self.adaptive_items:
+            extra = self.second_round(y, genome, observed)
+            if second is None:
+                raise CalibrationError(f"task {self.task!r}: the adaptive round's answers are missing")
+            asked += extra
+            values += self._answers(second, len(extra), "adaptive items")
+        mean, sd = self.ability_prior(genome, observed)
+        theta = estimate_ability(self.items, asked, values, mean, sd)
+        information = float(item_information(self.items, theta)[asked].sum())
+        return asked, values, theta, 1.0 / (information + 1.0 / sd**2)
+
+    def _answers(self, values: Sequence[float], count: int, what: str) -> list[float]:
+        if len(values) != count:
+            raise CalibrationError(f"task {self.task!r}: {count} {what} but {len(values)} answers")
+        return [float(v) for v in values]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -288,33 +512,63 @@ class TaskCalibration:
             lam=float(data["lam"]),
             ability_mean=float(data.get("ability_mean", 0.0)),
             ability_sd=float(data.get("ability_sd", 1.0)),
+            # Calibrations written before the adaptive round and the genome prior: neither.
+            adaptive_items=int(data.get("adaptive_items", 0)),
+            regression=AbilityRegression.from_dict(data["regression"]) if data.get("regression") else None,
         )
 
 
 def calibrate_task(
-    task: str, item_ids: Sequence[str], responses: npt.ArrayLike, anchors_per_task: int, seed: int = 0
+    task: str,
+    item_ids: Sequence[str],
+    responses: npt.ArrayLike,
+    anchors_per_task: int,
+    seed: int = 0,
+    *,
+    adaptive: bool = False,
+    genes: Sequence[tuple[str, float, float]] | None = None,
+    genomes: Sequence[Mapping[str, float] | None] | None = None,
 ) -> TaskCalibration:
     """Fit the task's items on ``responses`` (calibration models × items, right/wrong),
-    choose ``anchors_per_task`` anchors, and set the gp-IRT weight."""
+    choose its ``anchors_per_task`` items per candidate, and set the gp-IRT weight. With
+    ``adaptive``, half of them (rounded up) are fixed anchors and the rest are chosen per
+    candidate (``TaskCalibration.second_round``). With ``genes``, the ability prior is
+    the genome regression fitted on the rows whose ``genomes`` entry is not None."""
     y = np.asarray(responses, dtype=np.float64)
     if y.ndim != 2 or y.shape[1] != len(item_ids):
         raise CalibrationError(f"task {task!r}: responses of shape {y.shape} for {len(item_ids)} items")
     fit = fit_2pl(y, seed=seed)
-    anchors = select_anchors(fit.items, anchors_per_task, seed=seed)
+    total = min(anchors_per_task, len(item_ids))
+    fixed = (total + 1) // 2 if adaptive else total
+    anchors = select_anchors(fit.items, fixed, seed=seed)
     abilities = np.asarray(fit.abilities)
     # A floor on the spread: a calibration of near-identical models must not pin θ.
     spread = max(float(abilities.std()), MIN_ABILITY_SD)
     calibration = TaskCalibration(
-        task, tuple(item_ids), fit.items, anchors, 0.5, float(abilities.mean()), spread
+        task, tuple(item_ids), fit.items, anchors, 0.5, float(abilities.mean()), spread,
+        adaptive_items=total - len(anchors.indices),
     )
-    return replace(calibration, lam=_gp_weight(calibration, y, fit.abilities))
+    # λ from the population prior: a calibration trial's genome prior would be fitted on
+    # its own θ and hide the p-IRT estimate's bias.
+    calibration = replace(calibration, lam=_gp_weight(calibration, y, fit.abilities))
+    if genes is not None:
+        rows = [(g, theta) for g, theta in zip(genomes or [], fit.abilities, strict=True) if g is not None]
+        # A task on which every calibration trial answered alike (all failed, say) says
+        # nothing about how the genome moves θ: it keeps the population prior, whose
+        # spread has a floor, rather than a regression certain of one value.
+        thetas = [t for _, t in rows]
+        if thetas and max(thetas) - min(thetas) > 1e-6:
+            regression = AbilityRegression.fit(genes, [g for g, _ in rows], thetas)
+            calibration = replace(calibration, regression=regression)
+    return calibration
 
 
 def _gp_weight(calibration: TaskCalibration, responses: FloatArray, abilities: Sequence[float]) -> float:
     """λ = bias² / (bias² + variance) (tinyBenchmarks' heuristic): the anchor estimate is
     unbiased with variance Σ w_k² p_k(1 − p_k) (each anchor answering for its cluster);
     the p-IRT estimate has little variance but a bias, measured as its squared error on
-    the calibration models. The noisier the anchors, the more p-IRT counts."""
+    the calibration models (each put through the whole procedure, adaptive round
+    included). The noisier the anchors, the more p-IRT counts."""
     anchors = calibration.anchors
     weights = np.asarray(anchors.weights)
     bias2, variance = [], []
@@ -322,7 +576,9 @@ def _gp_weight(calibration: TaskCalibration, responses: FloatArray, abilities: S
         if np.isnan(row).any():
             continue
         truth = float(row.mean())
-        estimate = calibration.estimates(row[list(anchors.indices)])
+        first = row[list(anchors.indices)]
+        second = row[list(calibration.second_round(first))]
+        estimate = calibration.estimates(first, second=second)
         bias2.append((estimate["p-irt"] - truth) ** 2)
         p = calibration.items.probabilities(theta)[list(anchors.indices)]
         variance.append(float((weights**2 * p * (1 - p)).sum()))
@@ -379,12 +635,17 @@ def calibrate_tasks(
     anchors_per_task: int,
     seed: int = 0,
     share: bool = True,
+    *,
+    adaptive: bool = False,
+    genes: Sequence[tuple[str, float, float]] | None = None,
+    genomes: Sequence[Mapping[str, float] | None] | None = None,
 ) -> dict[str, TaskCalibration]:
     """Calibrate every task of a run: ``tasks`` maps a task's name to its item ids and the
     calibration models' answers (models × items). With ``share`` the
     ``anchors_per_task × len(tasks)`` anchors are allocated by ``allocate_anchors`` (at
     least half of ``anchors_per_task`` each); without, every task gets
-    ``anchors_per_task``."""
+    ``anchors_per_task``. ``adaptive``, ``genes`` and ``genomes`` (one per calibration
+    model, None for those without one): as ``calibrate_task``."""
     names = list(tasks)
     matrices = {name: np.asarray(tasks[name][1], dtype=np.float64) for name in names}
     counts = [anchors_per_task] * len(names)
@@ -396,6 +657,8 @@ def calibrate_tasks(
             minimum=max(1, anchors_per_task // 2),
         )
     return {
-        name: calibrate_task(name, tasks[name][0], matrices[name], count, seed=seed)
+        name: calibrate_task(
+            name, tasks[name][0], matrices[name], count, seed=seed, adaptive=adaptive, genes=genes, genomes=genomes
+        )
         for name, count in zip(names, counts, strict=True)
     }

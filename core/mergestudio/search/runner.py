@@ -35,7 +35,13 @@ from mergestudio.search.events import (
     TrialFinished,
     TrialStarted,
 )
-from mergestudio.search.fitness import Fitness, prepare_fitness
+from mergestudio.search.fitness import (
+    ABILITY_ATTR,
+    MAX_OBSERVED_TRIALS,
+    Fitness,
+    combine_rounds,
+    prepare_fitness,
+)
 from mergestudio.search.front import FrontTracker
 from mergestudio.search.genome import Genome, StagedGenome
 from mergestudio.search.lock import RunLock
@@ -56,7 +62,9 @@ if TYPE_CHECKING:
     import optuna
 
     from mergestudio.evaluate.evaluator import AnyTask
-    from mergestudio.evaluate.resident import CandidateEvaluator
+    from mergestudio.evaluate.resident import CandidateEvaluator, CandidateResult
+    from mergestudio.recipe.model import Recipe
+    from mergestudio.recipe.multi import MultiRecipe
     from mergestudio.search.schema import EvaluationSpec
 
     # Opens what a worker evaluates candidates with: the template model's folder, the
@@ -316,9 +324,13 @@ class _Search:
         trial.set_user_attr("genome", genome)
         trial.set_user_attr("recipe", recipe.to_yaml())
         trial.set_user_attr("generation", generation)
+        if fitness.learns_from_trials:
+            fitness = fitness.observing(self._observed_trials(study, trial.number))
         emit(self.events, TrialStarted(trial.number, genome, generation))
         try:
             result = resident.evaluate(recipe, cancel=self.control.cancel_token)
+            if fitness.adaptive:
+                result = self._adaptive_round(resident, recipe, fitness, result, genome)
         except Cancelled:
             # Like a crash: the same draw proposes this candidate again on resume.
             trial.set_user_attr(INTERRUPTED_ATTR, True)
@@ -327,7 +339,7 @@ class _Search:
         except MergeStudioError as error:
             self._fail(study, trial, genome, generation, started, str(error))
             return
-        values = fitness.values(self.objectives, result.report)
+        values = fitness.values(self.objectives, result.report, genome)
         study_values = self.objectives.study_values(values)
         timings = {
             "merge_s": round(result.merge_s, 4),
@@ -341,16 +353,63 @@ class _Search:
                 "genome": genome,
                 "objectives": values,
                 "timings": timings,
-                "fitness": fitness.details(result.report),
+                "fitness": fitness.details(result.report, genome),
                 "report": result.report.to_dict(),
             },
         )
         trial.set_user_attr("objectives", values)
         trial.set_user_attr("timings", timings)
+        if fitness.calibration is not None:
+            trial.set_user_attr(ABILITY_ATTR, fitness.abilities(result.report, genome))
         study.tell(trial, study_values)
         self.failures = 0
         self._save_elapsed(study)
         self._after_trial(study, trial.number)
+
+    @staticmethod
+    def _observed_trials(
+        study: optuna.Study, number: int
+    ) -> list[tuple[int, dict[str, float], dict[str, list[float]]]]:
+        """The estimated trials before trial ``number`` (the latest ``MAX_OBSERVED_TRIALS``),
+        complete now: (number, genome, {task: [θ, variance]}). The trial's items file records
+        which, so its estimate can be made again from the run folder."""
+        from optuna.trial import TrialState
+
+        trials = [
+            (t.number, t.user_attrs["genome"], t.user_attrs[ABILITY_ATTR])
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.number < number and ABILITY_ATTR in t.user_attrs
+        ]
+        return sorted(trials)[-MAX_OBSERVED_TRIALS:]
+
+    def _adaptive_round(
+        self,
+        resident: CandidateEvaluator,
+        recipe: Recipe | MultiRecipe,
+        fitness: Fitness,
+        first: CandidateResult,
+        genome: dict[str, float],
+    ) -> CandidateResult:
+        """The IRT estimator's second round: the items chosen from the anchors' answers,
+        on the model as merged (an evaluator in another process, which may have been
+        restarted since, merges the candidate again); both rounds in one report."""
+        from mergestudio.evaluate.resident import CandidateResult
+
+        tasks = fitness.second_round(first.report, genome)
+        cancel = self.control.cancel_token
+        evaluate_merged = getattr(resident, "evaluate_merged", None)
+        if evaluate_merged is not None:
+            second: CandidateResult = evaluate_merged(tasks, cancel=cancel)
+        else:
+            anchors = resident.tasks
+            resident.tasks = list(tasks)
+            try:
+                second = resident.evaluate(recipe, cancel=cancel)
+            finally:
+                resident.tasks = anchors
+        return CandidateResult(
+            combine_rounds(first.report, second.report), first.merge_s + second.merge_s, first.eval_s + second.eval_s
+        )
 
     def _current_fitness(self, study: optuna.Study, resident: CandidateEvaluator) -> Fitness:
         """The run's estimator, prepared on the first trial of a session and, while an IRT

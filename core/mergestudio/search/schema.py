@@ -20,6 +20,9 @@ Algorithm = Literal["cmaes", "nsga2", "tpe", "random"]
 # Metrics whose larger value is better; every other metric of mergestudio.evaluate
 # (perplexity, nll_per_token, bits_per_byte) is minimised by default.
 HIGHER_IS_BETTER = {"acc", "acc_norm", "exact_match"}
+# irt_prior 'genome': the fewest calibration trials its regression is fitted on
+# (irt.MIN_REGRESSION_POINTS; not imported, the schema stays free of numpy).
+MIN_GENOME_PRIOR_TRIALS = 3
 KNOWN_METRICS = HIGHER_IS_BETTER | {"perplexity", "nll_per_token", "bits_per_byte"}
 
 
@@ -140,15 +143,33 @@ class FitnessSpec(_Strict):
     weighted by an item response model fitted on the
     baselines' answers to every item (and on the run's first ``calibration_trials``
     candidates, scored in full), with each task's accuracy estimated from the anchors'
-    answers by ``irt_estimate`` (``search/irt.py``). The calibration is kept in the run
-    folder (``calibration.json``), so a resumed run estimates exactly as before."""
+    answers by ``irt_estimate`` (``search/irt.py``). ``irt_prior``: a candidate's
+    ability prior, the calibration models' population or predicted from its genome by
+    a regression on the calibration trials (``genome``, which needs at least 3 of them;
+    ``auto``, the default: ``genome`` when there are, else ``population``);
+    ``prior_from_trials`` (default): the genome prior also learns from every earlier
+    estimated trial of the run (its genome and estimated ability, as a noisier point).
+    ``adaptive`` (default): half of each task's items (rounded up) are fixed anchors,
+    the rest are chosen per candidate after it answered them, for the most information
+    at the ability they show; ``false`` asks anchors only. The calibration is kept in the run folder (``calibration.json``),
+    so a resumed run estimates exactly as before."""
 
     estimator: Literal["full", "subset", "irt"] = "full"
     items_per_task: int | None = Field(default=None, ge=1)
     anchors_per_task: int | None = Field(default=None, ge=1)
     irt_estimate: Literal["gp-irt", "p-irt", "anchor"] = "gp-irt"
     calibration_trials: int = Field(default=0, ge=0)
+    irt_prior: Literal["auto", "population", "genome"] = "auto"
+    prior_from_trials: bool = True
+    adaptive: bool = True
     seed: int = 0
+
+    @property
+    def genome_prior(self) -> bool:
+        """Whether an IRT run's ability prior comes from the genome regression."""
+        if self.irt_prior == "auto":
+            return self.calibration_trials >= MIN_GENOME_PRIOR_TRIALS
+        return self.irt_prior == "genome"
 
     @model_validator(mode="after")
     def _check(self) -> FitnessSpec:
@@ -156,6 +177,11 @@ class FitnessSpec(_Strict):
             raise ValueError("estimator 'subset' needs items_per_task")
         if self.estimator == "irt" and self.anchors_per_task is None:
             raise ValueError("estimator 'irt' needs anchors_per_task")
+        if self.estimator == "irt" and self.irt_prior == "genome" and self.calibration_trials < MIN_GENOME_PRIOR_TRIALS:
+            raise ValueError(
+                f"irt_prior 'genome' is fitted on the calibration trials' genomes: "
+                f"calibration_trials must be at least {MIN_GENOME_PRIOR_TRIALS} (got {self.calibration_trials})"
+            )
         return self
 
 
