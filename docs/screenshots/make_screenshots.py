@@ -11,6 +11,7 @@ dark palette at 1920x1080. Images are PNGs at the highest compression.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -136,7 +137,12 @@ def _run_demo_search(window: object, run_dir: Path) -> None:
     page.tabs.setCurrentIndex(0)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Regenerate the docs' window screenshots.")
+    parser.add_argument("--pages", help="comma-separated page keys to redo (default: every page; "
+                        "the demo search runs only when evolve is among them)")
+    wanted = parser.parse_args(argv).pages
+    only = set(wanted.split(",")) if wanted else None
     scratch = Path(tempfile.mkdtemp(prefix="screens_"))
     os.environ["MERGESTUDIO_CONFIG_DIR"] = str(scratch / "config")
     os.environ["MERGESTUDIO_DEMO_DIR"] = str(_zoo(scratch))
@@ -151,6 +157,9 @@ def main() -> int:
     light_pages = ("models", "recipe", "merge", "inspect", "evolve")
     for dark, size, pages in ((False, (1280, 800), light_pages), (False, (1024, 700), light_pages),
                               (True, (1920, 1080), ("models", "recipe", "merge"))):
+        pages = tuple(key for key in pages if only is None or key in only)
+        if not pages:
+            continue
         apply_style(app, dark=dark)
         window = MainWindow(Preferences(demo_opened=True, cache_dir=str(scratch / "cache")))
         window.prompt_on_close = False
@@ -165,7 +174,7 @@ def main() -> int:
             window.go_to(key)
             _settle()
             _save(window, f"{key}-{suffix}")
-        if not dark and size[0] == 1280:
+        if not dark and size[0] == 1280 and only is None:
             dialog = SettingsDialog(window.preferences, window)
             dialog.show()
             _settle()
