@@ -172,7 +172,7 @@ class MergePage(QWidget):
         self.shard_spin.setSingleStep(500)
         self.shard_spin.setSuffix(" MB")
         self.shard_spin.setToolTip("Largest size of one .safetensors shard")
-        self.overwrite_check = QCheckBox("Replace the folder if it exists", box)
+        self.overwrite_check = QCheckBox("Replace an existing folder", box)
         self.overwrite_check.setToolTip("Unticked, a merge into a folder that is not empty asks first")
         for signal in (self.dtype_combo.currentIndexChanged, self.device_combo.currentIndexChanged,
                        self.shard_spin.valueChanged, self.overwrite_check.toggled):
@@ -190,8 +190,13 @@ class MergePage(QWidget):
         form.addRow("Dtype", row)
         form.addRow("Memory cap", self._build_memory_row(box))
         self.adapter_output = AdapterOutputRow(self.state, box)
-        form.addRow("Write as", self.adapter_output)
-        form.addRow("", self.overwrite_check)
+        # One row with the adapter choice, so a 700 px window keeps room for the scores below.
+        write_row = QHBoxLayout()
+        write_row.setSpacing(16)
+        write_row.addWidget(self.adapter_output)
+        write_row.addStretch(1)
+        write_row.addWidget(self.overwrite_check)
+        form.addRow("Write as", write_row)
         return box
 
     def _build_memory_row(self, box: QWidget) -> QHBoxLayout:
