@@ -129,6 +129,29 @@ def _copy_in_inference_mode(job: tuple[torch.Tensor, torch.Tensor, bool]) -> boo
         return _all_finite(slot) if scan else True
 
 
+def _widen_bf16(job: tuple[torch.Tensor, torch.Tensor, bool]) -> bool:
+    """``_copy_in_inference_mode`` for bf16 into float32, compiled: exact widening and,
+    with ``scan``, an exact NaN/Inf count in the same pass (no second pass to sum)."""
+    from mergestudio.methods import bf16_kernels
+
+    slot, tensor, scan = job
+    return bf16_kernels.widen_into(bf16_kernels.bits(tensor), bf16_kernels.floats(slot), scan) == 0
+
+
+def _narrow_into(values: torch.Tensor, destination: torch.Tensor) -> bool:
+    """destination ← values (same number of entries) converted to its dtype; whether
+    every value is finite (False can also mean a float32 sum overflowed). float32 into
+    bf16 runs compiled, in one pass that also counts NaN/Inf exactly."""
+    import torch
+
+    if values.dtype == torch.float32 and destination.dtype == torch.bfloat16 and values.device.type == "cpu":
+        from mergestudio.methods import bf16_kernels
+
+        return bf16_kernels.narrow_into(bf16_kernels.floats(values), bf16_kernels.bits(destination)) == 0
+    destination.copy_(values.view(destination.shape))
+    return _all_finite(values)
+
+
 def _read_bytes(plan: MergePlan, planned: PlannedTensor) -> int:
     return sum(plan.tensor_info(i).nbytes for i in planned.all_inputs())
 
@@ -255,21 +278,64 @@ class _TensorMerger:
         rows = planned.shape[0]
         bytes_per_row = max(1, planned.numel // max(rows, 1)) * (len(inputs) + 3) * 4
         rows_per_chunk = max(1, self.chunk_bytes // bytes_per_row)
-        if rows_per_chunk >= rows:
+        fused = self._fused_for(planned, inputs, base, out_dtype)
+        if rows_per_chunk >= rows and fused is None:
             return self._output(planned, self._call(planned, inputs, base), out_dtype)
-        output = self._empty_output(planned, out_dtype) if parts is None else None
+        whole = rows_per_chunk >= rows or parts is None
+        output = self._empty_output(planned, out_dtype) if whole else None
         for start in range(0, rows, rows_per_chunk):
             stop = min(rows, start + rows_per_chunk)
-            chunk = self._call(
-                planned, [x[start:stop] for x in inputs], base[start:stop] if base is not None else None
-            )
+            chunk_inputs = [x[start:stop] for x in inputs]
+            chunk_base = base[start:stop] if base is not None else None
             if output is not None:
-                output[start:stop].copy_(chunk)
-                continue
-            assert parts is not None and self.output_buffer is not None
-            part = self.output_buffer((stop - start, *planned.shape[1:]), out_dtype)
-            parts(planned.name, part.copy_(chunk.view(part.shape)), stop == rows)
+                destination = output[start:stop]
+            else:
+                assert self.output_buffer is not None
+                destination = self.output_buffer((stop - start, *planned.shape[1:]), out_dtype)
+            if fused is None or not fused(chunk_inputs, chunk_base, destination):
+                chunk = self._call(planned, chunk_inputs, chunk_base)
+                destination.copy_(chunk.view(destination.shape))
+            if output is None:
+                assert parts is not None
+                parts(planned.name, destination, stop == rows)
         return output
+
+    def _fused_for(
+        self,
+        planned: PlannedTensor,
+        inputs: list[torch.Tensor],
+        base: torch.Tensor | None,
+        out_dtype: torch.dtype,
+    ) -> Callable[[list[torch.Tensor], torch.Tensor | None, torch.Tensor], bool] | None:
+        """The method's one-pass bf16 form (``MethodSpec.fused``) as ``run(rows, base,
+        destination) -> all finite``, where it gives the torch path's bytes: on the CPU
+        computing in float32, bf16 in and out. Rows whose results are not all finite
+        are left for the torch path, which applies the NaN/Inf policy."""
+        import torch
+
+        fused = self.method.fused
+        stored = [*inputs, *([base] if base is not None else [])]
+        if (
+            fused is None
+            or self.post is not None
+            or self.device.type != "cpu"
+            or self.compute != torch.float32
+            or out_dtype != torch.bfloat16
+            or any(t.dtype != torch.bfloat16 for t in stored)
+        ):
+            return None
+        from mergestudio.methods import bf16_kernels
+
+        params: dict[str, object] = dict(planned.global_params)
+        params.update(planned.model_params)
+
+        def run(rows: list[torch.Tensor], row_base: torch.Tensor | None, destination: torch.Tensor) -> bool:
+            bits = bf16_kernels.bits
+            out = bits(destination)
+            base_bits = bits(row_base) if row_base is not None else None
+            return fused([bits(r) for r in rows], base_bits, out, **params) == 0
+
+        return run
 
     def _merge_streamed(
         self,
@@ -352,6 +418,8 @@ class _TensorMerger:
         # side by side (torch's copies release the GIL), one per core.
         copies = [(slot, tensor, scan) for slot, tensor in zip(stacked, inputs, strict=True)]
         if self.device.type == "cpu":
+            if self.compute == torch.float32 and all(t.dtype == torch.bfloat16 for t in inputs):
+                return stacked, all(run_parallel(_widen_bf16, copies))
             return stacked, all(run_parallel(_copy_in_inference_mode, copies))
         if self.device.type == "cuda":
             self._pinned.upload(stacked, inputs)
@@ -452,8 +520,10 @@ class _PartSink:
         self.parts = parts
         self.lend = merger.output_buffer
 
-    def put(self, start: int, stop: int, values: torch.Tensor) -> None:
-        part = self.lend((stop - start,), self.out_dtype).copy_(values)
+    def lend_part(self, start: int, stop: int) -> torch.Tensor:
+        return self.lend((stop - start,), self.out_dtype)
+
+    def hand(self, stop: int, part: torch.Tensor) -> None:
         self.parts(self.planned.name, part, stop == self.planned.numel)
 
 
@@ -535,11 +605,13 @@ class _StoredChunks:
 
     def commit(self, start: int, stop: int) -> None:
         values = self.merger.scratch(stop - start)
-        self.merger.nonfinite.check_result(self.planned, values)
-        if isinstance(self.result, _PartSink):
-            self.result.put(start, stop, values)
-        else:
-            self.result[start:stop].copy_(values)
+        sink = self.result
+        destination = sink.lend_part(start, stop) if isinstance(sink, _PartSink) else sink[start:stop]
+        # Converted first, checked after: a part reaches the target only once checked.
+        if not _narrow_into(values, destination):
+            self.merger.nonfinite.check_result(self.planned, values)
+        if isinstance(sink, _PartSink):
+            sink.hand(stop, destination)
 
 
 class _NonFiniteGuard:
