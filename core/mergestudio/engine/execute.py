@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -609,6 +609,8 @@ class _StoredChunks:
         self._has_base = base is not None
         self.stored = [tensor.reshape(-1) for tensor in inputs] + ([base.reshape(-1)] if base is not None else [])
         self.result = output
+        self._out_dtype = output.out_dtype if isinstance(output, _PartSink) else output.dtype
+        self._unused: tuple[int, torch.Tensor] | None = None
         self._n = len(inputs)
         item = merger.compute.itemsize
         # Per entry: every input and the base converted, and the result's range.
@@ -665,15 +667,49 @@ class _StoredChunks:
     def output(self, start: int, stop: int) -> torch.Tensor:
         return self.merger.scratch(stop - start)
 
+    def weighted_sum_stored(self, start: int, stop: int, rows: Sequence[int], weights: Sequence[float]) -> bool:
+        """``FlatChunks.weighted_sum_stored`` by the compiled bf16 kernel, where the
+        stored rows and the result are bf16 and the merge computes in float32 on the CPU."""
+        import torch
+
+        merger = self.merger
+        if (
+            merger.device.type != "cpu"
+            or merger.compute != torch.float32
+            or self._out_dtype != torch.bfloat16
+            or any(self.stored[k].dtype != torch.bfloat16 for k in rows)
+        ):
+            return False
+        from mergestudio.methods import bf16_kernels
+
+        destination = self._destination(start, stop)
+        sources = [bf16_kernels.bits(self.stored[k][start:stop]) for k in rows]
+        if bf16_kernels.weighted_sum_bf16(sources, weights, None, bf16_kernels.bits(destination)):
+            self._unused = (start, destination)  # the caller's commit of this range takes it
+            return False
+        self._hand(stop, destination)
+        return True
+
+    def _destination(self, start: int, stop: int) -> torch.Tensor:
+        """Where the result's range goes: a part the target lends (or the one lent for this
+        range and not handed over), or the output tensor's range."""
+        sink = self.result
+        if not isinstance(sink, _PartSink):
+            return sink[start:stop]
+        unused, self._unused = self._unused, None
+        return unused[1] if unused is not None and unused[0] == start else sink.lend_part(start, stop)
+
+    def _hand(self, stop: int, destination: torch.Tensor) -> None:
+        if isinstance(self.result, _PartSink):
+            self.result.hand(stop, destination)
+
     def commit(self, start: int, stop: int) -> None:
         values = self.merger.scratch(stop - start)
-        sink = self.result
-        destination = sink.lend_part(start, stop) if isinstance(sink, _PartSink) else sink[start:stop]
+        destination = self._destination(start, stop)
         # Converted first, checked after: a part reaches the target only once checked.
         if not _narrow_into(values, destination):
             self.merger.nonfinite.check_result(self.planned, values)
-        if isinstance(sink, _PartSink):
-            sink.hand(stop, destination)
+        self._hand(stop, destination)
 
 
 class _NonFiniteGuard:
