@@ -80,6 +80,7 @@ class Timing:
     startup_s: float | None
     peak_anon_mb: float
     returncode: int
+    load: float = 0.0  # the 1-minute load average when the run started
 
 
 def recipe_for(method: str, folders: list[Path]) -> dict[str, object]:
@@ -125,6 +126,7 @@ def _anon_kb(pid: int) -> int:
 def run_timed(
     command: list[str], tool: str, method: str, startup_marker: str | None, env: dict[str, str] | None = None
 ) -> Timing:
+    load = os.getloadavg()[0]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     peak = 0
@@ -147,7 +149,7 @@ def run_timed(
     seconds = time.perf_counter() - started
     if process.returncode:
         print("".join(output[-20:]), file=sys.stderr)
-    return Timing(tool, method, seconds, startup[0] if startup else None, peak / 1024, process.returncode)
+    return Timing(tool, method, seconds, startup[0] if startup else None, peak / 1024, process.returncode, load)
 
 
 def _model_files(folder: Path) -> list[Path]:
@@ -311,7 +313,7 @@ def _print(timing: Timing) -> None:
     status = "" if timing.returncode == 0 else f"  FAILED (exit {timing.returncode})"
     print(
         f"  {timing.tool:12} {timing.method:18} {timing.seconds:7.2f} s  start-up {startup:>7}  "
-        f"peak anon {timing.peak_anon_mb:7.0f} MB{status}",
+        f"peak anon {timing.peak_anon_mb:7.0f} MB  load {timing.load:4.1f}{status}",
         flush=True,
     )
 
