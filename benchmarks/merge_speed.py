@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -81,6 +82,7 @@ class Timing:
     peak_anon_mb: float
     returncode: int
     load: float = 0.0  # the 1-minute load average when the run started
+    cpu_s: float = 0.0  # user + system CPU time of the process tree: less load-dependent than wall
 
 
 def recipe_for(method: str, folders: list[Path]) -> dict[str, object]:
@@ -127,6 +129,7 @@ def run_timed(
     command: list[str], tool: str, method: str, startup_marker: str | None, env: dict[str, str] | None = None
 ) -> Timing:
     load = os.getloadavg()[0]
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     peak = 0
@@ -149,7 +152,9 @@ def run_timed(
     seconds = time.perf_counter() - started
     if process.returncode:
         print("".join(output[-20:]), file=sys.stderr)
-    return Timing(tool, method, seconds, startup[0] if startup else None, peak / 1024, process.returncode, load)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    return Timing(tool, method, seconds, startup[0] if startup else None, peak / 1024, process.returncode, load, cpu)
 
 
 def _model_files(folder: Path) -> list[Path]:
@@ -313,7 +318,7 @@ def _print(timing: Timing) -> None:
     status = "" if timing.returncode == 0 else f"  FAILED (exit {timing.returncode})"
     print(
         f"  {timing.tool:12} {timing.method:18} {timing.seconds:7.2f} s  start-up {startup:>7}  "
-        f"peak anon {timing.peak_anon_mb:7.0f} MB  load {timing.load:4.1f}{status}",
+        f"peak anon {timing.peak_anon_mb:7.0f} MB  cpu {timing.cpu_s:6.2f} s  load {timing.load:4.1f}{status}",
         flush=True,
     )
 
