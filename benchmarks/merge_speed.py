@@ -2,16 +2,26 @@
 start-up to first tensor, and peak anonymous memory; the I/O floor of the same merge
 (a process that only reads the recipe's input files and writes an output of the same
 size); optionally the same recipe through mergekit (given by path, run as a separate
-process; never a dependency of ours); and a Markdown table of the ratios.
+process; never a dependency of ours) and through another checkout of this studio
+(``--compare-to``, e.g. main before a change); and a Markdown table of the ratios.
+
+Every timed run starts from the same state, so the floor and the tools are compared
+fairly: before each one (floor, ours, the other checkout, mergekit) the recipe's input
+files are read once, untimed, so they are in the page cache, and ``sync`` writes out
+dirty pages left by earlier runs, whose writeback would otherwise slow this run's
+writes. (The floor used to run first, on a cold cache, and read slower than a merge.)
 
     python benchmarks/merge_speed.py --shape 134m --methods linear,task_arithmetic,slerp
     python benchmarks/merge_speed.py --shape 1.1b --methods all --mergekit /path/to/venv/bin/mergekit-yaml
+    python benchmarks/merge_speed.py --shape 1.1b --methods linear --compare-to /path/to/main
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -71,6 +81,8 @@ class Timing:
     startup_s: float | None
     peak_anon_mb: float
     returncode: int
+    load: float = 0.0  # the 1-minute load average when the run started
+    cpu_s: float = 0.0  # user + system CPU time of the process tree: less load-dependent than wall
 
 
 def recipe_for(method: str, folders: list[Path]) -> dict[str, object]:
@@ -113,9 +125,13 @@ def _anon_kb(pid: int) -> int:
     return total
 
 
-def run_timed(command: list[str], tool: str, method: str, startup_marker: str | None) -> Timing:
+def run_timed(
+    command: list[str], tool: str, method: str, startup_marker: str | None, env: dict[str, str] | None = None
+) -> Timing:
+    load = os.getloadavg()[0]
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     peak = 0
     startup: list[float] = []
     output: list[str] = []
@@ -136,20 +152,39 @@ def run_timed(command: list[str], tool: str, method: str, startup_marker: str | 
     seconds = time.perf_counter() - started
     if process.returncode:
         print("".join(output[-20:]), file=sys.stderr)
-    return Timing(tool, method, seconds, startup[0] if startup else None, peak / 1024, process.returncode)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    return Timing(tool, method, seconds, startup[0] if startup else None, peak / 1024, process.returncode, load, cpu)
 
 
 def _model_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.safetensors"))
 
 
-def run_floor(method: str, recipe: dict[str, object], out: Path) -> Timing:
-    """The I/O floor of ``recipe``: read each input file once, write one model's bytes."""
+def _recipe_models(recipe: dict[str, object]) -> list[str]:
     models = {str(m["model"]) for m in recipe["models"]}  # type: ignore[attr-defined, index]
     if recipe.get("base_model"):
         models.add(str(recipe["base_model"]))
-    inputs = [str(p) for model in sorted(models) for p in _model_files(Path(model))]
-    size = sum(p.stat().st_size for p in _model_files(Path(sorted(models)[0])))
+    return sorted(models)
+
+
+def warm(recipe: dict[str, object]) -> None:
+    """Untimed, before every timed run: read the recipe's input files into the page
+    cache and write out dirty pages left by earlier runs (``sync``)."""
+    buffer = bytearray(8 << 20)
+    for model in _recipe_models(recipe):
+        for path in _model_files(Path(model)):
+            with open(path, "rb", buffering=0) as handle:
+                while handle.readinto(buffer):
+                    pass
+    os.sync()
+
+
+def run_floor(method: str, recipe: dict[str, object], out: Path) -> Timing:
+    """The I/O floor of ``recipe``: read each input file once, write one model's bytes."""
+    models = _recipe_models(recipe)
+    inputs = [str(p) for model in models for p in _model_files(Path(model))]
+    size = sum(p.stat().st_size for p in _model_files(Path(models[0])))
     out.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-c", _FLOOR, str(out / "model.safetensors"), str(size), *inputs]
     return run_timed(command, "io-floor", method, None)
@@ -172,6 +207,11 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the timings here")
     parser.add_argument("--table", type=Path, help="also write the Markdown table here")
     parser.add_argument("--max-memory", help="pass --max-memory to mergestudio")
+    parser.add_argument(
+        "--compare-to",
+        type=Path,
+        help="also time another checkout of this studio (its folder, e.g. main before a change) in the same run",
+    )
     args = parser.parse_args()
 
     shape = SHAPES[args.shape]
@@ -190,18 +230,31 @@ def main() -> int:
         recipe_path.write_text(yaml.safe_dump(recipe, sort_keys=False))
         out = args.work / f"out-{method}"
         shutil.rmtree(out, ignore_errors=True)
+        warm(recipe)
         floor = run_floor(method, recipe, out)
         results.append(floor)
         _print(floor)
         shutil.rmtree(out, ignore_errors=True)
-        command = [mergestudio, "merge", str(recipe_path), str(out), "--device", args.device]
-        if args.max_memory:
-            command += ["--max-memory", args.max_memory]
-        ours = run_timed(command, "mergestudio", method, "merging ")
+        options = ["--device", args.device] + (["--max-memory", args.max_memory] if args.max_memory else [])
+        warm(recipe)
+        ours = run_timed([mergestudio, "merge", str(recipe_path), str(out), *options], "mergestudio", method, "merging ")
         results.append(ours)
         _print(ours)
         shutil.rmtree(out, ignore_errors=True)
+        if args.compare_to:
+            warm(recipe)
+            before = run_timed(
+                [sys.executable, "-m", "mergestudio.cli.main", "merge", str(recipe_path), str(out), *options],
+                "before",
+                method,
+                "merging ",
+                env={**os.environ, "PYTHONPATH": str(args.compare_to.resolve() / "core")},
+            )
+            results.append(before)
+            _print(before)
+            shutil.rmtree(out, ignore_errors=True)
         if args.mergekit and (not args.mergekit_methods or method in args.mergekit_methods.split(",")):
+            warm(recipe)
             theirs = run_timed(
                 [args.mergekit, str(recipe_path), str(out), "--lazy-unpickle", "--out-shard-size", "5B"],
                 "mergekit",
@@ -224,14 +277,16 @@ def main() -> int:
 
 def markdown_table(shape: str, results: list[Timing]) -> str:
     """One row per method: our wall time and peak, the I/O floor, mergekit's, the ratios."""
-    rows = [
-        f"| {shape} method | ours (s) | I/O floor (s) | ours/floor | ours peak (MB) | mergekit (s) | "
-        "mergekit peak (MB) | time ratio | peak ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
     by_method: dict[str, dict[str, Timing]] = {}
     for timing in results:
         by_method.setdefault(timing.method, {})[timing.tool] = timing
+    compared = any("before" in tools for tools in by_method.values())
+    rows = [
+        f"| {shape} method | ours (s) | I/O floor (s) | ours/floor | ours peak (MB) | mergekit (s) | "
+        "mergekit peak (MB) | time ratio | peak ratio |"
+        + (" before (s) | before/floor | before peak (MB) |" if compared else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if compared else ""),
+    ]
     for method, tools in by_method.items():
         ours, floor, theirs = tools.get("mergestudio"), tools.get("io-floor"), tools.get("mergekit")
         if ours is None or ours.returncode:
@@ -248,6 +303,12 @@ def markdown_table(shape: str, results: list[Timing]) -> str:
             ]
         else:
             cells += ["failed" if theirs else "", "", "", ""]
+        before = tools.get("before")
+        if compared and before is not None and before.returncode == 0:
+            ratio = f"{before.seconds / floor.seconds:.2f}" if floor else ""
+            cells += [f"{before.seconds:.2f}", ratio, f"{before.peak_anon_mb:.0f}"]
+        elif compared:
+            cells += ["failed" if before else "", "", ""]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
 
@@ -257,7 +318,7 @@ def _print(timing: Timing) -> None:
     status = "" if timing.returncode == 0 else f"  FAILED (exit {timing.returncode})"
     print(
         f"  {timing.tool:12} {timing.method:18} {timing.seconds:7.2f} s  start-up {startup:>7}  "
-        f"peak anon {timing.peak_anon_mb:7.0f} MB{status}",
+        f"peak anon {timing.peak_anon_mb:7.0f} MB  cpu {timing.cpu_s:6.2f} s  load {timing.load:4.1f}{status}",
         flush=True,
     )
 

@@ -48,3 +48,10 @@ def import_long_lived(modules: Sequence[str]) -> None:
                 continue
         # Before the collector is back on: its first collection would walk them all.
         gc.freeze()
+
+
+def freeze_for_exit() -> None:
+    """For a process about to end: move every object out of the collector's reach, so
+    the interpreter's last full collection at exit does not walk them all (with torch
+    and numba loaded it took 0.5-1 s of a command's wall time, more than a 134M merge)."""
+    gc.freeze()

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from mergestudio import __version__
+from mergestudio import __version__, collector
 from mergestudio.errors import Cancelled, MergeStudioError
 from mergestudio.plugins import COMMANDS_GROUP, entry_points
 
@@ -82,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = int(args.func(args))
         sys.stdout.flush()  # a closed pipe shows here, not in Python's exit-time flush
+        if argv is None:  # this process's own command line: it ends now
+            collector.freeze_for_exit()
         return code
     except (Cancelled, KeyboardInterrupt):
         from mergestudio.cli.signals import stop_exit_code

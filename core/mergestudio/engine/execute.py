@@ -7,9 +7,11 @@ methods split big tensors into row chunks), independent of the model's size.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -104,11 +106,14 @@ def execute_plan(
         threads = 1
     # The collector paused: the loop's tensors form no cycles, and its collections took
     # 3 % of a 1.1B TIES merge.
-    with torch.inference_mode(), torch_threads(threads), collector.paused():
+    page_in = _PageIn(plan)
+    with torch.inference_mode(), torch_threads(threads), collector.paused(), page_in:
         for index, planned in enumerate(tensors):
             check_cancel(cancel)
             for ahead in tensors[index + 1 : index + 1 + READ_AHEAD]:
                 _prefetch(plan, ahead)
+            if index + 1 < len(tensors):
+                page_in.request(tensors[index + 1])
             result = merger.merge(planned)
             if result is not None:  # else it went to the target in parts
                 target.accept(planned.name, result)
@@ -129,13 +134,85 @@ def _copy_in_inference_mode(job: tuple[torch.Tensor, torch.Tensor, bool]) -> boo
         return _all_finite(slot) if scan else True
 
 
+def _halves(length: int) -> list[tuple[int, int]]:
+    """[0, length) in two pieces for two cores, or one when too small to be worth it."""
+    if length < 1 << 17:
+        return [(0, length)]
+    return [(0, length // 2), (length // 2, length)]
+
+
+def _widen_bf16(job: tuple[torch.Tensor, torch.Tensor, bool]) -> bool:
+    """``_copy_in_inference_mode`` for bf16 into float32, compiled: exact widening and,
+    with ``scan``, an exact NaN/Inf count in the same pass (no second pass to sum)."""
+    from mergestudio.methods import bf16_kernels
+
+    slot, tensor, scan = job
+    return bf16_kernels.widen_into(bf16_kernels.bits(tensor), bf16_kernels.floats(slot), scan) == 0
+
+
+def _narrow_into(values: torch.Tensor, destination: torch.Tensor) -> bool:
+    """destination ← values (same number of entries) converted to its dtype; whether
+    every value is finite (False can also mean a float32 sum overflowed). float32 into
+    bf16 runs compiled, in one pass that also counts NaN/Inf exactly."""
+    import torch
+
+    if values.dtype == torch.float32 and destination.dtype == torch.bfloat16 and values.device.type == "cpu":
+        from mergestudio.methods import bf16_kernels
+
+        return bf16_kernels.narrow_into(bf16_kernels.floats(values), bf16_kernels.bits(destination)) == 0
+    destination.copy_(values.view(destination.shape))
+    return _all_finite(values)
+
+
 def _read_bytes(plan: MergePlan, planned: PlannedTensor) -> int:
     return sum(plan.tensor_info(i).nbytes for i in planned.all_inputs())
 
 
-def _prefetch(plan: MergePlan, planned: PlannedTensor) -> None:
+def _prefetch(plan: MergePlan, planned: PlannedTensor, populate: bool = False) -> None:
     for tensor_input in planned.all_inputs():
-        plan.sources[tensor_input.model].prefetch(tensor_input.tensor)
+        plan.sources[tensor_input.model].prefetch(tensor_input.tensor, populate)
+
+
+class _PageIn:
+    """A thread that maps the next tensor's input pages (``prefetch(populate=True)``)
+    while the current one is merged: the page faults of reading memory-mapped inputs
+    (~0.2 s per GB) then fall on this thread's core, not on the one that computes.
+    Only the newest request is kept: one the merge has already passed is dropped."""
+
+    def __init__(self, plan: MergePlan) -> None:
+        self.plan = plan
+        self._wanted: PlannedTensor | None = None
+        self._stop = False
+        self._ready = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="page-in", daemon=True)
+
+    def __enter__(self) -> _PageIn:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._ready:
+            self._stop = True
+            self._ready.notify()
+        self._thread.join()
+
+    def request(self, planned: PlannedTensor) -> None:
+        with self._ready:
+            self._wanted = planned
+            self._ready.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while self._wanted is None and not self._stop:
+                    self._ready.wait()
+                if self._stop:
+                    return
+                planned, self._wanted = self._wanted, None
+            assert planned is not None
+            # Only a speed-up: a failure shows again, with its message, when the merge reads.
+            with contextlib.suppress(Exception):
+                _prefetch(self.plan, planned, populate=True)
 
 
 class _TensorMerger:
@@ -255,21 +332,72 @@ class _TensorMerger:
         rows = planned.shape[0]
         bytes_per_row = max(1, planned.numel // max(rows, 1)) * (len(inputs) + 3) * 4
         rows_per_chunk = max(1, self.chunk_bytes // bytes_per_row)
-        if rows_per_chunk >= rows:
+        fused = self._fused_for(planned, inputs, base, out_dtype)
+        if rows_per_chunk >= rows and fused is None:
             return self._output(planned, self._call(planned, inputs, base), out_dtype)
-        output = self._empty_output(planned, out_dtype) if parts is None else None
+        whole = rows_per_chunk >= rows or parts is None
+        output = self._empty_output(planned, out_dtype) if whole else None
         for start in range(0, rows, rows_per_chunk):
             stop = min(rows, start + rows_per_chunk)
-            chunk = self._call(
-                planned, [x[start:stop] for x in inputs], base[start:stop] if base is not None else None
-            )
+            chunk_inputs = [x[start:stop] for x in inputs]
+            chunk_base = base[start:stop] if base is not None else None
             if output is not None:
-                output[start:stop].copy_(chunk)
-                continue
-            assert parts is not None and self.output_buffer is not None
-            part = self.output_buffer((stop - start, *planned.shape[1:]), out_dtype)
-            parts(planned.name, part.copy_(chunk.view(part.shape)), stop == rows)
+                destination = output[start:stop]
+            else:
+                assert self.output_buffer is not None
+                destination = self.output_buffer((stop - start, *planned.shape[1:]), out_dtype)
+            if fused is None or not fused(chunk_inputs, chunk_base, destination):
+                chunk = self._call(planned, chunk_inputs, chunk_base)
+                destination.copy_(chunk.view(destination.shape))
+            if output is None:
+                assert parts is not None
+                parts(planned.name, destination, stop == rows)
         return output
+
+    def _fused_for(
+        self,
+        planned: PlannedTensor,
+        inputs: list[torch.Tensor],
+        base: torch.Tensor | None,
+        out_dtype: torch.dtype,
+    ) -> Callable[[list[torch.Tensor], torch.Tensor | None, torch.Tensor], bool] | None:
+        """The method's one-pass bf16 form (``MethodSpec.fused``) as ``run(rows, base,
+        destination) -> all finite``, where it gives the torch path's bytes: on the CPU
+        computing in float32, bf16 in and out. Rows whose results are not all finite
+        are left for the torch path, which applies the NaN/Inf policy."""
+        import torch
+
+        fused = self.method.fused
+        stored = [*inputs, *([base] if base is not None else [])]
+        if (
+            fused is None
+            or self.post is not None
+            or self.device.type != "cpu"
+            or self.compute != torch.float32
+            or out_dtype != torch.bfloat16
+            or any(t.dtype != torch.bfloat16 for t in stored)
+        ):
+            return None
+        from mergestudio.methods import bf16_kernels
+
+        params: dict[str, object] = dict(planned.global_params)
+        params.update(planned.model_params)
+
+        def run(rows: list[torch.Tensor], row_base: torch.Tensor | None, destination: torch.Tensor) -> bool:
+            bits = bf16_kernels.bits
+            flat_rows = [bits(r) for r in rows]
+            flat_base = bits(row_base) if row_base is not None else None
+            out = bits(destination)
+
+            def piece(bounds: tuple[int, int]) -> bool:
+                start, stop = bounds
+                piece_base = flat_base[start:stop] if flat_base is not None else None
+                return fused([r[start:stop] for r in flat_rows], piece_base, out[start:stop], **params) == 0
+
+            # Halves side by side on the cores: the kernel releases the GIL.
+            return all(run_parallel(piece, _halves(out.shape[0])))
+
+        return run
 
     def _merge_streamed(
         self,
@@ -352,6 +480,8 @@ class _TensorMerger:
         # side by side (torch's copies release the GIL), one per core.
         copies = [(slot, tensor, scan) for slot, tensor in zip(stacked, inputs, strict=True)]
         if self.device.type == "cpu":
+            if self.compute == torch.float32 and all(t.dtype == torch.bfloat16 for t in inputs):
+                return stacked, all(run_parallel(_widen_bf16, copies))
             return stacked, all(run_parallel(_copy_in_inference_mode, copies))
         if self.device.type == "cuda":
             self._pinned.upload(stacked, inputs)
@@ -452,8 +582,10 @@ class _PartSink:
         self.parts = parts
         self.lend = merger.output_buffer
 
-    def put(self, start: int, stop: int, values: torch.Tensor) -> None:
-        part = self.lend((stop - start,), self.out_dtype).copy_(values)
+    def lend_part(self, start: int, stop: int) -> torch.Tensor:
+        return self.lend((stop - start,), self.out_dtype)
+
+    def hand(self, stop: int, part: torch.Tensor) -> None:
         self.parts(self.planned.name, part, stop == self.planned.numel)
 
 
@@ -477,6 +609,8 @@ class _StoredChunks:
         self._has_base = base is not None
         self.stored = [tensor.reshape(-1) for tensor in inputs] + ([base.reshape(-1)] if base is not None else [])
         self.result = output
+        self._out_dtype = output.out_dtype if isinstance(output, _PartSink) else output.dtype
+        self._unused: tuple[int, torch.Tensor] | None = None
         self._n = len(inputs)
         item = merger.compute.itemsize
         # Per entry: every input and the base converted, and the result's range.
@@ -533,13 +667,49 @@ class _StoredChunks:
     def output(self, start: int, stop: int) -> torch.Tensor:
         return self.merger.scratch(stop - start)
 
+    def weighted_sum_stored(self, start: int, stop: int, rows: Sequence[int], weights: Sequence[float]) -> bool:
+        """``FlatChunks.weighted_sum_stored`` by the compiled bf16 kernel, where the
+        stored rows and the result are bf16 and the merge computes in float32 on the CPU."""
+        import torch
+
+        merger = self.merger
+        if (
+            merger.device.type != "cpu"
+            or merger.compute != torch.float32
+            or self._out_dtype != torch.bfloat16
+            or any(self.stored[k].dtype != torch.bfloat16 for k in rows)
+        ):
+            return False
+        from mergestudio.methods import bf16_kernels
+
+        destination = self._destination(start, stop)
+        sources = [bf16_kernels.bits(self.stored[k][start:stop]) for k in rows]
+        if bf16_kernels.weighted_sum_bf16(sources, weights, None, bf16_kernels.bits(destination)):
+            self._unused = (start, destination)  # the caller's commit of this range takes it
+            return False
+        self._hand(stop, destination)
+        return True
+
+    def _destination(self, start: int, stop: int) -> torch.Tensor:
+        """Where the result's range goes: a part the target lends (or the one lent for this
+        range and not handed over), or the output tensor's range."""
+        sink = self.result
+        if not isinstance(sink, _PartSink):
+            return sink[start:stop]
+        unused, self._unused = self._unused, None
+        return unused[1] if unused is not None and unused[0] == start else sink.lend_part(start, stop)
+
+    def _hand(self, stop: int, destination: torch.Tensor) -> None:
+        if isinstance(self.result, _PartSink):
+            self.result.hand(stop, destination)
+
     def commit(self, start: int, stop: int) -> None:
         values = self.merger.scratch(stop - start)
-        self.merger.nonfinite.check_result(self.planned, values)
-        if isinstance(self.result, _PartSink):
-            self.result.put(start, stop, values)
-        else:
-            self.result[start:stop].copy_(values)
+        destination = self._destination(start, stop)
+        # Converted first, checked after: a part reaches the target only once checked.
+        if not _narrow_into(values, destination):
+            self.merger.nonfinite.check_result(self.planned, values)
+        self._hand(stop, destination)
 
 
 class _NonFiniteGuard:

@@ -137,13 +137,13 @@ class LoraAdapter:
     def read_replacement(self, name: str) -> torch.Tensor:
         return self._mapped.tensor(self.replacements[name])
 
-    def prefetch(self, target: str) -> None:
+    def prefetch(self, target: str, populate: bool = False) -> None:
         module = self.modules.get(target)
         if module is not None:
-            self._mapped.prefetch(module.a)
-            self._mapped.prefetch(module.b)
+            self._mapped.prefetch(module.a, populate)
+            self._mapped.prefetch(module.b, populate)
         if target in self.replacements:
-            self._mapped.prefetch(self.replacements[target])
+            self._mapped.prefetch(self.replacements[target], populate)
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256(self._header)
@@ -183,11 +183,11 @@ class AdapterSource(ModelSource):
         module = adapter.modules.get(name)
         return stored + (module.a.nbytes + module.b.nbytes if module is not None else 0)
 
-    def prefetch(self, name: str) -> None:
+    def prefetch(self, name: str, populate: bool = False) -> None:
         base, adapter = self._parts()
         if name not in adapter.replacements:
-            base.prefetch(name)
-        adapter.prefetch(name)
+            base.prefetch(name, populate)
+        adapter.prefetch(name, populate)
 
     def fingerprint(self) -> str:
         base, adapter = self._parts()

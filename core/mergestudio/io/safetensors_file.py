@@ -9,6 +9,7 @@ File layout: 8-byte little-endian header length N, N bytes of JSON
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import math
 import mmap
@@ -16,6 +17,7 @@ import os
 import struct
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -163,6 +165,7 @@ class MappedFiles:
 
     def __init__(self) -> None:
         self._maps: dict[Path, mmap.mmap] = {}
+        self._addresses: dict[Path, int] = {}
         self._lock = threading.Lock()
 
     def _map(self, path: Path) -> mmap.mmap:
@@ -190,14 +193,31 @@ class MappedFiles:
             flat = torch.frombuffer(mapped, dtype=torch.uint8, count=info.nbytes, offset=info.begin)
         return flat.view(to_torch(info.dtype)).view(info.shape)
 
-    def prefetch(self, info: TensorInfo) -> None:
-        """Ask the kernel to start reading a tensor's pages, so the read overlaps compute."""
+    def prefetch(self, info: TensorInfo, populate: bool = False) -> None:
+        """Ask the kernel to start reading a tensor's pages, so the read overlaps compute.
+        With ``populate``, also map them into this process now, blocking until they are
+        read: on a thread of its own this takes the page faults (~0.2 s per GB) off the
+        thread that computes. A kernel without MADV_POPULATE_READ (Linux < 5.14) skips it."""
         mapped = self._map(info.file)
         page = mmap.PAGESIZE
         start = info.begin - info.begin % page
         length = info.begin + info.nbytes - start
-        if length > 0 and hasattr(mapped, "madvise"):
-            mapped.madvise(mmap.MADV_WILLNEED, start, length)
+        if length <= 0 or not hasattr(mapped, "madvise"):
+            return
+        mapped.madvise(mmap.MADV_WILLNEED, start, length)
+        if populate:
+            _populate(self._address(info.file, mapped) + start, length)
+
+    def _address(self, path: Path, mapped: mmap.mmap) -> int:
+        with self._lock:
+            address = self._addresses.get(path)
+            if address is None:
+                # A one-entry view for its address, let go at once: a live view would
+                # keep close() from unmapping.
+                import numpy as np
+
+                address = self._addresses[path] = int(np.frombuffer(mapped, np.uint8, count=1).ctypes.data)
+            return address
 
     def close(self) -> None:
         with self._lock:
@@ -207,3 +227,21 @@ class MappedFiles:
                 with contextlib.suppress(BufferError):
                     mapped.close()
             self._maps.clear()
+            self._addresses.clear()
+
+
+_MADV_POPULATE_READ = 22  # Linux 5.14+; Python's mmap module does not name it before 3.13
+_madvise: Callable[[int, int, int], int] | None = None
+
+
+def _populate(address: int, length: int) -> None:
+    """madvise(MADV_POPULATE_READ) through libc, which releases the GIL while the kernel
+    reads and maps the pages (``mmap.madvise`` holds it). Errors are ignored: this only
+    makes later reads cheaper."""
+    global _madvise
+    if _madvise is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        libc.madvise.restype = ctypes.c_int
+        _madvise = libc.madvise
+    _madvise(address, length, _MADV_POPULATE_READ)

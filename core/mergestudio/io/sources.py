@@ -101,9 +101,11 @@ class ModelSource:
         adapted model adds its adapter's tensors)."""
         return self.tensors[name].nbytes
 
-    def prefetch(self, name: str) -> None:
+    def prefetch(self, name: str, populate: bool = False) -> None:
+        """Start reading tensor ``name``'s pages; with ``populate``, map them now
+        (``MappedFiles.prefetch``)."""
         if self._loaded is None and name in self.tensors:
-            self._mapped.prefetch(self.tensors[name])
+            self._mapped.prefetch(self.tensors[name], populate)
 
     def fingerprint(self) -> str:
         """sha256 over every file's header, size and 64 evenly spaced 4 KiB blocks of its

@@ -4,10 +4,40 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from mergestudio.methods.common import WEIGHT_DOC, weighted_sum, zero_weight_sum_check
 from mergestudio.methods.registry import MergeInputs, Param, register
+
+
+def _linear_bf16(
+    rows: Sequence[np.ndarray], base: np.ndarray | None, out: np.ndarray, *, weight: Sequence[float], normalize: bool
+) -> int:
+    """``linear`` on bf16 bits in one pass (``FusedFunction``)."""
+    from mergestudio.methods import bf16_kernels
+
+    divisor = float(sum(weight)) if normalize else 0.0  # the plan refuses a zero sum
+    return bf16_kernels.weighted_sum_bf16(rows, weight, None, out, divisor=divisor)
+
+
+def _task_arithmetic_bf16(
+    rows: Sequence[np.ndarray],
+    base: np.ndarray | None,
+    out: np.ndarray,
+    *,
+    weight: Sequence[float],
+    normalize: bool,
+    **scale: float,
+) -> int:
+    """``task_arithmetic`` on bf16 bits in one pass (``FusedFunction``)."""
+    from mergestudio.methods import bf16_kernels
+
+    assert base is not None
+    total = float(sum(weight))
+    divisor = (total if abs(total) >= 1e-8 else 1.0) if normalize else 0.0
+    return bf16_kernels.weighted_sum_bf16(rows, weight, base, out, divisor=divisor, scale=scale["lambda"])
+
 
 _WEIGHT = Param("weight", "float", WEIGHT_DOC, per_model=True, ui_low=-1.0, ui_high=2.0)
 
@@ -25,6 +55,7 @@ _WEIGHT = Param("weight", "float", WEIGHT_DOC, per_model=True, ui_low=-1.0, ui_h
     elementwise=True,
     check=zero_weight_sum_check("weight", "normalize"),
     propagates_nonfinite=True,
+    fused=_linear_bf16,
 )
 def linear(inputs: MergeInputs, *, weight: Sequence[float], normalize: bool) -> torch.Tensor:
     merged = weighted_sum(inputs.tensors, weight, inputs.scratch)
@@ -49,6 +80,7 @@ def linear(inputs: MergeInputs, *, weight: Sequence[float], normalize: bool) -> 
     needs_base=True,
     elementwise=True,
     propagates_nonfinite=True,  # θ_base enters as −(Σw)θ_base + θ_base: a NaN stays NaN even at Σw = 0
+    fused=_task_arithmetic_bf16,
 )
 def task_arithmetic(
     inputs: MergeInputs, *, weight: Sequence[float], normalize: bool, **scale: float

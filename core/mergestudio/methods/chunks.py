@@ -11,7 +11,7 @@ into a reused buffer (the executor's). Results depend on the range size only thr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -54,6 +54,14 @@ class FlatChunks(Protocol):
     def output(self, start: int, stop: int) -> torch.Tensor: ...
 
     def commit(self, start: int, stop: int) -> None: ...
+
+    def weighted_sum_stored(self, start: int, stop: int, rows: Sequence[int], weights: Sequence[float]) -> bool:
+        """Write and commit the result's range [start, stop) as Σ weights[k]·row
+        rows[k] (row n is the base), straight from the stored data, with the bits of
+        ``torch.mul(r₀, w₀, out=out).add_(r₁, alpha=w₁)…``. False, with nothing
+        written, where it cannot (the default) or a result was NaN/Inf: the caller
+        then computes the range and commits it as usual."""
+        ...
 
 
 def spans(chunks: FlatChunks, align: int) -> Iterator[tuple[int, int]]:
@@ -122,6 +130,9 @@ class TensorChunks:
 
     def commit(self, start: int, stop: int) -> None:
         return None
+
+    def weighted_sum_stored(self, start: int, stop: int, rows: Sequence[int], weights: Sequence[float]) -> bool:
+        return False  # the tensors are already in the compute dtype
 
 
 __all__ = ["FlatChunks", "TensorChunks", "spans"]

@@ -130,6 +130,12 @@ MethodFunction: TypeAlias = Callable[..., "torch.Tensor"]
 # output tensor's inputs read range by range, writing its result through ``chunks``
 # (``methods.chunks``); bit for bit what ``MethodFunction`` returns, in bounded memory.
 StreamedFunction: TypeAlias = Callable[..., None]
+# ``fn(rows, base, out, **params) -> int``: an elementwise method's one-pass form on bf16
+# data as stored (``methods.bf16_kernels``): ``rows`` a sequence of n (L,) uint16 arrays
+# of bf16 bits, ``base`` one or None, ``out`` (L,) uint16 for the result's bits. It must
+# write exactly the bits of ``MethodFunction`` in float32 rounded to bf16 by torch, and
+# returns how many results were NaN/Inf (the executor then redoes the rows in torch).
+FusedFunction: TypeAlias = Callable[..., int]
 # A parameter constraint across parameters, checked at plan time for every output tensor:
 # ``check(params)`` gets the tensor's resolved values (per-model ones as tuples) and
 # returns None, or a sentence saying what is wrong ("weights sum to 0 and normalize …").
@@ -178,6 +184,10 @@ class MethodSpec:
     # differs from the executor's: methods whose statistics are a few scalars (Gram
     # matrices) gain nothing from large ranges, and every byte counts in their peak.
     stream_bytes: int | None = None
+    # The method's one-pass bf16 form for the CPU (``FusedFunction``), for elementwise
+    # methods that propagate NaN/Inf: it skips converting every input to float32 and
+    # back, which was most of a linear merge's CPU time. None: the torch path only.
+    fused: FusedFunction | None = None
 
     def takes_base(self, base_model: str | None) -> bool:
         """Whether the base model is handed to the function (and kept out of the inputs)."""
@@ -218,11 +228,16 @@ def register(
     propagates_nonfinite: bool = False,
     streamed: StreamedFunction | None = None,
     stream_bytes: int | None = None,
+    fused: FusedFunction | None = None,
 ) -> Callable[[MethodFunction], MethodFunction]:
     """Declare a merge method. See ``MethodSpec`` for the meaning of each field."""
     # The declaring module, whichever module defined the function (consensus registers
     # variants built elsewhere): it orders ``all_methods`` the same however imported.
     module = str(sys._getframe(1).f_globals.get("__name__", ""))
+
+    if fused is not None and not (elementwise and propagates_nonfinite):
+        # The executor checks only a fused form's results for NaN/Inf.
+        raise ValueError(f"{name}: a fused form needs an elementwise method that propagates NaN/Inf")
 
     def decorate(function: MethodFunction) -> MethodFunction:
         spec = MethodSpec(
@@ -246,6 +261,7 @@ def register(
             module=module,
             streamed=streamed,
             stream_bytes=stream_bytes,
+            fused=fused,
         )
         for key in (name, *aliases):
             if key in _REGISTRY:

@@ -59,6 +59,9 @@ def streamed_slerp(
     t = float(t)
     scales = slerp_scales(t, norm(gram, 1), norm(gram, 0), float(gram[0, 1]), eps)
     for start, stop in spans(chunks, GRAM_BLOCK):
+        # Rows: the input (0), the base (1): base·s₀ + x·s₁, as the torch lines below.
+        if scales is not None and chunks.weighted_sum_stored(start, stop, (1, 0), scales):
+            continue
         x, base = chunks.read(start, stop)
         out = chunks.output(start, stop)
         if scales is None:
