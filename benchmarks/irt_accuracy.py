@@ -68,6 +68,13 @@ def main() -> None:
         help="anchors per task of the option rows (genome prior, adaptive round)",
     )
     parser.add_argument(
+        "--graded-cost",
+        type=int,
+        default=0,
+        metavar="N",
+        help="time N candidates' evaluation with and without graded scores (alternating, 3 times each), then stop",
+    )
+    parser.add_argument(
         "--graded-only", action="store_true", help="option rows: only irt4's default with and without graded scores"
     )
     parser.add_argument(
@@ -77,6 +84,9 @@ def main() -> None:
 
     spec = _demo_spec(args.zoo)
     count = args.candidates + args.calibration_trials
+    if args.graded_cost:
+        print(json.dumps(measure_graded_cost(spec, args.graded_cost, args.seed), indent=1))
+        return
     if args.cached:
         responses = json.loads(args.responses.read_text())
     else:
@@ -183,6 +193,49 @@ def _graded_cost(resident: Any, tasks: Any, graded_s: float) -> dict[str, float]
     resident.graded = True
     items = sum(len(t.items) for t in tasks)
     return {"plain_s": round(plain, 3), "graded_s": round(graded_s, 3), "items": items}
+
+
+def measure_graded_cost(spec: Any, count: int, seed: int, repeats: int = 3) -> dict[str, Any]:
+    """Evaluation seconds of ``count`` candidates on every dev item, without and with
+    graded scores, on one merged model each, alternating plain/graded ``repeats`` times
+    (so a warm-up or a load change hits both alike); medians per candidate, then means."""
+    from mergestudio.engine.device import torch_threads
+    from mergestudio.evaluate.lm import quiet_transformers
+    from mergestudio.evaluate.resident import ResidentEvaluator
+    from mergestudio.search.genome import Genome
+    from mergestudio.search.objectives import Objectives
+    from mergestudio.search.spec import base_recipe
+
+    quiet_transformers()
+    objectives = Objectives.build(spec)
+    genome = Genome.build(spec.genome, base_recipe(spec))
+    items = sum(len(t.items) for t in objectives.tasks)
+    plain, graded = [], []
+    with (
+        torch_threads(1),
+        ResidentEvaluator(
+            base_recipe(spec).base_model, objectives.tasks, batch_size=100, device="cpu", dtype="float32"
+        ) as resident,
+    ):
+        for values in list(_candidate_genomes(spec, count, seed).values()):
+            resident.merge_into_model(genome.recipe(values).to_dict())
+            resident.evaluate_merged(objectives.tasks)  # warm-up
+            times: dict[bool, list[float]] = {False: [], True: []}
+            for _ in range(repeats):
+                for flag in (False, True):
+                    resident.graded = flag
+                    times[flag].append(resident.evaluate_merged(objectives.tasks).eval_s)
+            plain.append(float(np.median(times[False])))
+            graded.append(float(np.median(times[True])))
+    extra = (np.mean(graded) - np.mean(plain)) / items
+    return {
+        "candidates": count,
+        "items": items,
+        "plain_s": round(float(np.mean(plain)), 3),
+        "graded_s": round(float(np.mean(graded)), 3),
+        "extra_ms_per_item": round(1000 * float(extra), 3),
+        "extra_share": round(float(np.mean(graded) / np.mean(plain) - 1), 3),
+    }
 
 
 def _candidate_genomes(spec: Any, count: int, seed: int) -> dict[str, dict[str, float]]:

@@ -364,3 +364,22 @@ def test_graded_calibration_round_trips_and_old_files_load_without_it(truth):
     assert TaskCalibration.from_dict(old).graded is None
     with pytest.raises(CalibrationError, match="shape"):
         calibrate_task("t", ids, answers, 6, graded_scores=scores[:, :10])
+
+
+def test_graded_model_leaves_out_calibration_models_whose_ability_is_only_a_bound(truth):
+    """Models that got every item wrong have θ pinned by the prior, not by their answers;
+    their graded scores (far below the line at that θ) must not bend the fitted lines."""
+    rng, a, b, theta, answers = truth
+    ids = [f"i{k}" for k in range(N_ITEMS)]
+    c, d, sd = -b, a, np.full(N_ITEMS, 0.8)
+    failing = np.full(12, -9.0)  # true θ far below what the answers can tell
+    responses = np.vstack([answers, np.zeros((len(failing), N_ITEMS))])
+    scores = np.vstack([_graded(rng, theta, c, d, sd), _graded(rng, failing, c, d, sd)])
+    fitted = calibrate_task("t", ids, responses, 10, graded_scores=scores).graded
+    on_every_model = GradedItems.fit(scores, fit_2pl(responses).abilities)
+    assert fitted is not None
+    error = {
+        name: float(np.abs(np.asarray(model.intercept) - c).mean())
+        for name, model in (("identified", fitted), ("every model", on_every_model))
+    }
+    assert error["identified"] < 0.5 * error["every model"], error
