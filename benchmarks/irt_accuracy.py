@@ -21,7 +21,9 @@ come with the anchors shared among the skills (the estimator's default) and spli
 and with the two options of issue 22's fourth session: the genome prior (``irt_prior:
 genome``, a regression from each candidate's genome to its ability, fitted on the
 calibration trials) and the adaptive second round (``adaptive: true``), over the IRT seeds
-``--irt-seeds`` (k-means and fit seeds; the candidates stay the same).
+``--irt-seeds`` (k-means and fit seeds; the candidates stay the same), and with graded item
+scores (``graded: true``: every item's reference log-probability, cached beside the answers).
+``--graded-cost N`` times the evaluation of N candidates with and without graded scores.
 
     python benchmarks/irt_accuracy.py [--candidates 120] [--responses runs/irt-bench/responses.json] [--json out.json]
         [--irt-seeds 0 1 2 3] [--cached]   # --cached: re-analyse the cache as is (an older zoo's answers)
