@@ -444,7 +444,9 @@ def calibrate(
     for task in objectives.tasks:
         ids = [i.id for i in task.items]
         answers_by_task[task.name] = (ids, _matrix(subjects, rows, task.name, len(ids), "answer"))
-        if fitness.graded:
+        # Graded scores where every calibration model has them; a task without (an
+        # lm-eval task, or an evaluator that gives none, such as Ray's) uses its answers alone.
+        if fitness.graded and all(len(r.get(task.name, [])) == len(ids) for r in graded_rows):
             graded_by_task[task.name] = _matrix(subjects, graded_rows, task.name, len(ids), "graded score")
     genes = None
     if fitness.genome_prior:
@@ -491,7 +493,8 @@ def _baseline_answers(
     names = {t.name for t in objectives.tasks}
     cached = load_baselines(run.path, spec)
     graded = spec.fitness.graded
-    if cached is None or any(not names <= set(b.responses) or (graded and not names <= set(b.graded)) for b in cached):
+    # Baselines scored before graded scores existed are scored again, once (the file then has them).
+    if cached is None or any(not names <= set(b.responses) or (graded and not b.graded) for b in cached):
         log(events, "IRT calibration: scoring the baselines on every item")
         cached = compute_baselines(spec, events=events, cancel=cancel, resident=resident)
         save_baselines(run.path, spec, cached)

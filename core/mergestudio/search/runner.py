@@ -556,13 +556,10 @@ class _Search:
 def _ask_graded(resident: CandidateEvaluator, spec: SearchSpec) -> None:
     """An IRT run with ``graded: true`` has every item's graded score evaluated (the
     calibration trials' and baselines' on every item, each candidate's on the items it is
-    asked); only an evaluator in this process can be asked for them."""
-    if spec.fitness.estimator != "irt" or not spec.fitness.graded:
+    asked). An evaluator without the setting (Ray's actors) gives none, and the
+    calibration then fits on the answers alone."""
+    if spec.fitness.estimator != "irt" or not spec.fitness.graded or not hasattr(resident, "graded"):
         return
-    if not hasattr(resident, "graded"):
-        raise MergeStudioError(
-            f"fitness graded: true needs candidates evaluated in this process; {type(resident).__name__} has no graded scores"
-        )
     setattr(resident, "graded", True)  # noqa: B010 (the Protocol does not declare it)
 
 
