@@ -21,7 +21,9 @@ come with the anchors shared among the skills (the estimator's default) and spli
 and with the two options of issue 22's fourth session: the genome prior (``irt_prior:
 genome``, a regression from each candidate's genome to its ability, fitted on the
 calibration trials) and the adaptive second round (``adaptive: true``), over the IRT seeds
-``--irt-seeds`` (k-means and fit seeds; the candidates stay the same).
+``--irt-seeds`` (k-means and fit seeds; the candidates stay the same), and with graded item
+scores (``graded: true``: every item's reference log-probability, cached beside the answers).
+``--graded-cost N`` times the evaluation of N candidates with and without graded scores.
 
     python benchmarks/irt_accuracy.py [--candidates 120] [--responses runs/irt-bench/responses.json] [--json out.json]
         [--irt-seeds 0 1 2 3] [--cached]   # --cached: re-analyse the cache as is (an older zoo's answers)
@@ -39,7 +41,8 @@ from typing import Any
 import numpy as np
 
 SUBSET_SEEDS = 20  # the subset estimator's error is averaged over this many random subsets
-MAX_OBSERVED = 400  # fitness.MAX_OBSERVED_TRIALS: the earlier trials a genome prior learns from
+MAX_OBSERVED = 400
+COST_MODELS = 24  # models whose evaluation is timed with and without graded scores  # fitness.MAX_OBSERVED_TRIALS: the earlier trials a genome prior learns from
 
 
 def main() -> None:
@@ -67,12 +70,25 @@ def main() -> None:
         help="anchors per task of the option rows (genome prior, adaptive round)",
     )
     parser.add_argument(
+        "--graded-cost",
+        type=int,
+        default=0,
+        metavar="N",
+        help="time N candidates' evaluation with and without graded scores (alternating, 3 times each), then stop",
+    )
+    parser.add_argument(
+        "--graded-only", action="store_true", help="option rows: only irt4's default with and without graded scores"
+    )
+    parser.add_argument(
         "--cached", action="store_true", help="analyse --responses as it is, without checking or scoring the zoo"
     )
     args = parser.parse_args()
 
     spec = _demo_spec(args.zoo)
     count = args.candidates + args.calibration_trials
+    if args.graded_cost:
+        print(json.dumps(measure_graded_cost(spec, args.graded_cost, args.seed), indent=1))
+        return
     if args.cached:
         responses = json.loads(args.responses.read_text())
     else:
@@ -89,6 +105,7 @@ def main() -> None:
         args.calibration_trials,
         args.option_anchors,
         args.irt_seeds or [args.seed],
+        GRADED_OPTIONS if args.graded_only else OPTIONS,
     )
     print(markdown_table(result))
     if args.json:
@@ -144,22 +161,83 @@ def _score_everything(spec: Any, count: int, cache: Path, seed: int) -> dict[str
         todo.append((label, genome.recipe(values).to_dict()))
     cache.parent.mkdir(parents=True, exist_ok=True)
     template = base_recipe(spec).base_model
+    data.setdefault("graded", {})
+    data.setdefault("cost", [])
     with (
         torch_threads(1),
         ResidentEvaluator(
-            template, objectives.tasks, batch_size=100, device="cpu", dtype="float32"
+            template, objectives.tasks, batch_size=100, device="cpu", dtype="float32", graded=True
         ) as resident,
     ):
         for label, recipe in todo:
-            if label in data["models"]:
+            if label in data["models"] and label in data["graded"]:
                 continue
             start = time.perf_counter()
-            report = resident.evaluate(recipe).report
-            data["models"][label] = {t.task: [float(i.score) for i in t.items] for t in report.tasks}
+            result = resident.evaluate(recipe)
+            answers = {t.task: [float(i.score) for i in t.items] for t in result.report.tasks}
+            if label in data["models"] and answers != data["models"][label]:
+                raise SystemExit(f"{label}: answers differ from the cache's (not deterministic?)")
+            data["models"][label] = answers
+            data["graded"][label] = {t.task: [i.graded for i in t.items] for t in result.report.tasks}
             data["seconds"][label] = round(time.perf_counter() - start, 2)
+            if len(data["cost"]) < COST_MODELS:
+                data["cost"].append(_graded_cost(resident, objectives.tasks, result.eval_s))
             cache.write_text(json.dumps(data) + "\n")
             print(f"{label}: {data['seconds'][label]} s", flush=True)
     return data
+
+
+def _graded_cost(resident: Any, tasks: Any, graded_s: float) -> dict[str, float]:
+    """Seconds to evaluate the merged candidate on every item with and without graded
+    scores (the same model, one after the other, so the machine's load is alike)."""
+    resident.graded = False
+    plain = resident.evaluate_merged(tasks).eval_s
+    resident.graded = True
+    items = sum(len(t.items) for t in tasks)
+    return {"plain_s": round(plain, 3), "graded_s": round(graded_s, 3), "items": items}
+
+
+def measure_graded_cost(spec: Any, count: int, seed: int, repeats: int = 3) -> dict[str, Any]:
+    """Evaluation seconds of ``count`` candidates on every dev item, without and with
+    graded scores, on one merged model each, alternating plain/graded ``repeats`` times
+    (so a warm-up or a load change hits both alike); medians per candidate, then means."""
+    from mergestudio.engine.device import torch_threads
+    from mergestudio.evaluate.lm import quiet_transformers
+    from mergestudio.evaluate.resident import ResidentEvaluator
+    from mergestudio.search.genome import Genome
+    from mergestudio.search.objectives import Objectives
+    from mergestudio.search.spec import base_recipe
+
+    quiet_transformers()
+    objectives = Objectives.build(spec)
+    genome = Genome.build(spec.genome, base_recipe(spec))
+    items = sum(len(t.items) for t in objectives.tasks)
+    plain, graded = [], []
+    with (
+        torch_threads(1),
+        ResidentEvaluator(
+            base_recipe(spec).base_model, objectives.tasks, batch_size=100, device="cpu", dtype="float32"
+        ) as resident,
+    ):
+        for values in list(_candidate_genomes(spec, count, seed).values()):
+            resident.merge_into_model(genome.recipe(values).to_dict())
+            resident.evaluate_merged(objectives.tasks)  # warm-up
+            times: dict[bool, list[float]] = {False: [], True: []}
+            for _ in range(repeats):
+                for flag in (False, True):
+                    resident.graded = flag
+                    times[flag].append(resident.evaluate_merged(objectives.tasks).eval_s)
+            plain.append(float(np.median(times[False])))
+            graded.append(float(np.median(times[True])))
+    extra = (np.mean(graded) - np.mean(plain)) / items
+    return {
+        "candidates": count,
+        "items": items,
+        "plain_s": round(float(np.mean(plain)), 3),
+        "graded_s": round(float(np.mean(graded)), 3),
+        "extra_ms_per_item": round(1000 * float(extra), 3),
+        "extra_share": round(float(np.mean(graded) / np.mean(plain) - 1), 3),
+    }
 
 
 def _candidate_genomes(spec: Any, count: int, seed: int) -> dict[str, dict[str, float]]:
@@ -275,14 +353,17 @@ def analyse(
     }
 
 
-OPTIONS = (  # (irt_prior, adaptive, prior_from_trials): the settings compared in option_rows
-    ("population", False, False),
-    ("genome", False, False),
-    ("population", True, False),
-    ("genome", True, False),
-    ("genome", False, True),
-    ("genome", True, True),  # the default with calibration trials
+OPTIONS = (  # (irt_prior, adaptive, prior_from_trials, graded): the settings compared in option_rows
+    ("population", False, False, False),
+    ("genome", False, False, False),
+    ("population", True, False, False),
+    ("genome", True, False, False),
+    ("genome", False, True, False),
+    ("genome", True, True, False),  # irt4's default with calibration trials
+    ("population", True, False, True),
+    ("genome", True, True, True),  # + graded scores
 )
+GRADED_OPTIONS = tuple(o for o in OPTIONS if o[:3] == ("genome", True, True))
 
 
 def option_rows(
@@ -293,6 +374,7 @@ def option_rows(
     calibration_trials: int,
     anchor_counts: list[int],
     seeds: list[int],
+    options: tuple[tuple[str, bool, bool, bool], ...] = OPTIONS,
 ) -> list[dict[str, Any]]:
     """gp-irt with the genome prior and/or the adaptive round, calibrated on the baselines
     and the calibration trials (the genome prior's regression needs them), anchors shared;
@@ -313,8 +395,10 @@ def option_rows(
     full_items = sum(len(ids) for ids in data["tasks"].values())
     truth = np.array([[np.mean(models[m][t]) for t in tasks] for m in test])  # (C, T)
     rows = []
-    for prior, adaptive, from_trials in OPTIONS:
+    for prior, adaptive, from_trials, graded in options:
         if prior == "genome" and calibration_trials < 3:  # the regression needs 3
+            continue
+        if graded and "graded" not in data:
             continue
         for k in anchor_counts:
             runs = []
@@ -327,16 +411,19 @@ def option_rows(
                     adaptive=adaptive,
                     genes=genes if prior == "genome" else None,
                     genomes=subject_genomes,
+                    graded={t: np.array([data["graded"][m][t] for m in subjects]) for t in tasks} if graded else None,
                 )
                 fit_s = time.perf_counter() - start
                 answers = {t: [np.array(models[m][t]) for m in test] for t in tasks}
+                scores = {t: [np.array(data["graded"][m][t]) for m in test] if graded else None for t in tasks}
                 order = [genomes[m] for m in test]
                 values = np.array(
-                    [_simulate_run(calibrations[t], answers[t], order, from_trials) for t in tasks]
+                    [_simulate_run(calibrations[t], answers[t], order, from_trials, scores[t]) for t in tasks]
                 ).T  # (C, T)
                 items = sum(c.items_per_candidate for c in calibrations.values())
                 label = f"irt gp-irt, {prior} prior" + (" + earlier trials" if from_trials else "")
                 label += ", adaptive" if adaptive else ""
+                label += ", graded" if graded else ""
                 row = _row(label, f"baselines + {calibration_trials} trials", k, items, full_items, values, truth, fit_s)
                 split = "/".join(
                     f"{len(calibrations[t].anchors.indices)}+{calibrations[t].adaptive_items}"
@@ -355,21 +442,30 @@ def option_rows(
 
 
 def _simulate_run(
-    calibration: Any, answers: list[np.ndarray], genomes: list[dict[str, float]], from_trials: bool
+    calibration: Any,
+    answers: list[np.ndarray],
+    genomes: list[dict[str, float]],
+    from_trials: bool,
+    graded: list[np.ndarray] | None = None,
 ) -> list[float]:
     """The candidates' gp-irt estimates on one task, in order as a run meets them, from
     their full answers, asking what the estimator would: the anchors, then (adaptive)
     the items chosen from the anchors' answers. ``from_trials``: each candidate's genome
-    prior learns from the candidates before it (their genome and estimated ability)."""
+    prior learns from the candidates before it (their genome and estimated ability).
+    ``graded``: the candidates' graded scores of every item (read for the asked ones)."""
     observed: list[tuple[dict[str, float], float, float]] = []
     out = []
-    for row, genome in zip(answers, genomes, strict=True):
-        first = row[list(calibration.anchors.indices)]
-        extra = calibration.second_round(first, genome, observed) if calibration.adaptive_items else ()
-        second = row[list(extra)] if calibration.adaptive_items else None
-        out.append(float(calibration.estimates(first, genome, second, observed)["gp-irt"]))
+    anchors = list(calibration.anchors.indices)
+    for n, (row, genome) in enumerate(zip(answers, genomes, strict=True)):
+        first = row[anchors]
+        first_scores = graded[n][anchors] if graded is not None else None
+        extra = list(calibration.second_round(first, genome, observed, first_scores))
+        second = row[extra] if calibration.adaptive_items else None
+        second_scores = graded[n][extra] if graded is not None and calibration.adaptive_items else None
+        scored = (first, genome, second, observed, first_scores, second_scores)
+        out.append(float(calibration.estimates(*scored)["gp-irt"]))
         if from_trials:
-            _, _, theta, variance = calibration.ability(first, genome, second, observed)
+            _, _, theta, variance = calibration.ability(*scored)
             observed = [*observed, (genome, theta, variance)][-MAX_OBSERVED:]
     return out
 

@@ -521,7 +521,7 @@ def test_an_irt_run_shows_its_estimator_cost_and_estimates_beside_the_full_split
     number = _complete(run)[0].number
     text = again.describe_trial(number)
     # The default adaptive round: 2 fixed anchors and 1 item chosen per candidate, per task.
-    assert "fitness: IRT gp-irt, 2 + 1 adaptive items per task (6 items per candidate, 7 calibration models)" in text
+    assert "fitness: IRT gp-irt, graded scores, 2 + 1 adaptive items per task (6 items per candidate, 7 calibration models)" in text
     again.select_trial(number)
     assert again.inspector.full_button.isEnabled()
     with qtbot.waitSignal(again.full_eval_finished, timeout=IRT_TIMEOUT_MS) as full:

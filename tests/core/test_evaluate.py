@@ -344,3 +344,53 @@ def test_cli_eval_reports_a_bad_task_file(
     bad.write_text('{"prompt": "a", "target": "b"}\n{"prompt": "a"}\n')
     assert main(["eval", lm.name, "--task", str(bad), "-q"]) == 1
     assert f"{bad}:2:" in capsys.readouterr().err
+
+
+# -- graded scores -------------------------------------------------------------------------
+
+
+def test_graded_score_is_the_reference_logprob_of_a_direct_forward_pass(tmp_path: Path) -> None:
+    """A random tiny Llama (real transformers classes): an item's graded score is the mean
+    per-token log-probability of its reference after its prompt, as one plain forward pass
+    of the model gives it; multiple-choice items get the right choice's log share."""
+    from mergestudio.demo.tokenizer import save_tokenizer
+    from transformers import AutoTokenizer
+
+    from tests.checkpoints import tiny_llama_model
+
+    folder = tmp_path / "tiny"
+    save_tokenizer(folder, model_max_length=64)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = tiny_llama_model(len(tokenizer), hidden=32, intermediate=64, seed=5).eval()
+    model.save_pretrained(folder)
+    gen = tmp_path / "gen.jsonl"
+    gen.write_text(
+        "\n".join(
+            _lines(
+                {"task": {"max_new_tokens": 3}},
+                {"id": "g1", "prompt": "end abc=", "target": "c"},
+                {"id": "g2", "prompt": "max 381=", "target": "8x!"},
+            )
+        )
+    )
+    mc = tmp_path / "mc.jsonl"
+    mc.write_text("\n".join(_lines({"id": "m1", "prompt": "qa", "choices": ["bd", "c"], "answer": 1})))
+    lm = CausalLM.load(folder, device="cpu")
+    tasks = [load_task(gen), load_task(mc)]
+    report = evaluate_tasks(lm, tasks, batch_size=2, graded=True)
+    for item, (prompt, target) in zip(report.task("gen").items, [("end abc=", "c"), ("max 381=", "8x!")], strict=True):
+        context = tokenizer(prompt)["input_ids"]
+        reference = tokenizer(target, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = model(torch.tensor([context + reference])).logits[0]  # (T, V)
+        logprobs = torch.log_softmax(logits.double(), dim=-1)
+        # Position t predicts token t + 1: the reference's k-th token from position len(context) - 1 + k.
+        direct = sum(float(logprobs[len(context) - 1 + k, t]) for k, t in enumerate(reference)) / len(reference)
+        assert item.graded == pytest.approx(direct, abs=1e-5)
+    choice = report.task("mc").items[0]
+    assert choice.logprobs is not None and choice.graded == pytest.approx(
+        float(torch.log_softmax(torch.tensor(choice.logprobs, dtype=torch.float64), dim=0)[1])
+    )
+    plain = evaluate_tasks(lm, tasks, batch_size=2)
+    assert all(i.graded is None for i in plain.task("gen").items)  # the extra pass only when asked
+    assert [i.score for i in plain.task("gen").items] == [i.score for i in report.task("gen").items]

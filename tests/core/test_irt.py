@@ -3,7 +3,9 @@ fit recovers the abilities and item parameters, the anchors stand for the task, 
 estimates from the anchors alone land near each new model's accuracy, a run's anchors
 are shared among its tasks where they cut the error most, a genome prior (regression from
 the candidate's genome to its ability) beats the population prior when the genome decides
-the ability, and the adaptive round asks the most informative items."""
+the ability, the adaptive round asks the most informative items, and graded scores (the
+reference answer's log-probability) place a new model's ability better than its right/wrong
+answers alone."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from mergestudio.search.irt import (
     AbilityRegression,
     Anchors,
     CalibrationError,
+    GradedItems,
     ItemParameters,
     TaskCalibration,
     allocate_anchors,
@@ -25,6 +28,7 @@ from mergestudio.search.irt import (
     calibrate_tasks,
     estimate_ability,
     fit_2pl,
+    graded_logit,
     select_anchors,
 )
 
@@ -297,3 +301,85 @@ def test_calibrations_written_before_the_options_still_load(truth):
     del old["adaptive_items"], old["regression"]
     again = TaskCalibration.from_dict(old)
     assert again == calibration and again.adaptive_items == 0 and again.regression is None
+
+
+# ---- graded scores --------------------------------------------------------------------------
+
+
+def _graded(rng: np.random.Generator, theta: np.ndarray, c: np.ndarray, d: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """Log-probabilities of the reference whose logit is c + d·θ + N(0, sd²): (S, I)."""
+    logit = c[None, :] + np.outer(theta, d) + rng.normal(size=(len(theta), len(c))) * sd[None, :]
+    return -np.log1p(np.exp(-logit))
+
+
+def test_graded_logit_inverts_the_log_sigmoid_and_clips():
+    x = np.array([-5.0, -0.3, 0.0, 2.0, 9.0])
+    assert np.allclose(graded_logit(-np.log1p(np.exp(-x))), x)
+    assert graded_logit(0.0) == pytest.approx(12.0) and graded_logit(-1e6) == pytest.approx(-12.0)
+
+
+def test_graded_scores_recover_ability_and_accuracy_better_than_answers_alone(truth):
+    rng, a, b, theta, answers = truth
+    ids = [f"i{k}" for k in range(N_ITEMS)]
+    # The graded model: the reference's logit rises with θ, about as fast as the 2PL's
+    # (d near a) with noise of about one logit, as a soft right/wrong would.
+    c, d, sd = -b + rng.normal(0, 0.3, N_ITEMS), a * rng.uniform(0.6, 1.2, N_ITEMS), rng.uniform(0.6, 1.2, N_ITEMS)
+    binary = calibrate_task("t", ids, answers, 10)
+    graded = calibrate_task("t", ids, answers, 10, graded_scores=_graded(rng, theta, c, d, sd))
+    assert binary.anchors == graded.anchors and graded.graded is not None
+    fitted = graded.graded
+    assert np.corrcoef(fitted.slope, d)[0, 1] > 0.6 and np.corrcoef(fitted.intercept, c)[0, 1] > 0.9
+    new_theta = rng.normal(0.0, 1.0, 300)
+    rows, expected = _answers(rng, new_theta, a, b)
+    scores = _graded(rng, new_theta, c, d, sd)
+    anchors = list(graded.anchors.indices)
+    errors: dict[str, list[float]] = {"binary θ": [], "graded θ": [], "binary": [], "graded": []}
+    for row, score, target, true_theta in zip(rows, scores, expected, new_theta, strict=True):
+        errors["binary θ"].append(abs(binary.ability(row[anchors])[2] - true_theta))
+        errors["graded θ"].append(abs(graded.ability(row[anchors], scores=score[anchors])[2] - true_theta))
+        errors["binary"].append(abs(binary.estimates(row[anchors])["p-irt"] - target))
+        errors["graded"].append(abs(graded.estimates(row[anchors], scores=score[anchors])["p-irt"] - target))
+    mean = {k: float(np.mean(v)) for k, v in errors.items()}
+    assert mean["graded θ"] < 0.7 * mean["binary θ"], mean
+    assert mean["graded"] < 0.8 * mean["binary"], mean
+    with pytest.raises(CalibrationError, match="graded scores"):
+        graded.estimates(rows[0][anchors])  # a graded calibration needs the scores
+
+
+def test_graded_calibration_round_trips_and_old_files_load_without_it(truth):
+    rng, a, b, theta, answers = truth
+    ids = [str(k) for k in range(N_ITEMS)]
+    scores = _graded(rng, theta, -b, a, np.ones(N_ITEMS))
+    calibration = calibrate_task("t", ids, answers, 6, adaptive=True, graded_scores=scores)
+    again = TaskCalibration.from_dict(json.loads(json.dumps(calibration.to_dict())))
+    assert again == calibration and isinstance(again.graded, GradedItems)
+    row, score = answers[0], scores[0]
+    first = list(again.anchors.indices)
+    extra = list(again.second_round(row[first], anchor_scores=score[first]))
+    assert again.estimates(row[first], second=row[extra], scores=score[first], second_scores=score[extra]) == (
+        calibration.estimates(row[first], second=row[extra], scores=score[first], second_scores=score[extra])
+    )
+    old = calibration.to_dict()
+    del old["graded"]
+    assert TaskCalibration.from_dict(old).graded is None
+    with pytest.raises(CalibrationError, match="shape"):
+        calibrate_task("t", ids, answers, 6, graded_scores=scores[:, :10])
+
+
+def test_graded_model_leaves_out_calibration_models_whose_ability_is_only_a_bound(truth):
+    """Models that got every item wrong have θ pinned by the prior, not by their answers;
+    their graded scores (far below the line at that θ) must not bend the fitted lines."""
+    rng, a, b, theta, answers = truth
+    ids = [f"i{k}" for k in range(N_ITEMS)]
+    c, d, sd = -b, a, np.full(N_ITEMS, 0.8)
+    failing = np.full(12, -9.0)  # true θ far below what the answers can tell
+    responses = np.vstack([answers, np.zeros((len(failing), N_ITEMS))])
+    scores = np.vstack([_graded(rng, theta, c, d, sd), _graded(rng, failing, c, d, sd)])
+    fitted = calibrate_task("t", ids, responses, 10, graded_scores=scores).graded
+    on_every_model = GradedItems.fit(scores, fit_2pl(responses).abilities)
+    assert fitted is not None
+    error = {
+        name: float(np.abs(np.asarray(model.intercept) - c).mean())
+        for name, model in (("identified", fitted), ("every model", on_every_model))
+    }
+    assert error["identified"] < 0.5 * error["every model"], error

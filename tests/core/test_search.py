@@ -117,6 +117,7 @@ def _complete(run: Path) -> list[tuple[dict[str, float], dict[str, float]]]:
             r"fitness.irt_prior: .*'auto', 'population' or 'genome'",
         ),
         ({"fitness": {"estimator": "irt", "anchors_per_task": 4, "adaptive": "twice"}}, "fitness.adaptive"),
+        ({"fitness": {"estimator": "irt", "anchors_per_task": 4, "graded": "twice"}}, "fitness.graded"),
         ({"recipe": {"merge_method": "nope", "models": [{"model": "a"}]}}, "recipe"),
         ({"recipe": "missing.yml"}, "recipe: no such recipe file"),
         ({"genomes": []}, "unknown key 'genomes'"),

@@ -1,8 +1,10 @@
-"""An IRT-estimated search over the demo zoo (genome prior, adaptive second round), killed
+"""An IRT-estimated search over the demo zoo (genome prior, adaptive second round, graded
+item scores), killed
 with SIGKILL after its calibration and resumed: the resumed run reuses the stored
 calibration (no baseline scored again, no refit), finishes its budget with nothing lost or
 repeated, and estimates every trial as an uninterrupted run does: the same adaptive items
-asked, the same earlier trials feeding the genome prior, the same estimates."""
+asked, the same earlier trials feeding the genome prior, the same graded scores placing
+the ability, the same estimates."""
 
 from __future__ import annotations
 
@@ -62,6 +64,7 @@ def spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "calibration_trials": CALIBRATION_TRIALS,
             "irt_prior": "genome",
             "adaptive": True,
+            "graded": True,
         },
         "evaluation": {"batch_size": 24, "threads": 1},
     }
@@ -84,7 +87,9 @@ def test_irt_search_resumes_after_kill_9_with_its_stored_calibration(
     baselines = (run / "baselines.json").read_bytes()
     calibration = Calibration.from_dict(json.loads(stored))
     assert calibration.subjects[-CALIBRATION_TRIALS:] == ("trial 0", "trial 1", "trial 2")
-    assert calibration.adaptive and calibration.genome_prior
+    assert calibration.adaptive and calibration.genome_prior and calibration.graded
+    # The baselines were scored with every item's graded score, for the calibration.
+    assert all(set(b["graded"]) == set(SKILLS) for b in json.loads(baselines)["baselines"])
     assert len(calibration.subjects) == 6 + CALIBRATION_TRIALS  # 3 parents, 3 default merges
     before = {r.number: r for r in RunFolder(run).records() if r.state == "complete"}
 
@@ -114,19 +119,23 @@ def test_irt_search_resumes_after_kill_9_with_its_stored_calibration(
         # The genome prior learned from every estimated trial before this one.
         earlier = [n for n in sorted(r.number for r in complete) if CALIBRATION_TRIALS <= n < record.number]
         assert items["fitness"]["prior_trials"] == earlier
+        assert items["fitness"]["graded_scores"] is True
         for task in items["report"]["tasks"]:  # the objective is the stored calibration's estimate
             name = task["task"]
             observed = [
                 (folder.read_items(n)["genome"], *folder.read_items(n)["fitness"]["abilities"][name]) for n in earlier
             ]
             answers = {i["id"]: i["score"] for i in task["items"]}
+            graded = {i["id"]: i["graded"] for i in task["items"]}
             chosen = calibration.tasks[name]
             first = [answers[i] for i in chosen.anchor_ids]
-            adaptive = [chosen.item_ids[i] for i in chosen.second_round(first, record.genome, observed)]
+            first_graded = [graded[i] for i in chosen.anchor_ids]
+            adaptive = [chosen.item_ids[i] for i in chosen.second_round(first, record.genome, observed, first_graded)]
             assert items["fitness"]["adaptive_items"][name] == sorted(adaptive, key=chosen.item_ids.index)
             assert set(answers) == set(chosen.anchor_ids) | set(adaptive)
             second = [answers[i] for i in adaptive]
-            expected = chosen.estimates(first, record.genome, second, observed)["gp-irt"]
+            second_graded = [graded[i] for i in adaptive]
+            expected = chosen.estimates(first, record.genome, second, observed, first_graded, second_graded)["gp-irt"]
             assert record.objectives[name] == pytest.approx(expected, abs=1e-6)
 
     # An uninterrupted run calibrates the same way and estimates the same trials.

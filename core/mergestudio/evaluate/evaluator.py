@@ -39,8 +39,11 @@ def evaluate_tasks(
     batch_size: int = 32,
     events: EventSink | None = None,
     cancel: CancelToken | None = None,
+    graded: bool = False,
 ) -> EvalReport:
-    """Evaluate ``lm`` on every task (the first ``limit`` items of each)."""
+    """Evaluate ``lm`` on every task (the first ``limit`` items of each). ``graded``:
+    also score each generation item's reference answer under teacher forcing
+    (``ItemResult.graded``; multiple-choice items always have theirs)."""
     chosen = [t.limited(limit) for t in tasks]
     progress = ProgressReporter(events, "evaluate", sum(len(t.items) for t in chosen))
     progress.start()
@@ -53,7 +56,7 @@ def evaluate_tasks(
             progress.advance(len(task.items))
             results.append(result)
             continue
-        results.append(_evaluate_task(lm, task, batch_size, progress, cancel))
+        results.append(_evaluate_task(lm, task, batch_size, progress, cancel, graded))
     return EvalReport(model=lm.name, tasks=tuple(results), elapsed_s=time.perf_counter() - start)
 
 
@@ -79,12 +82,13 @@ def _evaluate_task(
     batch_size: int,
     progress: ProgressReporter,
     cancel: CancelToken | None,
+    graded: bool = False,
 ) -> TaskResult:
     start = time.perf_counter()
     if task.kind == "multiple_choice":
         items, summary = _multiple_choice(lm, task, batch_size, progress, cancel)
     elif task.kind == "generation":
-        items, summary = _generation(lm, task, batch_size, progress, cancel)
+        items, summary = _generation(lm, task, batch_size, progress, cancel, graded)
     else:
         items, summary = _perplexity(lm, task, batch_size, progress, cancel)
     return TaskResult(
@@ -139,7 +143,8 @@ def _multiple_choice(
         correct = chosen == item.answer
         acc.append(float(correct))
         acc_norm.append(float(chosen_norm == item.answer))
-        results.append(ItemResult(item.id, float(correct), correct, str(chosen), logprobs=logprobs))
+        graded = _log_share(logprobs, item.answer)
+        results.append(ItemResult(item.id, float(correct), correct, str(chosen), logprobs=logprobs, graded=graded))
     return results, {"acc": metrics.mean(acc), "acc_norm": metrics.mean(acc_norm)}
 
 
@@ -149,6 +154,7 @@ def _generation(
     batch_size: int,
     progress: ProgressReporter,
     cancel: CancelToken | None,
+    graded: bool = False,
 ) -> tuple[list[ItemResult], dict[str, float]]:
     gen_items = [i for i in task.items if isinstance(i, GenerationItem)]
     options = task.generation
@@ -159,11 +165,27 @@ def _generation(
         batch_size,
         _advance(progress, cancel, task.name),
     )
+    references = _reference_logprobs(lm, gen_items, batch_size) if graded else [None] * len(gen_items)
     results = []
-    for item, output in zip(gen_items, outputs, strict=True):
+    for item, output, reference in zip(gen_items, outputs, references, strict=True):
         correct = metrics.exact_match(output, item.targets, options.normalize)
-        results.append(ItemResult(item.id, float(correct), correct, output))
+        results.append(ItemResult(item.id, float(correct), correct, output, graded=reference))
     return results, {"exact_match": metrics.mean([r.score for r in results])}
+
+
+def _reference_logprobs(lm: CausalLM, items: Sequence[GenerationItem], batch_size: int) -> list[float | None]:
+    """Mean per-token log-probability (nats) of each item's first reference answer after
+    its prompt, teacher-forced: one batched forward pass, no decoding. Per token, so a
+    long answer is not worth less than a short one."""
+    scored = lm.loglikelihood([(item.prompt, item.targets[0]) for item in items], batch_size)
+    return [v.logprob / v.n_tokens if v.n_tokens else None for v in scored]
+
+
+def _log_share(logprobs: Sequence[float], answer: int) -> float:
+    """log of the right choice's share of the choices' probability: log-softmax over the
+    choices' log-likelihoods, at the answer."""
+    top = max(logprobs)
+    return logprobs[answer] - (top + math.log(sum(math.exp(v - top) for v in logprobs)))
 
 
 def _perplexity(

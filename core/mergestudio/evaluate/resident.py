@@ -123,7 +123,10 @@ class ResidentEvaluator:
         device: str = "auto",
         dtype: str = "auto",
         merge_threads: int | None = None,
+        graded: bool = False,
     ) -> None:
+        # graded: every generation item also gets its reference's teacher-forced log-prob.
+        self.graded = graded
         self.lm = CausalLM.load(template, device=device, dtype=dtype)
         self.tasks = [t.limited(limit) for t in tasks]
         self.batch_size = batch_size
@@ -178,7 +181,7 @@ class ResidentEvaluator:
         start = time.perf_counter()
         self.merge_into_model(recipe, cancel)
         merged = time.perf_counter()
-        report = evaluate_tasks(self.lm, self.tasks, None, self.batch_size, events, cancel)
+        report = evaluate_tasks(self.lm, self.tasks, None, self.batch_size, events, cancel, self.graded)
         return CandidateResult(report, merged - start, time.perf_counter() - merged)
 
     def evaluate_merged(
@@ -190,7 +193,7 @@ class ResidentEvaluator:
         """Evaluate the candidate merged last (by ``evaluate``) on ``tasks``, without
         merging again: a fitness estimator's second round of items (``search.fitness``)."""
         start = time.perf_counter()
-        report = evaluate_tasks(self.lm, tasks, None, self.batch_size, events, cancel)
+        report = evaluate_tasks(self.lm, tasks, None, self.batch_size, events, cancel, self.graded)
         return CandidateResult(report, 0.0, time.perf_counter() - start)
 
     def close(self) -> None:

@@ -27,6 +27,10 @@ class ItemResult:
     negative log-likelihood per token (lower is better). ``correct`` is None for
     perplexity. ``prediction`` is the generated text, or the chosen choice index.
     ``logprobs``: per-choice log-likelihoods (multiple choice only).
+    ``graded``: a continuous score of how close the model came, higher is better: the
+    mean per-token log-probability of the reference answer under teacher forcing
+    (generation, when asked for: one extra forward pass), or the log-probability of the
+    right choice among the choices (multiple choice, free). IRT fitness reads it.
     """
 
     id: str
@@ -36,6 +40,7 @@ class ItemResult:
     logprobs: tuple[float, ...] | None = None
     nll: float | None = None
     n_tokens: int | None = None
+    graded: float | None = None
 
 
 @dataclass(frozen=True)
@@ -129,4 +134,5 @@ def _item_from_dict(d: dict[str, Any]) -> ItemResult:
         logprobs=tuple(logprobs) if logprobs is not None else None,
         nll=d.get("nll"),
         n_tokens=d.get("n_tokens"),
+        graded=d.get("graded"),
     )

@@ -66,6 +66,8 @@ class Baseline:
     # Every item's score by task, in the task's item order: what an IRT estimator is
     # calibrated on (``search/fitness.py``); empty in files written before it was kept.
     responses: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    # Every item's graded score per task, when the evaluator was asked for them (IRT graded).
+    graded: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
     @property
     def mean_delta_vs_base(self) -> float:
@@ -160,7 +162,14 @@ def compute_baselines(
             values = objectives.values(result.report)
             is_base = kind == "parent" and label == base_label
             responses = {t.task: [i.score for i in t.items] for t in result.report.tasks}
-            baselines.append(Baseline(label, kind, recipe, values, estimator, is_base, responses=responses))
+            graded = {
+                t.task: [float(i.graded) for i in t.items if i.graded is not None]
+                for t in result.report.tasks
+                if all(i.graded is not None for i in t.items)
+            }
+            baselines.append(
+                Baseline(label, kind, recipe, values, estimator, is_base, responses=responses, graded=graded)
+            )
             log(events, f"baseline {label}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
     return with_comparisons(baselines, objectives)
 
@@ -213,6 +222,7 @@ def load_baselines(run_dir: Path, spec: SearchSpec) -> list[Baseline] | None:
                 str(b["estimator"]),
                 b["kind"] == "parent" and b["label"] == base_label,
                 responses={str(t): [float(v) for v in r] for t, r in b.get("responses", {}).items()},
+                graded={str(t): [float(v) for v in r] for t, r in b.get("graded", {}).items()},
             )
             for b in data["baselines"]
         ]
@@ -234,7 +244,7 @@ def _scoring_key(spec: SearchSpec) -> str:
     data = spec.model_dump(
         mode="json",
         include={"recipe", "objectives", "fitness", "evaluation"},
-        exclude={"fitness": {"irt_prior", "prior_from_trials", "adaptive"}},
+        exclude={"fitness": {"irt_prior", "prior_from_trials", "adaptive", "graded"}},
     )
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -329,6 +339,7 @@ def _resident(
             device=evaluation.device,
             dtype="float32",
             merge_threads=evaluation.threads,
+            graded=spec.fitness.estimator == "irt" and spec.fitness.graded,
         ) as resident,
     ):
         yield resident

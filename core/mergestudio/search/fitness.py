@@ -43,6 +43,16 @@ if TYPE_CHECKING:
     from mergestudio.evaluate.results import EvalReport
 
 CALIBRATION_FILE = "calibration.json"
+# What ``TaskCalibration.ability``/``estimates`` take, in order: anchors' answers, genome,
+# adaptive items' answers, earlier trials, anchors' graded scores, adaptive items' graded scores.
+Rounds = tuple[
+    list[float],
+    Mapping[str, float] | None,
+    list[float] | None,
+    Sequence[Observation],
+    list[float] | None,
+    list[float] | None,
+]
 # A trial's estimated ability per task ({task: [θ, variance]}), kept in the study so later
 # trials' genome prior can learn from it (``Fitness.observing``).
 ABILITY_ATTR = "irt_ability"
@@ -77,6 +87,10 @@ class Calibration:
     @property
     def genome_prior(self) -> bool:
         return any(t.regression is not None for t in self.tasks.values())
+
+    @property
+    def graded(self) -> bool:
+        return any(t.graded is not None for t in self.tasks.values())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -133,20 +147,23 @@ class Fitness:
             return {}
         out = {}
         for name, task in self.calibration.tasks.items():
-            first, second = self._rounds(report, task, genome)
-            _, _, theta, variance = task.ability(first, genome, second, self.observed.get(name, ()))
+            rounds = self._rounds(report, task, genome)
+            _, _, theta, variance = task.ability(*rounds)
             out[name] = [round(theta, 6), round(variance, 6)]
         return out
 
-    def _rounds(
-        self, report: EvalReport, task: TaskCalibration, genome: Mapping[str, float] | None
-    ) -> tuple[list[float], list[float] | None]:
-        """The report's answers to the task's anchors and to its adaptive items."""
+    def _rounds(self, report: EvalReport, task: TaskCalibration, genome: Mapping[str, float] | None) -> Rounds:
+        """What the task's estimate reads from the report, as ``TaskCalibration.ability``
+        takes it: the anchors' answers, the genome, the adaptive items' answers, the
+        earlier trials, and (graded calibration) both rounds' graded scores."""
+        observed = self.observed.get(task.task, ())
         first = _answers(report, task, task.anchor_ids)
+        first_scores = _graded(report, task, task.anchor_ids) if task.graded is not None else None
         if not task.adaptive_items:
-            return first, None
-        extra = task.second_round(first, genome, self.observed.get(task.task, ()))
-        return first, _answers(report, task, [task.item_ids[i] for i in extra])
+            return first, genome, None, observed, first_scores, None
+        extra = [task.item_ids[i] for i in task.second_round(first, genome, observed, first_scores)]
+        second_scores = _graded(report, task, extra) if task.graded is not None else None
+        return first, genome, _answers(report, task, extra), observed, first_scores, second_scores
 
     @property
     def items_per_candidate(self) -> int:
@@ -169,7 +186,8 @@ class Fitness:
         for task in self.full_tasks:
             chosen = self.calibration.tasks[task.name]
             first = _answers(report, chosen, chosen.anchor_ids)
-            extra = chosen.second_round(first, genome, self.observed.get(task.name, ()))
+            scores = _graded(report, chosen, chosen.anchor_ids) if chosen.graded is not None else None
+            extra = chosen.second_round(first, genome, self.observed.get(task.name, ()), scores)
             if extra:
                 out.append(task_items_subset(task, set(extra)))
         return tuple(out)
@@ -193,8 +211,7 @@ class Fitness:
             return {}
         out = {}
         for name, task in self.calibration.tasks.items():
-            first, second = self._rounds(report, task, genome)
-            estimates = task.estimates(first, genome, second, self.observed.get(name, ()))
+            estimates = task.estimates(*self._rounds(report, task, genome))
             out[name] = {str(k): round(v, 6) for k, v in estimates.items()}
         return out
 
@@ -210,6 +227,8 @@ class Fitness:
                 }
             if self.learns_from_trials:
                 data["prior_trials"] = list(self.observed_trials)
+            if self.calibration.graded:  # θ placed by the asked items' graded scores too
+                data["graded_scores"] = True
         return data
 
 
@@ -219,6 +238,17 @@ def _answers(report: EvalReport, task: TaskCalibration, ids: Sequence[str]) -> l
     if missing:
         raise CalibrationError(f"task {task.task!r}: item {missing[0]!r} was not evaluated")
     return [scores[i] for i in ids]
+
+
+def _graded(report: EvalReport, task: TaskCalibration, ids: Sequence[str]) -> list[float]:
+    """The report's graded scores of items ``ids``, for a calibration that uses them."""
+    scores = {item.id: item.graded for item in report.task(task.task).items}
+    for i in ids:
+        if scores.get(i) is None:
+            raise CalibrationError(
+                f"task {task.task!r}: item {i!r} has no graded score (the calibration uses graded scores)"
+            )
+    return [float(scores[i]) for i in ids]  # type: ignore[arg-type]  # None ruled out above
 
 
 def combine_rounds(first: EvalReport, second: EvalReport) -> EvalReport:
@@ -252,6 +282,8 @@ def fitness_label(spec: SearchSpec, calibration: Calibration | None = None, item
         text = f"IRT {f.irt_estimate}"
         if genome_prior:
             text += ", genome prior" + (" (calibration and earlier trials)" if f.prior_from_trials else "")
+        if calibration.graded if calibration is not None else f.graded:
+            text += ", graded scores"
         first = (f.anchors_per_task + 1) // 2
         if adaptive and f.anchors_per_task > first:
             text += f", {first} + {f.anchors_per_task - first} adaptive items per task"
@@ -389,7 +421,8 @@ def calibrate(
 ) -> Calibration:
     """Fit every task on the baselines' answers and the complete trials' (all scored in
     full), and choose its anchors."""
-    subjects, rows = _baseline_answers(run, spec, objectives, resident, events, cancel)
+    fitness = spec.fitness
+    subjects, rows, graded_rows = _baseline_answers(run, spec, objectives, resident, events, cancel)
     # The genome prior regresses on the models with a genome: the calibration trials.
     genomes: list[dict[str, float] | None] = [None] * len(subjects)
     for number in complete_trials:
@@ -398,20 +431,23 @@ def calibrate(
         answers = {t["task"]: [float(i["score"]) for i in t["items"]] for t in report.get("tasks", [])}
         subjects.append(f"trial {number}")
         rows.append(answers)
+        graded_rows.append(
+            {
+                t["task"]: [float(i["graded"]) for i in t["items"] if i.get("graded") is not None]
+                for t in report.get("tasks", [])
+            }
+        )
         genomes.append({str(k): float(v) for k, v in items.get("genome", {}).items()})
-    fitness = spec.fitness
     assert fitness.anchors_per_task is not None  # the schema's check
     answers_by_task: dict[str, tuple[list[str], np.ndarray]] = {}
+    graded_by_task: dict[str, np.ndarray] = {}
     for task in objectives.tasks:
         ids = [i.id for i in task.items]
-        matrix = []
-        for subject, answers in zip(subjects, rows, strict=True):
-            if len(answers.get(task.name, [])) != len(ids):
-                raise CalibrationError(
-                    f"IRT calibration: {subject} has no answer to every item of task {task.name!r}"
-                )
-            matrix.append(answers[task.name])
-        answers_by_task[task.name] = (ids, np.asarray(matrix))
+        answers_by_task[task.name] = (ids, _matrix(subjects, rows, task.name, len(ids), "answer"))
+        # Graded scores where every calibration model has them; a task without (an
+        # lm-eval task, or an evaluator that gives none, such as Ray's) uses its answers alone.
+        if fitness.graded and all(len(r.get(task.name, [])) == len(ids) for r in graded_rows):
+            graded_by_task[task.name] = _matrix(subjects, graded_rows, task.name, len(ids), "graded score")
     genes = None
     if fitness.genome_prior:
         from mergestudio.search.spec import build_genome
@@ -424,8 +460,21 @@ def calibrate(
         adaptive=fitness.adaptive,
         genes=genes,
         genomes=genomes,
+        graded=graded_by_task if fitness.graded else None,
     )
     return Calibration(calibration_key(spec), fitness.irt_estimate, tuple(subjects), tasks)
+
+
+def _matrix(
+    subjects: Sequence[str], rows: Sequence[Mapping[str, Sequence[float]]], task: str, items: int, what: str
+) -> np.ndarray:
+    """(subjects × items) of one task's values, every calibration model having all."""
+    matrix = []
+    for subject, values in zip(subjects, rows, strict=True):
+        if len(values.get(task, [])) != items:
+            raise CalibrationError(f"IRT calibration: {subject} has no {what} for every item of task {task!r}")
+        matrix.append(values[task])
+    return np.asarray(matrix, dtype=np.float64)
 
 
 def _baseline_answers(
@@ -435,7 +484,7 @@ def _baseline_answers(
     resident: CandidateEvaluator | None,
     events: EventSink | None,
     cancel: CancelToken | None,
-) -> tuple[list[str], list[dict[str, list[float]]]]:
+) -> tuple[list[str], list[dict[str, list[float]]], list[dict[str, list[float]]]]:
     """The baselines' labels and answers: from ``baselines.json`` when it has them (the
     window scores the baselines before the search starts), else scored now with the
     search's own resident evaluator (on the full tasks) and saved there."""
@@ -443,8 +492,10 @@ def _baseline_answers(
 
     names = {t.name for t in objectives.tasks}
     cached = load_baselines(run.path, spec)
-    if cached is None or any(not names <= set(b.responses) for b in cached):
+    graded = spec.fitness.graded
+    # Baselines scored before graded scores existed are scored again, once (the file then has them).
+    if cached is None or any(not names <= set(b.responses) or (graded and not b.graded) for b in cached):
         log(events, "IRT calibration: scoring the baselines on every item")
         cached = compute_baselines(spec, events=events, cancel=cancel, resident=resident)
         save_baselines(run.path, spec, cached)
-    return [b.label for b in cached], [dict(b.responses) for b in cached]
+    return [b.label for b in cached], [dict(b.responses) for b in cached], [dict(b.graded) for b in cached]

@@ -233,6 +233,7 @@ class _Search:
         try:
             template, evaluation = self.genome.template_model(), self.spec.evaluation
             with self.evaluator(template, self.objectives.tasks, evaluation, self.control) as resident:
+                _ask_graded(resident, self.spec)
                 state, reason = self._loop(study, resident)
         except Cancelled:
             state, reason = "stopped", "cancelled during a trial; it will run again on resume"
@@ -550,6 +551,16 @@ class _Search:
         for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             emit(self.events, self.front.trial_event(record_of(trial), replayed=True))
         self.front.publish()
+
+
+def _ask_graded(resident: CandidateEvaluator, spec: SearchSpec) -> None:
+    """An IRT run with ``graded: true`` has every item's graded score evaluated (the
+    calibration trials' and baselines' on every item, each candidate's on the items it is
+    asked). An evaluator without the setting (Ray's actors) gives none, and the
+    calibration then fits on the answers alone."""
+    if spec.fitness.estimator != "irt" or not spec.fitness.graded or not hasattr(resident, "graded"):
+        return
+    setattr(resident, "graded", True)  # noqa: B010 (the Protocol does not declare it)
 
 
 @contextmanager

@@ -151,7 +151,11 @@ class FitnessSpec(_Strict):
     estimated trial of the run (its genome and estimated ability, as a noisier point).
     ``adaptive`` (default): half of each task's items (rounded up) are fixed anchors,
     the rest are chosen per candidate after it answered them, for the most information
-    at the ability they show; ``false`` asks anchors only. The calibration is kept in the run folder (``calibration.json``),
+    at the ability they show; ``false`` asks anchors only. ``graded`` (default): every asked item
+    is also scored by its reference answer's log-probability (one teacher-forced pass;
+    multiple-choice items have it free), which places the candidate's ability better
+    than right/wrong alone; the calibration models give every item's (a task
+    without them, such as an lm-eval task, uses its answers alone). The calibration is kept in the run folder (``calibration.json``),
     so a resumed run estimates exactly as before."""
 
     estimator: Literal["full", "subset", "irt"] = "full"
@@ -162,6 +166,7 @@ class FitnessSpec(_Strict):
     irt_prior: Literal["auto", "population", "genome"] = "auto"
     prior_from_trials: bool = True
     adaptive: bool = True
+    graded: bool = True
     seed: int = 0
 
     @property
