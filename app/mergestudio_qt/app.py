@@ -11,6 +11,7 @@ from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import QApplication, QSplashScreen
 
 from mergestudio_qt.about import app_icon
+from mergestudio_qt.main_thread_gc import collect_on_main_thread
 from mergestudio_qt.main_window import MainWindow
 from mergestudio_qt.preferences import load_preferences
 from mergestudio_qt.style import apply_style
@@ -26,6 +27,7 @@ def create_app(argv: Sequence[str] | None = None) -> QApplication:
     app.setOrganizationName("")
     app.setApplicationDisplayName("Merge Studio")
     apply_style(app)
+    collect_on_main_thread(app)
     return app
 
 

@@ -12,10 +12,21 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
 from mergestudio_qt import jobs
+from mergestudio_qt.main_thread_gc import collect_on_main_thread
 
 from tests.checkpoints import TinyLlama, write_checkpoint
 
 THREAD_GRACE_MS = 10_000
+
+
+@pytest.fixture(autouse=True)
+def collector_on_gui_thread(qapp) -> Iterator[None]:
+    """As in the studio (``create_app``): cyclic garbage, widgets included, is collected
+    on the GUI thread, never in a job's worker thread (that deadlocked a test). The
+    tests after these run without an event loop, so the automatic collector comes back."""
+    collector = collect_on_main_thread(qapp)
+    yield
+    collector.stop()
 
 
 @pytest.fixture(autouse=True)
