@@ -274,6 +274,14 @@ def _fingerprint(spec: Any, seed: int) -> str:
     return digest.hexdigest()[:16]
 
 
+
+def _responses_by_task(
+    data: dict[str, Any], models: dict[str, Any], subjects: list[str], tasks: list[str]
+) -> dict[str, tuple[Any, np.ndarray]]:
+    """What ``calibrate_tasks`` fits: per task, its items and the (subjects, items)
+    matrix of the calibration models' answers."""
+    return {t: (data["tasks"][t], np.array([models[m][t] for m in subjects])) for t in tasks}
+
 def analyse(
     spec: Any,
     data: dict[str, Any],
@@ -305,7 +313,7 @@ def analyse(
         for k in anchor_counts:
             start = time.perf_counter()
             calibrations = calibrate_tasks(
-                {t: (data["tasks"][t], np.array([models[m][t] for m in subjects])) for t in tasks},
+                _responses_by_task(data, models, subjects, tasks),
                 k,
                 seed=seed,
                 share=share,
@@ -405,7 +413,7 @@ def option_rows(
             for seed in seeds:
                 start = time.perf_counter()
                 calibrations = calibrate_tasks(
-                    {t: (data["tasks"][t], np.array([models[m][t] for m in subjects])) for t in tasks},
+                    _responses_by_task(data, models, subjects, tasks),
                     k,
                     seed=seed,
                     adaptive=adaptive,
